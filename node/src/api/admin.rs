@@ -1,0 +1,296 @@
+//! The admin API (`/admin/v1`, admin token) and health endpoints.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use boxoffice_raft::command::{
+    Command, Effect, EventSpec, Layout, PerformerSpec, RowSpec, SectionSpec, Session, VenueSpec, HOLD_TTL_MS_DEFAULT,
+    PER_USER_CAP_DEFAULT,
+};
+use boxoffice_raft::{GroupId, NodeId, SHARDS_DEFAULT};
+use openraft::BasicNode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{applied_json, idempotency_key, parse_rfc3339_ms, write};
+use crate::app::{AppState, JsonBody};
+use crate::auth::Admin;
+use crate::error::{ApiError, ApiResult};
+
+/// Routes of the admin API and health checks.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/admin/v1/cluster", get(cluster))
+        .route("/admin/v1/cluster/init", post(init))
+        .route("/admin/v1/groups/{group}/snapshot", post(snapshot))
+        .route("/admin/v1/venues", post(create_venue))
+        .route("/admin/v1/performers", post(create_performer))
+        .route("/admin/v1/events", post(create_event))
+}
+
+async fn healthz(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({"status": "ok", "node_id": state.node.id()}))
+}
+
+/// Ready when bootstrapped and every group has a leader this node knows.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let node = &state.node;
+    let Some(shards) = node.shards() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": "not bootstrapped"})));
+    };
+    let without_leader: Vec<u16> = (0..=shards).filter(|g| node.leader_of(GroupId(*g)).is_none()).collect();
+    if without_leader.is_empty() {
+        (StatusCode::OK, Json(json!({"ready": true, "node_id": node.id(), "shards": shards})))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": "groups without a leader", "groups": without_leader})))
+    }
+}
+
+async fn cluster(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Value>> {
+    let node = &state.node;
+    let mut members = BTreeMap::new();
+    let mut groups = Vec::new();
+    for (g, raft) in node.groups.all() {
+        let m = raft.metrics().borrow().clone();
+        for (id, n) in m.membership_config.membership().nodes() {
+            members.insert(*id, n.addr.clone());
+        }
+        let committed = node.stores(g).and_then(|s| s.log.committed_index());
+        groups.push(json!({
+            "group": g.0,
+            "name": g.to_string(),
+            "leader": m.current_leader,
+            "state": format!("{:?}", m.state),
+            "term": m.current_term,
+            "last_log_index": m.last_log_index,
+            "committed_index": committed,
+            "applied_index": m.last_applied.map(|l| l.index),
+            "snapshot_index": m.snapshot.map(|l| l.index),
+            "purged_index": m.purged.map(|l| l.index),
+            "voters": m.membership_config.membership().voter_ids().collect::<Vec<_>>(),
+        }));
+    }
+    let members: Vec<Value> = members.into_iter().map(|(id, addr)| json!({"id": id, "addr": addr})).collect();
+    Ok(Json(json!({
+        "node_id": node.id(),
+        "addr": node.config.advertised(),
+        "shards": node.shards(),
+        "members": members,
+        "groups": groups,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InitBody {
+    members: Vec<MemberBody>,
+    #[serde(default)]
+    shards: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberBody {
+    id: NodeId,
+    addr: String,
+}
+
+/// Bootstraps a new cluster: every member prepares all groups, then each group is
+/// initialised with every member as a voter. Idempotent for the same members.
+async fn init(State(state): State<AppState>, _: Admin, JsonBody(body): JsonBody<InitBody>) -> ApiResult<Json<Value>> {
+    let shards = body.shards.unwrap_or(SHARDS_DEFAULT);
+    if body.members.is_empty() {
+        return Err(ApiError::bad_param("members", "members must not be empty"));
+    }
+    if !body.members.iter().any(|m| m.id == state.node.id()) {
+        return Err(ApiError::bad_param("members", "members must include the node receiving the request"));
+    }
+    let members: BTreeMap<NodeId, BasicNode> = body.members.iter().map(|m| (m.id, BasicNode { addr: m.addr.clone() })).collect();
+    if members.len() != body.members.len() {
+        return Err(ApiError::bad_param("members", "member ids must be unique"));
+    }
+    for m in &body.members {
+        if m.id == state.node.id() {
+            state.node.prepare(shards).await.map_err(|e| ApiError::new(StatusCode::CONFLICT, "cluster_mismatch", e))?;
+        } else {
+            let r: Result<(), String> = state
+                .node
+                .rpc
+                .call(&m.addr, "/internal/v1/prepare", &shards, Duration::from_secs(10))
+                .await
+                .map_err(|e| ApiError::unavailable("peer_unreachable", format!("node {} at {}: {e}", m.id, m.addr)))?;
+            r.map_err(|e| ApiError::new(StatusCode::CONFLICT, "cluster_mismatch", format!("node {}: {e}", m.id)))?;
+        }
+    }
+    let mut initialized = Vec::new();
+    for (g, raft) in state.node.groups.all() {
+        match raft.initialize(members.clone()).await {
+            Ok(()) => initialized.push(g.0),
+            // Already initialised (a repeated init): fine.
+            Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
+            Err(e) => return Err(ApiError::internal(format!("initialising {g}: {e}"))),
+        }
+    }
+    Ok(Json(json!({"shards": shards, "members": members.keys().collect::<Vec<_>>(), "initialized_groups": initialized})))
+}
+
+async fn snapshot(State(state): State<AppState>, _: Admin, Path(group): Path<u16>) -> ApiResult<impl IntoResponse> {
+    let raft = state.node.groups.get(GroupId(group)).ok_or_else(|| ApiError::not_found("unknown_group", format!("no group {group} on this node")))?;
+    raft.trigger().snapshot().await.map_err(ApiError::internal)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"group": group, "snapshot": "triggered"}))))
+}
+
+fn admin_session(admin: &Admin, headers: &HeaderMap) -> ApiResult<Session> {
+    // Without a key, a fresh one still makes the node's own retries exactly-once.
+    let key = idempotency_key(headers)?.unwrap_or_else(|| format!("auto:{}", uuid_like()));
+    Ok(Session { client_id: format!("admin:{}", admin.0.sub), idempotency_key: key })
+}
+
+fn uuid_like() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VenueBody {
+    name: String,
+    city: String,
+    lat: f64,
+    lon: f64,
+    #[serde(default)]
+    sections: Option<Vec<SectionBody>>,
+    #[serde(default)]
+    general_admission: Option<GaBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SectionBody {
+    name: String,
+    rows: Vec<RowBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RowBody {
+    name: String,
+    seats: u32,
+    price_cents: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GaBody {
+    capacity: u32,
+    price_cents: u64,
+}
+
+async fn create_venue(State(state): State<AppState>, admin: Admin, headers: HeaderMap, JsonBody(body): JsonBody<VenueBody>) -> ApiResult<impl IntoResponse> {
+    let layout = match (body.sections, body.general_admission) {
+        (Some(sections), None) => Layout::Seated {
+            sections: sections
+                .into_iter()
+                .map(|s| SectionSpec {
+                    name: s.name,
+                    rows: s.rows.into_iter().map(|r| RowSpec { name: r.name, seats: r.seats, price_cents: r.price_cents }).collect(),
+                })
+                .collect(),
+        },
+        (None, Some(ga)) => Layout::GeneralAdmission { capacity: ga.capacity, price_cents: ga.price_cents },
+        _ => return Err(ApiError::bad_request("invalid_input", "give exactly one of sections or general_admission")),
+    };
+    layout.validate().map_err(|e| ApiError::bad_request("invalid_input", e))?;
+    let spec = VenueSpec { name: body.name, city: body.city, lat: body.lat, lon: body.lon, layout };
+    let g = GroupId::CATALOGUE;
+    let (effect, outcome) = write(&state, g, admin_session(&admin, &headers)?, Command::CreateVenue(spec)).await?;
+    match effect {
+        Effect::VenueCreated { venue_id } => {
+            Ok((StatusCode::CREATED, Json(json!({"venue_id": venue_id, "applied": applied_json(g, outcome.applied), "replayed": outcome.replayed}))))
+        }
+        other => Err(ApiError::internal(format!("create venue produced {other:?}"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PerformerBody {
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+async fn create_performer(State(state): State<AppState>, admin: Admin, headers: HeaderMap, JsonBody(body): JsonBody<PerformerBody>) -> ApiResult<impl IntoResponse> {
+    let g = GroupId::CATALOGUE;
+    let spec = PerformerSpec { name: body.name, description: body.description };
+    let (effect, outcome) = write(&state, g, admin_session(&admin, &headers)?, Command::CreatePerformer(spec)).await?;
+    match effect {
+        Effect::PerformerCreated { performer_id } => Ok((
+            StatusCode::CREATED,
+            Json(json!({"performer_id": performer_id, "applied": applied_json(g, outcome.applied), "replayed": outcome.replayed})),
+        )),
+        other => Err(ApiError::internal(format!("create performer produced {other:?}"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventBody {
+    name: String,
+    #[serde(default)]
+    description: String,
+    category: String,
+    venue_id: u64,
+    #[serde(default)]
+    performer_ids: Vec<u64>,
+    starts_at: String,
+    #[serde(default)]
+    hold_ttl_s: Option<u64>,
+    #[serde(default)]
+    per_user_cap: Option<u32>,
+}
+
+async fn create_event(State(state): State<AppState>, admin: Admin, headers: HeaderMap, JsonBody(body): JsonBody<EventBody>) -> ApiResult<impl IntoResponse> {
+    let starts_at_ms = parse_rfc3339_ms(&body.starts_at)
+        .ok_or_else(|| ApiError::bad_param("starts_at", format!("starts_at must be an RFC 3339 time, not {:?}", body.starts_at)))?;
+    let hold_ttl_ms = match body.hold_ttl_s {
+        None => HOLD_TTL_MS_DEFAULT,
+        Some(s) => s.checked_mul(1000).ok_or_else(|| ApiError::bad_param("hold_ttl_s", "hold_ttl_s is too large"))?,
+    };
+    let spec = EventSpec {
+        name: body.name,
+        description: body.description,
+        category: body.category,
+        venue_id: body.venue_id,
+        performer_ids: body.performer_ids,
+        starts_at_ms,
+        hold_ttl_ms,
+        per_user_cap: body.per_user_cap.unwrap_or(PER_USER_CAP_DEFAULT),
+    };
+    let session = admin_session(&admin, &headers)?;
+    let (effect, outcome) = write(&state, GroupId::CATALOGUE, session.clone(), Command::CreateEvent(spec)).await?;
+    let Effect::EventCreated { event_id, inventory } = effect else {
+        return Err(ApiError::internal(format!("create event produced {effect:?}")));
+    };
+    // Second step on the owning shard; idempotent per event, and the same key makes
+    // a retried request re-run it safely.
+    let shard = state.node.shard_of(event_id).ok_or_else(|| ApiError::unavailable("not_ready", "not bootstrapped"))?;
+    let (_, inv_outcome) = write(&state, shard, session, Command::CreateInventory(inventory)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "event_id": event_id,
+            "shard": shard.0,
+            "applied": applied_json(GroupId::CATALOGUE, outcome.applied),
+            "inventory_applied": applied_json(shard, inv_outcome.applied),
+            "replayed": outcome.replayed,
+        })),
+    ))
+}
+

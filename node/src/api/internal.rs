@@ -1,0 +1,65 @@
+//! Node-to-node endpoints besides Raft RPC: bootstrap preparation, forwarded
+//! writes, and read indexes for linearizable follower reads. Bodies are codec
+//! (postcard) encoded; callers present the cluster key.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use boxoffice_raft::server::check_cluster_key;
+use boxoffice_raft::{codec, GroupId};
+
+use crate::app::AppState;
+use crate::node::{ForwardedProposal, ProposeError};
+
+/// Routes under `/internal/v1`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/internal/v1/prepare", post(prepare))
+        .route("/internal/v1/propose/{group}", post(propose))
+        .route("/internal/v1/read_index/{group}", post(read_index))
+}
+
+fn reply<T: serde::Serialize>(v: &T) -> Response {
+    ([(header::CONTENT_TYPE, "application/octet-stream")], codec::encode(v)).into_response()
+}
+
+fn decode<T: serde::de::DeserializeOwned>(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<T, Response> {
+    check_cluster_key(headers, &state.node.config.cluster_key)?;
+    codec::decode(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())
+}
+
+async fn prepare(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let shards: u16 = match decode(&state, &headers, &body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    reply(&state.node.prepare(shards).await)
+}
+
+async fn propose(State(state): State<AppState>, Path(group): Path<u16>, headers: HeaderMap, body: Bytes) -> Response {
+    let req: ForwardedProposal = match decode(&state, &headers, &body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let timeout = Duration::from_millis(state.node.config.limits.write_timeout_ms);
+    let group = GroupId(group);
+    // Only the leader proposes a forwarded write: no second hop, no loops.
+    let result: Result<_, ProposeError> = match state.node.leader_of(group) {
+        Some((leader, _)) if leader == state.node.id() => state.node.propose_local(group, req.session, req.command, timeout).await,
+        leader => Err(ProposeError::NotLeader { group: group.0, leader: leader.filter(|(id, _)| *id != state.node.id()) }),
+    };
+    reply(&result)
+}
+
+async fn read_index(State(state): State<AppState>, Path(group): Path<u16>, headers: HeaderMap, body: Bytes) -> Response {
+    let () = match decode(&state, &headers, &body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    reply(&state.node.read_index_local(GroupId(group)).await)
+}

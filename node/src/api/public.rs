@@ -1,0 +1,355 @@
+//! The public API (`/v1`): event views, seat maps, holds, confirms, bookings.
+//!
+//! Views are served from this node's replica and say how fresh they are; writes go
+//! to the owning group's leader (forwarded if needed).
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use boxoffice_raft::command::{BookingId, BookingView, Command, Effect, HoldId, HoldRequest, Selection, Session, HOLD_SEATS_MAX};
+use boxoffice_raft::GroupId;
+use boxoffice_storage::read::Freshness;
+use boxoffice_storage::records::Event;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{applied_json, idempotency_key, parse_consistency, rfc3339_ms, write, Consistency};
+use crate::app::{AppState, JsonBody};
+use crate::auth::User;
+use crate::error::{ApiError, ApiResult};
+use crate::node::now_ms;
+
+/// Routes of the public API.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/events", get(list_events))
+        .route("/v1/events/{event_id}", get(get_event))
+        .route("/v1/events/{event_id}/seats", get(get_seats))
+        .route("/v1/holds", post(create_hold))
+        .route("/v1/holds/{hold_id}", get(get_hold).delete(release_hold))
+        .route("/v1/holds/{hold_id}/confirm", post(confirm_hold))
+        .route("/v1/bookings", get(list_bookings))
+        .route("/v1/bookings/{booking_id}", get(get_booking))
+}
+
+fn parse_event_id(raw: &str) -> ApiResult<u64> {
+    raw.parse().map_err(|_| ApiError::bad_param("event_id", format!("event id must be a positive integer, not {raw:?}")))
+}
+
+fn shard_group(state: &AppState, shard: u16) -> ApiResult<GroupId> {
+    match state.node.shards() {
+        None => Err(ApiError::unavailable("not_ready", "the cluster is not bootstrapped yet")),
+        Some(n) if shard >= 1 && shard <= n => Ok(GroupId(shard)),
+        Some(_) => Err(ApiError::not_found("unknown_shard", format!("no shard {shard} in this cluster"))),
+    }
+}
+
+fn event_group(state: &AppState, event_id: u64) -> ApiResult<GroupId> {
+    state.node.shard_of(event_id).ok_or_else(|| ApiError::unavailable("not_ready", "the cluster is not bootstrapped yet"))
+}
+
+fn stores(state: &AppState, group: GroupId) -> ApiResult<crate::node::GroupStores> {
+    state.node.stores(group).ok_or_else(|| ApiError::unavailable("not_ready", format!("{group} is not running on this node")))
+}
+
+async fn barrier_if(state: &AppState, group: GroupId, c: Consistency) -> ApiResult<()> {
+    if c == Consistency::Linearizable {
+        state.node.read_barrier(group).await?;
+    }
+    Ok(())
+}
+
+fn freshness_json(group: GroupId, f: Freshness) -> Value {
+    json!({
+        "shard": group.0,
+        "applied_index": f.applied_index,
+        "applied_time_ms": f.applied_time_ms,
+        "as_of_ms": f.as_of_ms,
+        "lag_ms": f.as_of_ms.saturating_sub(f.applied_time_ms),
+    })
+}
+
+/// JSON of an event with its venue and performers, from a catalogue read.
+pub fn event_json(state: &AppState, tx: &boxoffice_storage::read::ReadTx<'_>, e: &Event) -> Value {
+    let venue = tx.venue(e.spec.venue_id);
+    let performers: Vec<Value> = e
+        .spec
+        .performer_ids
+        .iter()
+        .filter_map(|&p| tx.performer(p))
+        .map(|p| json!({"performer_id": p.performer_id, "name": p.spec.name, "description": p.spec.description}))
+        .collect();
+    json!({
+        "event": {
+            "event_id": e.event_id,
+            "name": e.spec.name,
+            "description": e.spec.description,
+            "category": e.spec.category,
+            "starts_at": rfc3339_ms(e.spec.starts_at_ms),
+            "starts_at_ms": e.spec.starts_at_ms,
+            "hold_ttl_s": e.spec.hold_ttl_ms / 1000,
+            "per_user_cap": e.spec.per_user_cap,
+            "shard": state.node.shard_of(e.event_id).map(|g| g.0),
+        },
+        "venue": venue.map(|v| json!({
+            "venue_id": v.venue_id,
+            "name": v.spec.name,
+            "city": v.spec.city,
+            "lat": v.spec.lat,
+            "lon": v.spec.lon,
+            "general_admission": matches!(v.spec.layout, boxoffice_raft::command::Layout::GeneralAdmission { .. }),
+            "capacity": v.spec.layout.capacity(),
+        })),
+        "performers": performers,
+    })
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    after: Option<String>,
+    limit: Option<String>,
+    consistency: Option<String>,
+}
+
+async fn list_events(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+    let max = state.node.config.limits.page_size_max;
+    let after = match q.after.as_deref() {
+        None => 0,
+        Some(s) => s.parse().map_err(|_| ApiError::bad_param("after", "after must be an event id"))?,
+    };
+    let limit: usize = match q.limit.as_deref() {
+        None => 50.min(max),
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if n >= 1 && n <= max => n,
+            _ => return Err(ApiError::bad_param("limit", format!("limit must be between 1 and {max}"))),
+        },
+    };
+    let c = parse_consistency(q.consistency.as_deref(), Consistency::Local)?;
+    let g = GroupId::CATALOGUE;
+    let st = stores(&state, g)?;
+    barrier_if(&state, g, c).await?;
+    let tx = st.reader.begin(now_ms());
+    let events = tx.events(after, limit);
+    let next = if events.len() == limit { events.last().map(|e| e.event_id) } else { None };
+    let items: Vec<Value> = events.iter().map(|e| event_json(&state, &tx, e)).collect();
+    Ok(Json(json!({"events": items, "next_after": next, "freshness": freshness_json(g, tx.freshness)})))
+}
+
+async fn get_event(State(state): State<AppState>, Path(event_id): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+    let event_id = parse_event_id(&event_id)?;
+    let c = parse_consistency(q.get("consistency").map(String::as_str), Consistency::Local)?;
+    let g = GroupId::CATALOGUE;
+    let st = stores(&state, g)?;
+    barrier_if(&state, g, c).await?;
+    let tx = st.reader.begin(now_ms());
+    let e = tx.event(event_id).ok_or_else(|| ApiError::not_found("unknown_event", format!("unknown event {event_id}")).with("event_id", event_id))?;
+    let mut body = event_json(&state, &tx, &e);
+    body["freshness"] = freshness_json(g, tx.freshness);
+    Ok(Json(body))
+}
+
+async fn get_seats(State(state): State<AppState>, Path(event_id): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+    let event_id = parse_event_id(&event_id)?;
+    let c = parse_consistency(q.get("consistency").map(String::as_str), Consistency::Local)?;
+    let g = event_group(&state, event_id)?;
+    let st = stores(&state, g)?;
+    barrier_if(&state, g, c).await?;
+    let tx = st.reader.begin(now_ms());
+    let map = tx.seat_map(event_id).ok_or_else(|| ApiError::not_found("unknown_event", format!("unknown event {event_id}")).with("event_id", event_id))?;
+    let mut body = serde_json::to_value(&map).map_err(ApiError::internal)?;
+    if map.general_admission {
+        if let Some(o) = body.as_object_mut() {
+            o.remove("seats");
+        }
+    }
+    body["freshness"] = freshness_json(g, tx.freshness);
+    Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoldBody {
+    event_id: u64,
+    #[serde(default)]
+    seat_ids: Option<Vec<u32>>,
+    #[serde(default)]
+    quantity: Option<i64>,
+}
+
+fn require_key(headers: &HeaderMap) -> ApiResult<String> {
+    idempotency_key(headers)?.ok_or_else(|| {
+        ApiError::bad_request("missing_idempotency_key", "writes need an Idempotency-Key header (any unique string, reused on retry)")
+    })
+}
+
+fn hold_json(group: GroupId, h: &boxoffice_raft::command::HoldView, outcome: &boxoffice_raft::command::Outcome) -> Value {
+    json!({
+        "hold_id": h.hold_id.to_string(),
+        "event_id": h.event_id,
+        "seat_ids": h.seat_ids,
+        "quantity": h.quantity,
+        "total_cents": h.total_cents,
+        "expires_at": rfc3339_ms(h.expires_at_ms as i64),
+        "expires_at_ms": h.expires_at_ms,
+        "applied": applied_json(group, outcome.applied),
+        "replayed": outcome.replayed,
+    })
+}
+
+/// JSON of a booking.
+pub fn booking_json(b: &BookingView) -> Value {
+    json!({
+        "booking_id": b.booking_id.to_string(),
+        "status": "confirmed",
+        "hold_id": b.hold_id.to_string(),
+        "event_id": b.event_id,
+        "seat_ids": b.seat_ids,
+        "quantity": b.quantity,
+        "total_cents": b.total_cents,
+        "payment_ref": b.payment_ref,
+        "confirmed_at": rfc3339_ms(b.confirmed_at_ms as i64),
+        "confirmed_at_ms": b.confirmed_at_ms,
+    })
+}
+
+async fn create_hold(State(state): State<AppState>, User(user): User, headers: HeaderMap, JsonBody(body): JsonBody<HoldBody>) -> ApiResult<impl IntoResponse> {
+    let key = require_key(&headers)?;
+    let selection = match (body.seat_ids, body.quantity) {
+        (Some(seats), None) => {
+            if seats.is_empty() {
+                return Err(ApiError::bad_param("seat_ids", "seat_ids must not be empty"));
+            }
+            if seats.len() > HOLD_SEATS_MAX as usize {
+                return Err(ApiError::bad_param("seat_ids", format!("at most {HOLD_SEATS_MAX} seats per hold")));
+            }
+            Selection::Seats(seats)
+        }
+        (None, Some(q)) => {
+            if q < 1 || q > i64::from(HOLD_SEATS_MAX) {
+                return Err(ApiError::bad_param("quantity", format!("quantity must be between 1 and {HOLD_SEATS_MAX}")));
+            }
+            Selection::Quantity(q as u32)
+        }
+        _ => return Err(ApiError::bad_request("invalid_input", "give exactly one of seat_ids or quantity")),
+    };
+    let group = event_group(&state, body.event_id)?;
+    let session = Session { client_id: user.sub.clone(), idempotency_key: key };
+    let command = Command::Hold(HoldRequest { event_id: body.event_id, user: user.sub, selection });
+    let (effect, outcome) = write(&state, group, session, command).await?;
+    match effect {
+        Effect::Held(h) => Ok((StatusCode::CREATED, Json(hold_json(group, &h, &outcome)))),
+        other => Err(ApiError::internal(format!("hold produced {other:?}"))),
+    }
+}
+
+fn parse_hold(state: &AppState, raw: &str) -> ApiResult<(HoldId, GroupId)> {
+    let id: HoldId = raw.parse().map_err(|e: String| ApiError::bad_param("hold_id", e))?;
+    let g = shard_group(state, id.shard).map_err(|e| if e.status == StatusCode::NOT_FOUND { ApiError::not_found("unknown_hold", format!("unknown hold {raw}")) } else { e })?;
+    Ok((id, g))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfirmBody {
+    payment_ref: String,
+}
+
+async fn confirm_hold(
+    State(state): State<AppState>,
+    User(user): User,
+    Path(hold_id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<ConfirmBody>,
+) -> ApiResult<impl IntoResponse> {
+    let key = require_key(&headers)?;
+    let (hold_id, group) = parse_hold(&state, &hold_id)?;
+    if body.payment_ref.trim().is_empty() {
+        return Err(ApiError::bad_param("payment_ref", "payment_ref must not be empty"));
+    }
+    let session = Session { client_id: user.sub.clone(), idempotency_key: key };
+    let command = Command::Confirm { hold_id, user: user.sub, payment_ref: body.payment_ref };
+    let (effect, outcome) = write(&state, group, session, command).await?;
+    match effect {
+        Effect::Confirmed(b) => {
+            let mut v = booking_json(&b);
+            v["applied"] = serde_json::to_value(applied_json(group, outcome.applied)).map_err(ApiError::internal)?;
+            v["replayed"] = json!(outcome.replayed);
+            Ok((StatusCode::CREATED, Json(v)))
+        }
+        other => Err(ApiError::internal(format!("confirm produced {other:?}"))),
+    }
+}
+
+async fn release_hold(State(state): State<AppState>, User(user): User, Path(hold_id): Path<String>, headers: HeaderMap) -> ApiResult<impl IntoResponse> {
+    let (hold_id, group) = parse_hold(&state, &hold_id)?;
+    // Releasing is idempotent by nature; without a key, the hold id is the key.
+    let key = idempotency_key(&headers)?.unwrap_or_else(|| format!("release:{hold_id}"));
+    let session = Session { client_id: user.sub.clone(), idempotency_key: key };
+    let (_, outcome) = write(&state, group, session, Command::Release { hold_id, user: user.sub }).await?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    for (name, value) in [
+        ("x-boxoffice-shard", group.0.to_string()),
+        ("x-boxoffice-applied-index", outcome.applied.index.to_string()),
+        ("x-boxoffice-applied-time-ms", outcome.applied.time_ms.to_string()),
+    ] {
+        if let Ok(v) = value.parse() {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+    Ok(resp)
+}
+
+async fn get_hold(State(state): State<AppState>, User(user): User, Path(hold_id): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+    let (hold_id, group) = parse_hold(&state, &hold_id)?;
+    let c = parse_consistency(q.get("consistency").map(String::as_str), Consistency::Linearizable)?;
+    let st = stores(&state, group)?;
+    barrier_if(&state, group, c).await?;
+    let tx = st.reader.begin(now_ms());
+    let h = tx.hold(hold_id).ok_or_else(|| ApiError::not_found("unknown_hold", format!("unknown hold {hold_id}")))?;
+    if h.user != user.sub {
+        return Err(ApiError::forbidden("this hold belongs to another user"));
+    }
+    let mut v = serde_json::to_value(&h).map_err(ApiError::internal)?;
+    v["expires_at"] = json!(rfc3339_ms(h.expires_at_ms as i64));
+    v["freshness"] = freshness_json(group, tx.freshness);
+    Ok(Json(v))
+}
+
+async fn get_booking(State(state): State<AppState>, User(user): User, Path(booking_id): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+    let id: BookingId = booking_id.parse().map_err(|e: String| ApiError::bad_param("booking_id", e))?;
+    let group = shard_group(&state, id.shard).map_err(|e| if e.status == StatusCode::NOT_FOUND { ApiError::not_found("unknown_booking", format!("unknown booking {id}")) } else { e })?;
+    let c = parse_consistency(q.get("consistency").map(String::as_str), Consistency::Linearizable)?;
+    let st = stores(&state, group)?;
+    barrier_if(&state, group, c).await?;
+    let tx = st.reader.begin(now_ms());
+    let b = tx.booking(id).ok_or_else(|| ApiError::not_found("unknown_booking", format!("unknown booking {id}")))?;
+    if b.user != user.sub {
+        return Err(ApiError::forbidden("this booking belongs to another user"));
+    }
+    let mut v = booking_json(&b);
+    v["freshness"] = freshness_json(group, tx.freshness);
+    Ok(Json(v))
+}
+
+async fn list_bookings(State(state): State<AppState>, User(user): User, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+    let c = parse_consistency(q.get("consistency").map(String::as_str), Consistency::Linearizable)?;
+    let shards = state.node.shards().ok_or_else(|| ApiError::unavailable("not_ready", "the cluster is not bootstrapped yet"))?;
+    let max = state.node.config.limits.page_size_max;
+    let mut all = Vec::new();
+    for s in 1..=shards {
+        let g = GroupId(s);
+        let st = stores(&state, g)?;
+        barrier_if(&state, g, c).await?;
+        let tx = st.reader.begin(now_ms());
+        all.extend(tx.user_bookings(&user.sub, max));
+    }
+    all.sort_by_key(|b| (b.confirmed_at_ms, b.booking_id));
+    let truncated = all.len() > max;
+    all.truncate(max);
+    let items: Vec<Value> = all.iter().map(booking_json).collect();
+    Ok(Json(json!({"bookings": items, "truncated": truncated})))
+}

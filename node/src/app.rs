@@ -1,0 +1,92 @@
+//! The HTTP surface of a node: router, shared state, and the layers that bound it
+//! (body size, in-flight requests, timeouts, load shedding).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{BoxError, Router};
+use serde::de::DeserializeOwned;
+use tower::ServiceBuilder;
+
+use crate::auth::{HasTokenKeys, TokenKeys};
+use crate::error::ApiError;
+use crate::node::Node;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The node.
+    pub node: Arc<Node>,
+    /// Token verification.
+    pub keys: TokenKeys,
+}
+
+impl HasTokenKeys for AppState {
+    fn token_keys(&self) -> &TokenKeys {
+        &self.keys
+    }
+}
+
+/// The complete router of a node.
+pub fn router(state: AppState) -> Router {
+    let limits = state.node.config.limits.clone();
+    let api = Router::new()
+        .merge(crate::api::public::routes())
+        .merge(crate::api::admin::routes())
+        .with_state(state.clone())
+        .layer(DefaultBodyLimit::max(limits.body_bytes_max))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(handle_layer_error))
+                .load_shed()
+                .concurrency_limit(limits.in_flight_max)
+                .timeout(Duration::from_millis(limits.request_timeout_ms)),
+        );
+    let cluster = Router::new()
+        .merge(boxoffice_raft::server::router(boxoffice_raft::server::RaftRpcState {
+            groups: state.node.groups.clone(),
+            cluster_key: state.node.config.cluster_key.clone().into(),
+        }))
+        .merge(crate::api::internal::routes().with_state(state.clone()))
+        .layer(DefaultBodyLimit::max(limits.raft_body_bytes_max));
+    Router::new()
+        .merge(api)
+        .merge(cluster)
+        .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+async fn handle_layer_error(err: BoxError) -> axum::response::Response {
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        return ApiError::unavailable("overloaded", "too many requests in flight; retry shortly").into_response();
+    }
+    if err.is::<tower::timeout::error::Elapsed>() {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "request took longer than limits.request_timeout_ms")
+            .retry_after(1)
+            .into_response();
+    }
+    ApiError::internal(err).into_response()
+}
+
+/// A JSON request body: malformed JSON is a 400 `malformed_json` naming the problem,
+/// an oversized body a 413 `body_too_large`, both as problem+json.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body is larger than limits.body_bytes_max")
+            } else {
+                ApiError::bad_request("unreadable_body", e.body_text())
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| ApiError::bad_request("malformed_json", format!("request body: {e}")))
+    }
+}

@@ -1,0 +1,213 @@
+//! Node settings: every limit and timeout is a named, documented field with a
+//! validated default. Resolved in two stages: raw (TOML file and flags) → validated
+//! [`NodeConfig`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of one node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id; stable for the life of its data dir. Must be ≥ 1.
+    pub id: u64,
+    /// Address the HTTP server (public, admin, node-to-node) listens on.
+    pub listen: SocketAddr,
+    /// Address peers and clients use to reach this node (default: `listen`).
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Where RocksDB and snapshots live.
+    pub data_dir: PathBuf,
+    /// Secret for verifying HS256 bearer tokens (user and admin).
+    pub token_secret: String,
+    /// Secret every node presents on node-to-node requests.
+    pub cluster_key: String,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Raft timing and sizes.
+    #[serde(default)]
+    pub raft: RaftSettings,
+}
+
+/// Limits on requests. Each bounds memory or waiting under load.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body accepted by the public and admin API (bytes); larger → 413.
+    pub body_bytes_max: usize,
+    /// Largest node-to-node request body (bytes): append entries and snapshot chunks.
+    pub raft_body_bytes_max: usize,
+    /// Requests handled at once by the public and admin API; beyond it → 503 + Retry-After.
+    pub in_flight_max: usize,
+    /// Time allowed for one public or admin request end to end.
+    pub request_timeout_ms: u64,
+    /// Time allowed for a write to be committed and applied, including forwarding to
+    /// the leader and retries across a leader change; past it the outcome is unknown (503).
+    pub write_timeout_ms: u64,
+    /// Time a linearizable read may wait for the leader's read index and local apply.
+    pub linearizable_read_timeout_ms: u64,
+    /// Most results per page in list endpoints.
+    pub page_size_max: usize,
+    /// Time allowed to connect to a peer.
+    pub peer_connect_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            body_bytes_max: 256 * 1024,
+            raft_body_bytes_max: 64 << 20,
+            in_flight_max: 4096,
+            request_timeout_ms: 15_000,
+            write_timeout_ms: 10_000,
+            linearizable_read_timeout_ms: 5_000,
+            page_size_max: 500,
+            peer_connect_timeout_ms: 1_000,
+        }
+    }
+}
+
+/// Raft settings, applied to every group on the node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftSettings {
+    /// Leader heartbeat period.
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomised election timeout.
+    pub election_timeout_ms_min: u64,
+    /// Upper bound of the randomised election timeout.
+    pub election_timeout_ms_max: u64,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept in the log after a snapshot (lets slow followers catch up without one).
+    pub logs_kept_after_snapshot: u64,
+    /// Largest snapshot chunk sent in one RPC (bytes).
+    pub snapshot_chunk_bytes_max: u64,
+    /// Most entries in one append-entries RPC.
+    pub append_entries_max: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            heartbeat_interval_ms: 100,
+            election_timeout_ms_min: 600,
+            election_timeout_ms_max: 1200,
+            snapshot_logs_since_last: 20_000,
+            logs_kept_after_snapshot: 2_000,
+            snapshot_chunk_bytes_max: 1 << 20,
+            append_entries_max: 256,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The address advertised to peers and clients.
+    pub fn advertised(&self) -> String {
+        self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// Checks every field and the rules between them.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id == 0 {
+            return Err("id must be at least 1".into());
+        }
+        if self.token_secret.len() < 16 {
+            return Err("token_secret must be at least 16 bytes".into());
+        }
+        if self.cluster_key.len() < 16 {
+            return Err("cluster_key must be at least 16 bytes".into());
+        }
+        let l = &self.limits;
+        for (name, v) in [
+            ("limits.body_bytes_max", l.body_bytes_max as u64),
+            ("limits.raft_body_bytes_max", l.raft_body_bytes_max as u64),
+            ("limits.in_flight_max", l.in_flight_max as u64),
+            ("limits.request_timeout_ms", l.request_timeout_ms),
+            ("limits.write_timeout_ms", l.write_timeout_ms),
+            ("limits.linearizable_read_timeout_ms", l.linearizable_read_timeout_ms),
+            ("limits.page_size_max", l.page_size_max as u64),
+            ("limits.peer_connect_timeout_ms", l.peer_connect_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be positive"));
+            }
+        }
+        if l.write_timeout_ms > l.request_timeout_ms {
+            return Err("limits.write_timeout_ms must not exceed limits.request_timeout_ms".into());
+        }
+        if (l.raft_body_bytes_max as u64) < self.raft.snapshot_chunk_bytes_max + 64 * 1024 {
+            return Err("limits.raft_body_bytes_max must exceed raft.snapshot_chunk_bytes_max by 64 KiB".into());
+        }
+        let r = &self.raft;
+        if r.heartbeat_interval_ms == 0 || r.election_timeout_ms_min <= r.heartbeat_interval_ms * 2 {
+            return Err("raft.election_timeout_ms_min must exceed twice raft.heartbeat_interval_ms".into());
+        }
+        if r.election_timeout_ms_max <= r.election_timeout_ms_min {
+            return Err("raft.election_timeout_ms_max must exceed raft.election_timeout_ms_min".into());
+        }
+        if r.snapshot_logs_since_last == 0 || r.append_entries_max == 0 || r.snapshot_chunk_bytes_max == 0 {
+            return Err("raft.snapshot_logs_since_last, append_entries_max and snapshot_chunk_bytes_max must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The openraft config for every group.
+    pub fn openraft(&self) -> Result<openraft::Config, String> {
+        let r = &self.raft;
+        let c = openraft::Config {
+            cluster_name: "boxoffice".into(),
+            heartbeat_interval: r.heartbeat_interval_ms,
+            election_timeout_min: r.election_timeout_ms_min,
+            election_timeout_max: r.election_timeout_ms_max,
+            install_snapshot_timeout: 2_000.max(r.election_timeout_ms_max),
+            max_payload_entries: r.append_entries_max,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: r.logs_kept_after_snapshot,
+            snapshot_max_chunk_size: r.snapshot_chunk_bytes_max,
+            ..Default::default()
+        };
+        c.validate().map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> NodeConfig {
+        NodeConfig {
+            id: 1,
+            listen: "127.0.0.1:7101".parse().unwrap(),
+            advertise: None,
+            data_dir: "/tmp/x".into(),
+            token_secret: "0123456789abcdef".into(),
+            cluster_key: "0123456789abcdef".into(),
+            limits: Limits::default(),
+            raft: RaftSettings::default(),
+        }
+    }
+
+    #[test]
+    fn defaults_validate_and_bad_values_are_named() {
+        let c = sample();
+        c.validate().unwrap();
+        c.openraft().unwrap();
+        let mut bad = sample();
+        bad.id = 0;
+        assert!(bad.validate().unwrap_err().contains("id"));
+        let mut bad = sample();
+        bad.raft.election_timeout_ms_min = 150;
+        assert!(bad.validate().unwrap_err().contains("election_timeout_ms_min"));
+        let mut bad = sample();
+        bad.limits.write_timeout_ms = bad.limits.request_timeout_ms + 1;
+        assert!(bad.validate().unwrap_err().contains("write_timeout_ms"));
+        let toml_text = toml::to_string(&c).unwrap();
+        let back: NodeConfig = toml::from_str(&toml_text).unwrap();
+        assert_eq!(back.id, 1);
+        assert!(toml::from_str::<NodeConfig>(&format!("{toml_text}\nbogus = 1")).is_err());
+    }
+}

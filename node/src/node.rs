@@ -1,0 +1,331 @@
+//! One node's runtime: its database, the Raft groups it hosts, and the write and
+//! read-barrier paths that route a command to its group's leader.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use boxoffice_raft::command::{Command, Outcome, Request, Session};
+use boxoffice_raft::groups::Groups;
+use boxoffice_raft::network::{CallError, NetworkFactory, RpcClient, RpcConfig};
+use boxoffice_raft::{all_groups, codec, shard_for_event, GroupId, NodeId, Raft, SHARDS_MAX};
+use boxoffice_storage::keys::{self, meta, NODE_GROUP};
+use boxoffice_storage::read::Reader;
+use boxoffice_storage::{Db, DbConfig, LogStore, StateMachineStore};
+use openraft::error::{ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
+
+use crate::config::NodeConfig;
+
+/// The cluster shape a node belongs to, persisted in its database.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    /// Number of inventory shards, fixed at bootstrap.
+    pub shards: u16,
+}
+
+/// Handles to one hosted group's storage.
+#[derive(Clone)]
+pub struct GroupStores {
+    /// Log store (for committed index).
+    pub log: LogStore,
+    /// State machine (applied watch, change stream).
+    pub sm: StateMachineStore,
+    /// Reads of applied state.
+    pub reader: Reader,
+}
+
+/// Why a write could not be carried out. Travels between nodes (internal RPC).
+#[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
+pub enum ProposeError {
+    /// This node is not the group's leader; the leader it knows of, if any.
+    #[error("not the leader of group {group}")]
+    NotLeader {
+        /// The group.
+        group: u16,
+        /// (id, address) of the known leader.
+        leader: Option<(NodeId, String)>,
+    },
+    /// The write may or may not have been applied: retry with the same idempotency key.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+    /// The group cannot take writes now (no quorum, shutting down).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// This node does not host the group (not bootstrapped yet).
+    #[error("group {0} is not hosted on this node")]
+    NoSuchGroup(u16),
+}
+
+/// A running node.
+pub struct Node {
+    /// Validated settings.
+    pub config: NodeConfig,
+    /// The node's database.
+    pub db: Db,
+    /// Hosted Raft groups.
+    pub groups: Arc<Groups>,
+    /// Shared node-to-node client.
+    pub rpc: RpcClient,
+    stores: RwLock<BTreeMap<GroupId, GroupStores>>,
+    shards: RwLock<Option<u16>>,
+    raft_config: Arc<openraft::Config>,
+    /// Serialises group creation.
+    create_lock: tokio::sync::Mutex<()>,
+}
+
+/// Wall-clock time in ms since the Unix epoch. The leader stamps commands with it.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Node {
+    /// Opens the node's data and starts the groups it already belongs to.
+    pub async fn open(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
+        let db = Db::open(&config.data_dir, &DbConfig::default())?;
+        let rpc = RpcClient::new(RpcConfig {
+            cluster_key: config.cluster_key.clone(),
+            connect_timeout_ms: config.limits.peer_connect_timeout_ms,
+            request_timeout_ms_max: config.limits.request_timeout_ms,
+        })?;
+        let raft_config = Arc::new(config.openraft().map_err(anyhow::Error::msg)?);
+        let node = Arc::new(Node {
+            config,
+            db,
+            groups: Arc::new(Groups::new()),
+            rpc,
+            stores: RwLock::new(BTreeMap::new()),
+            shards: RwLock::new(None),
+            raft_config,
+            create_lock: tokio::sync::Mutex::new(()),
+        });
+        if let Some(rec) = node.cluster_record()? {
+            node.start_groups(rec.shards).await?;
+        }
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// Number of inventory shards, once bootstrapped.
+    pub fn shards(&self) -> Option<u16> {
+        *self.shards.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The group owning `event_id`'s inventory.
+    pub fn shard_of(&self, event_id: u64) -> Option<GroupId> {
+        self.shards().map(|n| shard_for_event(event_id, n))
+    }
+
+    /// Storage handles of a hosted group.
+    pub fn stores(&self, group: GroupId) -> Option<GroupStores> {
+        self.stores.read().unwrap_or_else(|e| e.into_inner()).get(&group).cloned()
+    }
+
+    fn cluster_record(&self) -> anyhow::Result<Option<ClusterRecord>> {
+        let raw = self.db.raw().get_cf(self.db.cf(boxoffice_storage::db::CF_META), keys::meta(NODE_GROUP, meta::CLUSTER))?;
+        Ok(match raw {
+            Some(b) => Some(codec::decode(&b)?),
+            None => None,
+        })
+    }
+
+    /// Joins a cluster of `shards` inventory shards: persists the shape and starts
+    /// every group (idempotent; a different shard count is refused).
+    pub async fn prepare(&self, shards: u16) -> Result<(), String> {
+        if shards == 0 || shards > SHARDS_MAX {
+            return Err(format!("shards must be between 1 and {SHARDS_MAX}"));
+        }
+        let _guard = self.create_lock.lock().await;
+        match self.cluster_record().map_err(|e| e.to_string())? {
+            Some(rec) if rec.shards == shards => {}
+            Some(rec) => return Err(format!("node already belongs to a cluster with {} shards", rec.shards)),
+            None => {
+                let mut batch = rocksdb::WriteBatch::default();
+                batch.put_cf(
+                    self.db.cf(boxoffice_storage::db::CF_META),
+                    keys::meta(NODE_GROUP, meta::CLUSTER),
+                    codec::encode(&ClusterRecord { shards }),
+                );
+                self.db.write_sync(batch).map_err(|e| e.to_string())?;
+            }
+        }
+        self.start_groups(shards).await.map_err(|e| e.to_string())
+    }
+
+    async fn start_groups(&self, shards: u16) -> anyhow::Result<()> {
+        let snapshot_root = self.config.data_dir.join("snapshots");
+        for group in all_groups(shards) {
+            if self.groups.get(group).is_some() {
+                continue;
+            }
+            let log = LogStore::new(self.db.clone(), group);
+            let sm = StateMachineStore::open(self.db.clone(), group, &snapshot_root)?;
+            let reader = Reader::new(self.db.clone(), group);
+            let raft = Raft::new(
+                self.config.id,
+                self.raft_config.clone(),
+                NetworkFactory::new(group, self.rpc.clone()),
+                log.clone(),
+                sm.clone(),
+            )
+            .await?;
+            self.stores.write().unwrap_or_else(|e| e.into_inner()).insert(group, GroupStores { log, sm, reader });
+            self.groups.insert(group, raft);
+        }
+        *self.shards.write().unwrap_or_else(|e| e.into_inner()) = Some(shards);
+        Ok(())
+    }
+
+    fn raft(&self, group: GroupId) -> Result<Raft, ProposeError> {
+        self.groups.get(group).ok_or(ProposeError::NoSuchGroup(group.0))
+    }
+
+    /// The leader of `group` as this node knows it: (id, address).
+    pub fn leader_of(&self, group: GroupId) -> Option<(NodeId, String)> {
+        let raft = self.groups.get(group)?;
+        let m = raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&leader)?.addr.clone();
+        Some((leader, addr))
+    }
+
+    /// Proposes a command on this node, which must be the group's leader: stamps it
+    /// with this node's clock and waits until it is applied.
+    pub async fn propose_local(
+        &self,
+        group: GroupId,
+        session: Option<Session>,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<Outcome, ProposeError> {
+        let raft = self.raft(group)?;
+        let req = Request { stamp_ms: now_ms(), session, command };
+        match tokio::time::timeout(timeout, raft.client_write(req)).await {
+            Err(_) => Err(ProposeError::Unknown(format!("not applied within {} ms", timeout.as_millis()))),
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(ProposeError::NotLeader {
+                group: group.0,
+                leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+            }),
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => Err(ProposeError::Unavailable(e.to_string())),
+            // The entry may have been appended before the node stopped.
+            Ok(Err(RaftError::Fatal(e))) => Err(ProposeError::Unknown(e.to_string())),
+        }
+    }
+
+    /// Proposes a command on whichever node leads the group, forwarding and retrying
+    /// across leader changes until `limits.write_timeout_ms`. Retrying is safe because
+    /// client commands carry an idempotency key.
+    pub async fn propose(&self, group: GroupId, session: Option<Session>, command: Command) -> Result<Outcome, ProposeError> {
+        let timeout = Duration::from_millis(self.config.limits.write_timeout_ms);
+        let deadline = Instant::now() + timeout;
+        let retryable = session.is_some() || matches!(command, Command::CreateInventory(_));
+        let mut backoff = Duration::from_millis(20);
+        let mut last_err = ProposeError::Unavailable(format!("no leader for {group}"));
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(match last_err {
+                    e @ ProposeError::Unknown(_) => e,
+                    e => ProposeError::Unavailable(format!("gave up after {} ms: {e}", timeout.as_millis())),
+                });
+            }
+            let result = match self.leader_of(group) {
+                Some((leader, _)) if leader == self.id() => self.propose_local(group, session.clone(), command.clone(), remaining).await,
+                Some((_, addr)) => {
+                    let req = ForwardedProposal { session: session.clone(), command: command.clone() };
+                    match self
+                        .rpc
+                        .call::<_, Result<Outcome, ProposeError>>(&addr, &format!("/internal/v1/propose/{}", group.0), &req, remaining)
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(CallError::Unreachable(e)) => Err(ProposeError::Unavailable(e)),
+                        Err(e) => Err(ProposeError::Unknown(e.to_string())),
+                    }
+                }
+                None => Err(ProposeError::Unavailable(format!("no leader known for {group}"))),
+            };
+            match result {
+                Ok(outcome) => return Ok(outcome),
+                Err(e @ ProposeError::NoSuchGroup(_)) => return Err(e),
+                Err(e @ ProposeError::Unknown(_)) if !retryable => return Err(e),
+                Err(e) => {
+                    tracing::debug!(%group, error = %e, "write not done yet; retrying");
+                    // An unknown outcome stays unknown unless a later attempt answers.
+                    if !matches!(last_err, ProposeError::Unknown(_)) || matches!(e, ProposeError::Unknown(_)) {
+                        last_err = e;
+                    }
+                    tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(250));
+                }
+            }
+        }
+    }
+
+    /// Waits until this replica has applied everything the group's leader had
+    /// committed when asked: a read after this is linearizable.
+    pub async fn read_barrier(&self, group: GroupId) -> Result<(), ProposeError> {
+        let timeout = Duration::from_millis(self.config.limits.linearizable_read_timeout_ms);
+        let deadline = Instant::now() + timeout;
+        let raft = self.raft(group)?;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ProposeError::Unavailable(format!("no read index for {group} within {} ms", timeout.as_millis())));
+            }
+            let index = match self.leader_of(group) {
+                Some((leader, _)) if leader == self.id() => self.read_index_local(group).await,
+                Some((_, addr)) => self
+                    .rpc
+                    .call::<_, Result<u64, ProposeError>>(&addr, &format!("/internal/v1/read_index/{}", group.0), &(), remaining)
+                    .await
+                    .unwrap_or_else(|e| Err(ProposeError::Unavailable(e.to_string()))),
+                None => Err(ProposeError::Unavailable(format!("no leader known for {group}"))),
+            };
+            match index {
+                Ok(index) => {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    return raft
+                        .wait(Some(remaining))
+                        .applied_index_at_least(Some(index), "read barrier")
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| ProposeError::Unavailable(e.to_string()));
+                }
+                Err(e) => {
+                    tracing::debug!(%group, error = %e, "read index not available yet; retrying");
+                    tokio::time::sleep(backoff.min(remaining)).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(250));
+                }
+            }
+        }
+    }
+
+    /// On the leader: the index a linearizable read must wait for (leadership
+    /// confirmed by a quorum heartbeat).
+    pub async fn read_index_local(&self, group: GroupId) -> Result<u64, ProposeError> {
+        let raft = self.raft(group)?;
+        match raft.get_read_log_id().await {
+            Ok((read, _applied)) => Ok(read.map(|l| l.index).unwrap_or(0)),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader { group: group.0, leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)) })
+            }
+            Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+/// A write forwarded to the leader: the leader stamps it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ForwardedProposal {
+    /// Exactly-once session.
+    pub session: Option<Session>,
+    /// The command.
+    pub command: Command,
+}

@@ -1,0 +1,203 @@
+//! Node-to-node Raft RPC, client side.
+//!
+//! Every group's messages to a peer travel over one shared `reqwest` client speaking
+//! HTTP/2 with prior knowledge, so all groups between a pair of nodes are multiplexed
+//! over one TCP connection. Bodies are [`crate::codec`] (postcard) encoded.
+
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::codec;
+use crate::types::{GroupId, NodeId, TypeConfig};
+
+/// Header carrying the cluster key on every node-to-node request.
+pub const CLUSTER_KEY_HEADER: &str = "x-boxoffice-cluster-key";
+
+/// Settings for node-to-node RPC.
+#[derive(Clone, Debug)]
+pub struct RpcConfig {
+    /// Shared secret every node presents to its peers.
+    pub cluster_key: String,
+    /// Time allowed to open a TCP connection to a peer.
+    pub connect_timeout_ms: u64,
+    /// Upper bound on one RPC when openraft gives no tighter deadline.
+    pub request_timeout_ms_max: u64,
+}
+
+/// The shared HTTP client used for all Raft groups' RPC to all peers.
+#[derive(Clone)]
+pub struct RpcClient {
+    http: reqwest::Client,
+    config: RpcConfig,
+}
+
+impl RpcClient {
+    /// Builds the client. Fails only if the TLS-less HTTP stack cannot initialise.
+    pub fn new(config: RpcConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .tcp_nodelay(true)
+            .no_proxy()
+            .build()?;
+        Ok(RpcClient { http, config })
+    }
+
+    /// The cluster key presented to peers.
+    pub fn cluster_key(&self) -> &str {
+        &self.config.cluster_key
+    }
+
+    /// The underlying HTTP client (for other internal calls between nodes).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// POSTs a codec-encoded body to `http://{addr}{path}` and decodes the reply.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        let timeout = timeout.min(Duration::from_millis(self.config.request_timeout_ms_max));
+        let url = format!("http://{addr}{path}");
+        let resp = self
+            .http
+            .post(&url)
+            .header(CLUSTER_KEY_HEADER, &self.config.cluster_key)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .timeout(timeout)
+            .body(codec::encode(body))
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    CallError::Unreachable(e.to_string())
+                } else if e.is_timeout() {
+                    CallError::Timeout
+                } else {
+                    CallError::Network(e.to_string())
+                }
+            })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| if e.is_timeout() { CallError::Timeout } else { CallError::Network(e.to_string()) })?;
+        if !status.is_success() {
+            return Err(CallError::Status(status.as_u16(), String::from_utf8_lossy(&bytes).into_owned()));
+        }
+        codec::decode(&bytes).map_err(|e| CallError::Decode(e.to_string()))
+    }
+}
+
+/// Why an internal call failed before the peer could answer it.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Could not connect.
+    #[error("peer unreachable: {0}")]
+    Unreachable(String),
+    /// No answer within the deadline: the outcome is unknown.
+    #[error("peer did not answer in time")]
+    Timeout,
+    /// The connection failed mid-request: the outcome is unknown.
+    #[error("network error: {0}")]
+    Network(String),
+    /// The peer answered with an HTTP error status.
+    #[error("peer answered {0}: {1}")]
+    Status(u16, String),
+    /// The peer's answer could not be decoded.
+    #[error("undecodable answer: {0}")]
+    Decode(String),
+}
+
+/// Creates per-peer network handles for one group.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    group: GroupId,
+    rpc: RpcClient,
+}
+
+impl NetworkFactory {
+    /// A factory for `group`'s RPC, sharing `rpc`'s connections.
+    pub fn new(group: GroupId, rpc: RpcClient) -> Self {
+        NetworkFactory { group, rpc }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerLink;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerLink {
+        PeerLink { group: self.group, target, addr: node.addr.clone(), rpc: self.rpc.clone() }
+    }
+}
+
+/// One group's link to one peer.
+pub struct PeerLink {
+    group: GroupId,
+    target: NodeId,
+    addr: String,
+    rpc: RpcClient,
+}
+
+impl PeerLink {
+    async fn send<Req, Resp, E>(
+        &self,
+        kind: &str,
+        action: openraft::RPCTypes,
+        body: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let path = format!("/raft/v1/{}/{}", self.group.0, kind);
+        let ttl = option.hard_ttl();
+        let reply: Result<Resp, RaftError<NodeId, E>> = self.rpc.call(&self.addr, &path, body, ttl).await.map_err(|e| match e {
+            CallError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Timeout => RPCError::Timeout(Timeout {
+                action,
+                id: 0,
+                target: self.target,
+                timeout: ttl,
+            }),
+            other => RPCError::Network(NetworkError::new(&other)),
+        })?;
+        reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerLink {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.send("append", openraft::RPCTypes::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>> {
+        self.send("snapshot", openraft::RPCTypes::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.send("vote", openraft::RPCTypes::Vote, &rpc, &option).await
+    }
+}

@@ -1,0 +1,143 @@
+//! The node's RocksDB: column families, open options, and the WAL syncer.
+//!
+//! Durability model: writes go to RocksDB's write-ahead log without fsync; a
+//! dedicated syncer thread then calls `FlushWAL(sync = true)` once for every batch of
+//! waiting requests, and only then reports them durable. One fsync covers the log
+//! appends of every group that arrived meanwhile (group commit), and because the WAL
+//! is shared and ordered, it also covers every earlier write of any kind.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+
+use crate::StorageError;
+
+/// Column family for Raft log entries.
+pub const CF_LOG: &str = "log";
+/// Column family for vote, committed, purged pointers and node records.
+pub const CF_META: &str = "meta";
+/// Column family for state-machine records.
+pub const CF_SM: &str = "sm";
+
+/// Storage settings.
+#[derive(Clone, Debug)]
+pub struct DbConfig {
+    /// Most durability requests waiting for the WAL syncer; a full queue makes
+    /// appenders wait (back-pressure) rather than grow memory.
+    pub wal_sync_queue_max: usize,
+    /// RocksDB block cache size.
+    pub block_cache_bytes: usize,
+}
+
+impl Default for DbConfig {
+    fn default() -> Self {
+        DbConfig { wal_sync_queue_max: 4096, block_cache_bytes: 64 << 20 }
+    }
+}
+
+/// Called once the WAL is durable up to (at least) the point the request was made.
+pub type SyncCallback = Box<dyn FnOnce(Result<(), rocksdb::Error>) + Send>;
+
+/// Handle to the node's database. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<DB>,
+    syncer: mpsc::SyncSender<SyncCallback>,
+    path: PathBuf,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database under `dir/db`.
+    pub fn open(dir: &Path, config: &DbConfig) -> Result<Db, StorageError> {
+        let path = dir.join("db");
+        std::fs::create_dir_all(&path)?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Never lose track of WAL files on crash; RocksDB's default recovery mode
+        // (point-in-time) keeps a consistent prefix of the WAL.
+        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
+        let cache = rocksdb::Cache::new_lru_cache(config.block_cache_bytes);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        let mut cf_opts = Options::default();
+        cf_opts.set_block_based_table_factory(&table);
+        cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = [CF_LOG, CF_META, CF_SM].map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
+        let db = Arc::new(DB::open_cf_descriptors(&opts, &path, cfs)?);
+
+        let (tx, rx) = mpsc::sync_channel::<SyncCallback>(config.wal_sync_queue_max);
+        let weak = Arc::downgrade(&db);
+        thread::Builder::new().name("wal-sync".into()).spawn(move || wal_sync_loop(weak, rx))?;
+        Ok(Db { inner: db, syncer: tx, path })
+    }
+
+    /// The RocksDB handle.
+    pub fn raw(&self) -> &DB {
+        &self.inner
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A column family handle. The three CFs are created at open, so absence is a bug.
+    pub fn cf(&self, name: &str) -> &ColumnFamily {
+        self.inner.cf_handle(name).expect("column family created at open")
+    }
+
+    /// Writes a batch without waiting for fsync (durable at the next WAL sync).
+    pub fn write_nosync(&self, batch: WriteBatch) -> Result<(), rocksdb::Error> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        self.inner.write_opt(batch, &wo)
+    }
+
+    /// Writes a batch and fsyncs the WAL before returning.
+    pub fn write_sync(&self, batch: WriteBatch) -> Result<(), rocksdb::Error> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.inner.write_opt(batch, &wo)
+    }
+
+    /// Asks the syncer to call `callback` once everything written so far is durable.
+    pub fn when_durable(&self, callback: SyncCallback) {
+        if let Err(mpsc::SendError(cb)) = self.syncer.send(callback) {
+            // The syncer thread only stops when the DB is dropped; sync inline.
+            cb(self.inner.flush_wal(true));
+        }
+    }
+
+    /// Makes everything written so far durable, now.
+    pub fn sync_wal(&self) -> Result<(), rocksdb::Error> {
+        self.inner.flush_wal(true)
+    }
+}
+
+fn wal_sync_loop(db: std::sync::Weak<DB>, rx: mpsc::Receiver<SyncCallback>) {
+    // Bound on callbacks completed by one fsync, so one sync's latency stays bounded.
+    const BATCH_MAX: usize = 1024;
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX {
+            match rx.try_recv() {
+                Ok(cb) => batch.push(cb),
+                Err(_) => break,
+            }
+        }
+        let Some(db) = db.upgrade() else { return };
+        let result = db.flush_wal(true);
+        drop(db);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "WAL sync failed");
+        }
+        for cb in batch {
+            cb(result.clone());
+        }
+    }
+}

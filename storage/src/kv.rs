@@ -1,0 +1,227 @@
+//! The key-value seam the state machine runs on.
+//!
+//! [`Kv`] is all the machine needs: point reads, ordered prefix scans, puts and
+//! deletes, with reads seeing the machine's own earlier writes. [`RocksTx`] buffers
+//! writes over the RocksDB `sm` column family and turns them into one write batch;
+//! [`MemKv`] is a plain ordered map for tests and models.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+
+use crate::db::{Db, CF_SM};
+use crate::keys::prefix_end;
+
+/// Ordered read access.
+pub trait KvRead {
+    /// The value at `key`.
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>>;
+    /// Visits keys `>= start` that begin with `prefix`, in order, until `visit` returns false.
+    fn scan(&self, prefix: &[u8], start: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool);
+}
+
+/// Ordered read-write access for the state machine; reads see earlier writes.
+pub trait Kv: KvRead {
+    /// Sets `key`.
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
+    /// Removes `key`.
+    fn delete(&mut self, key: Vec<u8>);
+}
+
+/// An in-memory ordered map.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemKv {
+    /// The contents.
+    pub map: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl KvRead for MemKv {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.map.get(key).cloned()
+    }
+    fn scan(&self, prefix: &[u8], start: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
+        let from = if start > prefix { start } else { prefix };
+        for (k, v) in self.map.range::<[u8], _>((Bound::Included(from), Bound::Excluded(prefix_end(prefix).as_slice()))) {
+            if !visit(k, v) {
+                break;
+            }
+        }
+    }
+}
+
+impl Kv for MemKv {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.map.insert(key, value);
+    }
+    fn delete(&mut self, key: Vec<u8>) {
+        self.map.remove(&key);
+    }
+}
+
+/// Buffered writes over the RocksDB state-machine column family.
+pub struct RocksTx<'a> {
+    db: &'a Db,
+    /// Pending writes: `None` is a delete.
+    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> RocksTx<'a> {
+    /// A transaction with nothing pending.
+    pub fn new(db: &'a Db) -> Self {
+        RocksTx { db, overlay: BTreeMap::new() }
+    }
+
+    /// Moves the pending writes into `batch`, leaving the transaction empty.
+    pub fn drain_into(&mut self, batch: &mut WriteBatch) {
+        let cf = self.db.cf(CF_SM);
+        for (k, v) in std::mem::take(&mut self.overlay) {
+            match v {
+                Some(v) => batch.put_cf(cf, k, v),
+                None => batch.delete_cf(cf, k),
+            }
+        }
+    }
+
+    fn db_get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        // A RocksDB read error on the state machine is an I/O failure we cannot
+        // apply through without risking divergence: crash, restart replays the log.
+        self.db.raw().get_cf(self.db.cf(CF_SM), key).expect("rocksdb read of state machine failed")
+    }
+}
+
+impl KvRead for RocksTx<'_> {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        match self.overlay.get(key) {
+            Some(v) => v.clone(),
+            None => self.db_get(key),
+        }
+    }
+
+    fn scan(&self, prefix: &[u8], start: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
+        let from = if start > prefix { start.to_vec() } else { prefix.to_vec() };
+        let end = prefix_end(prefix);
+        let mut db_iter = self
+            .db
+            .raw()
+            .iterator_cf(self.db.cf(CF_SM), IteratorMode::From(&from, Direction::Forward))
+            .map(|r| r.expect("rocksdb scan of state machine failed"))
+            .take_while(|(k, _)| k.as_ref() < end.as_slice())
+            .peekable();
+        let mut ov_iter = self.overlay.range::<[u8], _>((Bound::Included(from.as_slice()), Bound::Excluded(end.as_slice()))).peekable();
+        loop {
+            // Merge the two ordered streams; the overlay wins on equal keys.
+            let take_overlay = match (db_iter.peek(), ov_iter.peek()) {
+                (None, None) => return,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((dk, _)), Some((ok, _))) => ok.as_slice() <= dk.as_ref(),
+            };
+            if take_overlay {
+                let (k, v) = ov_iter.next().expect("peeked");
+                if let Some((dk, _)) = db_iter.peek() {
+                    if dk.as_ref() == k.as_slice() {
+                        db_iter.next();
+                    }
+                }
+                if let Some(v) = v {
+                    if !visit(k, v) {
+                        return;
+                    }
+                }
+            } else {
+                let (k, v) = db_iter.next().expect("peeked");
+                if !visit(&k, &v) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Kv for RocksTx<'_> {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.overlay.insert(key, Some(value));
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.overlay.insert(key, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(kv: &dyn KvRead, prefix: &[u8], start: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = vec![];
+        kv.scan(prefix, start, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            true
+        });
+        out
+    }
+
+    #[test]
+    fn rocks_overlay_scan_matches_memkv() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), &Default::default()).unwrap();
+        let mut base = WriteBatch::default();
+        let mut mem = MemKv::default();
+        for i in [1u8, 3, 5, 7] {
+            base.put_cf(db.cf(CF_SM), vec![9, i], vec![i]);
+            mem.put(vec![9, i], vec![i]);
+        }
+        base.put_cf(db.cf(CF_SM), vec![10, 0], vec![0]);
+        mem.put(vec![10, 0], vec![0]);
+        db.write_sync(base).unwrap();
+
+        let mut tx = RocksTx::new(&db);
+        for kv in [&mut tx as &mut dyn Kv, &mut mem as &mut dyn Kv] {
+            kv.put(vec![9, 2], vec![20]);
+            kv.put(vec![9, 5], vec![50]);
+            kv.delete(vec![9, 3]);
+            kv.put(vec![9, 9], vec![90]);
+        }
+        assert_eq!(collect(&tx, &[9], &[9]), collect(&mem, &[9], &[9]));
+        assert_eq!(collect(&tx, &[9], &[9, 4]), collect(&mem, &[9], &[9, 4]));
+        assert_eq!(tx.get(&[9, 3]), None);
+        assert_eq!(tx.get(&[9, 5]), Some(vec![50]));
+        assert_eq!(collect(&tx, &[9], &[9]).iter().map(|(k, _)| k[1]).collect::<Vec<_>>(), vec![1, 2, 5, 7, 9]);
+
+        let mut batch = WriteBatch::default();
+        tx.drain_into(&mut batch);
+        db.write_sync(batch).unwrap();
+        let fresh = RocksTx::new(&db);
+        assert_eq!(collect(&fresh, &[9], &[9]), collect(&mem, &[9], &[9]));
+    }
+}
+
+/// A consistent read-only view of the state machine at one RocksDB snapshot.
+pub struct SnapshotView<'a> {
+    db: &'a Db,
+    snap: rocksdb::Snapshot<'a>,
+}
+
+impl<'a> SnapshotView<'a> {
+    /// A view of everything written so far.
+    pub fn new(db: &'a Db) -> Self {
+        SnapshotView { db, snap: db.raw().snapshot() }
+    }
+}
+
+impl KvRead for SnapshotView<'_> {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.snap.get_cf(self.db.cf(CF_SM), key).expect("rocksdb read of state machine failed")
+    }
+    fn scan(&self, prefix: &[u8], start: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
+        let from = if start > prefix { start.to_vec() } else { prefix.to_vec() };
+        let end = prefix_end(prefix);
+        for item in self.snap.iterator_cf(self.db.cf(CF_SM), IteratorMode::From(&from, Direction::Forward)) {
+            let (k, v) = item.expect("rocksdb scan of state machine failed");
+            if k.as_ref() >= end.as_slice() || !visit(&k, &v) {
+                return;
+            }
+        }
+    }
+}

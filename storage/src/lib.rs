@@ -1,0 +1,52 @@
+//! Storage of boxoffice: one RocksDB per node, shared by every Raft group on it.
+//!
+//! - [`db`]: opening the database, its column families, and the WAL syncer that
+//!   makes appended log entries durable (fsync) with group commit across groups.
+//! - [`keys`]: byte layouts of every key.
+//! - [`log_store`]: openraft's `RaftLogStorage` for one group.
+//! - [`machine`]: the booking state machine as a pure function of (state, entry).
+//! - [`kv`]: the key-value seam the machine runs on (RocksDB batch with overlay, or
+//!   an in-memory map in tests).
+//! - [`state_machine`]: openraft's `RaftStateMachine` for one group, and snapshots.
+//! - [`read`]: read-only views of applied state for the node's query paths.
+//!
+//! Storage knows nothing about HTTP. Apply never reads a clock.
+
+pub mod db;
+pub mod keys;
+pub mod kv;
+pub mod log_store;
+pub mod machine;
+pub mod read;
+pub mod records;
+pub mod state_machine;
+
+pub use db::{Db, DbConfig};
+pub use log_store::LogStore;
+pub use state_machine::StateMachineStore;
+
+/// Errors of the storage layer that callers can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// RocksDB reported an error (I/O, corruption detected by RocksDB).
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// File system error (snapshots).
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// A stored value could not be decoded.
+    #[error("codec: {0}")]
+    Codec(#[from] boxoffice_raft::codec::CodecError),
+    /// A snapshot file is damaged or not a snapshot.
+    #[error("bad snapshot: {0}")]
+    BadSnapshot(String),
+}
+
+/// Converts any error into openraft's storage error, tagged as a read or write of `subject`.
+pub(crate) fn sto_err(
+    subject: openraft::ErrorSubject<boxoffice_raft::NodeId>,
+    verb: openraft::ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> openraft::StorageError<boxoffice_raft::NodeId> {
+    openraft::StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
+}

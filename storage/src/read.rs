@@ -1,0 +1,290 @@
+//! Read-only views of a group's applied state, for the node's query paths.
+//!
+//! Every view reads one RocksDB snapshot, so the data and the freshness it reports
+//! (applied index and time) agree. Seat status is judged at
+//! `max(reader's clock, applied time)`: never earlier than the replica's own time.
+
+use boxoffice_raft::codec;
+use boxoffice_raft::command::{BookingId, HoldId};
+use boxoffice_raft::GroupId;
+use serde::Serialize;
+
+use crate::db::Db;
+use crate::keys::{self, table, Key};
+use crate::kv::{KvRead, SnapshotView};
+use crate::machine::{self, get};
+use crate::records::*;
+
+/// How fresh a read is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Freshness {
+    /// Last log index applied by this replica.
+    pub applied_index: u64,
+    /// State-machine time of that entry (ms since the Unix epoch).
+    pub applied_time_ms: u64,
+    /// Time the answer was judged at (ms): max(reader clock, applied time).
+    pub as_of_ms: u64,
+}
+
+/// One seat on a seat map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SeatView {
+    /// Seat id, used in hold requests.
+    pub seat_id: u32,
+    /// Section name.
+    pub section: String,
+    /// Row name.
+    pub row: String,
+    /// Seat number in the row.
+    pub number: u32,
+    /// Price.
+    pub price_cents: u64,
+    /// Status at `as_of_ms`.
+    pub status: SeatStatus,
+}
+
+/// An event's availability.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SeatMap {
+    /// The event.
+    pub event_id: u64,
+    /// True for general admission (no `seats`).
+    pub general_admission: bool,
+    /// Tickets in total.
+    pub capacity: u32,
+    /// Tickets available now.
+    pub available: u32,
+    /// Tickets in live holds.
+    pub held: u32,
+    /// Tickets sold.
+    pub sold: u32,
+    /// General-admission ticket price (0 for seated events).
+    pub price_cents: u64,
+    /// Seats, for seated events.
+    pub seats: Vec<SeatView>,
+    /// Hold lifetime.
+    pub hold_ttl_ms: u64,
+    /// Per-user cap.
+    pub per_user_cap: u32,
+}
+
+/// A hold as its owner sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HoldStatusView {
+    /// The hold.
+    pub hold_id: HoldId,
+    /// The event.
+    pub event_id: u64,
+    /// Owner.
+    pub user: String,
+    /// Seats.
+    pub seat_ids: Vec<u32>,
+    /// Tickets.
+    pub quantity: u32,
+    /// Expiry.
+    pub expires_at_ms: u64,
+    /// Sum of prices.
+    pub total_cents: u64,
+    /// `active`, `expired`, `confirmed` or `released`.
+    pub status: &'static str,
+    /// The booking, when confirmed.
+    pub booking_id: Option<BookingId>,
+}
+
+/// Reads of one group's applied state.
+#[derive(Clone)]
+pub struct Reader {
+    db: Db,
+    group: GroupId,
+}
+
+/// A read at one consistent point.
+pub struct ReadTx<'a> {
+    view: SnapshotView<'a>,
+    group: GroupId,
+    /// Freshness of this read.
+    pub freshness: Freshness,
+}
+
+impl Reader {
+    /// Reads of `group` in `db`.
+    pub fn new(db: Db, group: GroupId) -> Self {
+        Reader { db, group }
+    }
+
+    /// Starts a consistent read judged at `max(now_ms, applied time)`.
+    pub fn begin(&self, now_ms: u64) -> ReadTx<'_> {
+        let view = SnapshotView::new(&self.db);
+        let meta = machine::read_meta(&view, self.group);
+        let freshness = Freshness {
+            applied_index: meta.last_applied.map(|l| l.index).unwrap_or(0),
+            applied_time_ms: meta.time_ms,
+            as_of_ms: now_ms.max(meta.time_ms),
+        };
+        ReadTx { view, group: self.group, freshness }
+    }
+}
+
+impl ReadTx<'_> {
+    fn list<T: serde::de::DeserializeOwned>(&self, table: u8, after: u64, limit: usize) -> Vec<T> {
+        let prefix = Key::sm(self.group, table).build();
+        let start = Key::sm(self.group, table).u64(after.saturating_add(1)).build();
+        let mut out = Vec::new();
+        self.view.scan(&prefix, &start, &mut |_, v| {
+            out.push(codec::decode(v).expect("corrupt catalogue record"));
+            out.len() < limit
+        });
+        out
+    }
+
+    /// A venue.
+    pub fn venue(&self, id: u64) -> Option<Venue> {
+        get(&self.view, &Key::sm(self.group, table::VENUE).u64(id).build())
+    }
+
+    /// A performer.
+    pub fn performer(&self, id: u64) -> Option<Performer> {
+        get(&self.view, &Key::sm(self.group, table::PERFORMER).u64(id).build())
+    }
+
+    /// An event (catalogue).
+    pub fn event(&self, id: u64) -> Option<Event> {
+        get(&self.view, &Key::sm(self.group, table::EVENT).u64(id).build())
+    }
+
+    /// Events with id > `after`, in id order, at most `limit`.
+    pub fn events(&self, after: u64, limit: usize) -> Vec<Event> {
+        self.list(table::EVENT, after, limit)
+    }
+
+    /// Venues with id > `after`.
+    pub fn venues(&self, after: u64, limit: usize) -> Vec<Venue> {
+        self.list(table::VENUE, after, limit)
+    }
+
+    /// Performers with id > `after`.
+    pub fn performers(&self, after: u64, limit: usize) -> Vec<Performer> {
+        self.list(table::PERFORMER, after, limit)
+    }
+
+    /// An event's inventory summary (inventory shard).
+    pub fn inventory(&self, event_id: u64) -> Option<Inventory> {
+        get(&self.view, &machine::inventory_key(self.group, event_id))
+    }
+
+    /// Tickets of unsettled holds that expired by `as_of`.
+    fn expired_unsettled(&self, event_id: u64, as_of: u64) -> u32 {
+        let prefix = Key::sm(self.group, table::EXPIRY).u64(event_id).build();
+        let mut sum = 0u32;
+        self.view.scan(&prefix, &prefix, &mut |k, v| {
+            if keys::read_u64(k, prefix.len()) > as_of {
+                return false;
+            }
+            sum += codec::decode::<u32>(v).expect("corrupt expiry record");
+            true
+        });
+        sum
+    }
+
+    /// The event's seat map (seated) or counts (general admission).
+    pub fn seat_map(&self, event_id: u64) -> Option<SeatMap> {
+        let inv = self.inventory(event_id)?;
+        let as_of = self.freshness.as_of_ms;
+        let held = inv.held_unsettled - self.expired_unsettled(event_id, as_of);
+        let mut map = SeatMap {
+            event_id,
+            general_admission: inv.is_general_admission(),
+            capacity: inv.capacity,
+            available: inv.capacity - inv.sold - held,
+            held,
+            sold: inv.sold,
+            price_cents: if inv.is_general_admission() { inv.price_of(None) } else { 0 },
+            seats: Vec::new(),
+            hold_ttl_ms: inv.hold_ttl_ms,
+            per_user_cap: inv.per_user_cap,
+        };
+        if !inv.is_general_admission() {
+            let prefix = Key::sm(self.group, table::TICKET).u64(event_id).build();
+            let mut records = Vec::new();
+            self.view.scan(&prefix, &prefix, &mut |k, v| {
+                records.push((keys::read_u32(k, prefix.len()), codec::decode::<Ticket>(v).expect("corrupt ticket record")));
+                true
+            });
+            let mut records = records.into_iter().peekable();
+            map.seats.reserve(inv.capacity as usize);
+            for seat_id in 0..inv.capacity {
+                let record = match records.peek() {
+                    Some((s, _)) if *s == seat_id => records.next().map(|(_, t)| t),
+                    _ => None,
+                };
+                let info = inv.seat(seat_id).expect("seat id below capacity has a place");
+                map.seats.push(SeatView {
+                    seat_id,
+                    section: info.section.to_string(),
+                    row: info.row.to_string(),
+                    number: info.number,
+                    price_cents: info.price_cents,
+                    status: Ticket::status_at(record.as_ref(), as_of),
+                });
+            }
+        }
+        Some(map)
+    }
+
+    /// A hold's current status.
+    pub fn hold(&self, hold_id: HoldId) -> Option<HoldStatusView> {
+        if hold_id.shard != self.group.0 {
+            return None;
+        }
+        let h: Hold = get(&self.view, &machine::hold_key(self.group, hold_id.seq))?;
+        let (status, booking_id) = match h.state {
+            HoldState::Active if h.expires_at_ms <= self.freshness.as_of_ms => ("expired", None),
+            HoldState::Active => ("active", None),
+            HoldState::Confirmed { booking_seq } => ("confirmed", Some(BookingId { shard: self.group.0, seq: booking_seq })),
+            HoldState::Released => ("released", None),
+        };
+        Some(HoldStatusView {
+            hold_id,
+            event_id: h.event_id,
+            user: h.user,
+            seat_ids: h.seat_ids,
+            quantity: h.quantity,
+            expires_at_ms: h.expires_at_ms,
+            total_cents: h.total_cents,
+            status,
+            booking_id,
+        })
+    }
+
+    /// A booking.
+    pub fn booking(&self, booking_id: BookingId) -> Option<Booking> {
+        if booking_id.shard != self.group.0 {
+            return None;
+        }
+        get(&self.view, &Key::sm(self.group, table::BOOKING).u64(booking_id.seq).build())
+    }
+
+    /// A user's bookings on this shard, oldest first, at most `limit`.
+    pub fn user_bookings(&self, user: &str, limit: usize) -> Vec<Booking> {
+        let prefix = Key::sm(self.group, table::USER_BOOKING).str(user).build();
+        let mut seqs = Vec::new();
+        self.view.scan(&prefix, &prefix, &mut |k, _| {
+            seqs.push(keys::read_u64(k, prefix.len()));
+            seqs.len() < limit
+        });
+        seqs.into_iter()
+            .map(|seq| self.booking(BookingId { shard: self.group.0, seq }).expect("user booking index points at a missing booking"))
+            .collect()
+    }
+
+    /// Every state-machine key and value of the group (tests and diagnostics).
+    pub fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let prefix = Key::group(self.group).build();
+        let mut out = Vec::new();
+        self.view.scan(&prefix, &prefix, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            true
+        });
+        out
+    }
+}

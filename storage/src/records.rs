@@ -1,0 +1,248 @@
+//! State-machine records as stored in the `sm` column family (see [`crate::keys`]).
+
+use boxoffice_raft::command::{BookingView, EventSpec, Layout, Outcome, PerformerSpec, VenueSpec};
+use boxoffice_raft::{LogId, StoredMembership};
+use serde::{Deserialize, Serialize};
+
+/// Per-group state-machine bookkeeping (`table::META`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SmMeta {
+    /// Last applied log id.
+    pub last_applied: Option<LogId>,
+    /// Last applied membership.
+    pub membership: StoredMembership,
+    /// State-machine time: max of all applied stamps, ms since the Unix epoch.
+    pub time_ms: u64,
+    /// Last id handed out in this group (venues, performers, events, holds, bookings).
+    pub last_id: u64,
+}
+
+/// A venue (`table::VENUE`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Venue {
+    /// Its id.
+    pub venue_id: u64,
+    /// As created.
+    pub spec: VenueSpec,
+}
+
+/// A performer (`table::PERFORMER`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Performer {
+    /// Its id.
+    pub performer_id: u64,
+    /// As created.
+    pub spec: PerformerSpec,
+}
+
+/// An event (`table::EVENT`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Its id.
+    pub event_id: u64,
+    /// As created.
+    pub spec: EventSpec,
+    /// State-machine time of creation.
+    pub created_at_ms: u64,
+}
+
+/// An event's inventory summary on its shard (`table::INVENTORY`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// The event.
+    pub event_id: u64,
+    /// Seat map or capacity.
+    pub layout: Layout,
+    /// Hold lifetime.
+    pub hold_ttl_ms: u64,
+    /// Per-user cap.
+    pub per_user_cap: u32,
+    /// Tickets in total.
+    pub capacity: u32,
+    /// Tickets sold.
+    pub sold: u32,
+    /// Tickets in active holds not yet settled (some may have expired since; see
+    /// `table::EXPIRY`).
+    pub held_unsettled: u32,
+    /// Prefix sums of seats per row, to map a seat id to its row: `row_starts[i]` is
+    /// the first seat id of the i-th row in section/row order.
+    pub row_starts: Vec<u32>,
+}
+
+impl Inventory {
+    /// Builds the summary for a new event.
+    pub fn new(event_id: u64, layout: Layout, hold_ttl_ms: u64, per_user_cap: u32) -> Self {
+        let mut row_starts = Vec::new();
+        let mut next = 0u32;
+        if let Layout::Seated { sections } = &layout {
+            for s in sections {
+                for r in &s.rows {
+                    row_starts.push(next);
+                    next += r.seats;
+                }
+            }
+        }
+        // Validated: capacity ≤ VENUE_SEATS_MAX, which fits u32.
+        let capacity = u32::try_from(layout.capacity()).expect("validated capacity fits u32");
+        Inventory { event_id, layout, hold_ttl_ms, per_user_cap, capacity, sold: 0, held_unsettled: 0, row_starts }
+    }
+
+    /// True for general admission.
+    pub fn is_general_admission(&self) -> bool {
+        matches!(self.layout, Layout::GeneralAdmission { .. })
+    }
+
+    /// Section name, row name, seat number and price of a seat, if it exists.
+    pub fn seat(&self, seat_id: u32) -> Option<SeatInfo<'_>> {
+        let Layout::Seated { sections } = &self.layout else { return None };
+        if seat_id >= self.capacity {
+            return None;
+        }
+        // Index of the last row starting at or before seat_id.
+        let row_index = self.row_starts.partition_point(|&start| start <= seat_id) - 1;
+        let mut i = 0;
+        for s in sections {
+            for r in &s.rows {
+                if i == row_index {
+                    return Some(SeatInfo {
+                        section: &s.name,
+                        row: &r.name,
+                        number: seat_id - self.row_starts[row_index] + 1,
+                        price_cents: r.price_cents,
+                    });
+                }
+                i += 1;
+            }
+        }
+        None
+    }
+
+    /// Price of one ticket: the seat's price, or the general-admission price.
+    pub fn price_of(&self, seat_id: Option<u32>) -> u64 {
+        match (&self.layout, seat_id) {
+            (Layout::GeneralAdmission { price_cents, .. }, _) => *price_cents,
+            (Layout::Seated { .. }, Some(s)) => self.seat(s).map(|i| i.price_cents).unwrap_or(0),
+            (Layout::Seated { .. }, None) => 0,
+        }
+    }
+}
+
+/// Where a seat is and what it costs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeatInfo<'a> {
+    /// Section name.
+    pub section: &'a str,
+    /// Row name.
+    pub row: &'a str,
+    /// Seat number within the row, from 1.
+    pub number: u32,
+    /// Price.
+    pub price_cents: u64,
+}
+
+/// A seat that is not simply available (`table::TICKET`). No record = available.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ticket {
+    /// In a hold; available again once `expires_at_ms` has passed.
+    Held {
+        /// The hold.
+        hold_seq: u64,
+        /// When the hold stops being live.
+        expires_at_ms: u64,
+    },
+    /// Sold in a booking.
+    Sold {
+        /// The booking.
+        booking_seq: u64,
+    },
+}
+
+/// Status of a seat at a point in state-machine time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeatStatus {
+    /// Can be held.
+    Available,
+    /// In a live hold.
+    Held,
+    /// Booked.
+    Sold,
+}
+
+impl Ticket {
+    /// The seat's status at time `now_ms`.
+    pub fn status_at(record: Option<&Ticket>, now_ms: u64) -> SeatStatus {
+        match record {
+            None => SeatStatus::Available,
+            Some(Ticket::Held { expires_at_ms, .. }) if *expires_at_ms > now_ms => SeatStatus::Held,
+            Some(Ticket::Held { .. }) => SeatStatus::Available,
+            Some(Ticket::Sold { .. }) => SeatStatus::Sold,
+        }
+    }
+}
+
+/// A hold (`table::HOLD`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// Sequence number in the shard.
+    pub seq: u64,
+    /// The event.
+    pub event_id: u64,
+    /// The owner.
+    pub user: String,
+    /// Seats held (empty for general admission).
+    pub seat_ids: Vec<u32>,
+    /// Tickets held.
+    pub quantity: u32,
+    /// When it stops being live.
+    pub expires_at_ms: u64,
+    /// Sum of prices.
+    pub total_cents: u64,
+    /// What became of it.
+    pub state: HoldState,
+}
+
+/// Lifecycle of a hold. Expiry is not a stored state: an `Active` hold whose
+/// `expires_at_ms` has passed is expired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HoldState {
+    /// Live until it expires.
+    Active,
+    /// Became a booking.
+    Confirmed {
+        /// The booking.
+        booking_seq: u64,
+    },
+    /// Given back by its owner.
+    Released,
+}
+
+/// A booking (`table::BOOKING`).
+pub type Booking = BookingView;
+
+/// Per-(event, user) record for the cap (`table::USER_EVENT`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserEvent {
+    /// Tickets booked.
+    pub booked: u32,
+    /// Active holds: (hold seq, quantity, expires_at_ms). Expired ones are pruned on write.
+    pub holds: Vec<(u64, u32, u64)>,
+}
+
+impl UserEvent {
+    /// Tickets counted against the cap at `now_ms`.
+    pub fn current(&self, now_ms: u64) -> u32 {
+        self.booked + self.holds.iter().filter(|(_, _, exp)| *exp > now_ms).map(|(_, q, _)| *q).sum::<u32>()
+    }
+}
+
+/// A remembered answer (`table::SESSION`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Hash of the command, to detect a key reused for a different request.
+    pub fingerprint: u64,
+    /// The first answer.
+    pub outcome: Outcome,
+    /// When the record may be forgotten.
+    pub expires_at_ms: u64,
+}

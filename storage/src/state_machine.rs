@@ -1,0 +1,393 @@
+//! openraft's state machine for one group: apply into RocksDB, and snapshots as
+//! files that openraft streams to followers in chunks.
+//!
+//! ## Snapshot file format
+//!
+//! ```text
+//! "BOXSNAP1"
+//! u32 LE header length, codec(SnapshotHeader)
+//! repeated: u32 LE key length, key (without the group prefix), u32 LE value length, value
+//! u32 LE 0xFFFF_FFFF, u64 LE xxh3 of every byte before it
+//! ```
+//!
+//! ## Crash safety of install
+//!
+//! 1. the received data is copied to `installing.tmp`, fsync'd, checked, renamed to
+//!    `current.snap` (fsync of the directory);
+//! 2. the `INSTALLING` marker is written (synced);
+//! 3. the group's state-machine range is replaced by the file's records;
+//! 4. the WAL is synced and the marker cleared.
+//!
+//! A node that restarts with the marker set redoes step 3 and 4 from `current.snap`.
+
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use boxoffice_raft::command::{Applied, Outcome};
+use boxoffice_raft::{codec, Entry, GroupId, LogId, NodeId, SnapshotMeta, StoredMembership, TypeConfig};
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+use openraft::{ErrorSubject, ErrorVerb, StorageError};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+
+use crate::db::{Db, CF_META, CF_SM};
+use crate::keys::{self, meta, Key};
+use crate::kv::RocksTx;
+use crate::machine;
+use crate::sto_err;
+
+const MAGIC: &[u8; 8] = b"BOXSNAP1";
+const END_MARK: u32 = u32::MAX;
+/// Records per write batch while installing a snapshot: bounds install memory.
+const INSTALL_BATCH_RECORDS: usize = 8192;
+/// Capacity of the applied-changes broadcast; a receiver that falls this far behind
+/// is told it lagged (and must resynchronise) instead of holding memory.
+pub const CHANGES_CAPACITY: usize = 4096;
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotHeader {
+    group: u16,
+    meta: SnapshotMeta,
+}
+
+/// One applied entry's outcome, for in-process watchers (seat maps, search).
+#[derive(Clone, Debug)]
+pub struct AppliedChange {
+    /// The group.
+    pub group: GroupId,
+    /// Log index.
+    pub index: u64,
+    /// The outcome (for blank/membership entries: `Effect::Nothing`).
+    pub outcome: Outcome,
+}
+
+/// The state machine of one group. Clones share everything.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    group: GroupId,
+    db: Db,
+    dir: PathBuf,
+    applied: Arc<watch::Sender<Applied>>,
+    changes: broadcast::Sender<AppliedChange>,
+    snapshot_seq: Arc<AtomicU64>,
+}
+
+impl StateMachineStore {
+    /// Opens `group`'s state machine; snapshots live under `snapshot_root/g{group}`.
+    /// Finishes an interrupted snapshot install first.
+    pub fn open(db: Db, group: GroupId, snapshot_root: &Path) -> Result<Self, crate::StorageError> {
+        let dir = snapshot_root.join(format!("g{}", group.0));
+        fs::create_dir_all(&dir)?;
+        let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
+        let sm = StateMachineStore {
+            group,
+            db,
+            dir,
+            applied: Arc::new(watch::Sender::new(Applied::default())),
+            changes,
+            snapshot_seq: Arc::new(AtomicU64::new(0)),
+        };
+        if sm.db.raw().get_cf(sm.db.cf(CF_META), keys::meta(group.0, meta::INSTALLING))?.is_some() {
+            tracing::warn!(%group, "finishing an interrupted snapshot install");
+            let path = sm.current_path();
+            sm.load_snapshot_file(&path)?;
+        }
+        let m = machine::read_meta(&RocksTx::new(&sm.db), group);
+        sm.applied.send_replace(Applied { index: m.last_applied.map(|l| l.index).unwrap_or(0), time_ms: m.time_ms });
+        Ok(sm)
+    }
+
+    /// The group.
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// Last applied index and state-machine time, updated after every apply.
+    pub fn applied(&self) -> watch::Receiver<Applied> {
+        self.applied.subscribe()
+    }
+
+    /// Every applied entry's outcome, in order.
+    pub fn changes(&self) -> broadcast::Receiver<AppliedChange> {
+        self.changes.subscribe()
+    }
+
+    fn current_path(&self) -> PathBuf {
+        self.dir.join("current.snap")
+    }
+
+    /// Replaces the group's state with the records of a verified snapshot file.
+    fn load_snapshot_file(&self, path: &Path) -> Result<SnapshotMeta, crate::StorageError> {
+        let header = verify_snapshot_file(path)?;
+        if header.group != self.group.0 {
+            return Err(crate::StorageError::BadSnapshot(format!("snapshot of group {} offered to group {}", header.group, self.group.0)));
+        }
+        let mut marker = WriteBatch::default();
+        marker.put_cf(self.db.cf(CF_META), keys::meta(self.group.0, meta::INSTALLING), [1u8]);
+        self.db.write_sync(marker)?;
+
+        let prefix = Key::group(self.group).build();
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.db.cf(CF_SM), &prefix, keys::prefix_end(&prefix));
+        let mut r = BufReader::new(File::open(path)?);
+        skip_header(&mut r)?;
+        let mut n = 0usize;
+        while let Some((k, v)) = read_record(&mut r)? {
+            let mut key = prefix.clone();
+            key.extend_from_slice(&k);
+            batch.put_cf(self.db.cf(CF_SM), key, v);
+            n += 1;
+            if n % INSTALL_BATCH_RECORDS == 0 {
+                self.db.write_nosync(std::mem::take(&mut batch))?;
+            }
+        }
+        self.db.write_nosync(batch)?;
+        let mut clear = WriteBatch::default();
+        clear.delete_cf(self.db.cf(CF_META), keys::meta(self.group.0, meta::INSTALLING));
+        self.db.write_sync(clear)?;
+
+        let m = machine::read_meta(&RocksTx::new(&self.db), self.group);
+        assert_eq!(m.last_applied, header.meta.last_log_id, "installed state does not match its snapshot meta");
+        self.applied.send_replace(Applied { index: m.last_applied.map(|l| l.index).unwrap_or(0), time_ms: m.time_ms });
+        Ok(header.meta)
+    }
+
+    fn build(&self) -> Result<Snapshot<TypeConfig>, crate::StorageError> {
+        let snap = self.db.raw().snapshot();
+        let prefix = Key::group(self.group).build();
+        let meta_key = Key::sm(self.group, crate::keys::table::META).build();
+        let m: crate::records::SmMeta = match snap.get_cf(self.db.cf(CF_SM), &meta_key)? {
+            Some(b) => codec::decode(&b)?,
+            None => Default::default(),
+        };
+        let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match m.last_applied {
+            Some(l) => format!("{}-{}-{}-{}", self.group.0, l.leader_id.term, l.index, seq),
+            None => format!("{}-none-{}", self.group.0, seq),
+        };
+        let meta = SnapshotMeta { last_log_id: m.last_applied, last_membership: m.membership.clone(), snapshot_id };
+        let tmp = self.dir.join(format!("build-{seq}.tmp"));
+        {
+            let mut w = HashingWriter::new(BufWriter::new(File::create(&tmp)?));
+            w.write_all(MAGIC)?;
+            let header = codec::encode(&SnapshotHeader { group: self.group.0, meta: meta.clone() });
+            w.write_all(&(header.len() as u32).to_le_bytes())?;
+            w.write_all(&header)?;
+            let end = keys::prefix_end(&prefix);
+            for item in snap.iterator_cf(self.db.cf(CF_SM), IteratorMode::From(&prefix, Direction::Forward)) {
+                let (k, v) = item?;
+                if k.as_ref() >= end.as_slice() {
+                    break;
+                }
+                let k = &k[prefix.len()..];
+                w.write_all(&(k.len() as u32).to_le_bytes())?;
+                w.write_all(k)?;
+                w.write_all(&(v.len() as u32).to_le_bytes())?;
+                w.write_all(&v)?;
+            }
+            w.write_all(&END_MARK.to_le_bytes())?;
+            let sum = w.hasher.digest();
+            let mut inner = w.inner;
+            inner.write_all(&sum.to_le_bytes())?;
+            let f = inner.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, self.current_path())?;
+        File::open(&self.dir)?.sync_all()?;
+        let f = File::open(self.current_path())?;
+        Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(f)) })
+    }
+}
+
+/// Writer that hashes what passes through it.
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: xxhash_rust::xxh3::Xxh3,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter { inner, hasher: xxhash_rust::xxh3::Xxh3::new() }
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn read_u32(r: &mut impl Read) -> std::io::Result<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+/// Reads past magic and header, returning the header.
+fn skip_header(r: &mut impl Read) -> Result<SnapshotHeader, crate::StorageError> {
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic)?;
+    if &magic != MAGIC {
+        return Err(crate::StorageError::BadSnapshot("not a boxoffice snapshot (bad magic)".into()));
+    }
+    let len = read_u32(r)? as usize;
+    if len > 1 << 20 {
+        return Err(crate::StorageError::BadSnapshot("snapshot header too large".into()));
+    }
+    let mut header = vec![0u8; len];
+    r.read_exact(&mut header)?;
+    Ok(codec::decode(&header)?)
+}
+
+fn read_record(r: &mut impl Read) -> Result<Option<(Vec<u8>, Vec<u8>)>, crate::StorageError> {
+    let klen = read_u32(r)?;
+    if klen == END_MARK {
+        return Ok(None);
+    }
+    let mut k = vec![0u8; klen as usize];
+    r.read_exact(&mut k)?;
+    let vlen = read_u32(r)? as usize;
+    let mut v = vec![0u8; vlen];
+    r.read_exact(&mut v)?;
+    Ok(Some((k, v)))
+}
+
+/// Checks a snapshot file's structure and checksum; returns its header.
+fn verify_snapshot_file(path: &Path) -> Result<SnapshotHeader, crate::StorageError> {
+    let len = fs::metadata(path)?.len();
+    if len < 8 + 4 + 4 + 8 {
+        return Err(crate::StorageError::BadSnapshot("snapshot file too short".into()));
+    }
+    let mut f = File::open(path)?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut remaining = len - 8;
+    let mut buf = vec![0u8; 1 << 16];
+    while remaining > 0 {
+        let n = remaining.min(buf.len() as u64) as usize;
+        f.read_exact(&mut buf[..n])?;
+        hasher.update(&buf[..n]);
+        remaining -= n as u64;
+    }
+    let mut sum = [0u8; 8];
+    f.read_exact(&mut sum)?;
+    if u64::from_le_bytes(sum) != hasher.digest() {
+        return Err(crate::StorageError::BadSnapshot("checksum mismatch".into()));
+    }
+    f.seek(SeekFrom::Start(0))?;
+    skip_header(&mut BufReader::new(f))
+}
+
+fn sm_err(e: crate::StorageError) -> StorageError<NodeId> {
+    sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e)
+}
+
+fn snap_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    sto_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e)
+}
+
+fn join_err(e: tokio::task::JoinError) -> StorageError<NodeId> {
+    sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, std::io::Error::other(e.to_string()))
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.build()).await.map_err(join_err)?.map_err(snap_err)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError<NodeId>> {
+        let m = machine::read_meta(&RocksTx::new(&self.db), self.group);
+        Ok((m.last_applied, m.membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut tx = RocksTx::new(&self.db);
+        let mut outcomes = Vec::new();
+        let mut last = None;
+        for entry in entries {
+            let outcome = machine::apply_entry(&mut tx, self.group, &entry);
+            last = Some(Applied { index: entry.log_id.index, time_ms: outcome.applied.time_ms.max(self.applied.borrow().time_ms) });
+            outcomes.push((entry.log_id.index, outcome));
+        }
+        let mut batch = WriteBatch::default();
+        tx.drain_into(&mut batch);
+        // Not synced: the log entries are durable; a crash loses at most a suffix of
+        // applied state, which is re-applied from the log on restart.
+        self.db.write_nosync(batch).map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
+        if let Some(a) = last {
+            let m = machine::read_meta(&RocksTx::new(&self.db), self.group);
+            self.applied.send_replace(Applied { index: a.index, time_ms: m.time_ms });
+        }
+        let mut out = Vec::with_capacity(outcomes.len());
+        for (index, outcome) in outcomes {
+            // No receivers is fine: nobody is watching.
+            let _ = self.changes.send(AppliedChange { group: self.group, index, outcome: outcome.clone() });
+            out.push(outcome);
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
+        // An unnamed temporary file: it disappears by itself if the transfer is abandoned.
+        let f = tempfile::tempfile_in(&self.dir).map_err(snap_err)?;
+        Ok(Box::new(tokio::fs::File::from_std(f)))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<tokio::fs::File>) -> Result<(), StorageError<NodeId>> {
+        let mut src = snapshot.into_std().await;
+        let this = self.clone();
+        let expected = meta.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), crate::StorageError> {
+            let tmp = this.dir.join("installing.tmp");
+            src.seek(SeekFrom::Start(0))?;
+            let mut dst = File::create(&tmp)?;
+            std::io::copy(&mut src, &mut dst)?;
+            dst.sync_all()?;
+            let header = verify_snapshot_file(&tmp)?;
+            if header.meta.last_log_id != expected.last_log_id {
+                return Err(crate::StorageError::BadSnapshot("snapshot data does not match its meta".into()));
+            }
+            fs::rename(&tmp, this.current_path())?;
+            File::open(&this.dir)?.sync_all()?;
+            this.load_snapshot_file(&this.current_path())?;
+            Ok(())
+        })
+        .await
+        .map_err(join_err)?
+        .map_err(sm_err)
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let path = self.current_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        let header = {
+            let f = File::open(&path).map_err(snap_err)?;
+            skip_header(&mut BufReader::new(f)).map_err(snap_err)?
+        };
+        let f = File::open(&path).map_err(snap_err)?;
+        Ok(Some(Snapshot { meta: header.meta, snapshot: Box::new(tokio::fs::File::from_std(f)) }))
+    }
+}
