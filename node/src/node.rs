@@ -9,7 +9,7 @@ use boxoffice_raft::command::{Command, Outcome, Request, Session};
 use boxoffice_raft::groups::Groups;
 use boxoffice_raft::network::{CallError, NetworkFactory, RpcClient, RpcConfig};
 use boxoffice_raft::{all_groups, codec, shard_for_event, GroupId, NodeId, Raft, SHARDS_MAX};
-use boxoffice_storage::keys::{self, meta, NODE_GROUP};
+use boxoffice_storage::keys::meta;
 use boxoffice_storage::read::Reader;
 use boxoffice_storage::{Db, DbConfig, LogStore, StateMachineStore};
 use openraft::error::{ClientWriteError, RaftError};
@@ -126,7 +126,7 @@ impl Node {
     }
 
     fn cluster_record(&self) -> anyhow::Result<Option<ClusterRecord>> {
-        let raw = self.db.raw().get_cf(self.db.cf(boxoffice_storage::db::CF_META), keys::meta(NODE_GROUP, meta::CLUSTER))?;
+        let raw = self.db.node_record(meta::CLUSTER)?;
         Ok(match raw {
             Some(b) => Some(codec::decode(&b)?),
             None => None,
@@ -144,13 +144,7 @@ impl Node {
             Some(rec) if rec.shards == shards => {}
             Some(rec) => return Err(format!("node already belongs to a cluster with {} shards", rec.shards)),
             None => {
-                let mut batch = rocksdb::WriteBatch::default();
-                batch.put_cf(
-                    self.db.cf(boxoffice_storage::db::CF_META),
-                    keys::meta(NODE_GROUP, meta::CLUSTER),
-                    codec::encode(&ClusterRecord { shards }),
-                );
-                self.db.write_sync(batch).map_err(|e| e.to_string())?;
+                self.db.put_node_record(meta::CLUSTER, codec::encode(&ClusterRecord { shards })).map_err(|e| e.to_string())?;
             }
         }
         self.start_groups(shards).await.map_err(|e| e.to_string())

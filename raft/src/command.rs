@@ -88,12 +88,6 @@ pub enum Command {
         /// The authenticated user; must own the hold.
         user: String,
     },
-    /// Inventory: tidy up to `limit` expired holds (state is already correct without
-    /// this; it only removes index entries and lets watchers hear of the expiry).
-    TidyExpired {
-        /// Most holds to tidy in one entry.
-        limit: u32,
-    },
 }
 
 impl Command {
@@ -107,7 +101,6 @@ impl Command {
             Command::Hold(_) => "hold",
             Command::Confirm { .. } => "confirm",
             Command::Release { .. } => "release",
-            Command::TidyExpired { .. } => "tidy_expired",
         }
     }
 }
@@ -343,11 +336,6 @@ pub enum Effect {
     Released {
         /// The hold.
         hold_id: HoldId,
-    },
-    /// Expired holds were tidied.
-    Tidied {
-        /// The holds that were tidied, with their events.
-        expired: Vec<(u64, HoldId)>,
     },
 }
 

@@ -113,6 +113,18 @@ impl Db {
         }
     }
 
+    /// Reads a node-level record (see [`crate::keys::meta`]).
+    pub fn node_record(&self, kind: u8) -> Result<Option<Vec<u8>>, rocksdb::Error> {
+        self.inner.get_cf(self.cf(CF_META), crate::keys::meta(crate::keys::NODE_GROUP, kind))
+    }
+
+    /// Writes a node-level record, synced.
+    pub fn put_node_record(&self, kind: u8, value: Vec<u8>) -> Result<(), rocksdb::Error> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META), crate::keys::meta(crate::keys::NODE_GROUP, kind), value);
+        self.write_sync(batch)
+    }
+
     /// Makes everything written so far durable, now.
     pub fn sync_wal(&self) -> Result<(), rocksdb::Error> {
         self.inner.flush_wal(true)

@@ -132,7 +132,7 @@ impl StateMachineStore {
 
         let prefix = Key::group(self.group).build();
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.db.cf(CF_SM), &prefix, keys::prefix_end(&prefix));
+        batch.delete_range_cf(self.db.cf(CF_SM), prefix.clone(), keys::prefix_end(&prefix));
         let mut r = BufReader::new(File::open(path)?);
         skip_header(&mut r)?;
         let mut n = 0usize;

@@ -69,7 +69,7 @@ fn freshness_json(group: GroupId, f: Freshness) -> Value {
         "applied_index": f.applied_index,
         "applied_time_ms": f.applied_time_ms,
         "as_of_ms": f.as_of_ms,
-        "lag_ms": f.as_of_ms.saturating_sub(f.applied_time_ms),
+        "since_last_apply_ms": f.as_of_ms.saturating_sub(f.applied_time_ms),
     })
 }
 
