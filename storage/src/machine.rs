@@ -265,10 +265,16 @@ fn settle(kv: &mut dyn Kv, group: GroupId, inv: &mut Inventory, time: u64) {
         done.push((k.to_vec(), qty));
         true
     });
+    if done.is_empty() {
+        return;
+    }
     for (k, qty) in done {
         inv.held_unsettled = inv.held_unsettled.checked_sub(qty).expect("held count below zero: expiry index out of step");
         kv.delete(k);
     }
+    // Written here, together with the index deletes, so that a command rejected
+    // after settling still leaves count and index in step.
+    put(kv, inventory_key(group, inv.event_id), inv);
 }
 
 fn validate_user(user: &str) -> Result<(), Rejection> {
