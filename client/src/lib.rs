@@ -1,1 +1,360 @@
-//! placeholder
+//! Async Rust client for the boxoffice HTTP API.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), boxoffice_client::Error> {
+//! use boxoffice_client::{Client, ClientConfig, Selection};
+//! let client = Client::new(ClientConfig::new(["http://127.0.0.1:7101", "http://127.0.0.1:7102"], "TOKEN"))?;
+//! let hold = client.hold(42, Selection::Seats(vec![0, 1])).await?;
+//! let booking = client.confirm(&hold.hold_id, "payment-123").await?;
+//! println!("booked {} for {} cents", booking.booking_id, booking.total_cents);
+//! # Ok(()) }
+//! ```
+//!
+//! - Any node can take any request. A node that cannot be reached, answers 503
+//!   (no leader yet, overloaded) or 429 is retried on the next node, after its
+//!   `Retry-After`, up to [`ClientConfig::attempts_max`] times.
+//! - Every write carries an idempotency key, generated once per call and reused on
+//!   every retry, so a retry never applies a write twice. A write whose every
+//!   attempt ended without an answer is reported as [`Error::OutcomeUnknown`] with
+//!   its key: it may have been applied; retry it with `*_with_key` to find out.
+
+mod types;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+pub use types::*;
+
+/// Settings of a [`Client`].
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Base URLs of the nodes, e.g. `http://127.0.0.1:7101`.
+    pub nodes: Vec<String>,
+    /// Bearer token (user or admin).
+    pub token: String,
+    /// Time allowed for one HTTP attempt.
+    pub request_timeout: Duration,
+    /// Time allowed to connect to a node.
+    pub connect_timeout: Duration,
+    /// Most attempts per call, across nodes.
+    pub attempts_max: u32,
+    /// Longest wait between attempts (caps `Retry-After`).
+    pub retry_wait_max: Duration,
+}
+
+impl ClientConfig {
+    /// Defaults: 15 s per attempt, 1 s to connect, 8 attempts, waits of at most 1 s.
+    pub fn new<S: Into<String>>(nodes: impl IntoIterator<Item = S>, token: impl Into<String>) -> Self {
+        ClientConfig {
+            nodes: nodes.into_iter().map(Into::into).collect(),
+            token: token.into(),
+            request_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(1),
+            attempts_max: 8,
+            retry_wait_max: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The cluster answered with a problem (e.g. `seat_unavailable`): a definite outcome.
+    #[error("{} {}: {}", .0.status, .0.code, .0.detail)]
+    Api(Problem),
+    /// A write got no answer on any attempt: it may or may not have been applied.
+    /// Retrying with the same idempotency key is safe and tells which.
+    #[error("outcome unknown after {attempts} attempts (idempotency key {idempotency_key}): {last}")]
+    OutcomeUnknown {
+        /// The key to retry with.
+        idempotency_key: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// No node could be reached or all were unavailable; nothing was applied by a
+    /// read, and a write that never reached a node was not applied.
+    #[error("cluster unavailable after {attempts} attempts: {last}")]
+    Unavailable {
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// The client was misconfigured or given bad arguments.
+    #[error("invalid use: {0}")]
+    Invalid(String),
+    /// A successful answer could not be decoded.
+    #[error("undecodable answer: {0}")]
+    Decode(String),
+}
+
+impl Error {
+    /// The problem code for [`Error::Api`], e.g. `"seat_unavailable"`.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Api(p) => Some(&p.code),
+            _ => None,
+        }
+    }
+}
+
+/// An RFC 9457 problem answered by a node.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    /// HTTP status.
+    pub status: u16,
+    /// Stable code, e.g. `hold_expired`.
+    pub code: String,
+    /// Explanation.
+    pub detail: String,
+    /// The whole body (extension members such as `seat_ids`).
+    pub body: Value,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    config: ClientConfig,
+    next: AtomicUsize,
+}
+
+/// A client of a boxoffice cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+enum Attempt {
+    Done(Result<(StatusCode, Value), Error>),
+    /// Retry; `maybe_applied` says the request may have reached a node.
+    Retry { last: String, maybe_applied: bool, wait: Option<Duration> },
+}
+
+impl Client {
+    /// A client for `config.nodes`.
+    pub fn new(config: ClientConfig) -> Result<Self, Error> {
+        if config.nodes.is_empty() {
+            return Err(Error::Invalid("at least one node URL is needed".into()));
+        }
+        if config.attempts_max == 0 {
+            return Err(Error::Invalid("attempts_max must be at least 1".into()));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .no_proxy()
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        Ok(Client { inner: Arc::new(Inner { http, config, next: AtomicUsize::new(0) }) })
+    }
+
+    /// The same cluster with another token (shares connections).
+    pub fn with_token(&self, token: impl Into<String>) -> Client {
+        let mut config = self.inner.config.clone();
+        config.token = token.into();
+        Client {
+            inner: Arc::new(Inner { http: self.inner.http.clone(), config, next: AtomicUsize::new(self.inner.next.load(Ordering::Relaxed)) }),
+        }
+    }
+
+    /// A fresh idempotency key.
+    pub fn new_idempotency_key() -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+
+    async fn attempt(&self, node: &str, method: &Method, path: &str, body: Option<&Value>, key: Option<&str>) -> Attempt {
+        let mut req = self.inner.http.request(method.clone(), format!("{node}{path}")).bearer_auth(&self.inner.config.token);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                // A connect failure never reached the node; anything later might have.
+                return Attempt::Retry { last: format!("{node}: {e}"), maybe_applied: !e.is_connect(), wait: None };
+            }
+        };
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Attempt::Retry { last: format!("{node}: reading answer: {e}"), maybe_applied: true, wait: None },
+        };
+        let value: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        if status.is_success() {
+            return Attempt::Done(Ok((status, value)));
+        }
+        let problem = Problem {
+            status: status.as_u16(),
+            code: value["code"].as_str().unwrap_or("unknown").to_string(),
+            detail: value["detail"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()),
+            body: value,
+        };
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+            // 503 outcome_unknown and timeouts may have applied; not_leader,
+            // overloaded and not_ready did not.
+            let maybe_applied = matches!(problem.code.as_str(), "outcome_unknown" | "timeout");
+            return Attempt::Retry { last: format!("{node}: {} {}", problem.code, problem.detail), maybe_applied, wait: retry_after };
+        }
+        Attempt::Done(Err(Error::Api(problem)))
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>, key: Option<&str>) -> Result<(StatusCode, Value), Error> {
+        let cfg = &self.inner.config;
+        let mut maybe_applied = false;
+        let mut last = String::new();
+        for attempt in 0..cfg.attempts_max {
+            let i = self.inner.next.load(Ordering::Relaxed);
+            let node = &cfg.nodes[i % cfg.nodes.len()];
+            match self.attempt(node, &method, path, body.as_ref(), key).await {
+                Attempt::Done(r) => return r,
+                Attempt::Retry { last: l, maybe_applied: m, wait } => {
+                    last = l;
+                    maybe_applied |= m;
+                    // Move on to the next node for the next attempt.
+                    let _ = self.inner.next.compare_exchange(i, i.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed);
+                    if attempt + 1 < cfg.attempts_max {
+                        let backoff = Duration::from_millis(50 << attempt.min(4));
+                        tokio::time::sleep(wait.unwrap_or(backoff).min(cfg.retry_wait_max)).await;
+                    }
+                }
+            }
+        }
+        match key {
+            Some(k) if maybe_applied => Err(Error::OutcomeUnknown { idempotency_key: k.to_string(), attempts: cfg.attempts_max, last }),
+            _ => Err(Error::Unavailable { attempts: cfg.attempts_max, last }),
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        let (_, v) = self.call(Method::GET, path, None, None).await?;
+        serde_json::from_value(v).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    async fn write<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Value>, key: &str) -> Result<T, Error> {
+        let (_, v) = self.call(method, path, body, Some(key)).await?;
+        serde_json::from_value(v).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    // ---- public API ----
+
+    /// An event with its venue and performers.
+    pub async fn event(&self, event_id: u64, consistency: Consistency) -> Result<EventView, Error> {
+        self.get(&format!("/v1/events/{event_id}?consistency={}", consistency.as_str())).await
+    }
+
+    /// Events with id greater than `after`, at most `limit`.
+    pub async fn events(&self, after: u64, limit: u32) -> Result<EventPage, Error> {
+        self.get(&format!("/v1/events?after={after}&limit={limit}")).await
+    }
+
+    /// The event's seat map (or general-admission counts).
+    pub async fn seats(&self, event_id: u64, consistency: Consistency) -> Result<SeatMap, Error> {
+        self.get(&format!("/v1/events/{event_id}/seats?consistency={}", consistency.as_str())).await
+    }
+
+    /// Holds seats or a quantity, with a fresh idempotency key.
+    pub async fn hold(&self, event_id: u64, selection: Selection) -> Result<Hold, Error> {
+        self.hold_with_key(event_id, selection, &Self::new_idempotency_key()).await
+    }
+
+    /// Holds with a given idempotency key (a retry returns the first answer).
+    pub async fn hold_with_key(&self, event_id: u64, selection: Selection, key: &str) -> Result<Hold, Error> {
+        let body = match selection {
+            Selection::Seats(s) => json!({"event_id": event_id, "seat_ids": s}),
+            Selection::Quantity(q) => json!({"event_id": event_id, "quantity": q}),
+        };
+        self.write(Method::POST, "/v1/holds", Some(body), key).await
+    }
+
+    /// Confirms a hold into a booking, with a fresh idempotency key.
+    pub async fn confirm(&self, hold_id: &str, payment_ref: &str) -> Result<Booking, Error> {
+        self.confirm_with_key(hold_id, payment_ref, &Self::new_idempotency_key()).await
+    }
+
+    /// Confirms with a given idempotency key.
+    pub async fn confirm_with_key(&self, hold_id: &str, payment_ref: &str, key: &str) -> Result<Booking, Error> {
+        check_id(hold_id)?;
+        self.write(Method::POST, &format!("/v1/holds/{hold_id}/confirm"), Some(json!({"payment_ref": payment_ref})), key).await
+    }
+
+    /// Releases a hold: its seats are available again at once.
+    pub async fn release(&self, hold_id: &str) -> Result<(), Error> {
+        check_id(hold_id)?;
+        self.call(Method::DELETE, &format!("/v1/holds/{hold_id}"), None, Some(&format!("release:{hold_id}"))).await.map(|_| ())
+    }
+
+    /// A hold's status (the caller's own).
+    pub async fn hold_status(&self, hold_id: &str) -> Result<HoldStatus, Error> {
+        check_id(hold_id)?;
+        self.get(&format!("/v1/holds/{hold_id}")).await
+    }
+
+    /// A booking (the caller's own); linearizable.
+    pub async fn booking(&self, booking_id: &str) -> Result<Booking, Error> {
+        check_id(booking_id)?;
+        self.get(&format!("/v1/bookings/{booking_id}")).await
+    }
+
+    /// The caller's bookings; linearizable.
+    pub async fn bookings(&self) -> Result<Vec<Booking>, Error> {
+        let v: Value = self.get("/v1/bookings").await?;
+        serde_json::from_value(v["bookings"].clone()).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    // ---- admin API (admin token) ----
+
+    /// Creates a venue.
+    pub async fn create_venue(&self, venue: &NewVenue) -> Result<u64, Error> {
+        let v: Value = self.write(Method::POST, "/admin/v1/venues", Some(venue.to_json()), &Self::new_idempotency_key()).await?;
+        v["venue_id"].as_u64().ok_or_else(|| Error::Decode("venue_id missing".into()))
+    }
+
+    /// Creates a performer.
+    pub async fn create_performer(&self, name: &str, description: &str) -> Result<u64, Error> {
+        let body = json!({"name": name, "description": description});
+        let v: Value = self.write(Method::POST, "/admin/v1/performers", Some(body), &Self::new_idempotency_key()).await?;
+        v["performer_id"].as_u64().ok_or_else(|| Error::Decode("performer_id missing".into()))
+    }
+
+    /// Creates an event; its tickets are created from the venue's map.
+    pub async fn create_event(&self, event: &NewEvent) -> Result<u64, Error> {
+        let body = serde_json::to_value(event).map_err(|e| Error::Invalid(e.to_string()))?;
+        let v: Value = self.write(Method::POST, "/admin/v1/events", Some(body), &Self::new_idempotency_key()).await?;
+        v["event_id"].as_u64().ok_or_else(|| Error::Decode("event_id missing".into()))
+    }
+
+    /// Cluster status as the first reachable node sees it.
+    pub async fn cluster(&self) -> Result<Value, Error> {
+        self.get("/admin/v1/cluster").await
+    }
+
+    /// Bootstraps a cluster of `members` (id, host:port) with `shards` inventory shards.
+    pub async fn init_cluster(&self, members: &[(u64, String)], shards: u16) -> Result<Value, Error> {
+        let members: Vec<Value> = members.iter().map(|(id, addr)| json!({"id": id, "addr": addr})).collect();
+        let (_, v) = self.call(Method::POST, "/admin/v1/cluster/init", Some(json!({"members": members, "shards": shards})), None).await?;
+        Ok(v)
+    }
+}
+
+fn check_id(id: &str) -> Result<(), Error> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(Error::Invalid(format!("malformed id {id:?}")));
+    }
+    Ok(())
+}

@@ -1,0 +1,491 @@
+//! Integration tests against real `boxoffice node` processes on loopback.
+//!
+//! Every test starts its own cluster in a temporary directory, on ports it finds
+//! free on 127.0.0.1, and kills its processes when it ends. Every load loop is
+//! bounded in count and in time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use boxoffice_client::{Client, ClientConfig, Consistency, Error, NewEvent, NewLayout, NewVenue, Selection};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_boxoffice");
+const SECRET: &str = "test-token-secret-0123456789";
+const CLUSTER_KEY: &str = "test-cluster-key-0123456789";
+
+struct TestNode {
+    id: u64,
+    addr: String,
+    data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+struct TestCluster {
+    _dir: tempfile::TempDir,
+    nodes: Vec<TestNode>,
+    extra_args: Vec<String>,
+    admin: Client,
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().unwrap().port()
+}
+
+fn mint(user: &str, admin: bool) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["token", "--user", user, "--secret", SECRET]);
+    if admin {
+        cmd.arg("--admin");
+    }
+    let out = cmd.output().expect("run boxoffice token");
+    assert!(out.status.success(), "token: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn client_config(urls: Vec<String>, token: String) -> ClientConfig {
+    let mut c = ClientConfig::new(urls, token);
+    c.attempts_max = 30;
+    c.request_timeout = Duration::from_secs(12);
+    c.retry_wait_max = Duration::from_millis(300);
+    c
+}
+
+impl TestCluster {
+    async fn start(n: u64, shards: u16, extra_args: &[&str]) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = (1..=n)
+            .map(|id| TestNode { id, addr: format!("127.0.0.1:{}", free_port()), data_dir: dir.path().join(format!("node-{id}")), child: None })
+            .collect();
+        let admin_token = mint("admin", true);
+        let mut c = TestCluster {
+            _dir: dir,
+            nodes,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            admin: Client::new(ClientConfig::new(["http://127.0.0.1:1"], "x")).unwrap(),
+        };
+        c.admin = Client::new(client_config(c.urls(), admin_token)).unwrap();
+        for i in 0..c.nodes.len() {
+            c.spawn(i);
+        }
+        for i in 0..c.nodes.len() {
+            c.wait_healthy(i).await;
+        }
+        let members: Vec<(u64, String)> = c.nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
+        c.admin.init_cluster(&members, shards).await.expect("bootstrap");
+        c.wait_ready().await;
+        c
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| format!("http://{}", n.addr)).collect()
+    }
+
+    fn user(&self, name: &str) -> Client {
+        Client::new(client_config(self.urls(), mint(name, false))).unwrap()
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        std::fs::create_dir_all(&n.data_dir).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(n.data_dir.join("node.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["node", "--id", &n.id.to_string(), "--listen", &n.addr, "--data-dir"])
+            .arg(&n.data_dir)
+            .args(["--token-secret", SECRET, "--cluster-key", CLUSTER_KEY])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn node");
+        n.child = Some(child);
+    }
+
+    /// kill -9.
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+
+    async fn wait_healthy(&self, i: usize) {
+        let url = format!("http://{}/healthz", self.nodes[i].addr);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = reqwest::get(&url).await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("node {} not healthy", self.nodes[i].id);
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        'outer: while Instant::now() < deadline {
+            for n in &self.nodes {
+                if n.child.is_none() {
+                    continue;
+                }
+                match reqwest::get(format!("http://{}/readyz", n.addr)).await {
+                    Ok(r) if r.status().is_success() => {}
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue 'outer;
+                    }
+                }
+            }
+            return;
+        }
+        panic!("cluster not ready within 60 s");
+    }
+
+    /// Index of the node leading `group`, as a live node reports it.
+    async fn leader_of(&self, group: u16) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(v) = self.admin.cluster().await {
+                if let Some(l) = v["groups"][group as usize]["leader"].as_u64() {
+                    if let Some(i) = self.nodes.iter().position(|n| n.id == l && n.child.is_some()) {
+                        return i;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no live leader for group {group}");
+    }
+
+    async fn venue_and_event(&self, seats: u32, ttl_s: u64, cap: u32) -> (u64, u16) {
+        let venue = self
+            .admin
+            .create_venue(&NewVenue {
+                name: "Test Hall".into(),
+                city: "Testville".into(),
+                lat: 1.0,
+                lon: 2.0,
+                layout: NewLayout::Seated(vec![("Stalls".into(), vec![("A".into(), seats, 1000)])]),
+            })
+            .await
+            .expect("venue");
+        let event = self
+            .admin
+            .create_event(&NewEvent {
+                name: "Test Night".into(),
+                description: "".into(),
+                category: "concert".into(),
+                venue_id: venue,
+                performer_ids: vec![],
+                starts_at: "2030-01-01T20:00:00Z".into(),
+                hold_ttl_s: Some(ttl_s),
+                per_user_cap: Some(cap),
+            })
+            .await
+            .expect("event");
+        let view = self.admin.event(event, Consistency::Linearizable).await.expect("event view");
+        (event, view.event.shard.expect("shard"))
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+fn statuses(map: &boxoffice_client::SeatMap) -> BTreeMap<u32, String> {
+    map.seats.iter().map(|s| (s.seat_id, s.status.clone())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn booking_flow_expiry_and_bad_input() {
+    let cluster = TestCluster::start(3, 2, &[]).await;
+    let (event, _) = cluster.venue_and_event(10, 2, 4).await;
+    let alice = cluster.user("alice");
+    let bob = cluster.user("bob");
+
+    // Hold, replay with the same key, conflict, confirm, release.
+    let h = alice.hold_with_key(event, Selection::Seats(vec![0, 1]), "k-1").await.unwrap();
+    assert_eq!(h.seat_ids, vec![0, 1]);
+    assert_eq!(h.total_cents, 2000);
+    assert!(!h.replayed);
+    let again = alice.hold_with_key(event, Selection::Seats(vec![0, 1]), "k-1").await.unwrap();
+    assert!(again.replayed);
+    assert_eq!((again.hold_id.clone(), again.applied), (h.hold_id.clone(), h.applied));
+    let reused = alice.hold_with_key(event, Selection::Seats(vec![5]), "k-1").await.unwrap_err();
+    assert_eq!(reused.code(), Some("idempotency_key_reused"));
+    let conflict = bob.hold(event, Selection::Seats(vec![1, 2])).await.unwrap_err();
+    assert_eq!(conflict.code(), Some("seat_unavailable"));
+    let Error::Api(p) = &conflict else { panic!() };
+    assert_eq!(p.status, 409);
+    assert_eq!(p.body["seat_ids"], json!([1]));
+    let not_mine = bob.confirm(&h.hold_id, "pay").await.unwrap_err();
+    assert_eq!(not_mine.code(), Some("not_hold_owner"));
+    let booking = alice.confirm(&h.hold_id, "pay-1").await.unwrap();
+    assert_eq!((booking.status.as_str(), booking.seat_ids.clone(), booking.total_cents), ("confirmed", vec![0, 1], 2000));
+    assert_eq!(alice.booking(&booking.booking_id).await.unwrap().booking_id, booking.booking_id);
+    assert_eq!(bob.booking(&booking.booking_id).await.unwrap_err().code(), Some("forbidden"));
+    assert_eq!(alice.bookings().await.unwrap().len(), 1);
+    let h2 = bob.hold(event, Selection::Quantity(2)).await.unwrap();
+    assert_eq!(h2.seat_ids, vec![2, 3], "best available are the lowest free seats");
+    bob.release(&h2.hold_id).await.unwrap();
+    let map = bob.seats(event, Consistency::Linearizable).await.unwrap();
+    assert_eq!(map.seats[2].status, "available");
+    assert_eq!(map.sold, 2);
+
+    // Cap: alice has 2 booked, cap 4.
+    assert_eq!(alice.hold(event, Selection::Quantity(3)).await.unwrap_err().code(), Some("cap_exceeded"));
+
+    // Expiry: ttl 2 s. Another user gets the seat once it expires; the owner's confirm fails.
+    let h3 = alice.hold(event, Selection::Seats(vec![9])).await.unwrap();
+    assert_eq!(bob.hold(event, Selection::Seats(vec![9])).await.unwrap_err().code(), Some("seat_unavailable"));
+    let wait_ms = h3.expires_at_ms.saturating_sub(h3.applied.time_ms) + 300;
+    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+    let map = bob.seats(event, Consistency::Local).await.unwrap();
+    assert_eq!(map.seats[9].status, "available", "an expired hold frees its seat without any write");
+    assert_eq!(alice.confirm(&h3.hold_id, "late").await.unwrap_err().code(), Some("hold_expired"));
+    let bobs = bob.hold(event, Selection::Seats(vec![9])).await.unwrap();
+    assert!(bobs.applied.time_ms >= h3.expires_at_ms);
+
+    // Bad input: clear 4xx problem+json, and nothing changes.
+    let before = statuses(&bob.seats(event, Consistency::Linearizable).await.unwrap());
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/holds", cluster.nodes[1].addr);
+    let token = mint("carol", false);
+    let forged = {
+        let mut parts: Vec<String> = token.split('.').map(String::from).collect();
+        parts[2] = "AAAA".into();
+        parts.join(".")
+    };
+    let cases: Vec<(&str, Option<&str>, String, u16, &str)> = vec![
+        ("malformed json", Some(&token), "{".into(), 400, "malformed_json"),
+        ("unknown field", Some(&token), json!({"event_id": event, "seat_ids": [4], "user": "x"}).to_string(), 400, "malformed_json"),
+        ("empty seats", Some(&token), json!({"event_id": event, "seat_ids": []}).to_string(), 400, "invalid_parameter"),
+        ("too many seats", Some(&token), json!({"event_id": event, "seat_ids": (0..101).collect::<Vec<u32>>()}).to_string(), 400, "invalid_parameter"),
+        ("negative quantity", Some(&token), json!({"event_id": event, "quantity": -2}).to_string(), 400, "invalid_parameter"),
+        ("both seats and quantity", Some(&token), json!({"event_id": event, "quantity": 1, "seat_ids": [4]}).to_string(), 400, "invalid_input"),
+        ("seat out of range", Some(&token), json!({"event_id": event, "seat_ids": [4, 10]}).to_string(), 400, "invalid_input"),
+        ("duplicate seats", Some(&token), json!({"event_id": event, "seat_ids": [4, 4]}).to_string(), 400, "invalid_input"),
+        ("unknown event", Some(&token), json!({"event_id": 987654, "seat_ids": [4]}).to_string(), 404, "unknown_event"),
+        ("missing token", None, json!({"event_id": event, "seat_ids": [4]}).to_string(), 401, "unauthorized"),
+        ("forged token", Some(&forged), json!({"event_id": event, "seat_ids": [4]}).to_string(), 401, "unauthorized"),
+        ("body over limit", Some(&token), format!("{{\"event_id\": {event}, \"seat_ids\": [{}4]}}", " ".repeat(300 * 1024)), 413, "body_too_large"),
+    ];
+    for (i, (what, tok, body, status, code)) in cases.into_iter().enumerate() {
+        let mut req = http.post(&url).header("Idempotency-Key", format!("bad-{i}")).body(body);
+        if let Some(t) = tok {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{what}");
+        assert_eq!(resp.headers()["content-type"], "application/problem+json", "{what}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["code"], code, "{what}: {v}");
+    }
+    let resp = http.post(&url).bearer_auth(&token).body(json!({"event_id": event, "seat_ids": [4]}).to_string()).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400, "a write without an Idempotency-Key is refused");
+    let resp = http.get(format!("http://{}/v1/bookings/b1-notanumber", cluster.nodes[0].addr)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let resp = http.get(format!("http://{}/admin/v1/cluster", cluster.nodes[0].addr)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 403, "user tokens cannot use the admin API");
+    let after = statuses(&bob.seats(event, Consistency::Linearizable).await.unwrap());
+    assert_eq!(before, after, "bad input changed nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_clients_race_for_the_same_seats() {
+    let cluster = TestCluster::start(3, 2, &[]).await;
+    let (event, _) = cluster.venue_and_event(8, 600, 8).await;
+    let clients: Vec<Client> = (0..24).map(|i| cluster.user(&format!("racer-{i}"))).collect();
+    let mut tasks = Vec::new();
+    for (i, c) in clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            // Each client goes for two overlapping seats, several times.
+            let mut won = Vec::new();
+            for round in 0..4u32 {
+                let a = (i as u32 + round) % 8;
+                let seats = vec![a, (a + 1) % 8];
+                match c.hold(event, Selection::Seats(seats)).await {
+                    Ok(h) => won.push((c.clone(), h)),
+                    Err(e) => assert_eq!(e.code(), Some("seat_unavailable"), "{e}"),
+                }
+            }
+            won
+        }));
+    }
+    let mut holders: BTreeMap<u32, String> = BTreeMap::new();
+    let mut holds = Vec::new();
+    for t in tasks {
+        for (c, h) in t.await.unwrap() {
+            for s in &h.seat_ids {
+                assert!(holders.insert(*s, h.hold_id.clone()).is_none(), "seat {s} held twice");
+            }
+            holds.push((c, h));
+        }
+    }
+    assert!(!holds.is_empty());
+    for (c, h) in &holds {
+        c.confirm(&h.hold_id, "pay").await.unwrap();
+    }
+    let map = cluster.admin.seats(event, Consistency::Linearizable).await.unwrap();
+    let sold: BTreeSet<u32> = map.seats.iter().filter(|s| s.status == "sold").map(|s| s.seat_id).collect();
+    assert_eq!(sold, holders.keys().copied().collect::<BTreeSet<_>>());
+    assert_eq!(map.sold as usize, sold.len());
+}
+
+/// Runs buyers until `stop`, recording every acknowledged booking.
+async fn buyers(clients: Vec<Client>, event: u64, seats: u32, until: Instant, acked: Arc<Mutex<Vec<(Client, String, Vec<u32>)>>>) {
+    let mut tasks = Vec::new();
+    for (i, c) in clients.into_iter().enumerate() {
+        let acked = acked.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u32;
+            while Instant::now() < until && n < 1500 {
+                n += 1;
+                let seat = (i as u32 * 7919 + n * 104729) % seats;
+                let Ok(h) = c.hold(event, Selection::Seats(vec![seat])).await else { continue };
+                if let Ok(b) = c.confirm(&h.hold_id, "pay").await {
+                    acked.lock().unwrap().push((c.clone(), b.booking_id, b.seat_ids));
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+async fn check_acked(cluster: &TestCluster, event: u64, acked: &[(Client, String, Vec<u32>)]) {
+    let mut seen = BTreeSet::new();
+    for chunk in acked.chunks(32) {
+        let mut set = tokio::task::JoinSet::new();
+        for (c, id, seats) in chunk.iter().cloned() {
+            set.spawn(async move {
+                let b = c.booking(&id).await.unwrap_or_else(|e| panic!("acknowledged booking {id} lost: {e}"));
+                assert_eq!(b.seat_ids, seats);
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+        }
+        for (_, _, seats) in chunk {
+            for s in seats {
+                assert!(seen.insert(*s), "seat {s} in two bookings");
+            }
+        }
+    }
+    let map = cluster.admin.seats(event, Consistency::Linearizable).await.unwrap();
+    for s in &seen {
+        assert_eq!(map.seats[*s as usize].status, "sold");
+    }
+    assert!(map.sold as usize >= seen.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_killed_mid_load_then_full_restart() {
+    let mut cluster = TestCluster::start(3, 2, &[]).await;
+    let seats = 10_000;
+    let (event, shard) = cluster.venue_and_event(seats, 600, 1000).await;
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<Client> = (0..8).map(|i| cluster.user(&format!("buyer-{i}"))).collect();
+    let load = tokio::spawn(buyers(clients, event, seats, Instant::now() + Duration::from_secs(8), acked.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let leader = cluster.leader_of(shard).await;
+    let before_kill = acked.lock().unwrap().len();
+    cluster.kill(leader);
+    load.await.unwrap();
+    let acked_all = acked.lock().unwrap().clone();
+    assert!(before_kill > 0, "some bookings before the kill");
+    assert!(acked_all.len() > before_kill, "bookings continued after the leader was killed ({before_kill} → {})", acked_all.len());
+    check_acked(&cluster, event, &acked_all).await;
+
+    // The killed node comes back and catches up; new bookings succeed.
+    cluster.spawn(leader);
+    cluster.wait_healthy(leader).await;
+    let late = cluster.user("late-buyer");
+    let free = cluster.admin.seats(event, Consistency::Linearizable).await.unwrap().seats.into_iter().find(|s| s.status == "available").unwrap();
+    let h = late.hold(event, Selection::Seats(vec![free.seat_id])).await.unwrap();
+    late.confirm(&h.hold_id, "pay").await.unwrap();
+
+    // Full restart from disk (kill -9 of every node) keeps every acknowledged booking.
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    for i in 0..3 {
+        cluster.wait_healthy(i).await;
+    }
+    cluster.wait_ready().await;
+    check_acked(&cluster, event, &acked_all).await;
+    // Each replica serves the same seat map from its own state once caught up.
+    let want = statuses(&cluster.admin.seats(event, Consistency::Linearizable).await.unwrap());
+    for n in &cluster.nodes {
+        let c = Client::new(client_config(vec![format!("http://{}", n.addr)], mint("reader", false))).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = statuses(&c.seats(event, Consistency::Local).await.unwrap());
+            if got == want {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {} did not converge", n.id);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lagging_follower_catches_up_by_snapshot() {
+    let mut cluster = TestCluster::start(3, 1, &["--snapshot-logs-since-last", "30", "--logs-kept-after-snapshot", "0"]).await;
+    let (event, shard) = cluster.venue_and_event(200, 600, 1000).await;
+    let leader = cluster.leader_of(shard).await;
+    let lagging = (leader + 1) % 3;
+    cluster.kill(lagging);
+    let buyer = cluster.user("buyer");
+    for s in 0..60u32 {
+        let h = buyer.hold(event, Selection::Seats(vec![s])).await.unwrap();
+        buyer.confirm(&h.hold_id, "pay").await.unwrap();
+    }
+    // The leader's log was purged past what the stopped node has.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = cluster.admin.cluster().await.unwrap();
+        let purged = v["groups"][shard as usize]["purged_index"].as_u64().unwrap_or(0);
+        if purged > 50 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no log purge after snapshot: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.spawn(lagging);
+    cluster.wait_healthy(lagging).await;
+    let c = Client::new(client_config(vec![format!("http://{}", cluster.nodes[lagging].addr)], mint("reader", false))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let map = c.seats(event, Consistency::Local).await;
+        if let Ok(m) = map {
+            if m.sold == 60 {
+                assert!((0..60).all(|s| m.seats[s].status == "sold"));
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "lagging node did not catch up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // It got there by installing a snapshot: its own snapshot index is set.
+    let admin_at_lagging = Client::new(client_config(vec![format!("http://{}", cluster.nodes[lagging].addr)], mint("admin", true))).unwrap();
+    let v = admin_at_lagging.cluster().await.unwrap();
+    assert!(v["groups"][shard as usize]["snapshot_index"].as_u64().unwrap_or(0) > 0, "{v}");
+}
