@@ -62,7 +62,9 @@ async fn cluster(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Valu
         for (id, n) in m.membership_config.membership().nodes() {
             members.insert(*id, n.addr.clone());
         }
-        let committed = node.stores(g).and_then(|s| s.log.committed_index());
+        let stores = node.stores(g);
+        let committed = stores.as_ref().and_then(|s| s.log.committed_index());
+        let applied_time_ms = stores.as_ref().map(|s| s.sm.applied().borrow().time_ms);
         groups.push(json!({
             "group": g.0,
             "name": g.to_string(),
@@ -72,6 +74,7 @@ async fn cluster(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Valu
             "last_log_index": m.last_log_index,
             "committed_index": committed,
             "applied_index": m.last_applied.map(|l| l.index),
+            "applied_time_ms": applied_time_ms,
             "snapshot_index": m.snapshot.map(|l| l.index),
             "purged_index": m.purged.map(|l| l.index),
             "voters": m.membership_config.membership().voter_ids().collect::<Vec<_>>(),
