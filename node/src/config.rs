@@ -191,6 +191,15 @@ mod tests {
         }
     }
 
+    /// The documented example file parses, validates, and states the defaults.
+    #[test]
+    fn example_file_matches_defaults() {
+        let c: NodeConfig = toml::from_str(include_str!("../../deploy/node.example.toml")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(toml::to_string(&c.limits).unwrap(), toml::to_string(&Limits::default()).unwrap());
+        assert_eq!(toml::to_string(&c.raft).unwrap(), toml::to_string(&RaftSettings::default()).unwrap());
+    }
+
     #[test]
     fn defaults_validate_and_bad_values_are_named() {
         let c = sample();
