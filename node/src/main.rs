@@ -12,6 +12,7 @@ mod dev;
 mod dev_demo;
 mod error;
 mod node;
+mod search;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

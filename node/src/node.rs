@@ -72,6 +72,8 @@ pub struct Node {
     raft_config: Arc<openraft::Config>,
     /// Serialises group creation.
     create_lock: tokio::sync::Mutex<()>,
+    /// The search index, once the catalogue group runs here.
+    search: std::sync::OnceLock<Arc<crate::search::SearchIndex>>,
 }
 
 /// Wall-clock time in ms since the Unix epoch. The leader stamps commands with it.
@@ -98,6 +100,7 @@ impl Node {
             shards: RwLock::new(None),
             raft_config,
             create_lock: tokio::sync::Mutex::new(()),
+            search: std::sync::OnceLock::new(),
         });
         if let Some(rec) = node.cluster_record()? {
             node.start_groups(rec.shards).await?;
@@ -171,7 +174,20 @@ impl Node {
             self.groups.insert(group, raft);
         }
         *self.shards.write().unwrap_or_else(|e| e.into_inner()) = Some(shards);
+        if self.search.get().is_none() {
+            if let Some(cat) = self.stores(GroupId::CATALOGUE) {
+                let index = crate::search::SearchIndex::open(&self.config.data_dir)?;
+                if self.search.set(index.clone()).is_ok() {
+                    tokio::spawn(index.run_indexer(cat.sm, cat.reader));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The search index, once the catalogue group runs here.
+    pub fn search(&self) -> Option<Arc<crate::search::SearchIndex>> {
+        self.search.get().cloned()
     }
 
     fn raft(&self, group: GroupId) -> Result<Raft, ProposeError> {

@@ -489,3 +489,121 @@ async fn lagging_follower_catches_up_by_snapshot() {
     let v = admin_at_lagging.cluster().await.unwrap();
     assert!(v["groups"][shard as usize]["snapshot_index"].as_u64().unwrap_or(0) > 0, "{v}");
 }
+
+async fn search(addr: &str, query: &str) -> (u16, Value) {
+    let r = reqwest::get(format!("http://{addr}/v1/search?{query}")).await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn search_on_every_node_and_after_index_loss() {
+    let mut cluster = TestCluster::start(3, 1, &[]).await;
+    let a = &cluster.admin;
+    let london = a
+        .create_venue(&NewVenue { name: "Royal Albert Hall".into(), city: "London".into(), lat: 51.5, lon: -0.17, layout: NewLayout::Seated(vec![("Stalls".into(), vec![("A".into(), 5, 100)])]) })
+        .await
+        .unwrap();
+    let nyc = a
+        .create_venue(&NewVenue { name: "Madison Square Garden".into(), city: "New York".into(), lat: 40.7, lon: -73.9, layout: NewLayout::GeneralAdmission { capacity: 10, price_cents: 100 } })
+        .await
+        .unwrap();
+    let taylor = a.create_performer("Taylor Swift", "pop").await.unwrap();
+    let owls = a.create_performer("The Midnight Owls", "jazz").await.unwrap();
+    let mk = |name: &str, cat: &str, venue: u64, perf: u64, day: u32| NewEvent {
+        name: name.into(),
+        description: format!("{name} live"),
+        category: cat.into(),
+        venue_id: venue,
+        performer_ids: vec![perf],
+        starts_at: format!("2030-03-{day:02}T20:00:00Z"),
+        hold_ttl_s: None,
+        per_user_cap: None,
+    };
+    let e1 = a.create_event(&mk("Taylor Swift Eras", "concert", london, taylor, 10)).await.unwrap();
+    let e2 = a.create_event(&mk("Taylor Swift Eras", "concert", nyc, taylor, 20)).await.unwrap();
+    let e3 = a.create_event(&mk("Midnight Jazz", "jazz", london, owls, 15)).await.unwrap();
+    let e4 = a.create_event(&mk("Taylored Suits Fashion Show", "theatre", nyc, owls, 5)).await.unwrap();
+    let ids = |v: &Value| -> Vec<u64> { v["results"].as_array().unwrap().iter().map(|r| r["event_id"].as_u64().unwrap()).collect() };
+
+    // Every node's own index converges on the catalogue.
+    for n in &cluster.nodes {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (s, v) = search(&n.addr, "sort=date").await;
+            if s == 200 && v["total"] == 4 {
+                assert_eq!(ids(&v), vec![e4, e1, e3, e2], "date order on node {}", n.id);
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {} index did not converge: {s} {v}", n.id);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let addr = cluster.nodes[1].addr.clone();
+    // Typos, and exact above fuzzy.
+    let (_, v) = search(&addr, "q=tayler%20swfit").await;
+    let got = ids(&v);
+    assert!(got.contains(&e1) && got.contains(&e2), "fuzzy: {v}");
+    let (_, v) = search(&addr, "q=taylor").await;
+    let got = ids(&v);
+    assert_eq!(got.len(), 3, "taylor matches both tours exactly and 'taylored' by typo tolerance: {v}");
+    assert_eq!(*got.last().unwrap(), e4, "the fuzzy match ranks below exact ones: {v}");
+    // Prefix (type-ahead).
+    let (_, v) = search(&addr, "q=midn").await;
+    // e3 has the word in its name and performer; e4 only through its performer.
+    assert_eq!(ids(&v), vec![e3, e4], "prefix: {v}");
+    // Filters alone and combined.
+    let (_, v) = search(&addr, "city=london&sort=date").await;
+    assert_eq!(ids(&v), vec![e1, e3]);
+    let (_, v) = search(&addr, "category=concert&city=New%20York").await;
+    assert_eq!(ids(&v), vec![e2]);
+    let (_, v) = search(&addr, &format!("performer_id={owls}&sort=date")).await;
+    assert_eq!(ids(&v), vec![e4, e3]);
+    let (_, v) = search(&addr, &format!("venue_id={nyc}&q=taylor")).await;
+    assert!(ids(&v).contains(&e2) && !ids(&v).contains(&e1));
+    let (_, v) = search(&addr, "from=2030-03-10T00:00:00Z&to=2030-03-15T23:59:59Z&sort=date").await;
+    assert_eq!(ids(&v), vec![e1, e3]);
+    // Pagination: no duplicates, no gaps.
+    let mut paged = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..10 {
+        let q = match &token {
+            Some(t) => format!("sort=date&page_size=3&page_token={t}"),
+            None => "sort=date&page_size=3".to_string(),
+        };
+        let (_, v) = search(&addr, &q).await;
+        paged.extend(ids(&v));
+        match v["next_page_token"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, vec![e4, e1, e3, e2]);
+    // Bad parameters name the parameter.
+    for (q, param) in [
+        ("sort=popular", "sort"),
+        ("from=2030-03-10T00:00:00Z&to=2030-03-01T00:00:00Z", "to"),
+        ("from=yesterday", "from"),
+        ("page_size=1000", "page_size"),
+        ("page_token=zzz", "page_token"),
+        ("performer_id=abc", "performer_id"),
+        ("colour=red", "colour"),
+    ] {
+        let (s, v) = search(&addr, q).await;
+        assert_eq!((s, v["parameter"].as_str()), (400, Some(param)), "{q}: {v}");
+    }
+
+    // Index directory deleted: the node rebuilds it from its replica at start-up.
+    cluster.kill(2);
+    std::fs::remove_dir_all(cluster.nodes[2].data_dir.join("search")).unwrap();
+    cluster.spawn(2);
+    cluster.wait_healthy(2).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, v) = search(&cluster.nodes[2].addr, "q=tayler%20swfit").await;
+        if s == 200 && ids(&v).len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "index not rebuilt: {s} {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

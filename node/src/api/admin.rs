@@ -47,7 +47,8 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     let without_leader: Vec<u16> = (0..=shards).filter(|g| node.leader_of(GroupId(*g)).is_none()).collect();
     if without_leader.is_empty() {
-        (StatusCode::OK, Json(json!({"ready": true, "node_id": node.id(), "shards": shards})))
+        let search_ready = node.search().map(|s| s.is_ready()).unwrap_or(false);
+        (StatusCode::OK, Json(json!({"ready": true, "node_id": node.id(), "shards": shards, "search_ready": search_ready})))
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": "groups without a leader", "groups": without_leader})))
     }

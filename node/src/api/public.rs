@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/events", get(list_events))
         .route("/v1/events/{event_id}", get(get_event))
+        .route("/v1/search", get(search))
         .route("/v1/events/{event_id}/seats", get(get_seats))
         .route("/v1/holds", post(create_hold))
         .route("/v1/holds/{hold_id}", get(get_hold).delete(release_hold))
@@ -352,4 +353,99 @@ async fn list_bookings(State(state): State<AppState>, User(user): User, Query(q)
     all.truncate(max);
     let items: Vec<Value> = all.iter().map(booking_json).collect();
     Ok(Json(json!({"bookings": items, "truncated": truncated})))
+}
+
+const SEARCH_PARAMS: &[&str] = &["q", "from", "to", "city", "category", "performer_id", "venue_id", "sort", "page_size", "page_token"];
+
+fn parse_id_param(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<u64>> {
+    q.get(name).map(|v| v.parse::<u64>().map_err(|_| ApiError::bad_param(name, format!("{name} must be an id, not {v:?}")))).transpose()
+}
+
+fn parse_time_param(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<i64>> {
+    q.get(name)
+        .map(|v| super::parse_rfc3339_ms(v).ok_or_else(|| ApiError::bad_param(name, format!("{name} must be an RFC 3339 time, not {v:?}"))))
+        .transpose()
+}
+
+/// `GET /v1/search`: keyword (typo-tolerant, prefix on the last word), date range,
+/// city, category, performer, venue; sorted by relevance or date; paged.
+async fn search(State(state): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+    use crate::search::{SearchRequest, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
+    if let Some(unknown) = q.keys().find(|k| !SEARCH_PARAMS.contains(&k.as_str())) {
+        let detail = if ["lat", "lon", "radius_km", "available_only"].contains(&unknown.as_str()) {
+            format!("{unknown} is not supported yet")
+        } else {
+            format!("unknown parameter {unknown:?}; known: {}", SEARCH_PARAMS.join(", "))
+        };
+        return Err(ApiError::bad_param(unknown, detail));
+    }
+    let text = |name: &str| -> ApiResult<Option<String>> {
+        match q.get(name) {
+            Some(v) if v.len() > boxoffice_raft::command::NAME_LEN_MAX => Err(ApiError::bad_param(name, format!("{name} is too long"))),
+            Some(v) if v.trim().is_empty() => Ok(None),
+            Some(v) => Ok(Some(v.clone())),
+            None => Ok(None),
+        }
+    };
+    let from_ms = parse_time_param(&q, "from")?;
+    let to_ms = parse_time_param(&q, "to")?;
+    if let (Some(f), Some(t)) = (from_ms, to_ms) {
+        if t < f {
+            return Err(ApiError::bad_param("to", "to is before from"));
+        }
+    }
+    let sort_by_date = match q.get("sort").map(String::as_str) {
+        None | Some("relevance") => false,
+        Some("date") => true,
+        Some(other) => return Err(ApiError::bad_param("sort", format!("sort must be relevance or date, not {other:?}"))),
+    };
+    let page_size = match q.get("page_size") {
+        None => PAGE_SIZE_DEFAULT,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=PAGE_SIZE_MAX).contains(&n) => n,
+            _ => return Err(ApiError::bad_param("page_size", format!("page_size must be between 1 and {PAGE_SIZE_MAX}"))),
+        },
+    };
+    let offset = match q.get("page_token") {
+        None => 0,
+        Some(t) => t
+            .strip_prefix("p")
+            .and_then(|n| usize::from_str_radix(n, 16).ok())
+            .filter(|&n| n <= crate::search::OFFSET_MAX)
+            .ok_or_else(|| ApiError::bad_param("page_token", "page_token is not one this API issued"))?,
+    };
+    let req = SearchRequest {
+        q: text("q")?,
+        from_ms,
+        to_ms,
+        city: text("city")?,
+        category: text("category")?,
+        performer_id: parse_id_param(&q, "performer_id")?,
+        venue_id: parse_id_param(&q, "venue_id")?,
+        sort_by_date,
+        page_size,
+        offset,
+    };
+    let index = state.node.search().ok_or_else(|| ApiError::unavailable("not_ready", "the cluster is not bootstrapped yet"))?;
+    if !index.is_ready() {
+        return Err(ApiError::unavailable("search_not_ready", "the search index is being built; retry shortly"));
+    }
+    let page = tokio::task::spawn_blocking(move || index.search(&req)).await.map_err(ApiError::internal)?.map_err(ApiError::internal)?;
+    let results: Vec<Value> = page
+        .results
+        .iter()
+        .map(|h| {
+            json!({
+                "event_id": h.event_id, "name": h.name, "starts_at": rfc3339_ms(h.starts_at_ms), "starts_at_ms": h.starts_at_ms,
+                "venue": h.venue, "city": h.city, "category": h.category, "score": h.score,
+            })
+        })
+        .collect();
+    let indexed = state.node.search().map(|s| s.indexed_max()).unwrap_or(0);
+    Ok(Json(json!({
+        "results": results,
+        "total": page.total,
+        "next_page_token": page.next_offset.map(|o| format!("p{o:x}")),
+        "freshness": {"indexed_max_event_id": indexed},
+    })))
 }
