@@ -168,7 +168,7 @@ impl SearchIndex {
         };
         let indexed_max = index.load_metas().ok().and_then(|m| m.payload).and_then(|p| p.parse().ok()).unwrap_or(0);
         let writer = index.writer(WRITER_MEMORY_BYTES)?;
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::OnCommitWithDelay).try_into()?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
         Ok(Arc::new(SearchIndex {
             reader,
             writer: Mutex::new(writer),
@@ -223,6 +223,9 @@ impl SearchIndex {
         let mut prepared = w.prepare_commit()?;
         prepared.set_payload(&new_max.to_string());
         prepared.commit()?;
+        drop(w);
+        // Searchable at once, not when a file watcher next polls.
+        self.reader.reload()?;
         self.indexed_max.store(new_max, Ordering::Relaxed);
         Ok(())
     }
