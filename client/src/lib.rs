@@ -263,6 +263,11 @@ impl Client {
         self.get(&format!("/v1/events?after={after}&limit={limit}")).await
     }
 
+    /// Searches events; see [`SearchQuery`].
+    pub async fn search(&self, query: &SearchQuery) -> Result<SearchPage, Error> {
+        self.get(&format!("/v1/search?{}", query.to_query_string())).await
+    }
+
     /// The event's seat map (or general-admission counts).
     pub async fn seats(&self, event_id: u64, consistency: Consistency) -> Result<SeatMap, Error> {
         self.get(&format!("/v1/events/{event_id}/seats?consistency={}", consistency.as_str())).await

@@ -270,3 +270,104 @@ pub struct NewEvent {
     /// Per-user cap (default 8).
     pub per_user_cap: Option<u32>,
 }
+
+/// A search: every field optional; combine freely.
+#[derive(Clone, Debug, Default)]
+pub struct SearchQuery {
+    /// Keywords (typo-tolerant; the last word also matches as a prefix).
+    pub q: Option<String>,
+    /// Start time lower bound, RFC 3339.
+    pub from: Option<String>,
+    /// Start time upper bound, RFC 3339.
+    pub to: Option<String>,
+    /// City (exact, case-insensitive).
+    pub city: Option<String>,
+    /// Category (exact, case-insensitive).
+    pub category: Option<String>,
+    /// Performer id.
+    pub performer_id: Option<u64>,
+    /// Venue id.
+    pub venue_id: Option<u64>,
+    /// Order by start time instead of relevance.
+    pub sort_by_date: bool,
+    /// Results per page (server default 20, at most 100).
+    pub page_size: Option<u32>,
+    /// `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+}
+
+fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+impl SearchQuery {
+    /// The query string.
+    pub fn to_query_string(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        let mut add = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                parts.push(format!("{k}={}", encode_component(&v)));
+            }
+        };
+        add("q", self.q.clone());
+        add("from", self.from.clone());
+        add("to", self.to.clone());
+        add("city", self.city.clone());
+        add("category", self.category.clone());
+        add("performer_id", self.performer_id.map(|v| v.to_string()));
+        add("venue_id", self.venue_id.map(|v| v.to_string()));
+        add("sort", self.sort_by_date.then(|| "date".to_string()));
+        add("page_size", self.page_size.map(|v| v.to_string()));
+        add("page_token", self.page_token.clone());
+        parts.join("&")
+    }
+}
+
+/// One search result.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct SearchHit {
+    /// Event id.
+    pub event_id: u64,
+    /// Name.
+    pub name: String,
+    /// Start, ms since the Unix epoch.
+    pub starts_at_ms: i64,
+    /// Venue name.
+    pub venue: String,
+    /// City (lower case).
+    pub city: String,
+    /// Category (lower case).
+    pub category: String,
+    /// Relevance (0 when sorted by date).
+    pub score: f32,
+}
+
+/// A page of search results.
+#[derive(Clone, Debug, Deserialize)]
+pub struct SearchPage {
+    /// Hits.
+    pub results: Vec<SearchHit>,
+    /// All matching events.
+    pub total: usize,
+    /// Token for the next page.
+    pub next_page_token: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_query_string_is_encoded() {
+        let q = SearchQuery { q: Some("tayler swfit".into()), city: Some("New York".into()), sort_by_date: true, page_size: Some(5), ..Default::default() };
+        assert_eq!(q.to_query_string(), "q=tayler%20swfit&city=New%20York&sort=date&page_size=5");
+        assert_eq!(SearchQuery::default().to_query_string(), "");
+    }
+}

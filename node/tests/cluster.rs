@@ -592,6 +592,22 @@ async fn search_on_every_node_and_after_index_loss() {
         assert_eq!((s, v["parameter"].as_str()), (400, Some(param)), "{q}: {v}");
     }
 
+    // The client library pages through the same results.
+    let c = cluster.user("searcher");
+    let mut q = boxoffice_client::SearchQuery { q: Some("tayler swfit".into()), page_size: Some(1), ..Default::default() };
+    let mut via_client = Vec::new();
+    for _ in 0..5 {
+        let page = c.search(&q).await.unwrap();
+        assert_eq!(page.total, 2);
+        via_client.extend(page.results.iter().map(|h| h.event_id));
+        match page.next_page_token {
+            Some(t) => q.page_token = Some(t),
+            None => break,
+        }
+    }
+    via_client.sort();
+    assert_eq!(via_client, vec![e1, e2]);
+
     // Index directory deleted: the node rebuilds it from its replica at start-up.
     cluster.kill(2);
     std::fs::remove_dir_all(cluster.nodes[2].data_dir.join("search")).unwrap();
