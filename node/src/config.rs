@@ -53,6 +53,10 @@ pub struct Limits {
     pub page_size_max: usize,
     /// Time allowed to connect to a peer.
     pub peer_connect_timeout_ms: u64,
+    /// A replica whose applied state-machine time is further behind its clock than
+    /// this answers local reads with 503 `replica_stale` instead of stale data.
+    /// Must exceed `raft.tick_interval_ms` (plus the clock skew between nodes).
+    pub replica_staleness_ms_max: u64,
 }
 
 impl Default for Limits {
@@ -66,6 +70,7 @@ impl Default for Limits {
             linearizable_read_timeout_ms: 5_000,
             page_size_max: 500,
             peer_connect_timeout_ms: 1_000,
+            replica_staleness_ms_max: 5_000,
         }
     }
 }
@@ -88,6 +93,9 @@ pub struct RaftSettings {
     pub snapshot_chunk_bytes_max: u64,
     /// Most entries in one append-entries RPC.
     pub append_entries_max: u64,
+    /// A leader appends a time tick to a group idle for this long, bounding how
+    /// stale a replica can look while healthy.
+    pub tick_interval_ms: u64,
 }
 
 impl Default for RaftSettings {
@@ -100,6 +108,7 @@ impl Default for RaftSettings {
             logs_kept_after_snapshot: 2_000,
             snapshot_chunk_bytes_max: 1 << 20,
             append_entries_max: 256,
+            tick_interval_ms: 1_000,
         }
     }
 }
@@ -135,6 +144,9 @@ impl NodeConfig {
             if v == 0 {
                 return Err(format!("{name} must be positive"));
             }
+        }
+        if self.raft.tick_interval_ms == 0 || l.replica_staleness_ms_max <= self.raft.tick_interval_ms * 2 {
+            return Err("limits.replica_staleness_ms_max must exceed twice raft.tick_interval_ms (and raft.tick_interval_ms must be positive)".into());
         }
         if l.write_timeout_ms > l.request_timeout_ms {
             return Err("limits.write_timeout_ms must not exceed limits.request_timeout_ms".into());

@@ -68,6 +68,9 @@ struct NodeArgs {
     /// Raft: entries kept after a snapshot (overrides the config file).
     #[arg(long)]
     logs_kept_after_snapshot: Option<u64>,
+    /// Local reads answer 503 when the replica lags its clock by more (overrides the config file).
+    #[arg(long)]
+    replica_staleness_ms_max: Option<u64>,
 }
 
 #[derive(Args)]
@@ -140,6 +143,12 @@ fn resolve_node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
     }
     if let Some(v) = args.cluster_key {
         set("cluster_key", toml::Value::String(v));
+    }
+    if let Some(v) = args.replica_staleness_ms_max {
+        let limits = raw.entry("limits").or_insert_with(|| toml::Value::Table(Default::default()));
+        if let toml::Value::Table(t) = limits {
+            t.insert("replica_staleness_ms_max".into(), toml::Value::Integer(v as i64));
+        }
     }
     let raft = raw.entry("raft").or_insert_with(|| toml::Value::Table(Default::default()));
     if let toml::Value::Table(t) = raft {

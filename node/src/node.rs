@@ -105,6 +105,7 @@ impl Node {
         if let Some(rec) = node.cluster_record()? {
             node.start_groups(rec.shards).await?;
         }
+        tokio::spawn(ticker(Arc::downgrade(&node)));
         Ok(node)
     }
 
@@ -338,4 +339,29 @@ pub struct ForwardedProposal {
     pub session: Option<Session>,
     /// The command.
     pub command: Command,
+}
+
+/// On every group this node leads, appends a time tick when the group has applied
+/// nothing for `raft.tick_interval_ms`, so replicas can measure their lag.
+async fn ticker(node: std::sync::Weak<Node>) {
+    loop {
+        let Some(n) = node.upgrade() else { return };
+        let interval = Duration::from_millis(n.config.raft.tick_interval_ms);
+        let now = now_ms();
+        for (group, _) in n.groups.all() {
+            let Some(stores) = n.stores(group) else { continue };
+            let idle_ms = now.saturating_sub(stores.sm.applied().borrow().time_ms);
+            if idle_ms >= n.config.raft.tick_interval_ms && n.leader_of(group).map(|(id, _)| id) == Some(n.id()) {
+                let n2 = n.clone();
+                // Not awaited in the loop: a group without quorum must not hold up the others.
+                tokio::spawn(async move {
+                    if let Err(e) = n2.propose_local(group, None, Command::Tick, interval).await {
+                        tracing::debug!(%group, error = %e, "tick not applied");
+                    }
+                });
+            }
+        }
+        drop(n);
+        tokio::time::sleep(interval / 2).await;
+    }
 }

@@ -623,3 +623,47 @@ async fn search_on_every_node_and_after_index_loss() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stale_replica_refuses_local_reads() {
+    let mut cluster = TestCluster::start(3, 1, &["--replica-staleness-ms-max", "2500"]).await;
+    let (event, _) = cluster.venue_and_event(5, 600, 4).await;
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+    let url = |i: usize| format!("http://{}/v1/events/{event}/seats", addrs[i]);
+    // Idle for longer than the bound: leader ticks keep every replica fresh.
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    for i in 0..3 {
+        let r = reqwest::get(url(i)).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "node {i} idle but healthy");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["freshness"]["lag_ms"].as_u64().unwrap() <= 2500, "{v}");
+    }
+    // Node 3 alone: no quorum, no ticks; once past the bound it refuses local reads.
+    cluster.kill(0);
+    cluster.kill(1);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = reqwest::get(url(2)).await.unwrap();
+        if r.status().as_u16() == 503 {
+            assert!(r.headers().contains_key("retry-after"));
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["code"], "replica_stale", "{v}");
+            break;
+        }
+        assert_eq!(r.status().as_u16(), 200);
+        assert!(Instant::now() < deadline, "isolated replica kept serving stale reads");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Quorum back: fresh again.
+    cluster.spawn(0);
+    cluster.spawn(1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = reqwest::get(url(2)).await.unwrap();
+        if r.status().as_u16() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica did not become fresh again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -88,6 +88,10 @@ pub enum Command {
         /// The authenticated user; must own the hold.
         user: String,
     },
+    /// Any group: advances state-machine time to the leader's stamp. The leader
+    /// appends one when its group has been idle, so every replica can tell how far
+    /// behind it is from its applied time alone.
+    Tick,
 }
 
 impl Command {
@@ -101,6 +105,7 @@ impl Command {
             Command::Hold(_) => "hold",
             Command::Confirm { .. } => "confirm",
             Command::Release { .. } => "release",
+            Command::Tick => "tick",
         }
     }
 }

@@ -64,13 +64,27 @@ async fn barrier_if(state: &AppState, group: GroupId, c: Consistency) -> ApiResu
     Ok(())
 }
 
+/// Refuses a local read from a replica whose applied time lags its clock by more
+/// than `limits.replica_staleness_ms_max` (linearizable reads are exempt: they
+/// waited for the leader's read index).
+fn check_fresh(state: &AppState, group: GroupId, f: &Freshness, c: Consistency) -> ApiResult<()> {
+    let lag_ms = f.as_of_ms.saturating_sub(f.applied_time_ms);
+    let max = state.node.config.limits.replica_staleness_ms_max;
+    if c == Consistency::Local && lag_ms > max {
+        return Err(ApiError::unavailable("replica_stale", format!("this replica of {group} is {lag_ms} ms behind (limit {max} ms); retry, ask another node, or use consistency=linearizable"))
+            .with("lag_ms", lag_ms)
+            .with("shard", group.0));
+    }
+    Ok(())
+}
+
 fn freshness_json(group: GroupId, f: Freshness) -> Value {
     json!({
         "shard": group.0,
         "applied_index": f.applied_index,
         "applied_time_ms": f.applied_time_ms,
         "as_of_ms": f.as_of_ms,
-        "since_last_apply_ms": f.as_of_ms.saturating_sub(f.applied_time_ms),
+        "lag_ms": f.as_of_ms.saturating_sub(f.applied_time_ms),
     })
 }
 
@@ -134,6 +148,7 @@ async fn list_events(State(state): State<AppState>, Query(q): Query<ListQuery>) 
     let st = stores(&state, g)?;
     barrier_if(&state, g, c).await?;
     let tx = st.reader.begin(now_ms());
+    check_fresh(&state, g, &tx.freshness, c)?;
     let events = tx.events(after, limit);
     let next = if events.len() == limit { events.last().map(|e| e.event_id) } else { None };
     let items: Vec<Value> = events.iter().map(|e| event_json(&state, &tx, e)).collect();
@@ -147,6 +162,7 @@ async fn get_event(State(state): State<AppState>, Path(event_id): Path<String>, 
     let st = stores(&state, g)?;
     barrier_if(&state, g, c).await?;
     let tx = st.reader.begin(now_ms());
+    check_fresh(&state, g, &tx.freshness, c)?;
     let e = tx.event(event_id).ok_or_else(|| ApiError::not_found("unknown_event", format!("unknown event {event_id}")).with("event_id", event_id))?;
     let mut body = event_json(&state, &tx, &e);
     body["freshness"] = freshness_json(g, tx.freshness);
@@ -160,6 +176,7 @@ async fn get_seats(State(state): State<AppState>, Path(event_id): Path<String>, 
     let st = stores(&state, g)?;
     barrier_if(&state, g, c).await?;
     let tx = st.reader.begin(now_ms());
+    check_fresh(&state, g, &tx.freshness, c)?;
     let map = tx.seat_map(event_id).ok_or_else(|| ApiError::not_found("unknown_event", format!("unknown event {event_id}")).with("event_id", event_id))?;
     let mut body = serde_json::to_value(&map).map_err(ApiError::internal)?;
     if map.general_admission {
