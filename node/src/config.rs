@@ -57,6 +57,8 @@ pub struct Limits {
     /// this answers local reads with 503 `replica_stale` instead of stale data.
     /// Must exceed `raft.tick_interval_ms` (plus the clock skew between nodes).
     pub replica_staleness_ms_max: u64,
+    /// Live seat-map (SSE) streams served at once; beyond it → 503 + Retry-After.
+    pub sse_streams_max: usize,
 }
 
 impl Default for Limits {
@@ -71,6 +73,7 @@ impl Default for Limits {
             page_size_max: 500,
             peer_connect_timeout_ms: 1_000,
             replica_staleness_ms_max: 5_000,
+            sse_streams_max: 10_000,
         }
     }
 }
@@ -140,6 +143,7 @@ impl NodeConfig {
             ("limits.linearizable_read_timeout_ms", l.linearizable_read_timeout_ms),
             ("limits.page_size_max", l.page_size_max as u64),
             ("limits.peer_connect_timeout_ms", l.peer_connect_timeout_ms),
+            ("limits.sse_streams_max", l.sse_streams_max as u64),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be positive"));

@@ -74,6 +74,10 @@ pub struct Node {
     create_lock: tokio::sync::Mutex<()>,
     /// The search index, once the catalogue group runs here.
     search: std::sync::OnceLock<Arc<crate::search::SearchIndex>>,
+    /// Seat-change feeds of the inventory shards.
+    feeds: RwLock<BTreeMap<GroupId, Arc<crate::live::Feed>>>,
+    /// Permits for live seat-map streams (`limits.sse_streams_max`).
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// Wall-clock time in ms since the Unix epoch. The leader stamps commands with it.
@@ -91,6 +95,7 @@ impl Node {
             request_timeout_ms_max: config.limits.request_timeout_ms,
         })?;
         let raft_config = Arc::new(config.openraft().map_err(anyhow::Error::msg)?);
+        let streams = Arc::new(tokio::sync::Semaphore::new(config.limits.sse_streams_max));
         let node = Arc::new(Node {
             config,
             db,
@@ -101,6 +106,8 @@ impl Node {
             raft_config,
             create_lock: tokio::sync::Mutex::new(()),
             search: std::sync::OnceLock::new(),
+            feeds: RwLock::new(BTreeMap::new()),
+            streams,
         });
         if let Some(rec) = node.cluster_record()? {
             node.start_groups(rec.shards).await?;
@@ -171,6 +178,9 @@ impl Node {
                 sm.clone(),
             )
             .await?;
+            if !group.is_catalogue() {
+                self.feeds.write().unwrap_or_else(|e| e.into_inner()).insert(group, crate::live::Feed::start(sm.clone()));
+            }
             self.stores.write().unwrap_or_else(|e| e.into_inner()).insert(group, GroupStores { log, sm, reader });
             self.groups.insert(group, raft);
         }
@@ -184,6 +194,11 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// The seat-change feed of an inventory shard.
+    pub fn feed(&self, group: GroupId) -> Option<Arc<crate::live::Feed>> {
+        self.feeds.read().unwrap_or_else(|e| e.into_inner()).get(&group).cloned()
     }
 
     /// The search index, once the catalogue group runs here.

@@ -667,3 +667,123 @@ async fn stale_replica_refuses_local_reads() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A minimal Server-Sent Events reader.
+struct SseReader {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+#[derive(Debug)]
+struct SseEvent {
+    kind: String,
+    id: Option<u64>,
+    data: Value,
+}
+
+impl SseReader {
+    async fn open(addr: &str, event: u64, last_event_id: Option<u64>) -> SseReader {
+        let mut req = reqwest::Client::new().get(format!("http://{addr}/v1/events/{event}/seats/stream"));
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        SseReader { resp, buf: String::new() }
+    }
+
+    /// Next non-comment event, or None after `timeout`.
+    async fn next(&mut self, timeout: Duration) -> Option<SseEvent> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut e = SseEvent { kind: "message".into(), id: None, data: Value::Null };
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        e.kind = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        e.id = v.trim().parse().ok();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // keep-alive comment
+                }
+                e.data = serde_json::from_str(&data).unwrap();
+                return Some(e);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.resp.chunk()).await {
+                Ok(Ok(Some(bytes))) => self.buf.push_str(&String::from_utf8_lossy(&bytes)),
+                _ => return None,
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_seat_map_stream_with_expiry_and_resume() {
+    let cluster = TestCluster::start(3, 1, &[]).await;
+    let (event, _) = cluster.venue_and_event(10, 2, 8).await;
+    let addr = cluster.nodes[1].addr.clone();
+    let wait = Duration::from_secs(10);
+    let mut s = SseReader::open(&addr, event, None).await;
+    let first = s.next(wait).await.expect("snapshot");
+    assert_eq!(first.kind, "snapshot");
+    assert_eq!(first.data["seat_map"]["available"], 10);
+    let alice = cluster.user("alice");
+    let h = alice.hold(event, Selection::Seats(vec![0, 1])).await.unwrap();
+    alice.confirm(&h.hold_id, "pay").await.unwrap();
+    let h2 = alice.hold(event, Selection::Seats(vec![2])).await.unwrap();
+    alice.release(&h2.hold_id).await.unwrap();
+    let mut seen = Vec::new();
+    let mut last_id = first.id.unwrap();
+    for _ in 0..4 {
+        let e = s.next(wait).await.expect("change");
+        assert_eq!(e.kind, "change");
+        let id = e.id.unwrap();
+        assert!(id > last_id, "ids increase, no repeats");
+        last_id = id;
+        seen.push((e.data["kind"].as_str().unwrap().to_string(), e.data["seat_ids"].clone()));
+    }
+    assert_eq!(
+        seen,
+        vec![("held".into(), json!([0, 1])), ("sold".into(), json!([0, 1])), ("held".into(), json!([2])), ("released".into(), json!([2]))]
+    );
+    // Expiry shows up at the expiry instant.
+    let h3 = alice.hold(event, Selection::Seats(vec![3])).await.unwrap();
+    let e = s.next(wait).await.unwrap();
+    assert_eq!((e.kind.as_str(), e.data["kind"].as_str()), ("change", Some("held")));
+    last_id = e.id.unwrap();
+    let e = s.next(wait).await.expect("expired");
+    let now = boxoffice_now_ms();
+    assert_eq!(e.kind, "expired");
+    assert_eq!(e.data["seat_ids"], json!([3]));
+    assert!(now + 50 >= h3.expires_at_ms && now <= h3.expires_at_ms + 1000, "expired announced at {now}, expiry {}", h3.expires_at_ms);
+    drop(s);
+
+    // Missed while disconnected: resumed from Last-Event-ID, each change once.
+    let h4 = alice.hold(event, Selection::Seats(vec![5])).await.unwrap();
+    let mut s = SseReader::open(&addr, event, Some(last_id)).await;
+    let e = s.next(wait).await.expect("replayed change");
+    assert_eq!(e.kind, "change", "{e:?}");
+    assert_eq!(e.data["hold_id"], json!(h4.hold_id));
+    assert!(e.id.unwrap() > last_id);
+    let later = s.next(Duration::from_millis(500)).await;
+    assert!(later.is_none(), "nothing else to send: {later:?}");
+    // A fresh connection starts from a snapshot showing the current state.
+    let mut s = SseReader::open(&cluster.nodes[2].addr, event, None).await;
+    let e = s.next(wait).await.unwrap();
+    assert_eq!(e.kind, "snapshot");
+    let seats = e.data["seat_map"]["seats"].as_array().unwrap();
+    let status = |i: usize| seats[i]["status"].as_str().unwrap().to_string();
+    assert_eq!((status(0), status(2), status(3), status(5)), ("sold".into(), "available".into(), "available".into(), "held".into()));
+}
+
+fn boxoffice_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}

@@ -341,6 +341,13 @@ pub enum Effect {
     Released {
         /// The hold.
         hold_id: HoldId,
+        /// Its event.
+        event_id: u64,
+        /// Seats this release made available (an expired hold's seats may already
+        /// belong to another hold, and are not listed).
+        seat_ids: Vec<u32>,
+        /// Tickets this release made available (0 if the hold had expired).
+        quantity: u32,
     },
 }
 

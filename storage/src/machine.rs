@@ -494,12 +494,14 @@ fn release(kv: &mut dyn Kv, group: GroupId, time: u64, hold_id: HoldId, user: &s
         HoldState::Confirmed { booking_seq } => {
             return Err(Rejection::HoldAlreadyConfirmed { booking_id: BookingId { shard: group.0, seq: booking_seq } })
         }
-        HoldState::Released => return Ok(Effect::Released { hold_id }),
+        HoldState::Released => return Ok(Effect::Released { hold_id, event_id: hold.event_id, seat_ids: vec![], quantity: 0 }),
         HoldState::Active => {}
     }
     let mut inv: Inventory = get(kv, &inventory_key(group, hold.event_id)).expect("hold without inventory");
     settle(kv, group, &mut inv, time);
-    if hold.expires_at_ms > time {
+    let live = hold.expires_at_ms > time;
+    let mut freed = Vec::new();
+    if live {
         // Still live: it is unsettled; give its count back now.
         kv.delete(expiry_key(group, hold.event_id, hold.expires_at_ms, hold.seq));
         inv.held_unsettled = inv.held_unsettled.checked_sub(hold.quantity).expect("held count below zero at release");
@@ -511,6 +513,9 @@ fn release(kv: &mut dyn Kv, group: GroupId, time: u64, hold_id: HoldId, user: &s
         if let Some(Ticket::Held { hold_seq, .. }) = get::<Ticket>(kv, &key) {
             if hold_seq == hold.seq {
                 kv.delete(key);
+                if live {
+                    freed.push(s);
+                }
             }
         }
     }
@@ -520,5 +525,6 @@ fn release(kv: &mut dyn Kv, group: GroupId, time: u64, hold_id: HoldId, user: &s
     put(kv, ue_key, &ue);
     hold.state = HoldState::Released;
     put(kv, hold_key(group, hold.seq), &hold);
-    Ok(Effect::Released { hold_id })
+    let quantity = if live { hold.quantity } else { 0 };
+    Ok(Effect::Released { hold_id, event_id: hold.event_id, seat_ids: freed, quantity })
 }

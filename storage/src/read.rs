@@ -41,6 +41,9 @@ pub struct SeatView {
     pub price_cents: u64,
     /// Status at `as_of_ms`.
     pub status: SeatStatus,
+    /// For a held seat: when its hold expires (state-machine time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_until_ms: Option<u64>,
 }
 
 /// An event's availability.
@@ -225,6 +228,10 @@ impl ReadTx<'_> {
                     number: info.number,
                     price_cents: info.price_cents,
                     status: Ticket::status_at(record.as_ref(), as_of),
+                    held_until_ms: match record {
+                        Some(Ticket::Held { expires_at_ms, .. }) if expires_at_ms > as_of => Some(expires_at_ms),
+                        _ => None,
+                    },
                 });
             }
         }

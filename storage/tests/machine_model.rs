@@ -211,16 +211,21 @@ impl Model {
                 let h = self.owned(*hold_id, user)?;
                 match h.state {
                     HoldState::Confirmed(b) => return Err(Rejection::HoldAlreadyConfirmed { booking_id: BookingId { shard: GROUP.0, seq: b } }),
-                    HoldState::Released => return Ok(Effect::Released { hold_id: *hold_id }),
+                    HoldState::Released => return Ok(Effect::Released { hold_id: *hold_id, event_id: h.event, seat_ids: vec![], quantity: 0 }),
                     HoldState::Active => {}
                 }
+                let live = h.expires > t;
+                let mut freed = vec![];
                 for &s in &h.seats {
                     if matches!(self.seats.get(&s), Some(Owner::Held(seq, _)) if *seq == h.seq) {
                         self.seats.remove(&s);
+                        if live {
+                            freed.push(s);
+                        }
                     }
                 }
                 self.holds.get_mut(&h.seq).unwrap().state = HoldState::Released;
-                Ok(Effect::Released { hold_id: *hold_id })
+                Ok(Effect::Released { hold_id: *hold_id, event_id: h.event, seat_ids: freed, quantity: if live { h.qty } else { 0 } })
             }
             other => panic!("model does not do {other:?}"),
         }

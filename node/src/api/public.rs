@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/events/{event_id}", get(get_event))
         .route("/v1/search", get(search))
         .route("/v1/events/{event_id}/seats", get(get_seats))
+        .route("/v1/events/{event_id}/seats/stream", get(seat_stream))
         .route("/v1/holds", post(create_hold))
         .route("/v1/holds/{hold_id}", get(get_hold).delete(release_hold))
         .route("/v1/holds/{hold_id}/confirm", post(confirm_hold))
@@ -465,4 +466,34 @@ async fn search(State(state): State<AppState>, Query(q): Query<HashMap<String, S
         "next_page_token": page.next_offset.map(|o| format!("p{o:x}")),
         "freshness": {"indexed_max_event_id": indexed},
     })))
+}
+
+/// `GET /v1/events/{id}/seats/stream`: the live seat map as Server-Sent Events.
+async fn seat_stream(State(state): State<AppState>, Path(event_id): Path<String>, headers: HeaderMap) -> ApiResult<impl IntoResponse> {
+    let event_id = parse_event_id(&event_id)?;
+    let g = event_group(&state, event_id)?;
+    let st = stores(&state, g)?;
+    let feed = state.node.feed(g).ok_or_else(|| ApiError::unavailable("not_ready", format!("{g} is not running on this node")))?;
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be an id this stream sent"))?,
+        ),
+    };
+    let tx = st.reader.begin(now_ms());
+    check_fresh(&state, g, &tx.freshness, Consistency::Local)?;
+    if tx.inventory(event_id).is_none() {
+        return Err(ApiError::not_found("unknown_event", format!("unknown event {event_id}")).with("event_id", event_id));
+    }
+    drop(tx);
+    let permit = state
+        .node
+        .streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::unavailable("overloaded", "too many live seat-map streams on this node; retry shortly"))?;
+    Ok(crate::live::stream(feed, st.reader.clone(), g, event_id, last_event_id, permit))
 }
