@@ -290,6 +290,8 @@ pub struct SearchQuery {
     pub venue_id: Option<u64>,
     /// Order by start time instead of relevance.
     pub sort_by_date: bool,
+    /// Only events with tickets available.
+    pub available_only: bool,
     /// Results per page (server default 20, at most 100).
     pub page_size: Option<u32>,
     /// `next_page_token` of the previous page.
@@ -324,6 +326,7 @@ impl SearchQuery {
         add("performer_id", self.performer_id.map(|v| v.to_string()));
         add("venue_id", self.venue_id.map(|v| v.to_string()));
         add("sort", self.sort_by_date.then(|| "date".to_string()));
+        add("available_only", self.available_only.then(|| "true".to_string()));
         add("page_size", self.page_size.map(|v| v.to_string()));
         add("page_token", self.page_token.clone());
         parts.join("&")
@@ -347,6 +350,10 @@ pub struct SearchHit {
     pub category: String,
     /// Relevance (0 when sorted by date).
     pub score: f32,
+    /// Tickets available (refreshed about once a second).
+    pub available: u64,
+    /// Cheapest ticket.
+    pub min_price_cents: u64,
 }
 
 /// A page of search results.

@@ -142,6 +142,11 @@ impl Feed {
         feed
     }
 
+    /// Live changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<SeatChange>> {
+        self.tx.subscribe()
+    }
+
     /// Subscribes, and returns the changes after `after` if the ring covers them.
     fn subscribe_from(&self, after: Option<u64>) -> (broadcast::Receiver<Arc<SeatChange>>, Option<Vec<Arc<SeatChange>>>) {
         let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());

@@ -187,8 +187,16 @@ impl Node {
         *self.shards.write().unwrap_or_else(|e| e.into_inner()) = Some(shards);
         if self.search.get().is_none() {
             if let Some(cat) = self.stores(GroupId::CATALOGUE) {
-                let index = crate::search::SearchIndex::open(&self.config.data_dir)?;
+                let readers: BTreeMap<GroupId, Reader> =
+                    (1..=shards).filter_map(|g| self.stores(GroupId(g)).map(|s| (GroupId(g), s.reader))).collect();
+                let availability: crate::search::AvailabilityFn = Arc::new(move |event_id| {
+                    let reader = readers.get(&shard_for_event(event_id, shards))?;
+                    reader.begin(now_ms()).available(event_id)
+                });
+                let index = crate::search::SearchIndex::open(&self.config.data_dir, availability)?;
                 if self.search.set(index.clone()).is_ok() {
+                    let feeds: Vec<_> = self.feeds.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+                    tokio::spawn(index.clone().run_availability_refresher(cat.reader.clone(), feeds));
                     tokio::spawn(index.run_indexer(cat.sm, cat.reader));
                 }
             }

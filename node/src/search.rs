@@ -23,7 +23,7 @@ use tantivy::schema::{Field, IndexRecordOption, Schema, Value as _, FAST, INDEXE
 use tantivy::{doc, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
 
 /// Bumped whenever the schema changes: an index of another version is rebuilt.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 /// Memory budget of the index writer.
 pub const WRITER_MEMORY_BYTES: usize = 64 << 20;
 /// Events read from the replica per batch during a rebuild or catch-up.
@@ -36,6 +36,24 @@ pub const PAGE_SIZE_MAX: usize = 100;
 pub const PAGE_SIZE_DEFAULT: usize = 20;
 /// Deepest result offset a page token may reach.
 pub const OFFSET_MAX: usize = 10_000;
+/// Most candidates considered by a geo search (the radius filter runs on them).
+pub const GEO_CANDIDATES_MAX: usize = 20_000;
+/// How often changed availability figures are written to the index.
+pub const AVAILABILITY_REFRESH_MS: u64 = 1_000;
+/// Largest search radius.
+pub const RADIUS_KM_MAX: f64 = 20_000.0;
+
+/// Tickets available for an event, from this node's replica of its shard.
+pub type AvailabilityFn = Arc<dyn Fn(u64) -> Option<u32> + Send + Sync>;
+
+/// Great-circle distance in km.
+pub fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = (lat2 - lat1).to_radians();
+    let dl = (lon2 - lon1).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * 6371.0 * a.sqrt().asin()
+}
 
 #[derive(Clone, Copy)]
 struct Fields {
@@ -49,6 +67,10 @@ struct Fields {
     starts_at_ms: Field,
     venue_id: Field,
     performer_id: Field,
+    available: Field,
+    min_price_cents: Field,
+    lat: Field,
+    lon: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -64,6 +86,10 @@ fn schema() -> (Schema, Fields) {
         starts_at_ms: b.add_i64_field("starts_at_ms", INDEXED | STORED | FAST),
         venue_id: b.add_u64_field("venue_id", INDEXED),
         performer_id: b.add_u64_field("performer_id", INDEXED),
+        available: b.add_u64_field("available", INDEXED | STORED | FAST),
+        min_price_cents: b.add_u64_field("min_price_cents", STORED),
+        lat: b.add_f64_field("lat", STORED | FAST),
+        lon: b.add_f64_field("lon", STORED | FAST),
     };
     (b.build(), f)
 }
@@ -85,12 +111,28 @@ pub struct SearchRequest {
     pub performer_id: Option<u64>,
     /// Venue.
     pub venue_id: Option<u64>,
-    /// Order by start time instead of relevance.
-    pub sort_by_date: bool,
+    /// Only events with tickets available.
+    pub available_only: bool,
+    /// Centre and radius (km) of a geo filter.
+    pub near: Option<(f64, f64, Option<f64>)>,
+    /// Order.
+    pub sort: Sort,
     /// Results per page.
     pub page_size: usize,
     /// Results to skip.
     pub offset: usize,
+}
+
+/// Result order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sort {
+    /// BM25 relevance (start time when there are no keywords).
+    #[default]
+    Relevance,
+    /// Start time, earliest first.
+    Date,
+    /// Distance from the given point, nearest first.
+    Distance,
 }
 
 /// One search hit.
@@ -110,6 +152,12 @@ pub struct Hit {
     pub category: String,
     /// Relevance score (0 when sorted by date).
     pub score: f32,
+    /// Tickets available when last refreshed.
+    pub available: u64,
+    /// Cheapest ticket.
+    pub min_price_cents: u64,
+    /// Distance from the search point, when one was given.
+    pub distance_km: Option<f64>,
 }
 
 /// A page of results.
@@ -132,6 +180,7 @@ pub struct SearchIndex {
     indexed_max: AtomicU64,
     /// True once the index has caught up with the replica after start-up.
     ready: AtomicBool,
+    availability: AvailabilityFn,
 }
 
 fn index_dir(data_dir: &Path) -> PathBuf {
@@ -141,7 +190,7 @@ fn index_dir(data_dir: &Path) -> PathBuf {
 impl SearchIndex {
     /// Opens the index under `data_dir`, or creates it empty if it is missing or
     /// unreadable (the indexer then rebuilds it).
-    pub fn open(data_dir: &Path) -> anyhow::Result<Arc<SearchIndex>> {
+    pub fn open(data_dir: &Path, availability: AvailabilityFn) -> anyhow::Result<Arc<SearchIndex>> {
         let dir = index_dir(data_dir);
         // Older schema versions are dropped.
         if let Ok(entries) = std::fs::read_dir(data_dir.join("search")) {
@@ -175,6 +224,7 @@ impl SearchIndex {
             fields,
             indexed_max: AtomicU64::new(indexed_max),
             ready: AtomicBool::new(false),
+            availability,
         }))
     }
 
@@ -196,6 +246,15 @@ impl SearchIndex {
         for e in events {
             let venue = tx.venue(e.spec.venue_id);
             let performers: Vec<String> = e.spec.performer_ids.iter().filter_map(|&p| tx.performer(p)).map(|p| p.spec.name).collect();
+            let (capacity, min_price) = match venue.as_ref().map(|v| &v.spec.layout) {
+                Some(boxoffice_raft::command::Layout::Seated { sections }) => (
+                    venue.as_ref().map(|v| v.spec.layout.capacity()).unwrap_or(0),
+                    sections.iter().flat_map(|s| &s.rows).map(|r| r.price_cents).min().unwrap_or(0),
+                ),
+                Some(boxoffice_raft::command::Layout::GeneralAdmission { capacity, price_cents }) => (u64::from(*capacity), *price_cents),
+                None => (0, 0),
+            };
+            let available = (self.availability)(e.event_id).map(u64::from).unwrap_or(capacity);
             w.delete_term(Term::from_field_u64(f.event_id, e.event_id));
             let mut d = doc!(
                 f.event_id => e.event_id,
@@ -207,6 +266,10 @@ impl SearchIndex {
                 f.category => e.spec.category.to_lowercase(),
                 f.starts_at_ms => e.spec.starts_at_ms,
                 f.venue_id => e.spec.venue_id,
+                f.available => available,
+                f.min_price_cents => min_price,
+                f.lat => venue.as_ref().map(|v| v.spec.lat).unwrap_or(0.0),
+                f.lon => venue.as_ref().map(|v| v.spec.lon).unwrap_or(0.0),
             );
             for &p in &e.spec.performer_ids {
                 d.add_u64(f.performer_id, p);
@@ -299,6 +362,68 @@ impl SearchIndex {
         }
     }
 
+    /// Re-indexes events whose availability may have changed: those named by the
+    /// shards' seat-change feeds, and those with a hold expiring, once per
+    /// [`AVAILABILITY_REFRESH_MS`] (one commit per period, not one per sale).
+    pub async fn run_availability_refresher(self: Arc<Self>, catalogue: Reader, feeds: Vec<Arc<crate::live::Feed>>) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Option<u64>)>(4096);
+        for feed in feeds {
+            let mut sub = feed.subscribe();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    match sub.recv().await {
+                        Ok(c) => {
+                            if tx.send((c.event_id, c.expires_at_ms)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut dirty = std::collections::BTreeSet::new();
+        let mut expiring: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+        let mut tick = tokio::time::interval(Duration::from_millis(AVAILABILITY_REFRESH_MS));
+        loop {
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some((event, exp)) => {
+                        dirty.insert(event);
+                        if let Some(at) = exp {
+                            expiring.entry(at).or_default().push(event);
+                        }
+                    }
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    let now = crate::node::now_ms();
+                    let later = expiring.split_off(&(now + 1));
+                    for (_, events) in std::mem::replace(&mut expiring, later) {
+                        dirty.extend(events);
+                    }
+                    if dirty.is_empty() || !self.is_ready() {
+                        continue;
+                    }
+                    let ids: Vec<u64> = std::mem::take(&mut dirty).into_iter().collect();
+                    let (this, r) = (self.clone(), catalogue.clone());
+                    let done = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                        let tx = r.begin(0);
+                        let events: Vec<_> = ids.iter().filter_map(|&id| tx.event(id)).collect();
+                        this.upsert(&tx, &events)?;
+                        this.commit(0)
+                    }).await;
+                    if !matches!(done, Ok(Ok(()))) {
+                        tracing::warn!("availability refresh failed; will retry on the next change");
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs a search.
     pub fn search(&self, req: &SearchRequest) -> anyhow::Result<SearchPage> {
         let f = self.fields;
@@ -343,6 +468,9 @@ impl SearchIndex {
         if let Some(v) = req.venue_id {
             must.push((Occur::Must, Box::new(TermQuery::new(Term::from_field_u64(f.venue_id, v), IndexRecordOption::Basic))));
         }
+        if req.available_only {
+            must.push((Occur::Must, Box::new(RangeQuery::new(std::ops::Bound::Included(Term::from_field_u64(f.available, 1)), std::ops::Bound::Unbounded))));
+        }
         if req.from_ms.is_some() || req.to_ms.is_some() {
             let lo = req.from_ms.map(|v| std::ops::Bound::Included(Term::from_field_i64(f.starts_at_ms, v))).unwrap_or(std::ops::Bound::Unbounded);
             let hi = req.to_ms.map(|v| std::ops::Bound::Included(Term::from_field_i64(f.starts_at_ms, v))).unwrap_or(std::ops::Bound::Unbounded);
@@ -351,27 +479,58 @@ impl SearchIndex {
         let query: Box<dyn Query> = if must.is_empty() { Box::new(AllQuery) } else { Box::new(BooleanQuery::new(must)) };
         let searcher = self.reader.searcher();
         let limit = req.page_size;
-        let (addrs, total): (Vec<(f32, tantivy::DocAddress)>, usize) = if req.sort_by_date || words.is_empty() {
-            let collector = TopDocs::with_limit(limit).and_offset(req.offset).order_by_fast_field::<i64>("starts_at_ms", Order::Asc);
-            let (top, total) = searcher.search(&query, &(collector, Count))?;
-            (top.into_iter().map(|(_, a)| (0.0, a)).collect(), total)
-        } else {
-            searcher.search(&query, &(TopDocs::with_limit(limit).and_offset(req.offset), Count))?
-        };
-        let mut results = Vec::with_capacity(addrs.len());
-        for (score, addr) in addrs {
+        let by_date = req.sort == Sort::Date || (req.sort == Sort::Relevance && words.is_empty());
+        let hit_of = |score: f32, addr: tantivy::DocAddress, distance_km: Option<f64>| -> anyhow::Result<Hit> {
             let d: TantivyDocument = searcher.doc(addr)?;
             let text = |field| d.get_first(field).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-            results.push(Hit {
-                event_id: d.get_first(f.event_id).and_then(|v| v.as_u64()).unwrap_or(0),
+            let num = |field| d.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0);
+            Ok(Hit {
+                event_id: num(f.event_id),
                 name: text(f.name),
                 starts_at_ms: d.get_first(f.starts_at_ms).and_then(|v| v.as_i64()).unwrap_or(0),
                 venue: text(f.venue),
                 city: text(f.city),
                 category: text(f.category),
-                score,
-            });
-        }
+                score: if by_date { 0.0 } else { score },
+                available: num(f.available),
+                min_price_cents: num(f.min_price_cents),
+                distance_km,
+            })
+        };
+        let (results, total) = if let Some((lat, lon, radius)) = req.near {
+            // Candidates in relevance (or date) order, then the exact radius filter
+            // and, if asked, distance order.
+            let (cands, _): (Vec<(f32, tantivy::DocAddress)>, usize) = if by_date {
+                let c = TopDocs::with_limit(GEO_CANDIDATES_MAX).order_by_fast_field::<i64>("starts_at_ms", Order::Asc);
+                let (top, n) = searcher.search(&query, &(c, Count))?;
+                (top.into_iter().map(|(_, a)| (0.0, a)).collect(), n)
+            } else {
+                searcher.search(&query, &(TopDocs::with_limit(GEO_CANDIDATES_MAX), Count))?
+            };
+            let mut located = Vec::new();
+            for (score, addr) in cands {
+                let d: TantivyDocument = searcher.doc(addr)?;
+                let vlat = d.get_first(f.lat).and_then(|v| v.as_f64()).unwrap_or(0.0);
+                let vlon = d.get_first(f.lon).and_then(|v| v.as_f64()).unwrap_or(0.0);
+                let dist = haversine_km(lat, lon, vlat, vlon);
+                if radius.is_none_or(|r| dist <= r) {
+                    located.push((score, addr, dist));
+                }
+            }
+            if req.sort == Sort::Distance {
+                located.sort_by(|a, b| a.2.total_cmp(&b.2));
+            }
+            let total = located.len();
+            let page = located.into_iter().skip(req.offset).take(limit).map(|(s, a, d)| hit_of(s, a, Some(d))).collect::<anyhow::Result<Vec<_>>>()?;
+            (page, total)
+        } else if by_date {
+            let collector = TopDocs::with_limit(limit).and_offset(req.offset).order_by_fast_field::<i64>("starts_at_ms", Order::Asc);
+            let (top, total) = searcher.search(&query, &(collector, Count))?;
+            (top.into_iter().map(|(_, a)| hit_of(0.0, a, None)).collect::<anyhow::Result<Vec<_>>>()?, total)
+        } else {
+            let (top, total) = searcher.search(&query, &(TopDocs::with_limit(limit).and_offset(req.offset), Count))?;
+            (top.into_iter().map(|(s, a)| hit_of(s, a, None)).collect::<anyhow::Result<Vec<_>>>()?, total)
+        };
         let next = req.offset + results.len();
         let next_offset = (next < total && next < OFFSET_MAX).then_some(next);
         Ok(SearchPage { results, total, next_offset })

@@ -587,7 +587,41 @@ async fn search_on_every_node_and_after_index_loss() {
         ("page_token=zzz", "page_token"),
         ("performer_id=abc", "performer_id"),
         ("colour=red", "colour"),
+        ("radius_km=-1&lat=1&lon=1", "radius_km"),
     ] {
+        let (s, v) = search(&addr, q).await;
+        assert_eq!((s, v["parameter"].as_str()), (400, Some(param)), "{q}: {v}");
+    }
+
+    // Geo: the hall is ~4.9 km from this point; radius boundaries either side.
+    let (_, v) = search(&addr, "lat=51.5&lon=-0.1&radius_km=6&sort=date").await;
+    assert_eq!(ids(&v), vec![e1, e3], "{v}");
+    assert!((v["results"][0]["distance_km"].as_f64().unwrap() - 4.85).abs() < 0.1, "{v}");
+    let (_, v) = search(&addr, "lat=51.5&lon=-0.1&radius_km=4").await;
+    assert_eq!(v["total"], 0, "{v}");
+    let (_, v) = search(&addr, "lat=40.7&lon=-74.0&sort=distance").await;
+    let got = ids(&v);
+    assert_eq!(got.len(), 4);
+    assert!([e2, e4].contains(&got[0]) && [e2, e4].contains(&got[1]), "New York events first: {v}");
+    // Availability: sell out the general-admission event (capacity 10).
+    let (_, v) = search(&addr, &format!("q=taylor&venue_id={nyc}")).await;
+    assert_eq!((v["results"][0]["available"].as_u64(), v["results"][0]["min_price_cents"].as_u64()), (Some(10), Some(100)), "{v}");
+    for buyer in ["ga-1", "ga-2"] {
+        let c = cluster.user(buyer);
+        let h = c.hold(e2, Selection::Quantity(5)).await.unwrap();
+        c.confirm(&h.hold_id, "pay").await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, v) = search(&addr, "available_only=true&sort=date").await;
+        if !ids(&v).contains(&e2) {
+            assert_eq!(ids(&v), vec![e4, e1, e3]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "sold-out event still listed as available: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (q, param) in [("radius_km=5", "radius_km"), ("sort=distance", "sort"), ("lat=100&lon=0", "lat"), ("lat=10", "lon"), ("available_only=maybe", "available_only")] {
         let (s, v) = search(&addr, q).await;
         assert_eq!((s, v["parameter"].as_str()), (400, Some(param)), "{q}: {v}");
     }

@@ -189,6 +189,13 @@ impl ReadTx<'_> {
         sum
     }
 
+    /// Tickets available now, without building the seat map.
+    pub fn available(&self, event_id: u64) -> Option<u32> {
+        let inv = self.inventory(event_id)?;
+        let held = inv.held_unsettled - self.expired_unsettled(event_id, self.freshness.as_of_ms);
+        Some(inv.capacity - inv.sold - held)
+    }
+
     /// The event's seat map (seated) or counts (general admission).
     pub fn seat_map(&self, event_id: u64) -> Option<SeatMap> {
         let inv = self.inventory(event_id)?;

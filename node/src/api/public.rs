@@ -373,7 +373,17 @@ async fn list_bookings(State(state): State<AppState>, User(user): User, Query(q)
     Ok(Json(json!({"bookings": items, "truncated": truncated})))
 }
 
-const SEARCH_PARAMS: &[&str] = &["q", "from", "to", "city", "category", "performer_id", "venue_id", "sort", "page_size", "page_token"];
+const SEARCH_PARAMS: &[&str] =
+    &["q", "from", "to", "city", "category", "performer_id", "venue_id", "lat", "lon", "radius_km", "available_only", "sort", "page_size", "page_token"];
+
+fn parse_f64_param(q: &HashMap<String, String>, name: &str, lo: f64, hi: f64) -> ApiResult<Option<f64>> {
+    q.get(name)
+        .map(|v| match v.parse::<f64>() {
+            Ok(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(x),
+            _ => Err(ApiError::bad_param(name, format!("{name} must be a number between {lo} and {hi}, not {v:?}"))),
+        })
+        .transpose()
+}
 
 fn parse_id_param(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<u64>> {
     q.get(name).map(|v| v.parse::<u64>().map_err(|_| ApiError::bad_param(name, format!("{name} must be an id, not {v:?}")))).transpose()
@@ -390,13 +400,23 @@ fn parse_time_param(q: &HashMap<String, String>, name: &str) -> ApiResult<Option
 async fn search(State(state): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
     use crate::search::{SearchRequest, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
     if let Some(unknown) = q.keys().find(|k| !SEARCH_PARAMS.contains(&k.as_str())) {
-        let detail = if ["lat", "lon", "radius_km", "available_only"].contains(&unknown.as_str()) {
-            format!("{unknown} is not supported yet")
-        } else {
-            format!("unknown parameter {unknown:?}; known: {}", SEARCH_PARAMS.join(", "))
-        };
-        return Err(ApiError::bad_param(unknown, detail));
+        return Err(ApiError::bad_param(unknown, format!("unknown parameter {unknown:?}; known: {}", SEARCH_PARAMS.join(", "))));
     }
+    let lat = parse_f64_param(&q, "lat", -90.0, 90.0)?;
+    let lon = parse_f64_param(&q, "lon", -180.0, 180.0)?;
+    let radius_km = parse_f64_param(&q, "radius_km", 0.0, crate::search::RADIUS_KM_MAX)?;
+    let near = match (lat, lon) {
+        (Some(la), Some(lo)) => Some((la, lo, radius_km)),
+        (Some(_), None) => return Err(ApiError::bad_param("lon", "lat needs lon")),
+        (None, Some(_)) => return Err(ApiError::bad_param("lat", "lon needs lat")),
+        (None, None) if radius_km.is_some() => return Err(ApiError::bad_param("radius_km", "radius_km needs a point: lat and lon")),
+        (None, None) => None,
+    };
+    let available_only = match q.get("available_only").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(ApiError::bad_param("available_only", format!("available_only must be true or false, not {other:?}"))),
+    };
     let text = |name: &str| -> ApiResult<Option<String>> {
         match q.get(name) {
             Some(v) if v.len() > boxoffice_raft::command::NAME_LEN_MAX => Err(ApiError::bad_param(name, format!("{name} is too long"))),
@@ -412,10 +432,12 @@ async fn search(State(state): State<AppState>, Query(q): Query<HashMap<String, S
             return Err(ApiError::bad_param("to", "to is before from"));
         }
     }
-    let sort_by_date = match q.get("sort").map(String::as_str) {
-        None | Some("relevance") => false,
-        Some("date") => true,
-        Some(other) => return Err(ApiError::bad_param("sort", format!("sort must be relevance or date, not {other:?}"))),
+    let sort = match q.get("sort").map(String::as_str) {
+        None | Some("relevance") => crate::search::Sort::Relevance,
+        Some("date") => crate::search::Sort::Date,
+        Some("distance") if near.is_some() => crate::search::Sort::Distance,
+        Some("distance") => return Err(ApiError::bad_param("sort", "sort=distance needs a point: lat and lon")),
+        Some(other) => return Err(ApiError::bad_param("sort", format!("sort must be relevance, date or distance, not {other:?}"))),
     };
     let page_size = match q.get("page_size") {
         None => PAGE_SIZE_DEFAULT,
@@ -440,7 +462,9 @@ async fn search(State(state): State<AppState>, Query(q): Query<HashMap<String, S
         category: text("category")?,
         performer_id: parse_id_param(&q, "performer_id")?,
         venue_id: parse_id_param(&q, "venue_id")?,
-        sort_by_date,
+        available_only,
+        near,
+        sort,
         page_size,
         offset,
     };
@@ -456,6 +480,7 @@ async fn search(State(state): State<AppState>, Query(q): Query<HashMap<String, S
             json!({
                 "event_id": h.event_id, "name": h.name, "starts_at": rfc3339_ms(h.starts_at_ms), "starts_at_ms": h.starts_at_ms,
                 "venue": h.venue, "city": h.city, "category": h.category, "score": h.score,
+                "available": h.available, "min_price_cents": h.min_price_cents, "distance_km": h.distance_km,
             })
         })
         .collect();
