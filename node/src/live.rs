@@ -88,6 +88,27 @@ impl Feed {
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
+                if c.snapshot_installed {
+                    // The state jumped: nothing before it can be replayed, and every
+                    // stream must start over from a snapshot.
+                    {
+                        let mut ring = f.ring.lock().unwrap_or_else(|e| e.into_inner());
+                        ring.changes.clear();
+                        ring.floor = c.index;
+                    }
+                    let reset = SeatChange {
+                        index: c.index,
+                        time_ms: c.outcome.applied.time_ms,
+                        event_id: 0,
+                        kind: "reset",
+                        hold_id: String::new(),
+                        seat_ids: vec![],
+                        quantity: 0,
+                        expires_at_ms: None,
+                    };
+                    let _ = f.tx.send(Arc::new(reset));
+                    continue;
+                }
                 if c.outcome.replayed {
                     continue;
                 }
@@ -223,6 +244,10 @@ pub fn stream(
             tokio::select! {
                 r = rx.recv() => match r {
                     Ok(c) => {
+                        if c.kind == "reset" {
+                            let _ = out_tx.send(sse_json("reset", None, &serde_json::json!({"reason": "replica installed a snapshot; reconnect"}))).await;
+                            return;
+                        }
                         if c.event_id != event_id || c.index <= last_sent {
                             continue;
                         }

@@ -329,6 +329,12 @@ impl SearchIndex {
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             };
+            if first.snapshot_installed {
+                tracing::info!(index = first.index, "catalogue snapshot installed; catching up the search index");
+                let (this, r) = (self.clone(), reader.clone());
+                let _ = tokio::task::spawn_blocking(move || this.catch_up(&r)).await;
+                continue;
+            }
             // Gather what arrives within the commit interval into one commit.
             let mut ids = Vec::new();
             let mut take = |c: &boxoffice_storage::state_machine::AppliedChange| {
@@ -340,8 +346,14 @@ impl SearchIndex {
             };
             take(&first);
             let deadline = tokio::time::Instant::now() + Duration::from_millis(COMMIT_INTERVAL_MS);
+            let mut resync = false;
             while let Ok(Ok(c)) = tokio::time::timeout_at(deadline, changes.recv()).await {
+                resync |= c.snapshot_installed;
                 take(&c);
+            }
+            if resync {
+                let (this, r) = (self.clone(), reader.clone());
+                let _ = tokio::task::spawn_blocking(move || this.catch_up(&r)).await;
             }
             if ids.is_empty() {
                 continue;

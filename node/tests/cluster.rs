@@ -453,6 +453,24 @@ async fn lagging_follower_catches_up_by_snapshot() {
     let leader = cluster.leader_of(shard).await;
     let lagging = (leader + 1) % 3;
     cluster.kill(lagging);
+    // Catalogue writes while it is down: enough for a catalogue snapshot and purge.
+    let missed = cluster
+        .admin
+        .create_event(&NewEvent {
+            name: "Zanzibar Unplugged".into(),
+            description: String::new(),
+            category: "concert".into(),
+            venue_id: cluster.admin.event(event, Consistency::Linearizable).await.unwrap().venue.unwrap()["venue_id"].as_u64().unwrap(),
+            performer_ids: vec![],
+            starts_at: "2031-01-01T20:00:00Z".into(),
+            hold_ttl_s: None,
+            per_user_cap: None,
+        })
+        .await
+        .unwrap();
+    for i in 0..40 {
+        cluster.admin.create_performer(&format!("filler {i}"), "").await.unwrap();
+    }
     let buyer = cluster.user("buyer");
     for s in 0..60u32 {
         let h = buyer.hold(event, Selection::Seats(vec![s])).await.unwrap();
@@ -484,10 +502,21 @@ async fn lagging_follower_catches_up_by_snapshot() {
         assert!(Instant::now() < deadline, "lagging node did not catch up");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Its search index has the event it only learned of through the snapshot.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, v) = search(&cluster.nodes[lagging].addr, "q=zanzibar").await;
+        if s == 200 && v["results"][0]["event_id"].as_u64() == Some(missed) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "event from the snapshot not searchable: {s} {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // It got there by installing a snapshot: its own snapshot index is set.
     let admin_at_lagging = Client::new(client_config(vec![format!("http://{}", cluster.nodes[lagging].addr)], mint("admin", true))).unwrap();
     let v = admin_at_lagging.cluster().await.unwrap();
     assert!(v["groups"][shard as usize]["snapshot_index"].as_u64().unwrap_or(0) > 0, "{v}");
+    assert!(v["groups"][0]["snapshot_index"].as_u64().unwrap_or(0) > 0, "catalogue came by snapshot too: {v}");
 }
 
 async fn search(addr: &str, query: &str) -> (u16, Value) {

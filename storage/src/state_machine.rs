@@ -63,6 +63,9 @@ pub struct AppliedChange {
     pub index: u64,
     /// The outcome (for blank/membership entries: `Effect::Nothing`).
     pub outcome: Outcome,
+    /// True when this is not an entry but a snapshot install: the whole state was
+    /// replaced up to `index`, and watchers must resynchronise from the state.
+    pub snapshot_installed: bool,
 }
 
 /// The state machine of one group. Clones share everything.
@@ -152,7 +155,11 @@ impl StateMachineStore {
 
         let m = machine::read_meta(&RocksTx::new(&self.db), self.group);
         assert_eq!(m.last_applied, header.meta.last_log_id, "installed state does not match its snapshot meta");
-        self.applied.send_replace(Applied { index: m.last_applied.map(|l| l.index).unwrap_or(0), time_ms: m.time_ms });
+        let applied = Applied { index: m.last_applied.map(|l| l.index).unwrap_or(0), time_ms: m.time_ms };
+        self.applied.send_replace(applied);
+        let outcome = Outcome { applied, replayed: false, result: Ok(boxoffice_raft::command::Effect::Nothing) };
+        // Nobody listening is fine.
+        let _ = self.changes.send(AppliedChange { group: self.group, index: applied.index, outcome, snapshot_installed: true });
         Ok(header.meta)
     }
 
@@ -338,7 +345,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut out = Vec::with_capacity(outcomes.len());
         for (index, outcome) in outcomes {
             // No receivers is fine: nobody is watching.
-            let _ = self.changes.send(AppliedChange { group: self.group, index, outcome: outcome.clone() });
+            let _ = self.changes.send(AppliedChange { group: self.group, index, outcome: outcome.clone(), snapshot_installed: false });
             out.push(outcome);
         }
         Ok(out)
