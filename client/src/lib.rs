@@ -344,6 +344,22 @@ impl Client {
         v["event_id"].as_u64().ok_or_else(|| Error::Decode("event_id missing".into()))
     }
 
+    /// Creates up to 1000 events at once (all or none; mind the node's body
+    /// limit); returns their ids in order.
+    pub async fn create_events(&self, events: &[NewEvent]) -> Result<Vec<u64>, Error> {
+        let body = json!({ "events": events });
+        let v: Value = self.write(Method::POST, "/admin/v1/events/batch", Some(body), &Self::new_idempotency_key()).await?;
+        let list = v["events"].as_array().ok_or_else(|| Error::Decode("events missing".into()))?;
+        list.iter().map(|e| e["event_id"].as_u64().ok_or_else(|| Error::Decode("event_id missing".into()))).collect()
+    }
+
+    /// Changes an event's name, description, category or start time.
+    pub async fn update_event(&self, event_id: u64, update: &EventUpdate) -> Result<(), Error> {
+        let body = serde_json::to_value(update).map_err(|e| Error::Invalid(e.to_string()))?;
+        let _: Value = self.write(Method::PATCH, &format!("/admin/v1/events/{event_id}"), Some(body), &Self::new_idempotency_key()).await?;
+        Ok(())
+    }
+
     /// Cluster status as the first reachable node sees it.
     pub async fn cluster(&self) -> Result<Value, Error> {
         self.get("/admin/v1/cluster").await

@@ -271,6 +271,23 @@ pub struct NewEvent {
     pub per_user_cap: Option<u32>,
 }
 
+/// Changes to an event's descriptive fields; `None` leaves a field as is.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EventUpdate {
+    /// New name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// New description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// New category.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// New start, RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<String>,
+}
+
 /// A search: every field optional; combine freely.
 #[derive(Clone, Debug, Default)]
 pub struct SearchQuery {

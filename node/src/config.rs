@@ -59,6 +59,8 @@ pub struct Limits {
     pub replica_staleness_ms_max: u64,
     /// Live seat-map (SSE) streams served at once; beyond it → 503 + Retry-After.
     pub sse_streams_max: usize,
+    /// Event views cached in memory per node (emptied when full).
+    pub event_cache_entries_max: usize,
 }
 
 impl Default for Limits {
@@ -74,6 +76,7 @@ impl Default for Limits {
             peer_connect_timeout_ms: 1_000,
             replica_staleness_ms_max: 5_000,
             sse_streams_max: 10_000,
+            event_cache_entries_max: 100_000,
         }
     }
 }
@@ -144,6 +147,7 @@ impl NodeConfig {
             ("limits.page_size_max", l.page_size_max as u64),
             ("limits.peer_connect_timeout_ms", l.peer_connect_timeout_ms),
             ("limits.sse_streams_max", l.sse_streams_max as u64),
+            ("limits.event_cache_entries_max", l.event_cache_entries_max as u64),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be positive"));

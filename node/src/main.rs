@@ -11,6 +11,7 @@ mod config;
 mod dev;
 mod dev_demo;
 mod error;
+mod event_cache;
 mod live;
 mod node;
 mod search;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use boxoffice_raft::command::{Command, Outcome, Request, Session};
+use boxoffice_raft::command::{Command, Effect, Outcome, Request, Session};
 use boxoffice_raft::groups::Groups;
 use boxoffice_raft::network::{CallError, NetworkFactory, RpcClient, RpcConfig};
 use boxoffice_raft::{all_groups, codec, shard_for_event, GroupId, NodeId, Raft, SHARDS_MAX};
@@ -72,12 +72,16 @@ pub struct Node {
     raft_config: Arc<openraft::Config>,
     /// Serialises group creation.
     create_lock: tokio::sync::Mutex<()>,
+    /// A handle to this node for the tasks it starts.
+    myself: std::sync::OnceLock<std::sync::Weak<Node>>,
     /// The search index, once the catalogue group runs here.
     search: std::sync::OnceLock<Arc<crate::search::SearchIndex>>,
     /// Seat-change feeds of the inventory shards.
     feeds: RwLock<BTreeMap<GroupId, Arc<crate::live::Feed>>>,
     /// Permits for live seat-map streams (`limits.sse_streams_max`).
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// Rendered event views, kept in step with the catalogue's change stream.
+    pub event_cache: crate::event_cache::EventCache,
 }
 
 /// Wall-clock time in ms since the Unix epoch. The leader stamps commands with it.
@@ -96,6 +100,7 @@ impl Node {
         })?;
         let raft_config = Arc::new(config.openraft().map_err(anyhow::Error::msg)?);
         let streams = Arc::new(tokio::sync::Semaphore::new(config.limits.sse_streams_max));
+        let event_cache = crate::event_cache::EventCache::new(config.limits.event_cache_entries_max);
         let node = Arc::new(Node {
             config,
             db,
@@ -105,10 +110,13 @@ impl Node {
             shards: RwLock::new(None),
             raft_config,
             create_lock: tokio::sync::Mutex::new(()),
+            myself: std::sync::OnceLock::new(),
             search: std::sync::OnceLock::new(),
             feeds: RwLock::new(BTreeMap::new()),
             streams,
+            event_cache,
         });
+        let _ = node.myself.set(Arc::downgrade(&node));
         if let Some(rec) = node.cluster_record()? {
             node.start_groups(rec.shards).await?;
         }
@@ -197,7 +205,10 @@ impl Node {
                 if self.search.set(index.clone()).is_ok() {
                     let feeds: Vec<_> = self.feeds.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
                     tokio::spawn(index.clone().run_availability_refresher(cat.reader.clone(), feeds));
-                    tokio::spawn(index.run_indexer(cat.sm, cat.reader));
+                    tokio::spawn(index.run_indexer(cat.sm.clone(), cat.reader));
+                }
+                if let Some(me) = self.myself.get().and_then(std::sync::Weak::upgrade) {
+                    tokio::spawn(invalidate_event_cache(me, cat.sm.changes()));
                 }
             }
         }
@@ -386,5 +397,27 @@ async fn ticker(node: std::sync::Weak<Node>) {
         }
         drop(n);
         tokio::time::sleep(interval / 2).await;
+    }
+}
+
+/// Keeps the event cache in step with the catalogue replica.
+async fn invalidate_event_cache(node: Arc<Node>, mut changes: tokio::sync::broadcast::Receiver<boxoffice_storage::state_machine::AppliedChange>) {
+    let weak = Arc::downgrade(&node);
+    drop(node);
+    loop {
+        let change = changes.recv().await;
+        let Some(node) = weak.upgrade() else { return };
+        let cache = &node.event_cache;
+        match change {
+            Ok(c) if c.snapshot_installed => cache.clear(),
+            Ok(c) => match &c.outcome.result {
+                Ok(Effect::EventCreated { event_id, .. } | Effect::EventUpdated { event_id }) => cache.invalidate(*event_id),
+                Ok(Effect::EventsCreated { events }) => events.iter().for_each(|e| cache.invalidate(e.event_id)),
+                _ => {}
+            },
+            // Missed changes: forget everything rather than serve a stale view.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => cache.clear(),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
     }
 }

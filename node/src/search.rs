@@ -1,20 +1,20 @@
 //! The node's search index (Tantivy), fed only by the catalogue replica.
 //!
-//! An indexer task subscribes to the catalogue group's applied changes and indexes
-//! every created event, reading it (with its venue and performers) from the local
-//! replica. Each commit records the highest event id indexed; at start-up the
-//! indexer first subscribes, then indexes every event above that mark from the
-//! replica, so nothing created meanwhile is missed (re-indexing is an idempotent
-//! upsert). A missing or unreadable index, or one of another schema version, is
+//! The catalogue keeps a change feed of events ordered by (log index of the last
+//! change, event id). Each index commit records the feed position it reached. An
+//! indexer task subscribes to the catalogue group's applied changes and, whenever
+//! something was applied, indexes every event past that position, reading it (with
+//! its venue and performers) from the local replica. So a create, an update, a
+//! restart, a crash between apply and commit, and a snapshot install all come down
+//! to the same step; re-indexing is an idempotent upsert. A missing or unreadable index, or one of another schema version, is
 //! rebuilt from the replica in the background; the node serves everything else
 //! meanwhile, and `/readyz` reports `search_ready`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use boxoffice_raft::command::Effect;
 use boxoffice_storage::read::Reader;
 use boxoffice_storage::state_machine::StateMachineStore;
 use tantivy::collector::{Count, TopDocs};
@@ -23,7 +23,7 @@ use tantivy::schema::{Field, IndexRecordOption, Schema, Value as _, FAST, INDEXE
 use tantivy::{doc, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
 
 /// Bumped whenever the schema changes: an index of another version is rebuilt.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 /// Memory budget of the index writer.
 pub const WRITER_MEMORY_BYTES: usize = 64 << 20;
 /// Events read from the replica per batch during a rebuild or catch-up.
@@ -45,6 +45,11 @@ pub const RADIUS_KM_MAX: f64 = 20_000.0;
 
 /// Tickets available for an event, from this node's replica of its shard.
 pub type AvailabilityFn = Arc<dyn Fn(u64) -> Option<u32> + Send + Sync>;
+
+fn parse_cursor(payload: &str) -> Option<(u64, u64)> {
+    let (a, b) = payload.split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
 
 /// Great-circle distance in km.
 pub fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
@@ -176,8 +181,11 @@ pub struct SearchIndex {
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
     fields: Fields,
-    /// Highest event id committed to the index.
-    indexed_max: AtomicU64,
+    /// Catalogue change-feed position (log index, event id) committed to the index.
+    cursor: Mutex<(u64, u64)>,
+    /// Catalogue log index the index was last found complete at (every event
+    /// change up to it is searchable).
+    synced_through: std::sync::atomic::AtomicU64,
     /// True once the index has caught up with the replica after start-up.
     ready: AtomicBool,
     availability: AvailabilityFn,
@@ -215,14 +223,15 @@ impl SearchIndex {
                 Index::create_in_dir(&dir, schema)?
             }
         };
-        let indexed_max = index.load_metas().ok().and_then(|m| m.payload).and_then(|p| p.parse().ok()).unwrap_or(0);
+        let cursor = index.load_metas().ok().and_then(|m| m.payload).and_then(|p| parse_cursor(&p)).unwrap_or((0, 0));
         let writer = index.writer(WRITER_MEMORY_BYTES)?;
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
         Ok(Arc::new(SearchIndex {
             reader,
             writer: Mutex::new(writer),
             fields,
-            indexed_max: AtomicU64::new(indexed_max),
+            cursor: Mutex::new(cursor),
+            synced_through: std::sync::atomic::AtomicU64::new(cursor.0),
             ready: AtomicBool::new(false),
             availability,
         }))
@@ -233,16 +242,19 @@ impl SearchIndex {
         self.ready.load(Ordering::Relaxed)
     }
 
-    /// Highest event id committed.
-    pub fn indexed_max(&self) -> u64 {
-        self.indexed_max.load(Ordering::Relaxed)
+    /// Catalogue log index through which every change is in the index.
+    pub fn indexed_through(&self) -> u64 {
+        self.synced_through.load(Ordering::Relaxed)
+    }
+
+    fn cursor(&self) -> (u64, u64) {
+        *self.cursor.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Adds or replaces events (read from the catalogue replica). Returns the highest id.
-    fn upsert(&self, tx: &boxoffice_storage::read::ReadTx<'_>, events: &[boxoffice_storage::records::Event]) -> anyhow::Result<u64> {
+    /// Re-indexes `events` (as read by `tx`) into the uncommitted writer.
+    fn upsert(&self, w: &IndexWriter, tx: &boxoffice_storage::read::ReadTx<'_>, events: &[boxoffice_storage::records::Event]) -> anyhow::Result<()> {
         let f = self.fields;
-        let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut max = 0;
         for e in events {
             let venue = tx.venue(e.spec.venue_id);
             let performers: Vec<String> = e.spec.performer_ids.iter().filter_map(|&p| tx.performer(p)).map(|p| p.spec.name).collect();
@@ -275,102 +287,105 @@ impl SearchIndex {
                 d.add_u64(f.performer_id, p);
             }
             w.add_document(d)?;
-            max = max.max(e.event_id);
         }
-        Ok(max)
-    }
-
-    fn commit(&self, max: u64) -> anyhow::Result<()> {
-        let new_max = self.indexed_max().max(max);
-        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut prepared = w.prepare_commit()?;
-        prepared.set_payload(&new_max.to_string());
-        prepared.commit()?;
-        drop(w);
-        // Searchable at once, not when a file watcher next polls.
-        self.reader.reload()?;
-        self.indexed_max.store(new_max, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Indexes every event above the committed mark, in batches.
+    /// Commits the writer, recording `cursor` (or keeping the current one).
+    fn commit(&self, mut w: std::sync::MutexGuard<'_, IndexWriter>, cursor: Option<(u64, u64)>) -> anyhow::Result<()> {
+        let cursor = cursor.unwrap_or_else(|| self.cursor());
+        let mut prepared = w.prepare_commit()?;
+        prepared.set_payload(&format!("{}:{}", cursor.0, cursor.1));
+        prepared.commit()?;
+        *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = cursor;
+        drop(w);
+        // Searchable at once, not when a file watcher next polls.
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, IndexWriter> {
+        // A panic mid-upsert leaves uncommitted documents at worst; the next
+        // catch-up rewrites them.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Indexes every event past the committed feed position, in batches. The
+    /// replica is read under the writer lock, so a concurrent availability
+    /// refresh cannot write an older version of an event after a newer one.
     fn catch_up(&self, reader: &Reader) -> anyhow::Result<()> {
         loop {
+            let w = self.writer();
             let tx = reader.begin(0);
-            let events = tx.events(self.indexed_max(), REBUILD_BATCH);
-            if events.is_empty() {
+            let changed = tx.events_changed_after(self.cursor(), REBUILD_BATCH);
+            let Some(&(last, _)) = changed.last() else {
+                self.synced_through.fetch_max(tx.freshness.applied_index, Ordering::Relaxed);
                 return Ok(());
-            }
-            let max = self.upsert(&tx, &events)?;
-            self.commit(max)?;
+            };
+            let events: Vec<_> = changed.into_iter().map(|(_, e)| e).collect();
+            self.upsert(&w, &tx, &events)?;
+            self.commit(w, Some(last))?;
         }
+    }
+
+    /// Drops everything and indexes the replica from the start of its feed.
+    fn rebuild(&self, reader: &Reader) -> anyhow::Result<()> {
+        let w = self.writer();
+        w.delete_all_documents()?;
+        self.commit(w, Some((0, 0)))?;
+        self.synced_through.store(0, Ordering::Relaxed);
+        self.catch_up(reader)
+    }
+
+    /// Catches up, or rebuilds when the index claims more than the replica has
+    /// (the replica was replaced by an older state, e.g. its data restored).
+    fn sync(&self, reader: &Reader, applied_index: u64) -> anyhow::Result<()> {
+        if self.cursor().0 > applied_index {
+            tracing::warn!(cursor = ?self.cursor(), applied_index, "search index ahead of the replica; rebuilding");
+            return self.rebuild(reader);
+        }
+        self.catch_up(reader)
     }
 
     /// Runs the indexer until the change stream closes.
     pub async fn run_indexer(self: Arc<Self>, catalogue: StateMachineStore, reader: Reader) {
         let mut changes = catalogue.changes();
-        let this = self.clone();
-        let r = reader.clone();
-        match tokio::task::spawn_blocking(move || this.catch_up(&r)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "search catch-up failed"),
-            Err(e) => tracing::error!(error = %e, "search catch-up panicked"),
-        }
-        self.ready.store(true, Ordering::Relaxed);
-        tracing::info!(indexed_max = self.indexed_max(), "search index ready");
-        loop {
-            let first = match changes.recv().await {
-                Ok(c) => c,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(skipped = n, "search indexer lagged; catching up from the replica");
-                    let (this, r) = (self.clone(), reader.clone());
-                    let _ = tokio::task::spawn_blocking(move || this.catch_up(&r)).await;
-                    continue;
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            };
-            if first.snapshot_installed {
-                tracing::info!(index = first.index, "catalogue snapshot installed; catching up the search index");
-                let (this, r) = (self.clone(), reader.clone());
-                let _ = tokio::task::spawn_blocking(move || this.catch_up(&r)).await;
-                continue;
-            }
-            // Gather what arrives within the commit interval into one commit.
-            let mut ids = Vec::new();
-            let mut take = |c: &boxoffice_storage::state_machine::AppliedChange| {
-                if let Ok(Effect::EventCreated { event_id, .. }) = &c.outcome.result {
-                    if !c.outcome.replayed {
-                        ids.push(*event_id);
+        let applied = catalogue.applied();
+        let sync = |this: Arc<Self>| {
+            let r = reader.clone();
+            let at = applied.borrow().index;
+            async move {
+                match tokio::task::spawn_blocking(move || this.sync(&r, at)).await {
+                    Ok(Ok(())) => true,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "search indexing failed; retrying on the next change");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "search indexing panicked; retrying on the next change");
+                        false
                     }
                 }
-            };
-            take(&first);
+            }
+        };
+        sync(self.clone()).await;
+        self.ready.store(true, Ordering::Relaxed);
+        tracing::info!(indexed_through = self.indexed_through(), "search index ready");
+        loop {
+            match changes.recv().await {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+            // Gather what arrives within the commit interval into one commit.
             let deadline = tokio::time::Instant::now() + Duration::from_millis(COMMIT_INTERVAL_MS);
-            let mut resync = false;
-            while let Ok(Ok(c)) = tokio::time::timeout_at(deadline, changes.recv()).await {
-                resync |= c.snapshot_installed;
-                take(&c);
+            loop {
+                match tokio::time::timeout_at(deadline, changes.recv()).await {
+                    Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return,
+                    Err(_) => break,
+                }
             }
-            if resync {
-                let (this, r) = (self.clone(), reader.clone());
-                let _ = tokio::task::spawn_blocking(move || this.catch_up(&r)).await;
-            }
-            if ids.is_empty() {
-                continue;
-            }
-            let (this, r) = (self.clone(), reader.clone());
-            let done = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                let tx = r.begin(0);
-                let events: Vec<_> = ids.iter().filter_map(|&id| tx.event(id)).collect();
-                let max = this.upsert(&tx, &events)?;
-                this.commit(max)
-            })
-            .await;
-            if !matches!(done, Ok(Ok(()))) {
-                tracing::error!("search indexing failed; catching up from the replica");
-                let (this, r) = (self.clone(), reader.clone());
-                let _ = tokio::task::spawn_blocking(move || this.catch_up(&r)).await;
-            }
+            sync(self.clone()).await;
         }
     }
 
@@ -423,10 +438,11 @@ impl SearchIndex {
                     let ids: Vec<u64> = std::mem::take(&mut dirty).into_iter().collect();
                     let (this, r) = (self.clone(), catalogue.clone());
                     let done = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                        let w = this.writer();
                         let tx = r.begin(0);
                         let events: Vec<_> = ids.iter().filter_map(|&id| tx.event(id)).collect();
-                        this.upsert(&tx, &events)?;
-                        this.commit(0)
+                        this.upsert(&w, &tx, &events)?;
+                        this.commit(w, None)
                     }).await;
                     if !matches!(done, Ok(Ok(()))) {
                         tracing::warn!("availability refresh failed; will retry on the next change");

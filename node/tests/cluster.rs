@@ -527,7 +527,7 @@ async fn search(addr: &str, query: &str) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn search_on_every_node_and_after_index_loss() {
     let mut cluster = TestCluster::start(3, 1, &[]).await;
-    let a = &cluster.admin;
+    let a = cluster.admin.clone();
     let london = a
         .create_venue(&NewVenue { name: "Royal Albert Hall".into(), city: "London".into(), lat: 51.5, lon: -0.17, layout: NewLayout::Seated(vec![("Stalls".into(), vec![("A".into(), 5, 100)])]) })
         .await
@@ -671,6 +671,42 @@ async fn search_on_every_node_and_after_index_loss() {
     via_client.sort();
     assert_eq!(via_client, vec![e1, e2]);
 
+    // Updates and bulk creates reach every node's index and cached event views,
+    // including a node that was down when they were applied.
+    let event_name = |addr: String, id: u64| async move {
+        let v: Value = reqwest::get(format!("http://{addr}/v1/events/{id}")).await.unwrap().json().await.unwrap();
+        v["event"]["name"].as_str().map(str::to_string)
+    };
+    for n in &cluster.nodes {
+        assert_eq!(event_name(n.addr.clone(), e3).await.as_deref(), Some("Midnight Jazz"), "cached view on node {}", n.id);
+    }
+    cluster.kill(0);
+    let update = boxoffice_client::EventUpdate { name: Some("Moonlight Gala".into()), category: Some("gala".into()), ..Default::default() };
+    a.update_event(e3, &update).await.unwrap();
+    let bad = a.update_event(e3, &boxoffice_client::EventUpdate::default()).await;
+    assert!(bad.is_err(), "an empty update is refused");
+    let batch: Vec<NewEvent> = (1..=3).map(|i| mk(&format!("Bulk Loaded Night {i}"), "club", nyc, owls, 20 + i)).collect();
+    let bulk = a.create_events(&batch).await.unwrap();
+    assert_eq!(bulk.len(), 3);
+    cluster.spawn(0);
+    cluster.wait_healthy(0).await;
+    for n in &cluster.nodes {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let name = event_name(n.addr.clone(), e3).await;
+            let (_, by_new_name) = search(&n.addr, "q=moonlight").await;
+            let (_, by_category) = search(&n.addr, "category=gala").await;
+            let (_, bulk_found) = search(&n.addr, "q=bulk%20loaded&sort=date").await;
+            if name.as_deref() == Some("Moonlight Gala") && by_new_name["results"].is_array() && ids(&by_new_name) == vec![e3] && ids(&by_category) == vec![e3] && ids(&bulk_found) == bulk {
+                let (_, by_old_category) = search(&n.addr, "category=jazz").await;
+                assert_eq!(by_old_category["total"], 0, "old category still indexed on node {}: {by_old_category}", n.id);
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {} did not converge after update: {name:?} {by_new_name} {bulk_found}", n.id);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     // Index directory deleted: the node rebuilds it from its replica at start-up.
     cluster.kill(2);
     std::fs::remove_dir_all(cluster.nodes[2].data_dir.join("search")).unwrap();
@@ -679,7 +715,8 @@ async fn search_on_every_node_and_after_index_loss() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (s, v) = search(&cluster.nodes[2].addr, "q=tayler%20swfit").await;
-        if s == 200 && ids(&v).len() == 2 {
+        let (_, updated) = search(&cluster.nodes[2].addr, "q=moonlight").await;
+        if s == 200 && ids(&v).len() == 2 && updated["total"] == 1 {
             break;
         }
         assert!(Instant::now() < deadline, "index not rebuilt: {s} {v}");

@@ -37,6 +37,8 @@ pub const HOLD_TTL_MS_DEFAULT: u64 = 600_000;
 pub const PER_USER_CAP_DEFAULT: u32 = 8;
 /// Most seats (or general-admission tickets) one hold may take, whatever the cap.
 pub const HOLD_SEATS_MAX: u32 = 100;
+/// Most events in one `CreateEvents` / `CreateInventories` command (one log entry).
+pub const EVENTS_BATCH_MAX: usize = 1000;
 
 /// One entry's application payload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -92,6 +94,38 @@ pub enum Command {
     /// appends one when its group has been idle, so every replica can tell how far
     /// behind it is from its applied time alone.
     Tick,
+    /// Catalogue: add many events in one entry, all or none (bulk loading).
+    CreateEvents(Vec<EventSpec>),
+    /// Catalogue: change an event's descriptive fields. Venue, performers, hold
+    /// lifetime and cap are fixed once the event's inventory exists.
+    UpdateEvent {
+        /// The event.
+        event_id: u64,
+        /// The fields to change.
+        patch: EventPatch,
+    },
+    /// Inventory: `CreateInventory` for many events; idempotent per event.
+    CreateInventories(Vec<InventorySpec>),
+}
+
+/// Fields of an event that may change after creation; `None` leaves one as is.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventPatch {
+    /// New display name.
+    pub name: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New category.
+    pub category: Option<String>,
+    /// New start time, ms since the Unix epoch.
+    pub starts_at_ms: Option<i64>,
+}
+
+impl EventPatch {
+    /// True when the patch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.description.is_none() && self.category.is_none() && self.starts_at_ms.is_none()
+    }
 }
 
 impl Command {
@@ -106,6 +140,9 @@ impl Command {
             Command::Confirm { .. } => "confirm",
             Command::Release { .. } => "release",
             Command::Tick => "tick",
+            Command::CreateEvents(_) => "create_events",
+            Command::UpdateEvent { .. } => "update_event",
+            Command::CreateInventories(_) => "create_inventories",
         }
     }
 }
@@ -349,6 +386,30 @@ pub enum Effect {
         /// Tickets this release made available (0 if the hold had expired).
         quantity: u32,
     },
+    /// Events were created in the catalogue, in request order.
+    EventsCreated {
+        /// Each event's id and the inventory its shard must create.
+        events: Vec<CreatedEvent>,
+    },
+    /// An event's descriptive fields changed.
+    EventUpdated {
+        /// The event.
+        event_id: u64,
+    },
+    /// Inventories exist on this shard (created now or before).
+    InventoriesCreated {
+        /// The events, in request order.
+        event_ids: Vec<u64>,
+    },
+}
+
+/// One event of a `CreateEvents` batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CreatedEvent {
+    /// Its id.
+    pub event_id: u64,
+    /// The inventory the owning shard must create.
+    pub inventory: InventorySpec,
 }
 
 /// A hold as shown to its owner.

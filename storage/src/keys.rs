@@ -40,6 +40,11 @@ pub mod table {
     pub const PERFORMER: u8 = 0x11;
     /// Catalogue: event by id.
     pub const EVENT: u8 = 0x12;
+    /// Catalogue: change feed of events, by (log index of last change, event id).
+    /// One entry per event, moved on every change; readers resume from a cursor.
+    pub const EVENT_CHANGE: u8 = 0x13;
+    /// Catalogue: log index of each event's last change (to move its feed entry).
+    pub const EVENT_CHANGED_AT: u8 = 0x14;
     /// Inventory: per-event inventory summary.
     pub const INVENTORY: u8 = 0x20;
     /// Inventory: seat state (absent = available), by event and seat.

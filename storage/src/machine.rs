@@ -150,7 +150,10 @@ fn invalid(reason: impl Into<String>) -> Rejection {
 }
 
 fn execute(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, time: u64, command: &Command) -> Result<Effect, Rejection> {
-    let catalogue_only = matches!(command, Command::CreateVenue(_) | Command::CreatePerformer(_) | Command::CreateEvent(_));
+    let catalogue_only = matches!(
+        command,
+        Command::CreateVenue(_) | Command::CreatePerformer(_) | Command::CreateEvent(_) | Command::CreateEvents(_) | Command::UpdateEvent { .. }
+    );
     if !matches!(command, Command::Tick) && catalogue_only != group.is_catalogue() {
         return Err(invalid(format!("{} is not a command for {group}", command.name())));
     }
@@ -167,15 +170,37 @@ fn execute(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, time: u64, comman
         }
         Command::CreateEvent(spec) => create_event(kv, group, meta, time, spec),
         Command::CreateInventory(spec) => {
-            let key = Key::sm(group, table::INVENTORY).u64(spec.event_id).build();
-            if kv.get(&key).is_some() {
-                return Ok(Effect::InventoryCreated { event_id: spec.event_id });
-            }
-            spec.layout.validate().map_err(invalid)?;
-            check_event_limits(spec.hold_ttl_ms, spec.per_user_cap)?;
-            put(kv, key, &Inventory::new(spec.event_id, spec.layout.clone(), spec.hold_ttl_ms, spec.per_user_cap));
+            check_inventory(spec)?;
+            create_inventory(kv, group, spec);
             Ok(Effect::InventoryCreated { event_id: spec.event_id })
         }
+        Command::CreateInventories(specs) => {
+            if specs.is_empty() || specs.len() > EVENTS_BATCH_MAX {
+                return Err(invalid(format!("a batch holds 1..={EVENTS_BATCH_MAX} inventories")));
+            }
+            for spec in specs {
+                check_inventory(spec)?;
+            }
+            for spec in specs {
+                create_inventory(kv, group, spec);
+            }
+            Ok(Effect::InventoriesCreated { event_ids: specs.iter().map(|s| s.event_id).collect() })
+        }
+        Command::CreateEvents(specs) => {
+            if specs.is_empty() || specs.len() > EVENTS_BATCH_MAX {
+                return Err(invalid(format!("a batch holds 1..={EVENTS_BATCH_MAX} events")));
+            }
+            let mut layouts = Vec::with_capacity(specs.len());
+            for (i, spec) in specs.iter().enumerate() {
+                layouts.push(check_event(kv, group, spec).map_err(|r| match r {
+                    Rejection::InvalidInput { reason } => invalid(format!("events[{i}]: {reason}")),
+                    other => other,
+                })?);
+            }
+            let events = specs.iter().zip(layouts).map(|(spec, layout)| write_event(kv, group, meta, time, spec, layout)).collect();
+            Ok(Effect::EventsCreated { events })
+        }
+        Command::UpdateEvent { event_id, patch } => update_event(kv, group, meta, *event_id, patch),
         Command::Hold(req) => hold(kv, group, meta, time, req),
         Command::Confirm { hold_id, user, payment_ref } => confirm(kv, group, meta, time, *hold_id, user, payment_ref),
         Command::Release { hold_id, user } => release(kv, group, time, *hold_id, user),
@@ -208,12 +233,18 @@ fn check_event_limits(hold_ttl_ms: u64, per_user_cap: u32) -> Result<(), Rejecti
     Ok(())
 }
 
-fn create_event(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, time: u64, spec: &EventSpec) -> Result<Effect, Rejection> {
-    check_name("event name", &spec.name).map_err(invalid)?;
-    check_name("category", &spec.category).map_err(invalid)?;
-    if spec.description.len() > DESCRIPTION_LEN_MAX {
+fn check_event_text(name: &str, category: &str, description: &str) -> Result<(), Rejection> {
+    check_name("event name", name).map_err(invalid)?;
+    check_name("category", category).map_err(invalid)?;
+    if description.len() > DESCRIPTION_LEN_MAX {
         return Err(invalid(format!("description is longer than {DESCRIPTION_LEN_MAX} bytes")));
     }
+    Ok(())
+}
+
+/// Checks an event against the catalogue; returns its venue's layout.
+fn check_event(kv: &dyn KvRead, group: GroupId, spec: &EventSpec) -> Result<Layout, Rejection> {
+    check_event_text(&spec.name, &spec.category, &spec.description)?;
     check_event_limits(spec.hold_ttl_ms, spec.per_user_cap)?;
     if spec.performer_ids.len() > EVENT_PERFORMERS_MAX {
         return Err(invalid(format!("at most {EVENT_PERFORMERS_MAX} performers")));
@@ -225,10 +256,70 @@ fn create_event(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, time: u64, s
             return Err(Rejection::UnknownPerformer { performer_id });
         }
     }
+    Ok(venue.spec.layout)
+}
+
+/// Moves the event's entry in the change feed to the applying entry's index.
+fn note_event_change(kv: &mut dyn Kv, group: GroupId, meta: &SmMeta, event_id: u64) {
+    let index = meta.last_applied.map(|l| l.index).expect("a command applies at a log index");
+    let at_key = Key::sm(group, table::EVENT_CHANGED_AT).u64(event_id).build();
+    if let Some(prev) = get::<u64>(kv, &at_key) {
+        kv.delete(Key::sm(group, table::EVENT_CHANGE).u64(prev).u64(event_id).build());
+    }
+    put(kv, at_key, &index);
+    kv.put(Key::sm(group, table::EVENT_CHANGE).u64(index).u64(event_id).build(), Vec::new());
+}
+
+fn write_event(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, time: u64, spec: &EventSpec, layout: Layout) -> CreatedEvent {
     let event_id = next_id(meta);
     put(kv, Key::sm(group, table::EVENT).u64(event_id).build(), &Event { event_id, spec: spec.clone(), created_at_ms: time });
-    let inventory = InventorySpec { event_id, layout: venue.spec.layout, hold_ttl_ms: spec.hold_ttl_ms, per_user_cap: spec.per_user_cap };
+    note_event_change(kv, group, meta, event_id);
+    let inventory = InventorySpec { event_id, layout, hold_ttl_ms: spec.hold_ttl_ms, per_user_cap: spec.per_user_cap };
+    CreatedEvent { event_id, inventory }
+}
+
+fn create_event(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, time: u64, spec: &EventSpec) -> Result<Effect, Rejection> {
+    let layout = check_event(kv, group, spec)?;
+    let CreatedEvent { event_id, inventory } = write_event(kv, group, meta, time, spec, layout);
     Ok(Effect::EventCreated { event_id, inventory })
+}
+
+fn update_event(kv: &mut dyn Kv, group: GroupId, meta: &SmMeta, event_id: u64, patch: &EventPatch) -> Result<Effect, Rejection> {
+    if patch.is_empty() {
+        return Err(invalid("the update changes nothing"));
+    }
+    let key = Key::sm(group, table::EVENT).u64(event_id).build();
+    let mut event: Event = get(kv, &key).ok_or(Rejection::UnknownEvent { event_id })?;
+    let spec = &mut event.spec;
+    if let Some(v) = &patch.name {
+        spec.name = v.clone();
+    }
+    if let Some(v) = &patch.description {
+        spec.description = v.clone();
+    }
+    if let Some(v) = &patch.category {
+        spec.category = v.clone();
+    }
+    if let Some(v) = patch.starts_at_ms {
+        spec.starts_at_ms = v;
+    }
+    check_event_text(&spec.name, &spec.category, &spec.description)?;
+    put(kv, key, &event);
+    note_event_change(kv, group, meta, event_id);
+    Ok(Effect::EventUpdated { event_id })
+}
+
+fn check_inventory(spec: &InventorySpec) -> Result<(), Rejection> {
+    spec.layout.validate().map_err(invalid)?;
+    check_event_limits(spec.hold_ttl_ms, spec.per_user_cap)
+}
+
+/// Creates an event's inventory unless it exists (a retried or duplicated create).
+fn create_inventory(kv: &mut dyn Kv, group: GroupId, spec: &InventorySpec) {
+    let key = inventory_key(group, spec.event_id);
+    if kv.get(&key).is_none() {
+        put(kv, key, &Inventory::new(spec.event_id, spec.layout.clone(), spec.hold_ttl_ms, spec.per_user_cap));
+    }
 }
 
 pub(crate) fn inventory_key(group: GroupId, event_id: u64) -> Vec<u8> {

@@ -160,6 +160,31 @@ impl ReadTx<'_> {
         self.list(table::EVENT, after, limit)
     }
 
+    /// Events changed (created or updated) after `cursor` in the change feed, in
+    /// feed order (log index of the last change, event id), at most `limit`, with
+    /// each one's feed position. An event appears once, at its latest change.
+    pub fn events_changed_after(&self, cursor: (u64, u64), limit: usize) -> Vec<((u64, u64), Event)> {
+        let prefix = Key::sm(self.group, table::EVENT_CHANGE).build();
+        let start = Key::sm(self.group, table::EVENT_CHANGE).u64(cursor.0).u64(cursor.1.saturating_add(1)).build();
+        let start = if cursor.1 == u64::MAX { Key::sm(self.group, table::EVENT_CHANGE).u64(cursor.0.saturating_add(1)).build() } else { start };
+        let mut positions = Vec::new();
+        self.view.scan(&prefix, &start, &mut |k, _| {
+            if positions.len() >= limit {
+                return false;
+            }
+            positions.push((keys::read_u64(k, prefix.len()), keys::read_u64(k, prefix.len() + 8)));
+            true
+        });
+        positions
+            .into_iter()
+            .map(|pos| {
+                // The feed and the events are written in one batch; a dangling entry is corruption.
+                let e = self.event(pos.1).unwrap_or_else(|| panic!("event change feed names missing event {}", pos.1));
+                (pos, e)
+            })
+            .collect()
+    }
+
     /// Venues with id > `after`.
     pub fn venues(&self, after: u64, limit: usize) -> Vec<Venue> {
         self.list(table::VENUE, after, limit)

@@ -6,11 +6,11 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use boxoffice_raft::command::{
-    Command, Effect, EventSpec, Layout, PerformerSpec, RowSpec, SectionSpec, Session, VenueSpec, HOLD_TTL_MS_DEFAULT,
-    PER_USER_CAP_DEFAULT,
+    Command, Effect, EventPatch, EventSpec, InventorySpec, Layout, PerformerSpec, RowSpec, SectionSpec, Session, VenueSpec,
+    EVENTS_BATCH_MAX, HOLD_TTL_MS_DEFAULT, PER_USER_CAP_DEFAULT,
 };
 use boxoffice_raft::{GroupId, NodeId, SHARDS_DEFAULT};
 use openraft::BasicNode;
@@ -33,6 +33,8 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/v1/venues", post(create_venue))
         .route("/admin/v1/performers", post(create_performer))
         .route("/admin/v1/events", post(create_event))
+        .route("/admin/v1/events/batch", post(create_events))
+        .route("/admin/v1/events/{id}", patch(update_event))
 }
 
 async fn healthz(State(state): State<AppState>) -> Json<Value> {
@@ -88,6 +90,8 @@ async fn cluster(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Valu
         "shards": node.shards(),
         "members": members,
         "groups": groups,
+        "event_cache_entries": node.event_cache.len(),
+        "sse_streams_open": node.config.limits.sse_streams_max - node.streams.available_permits(),
     })))
 }
 
@@ -260,14 +264,14 @@ struct EventBody {
     per_user_cap: Option<u32>,
 }
 
-async fn create_event(State(state): State<AppState>, admin: Admin, headers: HeaderMap, JsonBody(body): JsonBody<EventBody>) -> ApiResult<impl IntoResponse> {
+fn event_spec(body: EventBody, field: &str) -> ApiResult<EventSpec> {
     let starts_at_ms = parse_rfc3339_ms(&body.starts_at)
-        .ok_or_else(|| ApiError::bad_param("starts_at", format!("starts_at must be an RFC 3339 time, not {:?}", body.starts_at)))?;
+        .ok_or_else(|| ApiError::bad_param(&format!("{field}starts_at"), format!("starts_at must be an RFC 3339 time, not {:?}", body.starts_at)))?;
     let hold_ttl_ms = match body.hold_ttl_s {
         None => HOLD_TTL_MS_DEFAULT,
-        Some(s) => s.checked_mul(1000).ok_or_else(|| ApiError::bad_param("hold_ttl_s", "hold_ttl_s is too large"))?,
+        Some(s) => s.checked_mul(1000).ok_or_else(|| ApiError::bad_param(&format!("{field}hold_ttl_s"), "hold_ttl_s is too large"))?,
     };
-    let spec = EventSpec {
+    Ok(EventSpec {
         name: body.name,
         description: body.description,
         category: body.category,
@@ -276,7 +280,11 @@ async fn create_event(State(state): State<AppState>, admin: Admin, headers: Head
         starts_at_ms,
         hold_ttl_ms,
         per_user_cap: body.per_user_cap.unwrap_or(PER_USER_CAP_DEFAULT),
-    };
+    })
+}
+
+async fn create_event(State(state): State<AppState>, admin: Admin, headers: HeaderMap, JsonBody(body): JsonBody<EventBody>) -> ApiResult<impl IntoResponse> {
+    let spec = event_spec(body, "")?;
     let session = admin_session(&admin, &headers)?;
     let (effect, outcome) = write(&state, GroupId::CATALOGUE, session.clone(), Command::CreateEvent(spec)).await?;
     let Effect::EventCreated { event_id, inventory } = effect else {
@@ -298,3 +306,76 @@ async fn create_event(State(state): State<AppState>, admin: Admin, headers: Head
     ))
 }
 
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsBody {
+    events: Vec<EventBody>,
+}
+
+/// `POST /admin/v1/events/batch`: up to `EVENTS_BATCH_MAX` events in one catalogue
+/// entry (all or none), then their inventories, one entry per shard. For bulk
+/// loading; a retry with the same idempotency key is exactly-once throughout.
+async fn create_events(State(state): State<AppState>, admin: Admin, headers: HeaderMap, JsonBody(body): JsonBody<EventsBody>) -> ApiResult<impl IntoResponse> {
+    if body.events.is_empty() || body.events.len() > EVENTS_BATCH_MAX {
+        return Err(ApiError::bad_param("events", format!("a batch holds 1..={EVENTS_BATCH_MAX} events")));
+    }
+    let specs = body.events.into_iter().enumerate().map(|(i, e)| event_spec(e, &format!("events[{i}].")) ).collect::<ApiResult<Vec<_>>>()?;
+    let session = admin_session(&admin, &headers)?;
+    let (effect, outcome) = write(&state, GroupId::CATALOGUE, session.clone(), Command::CreateEvents(specs)).await?;
+    let Effect::EventsCreated { events } = effect else {
+        return Err(ApiError::internal(format!("create events produced {effect:?}")));
+    };
+    let mut by_shard: BTreeMap<GroupId, Vec<InventorySpec>> = BTreeMap::new();
+    let mut ids = Vec::with_capacity(events.len());
+    for e in events {
+        let shard = state.node.shard_of(e.event_id).ok_or_else(|| ApiError::unavailable("not_ready", "not bootstrapped"))?;
+        ids.push(json!({"event_id": e.event_id, "shard": shard.0}));
+        by_shard.entry(shard).or_default().push(e.inventory);
+    }
+    // One entry per shard, all shards at once; each is idempotent per event.
+    let writes = by_shard.into_iter().map(|(shard, specs)| {
+        let (state, session) = (state.clone(), session.clone());
+        async move { write(&state, shard, session, Command::CreateInventories(specs)).await }
+    });
+    for r in futures::future::join_all(writes).await {
+        r?;
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"events": ids, "applied": applied_json(GroupId::CATALOGUE, outcome.applied), "replayed": outcome.replayed})),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventPatchBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    category: Option<String>,
+    #[serde(default)]
+    starts_at: Option<String>,
+}
+
+/// `PATCH /admin/v1/events/{id}`: changes an event's name, description, category
+/// or start time. Search and cached views follow through the change stream.
+async fn update_event(State(state): State<AppState>, admin: Admin, headers: HeaderMap, Path(id): Path<String>, JsonBody(body): JsonBody<EventPatchBody>) -> ApiResult<impl IntoResponse> {
+    let event_id: u64 = id.parse().map_err(|_| ApiError::bad_param("event_id", format!("event id must be a number, not {id:?}")))?;
+    let starts_at_ms = match &body.starts_at {
+        None => None,
+        Some(t) => Some(parse_rfc3339_ms(t).ok_or_else(|| ApiError::bad_param("starts_at", format!("starts_at must be an RFC 3339 time, not {t:?}")))?),
+    };
+    let patch = EventPatch { name: body.name, description: body.description, category: body.category, starts_at_ms };
+    if patch.is_empty() {
+        return Err(ApiError::bad_param("body", "name one field to change: name, description, category, starts_at"));
+    }
+    let g = GroupId::CATALOGUE;
+    let (effect, outcome) = write(&state, g, admin_session(&admin, &headers)?, Command::UpdateEvent { event_id, patch }).await?;
+    match effect {
+        Effect::EventUpdated { event_id } => Ok(Json(json!({"event_id": event_id, "applied": applied_json(g, outcome.applied), "replayed": outcome.replayed}))),
+        other => Err(ApiError::internal(format!("update event produced {other:?}"))),
+    }
+}

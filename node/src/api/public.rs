@@ -4,6 +4,7 @@
 //! to the owning group's leader (forwarded if needed).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -162,10 +163,22 @@ async fn get_event(State(state): State<AppState>, Path(event_id): Path<String>, 
     let g = GroupId::CATALOGUE;
     let st = stores(&state, g)?;
     barrier_if(&state, g, c).await?;
+    // Linearizable reads bypass the cache: the barrier orders them after the
+    // apply, not after the invalidation that follows it.
+    let use_cache = c != Consistency::Linearizable;
+    let ticket = state.node.event_cache.ticket();
     let tx = st.reader.begin(now_ms());
     check_fresh(&state, g, &tx.freshness, c)?;
-    let e = tx.event(event_id).ok_or_else(|| ApiError::not_found("unknown_event", format!("unknown event {event_id}")).with("event_id", event_id))?;
-    let mut body = event_json(&state, &tx, &e);
+    let view = match state.node.event_cache.get(event_id).filter(|_| use_cache) {
+        Some(v) => v,
+        None => {
+            let e = tx.event(event_id).ok_or_else(|| ApiError::not_found("unknown_event", format!("unknown event {event_id}")).with("event_id", event_id))?;
+            let v = Arc::new(event_json(&state, &tx, &e));
+            state.node.event_cache.insert(ticket, event_id, v.clone());
+            v
+        }
+    };
+    let mut body = (*view).clone();
     body["freshness"] = freshness_json(g, tx.freshness);
     Ok(Json(body))
 }
@@ -484,12 +497,17 @@ async fn search(State(state): State<AppState>, Query(q): Query<HashMap<String, S
             })
         })
         .collect();
-    let indexed = state.node.search().map(|s| s.indexed_max()).unwrap_or(0);
+    let indexed = state.node.search().map(|s| s.indexed_through()).unwrap_or(0);
+    let applied = state.node.stores(GroupId::CATALOGUE).map(|s| s.sm.applied().borrow().index).unwrap_or(0);
     Ok(Json(json!({
         "results": results,
         "total": page.total,
         "next_page_token": page.next_offset.map(|o| format!("p{o:x}")),
-        "freshness": {"indexed_max_event_id": indexed},
+        "freshness": {
+            "indexed_through_index": indexed,
+            "catalogue_applied_index": applied,
+            "availability_refresh_ms": crate::search::AVAILABILITY_REFRESH_MS,
+        },
     })))
 }
 
