@@ -1,26 +1,52 @@
-//! `boxoffice-bench`: load generators against a running boxoffice cluster.
-//!
-//! `onsale`: the hot on-sale — one fresh event with many seats, C concurrent buyers
-//! each holding one random available seat (1–4 seats per hold) and confirming it,
-//! for a bounded time. Prints holds/s, confirms/s and latency percentiles, then
-//! checks that no seat was sold twice.
+//! `boxoffice-bench`: load generators and peer comparisons against a running
+//! boxoffice cluster (`boxoffice dev` writes the `cluster.json` they read).
 
-use std::collections::BTreeSet;
+mod catalogue;
+mod cluster;
+mod load;
+mod onsale;
+mod pg;
+mod reads;
+mod search_bench;
+mod stats;
+
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{bail, Context};
-use boxoffice_client::{Client, ClientConfig, Consistency, NewEvent, NewLayout, NewVenue, Selection};
-use clap::{Parser, Subcommand};
-use rand::{Rng, SeedableRng};
-use serde_json::Value;
+use boxoffice_client::{Client, ClientConfig};
+use clap::{Args, Parser, Subcommand};
+
+use crate::catalogue::{Catalogue, Sizes};
+use crate::cluster::ClusterInfo;
 
 #[derive(Parser)]
 #[command(name = "boxoffice-bench")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Args, Clone, Copy)]
+struct CatalogueArgs {
+    /// Seed of the generated catalogue.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Venues.
+    #[arg(long, default_value_t = 3_000)]
+    venues: usize,
+    /// Performers.
+    #[arg(long, default_value_t = 5_000)]
+    performers: usize,
+    /// Events.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+}
+
+impl CatalogueArgs {
+    fn catalogue(self) -> Catalogue {
+        Catalogue::new(self.seed, Sizes { venues: self.venues, performers: self.performers, events: self.events })
+    }
 }
 
 #[derive(Subcommand)]
@@ -46,126 +72,132 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+    /// Loads a generated catalogue (deterministic for its seed) through the admin API.
+    LoadCatalogue {
+        #[arg(long, default_value = "data/dev")]
+        cluster_dir: PathBuf,
+        #[command(flatten)]
+        catalogue: CatalogueArgs,
+    },
+    /// Search latency/throughput on every node vs PostgreSQL FTS on the same data.
+    /// The cluster must hold the catalogue of the same arguments (`load-catalogue`).
+    Search {
+        #[arg(long, default_value = "data/dev")]
+        cluster_dir: PathBuf,
+        #[command(flatten)]
+        catalogue: CatalogueArgs,
+        /// Distinct queries in the mixed set.
+        #[arg(long, default_value_t = 600)]
+        queries: usize,
+        /// Queries run per system.
+        #[arg(long, default_value_t = 6_000)]
+        total: usize,
+        /// Concurrent searchers.
+        #[arg(long, default_value_t = 16)]
+        workers: usize,
+        /// Time limit per system.
+        #[arg(long, default_value_t = 60)]
+        duration_s: u64,
+        /// Skip the PostgreSQL comparison.
+        #[arg(long)]
+        no_pg: bool,
+        /// Port of the throwaway PostgreSQL server (loopback).
+        #[arg(long, default_value_t = 7650)]
+        pg_port: u16,
+    },
+    /// Event view and seat map read throughput: follower reads vs linearizable vs a
+    /// trivial axum handler; and freshness of a sale on followers and SSE.
+    Reads {
+        #[arg(long, default_value = "data/dev")]
+        cluster_dir: PathBuf,
+        /// Concurrent readers.
+        #[arg(long, default_value_t = 32)]
+        workers: usize,
+        /// Seconds per mode.
+        #[arg(long, default_value_t = 10)]
+        duration_s: u64,
+        /// Sales sampled for freshness.
+        #[arg(long, default_value_t = 200)]
+        freshness_samples: usize,
+        /// Port of the trivial handler (loopback).
+        #[arg(long, default_value_t = 7660)]
+        trivial_port: u16,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
-        Cmd::Onsale { cluster_dir, seats, clients, duration_s, holds_max, seed } => onsale(cluster_dir, seats, clients, duration_s, holds_max, seed).await,
+        Cmd::Onsale { cluster_dir, seats, clients, duration_s, holds_max, seed } => onsale::onsale(cluster_dir, seats, clients, duration_s, holds_max, seed).await,
+        Cmd::LoadCatalogue { cluster_dir, catalogue } => {
+            let info = ClusterInfo::load(&cluster_dir)?;
+            let mut cfg = ClientConfig::new(info.urls(), &info.admin_token);
+            cfg.attempts_max = 20;
+            let admin = Client::new(cfg)?;
+            load::load(&admin, &catalogue.catalogue()).await
+        }
+        Cmd::Search { cluster_dir, catalogue, queries, total, workers, duration_s, no_pg, pg_port } => {
+            search(cluster_dir, catalogue, queries, total, workers, Duration::from_secs(duration_s), no_pg, pg_port).await
+        }
+        Cmd::Reads { cluster_dir, workers, duration_s, freshness_samples, trivial_port } => {
+            reads::run(&ClusterInfo::load(&cluster_dir)?, workers, Duration::from_secs(duration_s), freshness_samples, trivial_port).await
+        }
     }
 }
 
-async fn onsale(dir: PathBuf, seats: u32, clients: usize, duration_s: u64, holds_max: u64, seed: u64) -> anyhow::Result<()> {
-    let file: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).context("reading cluster.json; is `boxoffice dev` running?")?)?;
-    let urls: Vec<String> = file["nodes"].as_array().context("nodes")?.iter().map(|n| format!("http://{}", n["http"].as_str().unwrap_or_default())).collect();
-    let mut cfg = ClientConfig::new(urls.clone(), file["admin_token"].as_str().context("admin_token")?);
-    cfg.attempts_max = 20;
-    let admin = Client::new(cfg.clone())?;
-    let rows = seats.div_ceil(50);
-    let venue = admin
-        .create_venue(&NewVenue {
-            name: format!("Bench Arena {seed}"),
-            city: "Benchtown".into(),
-            lat: 0.0,
-            lon: 0.0,
-            // Sections of up to 100 rows of 50 seats.
-            layout: NewLayout::Seated(
-                (0..rows.div_ceil(100))
-                    .map(|sec| (format!("S{sec}"), (sec * 100..(sec * 100 + 100).min(rows)).map(|r| (format!("R{r}"), 50, 5000)).collect()))
-                    .collect(),
-            ),
-        })
-        .await?;
-    let event = admin
-        .create_event(&NewEvent {
-            name: "Bench On-Sale".into(),
-            description: "benchmark".into(),
-            category: "concert".into(),
-            venue_id: venue,
-            performer_ids: vec![],
-            starts_at: "2030-06-01T20:00:00Z".into(),
-            hold_ttl_s: Some(600),
-            per_user_cap: Some(rows * 50),
-        })
-        .await?;
-    let total = rows * 50;
-    println!("event {event}: {total} seats, {clients} buyers, {duration_s} s max, nodes {}", urls.join(" "));
-    cfg.token = file["user_token"].as_str().context("user_token")?.to_string();
-    let user = Client::new(cfg)?;
-    let hold_lat = Arc::new(Mutex::new(Vec::new()));
-    let confirm_lat = Arc::new(Mutex::new(Vec::new()));
-    let sold = Arc::new(Mutex::new(Vec::<u32>::new()));
-    let conflicts = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let holds_done = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let start = Instant::now();
-    let until = start + Duration::from_secs(duration_s);
-    let mut tasks = Vec::new();
-    for i in 0..clients {
-        let (user, hold_lat, confirm_lat, sold, conflicts, holds_done) =
-            (user.clone(), hold_lat.clone(), confirm_lat.clone(), sold.clone(), conflicts.clone(), holds_done.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed * 1000 + i as u64);
-            while Instant::now() < until && holds_done.load(std::sync::atomic::Ordering::Relaxed) < holds_max {
-                let n = rng.gen_range(1..=4u32);
-                let first = rng.gen_range(0..total - n);
-                let t = Instant::now();
-                let r = user.hold(event, Selection::Seats((first..first + n).collect())).await;
-                hold_lat.lock().unwrap().push(t.elapsed().as_micros() as u64);
-                holds_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let h = match r {
-                    Ok(h) => h,
-                    Err(e) if e.code() == Some("seat_unavailable") => {
-                        conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        continue;
-                    }
-                    Err(e) => {
-                        eprintln!("hold failed: {e}");
-                        continue;
-                    }
-                };
-                let t = Instant::now();
-                match user.confirm(&h.hold_id, "bench").await {
-                    Ok(b) => {
-                        confirm_lat.lock().unwrap().push(t.elapsed().as_micros() as u64);
-                        sold.lock().unwrap().extend(b.seat_ids);
-                    }
-                    Err(e) => eprintln!("confirm failed: {e}"),
-                }
-            }
-        }));
+#[allow(clippy::too_many_arguments)]
+async fn search(dir: PathBuf, args: CatalogueArgs, n: usize, total: usize, workers: usize, limit: Duration, no_pg: bool, pg_port: u16) -> anyhow::Result<()> {
+    let info = ClusterInfo::load(&dir)?;
+    let cat = args.catalogue();
+    let qs = Arc::new(search_bench::queries(&cat, n, args.seed));
+    let http = reqwest::Client::builder().pool_max_idle_per_host(workers).build()?;
+    // Warm-up (not measured): one pass of the set on every node.
+    for addr in &info.addrs {
+        for q in qs.iter().take(60) {
+            search_bench::boxoffice_query(&http, addr, q).await?;
+        }
     }
-    for t in tasks {
-        t.await?;
+    println!("search: {} events, {} distinct queries, {workers} workers, {total} queries per system (≤ {} s)", args.events, n, limit.as_secs());
+    let addrs = Arc::new(info.addrs.clone());
+    let bo = search_bench::drive(qs.clone(), workers, total, limit, move |w, q| {
+        let (http, addrs) = (http.clone(), addrs.clone());
+        async move { search_bench::boxoffice_query(&http, &addrs[w % addrs.len()], &q).await }
+    })
+    .await;
+    if no_pg {
+        search_bench::print_table("Search latency (boxoffice, every node serving)", &[("boxoffice (3 nodes)", &bo)]);
+        return Ok(());
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    let mut hl = hold_lat.lock().unwrap().clone();
-    let mut cl = confirm_lat.lock().unwrap().clone();
-    hl.sort_unstable();
-    cl.sort_unstable();
-    let sold = sold.lock().unwrap().clone();
-    let distinct: BTreeSet<u32> = sold.iter().copied().collect();
-    println!("| metric | value |\n|---|---|");
-    println!("| elapsed | {elapsed:.1} s |");
-    println!("| hold attempts/s | {:.0} |", hl.len() as f64 / elapsed);
-    println!("| holds granted/s | {:.0} |", (hl.len() as u64 - conflicts.load(std::sync::atomic::Ordering::Relaxed)) as f64 / elapsed);
-    println!("| confirmed bookings/s | {:.0} |", cl.len() as f64 / elapsed);
-    println!("| seats sold | {} of {total} |", sold.len());
-    println!("| hold latency p50 / p99 / p999 | {:.1} / {:.1} / {:.1} ms |", percentile(&hl, 0.5) as f64 / 1e3, percentile(&hl, 0.99) as f64 / 1e3, percentile(&hl, 0.999) as f64 / 1e3);
-    println!("| confirm latency p50 / p99 / p999 | {:.1} / {:.1} / {:.1} ms |", percentile(&cl, 0.5) as f64 / 1e3, percentile(&cl, 0.99) as f64 / 1e3, percentile(&cl, 0.999) as f64 / 1e3);
-    if distinct.len() != sold.len() {
-        bail!("DOUBLE SALE: {} seats sold, {} distinct", sold.len(), distinct.len());
+    let pg = pg::Postgres::start(pg_port, &[("shared_buffers", "1GB"), ("max_connections", "200"), ("jit", "off")])?;
+    let conn = pg.connect().await?;
+    let t = std::time::Instant::now();
+    search_bench::pg_load(&conn, &cat).await?;
+    println!("PostgreSQL {}: loaded and indexed {} events in {:.0} s", pg.version, args.events, t.elapsed().as_secs_f64());
+    let mut conns = Vec::new();
+    for _ in 0..workers {
+        conns.push(Arc::new(pg.connect().await?));
     }
-    let map = admin.seats(event, Consistency::Linearizable).await?;
-    if map.sold as usize != sold.len() {
-        bail!("seat map says {} sold, clients were told {}", map.sold, sold.len());
+    let conns = Arc::new(conns);
+    for q in qs.iter().take(60) {
+        search_bench::pg_query(&conns[0], q).await?;
     }
-    println!("check: {} seats sold, all distinct, seat map agrees (sold = {})", sold.len(), map.sold);
+    let pgr = search_bench::drive(qs.clone(), workers, total, limit, move |w, q| {
+        let conns = conns.clone();
+        async move { search_bench::pg_query(&conns[w], &q).await }
+    })
+    .await;
+    search_bench::print_table(
+        "Search latency, same queries, same machine, same run",
+        &[("boxoffice (3 nodes)", &bo), (&format!("PostgreSQL {} FTS", pg.version), &pgr)],
+    );
+    println!(
+        "\nratio: boxoffice p99 {:.2} ms vs PostgreSQL {:.2} ms ({:.1}x); throughput {:.0} vs {:.0} q/s ({:.1}x)",
+        bo.all.p99_ms,
+        pgr.all.p99_ms,
+        pgr.all.p99_ms / bo.all.p99_ms.max(0.001),
+        bo.qps,
+        pgr.qps,
+        bo.qps / pgr.qps.max(0.001)
+    );
     Ok(())
 }

@@ -23,7 +23,7 @@ use tantivy::schema::{Field, IndexRecordOption, Schema, Value as _, FAST, INDEXE
 use tantivy::{doc, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
 
 /// Bumped whenever the schema changes: an index of another version is rebuilt.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 /// Memory budget of the index writer.
 pub const WRITER_MEMORY_BYTES: usize = 64 << 20;
 /// Events read from the replica per batch during a rebuild or catch-up.
@@ -40,6 +40,10 @@ pub const OFFSET_MAX: usize = 10_000;
 pub const GEO_CANDIDATES_MAX: usize = 20_000;
 /// How often changed availability figures are written to the index.
 pub const AVAILABILITY_REFRESH_MS: u64 = 1_000;
+/// Keyword searches first match words exactly (and the last word as a prefix);
+/// only when that finds fewer hits than this do typo-tolerant matches join in.
+/// Decided per query, not per page, so paging stays stable.
+pub const FUZZY_BELOW_HITS: usize = 20;
 /// Largest search radius.
 pub const RADIUS_KM_MAX: f64 = 20_000.0;
 
@@ -76,6 +80,9 @@ struct Fields {
     min_price_cents: Field,
     lat: Field,
     lon: Field,
+    /// Name, performers, venue and description together: typo-tolerant and prefix
+    /// matching run on this one field (one automaton per word, not one per field).
+    all_text: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -93,8 +100,9 @@ fn schema() -> (Schema, Fields) {
         performer_id: b.add_u64_field("performer_id", INDEXED),
         available: b.add_u64_field("available", INDEXED | STORED | FAST),
         min_price_cents: b.add_u64_field("min_price_cents", STORED),
-        lat: b.add_f64_field("lat", STORED | FAST),
-        lon: b.add_f64_field("lon", STORED | FAST),
+        lat: b.add_f64_field("lat", INDEXED | STORED | FAST),
+        lon: b.add_f64_field("lon", INDEXED | STORED | FAST),
+        all_text: b.add_text_field("all_text", TEXT),
     };
     (b.build(), f)
 }
@@ -286,6 +294,8 @@ impl SearchIndex {
             for &p in &e.spec.performer_ids {
                 d.add_u64(f.performer_id, p);
             }
+            let venue_name = venue.as_ref().map(|v| v.spec.name.as_str()).unwrap_or_default();
+            d.add_text(f.all_text, format!("{} {} {} {}", e.spec.name, performers.join(" "), venue_name, e.spec.description));
             w.add_document(d)?;
         }
         Ok(())
@@ -466,24 +476,31 @@ impl SearchIndex {
             .take(16)
             .collect();
         let text_fields = [f.name, f.performers, f.venue, f.description];
-        for (i, w) in words.iter().enumerate() {
-            let last = i + 1 == words.len();
-            let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-            for &field in &text_fields {
-                let term = Term::from_field_text(field, w);
-                // Exact matches rank well above fuzzy ones.
-                any.push((Occur::Should, Box::new(BoostQuery::new(Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs)), 4.0))));
+        // Each word must match; exactly in some field (ranked by field), or — in
+        // the typo-tolerant variant — within an edit distance in the combined field.
+        let text_query = |fuzzy: bool| -> Vec<(Occur, Box<dyn Query>)> {
+            let mut out: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+            for (i, w) in words.iter().enumerate() {
+                let last = i + 1 == words.len();
+                let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+                for &field in &text_fields {
+                    // Exact matches rank well above fuzzy ones.
+                    let term = Term::from_field_text(field, w);
+                    any.push((Occur::Should, Box::new(BoostQuery::new(Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)), 4.0))));
+                }
+                let all = Term::from_field_text(f.all_text, w);
                 let distance = if w.chars().count() >= 5 { 2 } else if w.chars().count() >= 3 { 1 } else { 0 };
-                if distance > 0 {
-                    any.push((Occur::Should, Box::new(FuzzyTermQuery::new(term.clone(), distance, true))));
+                if fuzzy && distance > 0 {
+                    any.push((Occur::Should, Box::new(FuzzyTermQuery::new(all.clone(), distance, true))));
                 }
                 if last {
                     // Type-ahead: the last word may be unfinished.
-                    any.push((Occur::Should, Box::new(BoostQuery::new(Box::new(FuzzyTermQuery::new_prefix(term, 0, false)), 2.0))));
+                    any.push((Occur::Should, Box::new(BoostQuery::new(Box::new(FuzzyTermQuery::new_prefix(all, 0, false)), 2.0))));
                 }
+                out.push((Occur::Must, Box::new(BooleanQuery::new(any))));
             }
-            must.push((Occur::Must, Box::new(BooleanQuery::new(any))));
-        }
+            out
+        };
         if let Some(c) = &req.city {
             must.push((Occur::Must, Box::new(TermQuery::new(Term::from_field_text(f.city, &c.to_lowercase()), IndexRecordOption::Basic))));
         }
@@ -504,8 +521,34 @@ impl SearchIndex {
             let hi = req.to_ms.map(|v| std::ops::Bound::Included(Term::from_field_i64(f.starts_at_ms, v))).unwrap_or(std::ops::Bound::Unbounded);
             must.push((Occur::Must, Box::new(RangeQuery::new(lo, hi))));
         }
-        let query: Box<dyn Query> = if must.is_empty() { Box::new(AllQuery) } else { Box::new(BooleanQuery::new(must)) };
+        if let Some((lat, lon, Some(radius))) = req.near {
+            // A bounding box on the indexed coordinates narrows the candidates;
+            // the exact great-circle test runs on what it lets through.
+            let dlat = (radius / 111.0).min(180.0);
+            must.push((Occur::Must, Box::new(RangeQuery::new(
+                std::ops::Bound::Included(Term::from_field_f64(f.lat, lat - dlat)),
+                std::ops::Bound::Included(Term::from_field_f64(f.lat, lat + dlat)),
+            ))));
+            let cos = (lat.abs() + dlat).min(89.0).to_radians().cos();
+            let dlon = radius / (111.0 * cos);
+            if lon - dlon >= -180.0 && lon + dlon <= 180.0 {
+                must.push((Occur::Must, Box::new(RangeQuery::new(
+                    std::ops::Bound::Included(Term::from_field_f64(f.lon, lon - dlon)),
+                    std::ops::Bound::Included(Term::from_field_f64(f.lon, lon + dlon)),
+                ))));
+            }
+        }
         let searcher = self.reader.searcher();
+        let build = |text: Vec<(Occur, Box<dyn Query>)>| -> Box<dyn Query> {
+            let all: Vec<(Occur, Box<dyn Query>)> = text.into_iter().chain(must.iter().map(|(o, q)| (*o, q.box_clone()))).collect();
+            if all.is_empty() { Box::new(AllQuery) } else { Box::new(BooleanQuery::new(all)) }
+        };
+        let query = if words.is_empty() {
+            build(Vec::new())
+        } else {
+            let exact = build(text_query(false));
+            if searcher.search(&*exact, &Count)? >= FUZZY_BELOW_HITS { exact } else { build(text_query(true)) }
+        };
         let limit = req.page_size;
         let by_date = req.sort == Sort::Date || (req.sort == Sort::Relevance && words.is_empty());
         let hit_of = |score: f32, addr: tantivy::DocAddress, distance_km: Option<f64>| -> anyhow::Result<Hit> {
@@ -536,10 +579,15 @@ impl SearchIndex {
                 searcher.search(&query, &(TopDocs::with_limit(GEO_CANDIDATES_MAX), Count))?
             };
             let mut located = Vec::new();
+            let mut columns = std::collections::HashMap::new();
             for (score, addr) in cands {
-                let d: TantivyDocument = searcher.doc(addr)?;
-                let vlat = d.get_first(f.lat).and_then(|v| v.as_f64()).unwrap_or(0.0);
-                let vlon = d.get_first(f.lon).and_then(|v| v.as_f64()).unwrap_or(0.0);
+                if !columns.contains_key(&addr.segment_ord) {
+                    let ff = searcher.segment_reader(addr.segment_ord).fast_fields();
+                    columns.insert(addr.segment_ord, (ff.f64("lat")?, ff.f64("lon")?));
+                }
+                let (lat_col, lon_col) = &columns[&addr.segment_ord];
+                let vlat = lat_col.first(addr.doc_id).unwrap_or(0.0);
+                let vlon = lon_col.first(addr.doc_id).unwrap_or(0.0);
                 let dist = haversine_km(lat, lon, vlat, vlon);
                 if radius.is_none_or(|r| dist <= r) {
                     located.push((score, addr, dist));

@@ -1,0 +1,124 @@
+//! The hot on-sale: one fresh event with many seats, C concurrent buyers each
+//! holding random available seats (1–4 per hold) and confirming them, for a
+//! bounded time. Prints holds/s, confirms/s and latency percentiles, then checks
+//! that no seat was sold twice.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use boxoffice_client::{Client, ClientConfig, Consistency, NewEvent, NewLayout, NewVenue, Selection};
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+use crate::stats::percentile;
+
+pub async fn onsale(dir: PathBuf, seats: u32, clients: usize, duration_s: u64, holds_max: u64, seed: u64) -> anyhow::Result<()> {
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).context("reading cluster.json; is `boxoffice dev` running?")?)?;
+    let urls: Vec<String> = file["nodes"].as_array().context("nodes")?.iter().map(|n| format!("http://{}", n["http"].as_str().unwrap_or_default())).collect();
+    let mut cfg = ClientConfig::new(urls.clone(), file["admin_token"].as_str().context("admin_token")?);
+    cfg.attempts_max = 20;
+    let admin = Client::new(cfg.clone())?;
+    let rows = seats.div_ceil(50);
+    let venue = admin
+        .create_venue(&NewVenue {
+            name: format!("Bench Arena {seed}"),
+            city: "Benchtown".into(),
+            lat: 0.0,
+            lon: 0.0,
+            // Sections of up to 100 rows of 50 seats.
+            layout: NewLayout::Seated(
+                (0..rows.div_ceil(100))
+                    .map(|sec| (format!("S{sec}"), (sec * 100..(sec * 100 + 100).min(rows)).map(|r| (format!("R{r}"), 50, 5000)).collect()))
+                    .collect(),
+            ),
+        })
+        .await?;
+    let event = admin
+        .create_event(&NewEvent {
+            name: "Bench On-Sale".into(),
+            description: "benchmark".into(),
+            category: "concert".into(),
+            venue_id: venue,
+            performer_ids: vec![],
+            starts_at: "2030-06-01T20:00:00Z".into(),
+            hold_ttl_s: Some(600),
+            per_user_cap: Some(rows * 50),
+        })
+        .await?;
+    let total = rows * 50;
+    println!("event {event}: {total} seats, {clients} buyers, {duration_s} s max, nodes {}", urls.join(" "));
+    cfg.token = file["user_token"].as_str().context("user_token")?.to_string();
+    let user = Client::new(cfg)?;
+    let hold_lat = Arc::new(Mutex::new(Vec::new()));
+    let confirm_lat = Arc::new(Mutex::new(Vec::new()));
+    let sold = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let conflicts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let holds_done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let until = start + Duration::from_secs(duration_s);
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let (user, hold_lat, confirm_lat, sold, conflicts, holds_done) =
+            (user.clone(), hold_lat.clone(), confirm_lat.clone(), sold.clone(), conflicts.clone(), holds_done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed * 1000 + i as u64);
+            while Instant::now() < until && holds_done.load(std::sync::atomic::Ordering::Relaxed) < holds_max {
+                let n = rng.gen_range(1..=4u32);
+                let first = rng.gen_range(0..total - n);
+                let t = Instant::now();
+                let r = user.hold(event, Selection::Seats((first..first + n).collect())).await;
+                hold_lat.lock().unwrap().push(t.elapsed().as_micros() as u64);
+                holds_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let h = match r {
+                    Ok(h) => h,
+                    Err(e) if e.code() == Some("seat_unavailable") => {
+                        conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        continue;
+                    }
+                    Err(e) => {
+                        eprintln!("hold failed: {e}");
+                        continue;
+                    }
+                };
+                let t = Instant::now();
+                match user.confirm(&h.hold_id, "bench").await {
+                    Ok(b) => {
+                        confirm_lat.lock().unwrap().push(t.elapsed().as_micros() as u64);
+                        sold.lock().unwrap().extend(b.seat_ids);
+                    }
+                    Err(e) => eprintln!("confirm failed: {e}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut hl = hold_lat.lock().unwrap().clone();
+    let mut cl = confirm_lat.lock().unwrap().clone();
+    hl.sort_unstable();
+    cl.sort_unstable();
+    let sold = sold.lock().unwrap().clone();
+    let distinct: BTreeSet<u32> = sold.iter().copied().collect();
+    println!("| metric | value |\n|---|---|");
+    println!("| elapsed | {elapsed:.1} s |");
+    println!("| hold attempts/s | {:.0} |", hl.len() as f64 / elapsed);
+    println!("| holds granted/s | {:.0} |", (hl.len() as u64 - conflicts.load(std::sync::atomic::Ordering::Relaxed)) as f64 / elapsed);
+    println!("| confirmed bookings/s | {:.0} |", cl.len() as f64 / elapsed);
+    println!("| seats sold | {} of {total} |", sold.len());
+    println!("| hold latency p50 / p99 / p999 | {:.1} / {:.1} / {:.1} ms |", percentile(&hl, 0.5) as f64 / 1e3, percentile(&hl, 0.99) as f64 / 1e3, percentile(&hl, 0.999) as f64 / 1e3);
+    println!("| confirm latency p50 / p99 / p999 | {:.1} / {:.1} / {:.1} ms |", percentile(&cl, 0.5) as f64 / 1e3, percentile(&cl, 0.99) as f64 / 1e3, percentile(&cl, 0.999) as f64 / 1e3);
+    if distinct.len() != sold.len() {
+        bail!("DOUBLE SALE: {} seats sold, {} distinct", sold.len(), distinct.len());
+    }
+    let map = admin.seats(event, Consistency::Linearizable).await?;
+    if map.sold as usize != sold.len() {
+        bail!("seat map says {} sold, clients were told {}", map.sold, sold.len());
+    }
+    println!("check: {} seats sold, all distinct, seat map agrees (sold = {})", sold.len(), map.sold);
+    Ok(())
+}
