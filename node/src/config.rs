@@ -61,6 +61,16 @@ pub struct Limits {
     pub sse_streams_max: usize,
     /// Event views cached in memory per node (emptied when full).
     pub event_cache_entries_max: usize,
+    /// Seat changes a live-stream consumer may fall behind its shard's feed before
+    /// it is dropped with a `reset` (the feed's per-subscriber buffer).
+    pub sse_lag_max: usize,
+    /// Longest a live stream waits for a stalled consumer to take an event before
+    /// dropping it (ms).
+    pub sse_send_timeout_ms: u64,
+    /// Kernel send buffer of each accepted connection (bytes); 0 leaves it to the
+    /// OS's autotuning (up to `net.ipv4.tcp_wmem`, often 4 MiB). A consumer that
+    /// stops reading pins up to this much kernel memory until it is dropped.
+    pub socket_send_buffer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -77,6 +87,9 @@ impl Default for Limits {
             replica_staleness_ms_max: 5_000,
             sse_streams_max: 10_000,
             event_cache_entries_max: 100_000,
+            sse_lag_max: 4_096,
+            sse_send_timeout_ms: 10_000,
+            socket_send_buffer_bytes: 0,
         }
     }
 }
@@ -148,6 +161,8 @@ impl NodeConfig {
             ("limits.peer_connect_timeout_ms", l.peer_connect_timeout_ms),
             ("limits.sse_streams_max", l.sse_streams_max as u64),
             ("limits.event_cache_entries_max", l.event_cache_entries_max as u64),
+            ("limits.sse_lag_max", l.sse_lag_max as u64),
+            ("limits.sse_send_timeout_ms", l.sse_send_timeout_ms),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be positive"));

@@ -8,7 +8,7 @@
 //! it missed; then live `change` events (id = applied index), each sent once.
 //! Expiries are announced by `expired` events at the expiry instant (within the
 //! timer's resolution, a few ms), from timers each stream keeps for the holds it
-//! knows. A consumer that falls [`SUBSCRIBER_BUFFER`] changes behind gets a `reset`
+//! knows. A consumer that falls [``limits.sse_lag_max``] changes behind gets a `reset`
 //! event and is dropped; it reconnects with its `Last-Event-ID`.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -29,8 +29,8 @@ use crate::node::now_ms;
 
 /// Seat changes kept per shard for resuming streams.
 pub const REPLAY_MAX: usize = 16_384;
-/// Changes one subscriber may fall behind before it is dropped with a reset.
-pub const SUBSCRIBER_BUFFER: usize = 4096;
+/// Events queued between a stream's task and its HTTP body.
+pub const STREAM_QUEUE: usize = 64;
 
 /// What happened to some seats of one event.
 #[derive(Clone, Debug, Serialize)]
@@ -68,10 +68,11 @@ pub struct Feed {
 
 impl Feed {
     /// Starts the feed of a shard's state machine.
-    pub fn start(sm: StateMachineStore) -> Arc<Feed> {
+    /// `lag_max` is how far a subscriber may fall behind (`limits.sse_lag_max`).
+    pub fn start(sm: StateMachineStore, lag_max: usize) -> Arc<Feed> {
         let mut changes = sm.changes();
         let start = sm.applied().borrow().index;
-        let (tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
+        let (tx, _) = broadcast::channel(lag_max.max(1));
         let feed = Arc::new(Feed { ring: Mutex::new(Ring { floor: start, changes: VecDeque::new() }), tx });
         let f = feed.clone();
         tokio::spawn(async move {
@@ -195,8 +196,22 @@ pub fn stream(
     event_id: u64,
     last_event_id: Option<u64>,
     permit: tokio::sync::OwnedSemaphorePermit,
+    send_timeout: Duration,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
-    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Event>(64);
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Event>(STREAM_QUEUE);
+    // Queues an event for the consumer; false when it is gone or has taken nothing
+    // for `send_timeout` (stalled: drop it rather than hold its slot and memory).
+    let send = move |tx: tokio::sync::mpsc::Sender<Event>, e: Event| async move {
+        match tokio::time::timeout(send_timeout, tx.send(e)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                // Best effort: tell it why, should it ever read again.
+                let _ = tx.try_send(sse_json("reset", None, &serde_json::json!({"reason": "consumer stalled; reconnect with Last-Event-ID"})));
+                false
+            }
+        }
+    };
     tokio::spawn(async move {
         // Held for the life of the stream.
         let _permit = permit;
@@ -214,7 +229,7 @@ pub fn stream(
                     }
                     track(&mut timers, &mut held_until, &c);
                     last_sent = c.index;
-                    if out_tx.send(sse_json("change", Some(c.index), &*c)).await.is_err() {
+                    if !send(out_tx.clone(), sse_json("change", Some(c.index), &*c)).await {
                         return;
                     }
                 }
@@ -222,7 +237,7 @@ pub fn stream(
             None => {
                 let tx = reader.begin(now_ms());
                 let Some(map) = tx.seat_map(event_id) else {
-                    let _ = out_tx.send(sse_json("error", None, &serde_json::json!({"code": "unknown_event", "event_id": event_id}))).await;
+                    let _ = send(out_tx.clone(), sse_json("error", None, &serde_json::json!({"code": "unknown_event", "event_id": event_id}))).await;
                     return;
                 };
                 last_sent = tx.freshness.applied_index;
@@ -233,7 +248,7 @@ pub fn stream(
                     }
                 }
                 let body = serde_json::json!({"shard": group.0, "freshness": tx.freshness, "seat_map": map});
-                if out_tx.send(sse_json("snapshot", Some(last_sent), &body)).await.is_err() {
+                if !send(out_tx.clone(), sse_json("snapshot", Some(last_sent), &body)).await {
                     return;
                 }
             }
@@ -245,7 +260,7 @@ pub fn stream(
                 r = rx.recv() => match r {
                     Ok(c) => {
                         if c.kind == "reset" {
-                            let _ = out_tx.send(sse_json("reset", None, &serde_json::json!({"reason": "replica installed a snapshot; reconnect"}))).await;
+                            let _ = send(out_tx.clone(), sse_json("reset", None, &serde_json::json!({"reason": "replica installed a snapshot; reconnect"}))).await;
                             return;
                         }
                         if c.event_id != event_id || c.index <= last_sent {
@@ -253,12 +268,14 @@ pub fn stream(
                         }
                         track(&mut timers, &mut held_until, &c);
                         last_sent = c.index;
-                        if out_tx.send(sse_json("change", Some(c.index), &*c)).await.is_err() {
+                        if !send(out_tx.clone(), sse_json("change", Some(c.index), &*c)).await {
                             return;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let _ = out_tx.send(sse_json("reset", None, &serde_json::json!({"reason": "consumer too slow; reconnect with Last-Event-ID"}))).await;
+                        // Best effort: a stalled consumer's queue is full, and waiting
+                        // for it is what this drop avoids.
+                        let _ = out_tx.try_send(sse_json("reset", None, &serde_json::json!({"reason": "consumer too slow; reconnect with Last-Event-ID"})));
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -273,7 +290,7 @@ pub fn stream(
                         }
                         held_until.remove(&key);
                         let body = serde_json::json!({"event_id": event_id, "seat_ids": seats, "quantity": quantity, "expired_at_ms": t});
-                        if out_tx.send(sse_json("expired", None, &body)).await.is_err() {
+                        if !send(out_tx.clone(), sse_json("expired", None, &body)).await {
                             return;
                         }
                     }

@@ -73,6 +73,9 @@ struct NodeArgs {
     /// Local reads answer 503 when the replica lags its clock by more (overrides the config file).
     #[arg(long)]
     replica_staleness_ms_max: Option<u64>,
+    /// Overrides one `[limits]` setting, e.g. `--limit sse_lag_max=1024` (repeatable).
+    #[arg(long = "limit", value_name = "NAME=VALUE")]
+    limits: Vec<String>,
 }
 
 #[derive(Args)]
@@ -146,6 +149,14 @@ fn resolve_node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
     if let Some(v) = args.cluster_key {
         set("cluster_key", toml::Value::String(v));
     }
+    for kv in &args.limits {
+        let (k, v) = kv.split_once('=').ok_or_else(|| anyhow::anyhow!("--limit takes NAME=VALUE, not {kv:?}"))?;
+        let v: i64 = v.parse().map_err(|_| anyhow::anyhow!("--limit {k}: {v:?} is not a whole number"))?;
+        let limits = raw.entry("limits").or_insert_with(|| toml::Value::Table(Default::default()));
+        if let toml::Value::Table(t) = limits {
+            t.insert(k.to_string(), toml::Value::Integer(v));
+        }
+    }
     if let Some(v) = args.replica_staleness_ms_max {
         let limits = raw.entry("limits").or_insert_with(|| toml::Value::Table(Default::default()));
         if let toml::Value::Table(t) = limits {
@@ -171,11 +182,20 @@ fn resolve_node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
 async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let config = resolve_node_config(args)?;
     let listen = config.listen;
+    let send_buffer = config.limits.socket_send_buffer_bytes;
     let keys = auth::TokenKeys::new(&config.token_secret);
     let node = node::Node::open(config).await?;
     let router = app::router(app::AppState { node: node.clone(), keys });
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(node_id = node.id(), %listen, "node listening");
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(move |tcp| {
+        if send_buffer > 0 {
+            if let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer) {
+                tracing::warn!(error = %e, "setting the socket send buffer failed");
+            }
+        }
+    });
     axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
     for (g, raft) in node.groups.all() {
         if let Err(e) = raft.shutdown().await {

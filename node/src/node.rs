@@ -187,7 +187,7 @@ impl Node {
             )
             .await?;
             if !group.is_catalogue() {
-                self.feeds.write().unwrap_or_else(|e| e.into_inner()).insert(group, crate::live::Feed::start(sm.clone()));
+                self.feeds.write().unwrap_or_else(|e| e.into_inner()).insert(group, crate::live::Feed::start(sm.clone(), self.config.limits.sse_lag_max));
             }
             self.stores.write().unwrap_or_else(|e| e.into_inner()).insert(group, GroupStores { log, sm, reader });
             self.groups.insert(group, raft);

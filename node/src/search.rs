@@ -543,12 +543,6 @@ impl SearchIndex {
             let all: Vec<(Occur, Box<dyn Query>)> = text.into_iter().chain(must.iter().map(|(o, q)| (*o, q.box_clone()))).collect();
             if all.is_empty() { Box::new(AllQuery) } else { Box::new(BooleanQuery::new(all)) }
         };
-        let query = if words.is_empty() {
-            build(Vec::new())
-        } else {
-            let exact = build(text_query(false));
-            if searcher.search(&*exact, &Count)? >= FUZZY_BELOW_HITS { exact } else { build(text_query(true)) }
-        };
         let limit = req.page_size;
         let by_date = req.sort == Sort::Date || (req.sort == Sort::Relevance && words.is_empty());
         let hit_of = |score: f32, addr: tantivy::DocAddress, distance_km: Option<f64>| -> anyhow::Result<Hit> {
@@ -568,15 +562,16 @@ impl SearchIndex {
                 distance_km,
             })
         };
-        let (results, total) = if let Some((lat, lon, radius)) = req.near {
+        let execute = |query: &dyn Query| -> anyhow::Result<(Vec<Hit>, usize)> {
+        Ok(if let Some((lat, lon, radius)) = req.near {
             // Candidates in relevance (or date) order, then the exact radius filter
             // and, if asked, distance order.
             let (cands, _): (Vec<(f32, tantivy::DocAddress)>, usize) = if by_date {
                 let c = TopDocs::with_limit(GEO_CANDIDATES_MAX).order_by_fast_field::<i64>("starts_at_ms", Order::Asc);
-                let (top, n) = searcher.search(&query, &(c, Count))?;
+                let (top, n) = searcher.search(query, &(c, Count))?;
                 (top.into_iter().map(|(_, a)| (0.0, a)).collect(), n)
             } else {
-                searcher.search(&query, &(TopDocs::with_limit(GEO_CANDIDATES_MAX), Count))?
+                searcher.search(query, &(TopDocs::with_limit(GEO_CANDIDATES_MAX), Count))?
             };
             let mut located = Vec::new();
             let mut columns = std::collections::HashMap::new();
@@ -601,11 +596,19 @@ impl SearchIndex {
             (page, total)
         } else if by_date {
             let collector = TopDocs::with_limit(limit).and_offset(req.offset).order_by_fast_field::<i64>("starts_at_ms", Order::Asc);
-            let (top, total) = searcher.search(&query, &(collector, Count))?;
+            let (top, total) = searcher.search(query, &(collector, Count))?;
             (top.into_iter().map(|(_, a)| hit_of(0.0, a, None)).collect::<anyhow::Result<Vec<_>>>()?, total)
         } else {
-            let (top, total) = searcher.search(&query, &(TopDocs::with_limit(limit).and_offset(req.offset), Count))?;
+            let (top, total) = searcher.search(query, &(TopDocs::with_limit(limit).and_offset(req.offset), Count))?;
             (top.into_iter().map(|(s, a)| hit_of(s, a, None)).collect::<anyhow::Result<Vec<_>>>()?, total)
+        })
+        };
+        // Exact matching first; typo tolerance only when that finds too little.
+        let (results, total) = if words.is_empty() {
+            execute(&*build(Vec::new()))?
+        } else {
+            let exact = execute(&*build(text_query(false)))?;
+            if exact.1 >= FUZZY_BELOW_HITS { exact } else { execute(&*build(text_query(true)))? }
         };
         let next = req.offset + results.len();
         let next_offset = (next < total && next < OFFSET_MAX).then_some(next);

@@ -887,3 +887,102 @@ async fn live_seat_map_stream_with_expiry_and_resume() {
 fn boxoffice_now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
+
+/// A consumer that stops reading its live stream is dropped (its stream slot and
+/// queue freed) while a consumer that keeps up on the same node gets every change
+/// exactly once. The node caps each connection's kernel send buffer at 64 KiB
+/// here (`limits.socket_send_buffer_bytes`; OS autotuning would buffer a few MB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_stream_consumer_is_dropped_and_memory_stays_bounded() {
+    use futures::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SEATS: u32 = 3200;
+    const BLOCK: u32 = 100;
+    const PER_BLOCK: u32 = 20;
+    const CHANGES: usize = 2 * (SEATS / BLOCK * PER_BLOCK) as usize;
+    let cluster = TestCluster::start(3, 1, &["--limit", "sse_lag_max=2048", "--limit", "sse_send_timeout_ms=5000", "--limit", "socket_send_buffer_bytes=65536"]).await;
+    let (event, _) = cluster.venue_and_event(SEATS, 600, SEATS).await;
+    let addr = cluster.nodes[1].addr.clone();
+    let node_admin = Client::new(client_config(vec![format!("http://{addr}")], mint("ops", true))).unwrap();
+    let open_streams = || async { node_admin.cluster().await.unwrap()["sse_streams_open"].as_u64().unwrap() };
+
+    // The slow consumer: a small receive window, and it never reads.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut slow = sock.connect(addr.parse().unwrap()).await.unwrap();
+    slow.write_all(format!("GET /v1/events/{event}/seats/stream HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+    // The good consumer reads everything.
+    let mut good = SseReader::open(&addr, event, None).await;
+    assert_eq!(good.next(Duration::from_secs(5)).await.unwrap().kind, "snapshot");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_streams().await < 2 {
+        assert!(Instant::now() < deadline, "both streams should be open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reader = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        let mut kinds = BTreeSet::new();
+        while ids.len() < CHANGES {
+            match good.next(Duration::from_secs(60)).await {
+                Some(e) => {
+                    kinds.insert(e.kind.clone());
+                    if e.kind == "change" {
+                        ids.push(e.id.unwrap());
+                    }
+                }
+                None => break,
+            }
+        }
+        (ids, kinds)
+    });
+
+    let user = cluster.user("streamer");
+    let blocks = SEATS / BLOCK;
+    let failures: usize = futures::stream::iter(0..blocks)
+        .map(|b| {
+            let user = user.clone();
+            async move {
+                let mut failed = 0;
+                for _ in 0..PER_BLOCK {
+                    let seats: Vec<u32> = (b * BLOCK..(b + 1) * BLOCK).collect();
+                    match user.hold(event, Selection::Seats(seats)).await {
+                        Ok(h) => failed += usize::from(user.release(&h.hold_id).await.is_err()),
+                        Err(_) => failed += 1,
+                    }
+                }
+                failed
+            }
+        })
+        .buffer_unordered(blocks as usize)
+        .fold(0, |a, b| async move { a + b })
+        .await;
+    assert_eq!(failures, 0, "every hold and release succeeds");
+
+    let (ids, kinds) = reader.await.unwrap();
+    assert_eq!(ids.len(), CHANGES, "the keeping-up consumer saw every change ({kinds:?})");
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len(), "each change once");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in log order");
+    assert!(!kinds.contains("reset"), "the keeping-up consumer was not dropped");
+    // The stalled stream was dropped: only the good one holds a slot.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while open_streams().await != 1 {
+        assert!(Instant::now() < deadline, "the stalled stream still holds its slot");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // What the slow consumer finally reads is cut short, and the response ends.
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let read_until = Instant::now() + Duration::from_secs(30);
+    while !got.ends_with(b"\r\n0\r\n\r\n") && Instant::now() < read_until {
+        match tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => panic!("reading the slow stream: {e}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{}", &text[..text.len().min(200)]);
+    assert!(text.ends_with("\r\n0\r\n\r\n"), "the response ended: {}", &text[text.len().saturating_sub(300)..]);
+    let changes = text.matches("event: change").count();
+    assert!(changes < CHANGES, "the slow consumer was cut off, not served all {CHANGES} changes ({changes})");
+}

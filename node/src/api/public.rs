@@ -538,5 +538,6 @@ async fn seat_stream(State(state): State<AppState>, Path(event_id): Path<String>
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::unavailable("overloaded", "too many live seat-map streams on this node; retry shortly"))?;
-    Ok(crate::live::stream(feed, st.reader.clone(), g, event_id, last_event_id, permit))
+    let send_timeout = std::time::Duration::from_millis(state.node.config.limits.sse_send_timeout_ms);
+    Ok(crate::live::stream(feed, st.reader.clone(), g, event_id, last_event_id, permit, send_timeout))
 }
