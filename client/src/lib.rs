@@ -18,6 +18,7 @@
 //!   attempt ended without an answer is reported as [`Error::OutcomeUnknown`] with
 //!   its key: it may have been applied; retry it with `*_with_key` to find out.
 
+mod stream;
 mod types;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +29,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+pub use stream::{SeatChange, SeatStream, StreamEvent, STREAM_IDLE_TIMEOUT};
 pub use types::*;
 
 /// Settings of a [`Client`].
@@ -199,12 +201,7 @@ impl Client {
         if status.is_success() {
             return Attempt::Done(Ok((status, value)));
         }
-        let problem = Problem {
-            status: status.as_u16(),
-            code: value["code"].as_str().unwrap_or("unknown").to_string(),
-            detail: value["detail"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()),
-            body: value,
-        };
+        let problem = problem_from(status, &bytes);
         if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             // 503 outcome_unknown and timeouts may have applied; not_leader,
             // overloaded and not_ready did not.
@@ -370,6 +367,25 @@ impl Client {
         let members: Vec<Value> = members.iter().map(|(id, addr)| json!({"id": id, "addr": addr})).collect();
         let (_, v) = self.call(Method::POST, "/admin/v1/cluster/init", Some(json!({"members": members, "shards": shards})), None).await?;
         Ok(v)
+    }
+}
+
+fn problem_from(status: StatusCode, bytes: &[u8]) -> Problem {
+    let value: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(bytes).unwrap_or(Value::Null) };
+    Problem {
+        status: status.as_u16(),
+        code: value["code"].as_str().unwrap_or("unknown").to_string(),
+        detail: value["detail"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned()),
+        body: value,
+    }
+}
+
+/// The problem a failed response carries.
+async fn problem_of(resp: reqwest::Response) -> Error {
+    let status = resp.status();
+    match resp.bytes().await {
+        Ok(b) => Error::Api(problem_from(status, &b)),
+        Err(e) => Error::Unavailable { attempts: 1, last: e.to_string() },
     }
 }
 

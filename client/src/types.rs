@@ -44,7 +44,7 @@ pub struct AppliedAt {
 }
 
 /// How fresh a read is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Freshness {
     /// Group read.
     pub shard: u16,

@@ -986,3 +986,50 @@ async fn slow_stream_consumer_is_dropped_and_memory_stays_bounded() {
     let changes = text.matches("event: change").count();
     assert!(changes < CHANGES, "the slow consumer was cut off, not served all {CHANGES} changes ({changes})");
 }
+
+/// The client library's live seat map: snapshot, then each change once, carried
+/// across the death of the node it was streaming from (reconnect elsewhere with
+/// Last-Event-ID).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_seat_stream_survives_its_node() {
+    use boxoffice_client::StreamEvent;
+    let mut cluster = TestCluster::start(3, 1, &[]).await;
+    let (event, _) = cluster.venue_and_event(20, 600, 20).await;
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| format!("http://{}", n.addr)).collect();
+    let watcher = Client::new(client_config(urls, mint("watcher", false))).unwrap();
+    let mut stream = watcher.seat_stream(event, None).await.unwrap();
+    let wait = Duration::from_secs(20);
+    match tokio::time::timeout(wait, stream.next()).await.unwrap().unwrap() {
+        StreamEvent::Snapshot(map) => assert_eq!((map.capacity, map.available), (20, 20)),
+        other => panic!("expected a snapshot first: {other:?}"),
+    }
+    let user = cluster.user("buyer");
+    let mut held = Vec::new();
+    let mut seen = Vec::new();
+    for seat in 0..5u32 {
+        held.push(user.hold(event, Selection::Seats(vec![seat])).await.unwrap().hold_id);
+    }
+    while seen.len() < 5 {
+        match tokio::time::timeout(wait, stream.next()).await.unwrap().unwrap() {
+            StreamEvent::Change(c) => seen.push(c),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // The stream is on node 0 (the first URL): kill it, keep selling.
+    cluster.kill(0);
+    for seat in 5..10u32 {
+        held.push(user.hold(event, Selection::Seats(vec![seat])).await.unwrap().hold_id);
+    }
+    while seen.len() < 10 {
+        match tokio::time::timeout(wait, stream.next()).await.expect("stream resumed").unwrap() {
+            StreamEvent::Change(c) => seen.push(c),
+            other => panic!("a resumable stream gets no new snapshot: {other:?}"),
+        }
+    }
+    assert!(stream.reconnects >= 1);
+    let ids: Vec<String> = seen.iter().map(|c| c.hold_id.clone()).collect();
+    assert_eq!(ids, held, "every change once, in order");
+    assert!(seen.windows(2).all(|w| w[0].index < w[1].index));
+    assert!(seen.iter().all(|c| c.kind == "held" && c.expires_at_ms.is_some()));
+    assert_eq!(stream.last_event_id(), Some(seen[9].index));
+}

@@ -1,0 +1,210 @@
+//! The live seat map: `GET /v1/events/{id}/seats/stream` (Server-Sent Events) with
+//! transparent reconnection.
+//!
+//! [`SeatStream::next`] yields the current seat map first, then every seat change
+//! as the answering node applies it, and expiries at their instant. When the
+//! connection ends, the node drops a slow consumer (`reset`), or a node dies, the
+//! stream reconnects — to the next node if need be — with `Last-Event-ID`, so no
+//! change is missed or repeated; if the node can no longer replay from there it
+//! starts over with a fresh [`StreamEvent::Snapshot`].
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::{Client, Error, Freshness, SeatMap};
+
+/// Longest a stream may stay silent (the node sends keep-alives every 15 s)
+/// before it is treated as dead and reconnected.
+pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// One seat change, as applied.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct SeatChange {
+    /// Applied log index (the stream position).
+    pub index: u64,
+    /// State-machine time of the change.
+    pub time_ms: u64,
+    /// The event.
+    pub event_id: u64,
+    /// `held`, `sold` or `released`.
+    pub kind: String,
+    /// The hold involved.
+    pub hold_id: String,
+    /// Seats (empty for general admission).
+    #[serde(default)]
+    pub seat_ids: Vec<u32>,
+    /// Tickets.
+    pub quantity: u32,
+    /// For `held`: when the hold expires.
+    #[serde(default)]
+    pub expires_at_ms: Option<u64>,
+}
+
+/// What a live seat-map stream delivers.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    /// The whole seat map, at the start and after a reconnect that could not resume.
+    Snapshot(SeatMap),
+    /// A change, once, in log order.
+    Change(SeatChange),
+    /// A hold's tickets became available because it expired.
+    Expired {
+        /// Seats (empty for general admission).
+        seat_ids: Vec<u32>,
+        /// Tickets.
+        quantity: u32,
+        /// The expiry instant.
+        expired_at_ms: u64,
+    },
+}
+
+/// A live seat-map stream; see the module docs.
+pub struct SeatStream {
+    client: Client,
+    event_id: u64,
+    last_id: Option<u64>,
+    resp: Option<reqwest::Response>,
+    buf: String,
+    /// Reconnections made so far.
+    pub reconnects: u64,
+}
+
+impl Client {
+    /// Opens the live seat map of an event, resuming after `last_event_id` if given.
+    pub async fn seat_stream(&self, event_id: u64, last_event_id: Option<u64>) -> Result<SeatStream, Error> {
+        let mut s = SeatStream { client: self.clone(), event_id, last_id: last_event_id, resp: None, buf: String::new(), reconnects: 0 };
+        s.connect().await?;
+        Ok(s)
+    }
+}
+
+impl SeatStream {
+    /// The position to resume from (the last delivered index).
+    pub fn last_event_id(&self) -> Option<u64> {
+        self.last_id
+    }
+
+    async fn connect(&mut self) -> Result<(), Error> {
+        let cfg = &self.client.inner.config;
+        let mut last = String::new();
+        for attempt in 0..cfg.attempts_max {
+            let i = self.client.inner.next.load(std::sync::atomic::Ordering::Relaxed);
+            let node = &cfg.nodes[i % cfg.nodes.len()];
+            let mut req = self
+                .client
+                .inner
+                .http
+                .get(format!("{node}/v1/events/{}/seats/stream", self.event_id))
+                .bearer_auth(&cfg.token)
+                // The stream is long-lived: no whole-request timeout.
+                .timeout(Duration::from_secs(365 * 24 * 3600));
+            if let Some(id) = self.last_id {
+                req = req.header("Last-Event-ID", id.to_string());
+            }
+            match req.send().await {
+                Ok(r) if r.status().is_success() => {
+                    self.resp = Some(r);
+                    self.buf.clear();
+                    return Ok(());
+                }
+                Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
+                    return Err(crate::problem_of(r).await);
+                }
+                Ok(r) => last = format!("{node}: {}", r.status()),
+                Err(e) => last = format!("{node}: {e}"),
+            }
+            let _ = self.client.inner.next.compare_exchange(i, i.wrapping_add(1), std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed);
+            if attempt + 1 < cfg.attempts_max {
+                tokio::time::sleep(Duration::from_millis(50 << attempt.min(4)).min(cfg.retry_wait_max)).await;
+            }
+        }
+        Err(Error::Unavailable { attempts: cfg.attempts_max, last })
+    }
+
+    /// Reconnects after the current connection failed or was reset.
+    async fn reconnect(&mut self) -> Result<(), Error> {
+        self.resp = None;
+        self.reconnects += 1;
+        let i = self.client.inner.next.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = self.client.inner.next.compare_exchange(i, i.wrapping_add(1), std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed);
+        self.connect().await
+    }
+
+    /// The next event. Errors only when no node can be reached after the
+    /// configured attempts, or the event does not exist.
+    pub async fn next(&mut self) -> Result<StreamEvent, Error> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                if let Some(e) = self.parse(&block)? {
+                    return Ok(e);
+                }
+                continue;
+            }
+            let Some(resp) = self.resp.as_mut() else {
+                self.reconnect().await?;
+                continue;
+            };
+            match tokio::time::timeout(STREAM_IDLE_TIMEOUT, resp.chunk()).await {
+                Ok(Ok(Some(bytes))) => self.buf.push_str(&String::from_utf8_lossy(&bytes)),
+                // Ended, failed or silent: resume elsewhere.
+                _ => self.reconnect().await?,
+            }
+        }
+    }
+
+    fn parse(&mut self, block: &str) -> Result<Option<StreamEvent>, Error> {
+        let (mut kind, mut id, mut data) = ("message", None, String::new());
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                kind = v.trim();
+            } else if let Some(v) = line.strip_prefix("id:") {
+                id = v.trim().parse::<u64>().ok();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+        if data.is_empty() {
+            return Ok(None); // keep-alive comment
+        }
+        let v: Value = serde_json::from_str(&data).map_err(|e| Error::Decode(e.to_string()))?;
+        let decode = |e: serde_json::Error| Error::Decode(e.to_string());
+        let event = match kind {
+            "snapshot" => {
+                let mut map = v["seat_map"].clone();
+                let f = &v["freshness"];
+                map["freshness"] = serde_json::to_value(Freshness {
+                    shard: v["shard"].as_u64().and_then(|s| u16::try_from(s).ok()).unwrap_or_default(),
+                    applied_index: f["applied_index"].as_u64().unwrap_or_default(),
+                    applied_time_ms: f["applied_time_ms"].as_u64().unwrap_or_default(),
+                    as_of_ms: f["as_of_ms"].as_u64().unwrap_or_default(),
+                })
+                .map_err(decode)?;
+                StreamEvent::Snapshot(serde_json::from_value(map).map_err(decode)?)
+            }
+            "change" => StreamEvent::Change(serde_json::from_value(v).map_err(decode)?),
+            "expired" => StreamEvent::Expired {
+                seat_ids: serde_json::from_value(v["seat_ids"].clone()).unwrap_or_default(),
+                quantity: v["quantity"].as_u64().and_then(|q| u32::try_from(q).ok()).unwrap_or_default(),
+                expired_at_ms: v["expired_at_ms"].as_u64().unwrap_or_default(),
+            },
+            "reset" => {
+                // The node dropped us (too slow, or its replica was replaced):
+                // resume from the last delivered change.
+                self.resp = None;
+                return Ok(None);
+            }
+            "error" => {
+                let code = v["code"].as_str().unwrap_or("stream_error").to_string();
+                return Err(Error::Api(crate::Problem { status: 404, code, detail: v.to_string(), body: v }));
+            }
+            _ => return Ok(None),
+        };
+        if id.is_some() {
+            self.last_id = id;
+        }
+        Ok(Some(event))
+    }
+}
