@@ -16,14 +16,23 @@ pub const EVENTS_PER_BATCH: usize = 400;
 pub const LOAD_PARALLEL: usize = 4;
 
 fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).expect("generated dates are in range");
-    t.format(&time::format_description::well_known::Rfc3339).expect("formatting a valid date")
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .expect("generated dates are in range");
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("formatting a valid date")
 }
 
 pub async fn load(admin: &Client, cat: &Catalogue) -> anyhow::Result<()> {
     let start = Instant::now();
-    let bar = indicatif::ProgressBar::new((cat.venues.len() + cat.performers.len() + cat.sizes.events) as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {per_sec} {msg}").expect("static template"));
+    let bar = indicatif::ProgressBar::new(
+        (cat.venues.len() + cat.performers.len() + cat.sizes.events) as u64,
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} {per_sec} {msg}",
+        )
+        .expect("static template"),
+    );
     bar.set_message("venues");
     let venue_ids: Vec<u64> = stream::iter(cat.venues.iter())
         .map(|v| {
@@ -31,11 +40,31 @@ pub async fn load(admin: &Client, cat: &Catalogue) -> anyhow::Result<()> {
             async move {
                 let layout = match v.seated_rows {
                     Some(rows) => NewLayout::Seated(
-                        (0..rows.div_ceil(50)).map(|s| (format!("S{s}"), (s * 50..(s * 50 + 50).min(rows)).map(|r| (format!("R{r}"), 20, v.price_cents)).collect())).collect(),
+                        (0..rows.div_ceil(50))
+                            .map(|s| {
+                                (
+                                    format!("S{s}"),
+                                    (s * 50..(s * 50 + 50).min(rows))
+                                        .map(|r| (format!("R{r}"), 20, v.price_cents))
+                                        .collect(),
+                                )
+                            })
+                            .collect(),
                     ),
-                    None => NewLayout::GeneralAdmission { capacity: v.capacity, price_cents: v.price_cents },
+                    None => NewLayout::GeneralAdmission {
+                        capacity: v.capacity,
+                        price_cents: v.price_cents,
+                    },
                 };
-                let id = admin.create_venue(&NewVenue { name: v.name.clone(), city: v.city.into(), lat: v.lat, lon: v.lon, layout }).await?;
+                let id = admin
+                    .create_venue(&NewVenue {
+                        name: v.name.clone(),
+                        city: v.city.into(),
+                        lat: v.lat,
+                        lon: v.lon,
+                        layout,
+                    })
+                    .await?;
                 bar.inc(1);
                 anyhow::Ok(id)
             }
@@ -85,7 +114,10 @@ pub async fn load(admin: &Client, cat: &Catalogue) -> anyhow::Result<()> {
         .map(|b| {
             let bar = bar.clone();
             async move {
-                let ids = admin.create_events(&b).await.context("creating a batch of events")?;
+                let ids = admin
+                    .create_events(&b)
+                    .await
+                    .context("creating a batch of events")?;
                 bar.inc(ids.len() as u64);
                 anyhow::Ok(())
             }

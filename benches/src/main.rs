@@ -45,7 +45,14 @@ struct CatalogueArgs {
 
 impl CatalogueArgs {
     fn catalogue(self) -> Catalogue {
-        Catalogue::new(self.seed, Sizes { venues: self.venues, performers: self.performers, events: self.events })
+        Catalogue::new(
+            self.seed,
+            Sizes {
+                venues: self.venues,
+                performers: self.performers,
+                events: self.events,
+            },
+        )
     }
 }
 
@@ -128,29 +135,82 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
-        Cmd::Onsale { cluster_dir, seats, clients, duration_s, holds_max, seed } => onsale::onsale(cluster_dir, seats, clients, duration_s, holds_max, seed).await,
-        Cmd::LoadCatalogue { cluster_dir, catalogue } => {
+        Cmd::Onsale {
+            cluster_dir,
+            seats,
+            clients,
+            duration_s,
+            holds_max,
+            seed,
+        } => onsale::onsale(cluster_dir, seats, clients, duration_s, holds_max, seed).await,
+        Cmd::LoadCatalogue {
+            cluster_dir,
+            catalogue,
+        } => {
             let info = ClusterInfo::load(&cluster_dir)?;
             let mut cfg = ClientConfig::new(info.urls(), &info.admin_token);
             cfg.attempts_max = 20;
             let admin = Client::new(cfg)?;
             load::load(&admin, &catalogue.catalogue()).await
         }
-        Cmd::Search { cluster_dir, catalogue, queries, total, workers, duration_s, no_pg, pg_port } => {
-            search(cluster_dir, catalogue, queries, total, workers, Duration::from_secs(duration_s), no_pg, pg_port).await
+        Cmd::Search {
+            cluster_dir,
+            catalogue,
+            queries,
+            total,
+            workers,
+            duration_s,
+            no_pg,
+            pg_port,
+        } => {
+            search(
+                cluster_dir,
+                catalogue,
+                queries,
+                total,
+                workers,
+                Duration::from_secs(duration_s),
+                no_pg,
+                pg_port,
+            )
+            .await
         }
-        Cmd::Reads { cluster_dir, workers, duration_s, freshness_samples, trivial_port } => {
-            reads::run(&ClusterInfo::load(&cluster_dir)?, workers, Duration::from_secs(duration_s), freshness_samples, trivial_port).await
+        Cmd::Reads {
+            cluster_dir,
+            workers,
+            duration_s,
+            freshness_samples,
+            trivial_port,
+        } => {
+            reads::run(
+                &ClusterInfo::load(&cluster_dir)?,
+                workers,
+                Duration::from_secs(duration_s),
+                freshness_samples,
+                trivial_port,
+            )
+            .await
         }
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn search(dir: PathBuf, args: CatalogueArgs, n: usize, total: usize, workers: usize, limit: Duration, no_pg: bool, pg_port: u16) -> anyhow::Result<()> {
+async fn search(
+    dir: PathBuf,
+    args: CatalogueArgs,
+    n: usize,
+    total: usize,
+    workers: usize,
+    limit: Duration,
+    no_pg: bool,
+    pg_port: u16,
+) -> anyhow::Result<()> {
     let info = ClusterInfo::load(&dir)?;
     let cat = args.catalogue();
     let qs = Arc::new(search_bench::queries(&cat, n, args.seed));
-    let http = reqwest::Client::builder().pool_max_idle_per_host(workers).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(workers)
+        .build()?;
     // Warm-up (not measured): one pass of the set on every node.
     for addr in &info.addrs {
         for q in qs.iter().take(60) {
@@ -165,14 +225,29 @@ async fn search(dir: PathBuf, args: CatalogueArgs, n: usize, total: usize, worke
     })
     .await;
     if no_pg {
-        search_bench::print_table("Search latency (boxoffice, every node serving)", &[("boxoffice (3 nodes)", &bo)]);
+        search_bench::print_table(
+            "Search latency (boxoffice, every node serving)",
+            &[("boxoffice (3 nodes)", &bo)],
+        );
         return Ok(());
     }
-    let pg = pg::Postgres::start(pg_port, &[("shared_buffers", "1GB"), ("max_connections", "200"), ("jit", "off")])?;
+    let pg = pg::Postgres::start(
+        pg_port,
+        &[
+            ("shared_buffers", "1GB"),
+            ("max_connections", "200"),
+            ("jit", "off"),
+        ],
+    )?;
     let conn = pg.connect().await?;
     let t = std::time::Instant::now();
     search_bench::pg_load(&conn, &cat).await?;
-    println!("PostgreSQL {}: loaded and indexed {} events in {:.0} s", pg.version, args.events, t.elapsed().as_secs_f64());
+    println!(
+        "PostgreSQL {}: loaded and indexed {} events in {:.0} s",
+        pg.version,
+        args.events,
+        t.elapsed().as_secs_f64()
+    );
     let mut conns = Vec::new();
     for _ in 0..workers {
         conns.push(Arc::new(pg.connect().await?));
@@ -188,7 +263,10 @@ async fn search(dir: PathBuf, args: CatalogueArgs, n: usize, total: usize, worke
     .await;
     search_bench::print_table(
         "Search latency, same queries, same machine, same run",
-        &[("boxoffice (3 nodes)", &bo), (&format!("PostgreSQL {} FTS", pg.version), &pgr)],
+        &[
+            ("boxoffice (3 nodes)", &bo),
+            (&format!("PostgreSQL {} FTS", pg.version), &pgr),
+        ],
     );
     println!(
         "\nratio: boxoffice p99 {:.2} ms vs PostgreSQL {:.2} ms ({:.1}x); throughput {:.0} vs {:.0} q/s ({:.1}x)",

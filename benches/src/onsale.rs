@@ -9,16 +9,36 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use boxoffice_client::{Client, ClientConfig, Consistency, NewEvent, NewLayout, NewVenue, Selection};
+use boxoffice_client::{
+    Client, ClientConfig, Consistency, NewEvent, NewLayout, NewVenue, Selection,
+};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::stats::percentile;
 
-pub async fn onsale(dir: PathBuf, seats: u32, clients: usize, duration_s: u64, holds_max: u64, seed: u64) -> anyhow::Result<()> {
-    let file: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).context("reading cluster.json; is `boxoffice dev` running?")?)?;
-    let urls: Vec<String> = file["nodes"].as_array().context("nodes")?.iter().map(|n| format!("http://{}", n["http"].as_str().unwrap_or_default())).collect();
-    let mut cfg = ClientConfig::new(urls.clone(), file["admin_token"].as_str().context("admin_token")?);
+pub async fn onsale(
+    dir: PathBuf,
+    seats: u32,
+    clients: usize,
+    duration_s: u64,
+    holds_max: u64,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("cluster.json"))
+            .context("reading cluster.json; is `boxoffice dev` running?")?,
+    )?;
+    let urls: Vec<String> = file["nodes"]
+        .as_array()
+        .context("nodes")?
+        .iter()
+        .map(|n| format!("http://{}", n["http"].as_str().unwrap_or_default()))
+        .collect();
+    let mut cfg = ClientConfig::new(
+        urls.clone(),
+        file["admin_token"].as_str().context("admin_token")?,
+    );
     cfg.attempts_max = 20;
     let admin = Client::new(cfg.clone())?;
     let rows = seats.div_ceil(50);
@@ -31,7 +51,14 @@ pub async fn onsale(dir: PathBuf, seats: u32, clients: usize, duration_s: u64, h
             // Sections of up to 100 rows of 50 seats.
             layout: NewLayout::Seated(
                 (0..rows.div_ceil(100))
-                    .map(|sec| (format!("S{sec}"), (sec * 100..(sec * 100 + 100).min(rows)).map(|r| (format!("R{r}"), 50, 5000)).collect()))
+                    .map(|sec| {
+                        (
+                            format!("S{sec}"),
+                            (sec * 100..(sec * 100 + 100).min(rows))
+                                .map(|r| (format!("R{r}"), 50, 5000))
+                                .collect(),
+                        )
+                    })
                     .collect(),
             ),
         })
@@ -49,8 +76,14 @@ pub async fn onsale(dir: PathBuf, seats: u32, clients: usize, duration_s: u64, h
         })
         .await?;
     let total = rows * 50;
-    println!("event {event}: {total} seats, {clients} buyers, {duration_s} s max, nodes {}", urls.join(" "));
-    cfg.token = file["user_token"].as_str().context("user_token")?.to_string();
+    println!(
+        "event {event}: {total} seats, {clients} buyers, {duration_s} s max, nodes {}",
+        urls.join(" ")
+    );
+    cfg.token = file["user_token"]
+        .as_str()
+        .context("user_token")?
+        .to_string();
     let user = Client::new(cfg)?;
     let hold_lat = Arc::new(Mutex::new(Vec::new()));
     let confirm_lat = Arc::new(Mutex::new(Vec::new()));
@@ -61,16 +94,29 @@ pub async fn onsale(dir: PathBuf, seats: u32, clients: usize, duration_s: u64, h
     let until = start + Duration::from_secs(duration_s);
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let (user, hold_lat, confirm_lat, sold, conflicts, holds_done) =
-            (user.clone(), hold_lat.clone(), confirm_lat.clone(), sold.clone(), conflicts.clone(), holds_done.clone());
+        let (user, hold_lat, confirm_lat, sold, conflicts, holds_done) = (
+            user.clone(),
+            hold_lat.clone(),
+            confirm_lat.clone(),
+            sold.clone(),
+            conflicts.clone(),
+            holds_done.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed * 1000 + i as u64);
-            while Instant::now() < until && holds_done.load(std::sync::atomic::Ordering::Relaxed) < holds_max {
+            while Instant::now() < until
+                && holds_done.load(std::sync::atomic::Ordering::Relaxed) < holds_max
+            {
                 let n = rng.gen_range(1..=4u32);
                 let first = rng.gen_range(0..total - n);
                 let t = Instant::now();
-                let r = user.hold(event, Selection::Seats((first..first + n).collect())).await;
-                hold_lat.lock().unwrap().push(t.elapsed().as_micros() as u64);
+                let r = user
+                    .hold(event, Selection::Seats((first..first + n).collect()))
+                    .await;
+                hold_lat
+                    .lock()
+                    .unwrap()
+                    .push(t.elapsed().as_micros() as u64);
                 holds_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let h = match r {
                     Ok(h) => h,
@@ -86,7 +132,10 @@ pub async fn onsale(dir: PathBuf, seats: u32, clients: usize, duration_s: u64, h
                 let t = Instant::now();
                 match user.confirm(&h.hold_id, "bench").await {
                     Ok(b) => {
-                        confirm_lat.lock().unwrap().push(t.elapsed().as_micros() as u64);
+                        confirm_lat
+                            .lock()
+                            .unwrap()
+                            .push(t.elapsed().as_micros() as u64);
                         sold.lock().unwrap().extend(b.seat_ids);
                     }
                     Err(e) => eprintln!("confirm failed: {e}"),
@@ -107,18 +156,46 @@ pub async fn onsale(dir: PathBuf, seats: u32, clients: usize, duration_s: u64, h
     println!("| metric | value |\n|---|---|");
     println!("| elapsed | {elapsed:.1} s |");
     println!("| hold attempts/s | {:.0} |", hl.len() as f64 / elapsed);
-    println!("| holds granted/s | {:.0} |", (hl.len() as u64 - conflicts.load(std::sync::atomic::Ordering::Relaxed)) as f64 / elapsed);
-    println!("| confirmed bookings/s | {:.0} |", cl.len() as f64 / elapsed);
+    println!(
+        "| holds granted/s | {:.0} |",
+        (hl.len() as u64 - conflicts.load(std::sync::atomic::Ordering::Relaxed)) as f64 / elapsed
+    );
+    println!(
+        "| confirmed bookings/s | {:.0} |",
+        cl.len() as f64 / elapsed
+    );
     println!("| seats sold | {} of {total} |", sold.len());
-    println!("| hold latency p50 / p99 / p999 | {:.1} / {:.1} / {:.1} ms |", percentile(&hl, 0.5) as f64 / 1e3, percentile(&hl, 0.99) as f64 / 1e3, percentile(&hl, 0.999) as f64 / 1e3);
-    println!("| confirm latency p50 / p99 / p999 | {:.1} / {:.1} / {:.1} ms |", percentile(&cl, 0.5) as f64 / 1e3, percentile(&cl, 0.99) as f64 / 1e3, percentile(&cl, 0.999) as f64 / 1e3);
+    println!(
+        "| hold latency p50 / p99 / p999 | {:.1} / {:.1} / {:.1} ms |",
+        percentile(&hl, 0.5) as f64 / 1e3,
+        percentile(&hl, 0.99) as f64 / 1e3,
+        percentile(&hl, 0.999) as f64 / 1e3
+    );
+    println!(
+        "| confirm latency p50 / p99 / p999 | {:.1} / {:.1} / {:.1} ms |",
+        percentile(&cl, 0.5) as f64 / 1e3,
+        percentile(&cl, 0.99) as f64 / 1e3,
+        percentile(&cl, 0.999) as f64 / 1e3
+    );
     if distinct.len() != sold.len() {
-        bail!("DOUBLE SALE: {} seats sold, {} distinct", sold.len(), distinct.len());
+        bail!(
+            "DOUBLE SALE: {} seats sold, {} distinct",
+            sold.len(),
+            distinct.len()
+        );
     }
     let map = admin.seats(event, Consistency::Linearizable).await?;
     if map.sold as usize != sold.len() {
-        bail!("seat map says {} sold, clients were told {}", map.sold, sold.len());
+        bail!(
+            "seat map says {} sold, clients were told {}",
+            map.sold,
+            sold.len()
+        );
     }
-    println!("check: {} seats sold, all distinct, seat map agrees (sold = {})", sold.len(), map.sold);
+    println!(
+        "check: {} seats sold, all distinct, seat map agrees (sold = {})",
+        sold.len(),
+        map.sold
+    );
     Ok(())
 }

@@ -20,7 +20,12 @@ pub struct Postgres {
 }
 
 fn find_bin() -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql").ok()?.flatten().map(|e| e.path().join("bin")).filter(|p| p.join("pg_ctl").exists()).collect();
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("pg_ctl").exists())
+        .collect();
     found.sort();
     found.pop()
 }
@@ -44,23 +49,67 @@ impl Postgres {
                 }
             }
         };
-        let version = bin.parent().and_then(Path::file_name).map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        let version = bin
+            .parent()
+            .and_then(Path::file_name)
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
         let dir = std::env::temp_dir().join(format!("boxoffice-bench-pg-{port}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         // PostgreSQL refuses to run as root: run it as the `postgres` user then.
         let as_postgres = is_root();
-        let pg = Postgres { bin, dir, port, as_postgres, version };
+        let pg = Postgres {
+            bin,
+            dir,
+            port,
+            as_postgres,
+            version,
+        };
         if as_postgres {
-            let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&pg.dir).status()?.success();
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&pg.dir)
+                .status()?
+                .success();
             anyhow::ensure!(ok, "chown of the PostgreSQL directory failed");
         }
-        pg.run("initdb", &["-D", &pg.data().to_string_lossy(), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])?;
-        let mut opts = format!("-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={}", pg.dir.display());
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &pg.data().to_string_lossy(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        )?;
+        let mut opts = format!(
+            "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={}",
+            pg.dir.display()
+        );
         for (k, v) in settings {
             opts.push_str(&format!(" -c {k}={v}"));
         }
-        pg.run("pg_ctl", &["-D", &pg.data().to_string_lossy(), "-l", &pg.dir.join("server.log").to_string_lossy(), "-o", &opts, "-w", "-t", &PG_START_TIMEOUT.as_secs().to_string(), "start"])?;
+        pg.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &pg.data().to_string_lossy(),
+                "-l",
+                &pg.dir.join("server.log").to_string_lossy(),
+                "-o",
+                &opts,
+                "-w",
+                "-t",
+                &PG_START_TIMEOUT.as_secs().to_string(),
+                "start",
+            ],
+        )?;
         Ok(pg)
     }
 
@@ -71,13 +120,21 @@ impl Postgres {
     fn run(&self, tool: &str, args: &[&str]) -> anyhow::Result<()> {
         let exe = self.bin.join(tool);
         let out = if self.as_postgres {
-            Command::new("runuser").args(["-u", "postgres", "--"]).arg(&exe).args(args).output()
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&exe)
+                .args(args)
+                .output()
         } else {
             Command::new(&exe).args(args).output()
         }
         .with_context(|| format!("running {}", exe.display()))?;
         if !out.status.success() {
-            bail!("{tool} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "{tool} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
@@ -86,7 +143,15 @@ impl Postgres {
     pub async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
         let deadline = Instant::now() + PG_START_TIMEOUT;
         loop {
-            match tokio_postgres::connect(&format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port), tokio_postgres::NoTls).await {
+            match tokio_postgres::connect(
+                &format!(
+                    "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                    self.port
+                ),
+                tokio_postgres::NoTls,
+            )
+            .await
+            {
                 Ok((client, conn)) => {
                     tokio::spawn(async move {
                         let _ = conn.await;
@@ -105,12 +170,26 @@ impl Postgres {
 
 fn is_root() -> bool {
     // `id -u` avoids an FFI dependency for one number.
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let _ = self.run("pg_ctl", &["-D", &self.data().to_string_lossy(), "-m", "immediate", "-w", "stop"]);
+        let _ = self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().to_string_lossy(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -30,14 +30,18 @@ struct ModeResult {
 }
 
 async fn drive(name: &str, urls: Arc<Vec<String>>, workers: usize, limit: Duration) -> ModeResult {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(workers).build().expect("static client config");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(workers)
+        .build()
+        .expect("static client config");
     let samples = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + limit;
     let mut tasks = Vec::new();
     for w in 0..workers {
-        let (http, urls, samples, errors) = (http.clone(), urls.clone(), samples.clone(), errors.clone());
+        let (http, urls, samples, errors) =
+            (http.clone(), urls.clone(), samples.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             let mut i = w;
@@ -54,18 +58,34 @@ async fn drive(name: &str, urls: Arc<Vec<String>>, workers: usize, limit: Durati
                 }
                 i += 1;
             }
-            samples.lock().unwrap_or_else(|e| e.into_inner()).extend(mine);
+            samples
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(mine);
         }));
     }
     for t in tasks {
         let _ = t.await;
     }
     let secs = start.elapsed().as_secs_f64();
-    let lat = summarize(std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner())));
-    ModeResult { name: name.into(), rps: lat.count as f64 / secs, lat, errors: errors.load(std::sync::atomic::Ordering::Relaxed) }
+    let lat = summarize(std::mem::take(
+        &mut *samples.lock().unwrap_or_else(|e| e.into_inner()),
+    ));
+    ModeResult {
+        name: name.into(),
+        rps: lat.count as f64 / secs,
+        lat,
+        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+    }
 }
 
-pub async fn run(info: &ClusterInfo, workers: usize, limit: Duration, samples: usize, trivial_port: u16) -> anyhow::Result<()> {
+pub async fn run(
+    info: &ClusterInfo,
+    workers: usize,
+    limit: Duration,
+    samples: usize,
+    trivial_port: u16,
+) -> anyhow::Result<()> {
     let mut cfg = ClientConfig::new(info.urls(), &info.admin_token);
     cfg.attempts_max = 20;
     let admin = Client::new(cfg.clone())?;
@@ -75,7 +95,16 @@ pub async fn run(info: &ClusterInfo, workers: usize, limit: Duration, samples: u
             city: "Benchtown".into(),
             lat: 0.0,
             lon: 0.0,
-            layout: NewLayout::Seated((0..4).map(|s| (format!("S{s}"), (0..10).map(|r| (format!("R{r}"), 25, 4000)).collect())).collect()),
+            layout: NewLayout::Seated(
+                (0..4)
+                    .map(|s| {
+                        (
+                            format!("S{s}"),
+                            (0..10).map(|r| (format!("R{r}"), 25, 4000)).collect(),
+                        )
+                    })
+                    .collect(),
+            ),
         })
         .await?;
     let perf = admin.create_performer("Reads Bench Quartet", "").await?;
@@ -95,13 +124,25 @@ pub async fn run(info: &ClusterInfo, workers: usize, limit: Duration, samples: u
     let user = Client::new(cfg.clone())?;
     // Some seats sold and held, so the seat map is not trivial.
     for s in 0..20u32 {
-        let h = user.hold(seated, Selection::Seats(vec![s * 7, s * 7 + 1])).await?;
+        let h = user
+            .hold(seated, Selection::Seats(vec![s * 7, s * 7 + 1]))
+            .await?;
         if s % 2 == 0 {
             user.confirm(&h.hold_id, "bench").await?;
         }
     }
     let urls_for = |suffix: &str| -> Arc<Vec<String>> {
-        Arc::new(info.addrs.iter().flat_map(|a| [format!("http://{a}/v1/events/{seated}{suffix}"), format!("http://{a}/v1/events/{seated}/seats{suffix}")]).collect())
+        Arc::new(
+            info.addrs
+                .iter()
+                .flat_map(|a| {
+                    [
+                        format!("http://{a}/v1/events/{seated}{suffix}"),
+                        format!("http://{a}/v1/events/{seated}/seats{suffix}"),
+                    ]
+                })
+                .collect(),
+        )
     };
     let local = urls_for("");
     let linear = urls_for("?consistency=linearizable");
@@ -112,18 +153,29 @@ pub async fn run(info: &ClusterInfo, workers: usize, limit: Duration, samples: u
         size += http.get(u).send().await?.bytes().await?.len();
     }
     let body = Arc::new(format!("{{\"pad\":\"{}\"}}", "x".repeat(size / 2)));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", trivial_port)).await.with_context(|| format!("binding 127.0.0.1:{trivial_port}"))?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", trivial_port))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{trivial_port}"))?;
     let app = axum::Router::new().route(
         "/",
         axum::routing::get(move || {
             let body = body.clone();
-            async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], (*body).clone()) }
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    (*body).clone(),
+                )
+            }
         }),
     );
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let trivial = Arc::new(vec![format!("http://127.0.0.1:{trivial_port}/")]);
 
-    println!("reads: event {seated} (1000 seats), {workers} workers, {} s per mode, nodes {}", limit.as_secs(), info.addrs.join(" "));
+    println!(
+        "reads: event {seated} (1000 seats), {workers} workers, {} s per mode, nodes {}",
+        limit.as_secs(),
+        info.addrs.join(" ")
+    );
     let mut results = Vec::new();
     for (name, urls) in [
         ("follower reads (any node, local replica)", local.clone()),
@@ -137,7 +189,10 @@ pub async fn run(info: &ClusterInfo, workers: usize, limit: Duration, samples: u
     server.abort();
     println!("\n### Event view + seat map reads\n\n| mode | reads/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|");
     for r in &results {
-        println!("| {} | {:.0} | {:.2} | {:.2} | {} |", r.name, r.rps, r.lat.p50_ms, r.lat.p99_ms, r.errors);
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {} |",
+            r.name, r.rps, r.lat.p50_ms, r.lat.p99_ms, r.errors
+        );
     }
     println!(
         "\nfollower reads are {:.1}x linearizable and {:.0}% of the trivial handler's throughput",
@@ -147,9 +202,23 @@ pub async fn run(info: &ClusterInfo, workers: usize, limit: Duration, samples: u
     freshness(info, &admin, &cfg, samples).await
 }
 
-async fn freshness(info: &ClusterInfo, admin: &Client, cfg: &ClientConfig, samples: usize) -> anyhow::Result<()> {
+async fn freshness(
+    info: &ClusterInfo,
+    admin: &Client,
+    cfg: &ClientConfig,
+    samples: usize,
+) -> anyhow::Result<()> {
     let venue = admin
-        .create_venue(&NewVenue { name: "Freshness Bench Club".into(), city: "Benchtown".into(), lat: 0.0, lon: 0.0, layout: NewLayout::GeneralAdmission { capacity: 100_000, price_cents: 1000 } })
+        .create_venue(&NewVenue {
+            name: "Freshness Bench Club".into(),
+            city: "Benchtown".into(),
+            lat: 0.0,
+            lon: 0.0,
+            layout: NewLayout::GeneralAdmission {
+                capacity: 100_000,
+                price_cents: 1000,
+            },
+        })
         .await?;
     let event = admin
         .create_event(&NewEvent {
@@ -163,14 +232,36 @@ async fn freshness(info: &ClusterInfo, admin: &Client, cfg: &ClientConfig, sampl
             per_user_cap: Some(100_000),
         })
         .await?;
-    let shard = admin.event(event, boxoffice_client::Consistency::Linearizable).await?.event.shard.context("event shard")?;
+    let shard = admin
+        .event(event, boxoffice_client::Consistency::Linearizable)
+        .await?
+        .event
+        .shard
+        .context("event shard")?;
     // The shard's leader takes the writes; every other node is a follower.
     let cluster = admin.cluster().await?;
-    let leader_id = cluster["groups"].as_array().context("groups")?.iter().find(|g| g["group"].as_u64() == Some(u64::from(shard))).and_then(|g| g["leader"].as_u64()).context("shard leader")?;
+    let leader_id = cluster["groups"]
+        .as_array()
+        .context("groups")?
+        .iter()
+        .find(|g| g["group"].as_u64() == Some(u64::from(shard)))
+        .and_then(|g| g["leader"].as_u64())
+        .context("shard leader")?;
     let members = cluster["members"].as_array().context("members")?;
-    let addr_of = |id: u64| members.iter().find(|m| m["id"].as_u64() == Some(id)).and_then(|m| m["addr"].as_str()).map(str::to_string);
+    let addr_of = |id: u64| {
+        members
+            .iter()
+            .find(|m| m["id"].as_u64() == Some(id))
+            .and_then(|m| m["addr"].as_str())
+            .map(str::to_string)
+    };
     let leader_addr = addr_of(leader_id).context("leader address")?;
-    let followers: Vec<String> = info.addrs.iter().filter(|a| **a != leader_addr).cloned().collect();
+    let followers: Vec<String> = info
+        .addrs
+        .iter()
+        .filter(|a| **a != leader_addr)
+        .cloned()
+        .collect();
     anyhow::ensure!(!followers.is_empty(), "no follower to measure");
     let mut lcfg = cfg.clone();
     lcfg.nodes = vec![format!("http://{leader_addr}")];
@@ -181,8 +272,15 @@ async fn freshness(info: &ClusterInfo, admin: &Client, cfg: &ClientConfig, sampl
     let http = reqwest::Client::new();
     let mut streams = Vec::new();
     for (fi, f) in followers.iter().enumerate() {
-        let resp = http.get(format!("http://{f}/v1/events/{event}/seats/stream")).send().await?;
-        anyhow::ensure!(resp.status().is_success(), "stream on {f}: {}", resp.status());
+        let resp = http
+            .get(format!("http://{f}/v1/events/{event}/seats/stream"))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "stream on {f}: {}",
+            resp.status()
+        );
         let arrivals = arrivals.clone();
         streams.push(tokio::spawn(async move {
             let mut resp = resp;
@@ -196,7 +294,10 @@ async fn freshness(info: &ClusterInfo, admin: &Client, cfg: &ClientConfig, sampl
                         if let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim()) {
                             if v["kind"] == "sold" {
                                 if let Some(h) = v["hold_id"].as_str() {
-                                    arrivals.lock().unwrap_or_else(|e| e.into_inner()).insert((fi, h.to_string()), now);
+                                    arrivals
+                                        .lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .insert((fi, h.to_string()), now);
                                 }
                             }
                         }
@@ -217,7 +318,12 @@ async fn freshness(info: &ClusterInfo, admin: &Client, cfg: &ClientConfig, sampl
         let sold = (i + 1) as u64;
         for f in &followers {
             loop {
-                let v: serde_json::Value = http.get(format!("http://{f}/v1/events/{event}/seats")).send().await?.json().await?;
+                let v: serde_json::Value = http
+                    .get(format!("http://{f}/v1/events/{event}/seats"))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
                 if v["sold"].as_u64().unwrap_or(0) >= sold {
                     poll_lat.push(acked.elapsed().as_micros() as u64);
                     break;
@@ -232,7 +338,11 @@ async fn freshness(info: &ClusterInfo, admin: &Client, cfg: &ClientConfig, sampl
         let deadline = acked + FRESHNESS_TIMEOUT;
         for fi in 0..followers.len() {
             loop {
-                let at = arrivals.lock().unwrap_or_else(|e| e.into_inner()).get(&(fi, h.hold_id.clone())).copied();
+                let at = arrivals
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&(fi, h.hold_id.clone()))
+                    .copied();
                 match at {
                     Some(t) if t <= acked => {
                         sse_before_ack += 1;
@@ -258,8 +368,17 @@ async fn freshness(info: &ClusterInfo, admin: &Client, cfg: &ClientConfig, sampl
     let (p, s) = (summarize(poll_lat), summarize(sse_lat));
     println!("\n### Freshness: sale acknowledged by the shard leader → visible on a follower ({samples} sales × {} followers)\n", followers.len());
     println!("| path | p50 ms | p99 ms | samples |\n|---|---|---|---|");
-    println!("| follower seat map (polled) | {:.2} | {:.2} | {} |", p.p50_ms, p.p99_ms, p.count);
-    println!("| follower SSE stream | {:.2} | {:.2} | {} ({sse_before_ack} arrived before the ack) |", s.p50_ms, s.p99_ms, s.count);
-    anyhow::ensure!(lost == 0, "{lost} sales never showed up on a follower within {FRESHNESS_TIMEOUT:?}");
+    println!(
+        "| follower seat map (polled) | {:.2} | {:.2} | {} |",
+        p.p50_ms, p.p99_ms, p.count
+    );
+    println!(
+        "| follower SSE stream | {:.2} | {:.2} | {} ({sse_before_ack} arrived before the ack) |",
+        s.p50_ms, s.p99_ms, s.count
+    );
+    anyhow::ensure!(
+        lost == 0,
+        "{lost} sales never showed up on a follower within {FRESHNESS_TIMEOUT:?}"
+    );
     Ok(())
 }

@@ -31,7 +31,14 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [Kind::Keyword, Kind::Fuzzy, Kind::KeywordDate, Kind::Geo, Kind::CategoryDate, Kind::AvailableKeyword];
+    pub const ALL: [Kind; 6] = [
+        Kind::Keyword,
+        Kind::Fuzzy,
+        Kind::KeywordDate,
+        Kind::Geo,
+        Kind::CategoryDate,
+        Kind::AvailableKeyword,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             Kind::Keyword => "keyword",
@@ -59,7 +66,16 @@ pub struct Query {
 /// A deterministic mixed query set drawn from the catalogue's vocabulary.
 pub fn queries(cat: &Catalogue, n: usize, seed: u64) -> Vec<Query> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let cats = ["concert", "jazz", "classical", "comedy", "theatre", "family", "festival", "sports"];
+    let cats = [
+        "concert",
+        "jazz",
+        "classical",
+        "comedy",
+        "theatre",
+        "family",
+        "festival",
+        "sports",
+    ];
     (0..n)
         .map(|i| {
             let kind = Kind::ALL[i % Kind::ALL.len()];
@@ -67,10 +83,26 @@ pub fn queries(cat: &Catalogue, n: usize, seed: u64) -> Vec<Query> {
             let words: Vec<&str> = performer.split(' ').filter(|w| *w != "the").collect();
             let word = words[rng.gen_range(0..words.len())].to_string();
             let from = DATES_FROM_MS + rng.gen_range(0..DATES_SPAN_MS / 86_400_000) * 86_400_000;
-            let mut q = Query { kind, q: None, from_ms: None, to_ms: None, category: None, near: None, available_only: false };
+            let mut q = Query {
+                kind,
+                q: None,
+                from_ms: None,
+                to_ms: None,
+                category: None,
+                near: None,
+                available_only: false,
+            };
             match kind {
                 Kind::Keyword => q.q = Some(words.join(" ")),
-                Kind::Fuzzy => q.q = Some(words.iter().map(|w| typo(w, &mut rng)).collect::<Vec<_>>().join(" ")),
+                Kind::Fuzzy => {
+                    q.q = Some(
+                        words
+                            .iter()
+                            .map(|w| typo(w, &mut rng))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    )
+                }
                 Kind::KeywordDate => {
                     q.q = Some(word);
                     q.from_ms = Some(from);
@@ -97,8 +129,10 @@ pub fn queries(cat: &Catalogue, n: usize, seed: u64) -> Vec<Query> {
 }
 
 fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).expect("in range");
-    t.format(&time::format_description::well_known::Rfc3339).expect("valid")
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .expect("in range");
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("valid")
 }
 
 impl Query {
@@ -128,13 +162,22 @@ impl Query {
         if self.q.is_none() {
             p.push(("sort".into(), "date".into()));
         }
-        p.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&")
+        p.iter()
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&")
     }
 }
 
 fn urlencode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -148,7 +191,13 @@ pub struct RunResult {
 
 /// Runs `queries` with `workers` concurrent workers until each has run its share
 /// of `total` queries or `time_limit` passes. `run` answers one query (Ok = hits).
-pub async fn drive<F, Fut>(queries: Arc<Vec<Query>>, workers: usize, total: usize, time_limit: Duration, run: F) -> RunResult
+pub async fn drive<F, Fut>(
+    queries: Arc<Vec<Query>>,
+    workers: usize,
+    total: usize,
+    time_limit: Duration,
+    run: F,
+) -> RunResult
 where
     F: Fn(usize, Query) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<u64>> + Send,
@@ -159,7 +208,12 @@ where
     let deadline = start + time_limit;
     let mut tasks = Vec::new();
     for w in 0..workers {
-        let (queries, samples, errors, run) = (queries.clone(), samples.clone(), errors.clone(), run.clone());
+        let (queries, samples, errors, run) = (
+            queries.clone(),
+            samples.clone(),
+            errors.clone(),
+            run.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut i = w;
             let mut mine = Vec::new();
@@ -177,7 +231,10 @@ where
                 }
                 i += workers;
             }
-            samples.lock().unwrap_or_else(|e| e.into_inner()).extend(mine);
+            samples
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(mine);
         }));
     }
     for t in tasks {
@@ -187,15 +244,32 @@ where
     let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
     let mut by_kind = BTreeMap::new();
     for k in Kind::ALL {
-        by_kind.insert(k, summarize(samples.iter().filter(|(kk, _)| *kk == k).map(|(_, l)| *l).collect()));
+        by_kind.insert(
+            k,
+            summarize(
+                samples
+                    .iter()
+                    .filter(|(kk, _)| *kk == k)
+                    .map(|(_, l)| *l)
+                    .collect(),
+            ),
+        );
     }
     let all = summarize(samples.iter().map(|(_, l)| *l).collect());
-    RunResult { qps: all.count as f64 / secs, by_kind, all, errors: errors.load(std::sync::atomic::Ordering::Relaxed) }
+    RunResult {
+        qps: all.count as f64 / secs,
+        by_kind,
+        all,
+        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+    }
 }
 
 /// One query against a node's `/v1/search`.
 pub async fn boxoffice_query(http: &reqwest::Client, addr: &str, q: &Query) -> anyhow::Result<u64> {
-    let r = http.get(format!("http://{addr}/v1/search?{}", q.to_url_query())).send().await?;
+    let r = http
+        .get(format!("http://{addr}/v1/search?{}", q.to_url_query()))
+        .send()
+        .await?;
     let status = r.status();
     let v: serde_json::Value = r.json().await?;
     anyhow::ensure!(status.is_success(), "{status}: {v}");
@@ -236,7 +310,10 @@ pub fn pg_err(e: tokio_postgres::Error) -> anyhow::Error {
 }
 
 fn copy_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n").replace('\r', "\\r")
+    s.replace('\\', "\\\\")
+        .replace('\t', "\\t")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
 }
 
 /// Loads the catalogue's events (denormalised, as the search index holds them).
@@ -247,7 +324,11 @@ pub async fn pg_load(pg: &tokio_postgres::Client, cat: &Catalogue) -> anyhow::Re
     let mut buf = String::new();
     for (i, e) in cat.events().enumerate() {
         let v = &cat.venues[e.venue];
-        let performers: Vec<&str> = e.performers.iter().map(|&p| cat.performers[p].as_str()).collect();
+        let performers: Vec<&str> = e
+            .performers
+            .iter()
+            .map(|&p| cat.performers[p].as_str())
+            .collect();
         buf.push_str(&format!(
             "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
             i + 1,
@@ -264,7 +345,9 @@ pub async fn pg_load(pg: &tokio_postgres::Client, cat: &Catalogue) -> anyhow::Re
             v.price_cents
         ));
         if buf.len() > 1 << 20 {
-            sink.send(bytes::Bytes::from(std::mem::take(&mut buf))).await.map_err(pg_err)?;
+            sink.send(bytes::Bytes::from(std::mem::take(&mut buf)))
+                .await
+                .map_err(pg_err)?;
         }
     }
     if !buf.is_empty() {
@@ -272,22 +355,37 @@ pub async fn pg_load(pg: &tokio_postgres::Client, cat: &Catalogue) -> anyhow::Re
     }
     sink.finish().await.map_err(pg_err)?;
     pg.batch_execute(PG_INDEXES).await.map_err(pg_err)?;
-    pg.batch_execute("VACUUM ANALYZE events").await.map_err(pg_err)?;
+    pg.batch_execute("VACUUM ANALYZE events")
+        .await
+        .map_err(pg_err)?;
     Ok(())
 }
 
 fn tsquery(q: &str) -> String {
-    let words: Vec<String> = q.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
+    let words: Vec<String> = q
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
     let n = words.len();
-    words.into_iter().enumerate().map(|(i, w)| if i + 1 == n { format!("{w}:*") } else { w }).collect::<Vec<_>>().join(" & ")
+    words
+        .into_iter()
+        .enumerate()
+        .map(|(i, w)| if i + 1 == n { format!("{w}:*") } else { w })
+        .collect::<Vec<_>>()
+        .join(" & ")
 }
 
 const COLS: &str = "id, name, starts_at, venue_name, city, category, min_price_cents, available";
 
 /// One query against PostgreSQL, the way a classic design would write it.
 pub async fn pg_query(pg: &tokio_postgres::Client, q: &Query) -> anyhow::Result<u64> {
-    let from = q.from_ms.map(|m| std::time::UNIX_EPOCH + Duration::from_millis(m as u64));
-    let to = q.to_ms.map(|m| std::time::UNIX_EPOCH + Duration::from_millis(m as u64));
+    let from = q
+        .from_ms
+        .map(|m| std::time::UNIX_EPOCH + Duration::from_millis(m as u64));
+    let to = q
+        .to_ms
+        .map(|m| std::time::UNIX_EPOCH + Duration::from_millis(m as u64));
     let rows = match q.kind {
         Kind::Keyword | Kind::AvailableKeyword | Kind::KeywordDate => {
             let ts = tsquery(q.q.as_deref().unwrap_or(""));
@@ -296,7 +394,9 @@ pub async fn pg_query(pg: &tokio_postgres::Client, q: &Query) -> anyhow::Result<
                 sql.push_str(" AND available > 0");
             }
             if q.kind == Kind::KeywordDate {
-                sql.push_str(" AND starts_at >= $2 AND starts_at <= $3 ORDER BY score DESC LIMIT 20");
+                sql.push_str(
+                    " AND starts_at >= $2 AND starts_at <= $3 ORDER BY score DESC LIMIT 20",
+                );
                 pg.query(&sql, &[&ts, &from, &to]).await.map_err(pg_err)?
             } else {
                 sql.push_str(" ORDER BY score DESC LIMIT 20");
@@ -321,7 +421,10 @@ pub async fn pg_query(pg: &tokio_postgres::Client, q: &Query) -> anyhow::Result<
             pg.query(&format!("SELECT {COLS}, count(*) OVER () AS total FROM events WHERE category = $1 AND starts_at >= $2 AND starts_at <= $3 ORDER BY starts_at LIMIT 20"), &[&c, &from, &to]).await.map_err(pg_err)?
         }
     };
-    Ok(rows.first().map(|r| r.get::<_, i64>("total") as u64).unwrap_or(0))
+    Ok(rows
+        .first()
+        .map(|r| r.get::<_, i64>("total") as u64)
+        .unwrap_or(0))
 }
 
 pub fn print_table(title: &str, rows: &[(&str, &RunResult)]) {
@@ -351,7 +454,10 @@ pub fn print_table(title: &str, rows: &[(&str, &RunResult)]) {
     println!();
     print!("| throughput |");
     for (_, r) in rows {
-        print!(" {:.0} q/s ({} q, {} errors) |", r.qps, r.all.count, r.errors);
+        print!(
+            " {:.0} q/s ({} q, {} errors) |",
+            r.qps, r.all.count, r.errors
+        );
     }
     println!();
 }
@@ -363,15 +469,32 @@ mod tests {
 
     #[test]
     fn query_set_is_mixed_and_deterministic() {
-        let cat = Catalogue::new(1, Sizes { venues: 10, performers: 20, events: 10 });
+        let cat = Catalogue::new(
+            1,
+            Sizes {
+                venues: 10,
+                performers: 20,
+                events: 10,
+            },
+        );
         let a = queries(&cat, 60, 3);
         let b = queries(&cat, 60, 3);
-        assert_eq!(a.iter().map(Query::to_url_query).collect::<Vec<_>>(), b.iter().map(Query::to_url_query).collect::<Vec<_>>());
+        assert_eq!(
+            a.iter().map(Query::to_url_query).collect::<Vec<_>>(),
+            b.iter().map(Query::to_url_query).collect::<Vec<_>>()
+        );
         for k in Kind::ALL {
             assert_eq!(a.iter().filter(|q| q.kind == k).count(), 10);
         }
-        let geo = a.iter().find(|q| q.kind == Kind::Geo).unwrap().to_url_query();
-        assert!(geo.contains("radius_km=25") && geo.contains("sort=date"), "{geo}");
+        let geo = a
+            .iter()
+            .find(|q| q.kind == Kind::Geo)
+            .unwrap()
+            .to_url_query();
+        assert!(
+            geo.contains("radius_km=25") && geo.contains("sort=date"),
+            "{geo}"
+        );
         assert_eq!(tsquery("Taylor  Swift"), "taylor & swift:*");
         assert_eq!(urlencode("a b&c"), "a%20b%26c");
     }

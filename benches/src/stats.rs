@@ -21,7 +21,12 @@ pub struct Summary {
 pub fn summarize(mut micros: Vec<u64>) -> Summary {
     micros.sort_unstable();
     let ms = |p| percentile(&micros, p) as f64 / 1e3;
-    Summary { count: micros.len(), p50_ms: ms(0.5), p99_ms: ms(0.99), p999_ms: ms(0.999) }
+    Summary {
+        count: micros.len(),
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+    }
 }
 
 #[cfg(test)]

@@ -51,7 +51,10 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// Defaults: 15 s per attempt, 1 s to connect, 8 attempts, waits of at most 1 s.
-    pub fn new<S: Into<String>>(nodes: impl IntoIterator<Item = S>, token: impl Into<String>) -> Self {
+    pub fn new<S: Into<String>>(
+        nodes: impl IntoIterator<Item = S>,
+        token: impl Into<String>,
+    ) -> Self {
         ClientConfig {
             nodes: nodes.into_iter().map(Into::into).collect(),
             token: token.into(),
@@ -71,7 +74,9 @@ pub enum Error {
     Api(Problem),
     /// A write got no answer on any attempt: it may or may not have been applied.
     /// Retrying with the same idempotency key is safe and tells which.
-    #[error("outcome unknown after {attempts} attempts (idempotency key {idempotency_key}): {last}")]
+    #[error(
+        "outcome unknown after {attempts} attempts (idempotency key {idempotency_key}): {last}"
+    )]
     OutcomeUnknown {
         /// The key to retry with.
         idempotency_key: String,
@@ -135,7 +140,11 @@ pub struct Client {
 enum Attempt {
     Done(Result<(StatusCode, Value), Error>),
     /// Retry; `maybe_applied` says the request may have reached a node.
-    Retry { last: String, maybe_applied: bool, wait: Option<Duration> },
+    Retry {
+        last: String,
+        maybe_applied: bool,
+        wait: Option<Duration>,
+    },
 }
 
 impl Client {
@@ -154,7 +163,13 @@ impl Client {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| Error::Invalid(e.to_string()))?;
-        Ok(Client { inner: Arc::new(Inner { http, config, next: AtomicUsize::new(0) }) })
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                config,
+                next: AtomicUsize::new(0),
+            }),
+        })
     }
 
     /// The same cluster with another token (shares connections).
@@ -162,7 +177,11 @@ impl Client {
         let mut config = self.inner.config.clone();
         config.token = token.into();
         Client {
-            inner: Arc::new(Inner { http: self.inner.http.clone(), config, next: AtomicUsize::new(self.inner.next.load(Ordering::Relaxed)) }),
+            inner: Arc::new(Inner {
+                http: self.inner.http.clone(),
+                config,
+                next: AtomicUsize::new(self.inner.next.load(Ordering::Relaxed)),
+            }),
         }
     }
 
@@ -171,8 +190,19 @@ impl Client {
         uuid::Uuid::new_v4().to_string()
     }
 
-    async fn attempt(&self, node: &str, method: &Method, path: &str, body: Option<&Value>, key: Option<&str>) -> Attempt {
-        let mut req = self.inner.http.request(method.clone(), format!("{node}{path}")).bearer_auth(&self.inner.config.token);
+    async fn attempt(
+        &self,
+        node: &str,
+        method: &Method,
+        path: &str,
+        body: Option<&Value>,
+        key: Option<&str>,
+    ) -> Attempt {
+        let mut req = self
+            .inner
+            .http
+            .request(method.clone(), format!("{node}{path}"))
+            .bearer_auth(&self.inner.config.token);
         if let Some(k) = key {
             req = req.header("Idempotency-Key", k);
         }
@@ -183,7 +213,11 @@ impl Client {
             Ok(r) => r,
             Err(e) => {
                 // A connect failure never reached the node; anything later might have.
-                return Attempt::Retry { last: format!("{node}: {e}"), maybe_applied: !e.is_connect(), wait: None };
+                return Attempt::Retry {
+                    last: format!("{node}: {e}"),
+                    maybe_applied: !e.is_connect(),
+                    wait: None,
+                };
             }
         };
         let status = resp.status();
@@ -195,9 +229,19 @@ impl Client {
             .map(Duration::from_secs);
         let bytes = match resp.bytes().await {
             Ok(b) => b,
-            Err(e) => return Attempt::Retry { last: format!("{node}: reading answer: {e}"), maybe_applied: true, wait: None },
+            Err(e) => {
+                return Attempt::Retry {
+                    last: format!("{node}: reading answer: {e}"),
+                    maybe_applied: true,
+                    wait: None,
+                }
+            }
         };
-        let value: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        let value: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
         if status.is_success() {
             return Attempt::Done(Ok((status, value)));
         }
@@ -206,12 +250,22 @@ impl Client {
             // 503 outcome_unknown and timeouts may have applied; not_leader,
             // overloaded and not_ready did not.
             let maybe_applied = matches!(problem.code.as_str(), "outcome_unknown" | "timeout");
-            return Attempt::Retry { last: format!("{node}: {} {}", problem.code, problem.detail), maybe_applied, wait: retry_after };
+            return Attempt::Retry {
+                last: format!("{node}: {} {}", problem.code, problem.detail),
+                maybe_applied,
+                wait: retry_after,
+            };
         }
         Attempt::Done(Err(Error::Api(problem)))
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<Value>, key: Option<&str>) -> Result<(StatusCode, Value), Error> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> Result<(StatusCode, Value), Error> {
         let cfg = &self.inner.config;
         let mut maybe_applied = false;
         let mut last = String::new();
@@ -220,11 +274,20 @@ impl Client {
             let node = &cfg.nodes[i % cfg.nodes.len()];
             match self.attempt(node, &method, path, body.as_ref(), key).await {
                 Attempt::Done(r) => return r,
-                Attempt::Retry { last: l, maybe_applied: m, wait } => {
+                Attempt::Retry {
+                    last: l,
+                    maybe_applied: m,
+                    wait,
+                } => {
                     last = l;
                     maybe_applied |= m;
                     // Move on to the next node for the next attempt.
-                    let _ = self.inner.next.compare_exchange(i, i.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed);
+                    let _ = self.inner.next.compare_exchange(
+                        i,
+                        i.wrapping_add(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                     if attempt + 1 < cfg.attempts_max {
                         let backoff = Duration::from_millis(50 << attempt.min(4));
                         tokio::time::sleep(wait.unwrap_or(backoff).min(cfg.retry_wait_max)).await;
@@ -233,8 +296,15 @@ impl Client {
             }
         }
         match key {
-            Some(k) if maybe_applied => Err(Error::OutcomeUnknown { idempotency_key: k.to_string(), attempts: cfg.attempts_max, last }),
-            _ => Err(Error::Unavailable { attempts: cfg.attempts_max, last }),
+            Some(k) if maybe_applied => Err(Error::OutcomeUnknown {
+                idempotency_key: k.to_string(),
+                attempts: cfg.attempts_max,
+                last,
+            }),
+            _ => Err(Error::Unavailable {
+                attempts: cfg.attempts_max,
+                last,
+            }),
         }
     }
 
@@ -243,7 +313,13 @@ impl Client {
         serde_json::from_value(v).map_err(|e| Error::Decode(e.to_string()))
     }
 
-    async fn write<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Value>, key: &str) -> Result<T, Error> {
+    async fn write<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        key: &str,
+    ) -> Result<T, Error> {
         let (_, v) = self.call(method, path, body, Some(key)).await?;
         serde_json::from_value(v).map_err(|e| Error::Decode(e.to_string()))
     }
@@ -252,31 +328,47 @@ impl Client {
 
     /// An event with its venue and performers.
     pub async fn event(&self, event_id: u64, consistency: Consistency) -> Result<EventView, Error> {
-        self.get(&format!("/v1/events/{event_id}?consistency={}", consistency.as_str())).await
+        self.get(&format!(
+            "/v1/events/{event_id}?consistency={}",
+            consistency.as_str()
+        ))
+        .await
     }
 
     /// Events with id greater than `after`, at most `limit`.
     pub async fn events(&self, after: u64, limit: u32) -> Result<EventPage, Error> {
-        self.get(&format!("/v1/events?after={after}&limit={limit}")).await
+        self.get(&format!("/v1/events?after={after}&limit={limit}"))
+            .await
     }
 
     /// Searches events; see [`SearchQuery`].
     pub async fn search(&self, query: &SearchQuery) -> Result<SearchPage, Error> {
-        self.get(&format!("/v1/search?{}", query.to_query_string())).await
+        self.get(&format!("/v1/search?{}", query.to_query_string()))
+            .await
     }
 
     /// The event's seat map (or general-admission counts).
     pub async fn seats(&self, event_id: u64, consistency: Consistency) -> Result<SeatMap, Error> {
-        self.get(&format!("/v1/events/{event_id}/seats?consistency={}", consistency.as_str())).await
+        self.get(&format!(
+            "/v1/events/{event_id}/seats?consistency={}",
+            consistency.as_str()
+        ))
+        .await
     }
 
     /// Holds seats or a quantity, with a fresh idempotency key.
     pub async fn hold(&self, event_id: u64, selection: Selection) -> Result<Hold, Error> {
-        self.hold_with_key(event_id, selection, &Self::new_idempotency_key()).await
+        self.hold_with_key(event_id, selection, &Self::new_idempotency_key())
+            .await
     }
 
     /// Holds with a given idempotency key (a retry returns the first answer).
-    pub async fn hold_with_key(&self, event_id: u64, selection: Selection, key: &str) -> Result<Hold, Error> {
+    pub async fn hold_with_key(
+        &self,
+        event_id: u64,
+        selection: Selection,
+        key: &str,
+    ) -> Result<Hold, Error> {
         let body = match selection {
             Selection::Seats(s) => json!({"event_id": event_id, "seat_ids": s}),
             Selection::Quantity(q) => json!({"event_id": event_id, "quantity": q}),
@@ -286,19 +378,38 @@ impl Client {
 
     /// Confirms a hold into a booking, with a fresh idempotency key.
     pub async fn confirm(&self, hold_id: &str, payment_ref: &str) -> Result<Booking, Error> {
-        self.confirm_with_key(hold_id, payment_ref, &Self::new_idempotency_key()).await
+        self.confirm_with_key(hold_id, payment_ref, &Self::new_idempotency_key())
+            .await
     }
 
     /// Confirms with a given idempotency key.
-    pub async fn confirm_with_key(&self, hold_id: &str, payment_ref: &str, key: &str) -> Result<Booking, Error> {
+    pub async fn confirm_with_key(
+        &self,
+        hold_id: &str,
+        payment_ref: &str,
+        key: &str,
+    ) -> Result<Booking, Error> {
         check_id(hold_id)?;
-        self.write(Method::POST, &format!("/v1/holds/{hold_id}/confirm"), Some(json!({"payment_ref": payment_ref})), key).await
+        self.write(
+            Method::POST,
+            &format!("/v1/holds/{hold_id}/confirm"),
+            Some(json!({"payment_ref": payment_ref})),
+            key,
+        )
+        .await
     }
 
     /// Releases a hold: its seats are available again at once.
     pub async fn release(&self, hold_id: &str) -> Result<(), Error> {
         check_id(hold_id)?;
-        self.call(Method::DELETE, &format!("/v1/holds/{hold_id}"), None, Some(&format!("release:{hold_id}"))).await.map(|_| ())
+        self.call(
+            Method::DELETE,
+            &format!("/v1/holds/{hold_id}"),
+            None,
+            Some(&format!("release:{hold_id}")),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// A hold's status (the caller's own).
@@ -323,37 +434,86 @@ impl Client {
 
     /// Creates a venue.
     pub async fn create_venue(&self, venue: &NewVenue) -> Result<u64, Error> {
-        let v: Value = self.write(Method::POST, "/admin/v1/venues", Some(venue.to_json()), &Self::new_idempotency_key()).await?;
-        v["venue_id"].as_u64().ok_or_else(|| Error::Decode("venue_id missing".into()))
+        let v: Value = self
+            .write(
+                Method::POST,
+                "/admin/v1/venues",
+                Some(venue.to_json()),
+                &Self::new_idempotency_key(),
+            )
+            .await?;
+        v["venue_id"]
+            .as_u64()
+            .ok_or_else(|| Error::Decode("venue_id missing".into()))
     }
 
     /// Creates a performer.
     pub async fn create_performer(&self, name: &str, description: &str) -> Result<u64, Error> {
         let body = json!({"name": name, "description": description});
-        let v: Value = self.write(Method::POST, "/admin/v1/performers", Some(body), &Self::new_idempotency_key()).await?;
-        v["performer_id"].as_u64().ok_or_else(|| Error::Decode("performer_id missing".into()))
+        let v: Value = self
+            .write(
+                Method::POST,
+                "/admin/v1/performers",
+                Some(body),
+                &Self::new_idempotency_key(),
+            )
+            .await?;
+        v["performer_id"]
+            .as_u64()
+            .ok_or_else(|| Error::Decode("performer_id missing".into()))
     }
 
     /// Creates an event; its tickets are created from the venue's map.
     pub async fn create_event(&self, event: &NewEvent) -> Result<u64, Error> {
         let body = serde_json::to_value(event).map_err(|e| Error::Invalid(e.to_string()))?;
-        let v: Value = self.write(Method::POST, "/admin/v1/events", Some(body), &Self::new_idempotency_key()).await?;
-        v["event_id"].as_u64().ok_or_else(|| Error::Decode("event_id missing".into()))
+        let v: Value = self
+            .write(
+                Method::POST,
+                "/admin/v1/events",
+                Some(body),
+                &Self::new_idempotency_key(),
+            )
+            .await?;
+        v["event_id"]
+            .as_u64()
+            .ok_or_else(|| Error::Decode("event_id missing".into()))
     }
 
     /// Creates up to 1000 events at once (all or none; mind the node's body
     /// limit); returns their ids in order.
     pub async fn create_events(&self, events: &[NewEvent]) -> Result<Vec<u64>, Error> {
         let body = json!({ "events": events });
-        let v: Value = self.write(Method::POST, "/admin/v1/events/batch", Some(body), &Self::new_idempotency_key()).await?;
-        let list = v["events"].as_array().ok_or_else(|| Error::Decode("events missing".into()))?;
-        list.iter().map(|e| e["event_id"].as_u64().ok_or_else(|| Error::Decode("event_id missing".into()))).collect()
+        let v: Value = self
+            .write(
+                Method::POST,
+                "/admin/v1/events/batch",
+                Some(body),
+                &Self::new_idempotency_key(),
+            )
+            .await?;
+        let list = v["events"]
+            .as_array()
+            .ok_or_else(|| Error::Decode("events missing".into()))?;
+        list.iter()
+            .map(|e| {
+                e["event_id"]
+                    .as_u64()
+                    .ok_or_else(|| Error::Decode("event_id missing".into()))
+            })
+            .collect()
     }
 
     /// Changes an event's name, description, category or start time.
     pub async fn update_event(&self, event_id: u64, update: &EventUpdate) -> Result<(), Error> {
         let body = serde_json::to_value(update).map_err(|e| Error::Invalid(e.to_string()))?;
-        let _: Value = self.write(Method::PATCH, &format!("/admin/v1/events/{event_id}"), Some(body), &Self::new_idempotency_key()).await?;
+        let _: Value = self
+            .write(
+                Method::PATCH,
+                &format!("/admin/v1/events/{event_id}"),
+                Some(body),
+                &Self::new_idempotency_key(),
+            )
+            .await?;
         Ok(())
     }
 
@@ -363,19 +523,40 @@ impl Client {
     }
 
     /// Bootstraps a cluster of `members` (id, host:port) with `shards` inventory shards.
-    pub async fn init_cluster(&self, members: &[(u64, String)], shards: u16) -> Result<Value, Error> {
-        let members: Vec<Value> = members.iter().map(|(id, addr)| json!({"id": id, "addr": addr})).collect();
-        let (_, v) = self.call(Method::POST, "/admin/v1/cluster/init", Some(json!({"members": members, "shards": shards})), None).await?;
+    pub async fn init_cluster(
+        &self,
+        members: &[(u64, String)],
+        shards: u16,
+    ) -> Result<Value, Error> {
+        let members: Vec<Value> = members
+            .iter()
+            .map(|(id, addr)| json!({"id": id, "addr": addr}))
+            .collect();
+        let (_, v) = self
+            .call(
+                Method::POST,
+                "/admin/v1/cluster/init",
+                Some(json!({"members": members, "shards": shards})),
+                None,
+            )
+            .await?;
         Ok(v)
     }
 }
 
 fn problem_from(status: StatusCode, bytes: &[u8]) -> Problem {
-    let value: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(bytes).unwrap_or(Value::Null) };
+    let value: Value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(bytes).unwrap_or(Value::Null)
+    };
     Problem {
         status: status.as_u16(),
         code: value["code"].as_str().unwrap_or("unknown").to_string(),
-        detail: value["detail"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned()),
+        detail: value["detail"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned()),
         body: value,
     }
 }
@@ -385,7 +566,10 @@ async fn problem_of(resp: reqwest::Response) -> Error {
     let status = resp.status();
     match resp.bytes().await {
         Ok(b) => Error::Api(problem_from(status, &b)),
-        Err(e) => Error::Unavailable { attempts: 1, last: e.to_string() },
+        Err(e) => Error::Unavailable {
+            attempts: 1,
+            last: e.to_string(),
+        },
     }
 }
 

@@ -73,8 +73,19 @@ pub struct SeatStream {
 
 impl Client {
     /// Opens the live seat map of an event, resuming after `last_event_id` if given.
-    pub async fn seat_stream(&self, event_id: u64, last_event_id: Option<u64>) -> Result<SeatStream, Error> {
-        let mut s = SeatStream { client: self.clone(), event_id, last_id: last_event_id, resp: None, buf: String::new(), reconnects: 0 };
+    pub async fn seat_stream(
+        &self,
+        event_id: u64,
+        last_event_id: Option<u64>,
+    ) -> Result<SeatStream, Error> {
+        let mut s = SeatStream {
+            client: self.clone(),
+            event_id,
+            last_id: last_event_id,
+            resp: None,
+            buf: String::new(),
+            reconnects: 0,
+        };
         s.connect().await?;
         Ok(s)
     }
@@ -90,7 +101,11 @@ impl SeatStream {
         let cfg = &self.client.inner.config;
         let mut last = String::new();
         for attempt in 0..cfg.attempts_max {
-            let i = self.client.inner.next.load(std::sync::atomic::Ordering::Relaxed);
+            let i = self
+                .client
+                .inner
+                .next
+                .load(std::sync::atomic::Ordering::Relaxed);
             let node = &cfg.nodes[i % cfg.nodes.len()];
             let mut req = self
                 .client
@@ -115,20 +130,40 @@ impl SeatStream {
                 Ok(r) => last = format!("{node}: {}", r.status()),
                 Err(e) => last = format!("{node}: {e}"),
             }
-            let _ = self.client.inner.next.compare_exchange(i, i.wrapping_add(1), std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed);
+            let _ = self.client.inner.next.compare_exchange(
+                i,
+                i.wrapping_add(1),
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             if attempt + 1 < cfg.attempts_max {
-                tokio::time::sleep(Duration::from_millis(50 << attempt.min(4)).min(cfg.retry_wait_max)).await;
+                tokio::time::sleep(
+                    Duration::from_millis(50 << attempt.min(4)).min(cfg.retry_wait_max),
+                )
+                .await;
             }
         }
-        Err(Error::Unavailable { attempts: cfg.attempts_max, last })
+        Err(Error::Unavailable {
+            attempts: cfg.attempts_max,
+            last,
+        })
     }
 
     /// Reconnects after the current connection failed or was reset.
     async fn reconnect(&mut self) -> Result<(), Error> {
         self.resp = None;
         self.reconnects += 1;
-        let i = self.client.inner.next.load(std::sync::atomic::Ordering::Relaxed);
-        let _ = self.client.inner.next.compare_exchange(i, i.wrapping_add(1), std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed);
+        let i = self
+            .client
+            .inner
+            .next
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let _ = self.client.inner.next.compare_exchange(
+            i,
+            i.wrapping_add(1),
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.connect().await
     }
 
@@ -176,7 +211,10 @@ impl SeatStream {
                 let mut map = v["seat_map"].clone();
                 let f = &v["freshness"];
                 map["freshness"] = serde_json::to_value(Freshness {
-                    shard: v["shard"].as_u64().and_then(|s| u16::try_from(s).ok()).unwrap_or_default(),
+                    shard: v["shard"]
+                        .as_u64()
+                        .and_then(|s| u16::try_from(s).ok())
+                        .unwrap_or_default(),
                     applied_index: f["applied_index"].as_u64().unwrap_or_default(),
                     applied_time_ms: f["applied_time_ms"].as_u64().unwrap_or_default(),
                     as_of_ms: f["as_of_ms"].as_u64().unwrap_or_default(),
@@ -187,7 +225,10 @@ impl SeatStream {
             "change" => StreamEvent::Change(serde_json::from_value(v).map_err(decode)?),
             "expired" => StreamEvent::Expired {
                 seat_ids: serde_json::from_value(v["seat_ids"].clone()).unwrap_or_default(),
-                quantity: v["quantity"].as_u64().and_then(|q| u32::try_from(q).ok()).unwrap_or_default(),
+                quantity: v["quantity"]
+                    .as_u64()
+                    .and_then(|q| u32::try_from(q).ok())
+                    .unwrap_or_default(),
                 expired_at_ms: v["expired_at_ms"].as_u64().unwrap_or_default(),
             },
             "reset" => {
@@ -198,7 +239,12 @@ impl SeatStream {
             }
             "error" => {
                 let code = v["code"].as_str().unwrap_or("stream_error").to_string();
-                return Err(Error::Api(crate::Problem { status: 404, code, detail: v.to_string(), body: v }));
+                return Err(Error::Api(crate::Problem {
+                    status: 404,
+                    code,
+                    detail: v.to_string(),
+                    body: v,
+                }));
             }
             _ => return Ok(None),
         };

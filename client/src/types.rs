@@ -242,7 +242,10 @@ impl NewVenue {
                     })
                     .collect();
             }
-            NewLayout::GeneralAdmission { capacity, price_cents } => {
+            NewLayout::GeneralAdmission {
+                capacity,
+                price_cents,
+            } => {
                 v["general_admission"] = json!({"capacity": capacity, "price_cents": price_cents});
             }
         }
@@ -319,7 +322,9 @@ fn encode_component(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -343,7 +348,10 @@ impl SearchQuery {
         add("performer_id", self.performer_id.map(|v| v.to_string()));
         add("venue_id", self.venue_id.map(|v| v.to_string()));
         add("sort", self.sort_by_date.then(|| "date".to_string()));
-        add("available_only", self.available_only.then(|| "true".to_string()));
+        add(
+            "available_only",
+            self.available_only.then(|| "true".to_string()),
+        );
         add("page_size", self.page_size.map(|v| v.to_string()));
         add("page_token", self.page_token.clone());
         parts.join("&")
@@ -390,8 +398,17 @@ mod tests {
 
     #[test]
     fn search_query_string_is_encoded() {
-        let q = SearchQuery { q: Some("tayler swfit".into()), city: Some("New York".into()), sort_by_date: true, page_size: Some(5), ..Default::default() };
-        assert_eq!(q.to_query_string(), "q=tayler%20swfit&city=New%20York&sort=date&page_size=5");
+        let q = SearchQuery {
+            q: Some("tayler swfit".into()),
+            city: Some("New York".into()),
+            sort_by_date: true,
+            page_size: Some(5),
+            ..Default::default()
+        };
+        assert_eq!(
+            q.to_query_string(),
+            "q=tayler%20swfit&city=New%20York&sort=date&page_size=5"
+        );
         assert_eq!(SearchQuery::default().to_query_string(), "");
     }
 }

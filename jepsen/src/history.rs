@@ -29,7 +29,11 @@ pub enum SeatStatus {
 #[serde(tag = "f", rename_all = "snake_case")]
 pub enum Call {
     /// Hold these seats of the event for `user`.
-    Hold { user: String, event: u64, seats: Vec<u32> },
+    Hold {
+        user: String,
+        event: u64,
+        seats: Vec<u32>,
+    },
     /// Confirm a hold.
     Confirm { user: String, hold_id: String },
     /// Release a hold.
@@ -91,6 +95,8 @@ pub fn parse(text: &str) -> anyhow::Result<Vec<Op>> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| anyhow::anyhow!("history line {}: {e}", i + 1)))
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| anyhow::anyhow!("history line {}: {e}", i + 1))
+        })
         .collect()
 }

@@ -7,61 +7,160 @@ use jepsen::history::{Answer, Applied, Call, Op, Outcome, SeatStatus};
 const EVENT: u64 = 7;
 
 fn op(process: u64, call: Call, invoke: u64, complete: u64, outcome: Outcome) -> Op {
-    Op { process, call, invoke_us: invoke, complete_us: Some(complete), outcome, error: None, answer: Answer::default(), applied: None }
+    Op {
+        process,
+        call,
+        invoke_us: invoke,
+        complete_us: Some(complete),
+        outcome,
+        error: None,
+        answer: Answer::default(),
+        applied: None,
+    }
 }
 
 fn hold_ok(p: u64, seats: &[u32], span: (u64, u64), hold: &str, t: u64, until: u64) -> Op {
-    let mut o = op(p, Call::Hold { user: format!("u{p}"), event: EVENT, seats: seats.to_vec() }, span.0, span.1, Outcome::Ok);
+    let mut o = op(
+        p,
+        Call::Hold {
+            user: format!("u{p}"),
+            event: EVENT,
+            seats: seats.to_vec(),
+        },
+        span.0,
+        span.1,
+        Outcome::Ok,
+    );
     o.answer.hold_id = Some(hold.into());
     o.answer.expires_at_ms = Some(until);
-    o.applied = Some(Applied { index: t, time_ms: t });
+    o.applied = Some(Applied {
+        index: t,
+        time_ms: t,
+    });
     o
 }
 
 fn hold_refused(p: u64, seat: u32, span: (u64, u64)) -> Op {
-    let mut o = op(p, Call::Hold { user: format!("u{p}"), event: EVENT, seats: vec![seat] }, span.0, span.1, Outcome::Fail);
+    let mut o = op(
+        p,
+        Call::Hold {
+            user: format!("u{p}"),
+            event: EVENT,
+            seats: vec![seat],
+        },
+        span.0,
+        span.1,
+        Outcome::Fail,
+    );
     o.error = Some("seat_unavailable".into());
     o
 }
 
-fn confirm(p: u64, hold: &str, span: (u64, u64), outcome: Outcome, booking: &str, seats: &[u32], t: u64) -> Op {
-    let mut o = op(p, Call::Confirm { user: format!("u{p}"), hold_id: hold.into() }, span.0, span.1, outcome);
+fn confirm(
+    p: u64,
+    hold: &str,
+    span: (u64, u64),
+    outcome: Outcome,
+    booking: &str,
+    seats: &[u32],
+    t: u64,
+) -> Op {
+    let mut o = op(
+        p,
+        Call::Confirm {
+            user: format!("u{p}"),
+            hold_id: hold.into(),
+        },
+        span.0,
+        span.1,
+        outcome,
+    );
     if outcome == Outcome::Ok {
         o.answer.booking_id = Some(booking.into());
         o.answer.seats = seats.to_vec();
-        o.applied = Some(Applied { index: t, time_ms: t });
+        o.applied = Some(Applied {
+            index: t,
+            time_ms: t,
+        });
     } else if outcome == Outcome::Info {
         o.complete_us = None;
     }
     o
 }
 
-fn read(p: u64, span: (u64, u64), t: u64, linearizable: bool, statuses: &[(u32, SeatStatus)], bookings: &[(u32, &str)]) -> Op {
-    let mut o = op(p, Call::Read { event: EVENT, linearizable }, span.0, span.1, Outcome::Ok);
+fn read(
+    p: u64,
+    span: (u64, u64),
+    t: u64,
+    linearizable: bool,
+    statuses: &[(u32, SeatStatus)],
+    bookings: &[(u32, &str)],
+) -> Op {
+    let mut o = op(
+        p,
+        Call::Read {
+            event: EVENT,
+            linearizable,
+        },
+        span.0,
+        span.1,
+        Outcome::Ok,
+    );
     o.answer.statuses = statuses.to_vec();
     o.answer.bookings = bookings.iter().map(|(s, b)| (*s, b.to_string())).collect();
-    o.applied = Some(Applied { index: t, time_ms: t });
+    o.applied = Some(Applied {
+        index: t,
+        time_ms: t,
+    });
     o
 }
 
 fn failed<'a>(verdicts: &'a [Verdict]) -> Vec<&'a str> {
-    verdicts.iter().filter(|v| !v.valid()).map(|v| v.checker).collect()
+    verdicts
+        .iter()
+        .filter(|v| !v.valid())
+        .map(|v| v.checker)
+        .collect()
 }
 
 use SeatStatus::*;
 
 #[test]
 fn a_valid_history_with_unknown_outcomes_passes() {
-    let mut info_hold = op(3, Call::Hold { user: "u3".into(), event: EVENT, seats: vec![2] }, 60, 0, Outcome::Info);
+    let mut info_hold = op(
+        3,
+        Call::Hold {
+            user: "u3".into(),
+            event: EVENT,
+            seats: vec![2],
+        },
+        60,
+        0,
+        Outcome::Info,
+    );
     info_hold.complete_us = None;
     let h = vec![
         hold_ok(1, &[1], (0, 10), "h1", 1000, 10_000),
         hold_refused(2, 1, (5, 15)),
         confirm(1, "h1", (20, 30), Outcome::Ok, "b1", &[1], 2000),
-        read(4, (40, 50), 3000, true, &[(1, Sold), (2, Available)], &[(1, "b1")]),
+        read(
+            4,
+            (40, 50),
+            3000,
+            true,
+            &[(1, Sold), (2, Available)],
+            &[(1, "b1")],
+        ),
         info_hold,
         // The hold of unknown outcome did take effect.
-        read(4, (70, 80), 4000, true, &[(1, Sold), (2, Held)], &[(1, "b1")]),
+        read(
+            4,
+            (70, 80),
+            4000,
+            true,
+            &[(1, Sold), (2, Held)],
+            &[(1, "b1")],
+        ),
         // A stale follower read is not held to linearizability.
         read(5, (90, 95), 1500, false, &[(1, Available)], &[]),
     ];
@@ -110,34 +209,69 @@ fn a_stale_linearizable_read_is_reported_and_a_stale_follower_read_is_not() {
     assert!(!linearizable::per_seat(&stale(true), 1000).valid());
     assert!(linearizable::per_seat(&stale(false), 1000).valid());
     // Concurrent with the hold, the same read is fine (it may come first).
-    let concurrent = vec![hold_ok(1, &[1], (0, 30), "h1", 1000, 10_000), read(2, (5, 20), 900, true, &[(1, Available)], &[])];
+    let concurrent = vec![
+        hold_ok(1, &[1], (0, 30), "h1", 1000, 10_000),
+        read(2, (5, 20), 900, true, &[(1, Available)], &[]),
+    ];
     assert!(linearizable::per_seat(&concurrent, 1000).valid());
 }
 
 #[test]
 fn bookings_nobody_asked_for_are_reported_unless_a_confirm_is_unknown() {
-    let base = vec![hold_ok(1, &[1], (0, 10), "h1", 1000, 10_000), read(4, (40, 50), 3000, true, &[(1, Sold)], &[(1, "b1")])];
-    assert!(!sales::acked_confirms_survive(&base).valid(), "phantom booking");
+    let base = vec![
+        hold_ok(1, &[1], (0, 10), "h1", 1000, 10_000),
+        read(4, (40, 50), 3000, true, &[(1, Sold)], &[(1, "b1")]),
+    ];
+    assert!(
+        !sales::acked_confirms_survive(&base).valid(),
+        "phantom booking"
+    );
     let mut explained = base.clone();
     explained.insert(1, confirm(1, "h1", (20, 0), Outcome::Info, "", &[], 0));
     assert!(sales::acked_confirms_survive(&explained).valid());
-    assert!(linearizable::per_seat(&explained, 1000).valid(), "the unknown confirm took effect");
+    assert!(
+        linearizable::per_seat(&explained, 1000).valid(),
+        "the unknown confirm took effect"
+    );
 }
 
 #[test]
 fn holds_expire_exactly_at_their_expiry() {
-    let at = |t| vec![hold_ok(1, &[1], (0, 10), "h1", 1000, 2000), hold_ok(2, &[1], (20, 30), "h2", t, t + 1000)];
-    assert!(linearizable::per_seat(&at(2000), 1000).valid(), "free at the expiry instant");
-    assert!(!linearizable::per_seat(&at(1999), 1000).valid(), "still held a millisecond before");
+    let at = |t| {
+        vec![
+            hold_ok(1, &[1], (0, 10), "h1", 1000, 2000),
+            hold_ok(2, &[1], (20, 30), "h2", t, t + 1000),
+        ]
+    };
+    assert!(
+        linearizable::per_seat(&at(2000), 1000).valid(),
+        "free at the expiry instant"
+    );
+    assert!(
+        !linearizable::per_seat(&at(1999), 1000).valid(),
+        "still held a millisecond before"
+    );
     // Confirming after expiry cannot have succeeded.
-    let late = vec![hold_ok(1, &[1], (0, 10), "h1", 1000, 2000), confirm(1, "h1", (20, 30), Outcome::Ok, "b1", &[1], 2500)];
+    let late = vec![
+        hold_ok(1, &[1], (0, 10), "h1", 1000, 2000),
+        confirm(1, "h1", (20, 30), Outcome::Ok, "b1", &[1], 2500),
+    ];
     assert!(!linearizable::per_seat(&late, 1000).valid());
 }
 
 #[test]
 fn histories_round_trip_through_json_lines() {
-    let h = vec![hold_ok(1, &[1, 2], (0, 10), "h1", 1000, 2000), hold_refused(2, 1, (5, 15))];
-    let text: String = h.iter().map(|o| serde_json::to_string(o).unwrap() + "\n").collect();
+    let h = vec![
+        hold_ok(1, &[1, 2], (0, 10), "h1", 1000, 2000),
+        hold_refused(2, 1, (5, 15)),
+    ];
+    let text: String = h
+        .iter()
+        .map(|o| serde_json::to_string(o).unwrap() + "\n")
+        .collect();
     assert_eq!(jepsen::history::parse(&text).unwrap(), h);
-    assert!(jepsen::history::parse("{\"nope\": 1}\n").unwrap_err().to_string().contains("line 1"));
+    assert!(jepsen::history::parse("{\"nope\": 1}\n")
+        .unwrap_err()
+        .to_string()
+        .contains("line 1"));
 }

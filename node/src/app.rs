@@ -48,10 +48,12 @@ pub fn router(state: AppState) -> Router {
                 .timeout(Duration::from_millis(limits.request_timeout_ms)),
         );
     let cluster = Router::new()
-        .merge(boxoffice_raft::server::router(boxoffice_raft::server::RaftRpcState {
-            groups: state.node.groups.clone(),
-            cluster_key: state.node.config.cluster_key.clone().into(),
-        }))
+        .merge(boxoffice_raft::server::router(
+            boxoffice_raft::server::RaftRpcState {
+                groups: state.node.groups.clone(),
+                cluster_key: state.node.config.cluster_key.clone().into(),
+            },
+        ))
         .merge(crate::api::internal::routes().with_state(state.clone()))
         .layer(DefaultBodyLimit::max(limits.raft_body_bytes_max));
     Router::new()
@@ -63,12 +65,17 @@ pub fn router(state: AppState) -> Router {
 
 async fn handle_layer_error(err: BoxError) -> axum::response::Response {
     if err.is::<tower::load_shed::error::Overloaded>() {
-        return ApiError::unavailable("overloaded", "too many requests in flight; retry shortly").into_response();
+        return ApiError::unavailable("overloaded", "too many requests in flight; retry shortly")
+            .into_response();
     }
     if err.is::<tower::timeout::error::Elapsed>() {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "request took longer than limits.request_timeout_ms")
-            .retry_after(1)
-            .into_response();
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "request took longer than limits.request_timeout_ms",
+        )
+        .retry_after(1)
+        .into_response();
     }
     ApiError::internal(err).into_response()
 }
@@ -82,11 +89,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body is larger than limits.body_bytes_max")
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "request body is larger than limits.body_bytes_max",
+                )
             } else {
                 ApiError::bad_request("unreadable_body", e.body_text())
             }
         })?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| ApiError::bad_request("malformed_json", format!("request body: {e}")))
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request("malformed_json", format!("request body: {e}")))
     }
 }

@@ -48,9 +48,22 @@ impl TokenKeys {
     }
 
     /// Mints a token for `user` valid for `ttl_s` seconds.
-    pub fn mint(&self, user: &str, admin: bool, ttl_s: u64) -> Result<String, jsonwebtoken::errors::Error> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-        let claims = Claims { sub: user.to_string(), exp: now + ttl_s, iat: now, admin };
+    pub fn mint(
+        &self,
+        user: &str,
+        admin: bool,
+        ttl_s: u64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let claims = Claims {
+            sub: user.to_string(),
+            exp: now + ttl_s,
+            iat: now,
+            admin,
+        };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
 
@@ -60,7 +73,9 @@ impl TokenKeys {
             .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
         let c = data.claims;
         if c.sub.is_empty() || c.sub.len() > USER_ID_LEN_MAX {
-            return Err(ApiError::unauthorized("token subject must be 1..=128 bytes"));
+            return Err(ApiError::unauthorized(
+                "token subject must be 1..=128 bytes",
+            ));
         }
         Ok(c)
     }
@@ -77,7 +92,9 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
-    let value = value.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
     value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
@@ -131,13 +148,25 @@ mod tests {
         parts[1] = &forged_payload;
         assert!(keys.verify(&parts.join(".")).is_err());
         // Unsigned ("alg": "none").
-        let none = format!("{}.{}.", "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0", t.split('.').nth(1).unwrap());
+        let none = format!(
+            "{}.{}.",
+            "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0",
+            t.split('.').nth(1).unwrap()
+        );
         assert!(keys.verify(&none).is_err());
         // Expired (beyond leeway).
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let expired = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
-            &Claims { sub: "bob".into(), exp: now - 3600, iat: now - 7200, admin: false },
+            &Claims {
+                sub: "bob".into(),
+                exp: now - 3600,
+                iat: now - 7200,
+                admin: false,
+            },
             &EncodingKey::from_secret(b"secret-1"),
         )
         .unwrap();

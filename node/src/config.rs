@@ -135,7 +135,9 @@ impl Default for RaftSettings {
 impl NodeConfig {
     /// The address advertised to peers and clients.
     pub fn advertised(&self) -> String {
-        self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
     }
 
     /// Checks every field and the rules between them.
@@ -156,11 +158,17 @@ impl NodeConfig {
             ("limits.in_flight_max", l.in_flight_max as u64),
             ("limits.request_timeout_ms", l.request_timeout_ms),
             ("limits.write_timeout_ms", l.write_timeout_ms),
-            ("limits.linearizable_read_timeout_ms", l.linearizable_read_timeout_ms),
+            (
+                "limits.linearizable_read_timeout_ms",
+                l.linearizable_read_timeout_ms,
+            ),
             ("limits.page_size_max", l.page_size_max as u64),
             ("limits.peer_connect_timeout_ms", l.peer_connect_timeout_ms),
             ("limits.sse_streams_max", l.sse_streams_max as u64),
-            ("limits.event_cache_entries_max", l.event_cache_entries_max as u64),
+            (
+                "limits.event_cache_entries_max",
+                l.event_cache_entries_max as u64,
+            ),
             ("limits.sse_lag_max", l.sse_lag_max as u64),
             ("limits.sse_send_timeout_ms", l.sse_send_timeout_ms),
         ] {
@@ -168,23 +176,36 @@ impl NodeConfig {
                 return Err(format!("{name} must be positive"));
             }
         }
-        if self.raft.tick_interval_ms == 0 || l.replica_staleness_ms_max <= self.raft.tick_interval_ms * 2 {
+        if self.raft.tick_interval_ms == 0
+            || l.replica_staleness_ms_max <= self.raft.tick_interval_ms * 2
+        {
             return Err("limits.replica_staleness_ms_max must exceed twice raft.tick_interval_ms (and raft.tick_interval_ms must be positive)".into());
         }
         if l.write_timeout_ms > l.request_timeout_ms {
             return Err("limits.write_timeout_ms must not exceed limits.request_timeout_ms".into());
         }
         if (l.raft_body_bytes_max as u64) < self.raft.snapshot_chunk_bytes_max + 64 * 1024 {
-            return Err("limits.raft_body_bytes_max must exceed raft.snapshot_chunk_bytes_max by 64 KiB".into());
+            return Err(
+                "limits.raft_body_bytes_max must exceed raft.snapshot_chunk_bytes_max by 64 KiB"
+                    .into(),
+            );
         }
         let r = &self.raft;
-        if r.heartbeat_interval_ms == 0 || r.election_timeout_ms_min <= r.heartbeat_interval_ms * 2 {
-            return Err("raft.election_timeout_ms_min must exceed twice raft.heartbeat_interval_ms".into());
+        if r.heartbeat_interval_ms == 0 || r.election_timeout_ms_min <= r.heartbeat_interval_ms * 2
+        {
+            return Err(
+                "raft.election_timeout_ms_min must exceed twice raft.heartbeat_interval_ms".into(),
+            );
         }
         if r.election_timeout_ms_max <= r.election_timeout_ms_min {
-            return Err("raft.election_timeout_ms_max must exceed raft.election_timeout_ms_min".into());
+            return Err(
+                "raft.election_timeout_ms_max must exceed raft.election_timeout_ms_min".into(),
+            );
         }
-        if r.snapshot_logs_since_last == 0 || r.append_entries_max == 0 || r.snapshot_chunk_bytes_max == 0 {
+        if r.snapshot_logs_since_last == 0
+            || r.append_entries_max == 0
+            || r.snapshot_chunk_bytes_max == 0
+        {
             return Err("raft.snapshot_logs_since_last, append_entries_max and snapshot_chunk_bytes_max must be positive".into());
         }
         Ok(())
@@ -231,8 +252,14 @@ mod tests {
     fn example_file_matches_defaults() {
         let c: NodeConfig = toml::from_str(include_str!("../../deploy/node.example.toml")).unwrap();
         c.validate().unwrap();
-        assert_eq!(toml::to_string(&c.limits).unwrap(), toml::to_string(&Limits::default()).unwrap());
-        assert_eq!(toml::to_string(&c.raft).unwrap(), toml::to_string(&RaftSettings::default()).unwrap());
+        assert_eq!(
+            toml::to_string(&c.limits).unwrap(),
+            toml::to_string(&Limits::default()).unwrap()
+        );
+        assert_eq!(
+            toml::to_string(&c.raft).unwrap(),
+            toml::to_string(&RaftSettings::default()).unwrap()
+        );
     }
 
     #[test]
@@ -245,7 +272,10 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("id"));
         let mut bad = sample();
         bad.raft.election_timeout_ms_min = 150;
-        assert!(bad.validate().unwrap_err().contains("election_timeout_ms_min"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .contains("election_timeout_ms_min"));
         let mut bad = sample();
         bad.limits.write_timeout_ms = bad.limits.request_timeout_ms + 1;
         assert!(bad.validate().unwrap_err().contains("write_timeout_ms"));

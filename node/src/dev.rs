@@ -85,7 +85,8 @@ pub struct ClusterFile {
 /// Reads `DIR/cluster.json`.
 pub fn read_cluster_file(dir: &Path) -> anyhow::Result<ClusterFile> {
     let path = dir.join("cluster.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -97,7 +98,11 @@ fn write_cluster_file(dir: &Path, file: &ClusterFile) -> anyhow::Result<()> {
 }
 
 fn random_secret() -> String {
-    format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>())
+    format!(
+        "{:032x}{:032x}",
+        rand::random::<u128>(),
+        rand::random::<u128>()
+    )
 }
 
 /// Runs the dev cluster until Ctrl-C.
@@ -109,25 +114,55 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let dir = std::fs::canonicalize(&args.data_dir)?;
     let existing = read_cluster_file(&dir).ok();
     let (token_secret, cluster_key, shards, initialized, demo_loaded, nodes_n) = match &existing {
-        Some(f) => (f.token_secret.clone(), f.cluster_key.clone(), f.shards, f.initialized, f.demo_loaded, f.nodes.len() as u64),
-        None => (random_secret(), random_secret(), args.shards, false, false, args.nodes),
+        Some(f) => (
+            f.token_secret.clone(),
+            f.cluster_key.clone(),
+            f.shards,
+            f.initialized,
+            f.demo_loaded,
+            f.nodes.len() as u64,
+        ),
+        None => (
+            random_secret(),
+            random_secret(),
+            args.shards,
+            false,
+            false,
+            args.nodes,
+        ),
     };
     if existing.is_some() && nodes_n != args.nodes {
-        eprintln!("note: {} already holds a {nodes_n}-node cluster; restarting it as it is", dir.display());
+        eprintln!(
+            "note: {} already holds a {nodes_n}-node cluster; restarting it as it is",
+            dir.display()
+        );
     }
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();
     let mut entries = Vec::new();
     for id in 1..=nodes_n {
-        let http = match existing.as_ref().and_then(|f| f.nodes.iter().find(|n| n.id == id)) {
+        let http = match existing
+            .as_ref()
+            .and_then(|f| f.nodes.iter().find(|n| n.id == id))
+        {
             Some(n) => n.http.clone(),
             None => format!("127.0.0.1:{}", args.base_port + id as u16),
         };
         let data_dir = dir.join(format!("node-{id}"));
         std::fs::create_dir_all(&data_dir)?;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("node.log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("node.log"))?;
         let child = tokio::process::Command::new(&exe)
-            .args(["node", "--id", &id.to_string(), "--listen", &http, "--data-dir"])
+            .args([
+                "node",
+                "--id",
+                &id.to_string(),
+                "--listen",
+                &http,
+                "--data-dir",
+            ])
             .arg(&data_dir)
             .env("BOXOFFICE_TOKEN_SECRET", &token_secret)
             .env("BOXOFFICE_CLUSTER_KEY", &cluster_key)
@@ -137,7 +172,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .kill_on_drop(!args.detach)
             .spawn()
             .with_context(|| format!("starting node {id}"))?;
-        entries.push(NodeEntry { id, pid: child.id().unwrap_or(0), http, data_dir });
+        entries.push(NodeEntry {
+            id,
+            pid: child.id().unwrap_or(0),
+            http,
+            data_dir,
+        });
         children.push(child);
     }
     let keys = TokenKeys::new(&token_secret);
@@ -153,15 +193,31 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     write_cluster_file(&dir, &file)?;
 
-    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build()?;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()?;
     let result = async {
         for n in &entries {
-            wait_for(&http, &format!("http://{}/healthz", n.http), NODE_START_TIMEOUT)
-                .await
-                .with_context(|| format!("node {} did not start; see {}", n.id, n.data_dir.join("node.log").display()))?;
+            wait_for(
+                &http,
+                &format!("http://{}/healthz", n.http),
+                NODE_START_TIMEOUT,
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "node {} did not start; see {}",
+                    n.id,
+                    n.data_dir.join("node.log").display()
+                )
+            })?;
         }
         if !file.initialized {
-            let members: Vec<Value> = entries.iter().map(|n| json!({"id": n.id, "addr": n.http})).collect();
+            let members: Vec<Value> = entries
+                .iter()
+                .map(|n| json!({"id": n.id, "addr": n.http}))
+                .collect();
             let resp = http
                 .post(format!("http://{}/admin/v1/cluster/init", entries[0].http))
                 .bearer_auth(&file.admin_token)
@@ -169,16 +225,26 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 .send()
                 .await?;
             if !resp.status().is_success() {
-                bail!("bootstrap failed: {}", resp.text().await.unwrap_or_default());
+                bail!(
+                    "bootstrap failed: {}",
+                    resp.text().await.unwrap_or_default()
+                );
             }
             file.initialized = true;
             write_cluster_file(&dir, &file)?;
         }
         for n in &entries {
-            wait_for(&http, &format!("http://{}/readyz", n.http), READY_TIMEOUT).await.with_context(|| format!("node {} not ready", n.id))?;
+            wait_for(&http, &format!("http://{}/readyz", n.http), READY_TIMEOUT)
+                .await
+                .with_context(|| format!("node {} not ready", n.id))?;
         }
         if !file.demo_loaded && !args.no_demo {
-            let summary = crate::dev_demo::load(&http, &entries.iter().map(|n| n.http.clone()).collect::<Vec<_>>(), &file.admin_token).await?;
+            let summary = crate::dev_demo::load(
+                &http,
+                &entries.iter().map(|n| n.http.clone()).collect::<Vec<_>>(),
+                &file.admin_token,
+            )
+            .await?;
             println!("demo catalogue loaded: {summary}");
             file.demo_loaded = true;
             write_cluster_file(&dir, &file)?;
@@ -191,9 +257,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         return Err(e);
     }
 
-    println!("\nboxoffice dev cluster: {} nodes, {} inventory shards", entries.len(), shards);
+    println!(
+        "\nboxoffice dev cluster: {} nodes, {} inventory shards",
+        entries.len(),
+        shards
+    );
     for n in &entries {
-        println!("  node {}  http://{}  pid {}  data {}", n.id, n.http, n.pid, n.data_dir.display());
+        println!(
+            "  node {}  http://{}  pid {}  data {}",
+            n.id,
+            n.http,
+            n.pid,
+            n.data_dir.display()
+        );
     }
     println!("\ncluster file: {}", dir.join("cluster.json").display());
     println!("user token  (demo-user):  {}", file.user_token);
@@ -208,13 +284,22 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         file.user_token
     );
     if args.detach {
-        println!("\nnodes left running (detached); stop them with: kill {}", entries.iter().map(|n| n.pid.to_string()).collect::<Vec<_>>().join(" "));
+        println!(
+            "\nnodes left running (detached); stop them with: kill {}",
+            entries
+                .iter()
+                .map(|n| n.pid.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         for c in children {
             std::mem::forget(c);
         }
         return Ok(());
     }
-    println!("\nCtrl-C stops the cluster; running `boxoffice dev` again restarts it with its data.");
+    println!(
+        "\nCtrl-C stops the cluster; running `boxoffice dev` again restarts it with its data."
+    );
     tokio::select! {
         _ = crate::shutdown_signal() => {}
         _ = wait_all(&mut children) => { eprintln!("all nodes exited"); }
@@ -224,7 +309,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 }
 
 async fn first_event_id(http: &reqwest::Client, base: &str) -> Option<u64> {
-    let v: Value = http.get(format!("http://{base}/v1/events?limit=1")).send().await.ok()?.json().await.ok()?;
+    let v: Value = http
+        .get(format!("http://{base}/v1/events?limit=1"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
     v["events"][0]["event"]["event_id"].as_u64()
 }
 
@@ -249,7 +341,10 @@ async fn stop(children: Vec<tokio::process::Child>) {
 }
 
 fn unsafe_kill(pid: u32, signal: i32) {
-    let _ = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+    let _ = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 async fn wait_for(http: &reqwest::Client, url: &str, timeout: Duration) -> anyhow::Result<()> {

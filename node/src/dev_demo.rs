@@ -5,7 +5,10 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 fn rows(names: &[&str], seats: u32, price_cents: u64) -> Vec<Value> {
-    names.iter().map(|n| json!({"name": n, "seats": seats, "price_cents": price_cents})).collect()
+    names
+        .iter()
+        .map(|n| json!({"name": n, "seats": seats, "price_cents": price_cents}))
+        .collect()
 }
 
 fn numbered(n: u32) -> Vec<String> {
@@ -13,18 +16,34 @@ fn numbered(n: u32) -> Vec<String> {
 }
 
 fn lettered(n: u32) -> Vec<String> {
-    (0..n).map(|i| ((b'A' + i as u8) as char).to_string()).collect()
+    (0..n)
+        .map(|i| ((b'A' + i as u8) as char).to_string())
+        .collect()
 }
 
 fn as_refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-async fn post(http: &reqwest::Client, nodes: &[String], path: &str, token: &str, body: Value, key: &str) -> anyhow::Result<Value> {
+async fn post(
+    http: &reqwest::Client,
+    nodes: &[String],
+    path: &str,
+    token: &str,
+    body: Value,
+    key: &str,
+) -> anyhow::Result<Value> {
     let mut last = String::new();
     // Any node accepts admin writes; try the next one if a node does not answer.
     for node in nodes.iter().cycle().take(nodes.len() * 3) {
-        match http.post(format!("http://{node}{path}")).bearer_auth(token).header("Idempotency-Key", key).json(&body).send().await {
+        match http
+            .post(format!("http://{node}{path}"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+            .await
+        {
             Ok(r) if r.status().is_success() => return Ok(r.json().await?),
             Ok(r) if r.status().is_server_error() => last = r.text().await.unwrap_or_default(),
             Ok(r) => bail!("{path}: {}", r.text().await.unwrap_or_default()),
@@ -36,7 +55,11 @@ async fn post(http: &reqwest::Client, nodes: &[String], path: &str, token: &str,
 }
 
 /// Loads the demo catalogue; returns a one-line summary.
-pub async fn load(http: &reqwest::Client, nodes: &[String], admin_token: &str) -> anyhow::Result<String> {
+pub async fn load(
+    http: &reqwest::Client,
+    nodes: &[String],
+    admin_token: &str,
+) -> anyhow::Result<String> {
     let venues = vec![
         json!({"name": "Madison Square Garden", "city": "New York", "lat": 40.7505, "lon": -73.9934, "sections": [
             {"name": "Floor", "rows": rows(&as_refs(&lettered(10)), 20, 25000)},
@@ -60,14 +83,30 @@ pub async fn load(http: &reqwest::Client, nodes: &[String], admin_token: &str) -
     ];
     let mut venue_ids = Vec::new();
     for (i, v) in venues.into_iter().enumerate() {
-        let r = post(http, nodes, "/admin/v1/venues", admin_token, v, &format!("demo-venue-{i}")).await?;
+        let r = post(
+            http,
+            nodes,
+            "/admin/v1/venues",
+            admin_token,
+            v,
+            &format!("demo-venue-{i}"),
+        )
+        .await?;
         venue_ids.push(r["venue_id"].as_u64().context("venue_id missing")?);
     }
     let performers = [
         ("Taylor Swift", "Singer-songwriter; stadium pop", "concert"),
         ("The Lumineers", "Folk rock band from Denver", "concert"),
-        ("London Symphony Orchestra", "Orchestra in residence at the Barbican", "classical"),
-        ("Hamilton Touring Company", "The musical, on tour", "theatre"),
+        (
+            "London Symphony Orchestra",
+            "Orchestra in residence at the Barbican",
+            "classical",
+        ),
+        (
+            "Hamilton Touring Company",
+            "The musical, on tour",
+            "theatre",
+        ),
         ("Knicks", "New York basketball", "sports"),
         ("Arctic Monkeys", "Indie rock from Sheffield", "concert"),
         ("Trevor Noah", "Stand-up comedy", "comedy"),
@@ -77,10 +116,24 @@ pub async fn load(http: &reqwest::Client, nodes: &[String], admin_token: &str) -
     ];
     let mut performer_ids = Vec::new();
     for (i, (name, description, _)) in performers.iter().enumerate() {
-        let r = post(http, nodes, "/admin/v1/performers", admin_token, json!({"name": name, "description": description}), &format!("demo-performer-{i}")).await?;
+        let r = post(
+            http,
+            nodes,
+            "/admin/v1/performers",
+            admin_token,
+            json!({"name": name, "description": description}),
+            &format!("demo-performer-{i}"),
+        )
+        .await?;
         performer_ids.push(r["performer_id"].as_u64().context("performer_id missing")?);
     }
-    let tours = ["World Tour", "Live", "Summer Nights", "An Evening With", "Encore"];
+    let tours = [
+        "World Tour",
+        "Live",
+        "Summer Nights",
+        "An Evening With",
+        "Encore",
+    ];
     let events_n = 36;
     for i in 0..events_n {
         let p = i % performers.len();
@@ -97,7 +150,19 @@ pub async fn load(http: &reqwest::Client, nodes: &[String], admin_token: &str) -
             "hold_ttl_s": 600,
             "per_user_cap": if v == 4 { 2 } else { 6 },
         });
-        post(http, nodes, "/admin/v1/events", admin_token, body, &format!("demo-event-{i}")).await?;
+        post(
+            http,
+            nodes,
+            "/admin/v1/events",
+            admin_token,
+            body,
+            &format!("demo-event-{i}"),
+        )
+        .await?;
     }
-    Ok(format!("{} venues, {} performers, {events_n} events (one general-admission venue)", venue_ids.len(), performer_ids.len()))
+    Ok(format!(
+        "{} venues, {} performers, {events_n} events (one general-admission venue)",
+        venue_ids.len(),
+        performer_ids.len()
+    ))
 }

@@ -25,7 +25,13 @@ pub struct ApiError {
 impl ApiError {
     /// A new error.
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        ApiError { status, code, detail: detail.into(), extra: Map::new(), retry_after_s: None }
+        ApiError {
+            status,
+            code,
+            detail: detail.into(),
+            extra: Map::new(),
+            retry_after_s: None,
+        }
     }
     /// Adds an extension member.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -64,7 +70,11 @@ impl ApiError {
     /// 500; the cause is logged, not sent.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the node's log")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the node's log",
+        )
     }
 }
 
@@ -88,16 +98,30 @@ impl From<Rejection> for ApiError {
         let mut e = ApiError::new(status, r.code(), r.to_string());
         match &r {
             Rejection::SeatUnavailable { seat_ids } => e = e.with("seat_ids", json!(seat_ids)),
-            Rejection::InsufficientAvailability { requested, available } => {
-                e = e.with("requested", *requested).with("available", *available)
+            Rejection::InsufficientAvailability {
+                requested,
+                available,
+            } => {
+                e = e
+                    .with("requested", *requested)
+                    .with("available", *available)
             }
-            Rejection::CapExceeded { cap, current, requested } => {
-                e = e.with("cap", *cap).with("current", *current).with("requested", *requested)
+            Rejection::CapExceeded {
+                cap,
+                current,
+                requested,
+            } => {
+                e = e
+                    .with("cap", *cap)
+                    .with("current", *current)
+                    .with("requested", *requested)
             }
             Rejection::UnknownEvent { event_id } => e = e.with("event_id", *event_id),
             Rejection::UnknownHold { hold_id } => e = e.with("hold_id", hold_id.to_string()),
             Rejection::HoldExpired { expired_at_ms } => e = e.with("expired_at_ms", *expired_at_ms),
-            Rejection::HoldAlreadyConfirmed { booking_id } => e = e.with("booking_id", booking_id.to_string()),
+            Rejection::HoldAlreadyConfirmed { booking_id } => {
+                e = e.with("booking_id", booking_id.to_string())
+            }
             _ => {}
         }
         e
@@ -107,21 +131,36 @@ impl From<Rejection> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = Map::new();
-        body.insert("type".into(), json!(format!("urn:boxoffice:problem:{}", self.code)));
-        body.insert("title".into(), json!(self.status.canonical_reason().unwrap_or("error")));
+        body.insert(
+            "type".into(),
+            json!(format!("urn:boxoffice:problem:{}", self.code)),
+        );
+        body.insert(
+            "title".into(),
+            json!(self.status.canonical_reason().unwrap_or("error")),
+        );
         body.insert("status".into(), json!(self.status.as_u16()));
         body.insert("code".into(), json!(self.code));
         body.insert("detail".into(), json!(self.detail));
         for (k, v) in self.extra {
             body.insert(k, v);
         }
-        let mut resp = (self.status, serde_json::to_vec(&Value::Object(body)).unwrap_or_default()).into_response();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        let mut resp = (
+            self.status,
+            serde_json::to_vec(&Value::Object(body)).unwrap_or_default(),
+        )
+            .into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if let Some(s) = self.retry_after_s {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }

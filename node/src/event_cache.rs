@@ -32,7 +32,10 @@ pub struct Ticket(u64);
 
 impl EventCache {
     pub fn new(max: usize) -> Self {
-        Self { max, inner: Mutex::new(Inner::default()) }
+        Self {
+            max,
+            inner: Mutex::new(Inner::default()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -73,7 +73,13 @@ impl Feed {
         let mut changes = sm.changes();
         let start = sm.applied().borrow().index;
         let (tx, _) = broadcast::channel(lag_max.max(1));
-        let feed = Arc::new(Feed { ring: Mutex::new(Ring { floor: start, changes: VecDeque::new() }), tx });
+        let feed = Arc::new(Feed {
+            ring: Mutex::new(Ring {
+                floor: start,
+                changes: VecDeque::new(),
+            }),
+            tx,
+        });
         let f = feed.clone();
         tokio::spawn(async move {
             loop {
@@ -134,7 +140,12 @@ impl Feed {
                         quantity: b.quantity,
                         expires_at_ms: None,
                     }),
-                    Ok(Effect::Released { hold_id, event_id, seat_ids, quantity }) if *quantity > 0 => Some(SeatChange {
+                    Ok(Effect::Released {
+                        hold_id,
+                        event_id,
+                        seat_ids,
+                        quantity,
+                    }) if *quantity > 0 => Some(SeatChange {
                         index: c.index,
                         time_ms: c.outcome.applied.time_ms,
                         event_id: *event_id,
@@ -170,18 +181,33 @@ impl Feed {
     }
 
     /// Subscribes, and returns the changes after `after` if the ring covers them.
-    fn subscribe_from(&self, after: Option<u64>) -> (broadcast::Receiver<Arc<SeatChange>>, Option<Vec<Arc<SeatChange>>>) {
+    fn subscribe_from(
+        &self,
+        after: Option<u64>,
+    ) -> (
+        broadcast::Receiver<Arc<SeatChange>>,
+        Option<Vec<Arc<SeatChange>>>,
+    ) {
         let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         // Subscribing under the lock: nothing pushed after this is missed, nothing
         // before it is received live.
         let rx = self.tx.subscribe();
-        let replay = after.filter(|&a| a >= ring.floor).map(|a| ring.changes.iter().filter(|c| c.index > a).cloned().collect());
+        let replay = after.filter(|&a| a >= ring.floor).map(|a| {
+            ring.changes
+                .iter()
+                .filter(|c| c.index > a)
+                .cloned()
+                .collect()
+        });
         (rx, replay)
     }
 }
 
 fn sse_json<T: Serialize>(kind: &str, id: Option<u64>, value: &T) -> Event {
-    let e = Event::default().event(kind).json_data(value).unwrap_or_else(|_| Event::default().event(kind));
+    let e = Event::default()
+        .event(kind)
+        .json_data(value)
+        .unwrap_or_else(|_| Event::default().event(kind));
     match id {
         Some(i) => e.id(i.to_string()),
         None => e,
@@ -237,13 +263,25 @@ pub fn stream(
             None => {
                 let tx = reader.begin(now_ms());
                 let Some(map) = tx.seat_map(event_id) else {
-                    let _ = send(out_tx.clone(), sse_json("error", None, &serde_json::json!({"code": "unknown_event", "event_id": event_id}))).await;
+                    let _ = send(
+                        out_tx.clone(),
+                        sse_json(
+                            "error",
+                            None,
+                            &serde_json::json!({"code": "unknown_event", "event_id": event_id}),
+                        ),
+                    )
+                    .await;
                     return;
                 };
                 last_sent = tx.freshness.applied_index;
                 for s in &map.seats {
                     if let (SeatStatus::Held, Some(until)) = (s.status, s.held_until_ms) {
-                        timers.entry(until).or_default().push((format!("seat:{}", s.seat_id), vec![s.seat_id], 1));
+                        timers.entry(until).or_default().push((
+                            format!("seat:{}", s.seat_id),
+                            vec![s.seat_id],
+                            1,
+                        ));
                         held_until.insert(format!("seat:{}", s.seat_id), until);
                     }
                 }
@@ -255,7 +293,9 @@ pub fn stream(
         }
         loop {
             let next_timer = timers.keys().next().copied();
-            let sleep_ms = next_timer.map(|t| t.saturating_sub(now_ms())).unwrap_or(3_600_000);
+            let sleep_ms = next_timer
+                .map(|t| t.saturating_sub(now_ms()))
+                .unwrap_or(3_600_000);
             tokio::select! {
                 r = rx.recv() => match r {
                     Ok(c) => {
@@ -303,17 +343,27 @@ pub fn stream(
 }
 
 /// Keeps a stream's expiry timers in step with a change.
-fn track(timers: &mut BTreeMap<u64, Vec<(String, Vec<u32>, u32)>>, held_until: &mut BTreeMap<String, u64>, c: &SeatChange) {
+fn track(
+    timers: &mut BTreeMap<u64, Vec<(String, Vec<u32>, u32)>>,
+    held_until: &mut BTreeMap<String, u64>,
+    c: &SeatChange,
+) {
     let keys: Vec<(String, Vec<u32>)> = if c.seat_ids.is_empty() {
         vec![(format!("hold:{}", c.hold_id), vec![])]
     } else {
-        c.seat_ids.iter().map(|s| (format!("seat:{s}"), vec![*s])).collect()
+        c.seat_ids
+            .iter()
+            .map(|s| (format!("seat:{s}"), vec![*s]))
+            .collect()
     };
     for (key, seats) in keys {
         match (c.kind, c.expires_at_ms) {
             ("held", Some(exp)) => {
                 let qty = if seats.is_empty() { c.quantity } else { 1 };
-                timers.entry(exp).or_default().push((key.clone(), seats, qty));
+                timers
+                    .entry(exp)
+                    .or_default()
+                    .push((key.clone(), seats, qty));
                 held_until.insert(key, exp);
             }
             _ => {

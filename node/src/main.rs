@@ -25,7 +25,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::NodeConfig;
 
 #[derive(Parser)]
-#[command(name = "boxoffice", version, about = "Replicated ticket inventory, holds and bookings")]
+#[command(
+    name = "boxoffice",
+    version,
+    about = "Replicated ticket inventory, holds and bookings"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -99,22 +103,37 @@ struct TokenArgs {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,openraft=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Cmd::Node(args) => rt.block_on(run_node(args)),
         Cmd::Dev(args) => rt.block_on(dev::run(args)),
         Cmd::Token(args) => {
             let secret = match args.secret {
                 Some(s) => s,
-                None => dev::read_cluster_file(&args.dev_dir)
-                    .with_context(|| format!("no --secret given and no dev cluster at {}", args.dev_dir.display()))?
-                    .token_secret,
+                None => {
+                    dev::read_cluster_file(&args.dev_dir)
+                        .with_context(|| {
+                            format!(
+                                "no --secret given and no dev cluster at {}",
+                                args.dev_dir.display()
+                            )
+                        })?
+                        .token_secret
+                }
             };
-            println!("{}", auth::TokenKeys::new(&secret).mint(&args.user, args.admin, args.ttl_s)?);
+            println!(
+                "{}",
+                auth::TokenKeys::new(&secret).mint(&args.user, args.admin, args.ttl_s)?
+            );
             Ok(())
         }
     }
@@ -123,7 +142,8 @@ fn main() -> anyhow::Result<()> {
 fn resolve_node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
     let mut raw: toml::Table = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
         }
         None => toml::Table::new(),
@@ -150,32 +170,53 @@ fn resolve_node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
         set("cluster_key", toml::Value::String(v));
     }
     for kv in &args.limits {
-        let (k, v) = kv.split_once('=').ok_or_else(|| anyhow::anyhow!("--limit takes NAME=VALUE, not {kv:?}"))?;
-        let v: i64 = v.parse().map_err(|_| anyhow::anyhow!("--limit {k}: {v:?} is not a whole number"))?;
-        let limits = raw.entry("limits").or_insert_with(|| toml::Value::Table(Default::default()));
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--limit takes NAME=VALUE, not {kv:?}"))?;
+        let v: i64 = v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--limit {k}: {v:?} is not a whole number"))?;
+        let limits = raw
+            .entry("limits")
+            .or_insert_with(|| toml::Value::Table(Default::default()));
         if let toml::Value::Table(t) = limits {
             t.insert(k.to_string(), toml::Value::Integer(v));
         }
     }
     if let Some(v) = args.replica_staleness_ms_max {
-        let limits = raw.entry("limits").or_insert_with(|| toml::Value::Table(Default::default()));
+        let limits = raw
+            .entry("limits")
+            .or_insert_with(|| toml::Value::Table(Default::default()));
         if let toml::Value::Table(t) = limits {
-            t.insert("replica_staleness_ms_max".into(), toml::Value::Integer(v as i64));
+            t.insert(
+                "replica_staleness_ms_max".into(),
+                toml::Value::Integer(v as i64),
+            );
         }
     }
-    let raft = raw.entry("raft").or_insert_with(|| toml::Value::Table(Default::default()));
+    let raft = raw
+        .entry("raft")
+        .or_insert_with(|| toml::Value::Table(Default::default()));
     if let toml::Value::Table(t) = raft {
         if let Some(v) = args.snapshot_logs_since_last {
-            t.insert("snapshot_logs_since_last".into(), toml::Value::Integer(v as i64));
+            t.insert(
+                "snapshot_logs_since_last".into(),
+                toml::Value::Integer(v as i64),
+            );
         }
         if let Some(v) = args.logs_kept_after_snapshot {
-            t.insert("logs_kept_after_snapshot".into(), toml::Value::Integer(v as i64));
+            t.insert(
+                "logs_kept_after_snapshot".into(),
+                toml::Value::Integer(v as i64),
+            );
         }
     }
     let config: NodeConfig = toml::Value::Table(raw)
         .try_into()
         .context("node settings incomplete or invalid (need id, listen, data_dir, token_secret, cluster_key)")?;
-    config.validate().map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;
     Ok(config)
 }
 
@@ -185,8 +226,13 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let send_buffer = config.limits.socket_send_buffer_bytes;
     let keys = auth::TokenKeys::new(&config.token_secret);
     let node = node::Node::open(config).await?;
-    let router = app::router(app::AppState { node: node.clone(), keys });
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let router = app::router(app::AppState {
+        node: node.clone(),
+        keys,
+    });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     tracing::info!(node_id = node.id(), %listen, "node listening");
     use axum::serve::ListenerExt;
     let listener = listener.tap_io(move |tcp| {
@@ -196,7 +242,9 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
             }
         }
     });
-    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     for (g, raft) in node.groups.all() {
         if let Err(e) = raft.shutdown().await {
             tracing::warn!(%g, error = %e, "raft shutdown");
@@ -209,7 +257,8 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing SIGTERM handler");
     tokio::select! {
         _ = ctrl_c => {},
         _ = term.recv() => {},

@@ -86,7 +86,10 @@ pub struct Node {
 
 /// Wall-clock time in ms since the Unix epoch. The leader stamps commands with it.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Node {
@@ -100,7 +103,8 @@ impl Node {
         })?;
         let raft_config = Arc::new(config.openraft().map_err(anyhow::Error::msg)?);
         let streams = Arc::new(tokio::sync::Semaphore::new(config.limits.sse_streams_max));
-        let event_cache = crate::event_cache::EventCache::new(config.limits.event_cache_entries_max);
+        let event_cache =
+            crate::event_cache::EventCache::new(config.limits.event_cache_entries_max);
         let node = Arc::new(Node {
             config,
             db,
@@ -141,7 +145,11 @@ impl Node {
 
     /// Storage handles of a hosted group.
     pub fn stores(&self, group: GroupId) -> Option<GroupStores> {
-        self.stores.read().unwrap_or_else(|e| e.into_inner()).get(&group).cloned()
+        self.stores
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&group)
+            .cloned()
     }
 
     fn cluster_record(&self) -> anyhow::Result<Option<ClusterRecord>> {
@@ -161,9 +169,16 @@ impl Node {
         let _guard = self.create_lock.lock().await;
         match self.cluster_record().map_err(|e| e.to_string())? {
             Some(rec) if rec.shards == shards => {}
-            Some(rec) => return Err(format!("node already belongs to a cluster with {} shards", rec.shards)),
+            Some(rec) => {
+                return Err(format!(
+                    "node already belongs to a cluster with {} shards",
+                    rec.shards
+                ))
+            }
             None => {
-                self.db.put_node_record(meta::CLUSTER, codec::encode(&ClusterRecord { shards })).map_err(|e| e.to_string())?;
+                self.db
+                    .put_node_record(meta::CLUSTER, codec::encode(&ClusterRecord { shards }))
+                    .map_err(|e| e.to_string())?;
             }
         }
         self.start_groups(shards).await.map_err(|e| e.to_string())
@@ -187,24 +202,44 @@ impl Node {
             )
             .await?;
             if !group.is_catalogue() {
-                self.feeds.write().unwrap_or_else(|e| e.into_inner()).insert(group, crate::live::Feed::start(sm.clone(), self.config.limits.sse_lag_max));
+                self.feeds
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        group,
+                        crate::live::Feed::start(sm.clone(), self.config.limits.sse_lag_max),
+                    );
             }
-            self.stores.write().unwrap_or_else(|e| e.into_inner()).insert(group, GroupStores { log, sm, reader });
+            self.stores
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(group, GroupStores { log, sm, reader });
             self.groups.insert(group, raft);
         }
         *self.shards.write().unwrap_or_else(|e| e.into_inner()) = Some(shards);
         if self.search.get().is_none() {
             if let Some(cat) = self.stores(GroupId::CATALOGUE) {
-                let readers: BTreeMap<GroupId, Reader> =
-                    (1..=shards).filter_map(|g| self.stores(GroupId(g)).map(|s| (GroupId(g), s.reader))).collect();
+                let readers: BTreeMap<GroupId, Reader> = (1..=shards)
+                    .filter_map(|g| self.stores(GroupId(g)).map(|s| (GroupId(g), s.reader)))
+                    .collect();
                 let availability: crate::search::AvailabilityFn = Arc::new(move |event_id| {
                     let reader = readers.get(&shard_for_event(event_id, shards))?;
                     reader.begin(now_ms()).available(event_id)
                 });
                 let index = crate::search::SearchIndex::open(&self.config.data_dir, availability)?;
                 if self.search.set(index.clone()).is_ok() {
-                    let feeds: Vec<_> = self.feeds.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-                    tokio::spawn(index.clone().run_availability_refresher(cat.reader.clone(), feeds));
+                    let feeds: Vec<_> = self
+                        .feeds
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .values()
+                        .cloned()
+                        .collect();
+                    tokio::spawn(
+                        index
+                            .clone()
+                            .run_availability_refresher(cat.reader.clone(), feeds),
+                    );
                     tokio::spawn(index.run_indexer(cat.sm.clone(), cat.reader));
                 }
                 if let Some(me) = self.myself.get().and_then(std::sync::Weak::upgrade) {
@@ -217,7 +252,11 @@ impl Node {
 
     /// The seat-change feed of an inventory shard.
     pub fn feed(&self, group: GroupId) -> Option<Arc<crate::live::Feed>> {
-        self.feeds.read().unwrap_or_else(|e| e.into_inner()).get(&group).cloned()
+        self.feeds
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&group)
+            .cloned()
     }
 
     /// The search index, once the catalogue group runs here.
@@ -226,7 +265,9 @@ impl Node {
     }
 
     fn raft(&self, group: GroupId) -> Result<Raft, ProposeError> {
-        self.groups.get(group).ok_or(ProposeError::NoSuchGroup(group.0))
+        self.groups
+            .get(group)
+            .ok_or(ProposeError::NoSuchGroup(group.0))
     }
 
     /// The leader of `group` as this node knows it: (id, address).
@@ -234,7 +275,12 @@ impl Node {
         let raft = self.groups.get(group)?;
         let m = raft.metrics().borrow().clone();
         let leader = m.current_leader?;
-        let addr = m.membership_config.membership().get_node(&leader)?.addr.clone();
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .addr
+            .clone();
         Some((leader, addr))
     }
 
@@ -248,15 +294,26 @@ impl Node {
         timeout: Duration,
     ) -> Result<Outcome, ProposeError> {
         let raft = self.raft(group)?;
-        let req = Request { stamp_ms: now_ms(), session, command };
+        let req = Request {
+            stamp_ms: now_ms(),
+            session,
+            command,
+        };
         match tokio::time::timeout(timeout, raft.client_write(req)).await {
-            Err(_) => Err(ProposeError::Unknown(format!("not applied within {} ms", timeout.as_millis()))),
+            Err(_) => Err(ProposeError::Unknown(format!(
+                "not applied within {} ms",
+                timeout.as_millis()
+            ))),
             Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(ProposeError::NotLeader {
-                group: group.0,
-                leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
-            }),
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => Err(ProposeError::Unavailable(e.to_string())),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(ProposeError::NotLeader {
+                    group: group.0,
+                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+                })
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(ProposeError::Unavailable(e.to_string()))
+            }
             // The entry may have been appended before the node stopped.
             Ok(Err(RaftError::Fatal(e))) => Err(ProposeError::Unknown(e.to_string())),
         }
@@ -265,7 +322,12 @@ impl Node {
     /// Proposes a command on whichever node leads the group, forwarding and retrying
     /// across leader changes until `limits.write_timeout_ms`. Retrying is safe because
     /// client commands carry an idempotency key.
-    pub async fn propose(&self, group: GroupId, session: Option<Session>, command: Command) -> Result<Outcome, ProposeError> {
+    pub async fn propose(
+        &self,
+        group: GroupId,
+        session: Option<Session>,
+        command: Command,
+    ) -> Result<Outcome, ProposeError> {
         let timeout = Duration::from_millis(self.config.limits.write_timeout_ms);
         let deadline = Instant::now() + timeout;
         let retryable = session.is_some() || matches!(command, Command::CreateInventory(_));
@@ -276,16 +338,30 @@ impl Node {
             if remaining.is_zero() {
                 return Err(match last_err {
                     e @ ProposeError::Unknown(_) => e,
-                    e => ProposeError::Unavailable(format!("gave up after {} ms: {e}", timeout.as_millis())),
+                    e => ProposeError::Unavailable(format!(
+                        "gave up after {} ms: {e}",
+                        timeout.as_millis()
+                    )),
                 });
             }
             let result = match self.leader_of(group) {
-                Some((leader, _)) if leader == self.id() => self.propose_local(group, session.clone(), command.clone(), remaining).await,
+                Some((leader, _)) if leader == self.id() => {
+                    self.propose_local(group, session.clone(), command.clone(), remaining)
+                        .await
+                }
                 Some((_, addr)) => {
-                    let req = ForwardedProposal { session: session.clone(), command: command.clone() };
+                    let req = ForwardedProposal {
+                        session: session.clone(),
+                        command: command.clone(),
+                    };
                     match self
                         .rpc
-                        .call::<_, Result<Outcome, ProposeError>>(&addr, &format!("/internal/v1/propose/{}", group.0), &req, remaining)
+                        .call::<_, Result<Outcome, ProposeError>>(
+                            &addr,
+                            &format!("/internal/v1/propose/{}", group.0),
+                            &req,
+                            remaining,
+                        )
                         .await
                     {
                         Ok(r) => r,
@@ -293,7 +369,9 @@ impl Node {
                         Err(e) => Err(ProposeError::Unknown(e.to_string())),
                     }
                 }
-                None => Err(ProposeError::Unavailable(format!("no leader known for {group}"))),
+                None => Err(ProposeError::Unavailable(format!(
+                    "no leader known for {group}"
+                ))),
             };
             match result {
                 Ok(outcome) => return Ok(outcome),
@@ -302,10 +380,15 @@ impl Node {
                 Err(e) => {
                     tracing::debug!(%group, error = %e, "write not done yet; retrying");
                     // An unknown outcome stays unknown unless a later attempt answers.
-                    if !matches!(last_err, ProposeError::Unknown(_)) || matches!(e, ProposeError::Unknown(_)) {
+                    if !matches!(last_err, ProposeError::Unknown(_))
+                        || matches!(e, ProposeError::Unknown(_))
+                    {
                         last_err = e;
                     }
-                    tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
+                    tokio::time::sleep(
+                        backoff.min(deadline.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
                     backoff = (backoff * 2).min(Duration::from_millis(250));
                 }
             }
@@ -322,16 +405,26 @@ impl Node {
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(ProposeError::Unavailable(format!("no read index for {group} within {} ms", timeout.as_millis())));
+                return Err(ProposeError::Unavailable(format!(
+                    "no read index for {group} within {} ms",
+                    timeout.as_millis()
+                )));
             }
             let index = match self.leader_of(group) {
                 Some((leader, _)) if leader == self.id() => self.read_index_local(group).await,
                 Some((_, addr)) => self
                     .rpc
-                    .call::<_, Result<u64, ProposeError>>(&addr, &format!("/internal/v1/read_index/{}", group.0), &(), remaining)
+                    .call::<_, Result<u64, ProposeError>>(
+                        &addr,
+                        &format!("/internal/v1/read_index/{}", group.0),
+                        &(),
+                        remaining,
+                    )
                     .await
                     .unwrap_or_else(|e| Err(ProposeError::Unavailable(e.to_string()))),
-                None => Err(ProposeError::Unavailable(format!("no leader known for {group}"))),
+                None => Err(ProposeError::Unavailable(format!(
+                    "no leader known for {group}"
+                ))),
             };
             match index {
                 Ok(index) => {
@@ -359,7 +452,10 @@ impl Node {
         match raft.get_read_log_id().await {
             Ok((read, _applied)) => Ok(read.map(|l| l.index).unwrap_or(0)),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(ProposeError::NotLeader { group: group.0, leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)) })
+                Err(ProposeError::NotLeader {
+                    group: group.0,
+                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+                })
             }
             Err(e) => Err(ProposeError::Unavailable(e.to_string())),
         }
@@ -383,9 +479,13 @@ async fn ticker(node: std::sync::Weak<Node>) {
         let interval = Duration::from_millis(n.config.raft.tick_interval_ms);
         let now = now_ms();
         for (group, _) in n.groups.all() {
-            let Some(stores) = n.stores(group) else { continue };
+            let Some(stores) = n.stores(group) else {
+                continue;
+            };
             let idle_ms = now.saturating_sub(stores.sm.applied().borrow().time_ms);
-            if idle_ms >= n.config.raft.tick_interval_ms && n.leader_of(group).map(|(id, _)| id) == Some(n.id()) {
+            if idle_ms >= n.config.raft.tick_interval_ms
+                && n.leader_of(group).map(|(id, _)| id) == Some(n.id())
+            {
                 let n2 = n.clone();
                 // Not awaited in the loop: a group without quorum must not hold up the others.
                 tokio::spawn(async move {
@@ -401,7 +501,10 @@ async fn ticker(node: std::sync::Weak<Node>) {
 }
 
 /// Keeps the event cache in step with the catalogue replica.
-async fn invalidate_event_cache(node: Arc<Node>, mut changes: tokio::sync::broadcast::Receiver<boxoffice_storage::state_machine::AppliedChange>) {
+async fn invalidate_event_cache(
+    node: Arc<Node>,
+    mut changes: tokio::sync::broadcast::Receiver<boxoffice_storage::state_machine::AppliedChange>,
+) {
     let weak = Arc::downgrade(&node);
     drop(node);
     loop {
@@ -411,8 +514,12 @@ async fn invalidate_event_cache(node: Arc<Node>, mut changes: tokio::sync::broad
         match change {
             Ok(c) if c.snapshot_installed => cache.clear(),
             Ok(c) => match &c.outcome.result {
-                Ok(Effect::EventCreated { event_id, .. } | Effect::EventUpdated { event_id }) => cache.invalidate(*event_id),
-                Ok(Effect::EventsCreated { events }) => events.iter().for_each(|e| cache.invalidate(e.event_id)),
+                Ok(Effect::EventCreated { event_id, .. } | Effect::EventUpdated { event_id }) => {
+                    cache.invalidate(*event_id)
+                }
+                Ok(Effect::EventsCreated { events }) => {
+                    events.iter().for_each(|e| cache.invalidate(e.event_id))
+                }
                 _ => {}
             },
             // Missed changes: forget everything rather than serve a stale view.

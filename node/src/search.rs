@@ -18,8 +18,12 @@ use std::time::Duration;
 use boxoffice_storage::read::Reader;
 use boxoffice_storage::state_machine::StateMachineStore;
 use tantivy::collector::{Count, TopDocs};
-use tantivy::query::{AllQuery, BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, RangeQuery, TermQuery};
-use tantivy::schema::{Field, IndexRecordOption, Schema, Value as _, FAST, INDEXED, STORED, STRING, TEXT};
+use tantivy::query::{
+    AllQuery, BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, RangeQuery, TermQuery,
+};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, Value as _, FAST, INDEXED, STORED, STRING, TEXT,
+};
 use tantivy::{doc, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
 
 /// Bumped whenever the schema changes: an index of another version is rebuilt.
@@ -217,11 +221,17 @@ impl SearchIndex {
             }
         }
         let (schema, fields) = schema();
-        let opened = std::fs::create_dir_all(&dir).map_err(anyhow::Error::from).and_then(|_| {
-            let idx = if dir.join("meta.json").exists() { Index::open_in_dir(&dir)? } else { Index::create_in_dir(&dir, schema.clone())? };
-            anyhow::ensure!(idx.schema() == schema, "index schema differs");
-            Ok(idx)
-        });
+        let opened = std::fs::create_dir_all(&dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|_| {
+                let idx = if dir.join("meta.json").exists() {
+                    Index::open_in_dir(&dir)?
+                } else {
+                    Index::create_in_dir(&dir, schema.clone())?
+                };
+                anyhow::ensure!(idx.schema() == schema, "index schema differs");
+                Ok(idx)
+            });
         let index = match opened {
             Ok(i) => i,
             Err(e) => {
@@ -231,9 +241,17 @@ impl SearchIndex {
                 Index::create_in_dir(&dir, schema)?
             }
         };
-        let cursor = index.load_metas().ok().and_then(|m| m.payload).and_then(|p| parse_cursor(&p)).unwrap_or((0, 0));
+        let cursor = index
+            .load_metas()
+            .ok()
+            .and_then(|m| m.payload)
+            .and_then(|p| parse_cursor(&p))
+            .unwrap_or((0, 0));
         let writer = index.writer(WRITER_MEMORY_BYTES)?;
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
         Ok(Arc::new(SearchIndex {
             reader,
             writer: Mutex::new(writer),
@@ -261,20 +279,44 @@ impl SearchIndex {
 
     /// Adds or replaces events (read from the catalogue replica). Returns the highest id.
     /// Re-indexes `events` (as read by `tx`) into the uncommitted writer.
-    fn upsert(&self, w: &IndexWriter, tx: &boxoffice_storage::read::ReadTx<'_>, events: &[boxoffice_storage::records::Event]) -> anyhow::Result<()> {
+    fn upsert(
+        &self,
+        w: &IndexWriter,
+        tx: &boxoffice_storage::read::ReadTx<'_>,
+        events: &[boxoffice_storage::records::Event],
+    ) -> anyhow::Result<()> {
         let f = self.fields;
         for e in events {
             let venue = tx.venue(e.spec.venue_id);
-            let performers: Vec<String> = e.spec.performer_ids.iter().filter_map(|&p| tx.performer(p)).map(|p| p.spec.name).collect();
+            let performers: Vec<String> = e
+                .spec
+                .performer_ids
+                .iter()
+                .filter_map(|&p| tx.performer(p))
+                .map(|p| p.spec.name)
+                .collect();
             let (capacity, min_price) = match venue.as_ref().map(|v| &v.spec.layout) {
                 Some(boxoffice_raft::command::Layout::Seated { sections }) => (
-                    venue.as_ref().map(|v| v.spec.layout.capacity()).unwrap_or(0),
-                    sections.iter().flat_map(|s| &s.rows).map(|r| r.price_cents).min().unwrap_or(0),
+                    venue
+                        .as_ref()
+                        .map(|v| v.spec.layout.capacity())
+                        .unwrap_or(0),
+                    sections
+                        .iter()
+                        .flat_map(|s| &s.rows)
+                        .map(|r| r.price_cents)
+                        .min()
+                        .unwrap_or(0),
                 ),
-                Some(boxoffice_raft::command::Layout::GeneralAdmission { capacity, price_cents }) => (u64::from(*capacity), *price_cents),
+                Some(boxoffice_raft::command::Layout::GeneralAdmission {
+                    capacity,
+                    price_cents,
+                }) => (u64::from(*capacity), *price_cents),
                 None => (0, 0),
             };
-            let available = (self.availability)(e.event_id).map(u64::from).unwrap_or(capacity);
+            let available = (self.availability)(e.event_id)
+                .map(u64::from)
+                .unwrap_or(capacity);
             w.delete_term(Term::from_field_u64(f.event_id, e.event_id));
             let mut d = doc!(
                 f.event_id => e.event_id,
@@ -294,15 +336,31 @@ impl SearchIndex {
             for &p in &e.spec.performer_ids {
                 d.add_u64(f.performer_id, p);
             }
-            let venue_name = venue.as_ref().map(|v| v.spec.name.as_str()).unwrap_or_default();
-            d.add_text(f.all_text, format!("{} {} {} {}", e.spec.name, performers.join(" "), venue_name, e.spec.description));
+            let venue_name = venue
+                .as_ref()
+                .map(|v| v.spec.name.as_str())
+                .unwrap_or_default();
+            d.add_text(
+                f.all_text,
+                format!(
+                    "{} {} {} {}",
+                    e.spec.name,
+                    performers.join(" "),
+                    venue_name,
+                    e.spec.description
+                ),
+            );
             w.add_document(d)?;
         }
         Ok(())
     }
 
     /// Commits the writer, recording `cursor` (or keeping the current one).
-    fn commit(&self, mut w: std::sync::MutexGuard<'_, IndexWriter>, cursor: Option<(u64, u64)>) -> anyhow::Result<()> {
+    fn commit(
+        &self,
+        mut w: std::sync::MutexGuard<'_, IndexWriter>,
+        cursor: Option<(u64, u64)>,
+    ) -> anyhow::Result<()> {
         let cursor = cursor.unwrap_or_else(|| self.cursor());
         let mut prepared = w.prepare_commit()?;
         prepared.set_payload(&format!("{}:{}", cursor.0, cursor.1));
@@ -329,7 +387,8 @@ impl SearchIndex {
             let tx = reader.begin(0);
             let changed = tx.events_changed_after(self.cursor(), REBUILD_BATCH);
             let Some(&(last, _)) = changed.last() else {
-                self.synced_through.fetch_max(tx.freshness.applied_index, Ordering::Relaxed);
+                self.synced_through
+                    .fetch_max(tx.freshness.applied_index, Ordering::Relaxed);
                 return Ok(());
             };
             let events: Vec<_> = changed.into_iter().map(|(_, e)| e).collect();
@@ -380,7 +439,10 @@ impl SearchIndex {
         };
         sync(self.clone()).await;
         self.ready.store(true, Ordering::Relaxed);
-        tracing::info!(indexed_through = self.indexed_through(), "search index ready");
+        tracing::info!(
+            indexed_through = self.indexed_through(),
+            "search index ready"
+        );
         loop {
             match changes.recv().await {
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
@@ -390,7 +452,9 @@ impl SearchIndex {
             let deadline = tokio::time::Instant::now() + Duration::from_millis(COMMIT_INTERVAL_MS);
             loop {
                 match tokio::time::timeout_at(deadline, changes.recv()).await {
-                    Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+                    Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                        continue
+                    }
                     Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return,
                     Err(_) => break,
                 }
@@ -402,7 +466,11 @@ impl SearchIndex {
     /// Re-indexes events whose availability may have changed: those named by the
     /// shards' seat-change feeds, and those with a hold expiring, once per
     /// [`AVAILABILITY_REFRESH_MS`] (one commit per period, not one per sale).
-    pub async fn run_availability_refresher(self: Arc<Self>, catalogue: Reader, feeds: Vec<Arc<crate::live::Feed>>) {
+    pub async fn run_availability_refresher(
+        self: Arc<Self>,
+        catalogue: Reader,
+        feeds: Vec<Arc<crate::live::Feed>>,
+    ) {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Option<u64>)>(4096);
         for feed in feeds {
             let mut sub = feed.subscribe();
@@ -486,73 +554,154 @@ impl SearchIndex {
                 for &field in &text_fields {
                     // Exact matches rank well above fuzzy ones.
                     let term = Term::from_field_text(field, w);
-                    any.push((Occur::Should, Box::new(BoostQuery::new(Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)), 4.0))));
+                    any.push((
+                        Occur::Should,
+                        Box::new(BoostQuery::new(
+                            Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
+                            4.0,
+                        )),
+                    ));
                 }
                 let all = Term::from_field_text(f.all_text, w);
-                let distance = if w.chars().count() >= 5 { 2 } else if w.chars().count() >= 3 { 1 } else { 0 };
+                let distance = if w.chars().count() >= 5 {
+                    2
+                } else if w.chars().count() >= 3 {
+                    1
+                } else {
+                    0
+                };
                 if fuzzy && distance > 0 {
-                    any.push((Occur::Should, Box::new(FuzzyTermQuery::new(all.clone(), distance, true))));
+                    any.push((
+                        Occur::Should,
+                        Box::new(FuzzyTermQuery::new(all.clone(), distance, true)),
+                    ));
                 }
                 if last {
                     // Type-ahead: the last word may be unfinished.
-                    any.push((Occur::Should, Box::new(BoostQuery::new(Box::new(FuzzyTermQuery::new_prefix(all, 0, false)), 2.0))));
+                    any.push((
+                        Occur::Should,
+                        Box::new(BoostQuery::new(
+                            Box::new(FuzzyTermQuery::new_prefix(all, 0, false)),
+                            2.0,
+                        )),
+                    ));
                 }
                 out.push((Occur::Must, Box::new(BooleanQuery::new(any))));
             }
             out
         };
         if let Some(c) = &req.city {
-            must.push((Occur::Must, Box::new(TermQuery::new(Term::from_field_text(f.city, &c.to_lowercase()), IndexRecordOption::Basic))));
+            must.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(f.city, &c.to_lowercase()),
+                    IndexRecordOption::Basic,
+                )),
+            ));
         }
         if let Some(c) = &req.category {
-            must.push((Occur::Must, Box::new(TermQuery::new(Term::from_field_text(f.category, &c.to_lowercase()), IndexRecordOption::Basic))));
+            must.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(f.category, &c.to_lowercase()),
+                    IndexRecordOption::Basic,
+                )),
+            ));
         }
         if let Some(p) = req.performer_id {
-            must.push((Occur::Must, Box::new(TermQuery::new(Term::from_field_u64(f.performer_id, p), IndexRecordOption::Basic))));
+            must.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_u64(f.performer_id, p),
+                    IndexRecordOption::Basic,
+                )),
+            ));
         }
         if let Some(v) = req.venue_id {
-            must.push((Occur::Must, Box::new(TermQuery::new(Term::from_field_u64(f.venue_id, v), IndexRecordOption::Basic))));
+            must.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_u64(f.venue_id, v),
+                    IndexRecordOption::Basic,
+                )),
+            ));
         }
         if req.available_only {
-            must.push((Occur::Must, Box::new(RangeQuery::new(std::ops::Bound::Included(Term::from_field_u64(f.available, 1)), std::ops::Bound::Unbounded))));
+            must.push((
+                Occur::Must,
+                Box::new(RangeQuery::new(
+                    std::ops::Bound::Included(Term::from_field_u64(f.available, 1)),
+                    std::ops::Bound::Unbounded,
+                )),
+            ));
         }
         if req.from_ms.is_some() || req.to_ms.is_some() {
-            let lo = req.from_ms.map(|v| std::ops::Bound::Included(Term::from_field_i64(f.starts_at_ms, v))).unwrap_or(std::ops::Bound::Unbounded);
-            let hi = req.to_ms.map(|v| std::ops::Bound::Included(Term::from_field_i64(f.starts_at_ms, v))).unwrap_or(std::ops::Bound::Unbounded);
+            let lo = req
+                .from_ms
+                .map(|v| std::ops::Bound::Included(Term::from_field_i64(f.starts_at_ms, v)))
+                .unwrap_or(std::ops::Bound::Unbounded);
+            let hi = req
+                .to_ms
+                .map(|v| std::ops::Bound::Included(Term::from_field_i64(f.starts_at_ms, v)))
+                .unwrap_or(std::ops::Bound::Unbounded);
             must.push((Occur::Must, Box::new(RangeQuery::new(lo, hi))));
         }
         if let Some((lat, lon, Some(radius))) = req.near {
             // A bounding box on the indexed coordinates narrows the candidates;
             // the exact great-circle test runs on what it lets through.
             let dlat = (radius / 111.0).min(180.0);
-            must.push((Occur::Must, Box::new(RangeQuery::new(
-                std::ops::Bound::Included(Term::from_field_f64(f.lat, lat - dlat)),
-                std::ops::Bound::Included(Term::from_field_f64(f.lat, lat + dlat)),
-            ))));
+            must.push((
+                Occur::Must,
+                Box::new(RangeQuery::new(
+                    std::ops::Bound::Included(Term::from_field_f64(f.lat, lat - dlat)),
+                    std::ops::Bound::Included(Term::from_field_f64(f.lat, lat + dlat)),
+                )),
+            ));
             let cos = (lat.abs() + dlat).min(89.0).to_radians().cos();
             let dlon = radius / (111.0 * cos);
             if lon - dlon >= -180.0 && lon + dlon <= 180.0 {
-                must.push((Occur::Must, Box::new(RangeQuery::new(
-                    std::ops::Bound::Included(Term::from_field_f64(f.lon, lon - dlon)),
-                    std::ops::Bound::Included(Term::from_field_f64(f.lon, lon + dlon)),
-                ))));
+                must.push((
+                    Occur::Must,
+                    Box::new(RangeQuery::new(
+                        std::ops::Bound::Included(Term::from_field_f64(f.lon, lon - dlon)),
+                        std::ops::Bound::Included(Term::from_field_f64(f.lon, lon + dlon)),
+                    )),
+                ));
             }
         }
         let searcher = self.reader.searcher();
         let build = |text: Vec<(Occur, Box<dyn Query>)>| -> Box<dyn Query> {
-            let all: Vec<(Occur, Box<dyn Query>)> = text.into_iter().chain(must.iter().map(|(o, q)| (*o, q.box_clone()))).collect();
-            if all.is_empty() { Box::new(AllQuery) } else { Box::new(BooleanQuery::new(all)) }
+            let all: Vec<(Occur, Box<dyn Query>)> = text
+                .into_iter()
+                .chain(must.iter().map(|(o, q)| (*o, q.box_clone())))
+                .collect();
+            if all.is_empty() {
+                Box::new(AllQuery)
+            } else {
+                Box::new(BooleanQuery::new(all))
+            }
         };
         let limit = req.page_size;
         let by_date = req.sort == Sort::Date || (req.sort == Sort::Relevance && words.is_empty());
-        let hit_of = |score: f32, addr: tantivy::DocAddress, distance_km: Option<f64>| -> anyhow::Result<Hit> {
+        let hit_of = |score: f32,
+                      addr: tantivy::DocAddress,
+                      distance_km: Option<f64>|
+         -> anyhow::Result<Hit> {
             let d: TantivyDocument = searcher.doc(addr)?;
-            let text = |field| d.get_first(field).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let text = |field| {
+                d.get_first(field)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
             let num = |field| d.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0);
             Ok(Hit {
                 event_id: num(f.event_id),
                 name: text(f.name),
-                starts_at_ms: d.get_first(f.starts_at_ms).and_then(|v| v.as_i64()).unwrap_or(0),
+                starts_at_ms: d
+                    .get_first(f.starts_at_ms)
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or(0),
                 venue: text(f.venue),
                 city: text(f.city),
                 category: text(f.category),
@@ -563,55 +712,84 @@ impl SearchIndex {
             })
         };
         let execute = |query: &dyn Query| -> anyhow::Result<(Vec<Hit>, usize)> {
-        Ok(if let Some((lat, lon, radius)) = req.near {
-            // Candidates in relevance (or date) order, then the exact radius filter
-            // and, if asked, distance order.
-            let (cands, _): (Vec<(f32, tantivy::DocAddress)>, usize) = if by_date {
-                let c = TopDocs::with_limit(GEO_CANDIDATES_MAX).order_by_fast_field::<i64>("starts_at_ms", Order::Asc);
-                let (top, n) = searcher.search(query, &(c, Count))?;
-                (top.into_iter().map(|(_, a)| (0.0, a)).collect(), n)
+            Ok(if let Some((lat, lon, radius)) = req.near {
+                // Candidates in relevance (or date) order, then the exact radius filter
+                // and, if asked, distance order.
+                let (cands, _): (Vec<(f32, tantivy::DocAddress)>, usize) = if by_date {
+                    let c = TopDocs::with_limit(GEO_CANDIDATES_MAX)
+                        .order_by_fast_field::<i64>("starts_at_ms", Order::Asc);
+                    let (top, n) = searcher.search(query, &(c, Count))?;
+                    (top.into_iter().map(|(_, a)| (0.0, a)).collect(), n)
+                } else {
+                    searcher.search(query, &(TopDocs::with_limit(GEO_CANDIDATES_MAX), Count))?
+                };
+                let mut located = Vec::new();
+                let mut columns = std::collections::HashMap::new();
+                for (score, addr) in cands {
+                    if !columns.contains_key(&addr.segment_ord) {
+                        let ff = searcher.segment_reader(addr.segment_ord).fast_fields();
+                        columns.insert(addr.segment_ord, (ff.f64("lat")?, ff.f64("lon")?));
+                    }
+                    let (lat_col, lon_col) = &columns[&addr.segment_ord];
+                    let vlat = lat_col.first(addr.doc_id).unwrap_or(0.0);
+                    let vlon = lon_col.first(addr.doc_id).unwrap_or(0.0);
+                    let dist = haversine_km(lat, lon, vlat, vlon);
+                    if radius.is_none_or(|r| dist <= r) {
+                        located.push((score, addr, dist));
+                    }
+                }
+                if req.sort == Sort::Distance {
+                    located.sort_by(|a, b| a.2.total_cmp(&b.2));
+                }
+                let total = located.len();
+                let page = located
+                    .into_iter()
+                    .skip(req.offset)
+                    .take(limit)
+                    .map(|(s, a, d)| hit_of(s, a, Some(d)))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                (page, total)
+            } else if by_date {
+                let collector = TopDocs::with_limit(limit)
+                    .and_offset(req.offset)
+                    .order_by_fast_field::<i64>("starts_at_ms", Order::Asc);
+                let (top, total) = searcher.search(query, &(collector, Count))?;
+                (
+                    top.into_iter()
+                        .map(|(_, a)| hit_of(0.0, a, None))
+                        .collect::<anyhow::Result<Vec<_>>>()?,
+                    total,
+                )
             } else {
-                searcher.search(query, &(TopDocs::with_limit(GEO_CANDIDATES_MAX), Count))?
-            };
-            let mut located = Vec::new();
-            let mut columns = std::collections::HashMap::new();
-            for (score, addr) in cands {
-                if !columns.contains_key(&addr.segment_ord) {
-                    let ff = searcher.segment_reader(addr.segment_ord).fast_fields();
-                    columns.insert(addr.segment_ord, (ff.f64("lat")?, ff.f64("lon")?));
-                }
-                let (lat_col, lon_col) = &columns[&addr.segment_ord];
-                let vlat = lat_col.first(addr.doc_id).unwrap_or(0.0);
-                let vlon = lon_col.first(addr.doc_id).unwrap_or(0.0);
-                let dist = haversine_km(lat, lon, vlat, vlon);
-                if radius.is_none_or(|r| dist <= r) {
-                    located.push((score, addr, dist));
-                }
-            }
-            if req.sort == Sort::Distance {
-                located.sort_by(|a, b| a.2.total_cmp(&b.2));
-            }
-            let total = located.len();
-            let page = located.into_iter().skip(req.offset).take(limit).map(|(s, a, d)| hit_of(s, a, Some(d))).collect::<anyhow::Result<Vec<_>>>()?;
-            (page, total)
-        } else if by_date {
-            let collector = TopDocs::with_limit(limit).and_offset(req.offset).order_by_fast_field::<i64>("starts_at_ms", Order::Asc);
-            let (top, total) = searcher.search(query, &(collector, Count))?;
-            (top.into_iter().map(|(_, a)| hit_of(0.0, a, None)).collect::<anyhow::Result<Vec<_>>>()?, total)
-        } else {
-            let (top, total) = searcher.search(query, &(TopDocs::with_limit(limit).and_offset(req.offset), Count))?;
-            (top.into_iter().map(|(s, a)| hit_of(s, a, None)).collect::<anyhow::Result<Vec<_>>>()?, total)
-        })
+                let (top, total) = searcher.search(
+                    query,
+                    &(TopDocs::with_limit(limit).and_offset(req.offset), Count),
+                )?;
+                (
+                    top.into_iter()
+                        .map(|(s, a)| hit_of(s, a, None))
+                        .collect::<anyhow::Result<Vec<_>>>()?,
+                    total,
+                )
+            })
         };
         // Exact matching first; typo tolerance only when that finds too little.
         let (results, total) = if words.is_empty() {
             execute(&*build(Vec::new()))?
         } else {
             let exact = execute(&*build(text_query(false)))?;
-            if exact.1 >= FUZZY_BELOW_HITS { exact } else { execute(&*build(text_query(true)))? }
+            if exact.1 >= FUZZY_BELOW_HITS {
+                exact
+            } else {
+                execute(&*build(text_query(true)))?
+            }
         };
         let next = req.offset + results.len();
         let next_offset = (next < total && next < OFFSET_MAX).then_some(next);
-        Ok(SearchPage { results, total, next_offset })
+        Ok(SearchPage {
+            results,
+            total,
+            next_offset,
+        })
     }
 }

@@ -11,7 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use boxoffice_client::{Client, ClientConfig, Consistency, Error, NewEvent, NewLayout, NewVenue, Selection};
+use boxoffice_client::{
+    Client, ClientConfig, Consistency, Error, NewEvent, NewLayout, NewVenue, Selection,
+};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_boxoffice");
@@ -44,7 +46,11 @@ fn mint(user: &str, admin: bool) -> String {
         cmd.arg("--admin");
     }
     let out = cmd.output().expect("run boxoffice token");
-    assert!(out.status.success(), "token: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -60,7 +66,12 @@ impl TestCluster {
     async fn start(n: u64, shards: u16, extra_args: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let nodes = (1..=n)
-            .map(|id| TestNode { id, addr: format!("127.0.0.1:{}", free_port()), data_dir: dir.path().join(format!("node-{id}")), child: None })
+            .map(|id| TestNode {
+                id,
+                addr: format!("127.0.0.1:{}", free_port()),
+                data_dir: dir.path().join(format!("node-{id}")),
+                child: None,
+            })
             .collect();
         let admin_token = mint("admin", true);
         let mut c = TestCluster {
@@ -77,13 +88,19 @@ impl TestCluster {
             c.wait_healthy(i).await;
         }
         let members: Vec<(u64, String)> = c.nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
-        c.admin.init_cluster(&members, shards).await.expect("bootstrap");
+        c.admin
+            .init_cluster(&members, shards)
+            .await
+            .expect("bootstrap");
         c.wait_ready().await;
         c
     }
 
     fn urls(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| format!("http://{}", n.addr)).collect()
+        self.nodes
+            .iter()
+            .map(|n| format!("http://{}", n.addr))
+            .collect()
     }
 
     fn user(&self, name: &str) -> Client {
@@ -93,9 +110,20 @@ impl TestCluster {
     fn spawn(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         std::fs::create_dir_all(&n.data_dir).unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(n.data_dir.join("node.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(n.data_dir.join("node.log"))
+            .unwrap();
         let child = Command::new(BIN)
-            .args(["node", "--id", &n.id.to_string(), "--listen", &n.addr, "--data-dir"])
+            .args([
+                "node",
+                "--id",
+                &n.id.to_string(),
+                "--listen",
+                &n.addr,
+                "--data-dir",
+            ])
             .arg(&n.data_dir)
             .args(["--token-secret", SECRET, "--cluster-key", CLUSTER_KEY])
             .args(&self.extra_args)
@@ -155,7 +183,11 @@ impl TestCluster {
         while Instant::now() < deadline {
             if let Ok(v) = self.admin.cluster().await {
                 if let Some(l) = v["groups"][group as usize]["leader"].as_u64() {
-                    if let Some(i) = self.nodes.iter().position(|n| n.id == l && n.child.is_some()) {
+                    if let Some(i) = self
+                        .nodes
+                        .iter()
+                        .position(|n| n.id == l && n.child.is_some())
+                    {
                         return i;
                     }
                 }
@@ -191,7 +223,11 @@ impl TestCluster {
             })
             .await
             .expect("event");
-        let view = self.admin.event(event, Consistency::Linearizable).await.expect("event view");
+        let view = self
+            .admin
+            .event(event, Consistency::Linearizable)
+            .await
+            .expect("event view");
         (event, view.event.shard.expect("shard"))
     }
 }
@@ -205,7 +241,10 @@ impl Drop for TestCluster {
 }
 
 fn statuses(map: &boxoffice_client::SeatMap) -> BTreeMap<u32, String> {
-    map.seats.iter().map(|s| (s.seat_id, s.status.clone())).collect()
+    map.seats
+        .iter()
+        .map(|s| (s.seat_id, s.status.clone()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -216,16 +255,31 @@ async fn booking_flow_expiry_and_bad_input() {
     let bob = cluster.user("bob");
 
     // Hold, replay with the same key, conflict, confirm, release.
-    let h = alice.hold_with_key(event, Selection::Seats(vec![0, 1]), "k-1").await.unwrap();
+    let h = alice
+        .hold_with_key(event, Selection::Seats(vec![0, 1]), "k-1")
+        .await
+        .unwrap();
     assert_eq!(h.seat_ids, vec![0, 1]);
     assert_eq!(h.total_cents, 2000);
     assert!(!h.replayed);
-    let again = alice.hold_with_key(event, Selection::Seats(vec![0, 1]), "k-1").await.unwrap();
+    let again = alice
+        .hold_with_key(event, Selection::Seats(vec![0, 1]), "k-1")
+        .await
+        .unwrap();
     assert!(again.replayed);
-    assert_eq!((again.hold_id.clone(), again.applied), (h.hold_id.clone(), h.applied));
-    let reused = alice.hold_with_key(event, Selection::Seats(vec![5]), "k-1").await.unwrap_err();
+    assert_eq!(
+        (again.hold_id.clone(), again.applied),
+        (h.hold_id.clone(), h.applied)
+    );
+    let reused = alice
+        .hold_with_key(event, Selection::Seats(vec![5]), "k-1")
+        .await
+        .unwrap_err();
     assert_eq!(reused.code(), Some("idempotency_key_reused"));
-    let conflict = bob.hold(event, Selection::Seats(vec![1, 2])).await.unwrap_err();
+    let conflict = bob
+        .hold(event, Selection::Seats(vec![1, 2]))
+        .await
+        .unwrap_err();
     assert_eq!(conflict.code(), Some("seat_unavailable"));
     let Error::Api(p) = &conflict else { panic!() };
     assert_eq!(p.status, 409);
@@ -233,28 +287,64 @@ async fn booking_flow_expiry_and_bad_input() {
     let not_mine = bob.confirm(&h.hold_id, "pay").await.unwrap_err();
     assert_eq!(not_mine.code(), Some("not_hold_owner"));
     let booking = alice.confirm(&h.hold_id, "pay-1").await.unwrap();
-    assert_eq!((booking.status.as_str(), booking.seat_ids.clone(), booking.total_cents), ("confirmed", vec![0, 1], 2000));
-    assert_eq!(alice.booking(&booking.booking_id).await.unwrap().booking_id, booking.booking_id);
-    assert_eq!(bob.booking(&booking.booking_id).await.unwrap_err().code(), Some("forbidden"));
+    assert_eq!(
+        (
+            booking.status.as_str(),
+            booking.seat_ids.clone(),
+            booking.total_cents
+        ),
+        ("confirmed", vec![0, 1], 2000)
+    );
+    assert_eq!(
+        alice.booking(&booking.booking_id).await.unwrap().booking_id,
+        booking.booking_id
+    );
+    assert_eq!(
+        bob.booking(&booking.booking_id).await.unwrap_err().code(),
+        Some("forbidden")
+    );
     assert_eq!(alice.bookings().await.unwrap().len(), 1);
     let h2 = bob.hold(event, Selection::Quantity(2)).await.unwrap();
-    assert_eq!(h2.seat_ids, vec![2, 3], "best available are the lowest free seats");
+    assert_eq!(
+        h2.seat_ids,
+        vec![2, 3],
+        "best available are the lowest free seats"
+    );
     bob.release(&h2.hold_id).await.unwrap();
     let map = bob.seats(event, Consistency::Linearizable).await.unwrap();
     assert_eq!(map.seats[2].status, "available");
     assert_eq!(map.sold, 2);
 
     // Cap: alice has 2 booked, cap 4.
-    assert_eq!(alice.hold(event, Selection::Quantity(3)).await.unwrap_err().code(), Some("cap_exceeded"));
+    assert_eq!(
+        alice
+            .hold(event, Selection::Quantity(3))
+            .await
+            .unwrap_err()
+            .code(),
+        Some("cap_exceeded")
+    );
 
     // Expiry: ttl 2 s. Another user gets the seat once it expires; the owner's confirm fails.
     let h3 = alice.hold(event, Selection::Seats(vec![9])).await.unwrap();
-    assert_eq!(bob.hold(event, Selection::Seats(vec![9])).await.unwrap_err().code(), Some("seat_unavailable"));
+    assert_eq!(
+        bob.hold(event, Selection::Seats(vec![9]))
+            .await
+            .unwrap_err()
+            .code(),
+        Some("seat_unavailable")
+    );
     let wait_ms = h3.expires_at_ms.saturating_sub(h3.applied.time_ms) + 300;
     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
     let map = bob.seats(event, Consistency::Local).await.unwrap();
-    assert_eq!(map.seats[9].status, "available", "an expired hold frees its seat without any write");
-    assert_eq!(alice.confirm(&h3.hold_id, "late").await.unwrap_err().code(), Some("hold_expired"));
+    assert_eq!(
+        map.seats[9].status, "available",
+        "an expired hold frees its seat without any write"
+    );
+    assert_eq!(
+        alice.confirm(&h3.hold_id, "late").await.unwrap_err().code(),
+        Some("hold_expired")
+    );
     let bobs = bob.hold(event, Selection::Seats(vec![9])).await.unwrap();
     assert!(bobs.applied.time_ms >= h3.expires_at_ms);
 
@@ -269,36 +359,145 @@ async fn booking_flow_expiry_and_bad_input() {
         parts.join(".")
     };
     let cases: Vec<(&str, Option<&str>, String, u16, &str)> = vec![
-        ("malformed json", Some(&token), "{".into(), 400, "malformed_json"),
-        ("unknown field", Some(&token), json!({"event_id": event, "seat_ids": [4], "user": "x"}).to_string(), 400, "malformed_json"),
-        ("empty seats", Some(&token), json!({"event_id": event, "seat_ids": []}).to_string(), 400, "invalid_parameter"),
-        ("too many seats", Some(&token), json!({"event_id": event, "seat_ids": (0..101).collect::<Vec<u32>>()}).to_string(), 400, "invalid_parameter"),
-        ("negative quantity", Some(&token), json!({"event_id": event, "quantity": -2}).to_string(), 400, "invalid_parameter"),
-        ("both seats and quantity", Some(&token), json!({"event_id": event, "quantity": 1, "seat_ids": [4]}).to_string(), 400, "invalid_input"),
-        ("seat out of range", Some(&token), json!({"event_id": event, "seat_ids": [4, 10]}).to_string(), 400, "invalid_input"),
-        ("duplicate seats", Some(&token), json!({"event_id": event, "seat_ids": [4, 4]}).to_string(), 400, "invalid_input"),
-        ("unknown event", Some(&token), json!({"event_id": 987654, "seat_ids": [4]}).to_string(), 404, "unknown_event"),
-        ("missing token", None, json!({"event_id": event, "seat_ids": [4]}).to_string(), 401, "unauthorized"),
-        ("forged token", Some(&forged), json!({"event_id": event, "seat_ids": [4]}).to_string(), 401, "unauthorized"),
-        ("body over limit", Some(&token), format!("{{\"event_id\": {event}, \"seat_ids\": [{}4]}}", " ".repeat(300 * 1024)), 413, "body_too_large"),
+        (
+            "malformed json",
+            Some(&token),
+            "{".into(),
+            400,
+            "malformed_json",
+        ),
+        (
+            "unknown field",
+            Some(&token),
+            json!({"event_id": event, "seat_ids": [4], "user": "x"}).to_string(),
+            400,
+            "malformed_json",
+        ),
+        (
+            "empty seats",
+            Some(&token),
+            json!({"event_id": event, "seat_ids": []}).to_string(),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "too many seats",
+            Some(&token),
+            json!({"event_id": event, "seat_ids": (0..101).collect::<Vec<u32>>()}).to_string(),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "negative quantity",
+            Some(&token),
+            json!({"event_id": event, "quantity": -2}).to_string(),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "both seats and quantity",
+            Some(&token),
+            json!({"event_id": event, "quantity": 1, "seat_ids": [4]}).to_string(),
+            400,
+            "invalid_input",
+        ),
+        (
+            "seat out of range",
+            Some(&token),
+            json!({"event_id": event, "seat_ids": [4, 10]}).to_string(),
+            400,
+            "invalid_input",
+        ),
+        (
+            "duplicate seats",
+            Some(&token),
+            json!({"event_id": event, "seat_ids": [4, 4]}).to_string(),
+            400,
+            "invalid_input",
+        ),
+        (
+            "unknown event",
+            Some(&token),
+            json!({"event_id": 987654, "seat_ids": [4]}).to_string(),
+            404,
+            "unknown_event",
+        ),
+        (
+            "missing token",
+            None,
+            json!({"event_id": event, "seat_ids": [4]}).to_string(),
+            401,
+            "unauthorized",
+        ),
+        (
+            "forged token",
+            Some(&forged),
+            json!({"event_id": event, "seat_ids": [4]}).to_string(),
+            401,
+            "unauthorized",
+        ),
+        (
+            "body over limit",
+            Some(&token),
+            format!(
+                "{{\"event_id\": {event}, \"seat_ids\": [{}4]}}",
+                " ".repeat(300 * 1024)
+            ),
+            413,
+            "body_too_large",
+        ),
     ];
     for (i, (what, tok, body, status, code)) in cases.into_iter().enumerate() {
-        let mut req = http.post(&url).header("Idempotency-Key", format!("bad-{i}")).body(body);
+        let mut req = http
+            .post(&url)
+            .header("Idempotency-Key", format!("bad-{i}"))
+            .body(body);
         if let Some(t) = tok {
             req = req.bearer_auth(t);
         }
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status().as_u16(), status, "{what}");
-        assert_eq!(resp.headers()["content-type"], "application/problem+json", "{what}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/problem+json",
+            "{what}"
+        );
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["code"], code, "{what}: {v}");
     }
-    let resp = http.post(&url).bearer_auth(&token).body(json!({"event_id": event, "seat_ids": [4]}).to_string()).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 400, "a write without an Idempotency-Key is refused");
-    let resp = http.get(format!("http://{}/v1/bookings/b1-notanumber", cluster.nodes[0].addr)).bearer_auth(&token).send().await.unwrap();
+    let resp = http
+        .post(&url)
+        .bearer_auth(&token)
+        .body(json!({"event_id": event, "seat_ids": [4]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        400,
+        "a write without an Idempotency-Key is refused"
+    );
+    let resp = http
+        .get(format!(
+            "http://{}/v1/bookings/b1-notanumber",
+            cluster.nodes[0].addr
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
-    let resp = http.get(format!("http://{}/admin/v1/cluster", cluster.nodes[0].addr)).bearer_auth(&token).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 403, "user tokens cannot use the admin API");
+    let resp = http
+        .get(format!("http://{}/admin/v1/cluster", cluster.nodes[0].addr))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        403,
+        "user tokens cannot use the admin API"
+    );
     let after = statuses(&bob.seats(event, Consistency::Linearizable).await.unwrap());
     assert_eq!(before, after, "bad input changed nothing");
 }
@@ -307,7 +506,9 @@ async fn booking_flow_expiry_and_bad_input() {
 async fn concurrent_clients_race_for_the_same_seats() {
     let cluster = TestCluster::start(3, 2, &[]).await;
     let (event, _) = cluster.venue_and_event(8, 600, 8).await;
-    let clients: Vec<Client> = (0..24).map(|i| cluster.user(&format!("racer-{i}"))).collect();
+    let clients: Vec<Client> = (0..24)
+        .map(|i| cluster.user(&format!("racer-{i}")))
+        .collect();
     let mut tasks = Vec::new();
     for (i, c) in clients.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
@@ -329,7 +530,10 @@ async fn concurrent_clients_race_for_the_same_seats() {
     for t in tasks {
         for (c, h) in t.await.unwrap() {
             for s in &h.seat_ids {
-                assert!(holders.insert(*s, h.hold_id.clone()).is_none(), "seat {s} held twice");
+                assert!(
+                    holders.insert(*s, h.hold_id.clone()).is_none(),
+                    "seat {s} held twice"
+                );
             }
             holds.push((c, h));
         }
@@ -338,14 +542,29 @@ async fn concurrent_clients_race_for_the_same_seats() {
     for (c, h) in &holds {
         c.confirm(&h.hold_id, "pay").await.unwrap();
     }
-    let map = cluster.admin.seats(event, Consistency::Linearizable).await.unwrap();
-    let sold: BTreeSet<u32> = map.seats.iter().filter(|s| s.status == "sold").map(|s| s.seat_id).collect();
+    let map = cluster
+        .admin
+        .seats(event, Consistency::Linearizable)
+        .await
+        .unwrap();
+    let sold: BTreeSet<u32> = map
+        .seats
+        .iter()
+        .filter(|s| s.status == "sold")
+        .map(|s| s.seat_id)
+        .collect();
     assert_eq!(sold, holders.keys().copied().collect::<BTreeSet<_>>());
     assert_eq!(map.sold as usize, sold.len());
 }
 
 /// Runs buyers until `stop`, recording every acknowledged booking.
-async fn buyers(clients: Vec<Client>, event: u64, seats: u32, until: Instant, acked: Arc<Mutex<Vec<(Client, String, Vec<u32>)>>>) {
+async fn buyers(
+    clients: Vec<Client>,
+    event: u64,
+    seats: u32,
+    until: Instant,
+    acked: Arc<Mutex<Vec<(Client, String, Vec<u32>)>>>,
+) {
     let mut tasks = Vec::new();
     for (i, c) in clients.into_iter().enumerate() {
         let acked = acked.clone();
@@ -354,9 +573,14 @@ async fn buyers(clients: Vec<Client>, event: u64, seats: u32, until: Instant, ac
             while Instant::now() < until && n < 1500 {
                 n += 1;
                 let seat = (i as u32 * 7919 + n * 104729) % seats;
-                let Ok(h) = c.hold(event, Selection::Seats(vec![seat])).await else { continue };
+                let Ok(h) = c.hold(event, Selection::Seats(vec![seat])).await else {
+                    continue;
+                };
                 if let Ok(b) = c.confirm(&h.hold_id, "pay").await {
-                    acked.lock().unwrap().push((c.clone(), b.booking_id, b.seat_ids));
+                    acked
+                        .lock()
+                        .unwrap()
+                        .push((c.clone(), b.booking_id, b.seat_ids));
                 }
             }
         }));
@@ -372,7 +596,10 @@ async fn check_acked(cluster: &TestCluster, event: u64, acked: &[(Client, String
         let mut set = tokio::task::JoinSet::new();
         for (c, id, seats) in chunk.iter().cloned() {
             set.spawn(async move {
-                let b = c.booking(&id).await.unwrap_or_else(|e| panic!("acknowledged booking {id} lost: {e}"));
+                let b = c
+                    .booking(&id)
+                    .await
+                    .unwrap_or_else(|e| panic!("acknowledged booking {id} lost: {e}"));
                 assert_eq!(b.seat_ids, seats);
             });
         }
@@ -385,7 +612,11 @@ async fn check_acked(cluster: &TestCluster, event: u64, acked: &[(Client, String
             }
         }
     }
-    let map = cluster.admin.seats(event, Consistency::Linearizable).await.unwrap();
+    let map = cluster
+        .admin
+        .seats(event, Consistency::Linearizable)
+        .await
+        .unwrap();
     for s in &seen {
         assert_eq!(map.seats[*s as usize].status, "sold");
     }
@@ -398,8 +629,16 @@ async fn leader_killed_mid_load_then_full_restart() {
     let seats = 10_000;
     let (event, shard) = cluster.venue_and_event(seats, 600, 1000).await;
     let acked = Arc::new(Mutex::new(Vec::new()));
-    let clients: Vec<Client> = (0..8).map(|i| cluster.user(&format!("buyer-{i}"))).collect();
-    let load = tokio::spawn(buyers(clients, event, seats, Instant::now() + Duration::from_secs(8), acked.clone()));
+    let clients: Vec<Client> = (0..8)
+        .map(|i| cluster.user(&format!("buyer-{i}")))
+        .collect();
+    let load = tokio::spawn(buyers(
+        clients,
+        event,
+        seats,
+        Instant::now() + Duration::from_secs(8),
+        acked.clone(),
+    ));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let leader = cluster.leader_of(shard).await;
     let before_kill = acked.lock().unwrap().len();
@@ -407,15 +646,30 @@ async fn leader_killed_mid_load_then_full_restart() {
     load.await.unwrap();
     let acked_all = acked.lock().unwrap().clone();
     assert!(before_kill > 0, "some bookings before the kill");
-    assert!(acked_all.len() > before_kill, "bookings continued after the leader was killed ({before_kill} → {})", acked_all.len());
+    assert!(
+        acked_all.len() > before_kill,
+        "bookings continued after the leader was killed ({before_kill} → {})",
+        acked_all.len()
+    );
     check_acked(&cluster, event, &acked_all).await;
 
     // The killed node comes back and catches up; new bookings succeed.
     cluster.spawn(leader);
     cluster.wait_healthy(leader).await;
     let late = cluster.user("late-buyer");
-    let free = cluster.admin.seats(event, Consistency::Linearizable).await.unwrap().seats.into_iter().find(|s| s.status == "available").unwrap();
-    let h = late.hold(event, Selection::Seats(vec![free.seat_id])).await.unwrap();
+    let free = cluster
+        .admin
+        .seats(event, Consistency::Linearizable)
+        .await
+        .unwrap()
+        .seats
+        .into_iter()
+        .find(|s| s.status == "available")
+        .unwrap();
+    let h = late
+        .hold(event, Selection::Seats(vec![free.seat_id]))
+        .await
+        .unwrap();
     late.confirm(&h.hold_id, "pay").await.unwrap();
 
     // Full restart from disk (kill -9 of every node) keeps every acknowledged booking.
@@ -431,9 +685,19 @@ async fn leader_killed_mid_load_then_full_restart() {
     cluster.wait_ready().await;
     check_acked(&cluster, event, &acked_all).await;
     // Each replica serves the same seat map from its own state once caught up.
-    let want = statuses(&cluster.admin.seats(event, Consistency::Linearizable).await.unwrap());
+    let want = statuses(
+        &cluster
+            .admin
+            .seats(event, Consistency::Linearizable)
+            .await
+            .unwrap(),
+    );
     for n in &cluster.nodes {
-        let c = Client::new(client_config(vec![format!("http://{}", n.addr)], mint("reader", false))).unwrap();
+        let c = Client::new(client_config(
+            vec![format!("http://{}", n.addr)],
+            mint("reader", false),
+        ))
+        .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let got = statuses(&c.seats(event, Consistency::Local).await.unwrap());
@@ -448,7 +712,17 @@ async fn leader_killed_mid_load_then_full_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lagging_follower_catches_up_by_snapshot() {
-    let mut cluster = TestCluster::start(3, 1, &["--snapshot-logs-since-last", "30", "--logs-kept-after-snapshot", "0"]).await;
+    let mut cluster = TestCluster::start(
+        3,
+        1,
+        &[
+            "--snapshot-logs-since-last",
+            "30",
+            "--logs-kept-after-snapshot",
+            "0",
+        ],
+    )
+    .await;
     let (event, shard) = cluster.venue_and_event(200, 600, 1000).await;
     let leader = cluster.leader_of(shard).await;
     let lagging = (leader + 1) % 3;
@@ -460,7 +734,15 @@ async fn lagging_follower_catches_up_by_snapshot() {
             name: "Zanzibar Unplugged".into(),
             description: String::new(),
             category: "concert".into(),
-            venue_id: cluster.admin.event(event, Consistency::Linearizable).await.unwrap().venue.unwrap()["venue_id"].as_u64().unwrap(),
+            venue_id: cluster
+                .admin
+                .event(event, Consistency::Linearizable)
+                .await
+                .unwrap()
+                .venue
+                .unwrap()["venue_id"]
+                .as_u64()
+                .unwrap(),
             performer_ids: vec![],
             starts_at: "2031-01-01T20:00:00Z".into(),
             hold_ttl_s: None,
@@ -469,7 +751,11 @@ async fn lagging_follower_catches_up_by_snapshot() {
         .await
         .unwrap();
     for i in 0..40 {
-        cluster.admin.create_performer(&format!("filler {i}"), "").await.unwrap();
+        cluster
+            .admin
+            .create_performer(&format!("filler {i}"), "")
+            .await
+            .unwrap();
     }
     let buyer = cluster.user("buyer");
     for s in 0..60u32 {
@@ -480,16 +766,25 @@ async fn lagging_follower_catches_up_by_snapshot() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let v = cluster.admin.cluster().await.unwrap();
-        let purged = v["groups"][shard as usize]["purged_index"].as_u64().unwrap_or(0);
+        let purged = v["groups"][shard as usize]["purged_index"]
+            .as_u64()
+            .unwrap_or(0);
         if purged > 50 {
             break;
         }
-        assert!(Instant::now() < deadline, "no log purge after snapshot: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "no log purge after snapshot: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     cluster.spawn(lagging);
     cluster.wait_healthy(lagging).await;
-    let c = Client::new(client_config(vec![format!("http://{}", cluster.nodes[lagging].addr)], mint("reader", false))).unwrap();
+    let c = Client::new(client_config(
+        vec![format!("http://{}", cluster.nodes[lagging].addr)],
+        mint("reader", false),
+    ))
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let map = c.seats(event, Consistency::Local).await;
@@ -509,18 +804,36 @@ async fn lagging_follower_catches_up_by_snapshot() {
         if s == 200 && v["results"][0]["event_id"].as_u64() == Some(missed) {
             break;
         }
-        assert!(Instant::now() < deadline, "event from the snapshot not searchable: {s} {v}");
+        assert!(
+            Instant::now() < deadline,
+            "event from the snapshot not searchable: {s} {v}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // It got there by installing a snapshot: its own snapshot index is set.
-    let admin_at_lagging = Client::new(client_config(vec![format!("http://{}", cluster.nodes[lagging].addr)], mint("admin", true))).unwrap();
+    let admin_at_lagging = Client::new(client_config(
+        vec![format!("http://{}", cluster.nodes[lagging].addr)],
+        mint("admin", true),
+    ))
+    .unwrap();
     let v = admin_at_lagging.cluster().await.unwrap();
-    assert!(v["groups"][shard as usize]["snapshot_index"].as_u64().unwrap_or(0) > 0, "{v}");
-    assert!(v["groups"][0]["snapshot_index"].as_u64().unwrap_or(0) > 0, "catalogue came by snapshot too: {v}");
+    assert!(
+        v["groups"][shard as usize]["snapshot_index"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{v}"
+    );
+    assert!(
+        v["groups"][0]["snapshot_index"].as_u64().unwrap_or(0) > 0,
+        "catalogue came by snapshot too: {v}"
+    );
 }
 
 async fn search(addr: &str, query: &str) -> (u16, Value) {
-    let r = reqwest::get(format!("http://{addr}/v1/search?{query}")).await.unwrap();
+    let r = reqwest::get(format!("http://{addr}/v1/search?{query}"))
+        .await
+        .unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
@@ -529,15 +842,33 @@ async fn search_on_every_node_and_after_index_loss() {
     let mut cluster = TestCluster::start(3, 1, &[]).await;
     let a = cluster.admin.clone();
     let london = a
-        .create_venue(&NewVenue { name: "Royal Albert Hall".into(), city: "London".into(), lat: 51.5, lon: -0.17, layout: NewLayout::Seated(vec![("Stalls".into(), vec![("A".into(), 5, 100)])]) })
+        .create_venue(&NewVenue {
+            name: "Royal Albert Hall".into(),
+            city: "London".into(),
+            lat: 51.5,
+            lon: -0.17,
+            layout: NewLayout::Seated(vec![("Stalls".into(), vec![("A".into(), 5, 100)])]),
+        })
         .await
         .unwrap();
     let nyc = a
-        .create_venue(&NewVenue { name: "Madison Square Garden".into(), city: "New York".into(), lat: 40.7, lon: -73.9, layout: NewLayout::GeneralAdmission { capacity: 10, price_cents: 100 } })
+        .create_venue(&NewVenue {
+            name: "Madison Square Garden".into(),
+            city: "New York".into(),
+            lat: 40.7,
+            lon: -73.9,
+            layout: NewLayout::GeneralAdmission {
+                capacity: 10,
+                price_cents: 100,
+            },
+        })
         .await
         .unwrap();
     let taylor = a.create_performer("Taylor Swift", "pop").await.unwrap();
-    let owls = a.create_performer("The Midnight Owls", "jazz").await.unwrap();
+    let owls = a
+        .create_performer("The Midnight Owls", "jazz")
+        .await
+        .unwrap();
     let mk = |name: &str, cat: &str, venue: u64, perf: u64, day: u32| NewEvent {
         name: name.into(),
         description: format!("{name} live"),
@@ -548,11 +879,30 @@ async fn search_on_every_node_and_after_index_loss() {
         hold_ttl_s: None,
         per_user_cap: None,
     };
-    let e1 = a.create_event(&mk("Taylor Swift Eras", "concert", london, taylor, 10)).await.unwrap();
-    let e2 = a.create_event(&mk("Taylor Swift Eras", "concert", nyc, taylor, 20)).await.unwrap();
-    let e3 = a.create_event(&mk("Midnight Jazz", "jazz", london, owls, 15)).await.unwrap();
-    let e4 = a.create_event(&mk("Taylored Suits Fashion Show", "theatre", nyc, owls, 5)).await.unwrap();
-    let ids = |v: &Value| -> Vec<u64> { v["results"].as_array().unwrap().iter().map(|r| r["event_id"].as_u64().unwrap()).collect() };
+    let e1 = a
+        .create_event(&mk("Taylor Swift Eras", "concert", london, taylor, 10))
+        .await
+        .unwrap();
+    let e2 = a
+        .create_event(&mk("Taylor Swift Eras", "concert", nyc, taylor, 20))
+        .await
+        .unwrap();
+    let e3 = a
+        .create_event(&mk("Midnight Jazz", "jazz", london, owls, 15))
+        .await
+        .unwrap();
+    let e4 = a
+        .create_event(&mk("Taylored Suits Fashion Show", "theatre", nyc, owls, 5))
+        .await
+        .unwrap();
+    let ids = |v: &Value| -> Vec<u64> {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["event_id"].as_u64().unwrap())
+            .collect()
+    };
 
     // Every node's own index converges on the catalogue.
     for n in &cluster.nodes {
@@ -563,7 +913,11 @@ async fn search_on_every_node_and_after_index_loss() {
                 assert_eq!(ids(&v), vec![e4, e1, e3, e2], "date order on node {}", n.id);
                 break;
             }
-            assert!(Instant::now() < deadline, "node {} index did not converge: {s} {v}", n.id);
+            assert!(
+                Instant::now() < deadline,
+                "node {} index did not converge: {s} {v}",
+                n.id
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -574,8 +928,16 @@ async fn search_on_every_node_and_after_index_loss() {
     assert!(got.contains(&e1) && got.contains(&e2), "fuzzy: {v}");
     let (_, v) = search(&addr, "q=taylor").await;
     let got = ids(&v);
-    assert_eq!(got.len(), 3, "taylor matches both tours exactly and 'taylored' by typo tolerance: {v}");
-    assert_eq!(*got.last().unwrap(), e4, "the fuzzy match ranks below exact ones: {v}");
+    assert_eq!(
+        got.len(),
+        3,
+        "taylor matches both tours exactly and 'taylored' by typo tolerance: {v}"
+    );
+    assert_eq!(
+        *got.last().unwrap(),
+        e4,
+        "the fuzzy match ranks below exact ones: {v}"
+    );
     // Prefix (type-ahead).
     let (_, v) = search(&addr, "q=midn").await;
     // e3 has the word in its name and performer; e4 only through its performer.
@@ -589,7 +951,11 @@ async fn search_on_every_node_and_after_index_loss() {
     assert_eq!(ids(&v), vec![e4, e3]);
     let (_, v) = search(&addr, &format!("venue_id={nyc}&q=taylor")).await;
     assert!(ids(&v).contains(&e2) && !ids(&v).contains(&e1));
-    let (_, v) = search(&addr, "from=2030-03-10T00:00:00Z&to=2030-03-15T23:59:59Z&sort=date").await;
+    let (_, v) = search(
+        &addr,
+        "from=2030-03-10T00:00:00Z&to=2030-03-15T23:59:59Z&sort=date",
+    )
+    .await;
     assert_eq!(ids(&v), vec![e1, e3]);
     // Pagination: no duplicates, no gaps.
     let mut paged = Vec::new();
@@ -625,16 +991,29 @@ async fn search_on_every_node_and_after_index_loss() {
     // Geo: the hall is ~4.9 km from this point; radius boundaries either side.
     let (_, v) = search(&addr, "lat=51.5&lon=-0.1&radius_km=6&sort=date").await;
     assert_eq!(ids(&v), vec![e1, e3], "{v}");
-    assert!((v["results"][0]["distance_km"].as_f64().unwrap() - 4.85).abs() < 0.1, "{v}");
+    assert!(
+        (v["results"][0]["distance_km"].as_f64().unwrap() - 4.85).abs() < 0.1,
+        "{v}"
+    );
     let (_, v) = search(&addr, "lat=51.5&lon=-0.1&radius_km=4").await;
     assert_eq!(v["total"], 0, "{v}");
     let (_, v) = search(&addr, "lat=40.7&lon=-74.0&sort=distance").await;
     let got = ids(&v);
     assert_eq!(got.len(), 4);
-    assert!([e2, e4].contains(&got[0]) && [e2, e4].contains(&got[1]), "New York events first: {v}");
+    assert!(
+        [e2, e4].contains(&got[0]) && [e2, e4].contains(&got[1]),
+        "New York events first: {v}"
+    );
     // Availability: sell out the general-admission event (capacity 10).
     let (_, v) = search(&addr, &format!("q=taylor&venue_id={nyc}")).await;
-    assert_eq!((v["results"][0]["available"].as_u64(), v["results"][0]["min_price_cents"].as_u64()), (Some(10), Some(100)), "{v}");
+    assert_eq!(
+        (
+            v["results"][0]["available"].as_u64(),
+            v["results"][0]["min_price_cents"].as_u64()
+        ),
+        (Some(10), Some(100)),
+        "{v}"
+    );
     for buyer in ["ga-1", "ga-2"] {
         let c = cluster.user(buyer);
         let h = c.hold(e2, Selection::Quantity(5)).await.unwrap();
@@ -647,17 +1026,30 @@ async fn search_on_every_node_and_after_index_loss() {
             assert_eq!(ids(&v), vec![e4, e1, e3]);
             break;
         }
-        assert!(Instant::now() < deadline, "sold-out event still listed as available: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "sold-out event still listed as available: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for (q, param) in [("radius_km=5", "radius_km"), ("sort=distance", "sort"), ("lat=100&lon=0", "lat"), ("lat=10", "lon"), ("available_only=maybe", "available_only")] {
+    for (q, param) in [
+        ("radius_km=5", "radius_km"),
+        ("sort=distance", "sort"),
+        ("lat=100&lon=0", "lat"),
+        ("lat=10", "lon"),
+        ("available_only=maybe", "available_only"),
+    ] {
         let (s, v) = search(&addr, q).await;
         assert_eq!((s, v["parameter"].as_str()), (400, Some(param)), "{q}: {v}");
     }
 
     // The client library pages through the same results.
     let c = cluster.user("searcher");
-    let mut q = boxoffice_client::SearchQuery { q: Some("tayler swfit".into()), page_size: Some(1), ..Default::default() };
+    let mut q = boxoffice_client::SearchQuery {
+        q: Some("tayler swfit".into()),
+        page_size: Some(1),
+        ..Default::default()
+    };
     let mut via_client = Vec::new();
     for _ in 0..5 {
         let page = c.search(&q).await.unwrap();
@@ -674,18 +1066,36 @@ async fn search_on_every_node_and_after_index_loss() {
     // Updates and bulk creates reach every node's index and cached event views,
     // including a node that was down when they were applied.
     let event_name = |addr: String, id: u64| async move {
-        let v: Value = reqwest::get(format!("http://{addr}/v1/events/{id}")).await.unwrap().json().await.unwrap();
+        let v: Value = reqwest::get(format!("http://{addr}/v1/events/{id}"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         v["event"]["name"].as_str().map(str::to_string)
     };
     for n in &cluster.nodes {
-        assert_eq!(event_name(n.addr.clone(), e3).await.as_deref(), Some("Midnight Jazz"), "cached view on node {}", n.id);
+        assert_eq!(
+            event_name(n.addr.clone(), e3).await.as_deref(),
+            Some("Midnight Jazz"),
+            "cached view on node {}",
+            n.id
+        );
     }
     cluster.kill(0);
-    let update = boxoffice_client::EventUpdate { name: Some("Moonlight Gala".into()), category: Some("gala".into()), ..Default::default() };
+    let update = boxoffice_client::EventUpdate {
+        name: Some("Moonlight Gala".into()),
+        category: Some("gala".into()),
+        ..Default::default()
+    };
     a.update_event(e3, &update).await.unwrap();
-    let bad = a.update_event(e3, &boxoffice_client::EventUpdate::default()).await;
+    let bad = a
+        .update_event(e3, &boxoffice_client::EventUpdate::default())
+        .await;
     assert!(bad.is_err(), "an empty update is refused");
-    let batch: Vec<NewEvent> = (1..=3).map(|i| mk(&format!("Bulk Loaded Night {i}"), "club", nyc, owls, 20 + i)).collect();
+    let batch: Vec<NewEvent> = (1..=3)
+        .map(|i| mk(&format!("Bulk Loaded Night {i}"), "club", nyc, owls, 20 + i))
+        .collect();
     let bulk = a.create_events(&batch).await.unwrap();
     assert_eq!(bulk.len(), 3);
     cluster.spawn(0);
@@ -697,12 +1107,25 @@ async fn search_on_every_node_and_after_index_loss() {
             let (_, by_new_name) = search(&n.addr, "q=moonlight").await;
             let (_, by_category) = search(&n.addr, "category=gala").await;
             let (_, bulk_found) = search(&n.addr, "q=bulk%20loaded&sort=date").await;
-            if name.as_deref() == Some("Moonlight Gala") && by_new_name["results"].is_array() && ids(&by_new_name) == vec![e3] && ids(&by_category) == vec![e3] && ids(&bulk_found) == bulk {
+            if name.as_deref() == Some("Moonlight Gala")
+                && by_new_name["results"].is_array()
+                && ids(&by_new_name) == vec![e3]
+                && ids(&by_category) == vec![e3]
+                && ids(&bulk_found) == bulk
+            {
                 let (_, by_old_category) = search(&n.addr, "category=jazz").await;
-                assert_eq!(by_old_category["total"], 0, "old category still indexed on node {}: {by_old_category}", n.id);
+                assert_eq!(
+                    by_old_category["total"], 0,
+                    "old category still indexed on node {}: {by_old_category}",
+                    n.id
+                );
                 break;
             }
-            assert!(Instant::now() < deadline, "node {} did not converge after update: {name:?} {by_new_name} {bulk_found}", n.id);
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not converge after update: {name:?} {by_new_name} {bulk_found}",
+                n.id
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -751,7 +1174,10 @@ async fn stale_replica_refuses_local_reads() {
             break;
         }
         assert_eq!(r.status().as_u16(), 200);
-        assert!(Instant::now() < deadline, "isolated replica kept serving stale reads");
+        assert!(
+            Instant::now() < deadline,
+            "isolated replica kept serving stale reads"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Quorum back: fresh again.
@@ -763,7 +1189,10 @@ async fn stale_replica_refuses_local_reads() {
         if r.status().as_u16() == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "replica did not become fresh again");
+        assert!(
+            Instant::now() < deadline,
+            "replica did not become fresh again"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -783,14 +1212,21 @@ struct SseEvent {
 
 impl SseReader {
     async fn open(addr: &str, event: u64, last_event_id: Option<u64>) -> SseReader {
-        let mut req = reqwest::Client::new().get(format!("http://{addr}/v1/events/{event}/seats/stream"));
+        let mut req =
+            reqwest::Client::new().get(format!("http://{addr}/v1/events/{event}/seats/stream"));
         if let Some(id) = last_event_id {
             req = req.header("Last-Event-ID", id.to_string());
         }
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200);
-        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-        SseReader { resp, buf: String::new() }
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        SseReader {
+            resp,
+            buf: String::new(),
+        }
     }
 
     /// Next non-comment event, or None after `timeout`.
@@ -799,7 +1235,11 @@ impl SseReader {
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..end + 2).collect();
-                let mut e = SseEvent { kind: "message".into(), id: None, data: Value::Null };
+                let mut e = SseEvent {
+                    kind: "message".into(),
+                    id: None,
+                    data: Value::Null,
+                };
                 let mut data = String::new();
                 for line in block.lines() {
                     if let Some(v) = line.strip_prefix("event:") {
@@ -836,7 +1276,10 @@ async fn live_seat_map_stream_with_expiry_and_resume() {
     assert_eq!(first.kind, "snapshot");
     assert_eq!(first.data["seat_map"]["available"], 10);
     let alice = cluster.user("alice");
-    let h = alice.hold(event, Selection::Seats(vec![0, 1])).await.unwrap();
+    let h = alice
+        .hold(event, Selection::Seats(vec![0, 1]))
+        .await
+        .unwrap();
     alice.confirm(&h.hold_id, "pay").await.unwrap();
     let h2 = alice.hold(event, Selection::Seats(vec![2])).await.unwrap();
     alice.release(&h2.hold_id).await.unwrap();
@@ -848,22 +1291,37 @@ async fn live_seat_map_stream_with_expiry_and_resume() {
         let id = e.id.unwrap();
         assert!(id > last_id, "ids increase, no repeats");
         last_id = id;
-        seen.push((e.data["kind"].as_str().unwrap().to_string(), e.data["seat_ids"].clone()));
+        seen.push((
+            e.data["kind"].as_str().unwrap().to_string(),
+            e.data["seat_ids"].clone(),
+        ));
     }
     assert_eq!(
         seen,
-        vec![("held".into(), json!([0, 1])), ("sold".into(), json!([0, 1])), ("held".into(), json!([2])), ("released".into(), json!([2]))]
+        vec![
+            ("held".into(), json!([0, 1])),
+            ("sold".into(), json!([0, 1])),
+            ("held".into(), json!([2])),
+            ("released".into(), json!([2]))
+        ]
     );
     // Expiry shows up at the expiry instant.
     let h3 = alice.hold(event, Selection::Seats(vec![3])).await.unwrap();
     let e = s.next(wait).await.unwrap();
-    assert_eq!((e.kind.as_str(), e.data["kind"].as_str()), ("change", Some("held")));
+    assert_eq!(
+        (e.kind.as_str(), e.data["kind"].as_str()),
+        ("change", Some("held"))
+    );
     last_id = e.id.unwrap();
     let e = s.next(wait).await.expect("expired");
     let now = boxoffice_now_ms();
     assert_eq!(e.kind, "expired");
     assert_eq!(e.data["seat_ids"], json!([3]));
-    assert!(now + 50 >= h3.expires_at_ms && now <= h3.expires_at_ms + 1000, "expired announced at {now}, expiry {}", h3.expires_at_ms);
+    assert!(
+        now + 50 >= h3.expires_at_ms && now <= h3.expires_at_ms + 1000,
+        "expired announced at {now}, expiry {}",
+        h3.expires_at_ms
+    );
     drop(s);
 
     // Missed while disconnected: resumed from Last-Event-ID, each change once.
@@ -881,11 +1339,22 @@ async fn live_seat_map_stream_with_expiry_and_resume() {
     assert_eq!(e.kind, "snapshot");
     let seats = e.data["seat_map"]["seats"].as_array().unwrap();
     let status = |i: usize| seats[i]["status"].as_str().unwrap().to_string();
-    assert_eq!((status(0), status(2), status(3), status(5)), ("sold".into(), "available".into(), "available".into(), "held".into()));
+    assert_eq!(
+        (status(0), status(2), status(3), status(5)),
+        (
+            "sold".into(),
+            "available".into(),
+            "available".into(),
+            "held".into()
+        )
+    );
 }
 
 fn boxoffice_now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 /// A consumer that stops reading its live stream is dropped (its stream slot and
@@ -900,20 +1369,47 @@ async fn slow_stream_consumer_is_dropped_and_memory_stays_bounded() {
     const BLOCK: u32 = 100;
     const PER_BLOCK: u32 = 20;
     const CHANGES: usize = 2 * (SEATS / BLOCK * PER_BLOCK) as usize;
-    let cluster = TestCluster::start(3, 1, &["--limit", "sse_lag_max=2048", "--limit", "sse_send_timeout_ms=5000", "--limit", "socket_send_buffer_bytes=65536"]).await;
+    let cluster = TestCluster::start(
+        3,
+        1,
+        &[
+            "--limit",
+            "sse_lag_max=2048",
+            "--limit",
+            "sse_send_timeout_ms=5000",
+            "--limit",
+            "socket_send_buffer_bytes=65536",
+        ],
+    )
+    .await;
     let (event, _) = cluster.venue_and_event(SEATS, 600, SEATS).await;
     let addr = cluster.nodes[1].addr.clone();
-    let node_admin = Client::new(client_config(vec![format!("http://{addr}")], mint("ops", true))).unwrap();
-    let open_streams = || async { node_admin.cluster().await.unwrap()["sse_streams_open"].as_u64().unwrap() };
+    let node_admin = Client::new(client_config(
+        vec![format!("http://{addr}")],
+        mint("ops", true),
+    ))
+    .unwrap();
+    let open_streams = || async {
+        node_admin.cluster().await.unwrap()["sse_streams_open"]
+            .as_u64()
+            .unwrap()
+    };
 
     // The slow consumer: a small receive window, and it never reads.
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     let mut slow = sock.connect(addr.parse().unwrap()).await.unwrap();
-    slow.write_all(format!("GET /v1/events/{event}/seats/stream HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+    slow.write_all(
+        format!("GET /v1/events/{event}/seats/stream HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     // The good consumer reads everything.
     let mut good = SseReader::open(&addr, event, None).await;
-    assert_eq!(good.next(Duration::from_secs(5)).await.unwrap().kind, "snapshot");
+    assert_eq!(
+        good.next(Duration::from_secs(5)).await.unwrap().kind,
+        "snapshot"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while open_streams().await < 2 {
         assert!(Instant::now() < deadline, "both streams should be open");
@@ -959,14 +1455,28 @@ async fn slow_stream_consumer_is_dropped_and_memory_stays_bounded() {
     assert_eq!(failures, 0, "every hold and release succeeds");
 
     let (ids, kinds) = reader.await.unwrap();
-    assert_eq!(ids.len(), CHANGES, "the keeping-up consumer saw every change ({kinds:?})");
-    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len(), "each change once");
+    assert_eq!(
+        ids.len(),
+        CHANGES,
+        "the keeping-up consumer saw every change ({kinds:?})"
+    );
+    assert_eq!(
+        ids.iter().collect::<BTreeSet<_>>().len(),
+        ids.len(),
+        "each change once"
+    );
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "in log order");
-    assert!(!kinds.contains("reset"), "the keeping-up consumer was not dropped");
+    assert!(
+        !kinds.contains("reset"),
+        "the keeping-up consumer was not dropped"
+    );
     // The stalled stream was dropped: only the good one holds a slot.
     let deadline = Instant::now() + Duration::from_secs(30);
     while open_streams().await != 1 {
-        assert!(Instant::now() < deadline, "the stalled stream still holds its slot");
+        assert!(
+            Instant::now() < deadline,
+            "the stalled stream still holds its slot"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // What the slow consumer finally reads is cut short, and the response ends.
@@ -981,10 +1491,21 @@ async fn slow_stream_consumer_is_dropped_and_memory_stays_bounded() {
         }
     }
     let text = String::from_utf8_lossy(&got);
-    assert!(text.starts_with("HTTP/1.1 200"), "{}", &text[..text.len().min(200)]);
-    assert!(text.ends_with("\r\n0\r\n\r\n"), "the response ended: {}", &text[text.len().saturating_sub(300)..]);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+    assert!(
+        text.ends_with("\r\n0\r\n\r\n"),
+        "the response ended: {}",
+        &text[text.len().saturating_sub(300)..]
+    );
     let changes = text.matches("event: change").count();
-    assert!(changes < CHANGES, "the slow consumer was cut off, not served all {CHANGES} changes ({changes})");
+    assert!(
+        changes < CHANGES,
+        "the slow consumer was cut off, not served all {CHANGES} changes ({changes})"
+    );
 }
 
 /// The client library's live seat map: snapshot, then each change once, carried
@@ -995,11 +1516,19 @@ async fn client_seat_stream_survives_its_node() {
     use boxoffice_client::StreamEvent;
     let mut cluster = TestCluster::start(3, 1, &[]).await;
     let (event, _) = cluster.venue_and_event(20, 600, 20).await;
-    let urls: Vec<String> = cluster.nodes.iter().map(|n| format!("http://{}", n.addr)).collect();
+    let urls: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("http://{}", n.addr))
+        .collect();
     let watcher = Client::new(client_config(urls, mint("watcher", false))).unwrap();
     let mut stream = watcher.seat_stream(event, None).await.unwrap();
     let wait = Duration::from_secs(20);
-    match tokio::time::timeout(wait, stream.next()).await.unwrap().unwrap() {
+    match tokio::time::timeout(wait, stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
         StreamEvent::Snapshot(map) => assert_eq!((map.capacity, map.available), (20, 20)),
         other => panic!("expected a snapshot first: {other:?}"),
     }
@@ -1007,10 +1536,19 @@ async fn client_seat_stream_survives_its_node() {
     let mut held = Vec::new();
     let mut seen = Vec::new();
     for seat in 0..5u32 {
-        held.push(user.hold(event, Selection::Seats(vec![seat])).await.unwrap().hold_id);
+        held.push(
+            user.hold(event, Selection::Seats(vec![seat]))
+                .await
+                .unwrap()
+                .hold_id,
+        );
     }
     while seen.len() < 5 {
-        match tokio::time::timeout(wait, stream.next()).await.unwrap().unwrap() {
+        match tokio::time::timeout(wait, stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
             StreamEvent::Change(c) => seen.push(c),
             other => panic!("unexpected {other:?}"),
         }
@@ -1018,10 +1556,19 @@ async fn client_seat_stream_survives_its_node() {
     // The stream is on node 0 (the first URL): kill it, keep selling.
     cluster.kill(0);
     for seat in 5..10u32 {
-        held.push(user.hold(event, Selection::Seats(vec![seat])).await.unwrap().hold_id);
+        held.push(
+            user.hold(event, Selection::Seats(vec![seat]))
+                .await
+                .unwrap()
+                .hold_id,
+        );
     }
     while seen.len() < 10 {
-        match tokio::time::timeout(wait, stream.next()).await.expect("stream resumed").unwrap() {
+        match tokio::time::timeout(wait, stream.next())
+            .await
+            .expect("stream resumed")
+            .unwrap()
+        {
             StreamEvent::Change(c) => seen.push(c),
             other => panic!("a resumable stream gets no new snapshot: {other:?}"),
         }
@@ -1030,6 +1577,8 @@ async fn client_seat_stream_survives_its_node() {
     let ids: Vec<String> = seen.iter().map(|c| c.hold_id.clone()).collect();
     assert_eq!(ids, held, "every change once, in order");
     assert!(seen.windows(2).all(|w| w[0].index < w[1].index));
-    assert!(seen.iter().all(|c| c.kind == "held" && c.expires_at_ms.is_some()));
+    assert!(seen
+        .iter()
+        .all(|c| c.kind == "held" && c.expires_at_ms.is_some()));
     assert_eq!(stream.last_event_id(), Some(seen[9].index));
 }

@@ -59,8 +59,14 @@ mod tests {
 
         let mut wrong = bytes.clone();
         wrong[0] = 99;
-        assert!(matches!(decode::<(u64, String, Vec<u32>)>(&wrong), Err(CodecError::UnsupportedVersion { found: 99 })));
+        assert!(matches!(
+            decode::<(u64, String, Vec<u32>)>(&wrong),
+            Err(CodecError::UnsupportedVersion { found: 99 })
+        ));
         assert!(matches!(decode::<u64>(&[]), Err(CodecError::Empty)));
-        assert!(matches!(decode::<(u64, String, Vec<u32>)>(&bytes[..3]), Err(CodecError::Postcard(_))));
+        assert!(matches!(
+            decode::<(u64, String, Vec<u32>)>(&bytes[..3]),
+            Err(CodecError::Postcard(_))
+        ));
     }
 }

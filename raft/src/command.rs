@@ -124,7 +124,10 @@ pub struct EventPatch {
 impl EventPatch {
     /// True when the patch changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.name.is_none() && self.description.is_none() && self.category.is_none() && self.starts_at_ms.is_none()
+        self.name.is_none()
+            && self.description.is_none()
+            && self.category.is_none()
+            && self.starts_at_ms.is_none()
     }
 }
 
@@ -183,7 +186,11 @@ impl Layout {
     /// Number of tickets this layout sells.
     pub fn capacity(&self) -> u64 {
         match self {
-            Layout::Seated { sections } => sections.iter().flat_map(|s| &s.rows).map(|r| u64::from(r.seats)).sum(),
+            Layout::Seated { sections } => sections
+                .iter()
+                .flat_map(|s| &s.rows)
+                .map(|r| u64::from(r.seats))
+                .sum(),
             Layout::GeneralAdmission { capacity, .. } => u64::from(*capacity),
         }
     }
@@ -204,18 +211,26 @@ impl Layout {
                         return Err(format!("section {:?} has no rows", s.name));
                     }
                     if s.rows.len() > SECTION_ROWS_MAX {
-                        return Err(format!("section {:?}: at most {SECTION_ROWS_MAX} rows", s.name));
+                        return Err(format!(
+                            "section {:?}: at most {SECTION_ROWS_MAX} rows",
+                            s.name
+                        ));
                     }
                     for r in &s.rows {
                         check_name("row name", &r.name)?;
                         if r.seats == 0 {
-                            return Err(format!("row {:?} in section {:?} has no seats", r.name, s.name));
+                            return Err(format!(
+                                "row {:?} in section {:?} has no seats",
+                                r.name, s.name
+                            ));
                         }
                     }
                 }
                 let total = self.capacity();
                 if total > u64::from(VENUE_SEATS_MAX) {
-                    return Err(format!("{total} seats is more than the limit of {VENUE_SEATS_MAX}"));
+                    return Err(format!(
+                        "{total} seats is more than the limit of {VENUE_SEATS_MAX}"
+                    ));
                 }
                 Ok(())
             }
@@ -470,7 +485,9 @@ pub enum Rejection {
         available: u32,
     },
     /// The user's per-event cap would be passed.
-    #[error("per-user cap of {cap} would be exceeded: {current} held or booked, {requested} requested")]
+    #[error(
+        "per-user cap of {cap} would be exceeded: {current} held or booked, {requested} requested"
+    )]
     CapExceeded {
         /// The event's cap.
         cap: u32,
@@ -623,7 +640,9 @@ mod tests {
         let h = HoldId { shard: 3, seq: 17 };
         assert_eq!(h.to_string(), "h3-17");
         assert_eq!("h3-17".parse::<HoldId>().unwrap(), h);
-        for bad in ["", "h", "h3", "h-17", "x3-17", "h0-1", "h3-", "h3-1x", "b3-17"] {
+        for bad in [
+            "", "h", "h3", "h-17", "x3-17", "h0-1", "h3-", "h3-1x", "b3-17",
+        ] {
             assert!(bad.parse::<HoldId>().is_err(), "{bad} parsed");
         }
         let b: BookingId = serde_json::from_str("\"b2-5\"").unwrap();
@@ -636,14 +655,33 @@ mod tests {
     #[test]
     fn layout_validation() {
         let ok = Layout::Seated {
-            sections: vec![SectionSpec { name: "Floor".into(), rows: vec![RowSpec { name: "A".into(), seats: 10, price_cents: 100 }] }],
+            sections: vec![SectionSpec {
+                name: "Floor".into(),
+                rows: vec![RowSpec {
+                    name: "A".into(),
+                    seats: 10,
+                    price_cents: 100,
+                }],
+            }],
         };
         assert!(ok.validate().is_ok());
         assert_eq!(ok.capacity(), 10);
         assert!(Layout::Seated { sections: vec![] }.validate().is_err());
-        assert!(Layout::GeneralAdmission { capacity: 0, price_cents: 1 }.validate().is_err());
+        assert!(Layout::GeneralAdmission {
+            capacity: 0,
+            price_cents: 1
+        }
+        .validate()
+        .is_err());
         let too_big = Layout::Seated {
-            sections: vec![SectionSpec { name: "X".into(), rows: vec![RowSpec { name: "A".into(), seats: VENUE_SEATS_MAX + 1, price_cents: 1 }] }],
+            sections: vec![SectionSpec {
+                name: "X".into(),
+                rows: vec![RowSpec {
+                    name: "A".into(),
+                    seats: VENUE_SEATS_MAX + 1,
+                    price_cents: 1,
+                }],
+            }],
         };
         assert!(too_big.validate().is_err());
     }

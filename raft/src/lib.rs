@@ -10,11 +10,11 @@
 //!
 //! This crate knows nothing about RocksDB or the public HTTP API.
 
+pub mod codec;
 pub mod command;
 pub mod groups;
 pub mod network;
 pub mod server;
 pub mod types;
-pub mod codec;
 
 pub use types::*;

@@ -6,10 +6,13 @@
 
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 use serde::{de::DeserializeOwned, Serialize};
@@ -89,9 +92,18 @@ impl RpcClient {
                 }
             })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| if e.is_timeout() { CallError::Timeout } else { CallError::Network(e.to_string()) })?;
+        let bytes = resp.bytes().await.map_err(|e| {
+            if e.is_timeout() {
+                CallError::Timeout
+            } else {
+                CallError::Network(e.to_string())
+            }
+        })?;
         if !status.is_success() {
-            return Err(CallError::Status(status.as_u16(), String::from_utf8_lossy(&bytes).into_owned()));
+            return Err(CallError::Status(
+                status.as_u16(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ));
         }
         codec::decode(&bytes).map_err(|e| CallError::Decode(e.to_string()))
     }
@@ -135,7 +147,12 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerLink;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerLink {
-        PeerLink { group: self.group, target, addr: node.addr.clone(), rpc: self.rpc.clone() }
+        PeerLink {
+            group: self.group,
+            target,
+            addr: node.addr.clone(),
+            rpc: self.rpc.clone(),
+        }
     }
 }
 
@@ -162,16 +179,20 @@ impl PeerLink {
     {
         let path = format!("/raft/v1/{}/{}", self.group.0, kind);
         let ttl = option.hard_ttl();
-        let reply: Result<Resp, RaftError<NodeId, E>> = self.rpc.call(&self.addr, &path, body, ttl).await.map_err(|e| match e {
-            CallError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
-            CallError::Timeout => RPCError::Timeout(Timeout {
-                action,
-                id: 0,
-                target: self.target,
-                timeout: ttl,
-            }),
-            other => RPCError::Network(NetworkError::new(&other)),
-        })?;
+        let reply: Result<Resp, RaftError<NodeId, E>> = self
+            .rpc
+            .call(&self.addr, &path, body, ttl)
+            .await
+            .map_err(|e| match e {
+                CallError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
+                CallError::Timeout => RPCError::Timeout(Timeout {
+                    action,
+                    id: 0,
+                    target: self.target,
+                    timeout: ttl,
+                }),
+                other => RPCError::Network(NetworkError::new(&other)),
+            })?;
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -182,15 +203,25 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.send("append", openraft::RPCTypes::AppendEntries, &rpc, &option).await
+        self.send("append", openraft::RPCTypes::AppendEntries, &rpc, &option)
+            .await
     }
 
     async fn install_snapshot(
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>> {
-        self.send("snapshot", openraft::RPCTypes::InstallSnapshot, &rpc, &option).await
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.send(
+            "snapshot",
+            openraft::RPCTypes::InstallSnapshot,
+            &rpc,
+            &option,
+        )
+        .await
     }
 
     async fn vote(
@@ -198,6 +229,7 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.send("vote", openraft::RPCTypes::Vote, &rpc, &option).await
+        self.send("vote", openraft::RPCTypes::Vote, &rpc, &option)
+            .await
     }
 }

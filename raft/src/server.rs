@@ -35,7 +35,10 @@ pub fn router(state: RaftRpcState) -> Router {
 
 /// Checks the cluster key header; used by every node-to-node endpoint.
 pub fn check_cluster_key(headers: &HeaderMap, expected: &str) -> Result<(), Response> {
-    match headers.get(CLUSTER_KEY_HEADER).and_then(|v| v.to_str().ok()) {
+    match headers
+        .get(CLUSTER_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
         Some(k) if constant_time_eq(k.as_bytes(), expected.as_bytes()) => Ok(()),
         _ => Err((StatusCode::UNAUTHORIZED, "missing or wrong cluster key").into_response()),
     }
@@ -55,27 +58,46 @@ fn prelude<T: serde::de::DeserializeOwned>(
     body: &[u8],
 ) -> Result<(crate::Raft, T), Response> {
     check_cluster_key(headers, &state.cluster_key)?;
-    let raft = state
-        .groups
-        .get(GroupId(group))
-        .ok_or_else(|| (StatusCode::NOT_FOUND, format!("group {group} is not hosted here")).into_response())?;
-    let req = codec::decode(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())?;
+    let raft = state.groups.get(GroupId(group)).ok_or_else(|| {
+        (
+            StatusCode::NOT_FOUND,
+            format!("group {group} is not hosted here"),
+        )
+            .into_response()
+    })?;
+    let req = codec::decode(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())?;
     Ok((raft, req))
 }
 
 fn reply<T: serde::Serialize>(value: &T) -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], codec::encode(value)).into_response()
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        codec::encode(value),
+    )
+        .into_response()
 }
 
-async fn append(State(state): State<RaftRpcState>, Path(group): Path<u16>, headers: HeaderMap, body: Bytes) -> Response {
-    let (raft, req) = match prelude::<AppendEntriesRequest<TypeConfig>>(&state, &headers, group, &body) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+async fn append(
+    State(state): State<RaftRpcState>,
+    Path(group): Path<u16>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (raft, req) =
+        match prelude::<AppendEntriesRequest<TypeConfig>>(&state, &headers, group, &body) {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
     reply(&raft.append_entries(req).await)
 }
 
-async fn vote(State(state): State<RaftRpcState>, Path(group): Path<u16>, headers: HeaderMap, body: Bytes) -> Response {
+async fn vote(
+    State(state): State<RaftRpcState>,
+    Path(group): Path<u16>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (raft, req) = match prelude::<VoteRequest<NodeId>>(&state, &headers, group, &body) {
         Ok(x) => x,
         Err(r) => return r,
@@ -83,10 +105,16 @@ async fn vote(State(state): State<RaftRpcState>, Path(group): Path<u16>, headers
     reply(&raft.vote(req).await)
 }
 
-async fn snapshot(State(state): State<RaftRpcState>, Path(group): Path<u16>, headers: HeaderMap, body: Bytes) -> Response {
-    let (raft, req) = match prelude::<InstallSnapshotRequest<TypeConfig>>(&state, &headers, group, &body) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+async fn snapshot(
+    State(state): State<RaftRpcState>,
+    Path(group): Path<u16>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (raft, req) =
+        match prelude::<InstallSnapshotRequest<TypeConfig>>(&state, &headers, group, &body) {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
     reply(&raft.install_snapshot(req).await)
 }

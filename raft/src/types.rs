@@ -80,7 +80,10 @@ pub const SHARDS_DEFAULT: u16 = 8;
 /// xxh3 is a specified, platform-independent hash, so every node and every client
 /// version agrees on the placement for as long as the shard count is unchanged.
 pub fn shard_for_event(event_id: u64, shards: u16) -> GroupId {
-    assert!(shards >= 1 && shards <= SHARDS_MAX, "shard count out of range: {shards}");
+    assert!(
+        shards >= 1 && shards <= SHARDS_MAX,
+        "shard count out of range: {shards}"
+    );
     let h = xxhash_rust::xxh3::xxh3_64(&event_id.to_le_bytes());
     GroupId(1 + (h % u64::from(shards)) as u16)
 }
@@ -100,7 +103,10 @@ mod tests {
         // and breaks existing clusters.
         let placed: Vec<u16> = (1..=8).map(|e| shard_for_event(e, 8).0).collect();
         assert!(placed.iter().all(|s| (1..=8).contains(s)));
-        assert_eq!(placed, (1..=8).map(|e| shard_for_event(e, 8).0).collect::<Vec<_>>());
+        assert_eq!(
+            placed,
+            (1..=8).map(|e| shard_for_event(e, 8).0).collect::<Vec<_>>()
+        );
         let mut seen = std::collections::BTreeSet::new();
         for e in 0..1000 {
             seen.insert(shard_for_event(e, 8));

@@ -34,7 +34,10 @@ pub struct DbConfig {
 
 impl Default for DbConfig {
     fn default() -> Self {
-        DbConfig { wal_sync_queue_max: 4096, block_cache_bytes: 64 << 20 }
+        DbConfig {
+            wal_sync_queue_max: 4096,
+            block_cache_bytes: 64 << 20,
+        }
     }
 }
 
@@ -67,13 +70,20 @@ impl Db {
         let mut cf_opts = Options::default();
         cf_opts.set_block_based_table_factory(&table);
         cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let cfs = [CF_LOG, CF_META, CF_SM].map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
+        let cfs =
+            [CF_LOG, CF_META, CF_SM].map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
         let db = Arc::new(DB::open_cf_descriptors(&opts, &path, cfs)?);
 
         let (tx, rx) = mpsc::sync_channel::<SyncCallback>(config.wal_sync_queue_max);
         let weak = Arc::downgrade(&db);
-        thread::Builder::new().name("wal-sync".into()).spawn(move || wal_sync_loop(weak, rx))?;
-        Ok(Db { inner: db, syncer: tx, path })
+        thread::Builder::new()
+            .name("wal-sync".into())
+            .spawn(move || wal_sync_loop(weak, rx))?;
+        Ok(Db {
+            inner: db,
+            syncer: tx,
+            path,
+        })
     }
 
     /// The RocksDB handle.
@@ -88,7 +98,9 @@ impl Db {
 
     /// A column family handle. The three CFs are created at open, so absence is a bug.
     pub fn cf(&self, name: &str) -> &ColumnFamily {
-        self.inner.cf_handle(name).expect("column family created at open")
+        self.inner
+            .cf_handle(name)
+            .expect("column family created at open")
     }
 
     /// Writes a batch without waiting for fsync (durable at the next WAL sync).
@@ -115,13 +127,20 @@ impl Db {
 
     /// Reads a node-level record (see [`crate::keys::meta`]).
     pub fn node_record(&self, kind: u8) -> Result<Option<Vec<u8>>, rocksdb::Error> {
-        self.inner.get_cf(self.cf(CF_META), crate::keys::meta(crate::keys::NODE_GROUP, kind))
+        self.inner.get_cf(
+            self.cf(CF_META),
+            crate::keys::meta(crate::keys::NODE_GROUP, kind),
+        )
     }
 
     /// Writes a node-level record, synced.
     pub fn put_node_record(&self, kind: u8, value: Vec<u8>) -> Result<(), rocksdb::Error> {
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_META), crate::keys::meta(crate::keys::NODE_GROUP, kind), value);
+        batch.put_cf(
+            self.cf(CF_META),
+            crate::keys::meta(crate::keys::NODE_GROUP, kind),
+            value,
+        );
         self.write_sync(batch)
     }
 

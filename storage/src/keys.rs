@@ -135,13 +135,17 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 /// Reads a big-endian u64 at `at`. Keys are built by this module, so a short key is
 /// a broken storage invariant.
 pub fn read_u64(key: &[u8], at: usize) -> u64 {
-    let bytes: [u8; 8] = key[at..at + 8].try_into().expect("key too short for u64 field");
+    let bytes: [u8; 8] = key[at..at + 8]
+        .try_into()
+        .expect("key too short for u64 field");
     u64::from_be_bytes(bytes)
 }
 
 /// Reads a big-endian u32 at `at`.
 pub fn read_u32(key: &[u8], at: usize) -> u32 {
-    let bytes: [u8; 4] = key[at..at + 4].try_into().expect("key too short for u32 field");
+    let bytes: [u8; 4] = key[at..at + 4]
+        .try_into()
+        .expect("key too short for u32 field");
     u32::from_be_bytes(bytes)
 }
 

@@ -42,7 +42,10 @@ impl KvRead for MemKv {
     }
     fn scan(&self, prefix: &[u8], start: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
         let from = if start > prefix { start } else { prefix };
-        for (k, v) in self.map.range::<[u8], _>((Bound::Included(from), Bound::Excluded(prefix_end(prefix).as_slice()))) {
+        for (k, v) in self.map.range::<[u8], _>((
+            Bound::Included(from),
+            Bound::Excluded(prefix_end(prefix).as_slice()),
+        )) {
             if !visit(k, v) {
                 break;
             }
@@ -69,7 +72,10 @@ pub struct RocksTx<'a> {
 impl<'a> RocksTx<'a> {
     /// A transaction with nothing pending.
     pub fn new(db: &'a Db) -> Self {
-        RocksTx { db, overlay: BTreeMap::new() }
+        RocksTx {
+            db,
+            overlay: BTreeMap::new(),
+        }
     }
 
     /// Moves the pending writes into `batch`, leaving the transaction empty.
@@ -86,7 +92,10 @@ impl<'a> RocksTx<'a> {
     fn db_get(&self, key: &[u8]) -> Option<Vec<u8>> {
         // A RocksDB read error on the state machine is an I/O failure we cannot
         // apply through without risking divergence: crash, restart replays the log.
-        self.db.raw().get_cf(self.db.cf(CF_SM), key).expect("rocksdb read of state machine failed")
+        self.db
+            .raw()
+            .get_cf(self.db.cf(CF_SM), key)
+            .expect("rocksdb read of state machine failed")
     }
 }
 
@@ -99,16 +108,29 @@ impl KvRead for RocksTx<'_> {
     }
 
     fn scan(&self, prefix: &[u8], start: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
-        let from = if start > prefix { start.to_vec() } else { prefix.to_vec() };
+        let from = if start > prefix {
+            start.to_vec()
+        } else {
+            prefix.to_vec()
+        };
         let end = prefix_end(prefix);
         let mut db_iter = self
             .db
             .raw()
-            .iterator_cf(self.db.cf(CF_SM), IteratorMode::From(&from, Direction::Forward))
+            .iterator_cf(
+                self.db.cf(CF_SM),
+                IteratorMode::From(&from, Direction::Forward),
+            )
             .map(|r| r.expect("rocksdb scan of state machine failed"))
             .take_while(|(k, _)| k.as_ref() < end.as_slice())
             .peekable();
-        let mut ov_iter = self.overlay.range::<[u8], _>((Bound::Included(from.as_slice()), Bound::Excluded(end.as_slice()))).peekable();
+        let mut ov_iter = self
+            .overlay
+            .range::<[u8], _>((
+                Bound::Included(from.as_slice()),
+                Bound::Excluded(end.as_slice()),
+            ))
+            .peekable();
         loop {
             // Merge the two ordered streams; the overlay wins on equal keys.
             let take_overlay = match (db_iter.peek(), ov_iter.peek()) {
@@ -187,7 +209,13 @@ mod tests {
         assert_eq!(collect(&tx, &[9], &[9, 4]), collect(&mem, &[9], &[9, 4]));
         assert_eq!(tx.get(&[9, 3]), None);
         assert_eq!(tx.get(&[9, 5]), Some(vec![50]));
-        assert_eq!(collect(&tx, &[9], &[9]).iter().map(|(k, _)| k[1]).collect::<Vec<_>>(), vec![1, 2, 5, 7, 9]);
+        assert_eq!(
+            collect(&tx, &[9], &[9])
+                .iter()
+                .map(|(k, _)| k[1])
+                .collect::<Vec<_>>(),
+            vec![1, 2, 5, 7, 9]
+        );
 
         let mut batch = WriteBatch::default();
         tx.drain_into(&mut batch);
@@ -206,18 +234,30 @@ pub struct SnapshotView<'a> {
 impl<'a> SnapshotView<'a> {
     /// A view of everything written so far.
     pub fn new(db: &'a Db) -> Self {
-        SnapshotView { db, snap: db.raw().snapshot() }
+        SnapshotView {
+            db,
+            snap: db.raw().snapshot(),
+        }
     }
 }
 
 impl KvRead for SnapshotView<'_> {
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.snap.get_cf(self.db.cf(CF_SM), key).expect("rocksdb read of state machine failed")
+        self.snap
+            .get_cf(self.db.cf(CF_SM), key)
+            .expect("rocksdb read of state machine failed")
     }
     fn scan(&self, prefix: &[u8], start: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
-        let from = if start > prefix { start.to_vec() } else { prefix.to_vec() };
+        let from = if start > prefix {
+            start.to_vec()
+        } else {
+            prefix.to_vec()
+        };
         let end = prefix_end(prefix);
-        for item in self.snap.iterator_cf(self.db.cf(CF_SM), IteratorMode::From(&from, Direction::Forward)) {
+        for item in self.snap.iterator_cf(
+            self.db.cf(CF_SM),
+            IteratorMode::From(&from, Direction::Forward),
+        ) {
             let (k, v) = item.expect("rocksdb scan of state machine failed");
             if k.as_ref() >= end.as_slice() || !visit(&k, &v) {
                 return;

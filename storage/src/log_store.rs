@@ -26,7 +26,11 @@ pub struct LogStore {
 impl LogStore {
     /// The log store of `group` in `db`.
     pub fn new(db: Db, group: GroupId) -> Self {
-        let store = LogStore { group, db, committed: Arc::new(AtomicU64::new(u64::MAX)) };
+        let store = LogStore {
+            group,
+            db,
+            committed: Arc::new(AtomicU64::new(u64::MAX)),
+        };
         if let Ok(Some(c)) = store.get_meta::<LogId>(meta::COMMITTED) {
             store.committed.store(c.index, Ordering::Relaxed);
         }
@@ -41,7 +45,10 @@ impl LogStore {
         }
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, kind: u8) -> Result<Option<T>, StorageError<NodeId>> {
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: u8,
+    ) -> Result<Option<T>, StorageError<NodeId>> {
         let key = keys::meta(self.group.0, kind);
         let raw = self
             .db
@@ -52,13 +59,18 @@ impl LogStore {
             None => Ok(None),
             // A stored meta record that does not decode is corruption: crash rather
             // than run Raft on a wrong vote.
-            Some(bytes) => Ok(Some(codec::decode(&bytes).expect("corrupt raft meta record"))),
+            Some(bytes) => Ok(Some(
+                codec::decode(&bytes).expect("corrupt raft meta record"),
+            )),
         }
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError<NodeId>> {
         let upper = keys::log(self.group, u64::MAX);
-        let mut it = self.db.raw().iterator_cf(self.db.cf(CF_LOG), IteratorMode::From(&upper, Direction::Reverse));
+        let mut it = self.db.raw().iterator_cf(
+            self.db.cf(CF_LOG),
+            IteratorMode::From(&upper, Direction::Reverse),
+        );
         match it.next() {
             None => Ok(None),
             Some(Err(e)) => Err(sto_err(ErrorSubject::Logs, ErrorVerb::Read, e)),
@@ -85,7 +97,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let start_key = keys::log(self.group, start);
         let mut out = Vec::new();
-        for item in self.db.raw().iterator_cf(self.db.cf(CF_LOG), IteratorMode::From(&start_key, Direction::Forward)) {
+        for item in self.db.raw().iterator_cf(
+            self.db.cf(CF_LOG),
+            IteratorMode::From(&start_key, Direction::Forward),
+        ) {
             let (k, v) = item.map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
             if k.len() != 10 || k[..2] != self.group.0.to_be_bytes() {
                 break;
@@ -95,7 +110,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 break;
             }
             let entry: Entry = codec::decode(&v).expect("corrupt raft log entry");
-            assert_eq!(entry.get_log_id().index, index, "log entry stored under the wrong index");
+            assert_eq!(
+                entry.get_log_id().index,
+                index,
+                "log entry stored under the wrong index"
+            );
             out.push(entry);
         }
         Ok(out)
@@ -108,7 +127,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let last_purged: Option<LogId> = self.get_meta(meta::PURGED)?;
         let last = self.last_entry_log_id()?.or(last_purged);
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -117,20 +139,38 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.db.cf(CF_META), keys::meta(self.group.0, meta::VOTE), codec::encode(vote));
+        batch.put_cf(
+            self.db.cf(CF_META),
+            keys::meta(self.group.0, meta::VOTE),
+            codec::encode(vote),
+        );
         // A vote must be on disk before it is acted on.
-        self.db.write_sync(batch).map_err(|e| sto_err(ErrorSubject::Vote, ErrorVerb::Write, e))
+        self.db
+            .write_sync(batch)
+            .map_err(|e| sto_err(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
         self.get_meta(meta::VOTE)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError<NodeId>> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId>,
+    ) -> Result<(), StorageError<NodeId>> {
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.db.cf(CF_META), keys::meta(self.group.0, meta::COMMITTED), codec::encode(&committed));
-        self.db.write_nosync(batch).map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
-        self.committed.store(committed.map(|c| c.index).unwrap_or(u64::MAX), Ordering::Relaxed);
+        batch.put_cf(
+            self.db.cf(CF_META),
+            keys::meta(self.group.0, meta::COMMITTED),
+            codec::encode(&committed),
+        );
+        self.db
+            .write_nosync(batch)
+            .map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        self.committed.store(
+            committed.map(|c| c.index).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         Ok(())
     }
 
@@ -138,7 +178,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta::<Option<LogId>>(meta::COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -146,10 +190,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         let cf = self.db.cf(CF_LOG);
         for entry in entries {
-            batch.put_cf(cf, keys::log(self.group, entry.get_log_id().index), codec::encode(&entry));
+            batch.put_cf(
+                cf,
+                keys::log(self.group, entry.get_log_id().index),
+                codec::encode(&entry),
+            );
         }
         // Written now (readable at once), durable when the syncer's fsync completes.
-        self.db.write_nosync(batch).map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        self.db
+            .write_nosync(batch)
+            .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         self.db.when_durable(Box::new(move |res| {
             callback.log_io_completed(res.map_err(|e| std::io::Error::other(e.to_string())));
         }));
@@ -158,9 +208,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.db.cf(CF_LOG), keys::log(self.group, log_id.index), keys::prefix_end(&self.group.0.to_be_bytes()));
+        batch.delete_range_cf(
+            self.db.cf(CF_LOG),
+            keys::log(self.group, log_id.index),
+            keys::prefix_end(&self.group.0.to_be_bytes()),
+        );
         // Durable with the next append's fsync, which precedes any use of new entries.
-        self.db.write_nosync(batch).map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+        self.db
+            .write_nosync(batch)
+            .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
@@ -168,8 +224,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // it covers must be durable before the entries that rebuild them disappear.
         // The synced write below fsyncs the WAL, which covers them.
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.db.cf(CF_META), keys::meta(self.group.0, meta::PURGED), codec::encode(&log_id));
-        batch.delete_range_cf(self.db.cf(CF_LOG), keys::log(self.group, 0), keys::log(self.group, log_id.index + 1));
-        self.db.write_sync(batch).map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+        batch.put_cf(
+            self.db.cf(CF_META),
+            keys::meta(self.group.0, meta::PURGED),
+            codec::encode(&log_id),
+        );
+        batch.delete_range_cf(
+            self.db.cf(CF_LOG),
+            keys::log(self.group, 0),
+            keys::log(self.group, log_id.index + 1),
+        );
+        self.db
+            .write_sync(batch)
+            .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 }

@@ -31,7 +31,12 @@ pub const SESSION_PRUNE_PER_ENTRY: usize = 16;
 pub fn apply_entry(kv: &mut dyn Kv, group: GroupId, entry: &Entry) -> Outcome {
     let mut meta = read_meta(kv, group);
     if let Some(prev) = meta.last_applied {
-        assert!(entry.log_id.index > prev.index, "apply out of order: {} after {}", entry.log_id.index, prev.index);
+        assert!(
+            entry.log_id.index > prev.index,
+            "apply out of order: {} after {}",
+            entry.log_id.index,
+            prev.index
+        );
     }
     meta.last_applied = Some(entry.log_id);
     let (result, replayed, applied) = match &entry.payload {
@@ -48,7 +53,10 @@ pub fn apply_entry(kv: &mut dyn Kv, group: GroupId, entry: &Entry) -> Outcome {
     };
     write_meta(kv, group, &meta);
     Outcome {
-        applied: applied.unwrap_or(Applied { index: entry.log_id.index, time_ms: meta.time_ms }),
+        applied: applied.unwrap_or(Applied {
+            index: entry.log_id.index,
+            time_ms: meta.time_ms,
+        }),
         replayed,
         result,
     }
@@ -66,7 +74,10 @@ fn write_meta(kv: &mut dyn Kv, group: GroupId, meta: &SmMeta) {
 pub(crate) fn get<T: serde::de::DeserializeOwned>(kv: &dyn KvRead, key: &[u8]) -> Option<T> {
     // A record that does not decode is corruption of our own data: crash rather
     // than apply on top of it.
-    kv.get(key).map(|bytes| codec::decode(&bytes).unwrap_or_else(|e| panic!("corrupt state-machine record {key:?}: {e}")))
+    kv.get(key).map(|bytes| {
+        codec::decode(&bytes)
+            .unwrap_or_else(|e| panic!("corrupt state-machine record {key:?}: {e}"))
+    })
 }
 
 fn put<T: serde::Serialize>(kv: &mut dyn Kv, key: Vec<u8>, value: &T) {
@@ -74,11 +85,18 @@ fn put<T: serde::Serialize>(kv: &mut dyn Kv, key: Vec<u8>, value: &T) {
 }
 
 fn session_key(group: GroupId, s: &Session) -> Vec<u8> {
-    Key::sm(group, table::SESSION).str(&s.client_id).str(&s.idempotency_key).build()
+    Key::sm(group, table::SESSION)
+        .str(&s.client_id)
+        .str(&s.idempotency_key)
+        .build()
 }
 
 fn session_expiry_key(group: GroupId, expires: u64, s: &Session) -> Vec<u8> {
-    Key::sm(group, table::SESSION_EXPIRY).u64(expires).str(&s.client_id).str(&s.idempotency_key).build()
+    Key::sm(group, table::SESSION_EXPIRY)
+        .u64(expires)
+        .str(&s.client_id)
+        .str(&s.idempotency_key)
+        .build()
 }
 
 /// Hash of a command, stored with its answer to recognise a reused key.
@@ -86,12 +104,25 @@ pub fn fingerprint(command: &Command) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&codec::encode(command))
 }
 
-fn apply_request(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, index: u64, req: &Request) -> Outcome {
+fn apply_request(
+    kv: &mut dyn Kv,
+    group: GroupId,
+    meta: &mut SmMeta,
+    index: u64,
+    req: &Request,
+) -> Outcome {
     let time = meta.time_ms;
     prune_sessions(kv, group, time);
-    let applied = Applied { index, time_ms: time };
+    let applied = Applied {
+        index,
+        time_ms: time,
+    };
     let Some(session) = &req.session else {
-        return Outcome { applied, replayed: false, result: execute(kv, group, meta, time, &req.command) };
+        return Outcome {
+            applied,
+            replayed: false,
+            result: execute(kv, group, meta, time, &req.command),
+        };
     };
     if session.client_id.is_empty()
         || session.client_id.len() > CLIENT_ID_LEN_MAX
@@ -99,24 +130,50 @@ fn apply_request(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, index: u64,
         || session.idempotency_key.len() > IDEMPOTENCY_KEY_LEN_MAX
     {
         let reason = "client id and idempotency key must be 1..=128 bytes".to_string();
-        return Outcome { applied, replayed: false, result: Err(Rejection::InvalidInput { reason }) };
+        return Outcome {
+            applied,
+            replayed: false,
+            result: Err(Rejection::InvalidInput { reason }),
+        };
     }
     let key = session_key(group, session);
     let fp = fingerprint(&req.command);
     if let Some(rec) = get::<SessionRecord>(kv, &key) {
         if rec.expires_at_ms > time {
             if rec.fingerprint == fp {
-                return Outcome { replayed: true, ..rec.outcome };
+                return Outcome {
+                    replayed: true,
+                    ..rec.outcome
+                };
             }
-            return Outcome { applied, replayed: false, result: Err(Rejection::IdempotencyKeyReused) };
+            return Outcome {
+                applied,
+                replayed: false,
+                result: Err(Rejection::IdempotencyKeyReused),
+            };
         }
         // Expired but not yet pruned: forget it now and treat this as new.
         kv.delete(session_expiry_key(group, rec.expires_at_ms, session));
     }
-    let outcome = Outcome { applied, replayed: false, result: execute(kv, group, meta, time, &req.command) };
+    let outcome = Outcome {
+        applied,
+        replayed: false,
+        result: execute(kv, group, meta, time, &req.command),
+    };
     let expires_at_ms = time + SESSION_TTL_MS;
-    put(kv, key, &SessionRecord { fingerprint: fp, outcome: outcome.clone(), expires_at_ms });
-    kv.put(session_expiry_key(group, expires_at_ms, session), Vec::new());
+    put(
+        kv,
+        key,
+        &SessionRecord {
+            fingerprint: fp,
+            outcome: outcome.clone(),
+            expires_at_ms,
+        },
+    );
+    kv.put(
+        session_expiry_key(group, expires_at_ms, session),
+        Vec::new(),
+    );
     outcome
 }
 
@@ -146,37 +203,65 @@ fn next_id(meta: &mut SmMeta) -> u64 {
 }
 
 fn invalid(reason: impl Into<String>) -> Rejection {
-    Rejection::InvalidInput { reason: reason.into() }
+    Rejection::InvalidInput {
+        reason: reason.into(),
+    }
 }
 
-fn execute(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, time: u64, command: &Command) -> Result<Effect, Rejection> {
+fn execute(
+    kv: &mut dyn Kv,
+    group: GroupId,
+    meta: &mut SmMeta,
+    time: u64,
+    command: &Command,
+) -> Result<Effect, Rejection> {
     let catalogue_only = matches!(
         command,
-        Command::CreateVenue(_) | Command::CreatePerformer(_) | Command::CreateEvent(_) | Command::CreateEvents(_) | Command::UpdateEvent { .. }
+        Command::CreateVenue(_)
+            | Command::CreatePerformer(_)
+            | Command::CreateEvent(_)
+            | Command::CreateEvents(_)
+            | Command::UpdateEvent { .. }
     );
     if !matches!(command, Command::Tick) && catalogue_only != group.is_catalogue() {
-        return Err(invalid(format!("{} is not a command for {group}", command.name())));
+        return Err(invalid(format!(
+            "{} is not a command for {group}",
+            command.name()
+        )));
     }
     match command {
         Command::CreateVenue(spec) => create_venue(kv, group, meta, spec),
         Command::CreatePerformer(spec) => {
             check_name("performer name", &spec.name).map_err(invalid)?;
             if spec.description.len() > DESCRIPTION_LEN_MAX {
-                return Err(invalid(format!("description is longer than {DESCRIPTION_LEN_MAX} bytes")));
+                return Err(invalid(format!(
+                    "description is longer than {DESCRIPTION_LEN_MAX} bytes"
+                )));
             }
             let performer_id = next_id(meta);
-            put(kv, Key::sm(group, table::PERFORMER).u64(performer_id).build(), &Performer { performer_id, spec: spec.clone() });
+            put(
+                kv,
+                Key::sm(group, table::PERFORMER).u64(performer_id).build(),
+                &Performer {
+                    performer_id,
+                    spec: spec.clone(),
+                },
+            );
             Ok(Effect::PerformerCreated { performer_id })
         }
         Command::CreateEvent(spec) => create_event(kv, group, meta, time, spec),
         Command::CreateInventory(spec) => {
             check_inventory(spec)?;
             create_inventory(kv, group, spec);
-            Ok(Effect::InventoryCreated { event_id: spec.event_id })
+            Ok(Effect::InventoryCreated {
+                event_id: spec.event_id,
+            })
         }
         Command::CreateInventories(specs) => {
             if specs.is_empty() || specs.len() > EVENTS_BATCH_MAX {
-                return Err(invalid(format!("a batch holds 1..={EVENTS_BATCH_MAX} inventories")));
+                return Err(invalid(format!(
+                    "a batch holds 1..={EVENTS_BATCH_MAX} inventories"
+                )));
             }
             for spec in specs {
                 check_inventory(spec)?;
@@ -184,11 +269,15 @@ fn execute(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, time: u64, comman
             for spec in specs {
                 create_inventory(kv, group, spec);
             }
-            Ok(Effect::InventoriesCreated { event_ids: specs.iter().map(|s| s.event_id).collect() })
+            Ok(Effect::InventoriesCreated {
+                event_ids: specs.iter().map(|s| s.event_id).collect(),
+            })
         }
         Command::CreateEvents(specs) => {
             if specs.is_empty() || specs.len() > EVENTS_BATCH_MAX {
-                return Err(invalid(format!("a batch holds 1..={EVENTS_BATCH_MAX} events")));
+                return Err(invalid(format!(
+                    "a batch holds 1..={EVENTS_BATCH_MAX} events"
+                )));
             }
             let mut layouts = Vec::with_capacity(specs.len());
             for (i, spec) in specs.iter().enumerate() {
@@ -197,18 +286,31 @@ fn execute(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, time: u64, comman
                     other => other,
                 })?);
             }
-            let events = specs.iter().zip(layouts).map(|(spec, layout)| write_event(kv, group, meta, time, spec, layout)).collect();
+            let events = specs
+                .iter()
+                .zip(layouts)
+                .map(|(spec, layout)| write_event(kv, group, meta, time, spec, layout))
+                .collect();
             Ok(Effect::EventsCreated { events })
         }
         Command::UpdateEvent { event_id, patch } => update_event(kv, group, meta, *event_id, patch),
         Command::Hold(req) => hold(kv, group, meta, time, req),
-        Command::Confirm { hold_id, user, payment_ref } => confirm(kv, group, meta, time, *hold_id, user, payment_ref),
+        Command::Confirm {
+            hold_id,
+            user,
+            payment_ref,
+        } => confirm(kv, group, meta, time, *hold_id, user, payment_ref),
         Command::Release { hold_id, user } => release(kv, group, time, *hold_id, user),
         Command::Tick => Ok(Effect::Nothing),
     }
 }
 
-fn create_venue(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, spec: &VenueSpec) -> Result<Effect, Rejection> {
+fn create_venue(
+    kv: &mut dyn Kv,
+    group: GroupId,
+    meta: &mut SmMeta,
+    spec: &VenueSpec,
+) -> Result<Effect, Rejection> {
     check_name("venue name", &spec.name).map_err(invalid)?;
     check_name("city", &spec.city).map_err(invalid)?;
     if !(spec.lat.is_finite() && (-90.0..=90.0).contains(&spec.lat)) {
@@ -219,13 +321,22 @@ fn create_venue(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, spec: &Venue
     }
     spec.layout.validate().map_err(invalid)?;
     let venue_id = next_id(meta);
-    put(kv, Key::sm(group, table::VENUE).u64(venue_id).build(), &Venue { venue_id, spec: spec.clone() });
+    put(
+        kv,
+        Key::sm(group, table::VENUE).u64(venue_id).build(),
+        &Venue {
+            venue_id,
+            spec: spec.clone(),
+        },
+    );
     Ok(Effect::VenueCreated { venue_id })
 }
 
 fn check_event_limits(hold_ttl_ms: u64, per_user_cap: u32) -> Result<(), Rejection> {
     if !(HOLD_TTL_MS_MIN..=HOLD_TTL_MS_MAX).contains(&hold_ttl_ms) {
-        return Err(invalid(format!("hold ttl must be between {HOLD_TTL_MS_MIN} and {HOLD_TTL_MS_MAX} ms")));
+        return Err(invalid(format!(
+            "hold ttl must be between {HOLD_TTL_MS_MIN} and {HOLD_TTL_MS_MAX} ms"
+        )));
     }
     if per_user_cap == 0 {
         return Err(invalid("per_user_cap must be at least 1"));
@@ -237,7 +348,9 @@ fn check_event_text(name: &str, category: &str, description: &str) -> Result<(),
     check_name("event name", name).map_err(invalid)?;
     check_name("category", category).map_err(invalid)?;
     if description.len() > DESCRIPTION_LEN_MAX {
-        return Err(invalid(format!("description is longer than {DESCRIPTION_LEN_MAX} bytes")));
+        return Err(invalid(format!(
+            "description is longer than {DESCRIPTION_LEN_MAX} bytes"
+        )));
     }
     Ok(())
 }
@@ -247,12 +360,20 @@ fn check_event(kv: &dyn KvRead, group: GroupId, spec: &EventSpec) -> Result<Layo
     check_event_text(&spec.name, &spec.category, &spec.description)?;
     check_event_limits(spec.hold_ttl_ms, spec.per_user_cap)?;
     if spec.performer_ids.len() > EVENT_PERFORMERS_MAX {
-        return Err(invalid(format!("at most {EVENT_PERFORMERS_MAX} performers")));
+        return Err(invalid(format!(
+            "at most {EVENT_PERFORMERS_MAX} performers"
+        )));
     }
-    let venue: Venue = get(kv, &Key::sm(group, table::VENUE).u64(spec.venue_id).build())
-        .ok_or(Rejection::UnknownVenue { venue_id: spec.venue_id })?;
+    let venue: Venue = get(kv, &Key::sm(group, table::VENUE).u64(spec.venue_id).build()).ok_or(
+        Rejection::UnknownVenue {
+            venue_id: spec.venue_id,
+        },
+    )?;
     for &performer_id in &spec.performer_ids {
-        if kv.get(&Key::sm(group, table::PERFORMER).u64(performer_id).build()).is_none() {
+        if kv
+            .get(&Key::sm(group, table::PERFORMER).u64(performer_id).build())
+            .is_none()
+        {
             return Err(Rejection::UnknownPerformer { performer_id });
         }
     }
@@ -261,30 +382,87 @@ fn check_event(kv: &dyn KvRead, group: GroupId, spec: &EventSpec) -> Result<Layo
 
 /// Moves the event's entry in the change feed to the applying entry's index.
 fn note_event_change(kv: &mut dyn Kv, group: GroupId, meta: &SmMeta, event_id: u64) {
-    let index = meta.last_applied.map(|l| l.index).expect("a command applies at a log index");
-    let at_key = Key::sm(group, table::EVENT_CHANGED_AT).u64(event_id).build();
+    let index = meta
+        .last_applied
+        .map(|l| l.index)
+        .expect("a command applies at a log index");
+    let at_key = Key::sm(group, table::EVENT_CHANGED_AT)
+        .u64(event_id)
+        .build();
     if let Some(prev) = get::<u64>(kv, &at_key) {
-        kv.delete(Key::sm(group, table::EVENT_CHANGE).u64(prev).u64(event_id).build());
+        kv.delete(
+            Key::sm(group, table::EVENT_CHANGE)
+                .u64(prev)
+                .u64(event_id)
+                .build(),
+        );
     }
     put(kv, at_key, &index);
-    kv.put(Key::sm(group, table::EVENT_CHANGE).u64(index).u64(event_id).build(), Vec::new());
+    kv.put(
+        Key::sm(group, table::EVENT_CHANGE)
+            .u64(index)
+            .u64(event_id)
+            .build(),
+        Vec::new(),
+    );
 }
 
-fn write_event(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, time: u64, spec: &EventSpec, layout: Layout) -> CreatedEvent {
+fn write_event(
+    kv: &mut dyn Kv,
+    group: GroupId,
+    meta: &mut SmMeta,
+    time: u64,
+    spec: &EventSpec,
+    layout: Layout,
+) -> CreatedEvent {
     let event_id = next_id(meta);
-    put(kv, Key::sm(group, table::EVENT).u64(event_id).build(), &Event { event_id, spec: spec.clone(), created_at_ms: time });
+    put(
+        kv,
+        Key::sm(group, table::EVENT).u64(event_id).build(),
+        &Event {
+            event_id,
+            spec: spec.clone(),
+            created_at_ms: time,
+        },
+    );
     note_event_change(kv, group, meta, event_id);
-    let inventory = InventorySpec { event_id, layout, hold_ttl_ms: spec.hold_ttl_ms, per_user_cap: spec.per_user_cap };
-    CreatedEvent { event_id, inventory }
+    let inventory = InventorySpec {
+        event_id,
+        layout,
+        hold_ttl_ms: spec.hold_ttl_ms,
+        per_user_cap: spec.per_user_cap,
+    };
+    CreatedEvent {
+        event_id,
+        inventory,
+    }
 }
 
-fn create_event(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, time: u64, spec: &EventSpec) -> Result<Effect, Rejection> {
+fn create_event(
+    kv: &mut dyn Kv,
+    group: GroupId,
+    meta: &mut SmMeta,
+    time: u64,
+    spec: &EventSpec,
+) -> Result<Effect, Rejection> {
     let layout = check_event(kv, group, spec)?;
-    let CreatedEvent { event_id, inventory } = write_event(kv, group, meta, time, spec, layout);
-    Ok(Effect::EventCreated { event_id, inventory })
+    let CreatedEvent {
+        event_id,
+        inventory,
+    } = write_event(kv, group, meta, time, spec, layout);
+    Ok(Effect::EventCreated {
+        event_id,
+        inventory,
+    })
 }
 
-fn update_event(kv: &mut dyn Kv, group: GroupId, meta: &SmMeta, event_id: u64, patch: &EventPatch) -> Result<Effect, Rejection> {
+fn update_event(
+    kv: &mut dyn Kv,
+    group: GroupId,
+    meta: &SmMeta,
+    event_id: u64,
+    patch: &EventPatch,
+) -> Result<Effect, Rejection> {
     if patch.is_empty() {
         return Err(invalid("the update changes nothing"));
     }
@@ -318,7 +496,16 @@ fn check_inventory(spec: &InventorySpec) -> Result<(), Rejection> {
 fn create_inventory(kv: &mut dyn Kv, group: GroupId, spec: &InventorySpec) {
     let key = inventory_key(group, spec.event_id);
     if kv.get(&key).is_none() {
-        put(kv, key, &Inventory::new(spec.event_id, spec.layout.clone(), spec.hold_ttl_ms, spec.per_user_cap));
+        put(
+            kv,
+            key,
+            &Inventory::new(
+                spec.event_id,
+                spec.layout.clone(),
+                spec.hold_ttl_ms,
+                spec.per_user_cap,
+            ),
+        );
     }
 }
 
@@ -327,15 +514,25 @@ pub(crate) fn inventory_key(group: GroupId, event_id: u64) -> Vec<u8> {
 }
 
 pub(crate) fn ticket_key(group: GroupId, event_id: u64, seat: u32) -> Vec<u8> {
-    Key::sm(group, table::TICKET).u64(event_id).u32(seat).build()
+    Key::sm(group, table::TICKET)
+        .u64(event_id)
+        .u32(seat)
+        .build()
 }
 
 fn expiry_key(group: GroupId, event_id: u64, expires: u64, seq: u64) -> Vec<u8> {
-    Key::sm(group, table::EXPIRY).u64(event_id).u64(expires).u64(seq).build()
+    Key::sm(group, table::EXPIRY)
+        .u64(event_id)
+        .u64(expires)
+        .u64(seq)
+        .build()
 }
 
 fn user_event_key(group: GroupId, event_id: u64, user: &str) -> Vec<u8> {
-    Key::sm(group, table::USER_EVENT).u64(event_id).str(user).build()
+    Key::sm(group, table::USER_EVENT)
+        .u64(event_id)
+        .str(user)
+        .build()
 }
 
 pub(crate) fn hold_key(group: GroupId, seq: u64) -> Vec<u8> {
@@ -361,7 +558,10 @@ fn settle(kv: &mut dyn Kv, group: GroupId, inv: &mut Inventory, time: u64) {
         return;
     }
     for (k, qty) in done {
-        inv.held_unsettled = inv.held_unsettled.checked_sub(qty).expect("held count below zero: expiry index out of step");
+        inv.held_unsettled = inv
+            .held_unsettled
+            .checked_sub(qty)
+            .expect("held count below zero: expiry index out of step");
         kv.delete(k);
     }
     // Written here, together with the index deletes, so that a command rejected
@@ -376,14 +576,25 @@ fn validate_user(user: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-fn hold(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, time: u64, req: &HoldRequest) -> Result<Effect, Rejection> {
+fn hold(
+    kv: &mut dyn Kv,
+    group: GroupId,
+    meta: &mut SmMeta,
+    time: u64,
+    req: &HoldRequest,
+) -> Result<Effect, Rejection> {
     validate_user(&req.user)?;
-    let mut inv: Inventory = get(kv, &inventory_key(group, req.event_id)).ok_or(Rejection::UnknownEvent { event_id: req.event_id })?;
+    let mut inv: Inventory =
+        get(kv, &inventory_key(group, req.event_id)).ok_or(Rejection::UnknownEvent {
+            event_id: req.event_id,
+        })?;
     // Check the request's shape.
     let requested = match &req.selection {
         Selection::Seats(seats) => {
             if inv.is_general_admission() {
-                return Err(invalid("this event is general admission: ask for a quantity, not seat ids"));
+                return Err(invalid(
+                    "this event is general admission: ask for a quantity, not seat ids",
+                ));
             }
             if seats.is_empty() {
                 return Err(invalid("seat_ids must not be empty"));
@@ -397,13 +608,18 @@ fn hold(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, time: u64, req: &Hol
                 return Err(invalid("seat_ids contains duplicates"));
             }
             if let Some(bad) = sorted.iter().find(|&&s| s >= inv.capacity) {
-                return Err(invalid(format!("seat {bad} does not exist (event has seats 0..{})", inv.capacity)));
+                return Err(invalid(format!(
+                    "seat {bad} does not exist (event has seats 0..{})",
+                    inv.capacity
+                )));
             }
             seats.len() as u32
         }
         Selection::Quantity(q) => {
             if *q == 0 || *q > HOLD_SEATS_MAX {
-                return Err(invalid(format!("quantity must be between 1 and {HOLD_SEATS_MAX}")));
+                return Err(invalid(format!(
+                    "quantity must be between 1 and {HOLD_SEATS_MAX}"
+                )));
             }
             *q
         }
@@ -413,7 +629,11 @@ fn hold(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, time: u64, req: &Hol
     let mut ue: UserEvent = get(kv, &ue_key).unwrap_or_default();
     let current = ue.current(time);
     if current + requested > inv.per_user_cap {
-        return Err(Rejection::CapExceeded { cap: inv.per_user_cap, current, requested });
+        return Err(Rejection::CapExceeded {
+            cap: inv.per_user_cap,
+            current,
+            requested,
+        });
     }
     // Availability.
     settle(kv, group, &mut inv, time);
@@ -422,7 +642,12 @@ fn hold(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, time: u64, req: &Hol
             let taken: Vec<u32> = seats
                 .iter()
                 .copied()
-                .filter(|&s| Ticket::status_at(get::<Ticket>(kv, &ticket_key(group, req.event_id, s)).as_ref(), time) != SeatStatus::Available)
+                .filter(|&s| {
+                    Ticket::status_at(
+                        get::<Ticket>(kv, &ticket_key(group, req.event_id, s)).as_ref(),
+                        time,
+                    ) != SeatStatus::Available
+                })
                 .collect();
             if !taken.is_empty() {
                 return Err(Rejection::SeatUnavailable { seat_ids: taken });
@@ -432,7 +657,10 @@ fn hold(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, time: u64, req: &Hol
         Selection::Quantity(q) => {
             let available = inv.capacity - inv.sold - inv.held_unsettled;
             if available < *q {
-                return Err(Rejection::InsufficientAvailability { requested: *q, available });
+                return Err(Rejection::InsufficientAvailability {
+                    requested: *q,
+                    available,
+                });
             }
             if inv.is_general_admission() {
                 Vec::new()
@@ -450,9 +678,20 @@ fn hold(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, time: u64, req: &Hol
         seats.iter().map(|&s| inv.price_of(Some(s))).sum()
     };
     for &s in &seats {
-        put(kv, ticket_key(group, req.event_id, s), &Ticket::Held { hold_seq: seq, expires_at_ms });
+        put(
+            kv,
+            ticket_key(group, req.event_id, s),
+            &Ticket::Held {
+                hold_seq: seq,
+                expires_at_ms,
+            },
+        );
     }
-    put(kv, expiry_key(group, req.event_id, expires_at_ms, seq), &requested);
+    put(
+        kv,
+        expiry_key(group, req.event_id, expires_at_ms, seq),
+        &requested,
+    );
     inv.held_unsettled += requested;
     put(kv, inventory_key(group, req.event_id), &inv);
     ue.holds.retain(|(_, _, exp)| *exp > time);
@@ -470,7 +709,10 @@ fn hold(kv: &mut dyn Kv, group: GroupId, meta: &mut SmMeta, time: u64, req: &Hol
     };
     put(kv, hold_key(group, seq), &record);
     Ok(Effect::Held(HoldView {
-        hold_id: HoldId { shard: group.0, seq },
+        hold_id: HoldId {
+            shard: group.0,
+            seq,
+        },
         event_id: req.event_id,
         seat_ids: seats,
         quantity: requested,
@@ -505,16 +747,26 @@ fn best_available(kv: &dyn KvRead, group: GroupId, inv: &Inventory, time: u64, q
         picked.push(next_free);
         next_free += 1;
     }
-    assert_eq!(picked.len(), q as usize, "availability count and ticket records disagree");
+    assert_eq!(
+        picked.len(),
+        q as usize,
+        "availability count and ticket records disagree"
+    );
     picked
 }
 
-fn load_owned_hold(kv: &dyn KvRead, group: GroupId, hold_id: HoldId, user: &str) -> Result<Hold, Rejection> {
+fn load_owned_hold(
+    kv: &dyn KvRead,
+    group: GroupId,
+    hold_id: HoldId,
+    user: &str,
+) -> Result<Hold, Rejection> {
     validate_user(user)?;
     if hold_id.shard != group.0 {
         return Err(Rejection::UnknownHold { hold_id });
     }
-    let hold: Hold = get(kv, &hold_key(group, hold_id.seq)).ok_or(Rejection::UnknownHold { hold_id })?;
+    let hold: Hold =
+        get(kv, &hold_key(group, hold_id.seq)).ok_or(Rejection::UnknownHold { hold_id })?;
     if hold.user != user {
         return Err(Rejection::NotHoldOwner);
     }
@@ -531,40 +783,71 @@ fn confirm(
     payment_ref: &str,
 ) -> Result<Effect, Rejection> {
     if payment_ref.len() > NAME_LEN_MAX {
-        return Err(invalid(format!("payment_ref is longer than {NAME_LEN_MAX} bytes")));
+        return Err(invalid(format!(
+            "payment_ref is longer than {NAME_LEN_MAX} bytes"
+        )));
     }
     let mut hold = load_owned_hold(kv, group, hold_id, user)?;
     match hold.state {
         HoldState::Confirmed { booking_seq } => {
-            return Err(Rejection::HoldAlreadyConfirmed { booking_id: BookingId { shard: group.0, seq: booking_seq } })
+            return Err(Rejection::HoldAlreadyConfirmed {
+                booking_id: BookingId {
+                    shard: group.0,
+                    seq: booking_seq,
+                },
+            })
         }
         HoldState::Released => return Err(Rejection::HoldReleased),
-        HoldState::Active if hold.expires_at_ms <= time => return Err(Rejection::HoldExpired { expired_at_ms: hold.expires_at_ms }),
+        HoldState::Active if hold.expires_at_ms <= time => {
+            return Err(Rejection::HoldExpired {
+                expired_at_ms: hold.expires_at_ms,
+            })
+        }
         HoldState::Active => {}
     }
-    let mut inv: Inventory = get(kv, &inventory_key(group, hold.event_id)).expect("hold without inventory");
+    let mut inv: Inventory =
+        get(kv, &inventory_key(group, hold.event_id)).expect("hold without inventory");
     settle(kv, group, &mut inv, time);
     let booking_seq = next_id(meta);
     for &s in &hold.seat_ids {
         let key = ticket_key(group, hold.event_id, s);
         let t: Option<Ticket> = get(kv, &key);
-        assert_eq!(t, Some(Ticket::Held { hold_seq: hold.seq, expires_at_ms: hold.expires_at_ms }), "live hold lost its seat {s}");
+        assert_eq!(
+            t,
+            Some(Ticket::Held {
+                hold_seq: hold.seq,
+                expires_at_ms: hold.expires_at_ms
+            }),
+            "live hold lost its seat {s}"
+        );
         put(kv, key, &Ticket::Sold { booking_seq });
     }
-    kv.delete(expiry_key(group, hold.event_id, hold.expires_at_ms, hold.seq));
-    inv.held_unsettled = inv.held_unsettled.checked_sub(hold.quantity).expect("held count below zero at confirm");
+    kv.delete(expiry_key(
+        group,
+        hold.event_id,
+        hold.expires_at_ms,
+        hold.seq,
+    ));
+    inv.held_unsettled = inv
+        .held_unsettled
+        .checked_sub(hold.quantity)
+        .expect("held count below zero at confirm");
     inv.sold += hold.quantity;
     assert!(inv.sold <= inv.capacity, "sold more than capacity");
     put(kv, inventory_key(group, hold.event_id), &inv);
     let ue_key = user_event_key(group, hold.event_id, user);
     let mut ue: UserEvent = get(kv, &ue_key).unwrap_or_default();
-    ue.holds.retain(|(seq, _, exp)| *seq != hold.seq && *exp > time);
+    ue.holds
+        .retain(|(seq, _, exp)| *seq != hold.seq && *exp > time);
     ue.booked += hold.quantity;
     put(kv, ue_key, &ue);
     hold.state = HoldState::Confirmed { booking_seq };
     put(kv, hold_key(group, hold.seq), &hold);
     let booking = BookingView {
-        booking_id: BookingId { shard: group.0, seq: booking_seq },
+        booking_id: BookingId {
+            shard: group.0,
+            seq: booking_seq,
+        },
         hold_id,
         event_id: hold.event_id,
         user: user.to_string(),
@@ -574,28 +857,65 @@ fn confirm(
         payment_ref: payment_ref.to_string(),
         confirmed_at_ms: time,
     };
-    put(kv, Key::sm(group, table::BOOKING).u64(booking_seq).build(), &booking);
-    kv.put(Key::sm(group, table::USER_BOOKING).str(user).u64(booking_seq).build(), Vec::new());
+    put(
+        kv,
+        Key::sm(group, table::BOOKING).u64(booking_seq).build(),
+        &booking,
+    );
+    kv.put(
+        Key::sm(group, table::USER_BOOKING)
+            .str(user)
+            .u64(booking_seq)
+            .build(),
+        Vec::new(),
+    );
     Ok(Effect::Confirmed(booking))
 }
 
-fn release(kv: &mut dyn Kv, group: GroupId, time: u64, hold_id: HoldId, user: &str) -> Result<Effect, Rejection> {
+fn release(
+    kv: &mut dyn Kv,
+    group: GroupId,
+    time: u64,
+    hold_id: HoldId,
+    user: &str,
+) -> Result<Effect, Rejection> {
     let mut hold = load_owned_hold(kv, group, hold_id, user)?;
     match hold.state {
         HoldState::Confirmed { booking_seq } => {
-            return Err(Rejection::HoldAlreadyConfirmed { booking_id: BookingId { shard: group.0, seq: booking_seq } })
+            return Err(Rejection::HoldAlreadyConfirmed {
+                booking_id: BookingId {
+                    shard: group.0,
+                    seq: booking_seq,
+                },
+            })
         }
-        HoldState::Released => return Ok(Effect::Released { hold_id, event_id: hold.event_id, seat_ids: vec![], quantity: 0 }),
+        HoldState::Released => {
+            return Ok(Effect::Released {
+                hold_id,
+                event_id: hold.event_id,
+                seat_ids: vec![],
+                quantity: 0,
+            })
+        }
         HoldState::Active => {}
     }
-    let mut inv: Inventory = get(kv, &inventory_key(group, hold.event_id)).expect("hold without inventory");
+    let mut inv: Inventory =
+        get(kv, &inventory_key(group, hold.event_id)).expect("hold without inventory");
     settle(kv, group, &mut inv, time);
     let live = hold.expires_at_ms > time;
     let mut freed = Vec::new();
     if live {
         // Still live: it is unsettled; give its count back now.
-        kv.delete(expiry_key(group, hold.event_id, hold.expires_at_ms, hold.seq));
-        inv.held_unsettled = inv.held_unsettled.checked_sub(hold.quantity).expect("held count below zero at release");
+        kv.delete(expiry_key(
+            group,
+            hold.event_id,
+            hold.expires_at_ms,
+            hold.seq,
+        ));
+        inv.held_unsettled = inv
+            .held_unsettled
+            .checked_sub(hold.quantity)
+            .expect("held count below zero at release");
     }
     put(kv, inventory_key(group, hold.event_id), &inv);
     for &s in &hold.seat_ids {
@@ -612,10 +932,16 @@ fn release(kv: &mut dyn Kv, group: GroupId, time: u64, hold_id: HoldId, user: &s
     }
     let ue_key = user_event_key(group, hold.event_id, user);
     let mut ue: UserEvent = get(kv, &ue_key).unwrap_or_default();
-    ue.holds.retain(|(seq, _, exp)| *seq != hold.seq && *exp > time);
+    ue.holds
+        .retain(|(seq, _, exp)| *seq != hold.seq && *exp > time);
     put(kv, ue_key, &ue);
     hold.state = HoldState::Released;
     put(kv, hold_key(group, hold.seq), &hold);
     let quantity = if live { hold.quantity } else { 0 };
-    Ok(Effect::Released { hold_id, event_id: hold.event_id, seat_ids: freed, quantity })
+    Ok(Effect::Released {
+        hold_id,
+        event_id: hold.event_id,
+        seat_ids: freed,
+        quantity,
+    })
 }

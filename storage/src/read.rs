@@ -124,14 +124,20 @@ impl Reader {
             applied_time_ms: meta.time_ms,
             as_of_ms: now_ms.max(meta.time_ms),
         };
-        ReadTx { view, group: self.group, freshness }
+        ReadTx {
+            view,
+            group: self.group,
+            freshness,
+        }
     }
 }
 
 impl ReadTx<'_> {
     fn list<T: serde::de::DeserializeOwned>(&self, table: u8, after: u64, limit: usize) -> Vec<T> {
         let prefix = Key::sm(self.group, table).build();
-        let start = Key::sm(self.group, table).u64(after.saturating_add(1)).build();
+        let start = Key::sm(self.group, table)
+            .u64(after.saturating_add(1))
+            .build();
         let mut out = Vec::new();
         self.view.scan(&prefix, &start, &mut |_, v| {
             out.push(codec::decode(v).expect("corrupt catalogue record"));
@@ -142,17 +148,26 @@ impl ReadTx<'_> {
 
     /// A venue.
     pub fn venue(&self, id: u64) -> Option<Venue> {
-        get(&self.view, &Key::sm(self.group, table::VENUE).u64(id).build())
+        get(
+            &self.view,
+            &Key::sm(self.group, table::VENUE).u64(id).build(),
+        )
     }
 
     /// A performer.
     pub fn performer(&self, id: u64) -> Option<Performer> {
-        get(&self.view, &Key::sm(self.group, table::PERFORMER).u64(id).build())
+        get(
+            &self.view,
+            &Key::sm(self.group, table::PERFORMER).u64(id).build(),
+        )
     }
 
     /// An event (catalogue).
     pub fn event(&self, id: u64) -> Option<Event> {
-        get(&self.view, &Key::sm(self.group, table::EVENT).u64(id).build())
+        get(
+            &self.view,
+            &Key::sm(self.group, table::EVENT).u64(id).build(),
+        )
     }
 
     /// Events with id > `after`, in id order, at most `limit`.
@@ -163,23 +178,41 @@ impl ReadTx<'_> {
     /// Events changed (created or updated) after `cursor` in the change feed, in
     /// feed order (log index of the last change, event id), at most `limit`, with
     /// each one's feed position. An event appears once, at its latest change.
-    pub fn events_changed_after(&self, cursor: (u64, u64), limit: usize) -> Vec<((u64, u64), Event)> {
+    pub fn events_changed_after(
+        &self,
+        cursor: (u64, u64),
+        limit: usize,
+    ) -> Vec<((u64, u64), Event)> {
         let prefix = Key::sm(self.group, table::EVENT_CHANGE).build();
-        let start = Key::sm(self.group, table::EVENT_CHANGE).u64(cursor.0).u64(cursor.1.saturating_add(1)).build();
-        let start = if cursor.1 == u64::MAX { Key::sm(self.group, table::EVENT_CHANGE).u64(cursor.0.saturating_add(1)).build() } else { start };
+        let start = Key::sm(self.group, table::EVENT_CHANGE)
+            .u64(cursor.0)
+            .u64(cursor.1.saturating_add(1))
+            .build();
+        let start = if cursor.1 == u64::MAX {
+            Key::sm(self.group, table::EVENT_CHANGE)
+                .u64(cursor.0.saturating_add(1))
+                .build()
+        } else {
+            start
+        };
         let mut positions = Vec::new();
         self.view.scan(&prefix, &start, &mut |k, _| {
             if positions.len() >= limit {
                 return false;
             }
-            positions.push((keys::read_u64(k, prefix.len()), keys::read_u64(k, prefix.len() + 8)));
+            positions.push((
+                keys::read_u64(k, prefix.len()),
+                keys::read_u64(k, prefix.len() + 8),
+            ));
             true
         });
         positions
             .into_iter()
             .map(|pos| {
                 // The feed and the events are written in one batch; a dangling entry is corruption.
-                let e = self.event(pos.1).unwrap_or_else(|| panic!("event change feed names missing event {}", pos.1));
+                let e = self
+                    .event(pos.1)
+                    .unwrap_or_else(|| panic!("event change feed names missing event {}", pos.1));
                 (pos, e)
             })
             .collect()
@@ -233,7 +266,11 @@ impl ReadTx<'_> {
             available: inv.capacity - inv.sold - held,
             held,
             sold: inv.sold,
-            price_cents: if inv.is_general_admission() { inv.price_of(None) } else { 0 },
+            price_cents: if inv.is_general_admission() {
+                inv.price_of(None)
+            } else {
+                0
+            },
             seats: Vec::new(),
             hold_ttl_ms: inv.hold_ttl_ms,
             per_user_cap: inv.per_user_cap,
@@ -242,7 +279,10 @@ impl ReadTx<'_> {
             let prefix = Key::sm(self.group, table::TICKET).u64(event_id).build();
             let mut records = Vec::new();
             self.view.scan(&prefix, &prefix, &mut |k, v| {
-                records.push((keys::read_u32(k, prefix.len()), codec::decode::<Ticket>(v).expect("corrupt ticket record")));
+                records.push((
+                    keys::read_u32(k, prefix.len()),
+                    codec::decode::<Ticket>(v).expect("corrupt ticket record"),
+                ));
                 true
             });
             let mut records = records.into_iter().peekable();
@@ -252,7 +292,9 @@ impl ReadTx<'_> {
                     Some((s, _)) if *s == seat_id => records.next().map(|(_, t)| t),
                     _ => None,
                 };
-                let info = inv.seat(seat_id).expect("seat id below capacity has a place");
+                let info = inv
+                    .seat(seat_id)
+                    .expect("seat id below capacity has a place");
                 map.seats.push(SeatView {
                     seat_id,
                     section: info.section.to_string(),
@@ -261,7 +303,9 @@ impl ReadTx<'_> {
                     price_cents: info.price_cents,
                     status: Ticket::status_at(record.as_ref(), as_of),
                     held_until_ms: match record {
-                        Some(Ticket::Held { expires_at_ms, .. }) if expires_at_ms > as_of => Some(expires_at_ms),
+                        Some(Ticket::Held { expires_at_ms, .. }) if expires_at_ms > as_of => {
+                            Some(expires_at_ms)
+                        }
                         _ => None,
                     },
                 });
@@ -279,7 +323,13 @@ impl ReadTx<'_> {
         let (status, booking_id) = match h.state {
             HoldState::Active if h.expires_at_ms <= self.freshness.as_of_ms => ("expired", None),
             HoldState::Active => ("active", None),
-            HoldState::Confirmed { booking_seq } => ("confirmed", Some(BookingId { shard: self.group.0, seq: booking_seq })),
+            HoldState::Confirmed { booking_seq } => (
+                "confirmed",
+                Some(BookingId {
+                    shard: self.group.0,
+                    seq: booking_seq,
+                }),
+            ),
             HoldState::Released => ("released", None),
         };
         Some(HoldStatusView {
@@ -300,7 +350,12 @@ impl ReadTx<'_> {
         if booking_id.shard != self.group.0 {
             return None;
         }
-        get(&self.view, &Key::sm(self.group, table::BOOKING).u64(booking_id.seq).build())
+        get(
+            &self.view,
+            &Key::sm(self.group, table::BOOKING)
+                .u64(booking_id.seq)
+                .build(),
+        )
     }
 
     /// A user's bookings on this shard, oldest first, at most `limit`.
@@ -312,7 +367,13 @@ impl ReadTx<'_> {
             seqs.len() < limit
         });
         seqs.into_iter()
-            .map(|seq| self.booking(BookingId { shard: self.group.0, seq }).expect("user booking index points at a missing booking"))
+            .map(|seq| {
+                self.booking(BookingId {
+                    shard: self.group.0,
+                    seq,
+                })
+                .expect("user booking index points at a missing booking")
+            })
             .collect()
     }
 

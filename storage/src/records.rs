@@ -84,7 +84,16 @@ impl Inventory {
         }
         // Validated: capacity ≤ VENUE_SEATS_MAX, which fits u32.
         let capacity = u32::try_from(layout.capacity()).expect("validated capacity fits u32");
-        Inventory { event_id, layout, hold_ttl_ms, per_user_cap, capacity, sold: 0, held_unsettled: 0, row_starts }
+        Inventory {
+            event_id,
+            layout,
+            hold_ttl_ms,
+            per_user_cap,
+            capacity,
+            sold: 0,
+            held_unsettled: 0,
+            row_starts,
+        }
     }
 
     /// True for general admission.
@@ -94,7 +103,9 @@ impl Inventory {
 
     /// Section name, row name, seat number and price of a seat, if it exists.
     pub fn seat(&self, seat_id: u32) -> Option<SeatInfo<'_>> {
-        let Layout::Seated { sections } = &self.layout else { return None };
+        let Layout::Seated { sections } = &self.layout else {
+            return None;
+        };
         if seat_id >= self.capacity {
             return None;
         }
@@ -232,7 +243,13 @@ pub struct UserEvent {
 impl UserEvent {
     /// Tickets counted against the cap at `now_ms`.
     pub fn current(&self, now_ms: u64) -> u32 {
-        self.booked + self.holds.iter().filter(|(_, _, exp)| *exp > now_ms).map(|(_, q, _)| *q).sum::<u32>()
+        self.booked
+            + self
+                .holds
+                .iter()
+                .filter(|(_, _, exp)| *exp > now_ms)
+                .map(|(_, q, _)| *q)
+                .sum::<u32>()
     }
 }
 

@@ -27,7 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use boxoffice_raft::command::{Applied, Outcome};
-use boxoffice_raft::{codec, Entry, GroupId, LogId, NodeId, SnapshotMeta, StoredMembership, TypeConfig};
+use boxoffice_raft::{
+    codec, Entry, GroupId, LogId, NodeId, SnapshotMeta, StoredMembership, TypeConfig,
+};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{ErrorSubject, ErrorVerb, StorageError};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
@@ -94,13 +96,21 @@ impl StateMachineStore {
             changes,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
         };
-        if sm.db.raw().get_cf(sm.db.cf(CF_META), keys::meta(group.0, meta::INSTALLING))?.is_some() {
+        if sm
+            .db
+            .raw()
+            .get_cf(sm.db.cf(CF_META), keys::meta(group.0, meta::INSTALLING))?
+            .is_some()
+        {
             tracing::warn!(%group, "finishing an interrupted snapshot install");
             let path = sm.current_path();
             sm.load_snapshot_file(&path)?;
         }
         let m = machine::read_meta(&RocksTx::new(&sm.db), group);
-        sm.applied.send_replace(Applied { index: m.last_applied.map(|l| l.index).unwrap_or(0), time_ms: m.time_ms });
+        sm.applied.send_replace(Applied {
+            index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            time_ms: m.time_ms,
+        });
         Ok(sm)
     }
 
@@ -127,10 +137,17 @@ impl StateMachineStore {
     fn load_snapshot_file(&self, path: &Path) -> Result<SnapshotMeta, crate::StorageError> {
         let header = verify_snapshot_file(path)?;
         if header.group != self.group.0 {
-            return Err(crate::StorageError::BadSnapshot(format!("snapshot of group {} offered to group {}", header.group, self.group.0)));
+            return Err(crate::StorageError::BadSnapshot(format!(
+                "snapshot of group {} offered to group {}",
+                header.group, self.group.0
+            )));
         }
         let mut marker = WriteBatch::default();
-        marker.put_cf(self.db.cf(CF_META), keys::meta(self.group.0, meta::INSTALLING), [1u8]);
+        marker.put_cf(
+            self.db.cf(CF_META),
+            keys::meta(self.group.0, meta::INSTALLING),
+            [1u8],
+        );
         self.db.write_sync(marker)?;
 
         let prefix = Key::group(self.group).build();
@@ -150,16 +167,34 @@ impl StateMachineStore {
         }
         self.db.write_nosync(batch)?;
         let mut clear = WriteBatch::default();
-        clear.delete_cf(self.db.cf(CF_META), keys::meta(self.group.0, meta::INSTALLING));
+        clear.delete_cf(
+            self.db.cf(CF_META),
+            keys::meta(self.group.0, meta::INSTALLING),
+        );
         self.db.write_sync(clear)?;
 
         let m = machine::read_meta(&RocksTx::new(&self.db), self.group);
-        assert_eq!(m.last_applied, header.meta.last_log_id, "installed state does not match its snapshot meta");
-        let applied = Applied { index: m.last_applied.map(|l| l.index).unwrap_or(0), time_ms: m.time_ms };
+        assert_eq!(
+            m.last_applied, header.meta.last_log_id,
+            "installed state does not match its snapshot meta"
+        );
+        let applied = Applied {
+            index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            time_ms: m.time_ms,
+        };
         self.applied.send_replace(applied);
-        let outcome = Outcome { applied, replayed: false, result: Ok(boxoffice_raft::command::Effect::Nothing) };
+        let outcome = Outcome {
+            applied,
+            replayed: false,
+            result: Ok(boxoffice_raft::command::Effect::Nothing),
+        };
         // Nobody listening is fine.
-        let _ = self.changes.send(AppliedChange { group: self.group, index: applied.index, outcome, snapshot_installed: true });
+        let _ = self.changes.send(AppliedChange {
+            group: self.group,
+            index: applied.index,
+            outcome,
+            snapshot_installed: true,
+        });
         Ok(header.meta)
     }
 
@@ -176,16 +211,26 @@ impl StateMachineStore {
             Some(l) => format!("{}-{}-{}-{}", self.group.0, l.leader_id.term, l.index, seq),
             None => format!("{}-none-{}", self.group.0, seq),
         };
-        let meta = SnapshotMeta { last_log_id: m.last_applied, last_membership: m.membership.clone(), snapshot_id };
+        let meta = SnapshotMeta {
+            last_log_id: m.last_applied,
+            last_membership: m.membership.clone(),
+            snapshot_id,
+        };
         let tmp = self.dir.join(format!("build-{seq}.tmp"));
         {
             let mut w = HashingWriter::new(BufWriter::new(File::create(&tmp)?));
             w.write_all(MAGIC)?;
-            let header = codec::encode(&SnapshotHeader { group: self.group.0, meta: meta.clone() });
+            let header = codec::encode(&SnapshotHeader {
+                group: self.group.0,
+                meta: meta.clone(),
+            });
             w.write_all(&(header.len() as u32).to_le_bytes())?;
             w.write_all(&header)?;
             let end = keys::prefix_end(&prefix);
-            for item in snap.iterator_cf(self.db.cf(CF_SM), IteratorMode::From(&prefix, Direction::Forward)) {
+            for item in snap.iterator_cf(
+                self.db.cf(CF_SM),
+                IteratorMode::From(&prefix, Direction::Forward),
+            ) {
                 let (k, v) = item?;
                 if k.as_ref() >= end.as_slice() {
                     break;
@@ -206,7 +251,10 @@ impl StateMachineStore {
         fs::rename(&tmp, self.current_path())?;
         File::open(&self.dir)?.sync_all()?;
         let f = File::open(self.current_path())?;
-        Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(f)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(f)),
+        })
     }
 }
 
@@ -218,7 +266,10 @@ struct HashingWriter<W: Write> {
 
 impl<W: Write> HashingWriter<W> {
     fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: xxhash_rust::xxh3::Xxh3::new() }
+        HashingWriter {
+            inner,
+            hasher: xxhash_rust::xxh3::Xxh3::new(),
+        }
     }
 }
 
@@ -244,11 +295,15 @@ fn skip_header(r: &mut impl Read) -> Result<SnapshotHeader, crate::StorageError>
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic)?;
     if &magic != MAGIC {
-        return Err(crate::StorageError::BadSnapshot("not a boxoffice snapshot (bad magic)".into()));
+        return Err(crate::StorageError::BadSnapshot(
+            "not a boxoffice snapshot (bad magic)".into(),
+        ));
     }
     let len = read_u32(r)? as usize;
     if len > 1 << 20 {
-        return Err(crate::StorageError::BadSnapshot("snapshot header too large".into()));
+        return Err(crate::StorageError::BadSnapshot(
+            "snapshot header too large".into(),
+        ));
     }
     let mut header = vec![0u8; len];
     r.read_exact(&mut header)?;
@@ -272,7 +327,9 @@ fn read_record(r: &mut impl Read) -> Result<Option<(Vec<u8>, Vec<u8>)>, crate::S
 fn verify_snapshot_file(path: &Path) -> Result<SnapshotHeader, crate::StorageError> {
     let len = fs::metadata(path)?.len();
     if len < 8 + 4 + 4 + 8 {
-        return Err(crate::StorageError::BadSnapshot("snapshot file too short".into()));
+        return Err(crate::StorageError::BadSnapshot(
+            "snapshot file too short".into(),
+        ));
     }
     let mut f = File::open(path)?;
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
@@ -302,20 +359,29 @@ fn snap_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
 }
 
 fn join_err(e: tokio::task::JoinError) -> StorageError<NodeId> {
-    sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, std::io::Error::other(e.to_string()))
+    sto_err(
+        ErrorSubject::StateMachine,
+        ErrorVerb::Write,
+        std::io::Error::other(e.to_string()),
+    )
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.build()).await.map_err(join_err)?.map_err(snap_err)
+        tokio::task::spawn_blocking(move || this.build())
+            .await
+            .map_err(join_err)?
+            .map_err(snap_err)
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = StateMachineStore;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError<NodeId>> {
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership), StorageError<NodeId>> {
         let m = machine::read_meta(&RocksTx::new(&self.db), self.group);
         Ok((m.last_applied, m.membership))
     }
@@ -330,22 +396,35 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut last = None;
         for entry in entries {
             let outcome = machine::apply_entry(&mut tx, self.group, &entry);
-            last = Some(Applied { index: entry.log_id.index, time_ms: outcome.applied.time_ms.max(self.applied.borrow().time_ms) });
+            last = Some(Applied {
+                index: entry.log_id.index,
+                time_ms: outcome.applied.time_ms.max(self.applied.borrow().time_ms),
+            });
             outcomes.push((entry.log_id.index, outcome));
         }
         let mut batch = WriteBatch::default();
         tx.drain_into(&mut batch);
         // Not synced: the log entries are durable; a crash loses at most a suffix of
         // applied state, which is re-applied from the log on restart.
-        self.db.write_nosync(batch).map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
+        self.db
+            .write_nosync(batch)
+            .map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
         if let Some(a) = last {
             let m = machine::read_meta(&RocksTx::new(&self.db), self.group);
-            self.applied.send_replace(Applied { index: a.index, time_ms: m.time_ms });
+            self.applied.send_replace(Applied {
+                index: a.index,
+                time_ms: m.time_ms,
+            });
         }
         let mut out = Vec::with_capacity(outcomes.len());
         for (index, outcome) in outcomes {
             // No receivers is fine: nobody is watching.
-            let _ = self.changes.send(AppliedChange { group: self.group, index, outcome: outcome.clone(), snapshot_installed: false });
+            let _ = self.changes.send(AppliedChange {
+                group: self.group,
+                index,
+                outcome: outcome.clone(),
+                snapshot_installed: false,
+            });
             out.push(outcome);
         }
         Ok(out)
@@ -355,13 +434,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
         // An unnamed temporary file: it disappears by itself if the transfer is abandoned.
         let f = tempfile::tempfile_in(&self.dir).map_err(snap_err)?;
         Ok(Box::new(tokio::fs::File::from_std(f)))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<tokio::fs::File>) -> Result<(), StorageError<NodeId>> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError<NodeId>> {
         let mut src = snapshot.into_std().await;
         let this = self.clone();
         let expected = meta.clone();
@@ -373,7 +458,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             dst.sync_all()?;
             let header = verify_snapshot_file(&tmp)?;
             if header.meta.last_log_id != expected.last_log_id {
-                return Err(crate::StorageError::BadSnapshot("snapshot data does not match its meta".into()));
+                return Err(crate::StorageError::BadSnapshot(
+                    "snapshot data does not match its meta".into(),
+                ));
             }
             fs::rename(&tmp, this.current_path())?;
             File::open(&this.dir)?.sync_all()?;
@@ -385,7 +472,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         .map_err(sm_err)
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         let path = self.current_path();
         if !path.exists() {
             return Ok(None);
@@ -395,6 +484,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             skip_header(&mut BufReader::new(f)).map_err(snap_err)?
         };
         let f = File::open(&path).map_err(snap_err)?;
-        Ok(Some(Snapshot { meta: header.meta, snapshot: Box::new(tokio::fs::File::from_std(f)) }))
+        Ok(Some(Snapshot {
+            meta: header.meta,
+            snapshot: Box::new(tokio::fs::File::from_std(f)),
+        }))
     }
 }

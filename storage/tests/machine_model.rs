@@ -29,8 +29,16 @@ fn seated_layout() -> Layout {
         sections: vec![SectionSpec {
             name: "Stalls".into(),
             rows: vec![
-                RowSpec { name: "A".into(), seats: 3, price_cents: 100 },
-                RowSpec { name: "B".into(), seats: 3, price_cents: 200 },
+                RowSpec {
+                    name: "A".into(),
+                    seats: 3,
+                    price_cents: 100,
+                },
+                RowSpec {
+                    name: "B".into(),
+                    seats: 3,
+                    price_cents: 200,
+                },
             ],
         }],
     }
@@ -83,11 +91,20 @@ impl Model {
         }
     }
     fn live_holds(&self, event: u64, t: u64) -> impl Iterator<Item = &MHold> {
-        self.holds.values().filter(move |h| h.event == event && h.state == HoldState::Active && h.expires > t)
+        self.holds
+            .values()
+            .filter(move |h| h.event == event && h.state == HoldState::Active && h.expires > t)
     }
     fn current(&self, event: u64, user: &str, t: u64) -> u32 {
-        self.sold_by.get(&(event, user.to_string())).copied().unwrap_or(0)
-            + self.live_holds(event, t).filter(|h| h.user == user).map(|h| h.qty).sum::<u32>()
+        self.sold_by
+            .get(&(event, user.to_string()))
+            .copied()
+            .unwrap_or(0)
+            + self
+                .live_holds(event, t)
+                .filter(|h| h.user == user)
+                .map(|h| h.qty)
+                .sum::<u32>()
     }
     fn ga_available(&self, t: u64) -> u32 {
         5 - self.ga_sold - self.live_holds(GA, t).map(|h| h.qty).sum::<u32>()
@@ -104,26 +121,45 @@ impl Model {
         self.time = self.time.max(req.stamp_ms);
         let t = self.time;
         let applied = Applied { index, time_ms: t };
-        let s = req.session.as_ref().expect("model ops always carry a session");
+        let s = req
+            .session
+            .as_ref()
+            .expect("model ops always carry a session");
         let skey = (s.client_id.clone(), s.idempotency_key.clone());
         if let Some((cmd, out)) = self.sessions.get(&skey) {
             if *cmd == req.command {
-                return Outcome { replayed: true, ..out.clone() };
+                return Outcome {
+                    replayed: true,
+                    ..out.clone()
+                };
             }
-            return Outcome { applied, replayed: false, result: Err(Rejection::IdempotencyKeyReused) };
+            return Outcome {
+                applied,
+                replayed: false,
+                result: Err(Rejection::IdempotencyKeyReused),
+            };
         }
         let result = self.execute(t, &req.command);
-        let out = Outcome { applied, replayed: false, result };
-        self.sessions.insert(skey, (req.command.clone(), out.clone()));
+        let out = Outcome {
+            applied,
+            replayed: false,
+            result,
+        };
+        self.sessions
+            .insert(skey, (req.command.clone(), out.clone()));
         out
     }
 
     fn execute(&mut self, t: u64, cmd: &Command) -> Result<Effect, Rejection> {
-        let invalid = |r: &str| Rejection::InvalidInput { reason: r.to_string() };
+        let invalid = |r: &str| Rejection::InvalidInput {
+            reason: r.to_string(),
+        };
         match cmd {
             Command::Hold(h) => {
                 if h.event_id != SEATED && h.event_id != GA {
-                    return Err(Rejection::UnknownEvent { event_id: h.event_id });
+                    return Err(Rejection::UnknownEvent {
+                        event_id: h.event_id,
+                    });
                 }
                 let ga = h.event_id == GA;
                 let cap = if ga { 3 } else { 4 };
@@ -132,7 +168,11 @@ impl Model {
                         let mut sorted = v.clone();
                         sorted.sort();
                         sorted.dedup();
-                        if ga || v.is_empty() || sorted.len() != v.len() || v.iter().any(|&s| s >= 6) {
+                        if ga
+                            || v.is_empty()
+                            || sorted.len() != v.len()
+                            || v.iter().any(|&s| s >= 6)
+                        {
                             return Err(invalid("bad seats"));
                         }
                         v.len() as u32
@@ -146,43 +186,104 @@ impl Model {
                 };
                 let current = self.current(h.event_id, &h.user, t);
                 if current + n > cap {
-                    return Err(Rejection::CapExceeded { cap, current, requested: n });
+                    return Err(Rejection::CapExceeded {
+                        cap,
+                        current,
+                        requested: n,
+                    });
                 }
                 let seats: Vec<u32> = match &h.selection {
                     Selection::Seats(v) => {
-                        let taken: Vec<u32> = v.iter().copied().filter(|&s| self.seat_status(s, t) != SeatStatus::Available).collect();
+                        let taken: Vec<u32> = v
+                            .iter()
+                            .copied()
+                            .filter(|&s| self.seat_status(s, t) != SeatStatus::Available)
+                            .collect();
                         if !taken.is_empty() {
                             return Err(Rejection::SeatUnavailable { seat_ids: taken });
                         }
                         v.clone()
                     }
                     Selection::Quantity(q) => {
-                        let available = if ga { self.ga_available(t) } else { (0..6).filter(|&s| self.seat_status(s, t) == SeatStatus::Available).count() as u32 };
+                        let available = if ga {
+                            self.ga_available(t)
+                        } else {
+                            (0..6)
+                                .filter(|&s| self.seat_status(s, t) == SeatStatus::Available)
+                                .count() as u32
+                        };
                         if available < *q {
-                            return Err(Rejection::InsufficientAvailability { requested: *q, available });
+                            return Err(Rejection::InsufficientAvailability {
+                                requested: *q,
+                                available,
+                            });
                         }
                         if ga {
                             vec![]
                         } else {
-                            (0..6).filter(|&s| self.seat_status(s, t) == SeatStatus::Available).take(*q as usize).collect()
+                            (0..6)
+                                .filter(|&s| self.seat_status(s, t) == SeatStatus::Available)
+                                .take(*q as usize)
+                                .collect()
                         }
                     }
                 };
                 self.last_id += 1;
                 let seq = self.last_id;
-                let total = if ga { 50 * u64::from(n) } else { seats.iter().map(|&s| self.price(s)).sum() };
+                let total = if ga {
+                    50 * u64::from(n)
+                } else {
+                    seats.iter().map(|&s| self.price(s)).sum()
+                };
                 for &s in &seats {
                     self.seats.insert(s, Owner::Held(seq, t + TTL));
                 }
-                self.holds.insert(seq, MHold { seq, event: h.event_id, user: h.user.clone(), seats: seats.clone(), qty: n, expires: t + TTL, total, state: HoldState::Active });
-                Ok(Effect::Held(HoldView { hold_id: HoldId { shard: GROUP.0, seq }, event_id: h.event_id, seat_ids: seats, quantity: n, expires_at_ms: t + TTL, total_cents: total }))
+                self.holds.insert(
+                    seq,
+                    MHold {
+                        seq,
+                        event: h.event_id,
+                        user: h.user.clone(),
+                        seats: seats.clone(),
+                        qty: n,
+                        expires: t + TTL,
+                        total,
+                        state: HoldState::Active,
+                    },
+                );
+                Ok(Effect::Held(HoldView {
+                    hold_id: HoldId {
+                        shard: GROUP.0,
+                        seq,
+                    },
+                    event_id: h.event_id,
+                    seat_ids: seats,
+                    quantity: n,
+                    expires_at_ms: t + TTL,
+                    total_cents: total,
+                }))
             }
-            Command::Confirm { hold_id, user, payment_ref } => {
+            Command::Confirm {
+                hold_id,
+                user,
+                payment_ref,
+            } => {
                 let h = self.owned(*hold_id, user)?;
                 match h.state {
-                    HoldState::Confirmed(b) => return Err(Rejection::HoldAlreadyConfirmed { booking_id: BookingId { shard: GROUP.0, seq: b } }),
+                    HoldState::Confirmed(b) => {
+                        return Err(Rejection::HoldAlreadyConfirmed {
+                            booking_id: BookingId {
+                                shard: GROUP.0,
+                                seq: b,
+                            },
+                        })
+                    }
                     HoldState::Released => return Err(Rejection::HoldReleased),
-                    HoldState::Active if h.expires <= t => return Err(Rejection::HoldExpired { expired_at_ms: h.expires }),
+                    HoldState::Active if h.expires <= t => {
+                        return Err(Rejection::HoldExpired {
+                            expired_at_ms: h.expires,
+                        })
+                    }
                     HoldState::Active => {}
                 }
                 self.last_id += 1;
@@ -196,7 +297,10 @@ impl Model {
                 *self.sold_by.entry((h.event, user.clone())).or_default() += h.qty;
                 self.holds.get_mut(&h.seq).unwrap().state = HoldState::Confirmed(b);
                 Ok(Effect::Confirmed(BookingView {
-                    booking_id: BookingId { shard: GROUP.0, seq: b },
+                    booking_id: BookingId {
+                        shard: GROUP.0,
+                        seq: b,
+                    },
                     hold_id: *hold_id,
                     event_id: h.event,
                     user: user.clone(),
@@ -210,8 +314,22 @@ impl Model {
             Command::Release { hold_id, user } => {
                 let h = self.owned(*hold_id, user)?;
                 match h.state {
-                    HoldState::Confirmed(b) => return Err(Rejection::HoldAlreadyConfirmed { booking_id: BookingId { shard: GROUP.0, seq: b } }),
-                    HoldState::Released => return Ok(Effect::Released { hold_id: *hold_id, event_id: h.event, seat_ids: vec![], quantity: 0 }),
+                    HoldState::Confirmed(b) => {
+                        return Err(Rejection::HoldAlreadyConfirmed {
+                            booking_id: BookingId {
+                                shard: GROUP.0,
+                                seq: b,
+                            },
+                        })
+                    }
+                    HoldState::Released => {
+                        return Ok(Effect::Released {
+                            hold_id: *hold_id,
+                            event_id: h.event,
+                            seat_ids: vec![],
+                            quantity: 0,
+                        })
+                    }
                     HoldState::Active => {}
                 }
                 let live = h.expires > t;
@@ -225,14 +343,23 @@ impl Model {
                     }
                 }
                 self.holds.get_mut(&h.seq).unwrap().state = HoldState::Released;
-                Ok(Effect::Released { hold_id: *hold_id, event_id: h.event, seat_ids: freed, quantity: if live { h.qty } else { 0 } })
+                Ok(Effect::Released {
+                    hold_id: *hold_id,
+                    event_id: h.event,
+                    seat_ids: freed,
+                    quantity: if live { h.qty } else { 0 },
+                })
             }
             other => panic!("model does not do {other:?}"),
         }
     }
 
     fn owned(&self, id: HoldId, user: &str) -> Result<MHold, Rejection> {
-        let h = self.holds.get(&id.seq).filter(|_| id.shard == GROUP.0).ok_or(Rejection::UnknownHold { hold_id: id })?;
+        let h = self
+            .holds
+            .get(&id.seq)
+            .filter(|_| id.shard == GROUP.0)
+            .ok_or(Rejection::UnknownHold { hold_id: id })?;
         if h.user != user {
             return Err(Rejection::NotHoldOwner);
         }
@@ -264,7 +391,18 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0usize..8).prop_map(Kind::Confirm),
         2 => (0usize..8).prop_map(Kind::Release),
     ];
-    (-300i64..1300, 0u8..3, proptest::option::weighted(0.3, 0u8..4), kind).prop_map(|(dt, user, key, kind)| Op { dt, user, key, kind })
+    (
+        -300i64..1300,
+        0u8..3,
+        proptest::option::weighted(0.3, 0u8..4),
+        kind,
+    )
+        .prop_map(|(dt, user, key, kind)| Op {
+            dt,
+            user,
+            key,
+            kind,
+        })
 }
 
 /// Invalid-input reasons are prose; compare them by code only.
@@ -276,28 +414,57 @@ fn normalize(mut o: Outcome) -> Outcome {
 }
 
 fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry {
-    Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload }
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload,
+    }
 }
 
 fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path(), &Default::default()).unwrap();
         let mut sm = StateMachineStore::open(db.clone(), GROUP, &dir.path().join("snap")).unwrap();
         let reader = Reader::new(db.clone(), GROUP);
         let setup = [
-            InventorySpec { event_id: SEATED, layout: seated_layout(), hold_ttl_ms: TTL, per_user_cap: 4 },
-            InventorySpec { event_id: GA, layout: Layout::GeneralAdmission { capacity: 5, price_cents: 50 }, hold_ttl_ms: TTL, per_user_cap: 3 },
+            InventorySpec {
+                event_id: SEATED,
+                layout: seated_layout(),
+                hold_ttl_ms: TTL,
+                per_user_cap: 4,
+            },
+            InventorySpec {
+                event_id: GA,
+                layout: Layout::GeneralAdmission {
+                    capacity: 5,
+                    price_cents: 50,
+                },
+                hold_ttl_ms: TTL,
+                per_user_cap: 3,
+            },
         ];
         let mut index = 0u64;
         for spec in setup {
             index += 1;
-            let req = Request { stamp_ms: T0, session: None, command: Command::CreateInventory(spec) };
-            let out = sm.apply([entry(index, EntryPayload::Normal(req))]).await.unwrap();
+            let req = Request {
+                stamp_ms: T0,
+                session: None,
+                command: Command::CreateInventory(spec),
+            };
+            let out = sm
+                .apply([entry(index, EntryPayload::Normal(req))])
+                .await
+                .unwrap();
             prop_assert!(out[0].result.is_ok());
         }
-        let mut model = Model { time: T0, ..Default::default() };
+        let mut model = Model {
+            time: T0,
+            ..Default::default()
+        };
         let mut stamp = T0 as i64;
         for (step, op) in ops.into_iter().enumerate() {
             stamp = (stamp + op.dt).max(0);
@@ -305,26 +472,64 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
             let pick = |i: usize| {
                 let ids: Vec<u64> = model.holds.keys().copied().collect();
                 if ids.is_empty() {
-                    HoldId { shard: GROUP.0, seq: 999 }
+                    HoldId {
+                        shard: GROUP.0,
+                        seq: 999,
+                    }
                 } else {
-                    HoldId { shard: GROUP.0, seq: ids[i % ids.len()] }
+                    HoldId {
+                        shard: GROUP.0,
+                        seq: ids[i % ids.len()],
+                    }
                 }
             };
             let command = match &op.kind {
-                Kind::HoldSeats(e, s) => Command::Hold(HoldRequest { event_id: *e, user: user.clone(), selection: Selection::Seats(s.clone()) }),
-                Kind::HoldQty(e, q) => Command::Hold(HoldRequest { event_id: *e, user: user.clone(), selection: Selection::Quantity(*q) }),
-                Kind::Confirm(i) => Command::Confirm { hold_id: pick(*i), user: user.clone(), payment_ref: "pay".into() },
-                Kind::Release(i) => Command::Release { hold_id: pick(*i), user: user.clone() },
+                Kind::HoldSeats(e, s) => Command::Hold(HoldRequest {
+                    event_id: *e,
+                    user: user.clone(),
+                    selection: Selection::Seats(s.clone()),
+                }),
+                Kind::HoldQty(e, q) => Command::Hold(HoldRequest {
+                    event_id: *e,
+                    user: user.clone(),
+                    selection: Selection::Quantity(*q),
+                }),
+                Kind::Confirm(i) => Command::Confirm {
+                    hold_id: pick(*i),
+                    user: user.clone(),
+                    payment_ref: "pay".into(),
+                },
+                Kind::Release(i) => Command::Release {
+                    hold_id: pick(*i),
+                    user: user.clone(),
+                },
             };
             let key = match op.key {
                 Some(k) => format!("k{k}"),
                 None => format!("unique-{step}"),
             };
-            let req = Request { stamp_ms: stamp as u64, session: Some(Session { client_id: user.clone(), idempotency_key: key }), command };
+            let req = Request {
+                stamp_ms: stamp as u64,
+                session: Some(Session {
+                    client_id: user.clone(),
+                    idempotency_key: key,
+                }),
+                command,
+            };
             index += 1;
             let expected = model.apply(index, &req);
-            let got = sm.apply([entry(index, EntryPayload::Normal(req.clone()))]).await.unwrap().remove(0);
-            prop_assert_eq!(normalize(got), normalize(expected), "step {} {:?}", step, req);
+            let got = sm
+                .apply([entry(index, EntryPayload::Normal(req.clone()))])
+                .await
+                .unwrap()
+                .remove(0);
+            prop_assert_eq!(
+                normalize(got),
+                normalize(expected),
+                "step {} {:?}",
+                step,
+                req
+            );
 
             // Every seat's status and the GA counts agree, judged at the current time
             // and at a later instant (expiry seen by a reader without any write).
@@ -335,18 +540,35 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let statuses: Vec<SeatStatus> = map.seats.iter().map(|s| s.status).collect();
                 let want: Vec<SeatStatus> = (0..6).map(|s| model.seat_status(s, t)).collect();
                 prop_assert_eq!(statuses, want, "seats at step {} (+{} ms)", step, later);
-                prop_assert_eq!(map.available as usize, (0..6).filter(|&s| model.seat_status(s, t) == SeatStatus::Available).count());
+                prop_assert_eq!(
+                    map.available as usize,
+                    (0..6)
+                        .filter(|&s| model.seat_status(s, t) == SeatStatus::Available)
+                        .count()
+                );
                 let ga = tx.seat_map(GA).unwrap();
-                prop_assert_eq!(ga.available, model.ga_available(t), "GA available at step {} (+{} ms)", step, later);
+                prop_assert_eq!(
+                    ga.available,
+                    model.ga_available(t),
+                    "GA available at step {} (+{} ms)",
+                    step,
+                    later
+                );
                 prop_assert_eq!(ga.sold, model.ga_sold);
             }
         }
 
         // Snapshot: build, install elsewhere, compare every record.
-        let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
         let dir2 = tempfile::tempdir().unwrap();
         let db2 = Db::open(dir2.path(), &Default::default()).unwrap();
-        let mut sm2 = StateMachineStore::open(db2.clone(), GROUP, &dir2.path().join("snap")).unwrap();
+        let mut sm2 =
+            StateMachineStore::open(db2.clone(), GROUP, &dir2.path().join("snap")).unwrap();
         let mut recv = sm2.begin_receiving_snapshot().await.unwrap();
         let mut src = snap.snapshot;
         tokio::io::copy(&mut src, &mut *recv).await.unwrap();
@@ -355,7 +577,10 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
         let b = Reader::new(db2.clone(), GROUP).begin(0).dump();
         prop_assert!(!a.is_empty());
         prop_assert_eq!(a, b, "state after snapshot install differs");
-        prop_assert_eq!(sm.applied_state().await.unwrap(), sm2.applied_state().await.unwrap());
+        prop_assert_eq!(
+            sm.applied_state().await.unwrap(),
+            sm2.applied_state().await.unwrap()
+        );
         Ok(())
     })
 }
@@ -378,21 +603,59 @@ async fn hold_expires_exactly_at_its_expiry() {
     let mut index = 0;
     let mut apply = |stamp: u64, user: &str, key: &str, command: Command| {
         index += 1;
-        let req = Request { stamp_ms: stamp, session: Some(Session { client_id: user.into(), idempotency_key: key.into() }), command };
+        let req = Request {
+            stamp_ms: stamp,
+            session: Some(Session {
+                client_id: user.into(),
+                idempotency_key: key.into(),
+            }),
+            command,
+        };
         entry(index, EntryPayload::Normal(req))
     };
-    let e1 = apply(T0, "admin", "inv", Command::CreateInventory(InventorySpec { event_id: SEATED, layout: seated_layout(), hold_ttl_ms: TTL, per_user_cap: 4 }));
-    let hold = |u: &str| Command::Hold(HoldRequest { event_id: SEATED, user: u.into(), selection: Selection::Seats(vec![2]) });
+    let e1 = apply(
+        T0,
+        "admin",
+        "inv",
+        Command::CreateInventory(InventorySpec {
+            event_id: SEATED,
+            layout: seated_layout(),
+            hold_ttl_ms: TTL,
+            per_user_cap: 4,
+        }),
+    );
+    let hold = |u: &str| {
+        Command::Hold(HoldRequest {
+            event_id: SEATED,
+            user: u.into(),
+            selection: Selection::Seats(vec![2]),
+        })
+    };
     let e2 = apply(T0, "alice", "h", hold("alice"));
     let e3 = apply(T0 + TTL - 1, "bob", "h1", hold("bob"));
     let e4 = apply(T0 + TTL, "bob", "h2", hold("bob"));
-    let confirm = Command::Confirm { hold_id: HoldId { shard: GROUP.0, seq: 1 }, user: "alice".into(), payment_ref: "p".into() };
+    let confirm = Command::Confirm {
+        hold_id: HoldId {
+            shard: GROUP.0,
+            seq: 1,
+        },
+        user: "alice".into(),
+        payment_ref: "p".into(),
+    };
     let e5 = apply(T0 + TTL, "alice", "c", confirm);
     let out = sm.apply([e1, e2, e3, e4, e5]).await.unwrap();
     assert!(matches!(out[1].result, Ok(Effect::Held(ref h)) if h.expires_at_ms == T0 + TTL));
-    assert_eq!(out[2].result, Err(Rejection::SeatUnavailable { seat_ids: vec![2] }));
+    assert_eq!(
+        out[2].result,
+        Err(Rejection::SeatUnavailable { seat_ids: vec![2] })
+    );
     assert!(matches!(out[3].result, Ok(Effect::Held(_))));
-    assert_eq!(out[4].result, Err(Rejection::HoldExpired { expired_at_ms: T0 + TTL }));
+    assert_eq!(
+        out[4].result,
+        Err(Rejection::HoldExpired {
+            expired_at_ms: T0 + TTL
+        })
+    );
 }
 
 /// State-machine time never goes backwards, even if a new leader's clock is behind.
@@ -402,10 +665,25 @@ async fn time_is_monotonic_across_stamps() {
     let db = Db::open(dir.path(), &Default::default()).unwrap();
     let mut sm = StateMachineStore::open(db, GROUP, &dir.path().join("snap")).unwrap();
     let mk = |i: u64, stamp: u64| {
-        let spec = InventorySpec { event_id: 100 + i, layout: seated_layout(), hold_ttl_ms: TTL, per_user_cap: 1 };
-        entry(i, EntryPayload::Normal(Request { stamp_ms: stamp, session: None, command: Command::CreateInventory(spec) }))
+        let spec = InventorySpec {
+            event_id: 100 + i,
+            layout: seated_layout(),
+            hold_ttl_ms: TTL,
+            per_user_cap: 1,
+        };
+        entry(
+            i,
+            EntryPayload::Normal(Request {
+                stamp_ms: stamp,
+                session: None,
+                command: Command::CreateInventory(spec),
+            }),
+        )
     };
-    let out = sm.apply([mk(1, 5000), mk(2, 3000), mk(3, 7000)]).await.unwrap();
+    let out = sm
+        .apply([mk(1, 5000), mk(2, 3000), mk(3, 7000)])
+        .await
+        .unwrap();
     let times: Vec<u64> = out.iter().map(|o| o.applied.time_ms).collect();
     assert_eq!(times, vec![5000, 5000, 7000]);
 }

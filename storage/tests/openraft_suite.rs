@@ -8,13 +8,16 @@ use openraft::StorageError;
 struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for Builder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Db::open(dir.path(), &Default::default()).expect("open db");
         // Use a shard group that is not the first one, so the group prefix matters.
         let group = GroupId(3);
         let log = LogStore::new(db.clone(), group);
-        let sm = StateMachineStore::open(db, group, &dir.path().join("snapshots")).expect("open sm");
+        let sm =
+            StateMachineStore::open(db, group, &dir.path().join("snapshots")).expect("open sm");
         Ok((dir, log, sm))
     }
 }
@@ -35,18 +38,34 @@ fn groups_share_a_db_without_interfering() {
         let db = Db::open(dir.path(), &Default::default()).unwrap();
         let mut a = LogStore::new(db.clone(), GroupId(1));
         let mut b = LogStore::new(db.clone(), GroupId(2));
-        let entry = |i| Entry::<TypeConfig> { log_id: LogId::new(CommittedLeaderId::new(1, 1), i), payload: EntryPayload::Blank };
+        let entry = |i| Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+            payload: EntryPayload::Blank,
+        };
         use openraft::storage::RaftLogStorageExt;
-        a.blocking_append([entry(1), entry(2), entry(3)]).await.unwrap();
+        a.blocking_append([entry(1), entry(2), entry(3)])
+            .await
+            .unwrap();
         b.blocking_append([entry(1)]).await.unwrap();
         a.save_vote(&Vote::new(5, 1)).await.unwrap();
         assert_eq!(a.try_get_log_entries(0..10).await.unwrap().len(), 3);
         assert_eq!(b.try_get_log_entries(0..10).await.unwrap().len(), 1);
-        assert_eq!(b.get_log_state().await.unwrap().last_log_id.unwrap().index, 1);
+        assert_eq!(
+            b.get_log_state().await.unwrap().last_log_id.unwrap().index,
+            1
+        );
         assert_eq!(b.read_vote().await.unwrap(), None);
-        a.truncate(LogId::new(CommittedLeaderId::new(1, 1), 2)).await.unwrap();
-        assert_eq!(a.get_log_state().await.unwrap().last_log_id.unwrap().index, 1);
-        assert_eq!(b.get_log_state().await.unwrap().last_log_id.unwrap().index, 1);
+        a.truncate(LogId::new(CommittedLeaderId::new(1, 1), 2))
+            .await
+            .unwrap();
+        assert_eq!(
+            a.get_log_state().await.unwrap().last_log_id.unwrap().index,
+            1
+        );
+        assert_eq!(
+            b.get_log_state().await.unwrap().last_log_id.unwrap().index,
+            1
+        );
         // Reopen: everything is still there.
         drop((a, b));
         drop(db);

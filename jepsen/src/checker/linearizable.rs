@@ -24,22 +24,38 @@ pub const SEARCH_STEPS_MAX: u64 = 2_000_000;
 enum St {
     Available,
     /// `hold` None: a hold of unknown outcome (id never learned); `until` None: unknown.
-    Held { hold: Option<String>, until: Option<u64> },
-    Sold { hold: String },
+    Held {
+        hold: Option<String>,
+        until: Option<u64>,
+    },
+    Sold {
+        hold: String,
+    },
 }
 
 #[derive(Clone, Debug)]
 enum Kind {
     /// A granted hold.
-    HoldOk { hold: String, until: u64 },
+    HoldOk {
+        hold: String,
+        until: u64,
+    },
     /// A single-seat hold refused because the seat was taken.
     HoldRefused,
     /// A hold that may or may not have happened.
     HoldMaybe,
-    ConfirmOk { hold: String },
-    ConfirmMaybe { hold: String },
-    ReleaseOk { hold: String },
-    ReleaseMaybe { hold: String },
+    ConfirmOk {
+        hold: String,
+    },
+    ConfirmMaybe {
+        hold: String,
+    },
+    ReleaseOk {
+        hold: String,
+    },
+    ReleaseMaybe {
+        hold: String,
+    },
     Read(SeatStatus),
 }
 
@@ -74,14 +90,20 @@ fn step(s: &St, op: &SeatOp) -> Vec<St> {
     match &op.kind {
         Kind::HoldOk { hold, until } => {
             if free(s) {
-                vec![St::Held { hold: Some(hold.clone()), until: Some(*until) }]
+                vec![St::Held {
+                    hold: Some(hold.clone()),
+                    until: Some(*until),
+                }]
             } else {
                 vec![]
             }
         }
         Kind::HoldMaybe => {
             if free(s) {
-                vec![St::Held { hold: None, until: None }]
+                vec![St::Held {
+                    hold: None,
+                    until: None,
+                }]
             } else {
                 vec![]
             }
@@ -92,7 +114,10 @@ fn step(s: &St, op: &SeatOp) -> Vec<St> {
             _ => vec![],
         },
         Kind::ConfirmOk { hold } | Kind::ConfirmMaybe { hold } => match s {
-            St::Held { hold: Some(h), until } if h == hold && liveness(*until, t).0 => vec![St::Sold { hold: hold.clone() }],
+            St::Held {
+                hold: Some(h),
+                until,
+            } if h == hold && liveness(*until, t).0 => vec![St::Sold { hold: hold.clone() }],
             _ => vec![],
         },
         Kind::ReleaseOk { hold } | Kind::ReleaseMaybe { hold } => match s {
@@ -128,26 +153,50 @@ fn partition(ops: &[Op]) -> BTreeMap<(u64, u32), Vec<SeatOp>> {
     // Seats of each hold id a client learned.
     let mut holds: BTreeMap<&str, (u64, &[u32])> = BTreeMap::new();
     for o in ops {
-        if let (Call::Hold { event, seats, .. }, Outcome::Ok, Some(h)) = (&o.call, o.outcome, &o.answer.hold_id) {
+        if let (Call::Hold { event, seats, .. }, Outcome::Ok, Some(h)) =
+            (&o.call, o.outcome, &o.answer.hold_id)
+        {
             holds.insert(h, (*event, seats));
         }
     }
     let mut by_seat: BTreeMap<(u64, u32), Vec<SeatOp>> = BTreeMap::new();
     for (at, o) in ops.iter().enumerate() {
         let unknown = o.outcome == Outcome::Info || o.complete_us.is_none();
-        let complete = if unknown { u64::MAX } else { o.complete_us.unwrap_or(u64::MAX) };
+        let complete = if unknown {
+            u64::MAX
+        } else {
+            o.complete_us.unwrap_or(u64::MAX)
+        };
         let time = o.applied.map(|a| a.time_ms);
         let mut push = |event: u64, seat: u32, kind: Kind| {
-            by_seat.entry((event, seat)).or_default().push(SeatOp { at, invoke: o.invoke_us, complete, time, kind, required: !unknown });
+            by_seat.entry((event, seat)).or_default().push(SeatOp {
+                at,
+                invoke: o.invoke_us,
+                complete,
+                time,
+                kind,
+                required: !unknown,
+            });
         };
         match (&o.call, o.outcome) {
             (Call::Hold { event, seats, .. }, Outcome::Ok) => {
-                let (Some(h), Some(until)) = (&o.answer.hold_id, o.answer.expires_at_ms) else { continue };
+                let (Some(h), Some(until)) = (&o.answer.hold_id, o.answer.expires_at_ms) else {
+                    continue;
+                };
                 for s in seats {
-                    push(*event, *s, Kind::HoldOk { hold: h.clone(), until });
+                    push(
+                        *event,
+                        *s,
+                        Kind::HoldOk {
+                            hold: h.clone(),
+                            until,
+                        },
+                    );
                 }
             }
-            (Call::Hold { event, seats, .. }, Outcome::Fail) if seats.len() == 1 && o.error.as_deref() == Some("seat_unavailable") => {
+            (Call::Hold { event, seats, .. }, Outcome::Fail)
+                if seats.len() == 1 && o.error.as_deref() == Some("seat_unavailable") =>
+            {
                 push(*event, seats[0], Kind::HoldRefused);
             }
             (Call::Hold { event, seats, .. }, Outcome::Info) => {
@@ -155,8 +204,13 @@ fn partition(ops: &[Op]) -> BTreeMap<(u64, u32), Vec<SeatOp>> {
                     push(*event, *s, Kind::HoldMaybe);
                 }
             }
-            (Call::Confirm { hold_id, .. } | Call::Release { hold_id, .. }, outcome @ (Outcome::Ok | Outcome::Info)) => {
-                let Some((event, seats)) = holds.get(hold_id.as_str()) else { continue };
+            (
+                Call::Confirm { hold_id, .. } | Call::Release { hold_id, .. },
+                outcome @ (Outcome::Ok | Outcome::Info),
+            ) => {
+                let Some((event, seats)) = holds.get(hold_id.as_str()) else {
+                    continue;
+                };
                 let confirm = matches!(o.call, Call::Confirm { .. });
                 for s in seats.iter() {
                     let h = hold_id.clone();
@@ -169,7 +223,13 @@ fn partition(ops: &[Op]) -> BTreeMap<(u64, u32), Vec<SeatOp>> {
                     push(*event, *s, kind);
                 }
             }
-            (Call::Read { event, linearizable: true }, Outcome::Ok) => {
+            (
+                Call::Read {
+                    event,
+                    linearizable: true,
+                },
+                Outcome::Ok,
+            ) => {
                 for (s, st) in &o.answer.statuses {
                     push(*event, *s, Kind::Read(*st));
                 }
@@ -206,13 +266,19 @@ impl Searcher<'_> {
         if self.steps > self.budget {
             return Search::Budget;
         }
-        let pending: Vec<usize> = (0..self.ops.len()).filter(|&i| !self.done(&set, i)).collect();
+        let pending: Vec<usize> = (0..self.ops.len())
+            .filter(|&i| !self.done(&set, i))
+            .collect();
         if pending.iter().all(|&i| !self.ops[i].required) {
             return Search::Found;
         }
         // Whatever is linearized next must have been invoked before the earliest
         // completion among the pending operations.
-        let horizon = pending.iter().map(|&i| self.ops[i].complete).min().unwrap_or(u64::MAX);
+        let horizon = pending
+            .iter()
+            .map(|&i| self.ops[i].complete)
+            .min()
+            .unwrap_or(u64::MAX);
         let mut budget_hit = false;
         for &i in &pending {
             let op = &self.ops[i];
@@ -245,15 +311,26 @@ pub fn per_seat(ops: &[Op], budget: u64) -> Verdict {
     let mut violations = Vec::new();
     let mut undecided = Vec::new();
     for ((event, seat), seat_ops) in partition(ops) {
-        let mut s = Searcher { ops: &seat_ops, seen: HashSet::new(), steps: 0, budget };
+        let mut s = Searcher {
+            ops: &seat_ops,
+            seen: HashSet::new(),
+            steps: 0,
+            budget,
+        };
         match s.search(St::Available, vec![0; seat_ops.len().div_ceil(64)]) {
             Search::Found => {}
             Search::Refuted => {
                 let lines: Vec<usize> = seat_ops.iter().map(|o| o.at + 1).collect();
                 violations.push(format!("event {event} seat {seat}: no linearization of its {} operations (history lines {lines:?})", seat_ops.len()));
             }
-            Search::Budget => undecided.push(format!("event {event} seat {seat}: search budget of {budget} steps exhausted")),
+            Search::Budget => undecided.push(format!(
+                "event {event} seat {seat}: search budget of {budget} steps exhausted"
+            )),
         }
     }
-    Verdict { checker: "per-seat linearizability", violations, undecided }
+    Verdict {
+        checker: "per-seat linearizability",
+        violations,
+        undecided,
+    }
 }

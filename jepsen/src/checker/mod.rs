@@ -21,5 +21,9 @@ impl Verdict {
 
 /// Runs every checker.
 pub fn check_all(ops: &[crate::history::Op]) -> Vec<Verdict> {
-    vec![sales::no_double_sale(ops), sales::acked_confirms_survive(ops), linearizable::per_seat(ops, linearizable::SEARCH_STEPS_MAX)]
+    vec![
+        sales::no_double_sale(ops),
+        sales::acked_confirms_survive(ops),
+        linearizable::per_seat(ops, linearizable::SEARCH_STEPS_MAX),
+    ]
 }

@@ -46,7 +46,11 @@ pub fn no_double_sale(ops: &[Op]) -> Verdict {
         .filter(|(_, b)| b.len() > 1)
         .map(|((e, s), b)| format!("event {e} seat {s} sold to {} bookings: {b:?}", b.len()))
         .collect();
-    Verdict { checker: "no double sale", violations, undecided: Vec::new() }
+    Verdict {
+        checker: "no double sale",
+        violations,
+        undecided: Vec::new(),
+    }
 }
 
 /// Every acknowledged confirm is in the final state (the last linearizable read of
@@ -59,7 +63,11 @@ pub fn acked_confirms_survive(ops: &[Op]) -> Verdict {
     // The final read of each event.
     let mut finals: BTreeMap<u64, &Op> = BTreeMap::new();
     for o in ops.iter().filter(|o| o.outcome == Outcome::Ok) {
-        if let Call::Read { event, linearizable: true } = o.call {
+        if let Call::Read {
+            event,
+            linearizable: true,
+        } = o.call
+        {
             if finals.get(&event).is_none_or(|f| f.invoke_us < o.invoke_us) {
                 finals.insert(event, o);
             }
@@ -68,17 +76,24 @@ pub fn acked_confirms_survive(ops: &[Op]) -> Verdict {
     let mut acked: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
     let mut unknown: BTreeMap<u64, usize> = BTreeMap::new();
     for o in ops {
-        let Call::Confirm { hold_id, .. } = &o.call else { continue };
-        let Some(&event) = events.get(hold_id) else { continue };
+        let Call::Confirm { hold_id, .. } = &o.call else {
+            continue;
+        };
+        let Some(&event) = events.get(hold_id) else {
+            continue;
+        };
         match o.outcome {
             Outcome::Ok => {
-                let Some(b) = &o.answer.booking_id else { continue };
+                let Some(b) = &o.answer.booking_id else {
+                    continue;
+                };
                 acked.entry(event).or_default().insert(b.clone());
                 let Some(fin) = finals.get(&event) else {
                     undecided.push(format!("no final read of event {event}"));
                     continue;
                 };
-                let present: BTreeMap<u32, &String> = fin.answer.bookings.iter().map(|(s, b)| (*s, b)).collect();
+                let present: BTreeMap<u32, &String> =
+                    fin.answer.bookings.iter().map(|(s, b)| (*s, b)).collect();
                 for s in &o.answer.seats {
                     if present.get(s) != Some(&b) {
                         violations.push(format!("acknowledged booking {b} (seat {s} of event {event}) is missing from the final state"));
@@ -92,7 +107,10 @@ pub fn acked_confirms_survive(ops: &[Op]) -> Verdict {
     for (event, fin) in finals {
         let in_final: BTreeSet<&String> = fin.answer.bookings.iter().map(|(_, b)| b).collect();
         let none = BTreeSet::new();
-        let unexplained: Vec<&&String> = in_final.iter().filter(|b| !acked.get(&event).unwrap_or(&none).contains(**b)).collect();
+        let unexplained: Vec<&&String> = in_final
+            .iter()
+            .filter(|b| !acked.get(&event).unwrap_or(&none).contains(**b))
+            .collect();
         let budget = unknown.get(&event).copied().unwrap_or(0);
         if unexplained.len() > budget {
             violations.push(format!(
@@ -102,9 +120,15 @@ pub fn acked_confirms_survive(ops: &[Op]) -> Verdict {
         }
         for (s, st) in &fin.answer.statuses {
             if *st == SeatStatus::Sold && !fin.answer.bookings.iter().any(|(bs, _)| bs == s) {
-                violations.push(format!("event {event}: seat {s} sold without a booking in the final read"));
+                violations.push(format!(
+                    "event {event}: seat {s} sold without a booking in the final read"
+                ));
             }
         }
     }
-    Verdict { checker: "acknowledged confirms survive, no phantom bookings", violations, undecided }
+    Verdict {
+        checker: "acknowledged confirms survive, no phantom bookings",
+        violations,
+        undecided,
+    }
 }

@@ -9,8 +9,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use boxoffice_raft::command::{
-    Command, Effect, EventPatch, EventSpec, InventorySpec, Layout, PerformerSpec, RowSpec, SectionSpec, Session, VenueSpec,
-    EVENTS_BATCH_MAX, HOLD_TTL_MS_DEFAULT, PER_USER_CAP_DEFAULT,
+    Command, Effect, EventPatch, EventSpec, InventorySpec, Layout, PerformerSpec, RowSpec,
+    SectionSpec, Session, VenueSpec, EVENTS_BATCH_MAX, HOLD_TTL_MS_DEFAULT, PER_USER_CAP_DEFAULT,
 };
 use boxoffice_raft::{GroupId, NodeId, SHARDS_DEFAULT};
 use openraft::BasicNode;
@@ -45,14 +45,29 @@ async fn healthz(State(state): State<AppState>) -> Json<Value> {
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let node = &state.node;
     let Some(shards) = node.shards() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": "not bootstrapped"})));
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reason": "not bootstrapped"})),
+        );
     };
-    let without_leader: Vec<u16> = (0..=shards).filter(|g| node.leader_of(GroupId(*g)).is_none()).collect();
+    let without_leader: Vec<u16> = (0..=shards)
+        .filter(|g| node.leader_of(GroupId(*g)).is_none())
+        .collect();
     if without_leader.is_empty() {
         let search_ready = node.search().map(|s| s.is_ready()).unwrap_or(false);
-        (StatusCode::OK, Json(json!({"ready": true, "node_id": node.id(), "shards": shards, "search_ready": search_ready})))
+        (
+            StatusCode::OK,
+            Json(
+                json!({"ready": true, "node_id": node.id(), "shards": shards, "search_ready": search_ready}),
+            ),
+        )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": "groups without a leader", "groups": without_leader})))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({"ready": false, "reason": "groups without a leader", "groups": without_leader}),
+            ),
+        )
     }
 }
 
@@ -83,7 +98,10 @@ async fn cluster(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Valu
             "voters": m.membership_config.membership().voter_ids().collect::<Vec<_>>(),
         }));
     }
-    let members: Vec<Value> = members.into_iter().map(|(id, addr)| json!({"id": id, "addr": addr})).collect();
+    let members: Vec<Value> = members
+        .into_iter()
+        .map(|(id, addr)| json!({"id": id, "addr": addr}))
+        .collect();
     Ok(Json(json!({
         "node_id": node.id(),
         "addr": node.config.advertised(),
@@ -112,29 +130,67 @@ struct MemberBody {
 
 /// Bootstraps a new cluster: every member prepares all groups, then each group is
 /// initialised with every member as a voter. Idempotent for the same members.
-async fn init(State(state): State<AppState>, _: Admin, JsonBody(body): JsonBody<InitBody>) -> ApiResult<Json<Value>> {
+async fn init(
+    State(state): State<AppState>,
+    _: Admin,
+    JsonBody(body): JsonBody<InitBody>,
+) -> ApiResult<Json<Value>> {
     let shards = body.shards.unwrap_or(SHARDS_DEFAULT);
     if body.members.is_empty() {
         return Err(ApiError::bad_param("members", "members must not be empty"));
     }
     if !body.members.iter().any(|m| m.id == state.node.id()) {
-        return Err(ApiError::bad_param("members", "members must include the node receiving the request"));
+        return Err(ApiError::bad_param(
+            "members",
+            "members must include the node receiving the request",
+        ));
     }
-    let members: BTreeMap<NodeId, BasicNode> = body.members.iter().map(|m| (m.id, BasicNode { addr: m.addr.clone() })).collect();
+    let members: BTreeMap<NodeId, BasicNode> = body
+        .members
+        .iter()
+        .map(|m| {
+            (
+                m.id,
+                BasicNode {
+                    addr: m.addr.clone(),
+                },
+            )
+        })
+        .collect();
     if members.len() != body.members.len() {
         return Err(ApiError::bad_param("members", "member ids must be unique"));
     }
     for m in &body.members {
         if m.id == state.node.id() {
-            state.node.prepare(shards).await.map_err(|e| ApiError::new(StatusCode::CONFLICT, "cluster_mismatch", e))?;
+            state
+                .node
+                .prepare(shards)
+                .await
+                .map_err(|e| ApiError::new(StatusCode::CONFLICT, "cluster_mismatch", e))?;
         } else {
             let r: Result<(), String> = state
                 .node
                 .rpc
-                .call(&m.addr, "/internal/v1/prepare", &shards, Duration::from_secs(10))
+                .call(
+                    &m.addr,
+                    "/internal/v1/prepare",
+                    &shards,
+                    Duration::from_secs(10),
+                )
                 .await
-                .map_err(|e| ApiError::unavailable("peer_unreachable", format!("node {} at {}: {e}", m.id, m.addr)))?;
-            r.map_err(|e| ApiError::new(StatusCode::CONFLICT, "cluster_mismatch", format!("node {}: {e}", m.id)))?;
+                .map_err(|e| {
+                    ApiError::unavailable(
+                        "peer_unreachable",
+                        format!("node {} at {}: {e}", m.id, m.addr),
+                    )
+                })?;
+            r.map_err(|e| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "cluster_mismatch",
+                    format!("node {}: {e}", m.id),
+                )
+            })?;
         }
     }
     let mut initialized = Vec::new();
@@ -142,23 +198,42 @@ async fn init(State(state): State<AppState>, _: Admin, JsonBody(body): JsonBody<
         match raft.initialize(members.clone()).await {
             Ok(()) => initialized.push(g.0),
             // Already initialised (a repeated init): fine.
-            Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::InitializeError::NotAllowed(_),
+            )) => {}
             Err(e) => return Err(ApiError::internal(format!("initialising {g}: {e}"))),
         }
     }
-    Ok(Json(json!({"shards": shards, "members": members.keys().collect::<Vec<_>>(), "initialized_groups": initialized})))
+    Ok(Json(
+        json!({"shards": shards, "members": members.keys().collect::<Vec<_>>(), "initialized_groups": initialized}),
+    ))
 }
 
-async fn snapshot(State(state): State<AppState>, _: Admin, Path(group): Path<u16>) -> ApiResult<impl IntoResponse> {
-    let raft = state.node.groups.get(GroupId(group)).ok_or_else(|| ApiError::not_found("unknown_group", format!("no group {group} on this node")))?;
-    raft.trigger().snapshot().await.map_err(ApiError::internal)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"group": group, "snapshot": "triggered"}))))
+async fn snapshot(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(group): Path<u16>,
+) -> ApiResult<impl IntoResponse> {
+    let raft = state.node.groups.get(GroupId(group)).ok_or_else(|| {
+        ApiError::not_found("unknown_group", format!("no group {group} on this node"))
+    })?;
+    raft.trigger()
+        .snapshot()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"group": group, "snapshot": "triggered"})),
+    ))
 }
 
 fn admin_session(admin: &Admin, headers: &HeaderMap) -> ApiResult<Session> {
     // Without a key, a fresh one still makes the node's own retries exactly-once.
     let key = idempotency_key(headers)?.unwrap_or_else(|| format!("auto:{}", uuid_like()));
-    Ok(Session { client_id: format!("admin:{}", admin.0.sub), idempotency_key: key })
+    Ok(Session {
+        client_id: format!("admin:{}", admin.0.sub),
+        idempotency_key: key,
+    })
 }
 
 fn uuid_like() -> String {
@@ -200,29 +275,69 @@ struct GaBody {
     price_cents: u64,
 }
 
-async fn create_venue(State(state): State<AppState>, admin: Admin, headers: HeaderMap, JsonBody(body): JsonBody<VenueBody>) -> ApiResult<impl IntoResponse> {
+async fn create_venue(
+    State(state): State<AppState>,
+    admin: Admin,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<VenueBody>,
+) -> ApiResult<impl IntoResponse> {
     let layout = match (body.sections, body.general_admission) {
         (Some(sections), None) => Layout::Seated {
             sections: sections
                 .into_iter()
                 .map(|s| SectionSpec {
                     name: s.name,
-                    rows: s.rows.into_iter().map(|r| RowSpec { name: r.name, seats: r.seats, price_cents: r.price_cents }).collect(),
+                    rows: s
+                        .rows
+                        .into_iter()
+                        .map(|r| RowSpec {
+                            name: r.name,
+                            seats: r.seats,
+                            price_cents: r.price_cents,
+                        })
+                        .collect(),
                 })
                 .collect(),
         },
-        (None, Some(ga)) => Layout::GeneralAdmission { capacity: ga.capacity, price_cents: ga.price_cents },
-        _ => return Err(ApiError::bad_request("invalid_input", "give exactly one of sections or general_admission")),
-    };
-    layout.validate().map_err(|e| ApiError::bad_request("invalid_input", e))?;
-    let spec = VenueSpec { name: body.name, city: body.city, lat: body.lat, lon: body.lon, layout };
-    let g = GroupId::CATALOGUE;
-    let (effect, outcome) = write(&state, g, admin_session(&admin, &headers)?, Command::CreateVenue(spec)).await?;
-    match effect {
-        Effect::VenueCreated { venue_id } => {
-            Ok((StatusCode::CREATED, Json(json!({"venue_id": venue_id, "applied": applied_json(g, outcome.applied), "replayed": outcome.replayed}))))
+        (None, Some(ga)) => Layout::GeneralAdmission {
+            capacity: ga.capacity,
+            price_cents: ga.price_cents,
+        },
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_input",
+                "give exactly one of sections or general_admission",
+            ))
         }
-        other => Err(ApiError::internal(format!("create venue produced {other:?}"))),
+    };
+    layout
+        .validate()
+        .map_err(|e| ApiError::bad_request("invalid_input", e))?;
+    let spec = VenueSpec {
+        name: body.name,
+        city: body.city,
+        lat: body.lat,
+        lon: body.lon,
+        layout,
+    };
+    let g = GroupId::CATALOGUE;
+    let (effect, outcome) = write(
+        &state,
+        g,
+        admin_session(&admin, &headers)?,
+        Command::CreateVenue(spec),
+    )
+    .await?;
+    match effect {
+        Effect::VenueCreated { venue_id } => Ok((
+            StatusCode::CREATED,
+            Json(
+                json!({"venue_id": venue_id, "applied": applied_json(g, outcome.applied), "replayed": outcome.replayed}),
+            ),
+        )),
+        other => Err(ApiError::internal(format!(
+            "create venue produced {other:?}"
+        ))),
     }
 }
 
@@ -234,16 +349,34 @@ struct PerformerBody {
     description: String,
 }
 
-async fn create_performer(State(state): State<AppState>, admin: Admin, headers: HeaderMap, JsonBody(body): JsonBody<PerformerBody>) -> ApiResult<impl IntoResponse> {
+async fn create_performer(
+    State(state): State<AppState>,
+    admin: Admin,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<PerformerBody>,
+) -> ApiResult<impl IntoResponse> {
     let g = GroupId::CATALOGUE;
-    let spec = PerformerSpec { name: body.name, description: body.description };
-    let (effect, outcome) = write(&state, g, admin_session(&admin, &headers)?, Command::CreatePerformer(spec)).await?;
+    let spec = PerformerSpec {
+        name: body.name,
+        description: body.description,
+    };
+    let (effect, outcome) = write(
+        &state,
+        g,
+        admin_session(&admin, &headers)?,
+        Command::CreatePerformer(spec),
+    )
+    .await?;
     match effect {
         Effect::PerformerCreated { performer_id } => Ok((
             StatusCode::CREATED,
-            Json(json!({"performer_id": performer_id, "applied": applied_json(g, outcome.applied), "replayed": outcome.replayed})),
+            Json(
+                json!({"performer_id": performer_id, "applied": applied_json(g, outcome.applied), "replayed": outcome.replayed}),
+            ),
         )),
-        other => Err(ApiError::internal(format!("create performer produced {other:?}"))),
+        other => Err(ApiError::internal(format!(
+            "create performer produced {other:?}"
+        ))),
     }
 }
 
@@ -265,11 +398,20 @@ struct EventBody {
 }
 
 fn event_spec(body: EventBody, field: &str) -> ApiResult<EventSpec> {
-    let starts_at_ms = parse_rfc3339_ms(&body.starts_at)
-        .ok_or_else(|| ApiError::bad_param(&format!("{field}starts_at"), format!("starts_at must be an RFC 3339 time, not {:?}", body.starts_at)))?;
+    let starts_at_ms = parse_rfc3339_ms(&body.starts_at).ok_or_else(|| {
+        ApiError::bad_param(
+            &format!("{field}starts_at"),
+            format!(
+                "starts_at must be an RFC 3339 time, not {:?}",
+                body.starts_at
+            ),
+        )
+    })?;
     let hold_ttl_ms = match body.hold_ttl_s {
         None => HOLD_TTL_MS_DEFAULT,
-        Some(s) => s.checked_mul(1000).ok_or_else(|| ApiError::bad_param(&format!("{field}hold_ttl_s"), "hold_ttl_s is too large"))?,
+        Some(s) => s.checked_mul(1000).ok_or_else(|| {
+            ApiError::bad_param(&format!("{field}hold_ttl_s"), "hold_ttl_s is too large")
+        })?,
     };
     Ok(EventSpec {
         name: body.name,
@@ -283,17 +425,38 @@ fn event_spec(body: EventBody, field: &str) -> ApiResult<EventSpec> {
     })
 }
 
-async fn create_event(State(state): State<AppState>, admin: Admin, headers: HeaderMap, JsonBody(body): JsonBody<EventBody>) -> ApiResult<impl IntoResponse> {
+async fn create_event(
+    State(state): State<AppState>,
+    admin: Admin,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<EventBody>,
+) -> ApiResult<impl IntoResponse> {
     let spec = event_spec(body, "")?;
     let session = admin_session(&admin, &headers)?;
-    let (effect, outcome) = write(&state, GroupId::CATALOGUE, session.clone(), Command::CreateEvent(spec)).await?;
-    let Effect::EventCreated { event_id, inventory } = effect else {
-        return Err(ApiError::internal(format!("create event produced {effect:?}")));
+    let (effect, outcome) = write(
+        &state,
+        GroupId::CATALOGUE,
+        session.clone(),
+        Command::CreateEvent(spec),
+    )
+    .await?;
+    let Effect::EventCreated {
+        event_id,
+        inventory,
+    } = effect
+    else {
+        return Err(ApiError::internal(format!(
+            "create event produced {effect:?}"
+        )));
     };
     // Second step on the owning shard; idempotent per event, and the same key makes
     // a retried request re-run it safely.
-    let shard = state.node.shard_of(event_id).ok_or_else(|| ApiError::unavailable("not_ready", "not bootstrapped"))?;
-    let (_, inv_outcome) = write(&state, shard, session, Command::CreateInventory(inventory)).await?;
+    let shard = state
+        .node
+        .shard_of(event_id)
+        .ok_or_else(|| ApiError::unavailable("not_ready", "not bootstrapped"))?;
+    let (_, inv_outcome) =
+        write(&state, shard, session, Command::CreateInventory(inventory)).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -306,7 +469,6 @@ async fn create_event(State(state): State<AppState>, admin: Admin, headers: Head
     ))
 }
 
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EventsBody {
@@ -316,20 +478,44 @@ struct EventsBody {
 /// `POST /admin/v1/events/batch`: up to `EVENTS_BATCH_MAX` events in one catalogue
 /// entry (all or none), then their inventories, one entry per shard. For bulk
 /// loading; a retry with the same idempotency key is exactly-once throughout.
-async fn create_events(State(state): State<AppState>, admin: Admin, headers: HeaderMap, JsonBody(body): JsonBody<EventsBody>) -> ApiResult<impl IntoResponse> {
+async fn create_events(
+    State(state): State<AppState>,
+    admin: Admin,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<EventsBody>,
+) -> ApiResult<impl IntoResponse> {
     if body.events.is_empty() || body.events.len() > EVENTS_BATCH_MAX {
-        return Err(ApiError::bad_param("events", format!("a batch holds 1..={EVENTS_BATCH_MAX} events")));
+        return Err(ApiError::bad_param(
+            "events",
+            format!("a batch holds 1..={EVENTS_BATCH_MAX} events"),
+        ));
     }
-    let specs = body.events.into_iter().enumerate().map(|(i, e)| event_spec(e, &format!("events[{i}].")) ).collect::<ApiResult<Vec<_>>>()?;
+    let specs = body
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| event_spec(e, &format!("events[{i}].")))
+        .collect::<ApiResult<Vec<_>>>()?;
     let session = admin_session(&admin, &headers)?;
-    let (effect, outcome) = write(&state, GroupId::CATALOGUE, session.clone(), Command::CreateEvents(specs)).await?;
+    let (effect, outcome) = write(
+        &state,
+        GroupId::CATALOGUE,
+        session.clone(),
+        Command::CreateEvents(specs),
+    )
+    .await?;
     let Effect::EventsCreated { events } = effect else {
-        return Err(ApiError::internal(format!("create events produced {effect:?}")));
+        return Err(ApiError::internal(format!(
+            "create events produced {effect:?}"
+        )));
     };
     let mut by_shard: BTreeMap<GroupId, Vec<InventorySpec>> = BTreeMap::new();
     let mut ids = Vec::with_capacity(events.len());
     for e in events {
-        let shard = state.node.shard_of(e.event_id).ok_or_else(|| ApiError::unavailable("not_ready", "not bootstrapped"))?;
+        let shard = state
+            .node
+            .shard_of(e.event_id)
+            .ok_or_else(|| ApiError::unavailable("not_ready", "not bootstrapped"))?;
         ids.push(json!({"event_id": e.event_id, "shard": shard.0}));
         by_shard.entry(shard).or_default().push(e.inventory);
     }
@@ -343,7 +529,9 @@ async fn create_events(State(state): State<AppState>, admin: Admin, headers: Hea
     }
     Ok((
         StatusCode::CREATED,
-        Json(json!({"events": ids, "applied": applied_json(GroupId::CATALOGUE, outcome.applied), "replayed": outcome.replayed})),
+        Json(
+            json!({"events": ids, "applied": applied_json(GroupId::CATALOGUE, outcome.applied), "replayed": outcome.replayed}),
+        ),
     ))
 }
 
@@ -362,20 +550,51 @@ struct EventPatchBody {
 
 /// `PATCH /admin/v1/events/{id}`: changes an event's name, description, category
 /// or start time. Search and cached views follow through the change stream.
-async fn update_event(State(state): State<AppState>, admin: Admin, headers: HeaderMap, Path(id): Path<String>, JsonBody(body): JsonBody<EventPatchBody>) -> ApiResult<impl IntoResponse> {
-    let event_id: u64 = id.parse().map_err(|_| ApiError::bad_param("event_id", format!("event id must be a number, not {id:?}")))?;
+async fn update_event(
+    State(state): State<AppState>,
+    admin: Admin,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<EventPatchBody>,
+) -> ApiResult<impl IntoResponse> {
+    let event_id: u64 = id.parse().map_err(|_| {
+        ApiError::bad_param("event_id", format!("event id must be a number, not {id:?}"))
+    })?;
     let starts_at_ms = match &body.starts_at {
         None => None,
-        Some(t) => Some(parse_rfc3339_ms(t).ok_or_else(|| ApiError::bad_param("starts_at", format!("starts_at must be an RFC 3339 time, not {t:?}")))?),
+        Some(t) => Some(parse_rfc3339_ms(t).ok_or_else(|| {
+            ApiError::bad_param(
+                "starts_at",
+                format!("starts_at must be an RFC 3339 time, not {t:?}"),
+            )
+        })?),
     };
-    let patch = EventPatch { name: body.name, description: body.description, category: body.category, starts_at_ms };
+    let patch = EventPatch {
+        name: body.name,
+        description: body.description,
+        category: body.category,
+        starts_at_ms,
+    };
     if patch.is_empty() {
-        return Err(ApiError::bad_param("body", "name one field to change: name, description, category, starts_at"));
+        return Err(ApiError::bad_param(
+            "body",
+            "name one field to change: name, description, category, starts_at",
+        ));
     }
     let g = GroupId::CATALOGUE;
-    let (effect, outcome) = write(&state, g, admin_session(&admin, &headers)?, Command::UpdateEvent { event_id, patch }).await?;
+    let (effect, outcome) = write(
+        &state,
+        g,
+        admin_session(&admin, &headers)?,
+        Command::UpdateEvent { event_id, patch },
+    )
+    .await?;
     match effect {
-        Effect::EventUpdated { event_id } => Ok(Json(json!({"event_id": event_id, "applied": applied_json(g, outcome.applied), "replayed": outcome.replayed}))),
-        other => Err(ApiError::internal(format!("update event produced {other:?}"))),
+        Effect::EventUpdated { event_id } => Ok(Json(
+            json!({"event_id": event_id, "applied": applied_json(g, outcome.applied), "replayed": outcome.replayed}),
+        )),
+        other => Err(ApiError::internal(format!(
+            "update event produced {other:?}"
+        ))),
     }
 }

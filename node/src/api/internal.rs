@@ -25,10 +25,18 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn reply<T: serde::Serialize>(v: &T) -> Response {
-    ([(header::CONTENT_TYPE, "application/octet-stream")], codec::encode(v)).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        codec::encode(v),
+    )
+        .into_response()
 }
 
-fn decode<T: serde::de::DeserializeOwned>(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<T, Response> {
+fn decode<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, Response> {
     check_cluster_key(headers, &state.node.config.cluster_key)?;
     codec::decode(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())
 }
@@ -41,7 +49,12 @@ async fn prepare(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
     reply(&state.node.prepare(shards).await)
 }
 
-async fn propose(State(state): State<AppState>, Path(group): Path<u16>, headers: HeaderMap, body: Bytes) -> Response {
+async fn propose(
+    State(state): State<AppState>,
+    Path(group): Path<u16>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let req: ForwardedProposal = match decode(&state, &headers, &body) {
         Ok(v) => v,
         Err(r) => return r,
@@ -50,13 +63,26 @@ async fn propose(State(state): State<AppState>, Path(group): Path<u16>, headers:
     let group = GroupId(group);
     // Only the leader proposes a forwarded write: no second hop, no loops.
     let result: Result<_, ProposeError> = match state.node.leader_of(group) {
-        Some((leader, _)) if leader == state.node.id() => state.node.propose_local(group, req.session, req.command, timeout).await,
-        leader => Err(ProposeError::NotLeader { group: group.0, leader: leader.filter(|(id, _)| *id != state.node.id()) }),
+        Some((leader, _)) if leader == state.node.id() => {
+            state
+                .node
+                .propose_local(group, req.session, req.command, timeout)
+                .await
+        }
+        leader => Err(ProposeError::NotLeader {
+            group: group.0,
+            leader: leader.filter(|(id, _)| *id != state.node.id()),
+        }),
     };
     reply(&result)
 }
 
-async fn read_index(State(state): State<AppState>, Path(group): Path<u16>, headers: HeaderMap, body: Bytes) -> Response {
+async fn read_index(
+    State(state): State<AppState>,
+    Path(group): Path<u16>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let () = match decode(&state, &headers, &body) {
         Ok(v) => v,
         Err(r) => return r,

@@ -6,7 +6,9 @@ pub mod internal;
 pub mod public;
 
 use axum::http::HeaderMap;
-use boxoffice_raft::command::{Applied, Command, Effect, Outcome, Session, IDEMPOTENCY_KEY_LEN_MAX};
+use boxoffice_raft::command::{
+    Applied, Command, Effect, Outcome, Session, IDEMPOTENCY_KEY_LEN_MAX,
+};
 use boxoffice_raft::GroupId;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -20,10 +22,20 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
 /// The idempotency key of a request, if it sent one; a malformed one is a 400.
 pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
-    let Some(v) = headers.get(IDEMPOTENCY_KEY_HEADER) else { return Ok(None) };
-    let v = v.to_str().map_err(|_| ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be visible ASCII"))?;
+    let Some(v) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
+        return Ok(None);
+    };
+    let v = v.to_str().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be visible ASCII",
+        )
+    })?;
     if v.is_empty() || v.len() > IDEMPOTENCY_KEY_LEN_MAX {
-        return Err(ApiError::bad_request("invalid_idempotency_key", format!("Idempotency-Key must be 1..={IDEMPOTENCY_KEY_LEN_MAX} bytes")));
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1..={IDEMPOTENCY_KEY_LEN_MAX} bytes"),
+        ));
     }
     Ok(Some(v.to_string()))
 }
@@ -45,7 +57,10 @@ pub fn parse_consistency(raw: Option<&str>, default: Consistency) -> ApiResult<C
         None => Ok(default),
         Some("local") => Ok(Consistency::Local),
         Some("linearizable") => Ok(Consistency::Linearizable),
-        Some(other) => Err(ApiError::bad_param("consistency", format!("consistency must be local or linearizable, not {other:?}"))),
+        Some(other) => Err(ApiError::bad_param(
+            "consistency",
+            format!("consistency must be local or linearizable, not {other:?}"),
+        )),
     }
 }
 
@@ -77,16 +92,28 @@ pub struct AppliedJson {
 
 /// Builds [`AppliedJson`].
 pub fn applied_json(group: GroupId, a: Applied) -> AppliedJson {
-    AppliedJson { shard: group.0, index: a.index, time_ms: a.time_ms }
+    AppliedJson {
+        shard: group.0,
+        index: a.index,
+        time_ms: a.time_ms,
+    }
 }
 
 /// Proposes a command with an exactly-once session and unwraps the effect.
-pub async fn write(state: &AppState, group: GroupId, session: Session, command: Command) -> ApiResult<(Effect, Outcome)> {
+pub async fn write(
+    state: &AppState,
+    group: GroupId,
+    session: Session,
+    command: Command,
+) -> ApiResult<(Effect, Outcome)> {
     let outcome = state.node.propose(group, Some(session), command).await?;
     match &outcome.result {
         Ok(effect) => Ok((effect.clone(), outcome.clone())),
         Err(r) => Err(ApiError::from(r.clone())
-            .with("applied", serde_json::to_value(applied_json(group, outcome.applied)).unwrap_or_default())
+            .with(
+                "applied",
+                serde_json::to_value(applied_json(group, outcome.applied)).unwrap_or_default(),
+            )
             .with("replayed", outcome.replayed)),
     }
 }
@@ -95,7 +122,10 @@ pub async fn write(state: &AppState, group: GroupId, session: Session, command: 
 pub fn rfc3339_ms(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 

@@ -11,7 +11,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use boxoffice_raft::command::{BookingId, BookingView, Command, Effect, HoldId, HoldRequest, Selection, Session, HOLD_SEATS_MAX};
+use boxoffice_raft::command::{
+    BookingId, BookingView, Command, Effect, HoldId, HoldRequest, Selection, Session,
+    HOLD_SEATS_MAX,
+};
 use boxoffice_raft::GroupId;
 use boxoffice_storage::read::Freshness;
 use boxoffice_storage::records::Event;
@@ -40,23 +43,39 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn parse_event_id(raw: &str) -> ApiResult<u64> {
-    raw.parse().map_err(|_| ApiError::bad_param("event_id", format!("event id must be a positive integer, not {raw:?}")))
+    raw.parse().map_err(|_| {
+        ApiError::bad_param(
+            "event_id",
+            format!("event id must be a positive integer, not {raw:?}"),
+        )
+    })
 }
 
 fn shard_group(state: &AppState, shard: u16) -> ApiResult<GroupId> {
     match state.node.shards() {
-        None => Err(ApiError::unavailable("not_ready", "the cluster is not bootstrapped yet")),
+        None => Err(ApiError::unavailable(
+            "not_ready",
+            "the cluster is not bootstrapped yet",
+        )),
         Some(n) if shard >= 1 && shard <= n => Ok(GroupId(shard)),
-        Some(_) => Err(ApiError::not_found("unknown_shard", format!("no shard {shard} in this cluster"))),
+        Some(_) => Err(ApiError::not_found(
+            "unknown_shard",
+            format!("no shard {shard} in this cluster"),
+        )),
     }
 }
 
 fn event_group(state: &AppState, event_id: u64) -> ApiResult<GroupId> {
-    state.node.shard_of(event_id).ok_or_else(|| ApiError::unavailable("not_ready", "the cluster is not bootstrapped yet"))
+    state
+        .node
+        .shard_of(event_id)
+        .ok_or_else(|| ApiError::unavailable("not_ready", "the cluster is not bootstrapped yet"))
 }
 
 fn stores(state: &AppState, group: GroupId) -> ApiResult<crate::node::GroupStores> {
-    state.node.stores(group).ok_or_else(|| ApiError::unavailable("not_ready", format!("{group} is not running on this node")))
+    state.node.stores(group).ok_or_else(|| {
+        ApiError::unavailable("not_ready", format!("{group} is not running on this node"))
+    })
 }
 
 async fn barrier_if(state: &AppState, group: GroupId, c: Consistency) -> ApiResult<()> {
@@ -132,17 +151,27 @@ struct ListQuery {
     consistency: Option<String>,
 }
 
-async fn list_events(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+async fn list_events(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
     let max = state.node.config.limits.page_size_max;
     let after = match q.after.as_deref() {
         None => 0,
-        Some(s) => s.parse().map_err(|_| ApiError::bad_param("after", "after must be an event id"))?,
+        Some(s) => s
+            .parse()
+            .map_err(|_| ApiError::bad_param("after", "after must be an event id"))?,
     };
     let limit: usize = match q.limit.as_deref() {
         None => 50.min(max),
         Some(s) => match s.parse::<usize>() {
             Ok(n) if n >= 1 && n <= max => n,
-            _ => return Err(ApiError::bad_param("limit", format!("limit must be between 1 and {max}"))),
+            _ => {
+                return Err(ApiError::bad_param(
+                    "limit",
+                    format!("limit must be between 1 and {max}"),
+                ))
+            }
         },
     };
     let c = parse_consistency(q.consistency.as_deref(), Consistency::Local)?;
@@ -152,12 +181,22 @@ async fn list_events(State(state): State<AppState>, Query(q): Query<ListQuery>) 
     let tx = st.reader.begin(now_ms());
     check_fresh(&state, g, &tx.freshness, c)?;
     let events = tx.events(after, limit);
-    let next = if events.len() == limit { events.last().map(|e| e.event_id) } else { None };
+    let next = if events.len() == limit {
+        events.last().map(|e| e.event_id)
+    } else {
+        None
+    };
     let items: Vec<Value> = events.iter().map(|e| event_json(&state, &tx, e)).collect();
-    Ok(Json(json!({"events": items, "next_after": next, "freshness": freshness_json(g, tx.freshness)})))
+    Ok(Json(
+        json!({"events": items, "next_after": next, "freshness": freshness_json(g, tx.freshness)}),
+    ))
 }
 
-async fn get_event(State(state): State<AppState>, Path(event_id): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+async fn get_event(
+    State(state): State<AppState>,
+    Path(event_id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
     let event_id = parse_event_id(&event_id)?;
     let c = parse_consistency(q.get("consistency").map(String::as_str), Consistency::Local)?;
     let g = GroupId::CATALOGUE;
@@ -172,7 +211,10 @@ async fn get_event(State(state): State<AppState>, Path(event_id): Path<String>, 
     let view = match state.node.event_cache.get(event_id).filter(|_| use_cache) {
         Some(v) => v,
         None => {
-            let e = tx.event(event_id).ok_or_else(|| ApiError::not_found("unknown_event", format!("unknown event {event_id}")).with("event_id", event_id))?;
+            let e = tx.event(event_id).ok_or_else(|| {
+                ApiError::not_found("unknown_event", format!("unknown event {event_id}"))
+                    .with("event_id", event_id)
+            })?;
             let v = Arc::new(event_json(&state, &tx, &e));
             state.node.event_cache.insert(ticket, event_id, v.clone());
             v
@@ -183,7 +225,11 @@ async fn get_event(State(state): State<AppState>, Path(event_id): Path<String>, 
     Ok(Json(body))
 }
 
-async fn get_seats(State(state): State<AppState>, Path(event_id): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+async fn get_seats(
+    State(state): State<AppState>,
+    Path(event_id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
     let event_id = parse_event_id(&event_id)?;
     let c = parse_consistency(q.get("consistency").map(String::as_str), Consistency::Local)?;
     let g = event_group(&state, event_id)?;
@@ -191,7 +237,10 @@ async fn get_seats(State(state): State<AppState>, Path(event_id): Path<String>, 
     barrier_if(&state, g, c).await?;
     let tx = st.reader.begin(now_ms());
     check_fresh(&state, g, &tx.freshness, c)?;
-    let map = tx.seat_map(event_id).ok_or_else(|| ApiError::not_found("unknown_event", format!("unknown event {event_id}")).with("event_id", event_id))?;
+    let map = tx.seat_map(event_id).ok_or_else(|| {
+        ApiError::not_found("unknown_event", format!("unknown event {event_id}"))
+            .with("event_id", event_id)
+    })?;
     let mut body = serde_json::to_value(&map).map_err(ApiError::internal)?;
     if map.general_admission {
         if let Some(o) = body.as_object_mut() {
@@ -214,11 +263,18 @@ struct HoldBody {
 
 fn require_key(headers: &HeaderMap) -> ApiResult<String> {
     idempotency_key(headers)?.ok_or_else(|| {
-        ApiError::bad_request("missing_idempotency_key", "writes need an Idempotency-Key header (any unique string, reused on retry)")
+        ApiError::bad_request(
+            "missing_idempotency_key",
+            "writes need an Idempotency-Key header (any unique string, reused on retry)",
+        )
     })
 }
 
-fn hold_json(group: GroupId, h: &boxoffice_raft::command::HoldView, outcome: &boxoffice_raft::command::Outcome) -> Value {
+fn hold_json(
+    group: GroupId,
+    h: &boxoffice_raft::command::HoldView,
+    outcome: &boxoffice_raft::command::Outcome,
+) -> Value {
     json!({
         "hold_id": h.hold_id.to_string(),
         "event_id": h.event_id,
@@ -248,29 +304,55 @@ pub fn booking_json(b: &BookingView) -> Value {
     })
 }
 
-async fn create_hold(State(state): State<AppState>, User(user): User, headers: HeaderMap, JsonBody(body): JsonBody<HoldBody>) -> ApiResult<impl IntoResponse> {
+async fn create_hold(
+    State(state): State<AppState>,
+    User(user): User,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<HoldBody>,
+) -> ApiResult<impl IntoResponse> {
     let key = require_key(&headers)?;
     let selection = match (body.seat_ids, body.quantity) {
         (Some(seats), None) => {
             if seats.is_empty() {
-                return Err(ApiError::bad_param("seat_ids", "seat_ids must not be empty"));
+                return Err(ApiError::bad_param(
+                    "seat_ids",
+                    "seat_ids must not be empty",
+                ));
             }
             if seats.len() > HOLD_SEATS_MAX as usize {
-                return Err(ApiError::bad_param("seat_ids", format!("at most {HOLD_SEATS_MAX} seats per hold")));
+                return Err(ApiError::bad_param(
+                    "seat_ids",
+                    format!("at most {HOLD_SEATS_MAX} seats per hold"),
+                ));
             }
             Selection::Seats(seats)
         }
         (None, Some(q)) => {
             if q < 1 || q > i64::from(HOLD_SEATS_MAX) {
-                return Err(ApiError::bad_param("quantity", format!("quantity must be between 1 and {HOLD_SEATS_MAX}")));
+                return Err(ApiError::bad_param(
+                    "quantity",
+                    format!("quantity must be between 1 and {HOLD_SEATS_MAX}"),
+                ));
             }
             Selection::Quantity(q as u32)
         }
-        _ => return Err(ApiError::bad_request("invalid_input", "give exactly one of seat_ids or quantity")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_input",
+                "give exactly one of seat_ids or quantity",
+            ))
+        }
     };
     let group = event_group(&state, body.event_id)?;
-    let session = Session { client_id: user.sub.clone(), idempotency_key: key };
-    let command = Command::Hold(HoldRequest { event_id: body.event_id, user: user.sub, selection });
+    let session = Session {
+        client_id: user.sub.clone(),
+        idempotency_key: key,
+    };
+    let command = Command::Hold(HoldRequest {
+        event_id: body.event_id,
+        user: user.sub,
+        selection,
+    });
     let (effect, outcome) = write(&state, group, session, command).await?;
     match effect {
         Effect::Held(h) => Ok((StatusCode::CREATED, Json(hold_json(group, &h, &outcome)))),
@@ -279,8 +361,16 @@ async fn create_hold(State(state): State<AppState>, User(user): User, headers: H
 }
 
 fn parse_hold(state: &AppState, raw: &str) -> ApiResult<(HoldId, GroupId)> {
-    let id: HoldId = raw.parse().map_err(|e: String| ApiError::bad_param("hold_id", e))?;
-    let g = shard_group(state, id.shard).map_err(|e| if e.status == StatusCode::NOT_FOUND { ApiError::not_found("unknown_hold", format!("unknown hold {raw}")) } else { e })?;
+    let id: HoldId = raw
+        .parse()
+        .map_err(|e: String| ApiError::bad_param("hold_id", e))?;
+    let g = shard_group(state, id.shard).map_err(|e| {
+        if e.status == StatusCode::NOT_FOUND {
+            ApiError::not_found("unknown_hold", format!("unknown hold {raw}"))
+        } else {
+            e
+        }
+    })?;
     Ok((id, g))
 }
 
@@ -300,15 +390,26 @@ async fn confirm_hold(
     let key = require_key(&headers)?;
     let (hold_id, group) = parse_hold(&state, &hold_id)?;
     if body.payment_ref.trim().is_empty() {
-        return Err(ApiError::bad_param("payment_ref", "payment_ref must not be empty"));
+        return Err(ApiError::bad_param(
+            "payment_ref",
+            "payment_ref must not be empty",
+        ));
     }
-    let session = Session { client_id: user.sub.clone(), idempotency_key: key };
-    let command = Command::Confirm { hold_id, user: user.sub, payment_ref: body.payment_ref };
+    let session = Session {
+        client_id: user.sub.clone(),
+        idempotency_key: key,
+    };
+    let command = Command::Confirm {
+        hold_id,
+        user: user.sub,
+        payment_ref: body.payment_ref,
+    };
     let (effect, outcome) = write(&state, group, session, command).await?;
     match effect {
         Effect::Confirmed(b) => {
             let mut v = booking_json(&b);
-            v["applied"] = serde_json::to_value(applied_json(group, outcome.applied)).map_err(ApiError::internal)?;
+            v["applied"] = serde_json::to_value(applied_json(group, outcome.applied))
+                .map_err(ApiError::internal)?;
             v["replayed"] = json!(outcome.replayed);
             Ok((StatusCode::CREATED, Json(v)))
         }
@@ -316,17 +417,40 @@ async fn confirm_hold(
     }
 }
 
-async fn release_hold(State(state): State<AppState>, User(user): User, Path(hold_id): Path<String>, headers: HeaderMap) -> ApiResult<impl IntoResponse> {
+async fn release_hold(
+    State(state): State<AppState>,
+    User(user): User,
+    Path(hold_id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
     let (hold_id, group) = parse_hold(&state, &hold_id)?;
     // Releasing is idempotent by nature; without a key, the hold id is the key.
     let key = idempotency_key(&headers)?.unwrap_or_else(|| format!("release:{hold_id}"));
-    let session = Session { client_id: user.sub.clone(), idempotency_key: key };
-    let (_, outcome) = write(&state, group, session, Command::Release { hold_id, user: user.sub }).await?;
+    let session = Session {
+        client_id: user.sub.clone(),
+        idempotency_key: key,
+    };
+    let (_, outcome) = write(
+        &state,
+        group,
+        session,
+        Command::Release {
+            hold_id,
+            user: user.sub,
+        },
+    )
+    .await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     for (name, value) in [
         ("x-boxoffice-shard", group.0.to_string()),
-        ("x-boxoffice-applied-index", outcome.applied.index.to_string()),
-        ("x-boxoffice-applied-time-ms", outcome.applied.time_ms.to_string()),
+        (
+            "x-boxoffice-applied-index",
+            outcome.applied.index.to_string(),
+        ),
+        (
+            "x-boxoffice-applied-time-ms",
+            outcome.applied.time_ms.to_string(),
+        ),
     ] {
         if let Ok(v) = value.parse() {
             resp.headers_mut().insert(name, v);
@@ -335,13 +459,23 @@ async fn release_hold(State(state): State<AppState>, User(user): User, Path(hold
     Ok(resp)
 }
 
-async fn get_hold(State(state): State<AppState>, User(user): User, Path(hold_id): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+async fn get_hold(
+    State(state): State<AppState>,
+    User(user): User,
+    Path(hold_id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
     let (hold_id, group) = parse_hold(&state, &hold_id)?;
-    let c = parse_consistency(q.get("consistency").map(String::as_str), Consistency::Linearizable)?;
+    let c = parse_consistency(
+        q.get("consistency").map(String::as_str),
+        Consistency::Linearizable,
+    )?;
     let st = stores(&state, group)?;
     barrier_if(&state, group, c).await?;
     let tx = st.reader.begin(now_ms());
-    let h = tx.hold(hold_id).ok_or_else(|| ApiError::not_found("unknown_hold", format!("unknown hold {hold_id}")))?;
+    let h = tx
+        .hold(hold_id)
+        .ok_or_else(|| ApiError::not_found("unknown_hold", format!("unknown hold {hold_id}")))?;
     if h.user != user.sub {
         return Err(ApiError::forbidden("this hold belongs to another user"));
     }
@@ -351,14 +485,32 @@ async fn get_hold(State(state): State<AppState>, User(user): User, Path(hold_id)
     Ok(Json(v))
 }
 
-async fn get_booking(State(state): State<AppState>, User(user): User, Path(booking_id): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
-    let id: BookingId = booking_id.parse().map_err(|e: String| ApiError::bad_param("booking_id", e))?;
-    let group = shard_group(&state, id.shard).map_err(|e| if e.status == StatusCode::NOT_FOUND { ApiError::not_found("unknown_booking", format!("unknown booking {id}")) } else { e })?;
-    let c = parse_consistency(q.get("consistency").map(String::as_str), Consistency::Linearizable)?;
+async fn get_booking(
+    State(state): State<AppState>,
+    User(user): User,
+    Path(booking_id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let id: BookingId = booking_id
+        .parse()
+        .map_err(|e: String| ApiError::bad_param("booking_id", e))?;
+    let group = shard_group(&state, id.shard).map_err(|e| {
+        if e.status == StatusCode::NOT_FOUND {
+            ApiError::not_found("unknown_booking", format!("unknown booking {id}"))
+        } else {
+            e
+        }
+    })?;
+    let c = parse_consistency(
+        q.get("consistency").map(String::as_str),
+        Consistency::Linearizable,
+    )?;
     let st = stores(&state, group)?;
     barrier_if(&state, group, c).await?;
     let tx = st.reader.begin(now_ms());
-    let b = tx.booking(id).ok_or_else(|| ApiError::not_found("unknown_booking", format!("unknown booking {id}")))?;
+    let b = tx
+        .booking(id)
+        .ok_or_else(|| ApiError::not_found("unknown_booking", format!("unknown booking {id}")))?;
     if b.user != user.sub {
         return Err(ApiError::forbidden("this booking belongs to another user"));
     }
@@ -367,9 +519,19 @@ async fn get_booking(State(state): State<AppState>, User(user): User, Path(booki
     Ok(Json(v))
 }
 
-async fn list_bookings(State(state): State<AppState>, User(user): User, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
-    let c = parse_consistency(q.get("consistency").map(String::as_str), Consistency::Linearizable)?;
-    let shards = state.node.shards().ok_or_else(|| ApiError::unavailable("not_ready", "the cluster is not bootstrapped yet"))?;
+async fn list_bookings(
+    State(state): State<AppState>,
+    User(user): User,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let c = parse_consistency(
+        q.get("consistency").map(String::as_str),
+        Consistency::Linearizable,
+    )?;
+    let shards = state
+        .node
+        .shards()
+        .ok_or_else(|| ApiError::unavailable("not_ready", "the cluster is not bootstrapped yet"))?;
     let max = state.node.config.limits.page_size_max;
     let mut all = Vec::new();
     for s in 1..=shards {
@@ -386,34 +548,74 @@ async fn list_bookings(State(state): State<AppState>, User(user): User, Query(q)
     Ok(Json(json!({"bookings": items, "truncated": truncated})))
 }
 
-const SEARCH_PARAMS: &[&str] =
-    &["q", "from", "to", "city", "category", "performer_id", "venue_id", "lat", "lon", "radius_km", "available_only", "sort", "page_size", "page_token"];
+const SEARCH_PARAMS: &[&str] = &[
+    "q",
+    "from",
+    "to",
+    "city",
+    "category",
+    "performer_id",
+    "venue_id",
+    "lat",
+    "lon",
+    "radius_km",
+    "available_only",
+    "sort",
+    "page_size",
+    "page_token",
+];
 
-fn parse_f64_param(q: &HashMap<String, String>, name: &str, lo: f64, hi: f64) -> ApiResult<Option<f64>> {
+fn parse_f64_param(
+    q: &HashMap<String, String>,
+    name: &str,
+    lo: f64,
+    hi: f64,
+) -> ApiResult<Option<f64>> {
     q.get(name)
         .map(|v| match v.parse::<f64>() {
             Ok(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(x),
-            _ => Err(ApiError::bad_param(name, format!("{name} must be a number between {lo} and {hi}, not {v:?}"))),
+            _ => Err(ApiError::bad_param(
+                name,
+                format!("{name} must be a number between {lo} and {hi}, not {v:?}"),
+            )),
         })
         .transpose()
 }
 
 fn parse_id_param(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<u64>> {
-    q.get(name).map(|v| v.parse::<u64>().map_err(|_| ApiError::bad_param(name, format!("{name} must be an id, not {v:?}")))).transpose()
+    q.get(name)
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| ApiError::bad_param(name, format!("{name} must be an id, not {v:?}")))
+        })
+        .transpose()
 }
 
 fn parse_time_param(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<i64>> {
     q.get(name)
-        .map(|v| super::parse_rfc3339_ms(v).ok_or_else(|| ApiError::bad_param(name, format!("{name} must be an RFC 3339 time, not {v:?}"))))
+        .map(|v| {
+            super::parse_rfc3339_ms(v).ok_or_else(|| {
+                ApiError::bad_param(name, format!("{name} must be an RFC 3339 time, not {v:?}"))
+            })
+        })
         .transpose()
 }
 
 /// `GET /v1/search`: keyword (typo-tolerant, prefix on the last word), date range,
 /// city, category, performer, venue; sorted by relevance or date; paged.
-async fn search(State(state): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+async fn search(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
     use crate::search::{SearchRequest, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
     if let Some(unknown) = q.keys().find(|k| !SEARCH_PARAMS.contains(&k.as_str())) {
-        return Err(ApiError::bad_param(unknown, format!("unknown parameter {unknown:?}; known: {}", SEARCH_PARAMS.join(", "))));
+        return Err(ApiError::bad_param(
+            unknown,
+            format!(
+                "unknown parameter {unknown:?}; known: {}",
+                SEARCH_PARAMS.join(", ")
+            ),
+        ));
     }
     let lat = parse_f64_param(&q, "lat", -90.0, 90.0)?;
     let lon = parse_f64_param(&q, "lon", -180.0, 180.0)?;
@@ -422,17 +624,29 @@ async fn search(State(state): State<AppState>, Query(q): Query<HashMap<String, S
         (Some(la), Some(lo)) => Some((la, lo, radius_km)),
         (Some(_), None) => return Err(ApiError::bad_param("lon", "lat needs lon")),
         (None, Some(_)) => return Err(ApiError::bad_param("lat", "lon needs lat")),
-        (None, None) if radius_km.is_some() => return Err(ApiError::bad_param("radius_km", "radius_km needs a point: lat and lon")),
+        (None, None) if radius_km.is_some() => {
+            return Err(ApiError::bad_param(
+                "radius_km",
+                "radius_km needs a point: lat and lon",
+            ))
+        }
         (None, None) => None,
     };
     let available_only = match q.get("available_only").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
-        Some(other) => return Err(ApiError::bad_param("available_only", format!("available_only must be true or false, not {other:?}"))),
+        Some(other) => {
+            return Err(ApiError::bad_param(
+                "available_only",
+                format!("available_only must be true or false, not {other:?}"),
+            ))
+        }
     };
     let text = |name: &str| -> ApiResult<Option<String>> {
         match q.get(name) {
-            Some(v) if v.len() > boxoffice_raft::command::NAME_LEN_MAX => Err(ApiError::bad_param(name, format!("{name} is too long"))),
+            Some(v) if v.len() > boxoffice_raft::command::NAME_LEN_MAX => {
+                Err(ApiError::bad_param(name, format!("{name} is too long")))
+            }
             Some(v) if v.trim().is_empty() => Ok(None),
             Some(v) => Ok(Some(v.clone())),
             None => Ok(None),
@@ -449,14 +663,29 @@ async fn search(State(state): State<AppState>, Query(q): Query<HashMap<String, S
         None | Some("relevance") => crate::search::Sort::Relevance,
         Some("date") => crate::search::Sort::Date,
         Some("distance") if near.is_some() => crate::search::Sort::Distance,
-        Some("distance") => return Err(ApiError::bad_param("sort", "sort=distance needs a point: lat and lon")),
-        Some(other) => return Err(ApiError::bad_param("sort", format!("sort must be relevance, date or distance, not {other:?}"))),
+        Some("distance") => {
+            return Err(ApiError::bad_param(
+                "sort",
+                "sort=distance needs a point: lat and lon",
+            ))
+        }
+        Some(other) => {
+            return Err(ApiError::bad_param(
+                "sort",
+                format!("sort must be relevance, date or distance, not {other:?}"),
+            ))
+        }
     };
     let page_size = match q.get("page_size") {
         None => PAGE_SIZE_DEFAULT,
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=PAGE_SIZE_MAX).contains(&n) => n,
-            _ => return Err(ApiError::bad_param("page_size", format!("page_size must be between 1 and {PAGE_SIZE_MAX}"))),
+            _ => {
+                return Err(ApiError::bad_param(
+                    "page_size",
+                    format!("page_size must be between 1 and {PAGE_SIZE_MAX}"),
+                ))
+            }
         },
     };
     let offset = match q.get("page_token") {
@@ -465,7 +694,9 @@ async fn search(State(state): State<AppState>, Query(q): Query<HashMap<String, S
             .strip_prefix("p")
             .and_then(|n| usize::from_str_radix(n, 16).ok())
             .filter(|&n| n <= crate::search::OFFSET_MAX)
-            .ok_or_else(|| ApiError::bad_param("page_token", "page_token is not one this API issued"))?,
+            .ok_or_else(|| {
+                ApiError::bad_param("page_token", "page_token is not one this API issued")
+            })?,
     };
     let req = SearchRequest {
         q: text("q")?,
@@ -481,11 +712,20 @@ async fn search(State(state): State<AppState>, Query(q): Query<HashMap<String, S
         page_size,
         offset,
     };
-    let index = state.node.search().ok_or_else(|| ApiError::unavailable("not_ready", "the cluster is not bootstrapped yet"))?;
+    let index = state
+        .node
+        .search()
+        .ok_or_else(|| ApiError::unavailable("not_ready", "the cluster is not bootstrapped yet"))?;
     if !index.is_ready() {
-        return Err(ApiError::unavailable("search_not_ready", "the search index is being built; retry shortly"));
+        return Err(ApiError::unavailable(
+            "search_not_ready",
+            "the search index is being built; retry shortly",
+        ));
     }
-    let page = tokio::task::spawn_blocking(move || index.search(&req)).await.map_err(ApiError::internal)?.map_err(ApiError::internal)?;
+    let page = tokio::task::spawn_blocking(move || index.search(&req))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
     let results: Vec<Value> = page
         .results
         .iter()
@@ -497,8 +737,16 @@ async fn search(State(state): State<AppState>, Query(q): Query<HashMap<String, S
             })
         })
         .collect();
-    let indexed = state.node.search().map(|s| s.indexed_through()).unwrap_or(0);
-    let applied = state.node.stores(GroupId::CATALOGUE).map(|s| s.sm.applied().borrow().index).unwrap_or(0);
+    let indexed = state
+        .node
+        .search()
+        .map(|s| s.indexed_through())
+        .unwrap_or(0);
+    let applied = state
+        .node
+        .stores(GroupId::CATALOGUE)
+        .map(|s| s.sm.applied().borrow().index)
+        .unwrap_or(0);
     Ok(Json(json!({
         "results": results,
         "total": page.total,
@@ -512,24 +760,38 @@ async fn search(State(state): State<AppState>, Query(q): Query<HashMap<String, S
 }
 
 /// `GET /v1/events/{id}/seats/stream`: the live seat map as Server-Sent Events.
-async fn seat_stream(State(state): State<AppState>, Path(event_id): Path<String>, headers: HeaderMap) -> ApiResult<impl IntoResponse> {
+async fn seat_stream(
+    State(state): State<AppState>,
+    Path(event_id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
     let event_id = parse_event_id(&event_id)?;
     let g = event_group(&state, event_id)?;
     let st = stores(&state, g)?;
-    let feed = state.node.feed(g).ok_or_else(|| ApiError::unavailable("not_ready", format!("{g} is not running on this node")))?;
+    let feed = state.node.feed(g).ok_or_else(|| {
+        ApiError::unavailable("not_ready", format!("{g} is not running on this node"))
+    })?;
     let last_event_id = match headers.get("last-event-id") {
         None => None,
         Some(v) => Some(
             v.to_str()
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be an id this stream sent"))?,
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_last_event_id",
+                        "Last-Event-ID must be an id this stream sent",
+                    )
+                })?,
         ),
     };
     let tx = st.reader.begin(now_ms());
     check_fresh(&state, g, &tx.freshness, Consistency::Local)?;
     if tx.inventory(event_id).is_none() {
-        return Err(ApiError::not_found("unknown_event", format!("unknown event {event_id}")).with("event_id", event_id));
+        return Err(
+            ApiError::not_found("unknown_event", format!("unknown event {event_id}"))
+                .with("event_id", event_id),
+        );
     }
     drop(tx);
     let permit = state
@@ -537,7 +799,21 @@ async fn seat_stream(State(state): State<AppState>, Path(event_id): Path<String>
         .streams
         .clone()
         .try_acquire_owned()
-        .map_err(|_| ApiError::unavailable("overloaded", "too many live seat-map streams on this node; retry shortly"))?;
-    let send_timeout = std::time::Duration::from_millis(state.node.config.limits.sse_send_timeout_ms);
-    Ok(crate::live::stream(feed, st.reader.clone(), g, event_id, last_event_id, permit, send_timeout))
+        .map_err(|_| {
+            ApiError::unavailable(
+                "overloaded",
+                "too many live seat-map streams on this node; retry shortly",
+            )
+        })?;
+    let send_timeout =
+        std::time::Duration::from_millis(state.node.config.limits.sse_send_timeout_ms);
+    Ok(crate::live::stream(
+        feed,
+        st.reader.clone(),
+        g,
+        event_id,
+        last_event_id,
+        permit,
+        send_timeout,
+    ))
 }
