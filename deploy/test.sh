@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/prereqs.sh
 
+cargo fmt --all -- --check
+
 cargo build --release --workspace --bins
 target_dir="${CARGO_TARGET_DIR:-target}"
 bin="$target_dir/release"

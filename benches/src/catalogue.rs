@@ -419,6 +419,14 @@ impl Catalogue {
     }
 }
 
+/// RFC 3339 text of a time in ms since the Unix epoch (generated dates only).
+pub fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .expect("generated dates are in range");
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("formatting a valid date")
+}
+
 fn roman(mut n: usize) -> String {
     let mut s = String::new();
     for (v, r) in [(10, "X"), (9, "IX"), (5, "V"), (4, "IV"), (1, "I")] {

@@ -8,19 +8,12 @@ use anyhow::Context;
 use boxoffice_client::{Client, NewEvent, NewLayout, NewVenue};
 use futures::{stream, StreamExt, TryStreamExt};
 
-use crate::catalogue::Catalogue;
+use crate::catalogue::{rfc3339, Catalogue};
 
 /// Events per batch request (the node's default body limit is 256 KiB).
 pub const EVENTS_PER_BATCH: usize = 400;
 /// Catalogue writes in flight at once.
 pub const LOAD_PARALLEL: usize = 4;
-
-fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .expect("generated dates are in range");
-    t.format(&time::format_description::well_known::Rfc3339)
-        .expect("formatting a valid date")
-}
 
 pub async fn load(admin: &Client, cat: &Catalogue) -> anyhow::Result<()> {
     let start = Instant::now();

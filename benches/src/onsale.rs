@@ -8,12 +8,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use boxoffice_client::{
     Client, ClientConfig, Consistency, NewEvent, NewLayout, NewVenue, Selection,
 };
 use rand::{Rng, SeedableRng};
-use serde_json::Value;
 
 use crate::stats::percentile;
 
@@ -25,20 +24,9 @@ pub async fn onsale(
     holds_max: u64,
     seed: u64,
 ) -> anyhow::Result<()> {
-    let file: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("cluster.json"))
-            .context("reading cluster.json; is `boxoffice dev` running?")?,
-    )?;
-    let urls: Vec<String> = file["nodes"]
-        .as_array()
-        .context("nodes")?
-        .iter()
-        .map(|n| format!("http://{}", n["http"].as_str().unwrap_or_default()))
-        .collect();
-    let mut cfg = ClientConfig::new(
-        urls.clone(),
-        file["admin_token"].as_str().context("admin_token")?,
-    );
+    let info = crate::cluster::ClusterInfo::load(&dir)?;
+    let urls = info.urls();
+    let mut cfg = ClientConfig::new(urls.clone(), &info.admin_token);
     cfg.attempts_max = 20;
     let admin = Client::new(cfg.clone())?;
     let rows = seats.div_ceil(50);
@@ -80,10 +68,7 @@ pub async fn onsale(
         "event {event}: {total} seats, {clients} buyers, {duration_s} s max, nodes {}",
         urls.join(" ")
     );
-    cfg.token = file["user_token"]
-        .as_str()
-        .context("user_token")?
-        .to_string();
+    cfg.token = info.user_token.clone();
     let user = Client::new(cfg)?;
     let hold_lat = Arc::new(Mutex::new(Vec::new()));
     let confirm_lat = Arc::new(Mutex::new(Vec::new()));

@@ -17,7 +17,7 @@ use anyhow::Context;
 use boxoffice_client::{Client, ClientConfig, NewEvent, NewLayout, NewVenue, Selection};
 
 use crate::cluster::ClusterInfo;
-use crate::stats::{summarize, Summary};
+use crate::stats::{run_workers, summarize, Summary};
 
 /// Longest a follower may take to show a sale before the sample counts as lost.
 pub const FRESHNESS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,48 +34,22 @@ async fn drive(name: &str, urls: Arc<Vec<String>>, workers: usize, limit: Durati
         .pool_max_idle_per_host(workers)
         .build()
         .expect("static client config");
-    let samples = Arc::new(Mutex::new(Vec::new()));
-    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let start = Instant::now();
-    let deadline = start + limit;
-    let mut tasks = Vec::new();
-    for w in 0..workers {
-        let (http, urls, samples, errors) =
-            (http.clone(), urls.clone(), samples.clone(), errors.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut mine = Vec::new();
-            let mut i = w;
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let ok = match http.get(&urls[i % urls.len()]).send().await {
-                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
-                    _ => false,
-                };
-                if ok {
-                    mine.push(t.elapsed().as_micros() as u64);
-                } else {
-                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                i += 1;
-            }
-            samples
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(mine);
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let lat = summarize(std::mem::take(
-        &mut *samples.lock().unwrap_or_else(|e| e.into_inner()),
-    ));
+    let samples = run_workers(workers, usize::MAX, limit, move |_, i| {
+        let (http, url) = (http.clone(), urls[i % urls.len()].clone());
+        async move {
+            let r = http.get(&url).send().await?;
+            anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
+            r.bytes().await?;
+            Ok(())
+        }
+    })
+    .await;
+    let lat = summarize(samples.latencies.into_iter().map(|(_, l)| l).collect());
     ModeResult {
         name: name.into(),
-        rps: lat.count as f64 / secs,
+        rps: lat.count as f64 / samples.secs,
         lat,
-        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+        errors: samples.errors,
     }
 }
 

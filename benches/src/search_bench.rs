@@ -4,16 +4,16 @@
 //! the same generated catalogue, in the same run.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use futures::SinkExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::catalogue::{typo, Catalogue, CITIES, DATES_FROM_MS, DATES_SPAN_MS};
-use crate::stats::{summarize, Summary};
+use crate::catalogue::{rfc3339, typo, Catalogue, CITIES, DATES_FROM_MS, DATES_SPAN_MS};
+use crate::stats::{run_workers, summarize, Summary};
 
 /// Results per page, both systems.
 pub const PAGE_SIZE: usize = 20;
@@ -128,13 +128,6 @@ pub fn queries(cat: &Catalogue, n: usize, seed: u64) -> Vec<Query> {
         .collect()
 }
 
-fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .expect("in range");
-    t.format(&time::format_description::well_known::Rfc3339)
-        .expect("valid")
-}
-
 impl Query {
     /// The `/v1/search` query string.
     pub fn to_url_query(&self) -> String {
@@ -202,65 +195,36 @@ where
     F: Fn(usize, Query) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<u64>> + Send,
 {
-    let samples = Arc::new(Mutex::new(Vec::<(Kind, u64)>::new()));
-    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let start = Instant::now();
-    let deadline = start + time_limit;
-    let mut tasks = Vec::new();
-    for w in 0..workers {
-        let (queries, samples, errors, run) = (
-            queries.clone(),
-            samples.clone(),
-            errors.clone(),
-            run.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut i = w;
-            let mut mine = Vec::new();
-            while i < total && Instant::now() < deadline {
-                let q = queries[i % queries.len()].clone();
-                let kind = q.kind;
-                let t = Instant::now();
-                match run(w, q).await {
-                    Ok(_) => mine.push((kind, t.elapsed().as_micros() as u64)),
-                    Err(e) => {
-                        if errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 3 {
-                            eprintln!("query failed: {e:#}");
-                        }
-                    }
-                }
-                i += workers;
-            }
-            samples
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(mine);
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
-    let mut by_kind = BTreeMap::new();
-    for k in Kind::ALL {
-        by_kind.insert(
-            k,
-            summarize(
-                samples
-                    .iter()
-                    .filter(|(kk, _)| *kk == k)
-                    .map(|(_, l)| *l)
-                    .collect(),
-            ),
-        );
-    }
-    let all = summarize(samples.iter().map(|(_, l)| *l).collect());
+    let samples = run_workers(workers, total, time_limit, move |w, i| {
+        let (q, run) = (queries[i % queries.len()].clone(), run.clone());
+        async move {
+            let kind = q.kind;
+            run(w, q).await.map(|_| kind)
+        }
+    })
+    .await;
+    let by_kind = Kind::ALL
+        .iter()
+        .map(|&k| {
+            (
+                k,
+                summarize(
+                    samples
+                        .latencies
+                        .iter()
+                        .filter(|(kk, _)| *kk == k)
+                        .map(|(_, l)| *l)
+                        .collect(),
+                ),
+            )
+        })
+        .collect();
+    let all = summarize(samples.latencies.iter().map(|(_, l)| *l).collect());
     RunResult {
-        qps: all.count as f64 / secs,
+        qps: all.count as f64 / samples.secs,
         by_kind,
         all,
-        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+        errors: samples.errors,
     }
 }
 

@@ -9,6 +9,71 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// What [`run_workers`] measured: (label, latency µs) per success, wall time,
+/// failures.
+pub struct Samples<K> {
+    pub latencies: Vec<(K, u64)>,
+    pub secs: f64,
+    pub errors: u64,
+}
+
+/// Runs `workers` concurrent loops; worker `w` runs operations `w`, `w + workers`,
+/// ... below `total` until `time_limit` passes. `op(worker, i)` returns the label
+/// its latency is filed under; failures are counted and the first few printed.
+pub async fn run_workers<K, F, Fut>(
+    workers: usize,
+    total: usize,
+    time_limit: std::time::Duration,
+    op: F,
+) -> Samples<K>
+where
+    K: Send + 'static,
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<K>> + Send,
+{
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + time_limit;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (latencies, errors, op) = (latencies.clone(), errors.clone(), op.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            let mut i = w;
+            while i < total && Instant::now() < deadline {
+                let t = Instant::now();
+                match op(w, i).await {
+                    Ok(k) => mine.push((k, t.elapsed().as_micros() as u64)),
+                    Err(e) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("operation failed: {e:#}");
+                        }
+                    }
+                }
+                i += workers;
+            }
+            latencies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(mine);
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let latencies = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
+    Samples {
+        latencies,
+        secs,
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
+
 /// Latency summary of microsecond samples.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Summary {

@@ -259,6 +259,37 @@ impl Client {
         Attempt::Done(Err(Error::Api(problem)))
     }
 
+    /// The node requests go to now, with its position in the rotation.
+    fn current_node(&self) -> (usize, &str) {
+        let i = self.inner.next.load(Ordering::Relaxed);
+        (
+            i,
+            &self.inner.config.nodes[i % self.inner.config.nodes.len()],
+        )
+    }
+
+    /// Moves on from node position `i` (unless another call already did).
+    fn move_past(&self, i: usize) {
+        let _ = self.inner.next.compare_exchange(
+            i,
+            i.wrapping_add(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Waits before attempt `attempt + 1`: the node's `Retry-After` if it gave one,
+    /// else exponential from 50 ms, capped by `retry_wait_max`.
+    async fn back_off(&self, attempt: u32, retry_after: Option<Duration>) {
+        let backoff = Duration::from_millis(50 << attempt.min(4));
+        tokio::time::sleep(
+            retry_after
+                .unwrap_or(backoff)
+                .min(self.inner.config.retry_wait_max),
+        )
+        .await;
+    }
+
     async fn call(
         &self,
         method: Method,
@@ -270,8 +301,7 @@ impl Client {
         let mut maybe_applied = false;
         let mut last = String::new();
         for attempt in 0..cfg.attempts_max {
-            let i = self.inner.next.load(Ordering::Relaxed);
-            let node = &cfg.nodes[i % cfg.nodes.len()];
+            let (i, node) = self.current_node();
             match self.attempt(node, &method, path, body.as_ref(), key).await {
                 Attempt::Done(r) => return r,
                 Attempt::Retry {
@@ -281,16 +311,9 @@ impl Client {
                 } => {
                     last = l;
                     maybe_applied |= m;
-                    // Move on to the next node for the next attempt.
-                    let _ = self.inner.next.compare_exchange(
-                        i,
-                        i.wrapping_add(1),
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
+                    self.move_past(i);
                     if attempt + 1 < cfg.attempts_max {
-                        let backoff = Duration::from_millis(50 << attempt.min(4));
-                        tokio::time::sleep(wait.unwrap_or(backoff).min(cfg.retry_wait_max)).await;
+                        self.back_off(attempt, wait).await;
                     }
                 }
             }

@@ -101,12 +101,7 @@ impl SeatStream {
         let cfg = &self.client.inner.config;
         let mut last = String::new();
         for attempt in 0..cfg.attempts_max {
-            let i = self
-                .client
-                .inner
-                .next
-                .load(std::sync::atomic::Ordering::Relaxed);
-            let node = &cfg.nodes[i % cfg.nodes.len()];
+            let (i, node) = self.client.current_node();
             let mut req = self
                 .client
                 .inner
@@ -130,17 +125,9 @@ impl SeatStream {
                 Ok(r) => last = format!("{node}: {}", r.status()),
                 Err(e) => last = format!("{node}: {e}"),
             }
-            let _ = self.client.inner.next.compare_exchange(
-                i,
-                i.wrapping_add(1),
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            self.client.move_past(i);
             if attempt + 1 < cfg.attempts_max {
-                tokio::time::sleep(
-                    Duration::from_millis(50 << attempt.min(4)).min(cfg.retry_wait_max),
-                )
-                .await;
+                self.client.back_off(attempt, None).await;
             }
         }
         Err(Error::Unavailable {
@@ -153,17 +140,8 @@ impl SeatStream {
     async fn reconnect(&mut self) -> Result<(), Error> {
         self.resp = None;
         self.reconnects += 1;
-        let i = self
-            .client
-            .inner
-            .next
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let _ = self.client.inner.next.compare_exchange(
-            i,
-            i.wrapping_add(1),
-            std::sync::atomic::Ordering::Relaxed,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        let (i, _) = self.client.current_node();
+        self.client.move_past(i);
         self.connect().await
     }
 
