@@ -40,6 +40,38 @@ pub enum Call {
     Release { user: String, hold_id: String },
     /// Read seat statuses (`linearizable` or a follower read).
     Read { event: u64, linearizable: bool },
+    /// Hold this many general-admission tickets for `user`.
+    HoldQuantity {
+        user: String,
+        event: u64,
+        quantity: u32,
+    },
+    /// A fault, from its start (`invoke_us`) to its end (`complete_us`); `fail`
+    /// when it could not be applied.
+    Nemesis { fault: String },
+}
+
+/// What a read of a general-admission event (or the final state of one) showed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GaState {
+    pub capacity: u32,
+    pub sold: u32,
+    pub held: u32,
+    /// Final state only: (booking, user, quantity) of every booking of the event.
+    #[serde(default)]
+    pub bookings: Vec<(String, String, u32)>,
+}
+
+/// Where a read was served and how fresh it was.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Freshness {
+    /// Node that answered.
+    pub node: u64,
+    pub shard: u16,
+    pub applied_index: u64,
+    pub applied_time_ms: u64,
+    /// The time the read judged hold expiry at.
+    pub as_of_ms: u64,
 }
 
 /// What an `ok` answer carried.
@@ -62,6 +94,18 @@ pub struct Answer {
     /// For a read: the seats sold, with the booking each belongs to.
     #[serde(default)]
     pub bookings: Vec<(u32, String)>,
+    /// Tickets of a granted general-admission hold or booking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<u32>,
+    /// A read of a general-admission event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ga: Option<GaState>,
+    /// A read's freshness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<Freshness>,
+    /// A read of the final state (after the final heal, with every booking).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub final_state: bool,
 }
 
 /// Applied log position and state-machine time of the answer.
@@ -70,6 +114,12 @@ pub struct Applied {
     pub index: u64,
     pub time_ms: u64,
 }
+
+/// Process id of the nemesis in a history.
+pub const NEMESIS_PROCESS: u64 = u64::MAX;
+
+/// Name of the nemesis operation that marks the final heal (every fault ended).
+pub const FINAL_HEAL: &str = "final heal";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Op {

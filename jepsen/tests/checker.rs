@@ -164,7 +164,7 @@ fn a_valid_history_with_unknown_outcomes_passes() {
         // A stale follower read is not held to linearizability.
         read(5, (90, 95), 1500, false, &[(1, Available)], &[]),
     ];
-    let v = check_all(&h);
+    let v = check_all(&h, &Default::default());
     assert!(failed(&v).is_empty(), "{v:#?}");
 }
 
@@ -177,7 +177,7 @@ fn a_double_sale_is_reported() {
         confirm(2, "h2", (20, 30), Outcome::Ok, "b2", &[1], 2001),
         read(4, (40, 50), 3000, true, &[(1, Sold)], &[(1, "b2")]),
     ];
-    let v = check_all(&h);
+    let v = check_all(&h, &Default::default());
     let f = failed(&v);
     assert!(f.contains(&"no double sale"), "{v:#?}");
     assert!(f.contains(&"per-seat linearizability"), "{v:#?}");

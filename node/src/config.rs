@@ -30,6 +30,15 @@ pub struct NodeConfig {
     /// Raft timing and sizes.
     #[serde(default)]
     pub raft: RaftSettings,
+    /// Source address of this node's outgoing node-to-node connections (default:
+    /// chosen by the OS). Setting it to the listen address lets firewall rules tell
+    /// peers apart when several nodes share one host.
+    #[serde(default)]
+    pub peer_bind_ip: Option<std::net::IpAddr>,
+    /// Enables `/admin/v1/fault/*` (clock offset) for fault-injection testing. Never
+    /// on in production: it lets an admin shift the clock the leader stamps with.
+    #[serde(default)]
+    pub fault_injection: bool,
 }
 
 /// Limits on requests. Each bounds memory or waiting under load.

@@ -84,12 +84,28 @@ pub struct Node {
     pub event_cache: crate::event_cache::EventCache,
 }
 
-/// Wall-clock time in ms since the Unix epoch. The leader stamps commands with it.
+/// Offset added to the wall clock, set only through the fault-injection API
+/// (`fault_injection = true`) to test behaviour under clock skew.
+static CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Shifts this node's clock by `offset_ms` (fault injection only).
+pub fn set_clock_offset_ms(offset_ms: i64) {
+    CLOCK_OFFSET_MS.store(offset_ms, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The current clock offset (0 unless fault injection set one).
+pub fn clock_offset_ms() -> i64 {
+    CLOCK_OFFSET_MS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Wall-clock time in ms since the Unix epoch, plus any injected offset. The
+/// leader stamps commands with it; reads judge hold expiry with it.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
+    let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    wall.saturating_add_signed(clock_offset_ms())
 }
 
 impl Node {
@@ -100,6 +116,7 @@ impl Node {
             cluster_key: config.cluster_key.clone(),
             connect_timeout_ms: config.limits.peer_connect_timeout_ms,
             request_timeout_ms_max: config.limits.request_timeout_ms,
+            bind_ip: config.peer_bind_ip,
         })?;
         let raft_config = Arc::new(config.openraft().map_err(anyhow::Error::msg)?);
         let streams = Arc::new(tokio::sync::Semaphore::new(config.limits.sse_streams_max));

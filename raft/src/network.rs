@@ -32,6 +32,8 @@ pub struct RpcConfig {
     pub connect_timeout_ms: u64,
     /// Upper bound on one RPC when openraft gives no tighter deadline.
     pub request_timeout_ms_max: u64,
+    /// Source address for outgoing connections (None: the OS picks).
+    pub bind_ip: Option<std::net::IpAddr>,
 }
 
 /// The shared HTTP client used for all Raft groups' RPC to all peers.
@@ -49,6 +51,7 @@ impl RpcClient {
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .tcp_nodelay(true)
             .no_proxy()
+            .local_address(config.bind_ip)
             .build()?;
         Ok(RpcClient { http, config })
     }

@@ -332,5 +332,6 @@ pub fn per_seat(ops: &[Op], budget: u64) -> Verdict {
         checker: "per-seat linearizability",
         violations,
         undecided,
+        notes: Vec::new(),
     }
 }

@@ -50,6 +50,7 @@ pub fn no_double_sale(ops: &[Op]) -> Verdict {
         checker: "no double sale",
         violations,
         undecided: Vec::new(),
+        notes: Vec::new(),
     }
 }
 
@@ -130,5 +131,6 @@ pub fn acked_confirms_survive(ops: &[Op]) -> Verdict {
         checker: "acknowledged confirms survive, no phantom bookings",
         violations,
         undecided,
+        notes: Vec::new(),
     }
 }

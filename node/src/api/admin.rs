@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         .route("/readyz", get(readyz))
         .route("/admin/v1/cluster", get(cluster))
         .route("/admin/v1/cluster/init", post(init))
+        .route("/admin/v1/fault/clock", post(fault_clock))
         .route("/admin/v1/groups/{group}/snapshot", post(snapshot))
         .route("/admin/v1/venues", post(create_venue))
         .route("/admin/v1/performers", post(create_performer))
@@ -110,7 +111,49 @@ async fn cluster(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Valu
         "groups": groups,
         "event_cache_entries": node.event_cache.len(),
         "sse_streams_open": node.config.limits.sse_streams_max - node.streams.available_permits(),
+        "clock_offset_ms": crate::node::clock_offset_ms(),
     })))
+}
+
+/// Largest clock offset the fault-injection API accepts (one day).
+const CLOCK_OFFSET_MS_MAX: i64 = 86_400_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockBody {
+    offset_ms: i64,
+}
+
+/// Fault injection: shifts this node's clock (what it stamps commands with as
+/// leader and judges hold expiry with on reads). Only with `fault_injection = true`.
+async fn fault_clock(
+    State(state): State<AppState>,
+    _: Admin,
+    JsonBody(body): JsonBody<ClockBody>,
+) -> ApiResult<Json<Value>> {
+    if !state.node.config.fault_injection {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "fault_injection_disabled",
+            "this node was not started with fault_injection = true",
+        ));
+    }
+    if body.offset_ms.abs() > CLOCK_OFFSET_MS_MAX {
+        return Err(ApiError::bad_param(
+            "offset_ms",
+            format!("offset_ms must be within ±{CLOCK_OFFSET_MS_MAX}"),
+        ));
+    }
+    let before = crate::node::clock_offset_ms();
+    crate::node::set_clock_offset_ms(body.offset_ms);
+    tracing::warn!(
+        before,
+        offset_ms = body.offset_ms,
+        "fault injection: clock offset set"
+    );
+    Ok(Json(
+        json!({"clock_offset_ms": body.offset_ms, "previous_ms": before}),
+    ))
 }
 
 #[derive(Deserialize)]

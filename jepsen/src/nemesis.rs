@@ -1,0 +1,307 @@
+//! Nemeses: faults scheduled from the run's seed, alone or two at once, each
+//! recorded with its start and end (in the history and in `nemesis.jsonl`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use crate::cluster::Cluster;
+use crate::net::Firewall;
+
+/// Kinds of fault, as named on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// kill -9 a random node, or the leader of a busy shard; restart it at the end.
+    Kill,
+    /// SIGSTOP a random node, or the leader of a busy shard; SIGCONT at the end.
+    Pause,
+    /// Partition the network: one node isolated, majority/minority, the leader
+    /// isolated, or a bridge; healed at the end (needs network namespaces).
+    Partition,
+    /// Shift one node's clock by seconds (beyond the hold lifetime); back at the end.
+    Clock,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Kill, Kind::Pause, Kind::Partition, Kind::Clock];
+}
+
+/// One fault with its targets.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "fault", rename_all = "kebab-case")]
+pub enum Fault {
+    Kill {
+        node: u64,
+        leader_of: Option<u16>,
+    },
+    Pause {
+        node: u64,
+        leader_of: Option<u16>,
+    },
+    Partition {
+        shape: &'static str,
+        sides: Vec<Vec<u64>>,
+    },
+    Clock {
+        node: u64,
+        offset_ms: i64,
+    },
+}
+
+impl Fault {
+    pub fn describe(&self) -> String {
+        let lead = |l: &Option<u16>| {
+            l.map(|g| format!(" (leader of group {g})"))
+                .unwrap_or_default()
+        };
+        match self {
+            Fault::Kill { node, leader_of } => format!("kill -9 node {node}{}", lead(leader_of)),
+            Fault::Pause { node, leader_of } => format!("pause node {node}{}", lead(leader_of)),
+            Fault::Partition { shape, sides } => format!("partition {shape} {sides:?}"),
+            Fault::Clock { node, offset_ms } => format!("clock of node {node} {offset_ms:+} ms"),
+        }
+    }
+}
+
+/// Schedule settings.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub kinds: Vec<Kind>,
+    /// Healthy time between faults.
+    pub interval: (Duration, Duration),
+    /// How long a fault lasts.
+    pub duration: (Duration, Duration),
+    /// Chance that two kinds are applied together.
+    pub mixed_probability: f64,
+    /// Clock offsets drawn from this many ms, either sign.
+    pub clock_skew_ms: (i64, i64),
+}
+
+/// Start or end of a fault, as logged.
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    pub t_us: u64,
+    pub phase: &'static str,
+    #[serde(flatten)]
+    pub fault: Fault,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Shared nemesis state: the cluster and its firewall.
+pub struct Nemesis {
+    pub cluster: Arc<Mutex<Cluster>>,
+    pub firewall: Option<Firewall>,
+    rng: StdRng,
+    pub schedule: Schedule,
+}
+
+impl Nemesis {
+    pub fn new(
+        cluster: Arc<Mutex<Cluster>>,
+        firewall: Option<Firewall>,
+        seed: u64,
+        schedule: Schedule,
+    ) -> Self {
+        Nemesis {
+            cluster,
+            firewall,
+            // Its own stream, so the schedule does not depend on what clients do.
+            rng: StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_7321),
+            schedule,
+        }
+    }
+
+    /// Draws the next pause before a fault.
+    pub fn next_interval(&mut self) -> Duration {
+        let (a, b) = self.schedule.interval;
+        self.rng.gen_range(a..=b)
+    }
+
+    /// Draws how long the next fault lasts.
+    pub fn next_duration(&mut self) -> Duration {
+        let (a, b) = self.schedule.duration;
+        self.rng.gen_range(a..=b)
+    }
+
+    /// Draws the kinds of the next fault (one, or two when mixed).
+    pub fn next_kinds(&mut self) -> Vec<Kind> {
+        let mut kinds = self.schedule.kinds.clone();
+        kinds.shuffle(&mut self.rng);
+        let n = if kinds.len() > 1 && self.rng.gen_bool(self.schedule.mixed_probability) {
+            2
+        } else {
+            1
+        };
+        kinds.truncate(n);
+        kinds
+    }
+
+    /// Chooses targets for a fault of `kind`; `busy` are the shards clients are
+    /// using now (leader faults aim at one of them).
+    pub async fn choose(&mut self, kind: Kind, busy: &[u16]) -> Fault {
+        let ids: Vec<u64> = self.cluster.lock().await.nodes.keys().copied().collect();
+        let at_leader = self.rng.gen_bool(0.5);
+        let group = busy.choose(&mut self.rng).copied();
+        let leader = match (at_leader, group) {
+            (true, Some(g)) => {
+                let leaders = self.cluster.lock().await.leaders().await;
+                leaders.get(&g).map(|&l| (l, g))
+            }
+            _ => None,
+        };
+        // Drawn even when a leader is used, so the stream stays aligned.
+        let random_node = *ids.choose(&mut self.rng).unwrap_or(&1);
+        let (node, leader_of) = match leader {
+            Some((l, g)) => (l, Some(g)),
+            None => (random_node, None),
+        };
+        match kind {
+            Kind::Kill => Fault::Kill { node, leader_of },
+            Kind::Pause => Fault::Pause { node, leader_of },
+            Kind::Clock => {
+                let (a, b) = self.schedule.clock_skew_ms;
+                let mag = self.rng.gen_range(a..=b);
+                let offset_ms = if self.rng.gen_bool(0.5) { mag } else { -mag };
+                Fault::Clock { node, offset_ms }
+            }
+            Kind::Partition => {
+                let mut shuffled = ids.clone();
+                shuffled.shuffle(&mut self.rng);
+                let shape = self.rng.gen_range(0..4);
+                let others = |x: u64| ids.iter().copied().filter(|&y| y != x).collect::<Vec<_>>();
+                match shape {
+                    0 => Fault::Partition {
+                        shape: "isolate-one",
+                        sides: vec![vec![random_node], others(random_node)],
+                    },
+                    1 => {
+                        let minority = ids.len() / 2;
+                        Fault::Partition {
+                            shape: "majority-minority",
+                            sides: vec![
+                                shuffled[..minority].to_vec(),
+                                shuffled[minority..].to_vec(),
+                            ],
+                        }
+                    }
+                    2 => Fault::Partition {
+                        shape: "isolate-leader",
+                        sides: vec![vec![node], others(node)],
+                    },
+                    _ => {
+                        // Two halves that share one node, which hears both sides.
+                        let mid = ids.len() / 2;
+                        Fault::Partition {
+                            shape: "bridge",
+                            sides: vec![shuffled[..=mid].to_vec(), shuffled[mid..].to_vec()],
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies a fault.
+    pub async fn start(&mut self, f: &Fault) -> anyhow::Result<()> {
+        match f {
+            Fault::Kill { node, .. } => {
+                self.cluster.lock().await.kill(*node);
+                Ok(())
+            }
+            Fault::Pause { node, .. } => {
+                self.cluster.lock().await.pause(*node);
+                Ok(())
+            }
+            Fault::Clock { node, offset_ms } => {
+                self.cluster
+                    .lock()
+                    .await
+                    .set_clock_offset(*node, *offset_ms)
+                    .await
+            }
+            Fault::Partition { shape, sides } => {
+                let fw = self
+                    .firewall
+                    .as_mut()
+                    .ok_or_else(|| anyhow::anyhow!("partitions need network namespaces"))?;
+                if *shape == "bridge" {
+                    // Cut only the nodes that are not the bridge.
+                    let bridge: Vec<u64> = sides[0]
+                        .iter()
+                        .filter(|x| sides[1].contains(x))
+                        .copied()
+                        .collect();
+                    let a: Vec<u64> = sides[0]
+                        .iter()
+                        .filter(|x| !bridge.contains(x))
+                        .copied()
+                        .collect();
+                    let b: Vec<u64> = sides[1]
+                        .iter()
+                        .filter(|x| !bridge.contains(x))
+                        .copied()
+                        .collect();
+                    fw.partition(&a, &b)
+                } else {
+                    fw.partition(&sides[0], &sides[1])
+                }
+            }
+        }
+    }
+
+    /// Ends a fault.
+    pub async fn end(&mut self, f: &Fault) -> anyhow::Result<()> {
+        match f {
+            Fault::Kill { node, .. } => self.cluster.lock().await.start(*node),
+            Fault::Pause { node, .. } => {
+                self.cluster.lock().await.resume(*node);
+                Ok(())
+            }
+            Fault::Clock { node, .. } => {
+                let c = self.cluster.lock().await;
+                if c.nodes[node].running() && !c.nodes[node].paused() {
+                    c.set_clock_offset(*node, 0).await
+                } else {
+                    // A node that restarts comes back with no offset.
+                    Ok(())
+                }
+            }
+            Fault::Partition { .. } => match self.firewall.as_mut() {
+                Some(fw) => fw.heal(),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Ends everything: resumes paused nodes, restarts dead ones, heals the
+    /// network and resets every clock. Retries clock resets until `timeout`.
+    pub async fn heal_all(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        if let Some(fw) = self.firewall.as_mut() {
+            fw.heal()?;
+        }
+        let ids: Vec<u64> = self.cluster.lock().await.nodes.keys().copied().collect();
+        {
+            let mut c = self.cluster.lock().await;
+            for &id in &ids {
+                c.resume(id);
+                c.start(id)?;
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        let c = self.cluster.lock().await;
+        for &id in &ids {
+            c.wait_healthy(id, deadline.saturating_duration_since(Instant::now()))
+                .await?;
+            c.set_clock_offset(id, 0).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,763 @@
+//! `jepsen run`: start a cluster, run workloads under a seeded fault schedule,
+//! heal, check liveness, read the final state, check the history, and report.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write as _};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use tokio::sync::{mpsc, Mutex};
+
+use crate::checker::{check_all, CheckConfig};
+use crate::cluster::Cluster;
+use crate::history::{Call, Op, Outcome, FINAL_HEAL, NEMESIS_PROCESS};
+use crate::nemesis::{self, Nemesis, Schedule};
+use crate::net::{Firewall, NetMode};
+use crate::workload::{self, micros, Plan, UserClient, Workload};
+
+/// Operations buffered between clients and the history writer.
+const HISTORY_QUEUE: usize = 4096;
+/// Process ids of the harness's own operations.
+const PROBE_PROCESS: u64 = u64::MAX - 1;
+const FINAL_PROCESS: u64 = u64::MAX - 2;
+/// Time allowed to read the final state after the heal.
+const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Options of `jepsen run`.
+#[derive(Args, Clone, Debug)]
+pub struct RunArgs {
+    /// Seconds of workload under faults (the heal, recovery check and final reads follow).
+    #[arg(long, default_value_t = 60)]
+    pub time_limit: u64,
+    /// Faults to schedule: `all`, `none`, or a comma list of kill,pause,partition,clock.
+    #[arg(long, default_value = "all")]
+    pub nemesis: String,
+    /// Workloads: `all` or a comma list of seats,registers,ga.
+    #[arg(long, default_value = "all")]
+    pub workload: String,
+    /// Seed of the fault schedule and the clients' choices (default: random, printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Nodes in the cluster.
+    #[arg(long, default_value_t = 5)]
+    pub nodes: u64,
+    /// Inventory shards.
+    #[arg(long, default_value_t = 4)]
+    pub shards: u16,
+    /// Concurrent clients per workload (general admission gets half).
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Distinct users (each with its own token).
+    #[arg(long, default_value_t = 12)]
+    pub users: usize,
+    /// Seats per event: small, for contention.
+    #[arg(long, default_value_t = 6)]
+    pub seats: u32,
+    /// General-admission capacity per event.
+    #[arg(long, default_value_t = 10)]
+    pub ga_capacity: u32,
+    /// Per-user cap of every event.
+    #[arg(long, default_value_t = 4)]
+    pub per_user_cap: u32,
+    /// Hold lifetime in seconds (short, so that holds expire during the run).
+    #[arg(long, default_value_t = 2)]
+    pub hold_ttl_s: u64,
+    /// Seconds each event is in play before clients move to the next.
+    #[arg(long, default_value_t = 4)]
+    pub rotate_s: u64,
+    /// Upper bound of a client's random pause between operations (ms).
+    #[arg(long, default_value_t = 40)]
+    pub think_ms: u64,
+    /// Healthy seconds between faults (min,max).
+    #[arg(long, default_value = "2,6")]
+    pub nemesis_interval_s: String,
+    /// Seconds a fault lasts (min,max).
+    #[arg(long, default_value = "3,10")]
+    pub fault_duration_s: String,
+    /// Clock offsets drawn from this range of seconds, either sign (min,max).
+    #[arg(long, default_value = "3,20")]
+    pub clock_skew_s: String,
+    /// Seconds after the final heal within which holds and confirms must work.
+    #[arg(long, default_value_t = 30)]
+    pub recovery_timeout_s: u64,
+    /// Network: a namespace with iptables partitions, or plain loopback.
+    #[arg(long, value_enum, default_value_t = NetMode::Auto)]
+    pub net: NetMode,
+    /// Run directory (default: data/jepsen/<time>-seed-<seed>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// The `boxoffice` binary (default: next to this one).
+    #[arg(long)]
+    pub bin: Option<PathBuf>,
+    /// Node i listens on 127.0.0.(10+i):(base-port + i).
+    #[arg(long, default_value_t = 7300)]
+    pub base_port: u16,
+    /// Set when re-executed inside the run's namespace (internal).
+    #[arg(long, hide = true)]
+    pub inside_netns: Option<String>,
+}
+
+fn pair(s: &str, name: &str) -> anyhow::Result<(u64, u64)> {
+    let (a, b) = s
+        .split_once(',')
+        .with_context(|| format!("--{name} takes MIN,MAX"))?;
+    let (a, b): (u64, u64) = (a.trim().parse()?, b.trim().parse()?);
+    if a > b {
+        bail!("--{name}: {a} > {b}");
+    }
+    Ok((a, b))
+}
+
+fn parse_list<T: clap::ValueEnum + Copy>(s: &str, all: &[T], name: &str) -> anyhow::Result<Vec<T>> {
+    match s {
+        "all" => Ok(all.to_vec()),
+        "none" | "" => Ok(Vec::new()),
+        _ => s
+            .split(',')
+            .map(|x| {
+                T::from_str(x.trim(), true).map_err(|e| anyhow::anyhow!("--{name} {x:?}: {e}"))
+            })
+            .collect(),
+    }
+}
+
+/// Everything clients share.
+struct Shared {
+    t0: Instant,
+    deadline: Instant,
+    plan: Plan,
+    tx: mpsc::Sender<Op>,
+    think_ms: u64,
+    ops: AtomicU64,
+    info: AtomicU64,
+}
+
+impl Shared {
+    async fn record(&self, op: Op) {
+        self.ops.fetch_add(1, Ordering::Relaxed);
+        if op.outcome == Outcome::Info {
+            self.info.fetch_add(1, Ordering::Relaxed);
+        }
+        // The writer runs until every sender is gone, so this fails only if it
+        // crashed, which the run reports separately.
+        let _ = self.tx.send(op).await;
+    }
+
+    async fn think(&self, rng: &mut StdRng) {
+        let ms = rng.gen_range(0..=self.think_ms);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+/// One client's loop for `kind` until the deadline. A client whose operation
+/// ended in `info` continues as a new process (the old one may still be in flight).
+async fn client(
+    sh: Arc<Shared>,
+    kind: Workload,
+    mut c: UserClient,
+    index: usize,
+    stride: u64,
+    seed: u64,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut process = index as u64;
+    let n = c.nodes.len();
+    let mut node_i = index % n;
+    let mut mine: Vec<String> = Vec::new();
+    while Instant::now() < sh.deadline {
+        let elapsed = sh.t0.elapsed();
+        let (node_id, url) = c.nodes[node_i].clone();
+        let op = match kind {
+            Workload::Registers => {
+                let (event, _) = sh.plan.seat_event(elapsed, rng.gen());
+                let lin = rng.gen_bool(0.5);
+                c.read(process, node_id, &url, event, lin, sh.t0).await
+            }
+            Workload::Seats | Workload::Ga => {
+                let r = rng.gen_range(0..100);
+                if r < 50 || mine.is_empty() {
+                    let op = if kind == Workload::Seats {
+                        let (event, _) = sh.plan.seat_event(elapsed, rng.gen());
+                        let k = if rng.gen_bool(0.8) { 1 } else { 2 };
+                        let seats: Vec<u32> = sh
+                            .plan
+                            .seats
+                            .choose_multiple(&mut rng, k)
+                            .copied()
+                            .collect();
+                        c.hold(process, &url, event, seats, sh.t0).await
+                    } else {
+                        let (event, _) = sh.plan.ga_event(elapsed, rng.gen());
+                        let q = rng.gen_range(1..=sh.plan.per_user_cap.min(3));
+                        c.hold_quantity(process, &url, event, q, sh.t0).await
+                    };
+                    if let Some(h) = &op.answer.hold_id {
+                        mine.push(h.clone());
+                        if mine.len() > 4 {
+                            mine.remove(0);
+                        }
+                    }
+                    op
+                } else {
+                    let h = mine.swap_remove(rng.gen_range(0..mine.len()));
+                    if r < 80 {
+                        c.confirm(process, &url, &h, sh.t0).await
+                    } else {
+                        c.release(process, &url, &h, sh.t0).await
+                    }
+                }
+            }
+        };
+        let info = op.outcome == Outcome::Info;
+        let unreachable = matches!(
+            op.error.as_deref(),
+            Some("connection" | "timeout" | "not_ready")
+        );
+        sh.record(op).await;
+        if info {
+            process += stride;
+        }
+        if unreachable && kind != Workload::Registers {
+            node_i = (node_i + 1) % n;
+        }
+        sh.think(&mut rng).await;
+    }
+}
+
+fn nemesis_op(fault: String, start: u64, end: u64, ok: bool, error: Option<String>) -> Op {
+    Op {
+        process: NEMESIS_PROCESS,
+        call: Call::Nemesis { fault },
+        invoke_us: start,
+        complete_us: Some(end),
+        outcome: if ok { Outcome::Ok } else { Outcome::Fail },
+        error,
+        answer: Default::default(),
+        applied: None,
+    }
+}
+
+/// The fault loop: healthy pause, one or two faults, their end; until the deadline.
+async fn nemesis_loop(
+    sh: Arc<Shared>,
+    nem: Arc<Mutex<Nemesis>>,
+    log: Arc<std::sync::Mutex<std::fs::File>>,
+    counts: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
+) {
+    let write_log = |e: &nemesis::Event| {
+        if let Ok(mut f) = log.lock() {
+            let _ = writeln!(f, "{}", serde_json::to_string(e).unwrap_or_default());
+        }
+    };
+    if nem.lock().await.schedule.kinds.is_empty() {
+        return;
+    }
+    loop {
+        let pause = nem.lock().await.next_interval();
+        if Instant::now() + pause >= sh.deadline {
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        let mut n = nem.lock().await;
+        let kinds = n.next_kinds();
+        let hold_for = n.next_duration();
+        let busy = sh.plan.busy_shards(sh.t0.elapsed());
+        let mut active = Vec::new();
+        for k in kinds {
+            let f = n.choose(k, &busy).await;
+            let t = micros(sh.t0);
+            let r = n.start(&f).await;
+            write_log(&nemesis::Event {
+                t_us: t,
+                phase: "start",
+                fault: f.clone(),
+                ok: r.is_ok(),
+                error: r.as_ref().err().map(|e| e.to_string()),
+            });
+            if let Ok(mut c) = counts.lock() {
+                *c.entry(format!("{k:?}").to_lowercase()).or_default() += 1;
+            }
+            active.push((f, t, r.err().map(|e| e.to_string())));
+        }
+        drop(n);
+        let end_at = (Instant::now() + hold_for).min(sh.deadline);
+        tokio::time::sleep_until(end_at.into()).await;
+        let mut n = nem.lock().await;
+        for (f, start, err) in active.into_iter().rev() {
+            let r = n.end(&f).await;
+            let t = micros(sh.t0);
+            write_log(&nemesis::Event {
+                t_us: t,
+                phase: "end",
+                fault: f.clone(),
+                ok: r.is_ok(),
+                error: r.as_ref().err().map(|e| e.to_string()),
+            });
+            let error = err.or(r.err().map(|e| e.to_string()));
+            sh.record(nemesis_op(f.describe(), start, t, error.is_none(), error))
+                .await;
+        }
+    }
+}
+
+/// Runs the whole test; returns whether every checker passed.
+pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let kinds = parse_list(&args.nemesis, &nemesis::Kind::ALL, "nemesis")?;
+    let workloads = parse_list(
+        &args.workload,
+        &[Workload::Seats, Workload::Registers, Workload::Ga],
+        "workload",
+    )?;
+    if workloads.is_empty() {
+        bail!("--workload: nothing to run");
+    }
+    let netns = args.inside_netns.is_some();
+    if kinds.contains(&nemesis::Kind::Partition) && !netns {
+        bail!("the partition nemesis needs network namespaces (run as root with `ip` and `iptables`, --net netns), or leave it out: --nemesis kill,pause,clock");
+    }
+    let interval = pair(&args.nemesis_interval_s, "nemesis-interval-s")?;
+    let duration = pair(&args.fault_duration_s, "fault-duration-s")?;
+    let skew = pair(&args.clock_skew_s, "clock-skew-s")?;
+    let bin = match &args.bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no parent dir of this binary")?
+            .join("boxoffice"),
+    };
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it (cargo build --release -p boxoffice-node) or pass --bin",
+            bin.display()
+        );
+    }
+    let run_dir = match &args.run_dir {
+        Some(d) => d.clone(),
+        None => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            PathBuf::from(format!("data/jepsen/{now}-seed-{seed}"))
+        }
+    };
+    std::fs::create_dir_all(&run_dir)?;
+    let run_dir = std::fs::canonicalize(&run_dir)?;
+    let network = if netns {
+        "network namespace, partitions by iptables DROP between node addresses"
+    } else {
+        "host loopback, no partitions"
+    };
+    println!("seed {seed}; run directory {}", run_dir.display());
+    println!("network: {network}; nemeses: {kinds:?}; workloads: {workloads:?}");
+
+    // Cluster.
+    let mut cluster = Cluster::new(bin, &run_dir, args.nodes, args.base_port, args.shards)?;
+    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    for &id in &ids {
+        cluster.start(id)?;
+    }
+    for &id in &ids {
+        cluster
+            .wait_healthy(id, crate::cluster::NODE_START_TIMEOUT)
+            .await?;
+    }
+    cluster.init().await?;
+    let plan = workload::setup(
+        &cluster,
+        &workload::SetupParams {
+            time_limit: Duration::from_secs(args.time_limit),
+            rotate: Duration::from_secs(args.rotate_s.max(1)),
+            active: 2,
+            seats: args.seats,
+            ga_capacity: args.ga_capacity,
+            per_user_cap: args.per_user_cap,
+            hold_ttl_s: args.hold_ttl_s,
+        },
+    )
+    .await?;
+    println!(
+        "cluster of {} nodes up; {} seated and {} general-admission events prepared",
+        args.nodes,
+        plan.seat_events.len(),
+        plan.ga_events.len()
+    );
+    let node_urls: Vec<(u64, String)> = cluster.nodes.values().map(|n| (n.id, n.url())).collect();
+    let mut users = Vec::new();
+    for u in 0..args.users.max(1) {
+        let name = format!("user-{u}");
+        let token = cluster.token(&name, false)?;
+        users.push(UserClient::new(name, token, node_urls.clone(), seed)?);
+    }
+    let cluster = Arc::new(Mutex::new(cluster));
+
+    // History writer.
+    let (tx, mut rx) = mpsc::channel::<Op>(HISTORY_QUEUE);
+    let history_path = run_dir.join("history.jsonl");
+    let mut hist_file = std::io::BufWriter::new(std::fs::File::create(&history_path)?);
+    let writer = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Some(op) = rx.recv().await {
+            if let Ok(line) = serde_json::to_string(&op) {
+                let _ = writeln!(hist_file, "{line}");
+            }
+            all.push(op);
+        }
+        let _ = hist_file.flush();
+        all
+    });
+
+    let t0 = Instant::now();
+    let sh = Arc::new(Shared {
+        t0,
+        deadline: t0 + Duration::from_secs(args.time_limit),
+        plan,
+        tx,
+        think_ms: args.think_ms,
+        ops: AtomicU64::new(0),
+        info: AtomicU64::new(0),
+    });
+
+    // Clients.
+    let mut tasks = Vec::new();
+    let mut index = 0usize;
+    let mut specs = Vec::new();
+    for &w in &workloads {
+        let count = if w == Workload::Ga {
+            (args.concurrency / 2).max(1)
+        } else {
+            args.concurrency
+        };
+        for _ in 0..count {
+            specs.push(w);
+        }
+    }
+    let stride = specs.len() as u64;
+    for w in specs {
+        let c = users[index % users.len()]
+            .clone()
+            .scoped(&format!("c{index}"));
+        tasks.push(tokio::spawn(client(
+            sh.clone(),
+            w,
+            c,
+            index,
+            stride,
+            seed.wrapping_add(index as u64 + 1),
+        )));
+        index += 1;
+    }
+
+    // Nemesis.
+    let firewall = netns.then(Firewall::new);
+    let schedule = Schedule {
+        kinds: kinds.clone(),
+        interval: (
+            Duration::from_secs(interval.0),
+            Duration::from_secs(interval.1),
+        ),
+        duration: (
+            Duration::from_secs(duration.0),
+            Duration::from_secs(duration.1),
+        ),
+        mixed_probability: 0.3,
+        clock_skew_ms: (skew.0 as i64 * 1000, skew.1 as i64 * 1000),
+    };
+    let nem = Arc::new(Mutex::new(Nemesis::new(
+        cluster.clone(),
+        firewall,
+        seed,
+        schedule,
+    )));
+    let nem_log = Arc::new(std::sync::Mutex::new(std::fs::File::create(
+        run_dir.join("nemesis.jsonl"),
+    )?));
+    let fault_counts = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+    let nem_task = tokio::spawn(nemesis_loop(
+        sh.clone(),
+        nem.clone(),
+        nem_log,
+        fault_counts.clone(),
+    ));
+
+    // Progress.
+    let progress = {
+        let sh = sh.clone();
+        let total = args.time_limit;
+        tokio::spawn(async move {
+            let tty = std::io::stderr().is_terminal();
+            let bar = indicatif::ProgressBar::new(total);
+            if tty {
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{elapsed_precise} [{bar:30}] {pos}/{len}s {msg}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+            } else {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            let mut last_print = 0;
+            while Instant::now() < sh.deadline {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let s = sh.t0.elapsed().as_secs().min(total);
+                let msg = format!(
+                    "{} ops, {} info",
+                    sh.ops.load(Ordering::Relaxed),
+                    sh.info.load(Ordering::Relaxed)
+                );
+                bar.set_position(s);
+                bar.set_message(msg.clone());
+                if !tty && s >= last_print + 10 {
+                    last_print = s;
+                    println!("  {s:>5}/{total}s  {msg}");
+                }
+            }
+            bar.finish_and_clear();
+        })
+    };
+
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = nem_task.await;
+    let _ = progress.await;
+
+    // Final heal, then liveness and the final state.
+    let heal_start = micros(t0);
+    let healed = nem
+        .lock()
+        .await
+        .heal_all(crate::cluster::NODE_START_TIMEOUT)
+        .await;
+    let heal_end = micros(t0);
+    sh.record(nemesis_op(
+        FINAL_HEAL.into(),
+        heal_start,
+        heal_end,
+        healed.is_ok(),
+        healed.as_ref().err().map(|e| e.to_string()),
+    ))
+    .await;
+    println!(
+        "healed: {}",
+        match &healed {
+            Ok(()) => "every node up, network whole, clocks reset".to_string(),
+            Err(e) => format!("FAILED: {e}"),
+        }
+    );
+    let recovery = probe(
+        &sh,
+        &mut users[0],
+        Duration::from_secs(args.recovery_timeout_s),
+    )
+    .await;
+    match recovery {
+        Some(ms) => println!("holds and confirms served again {ms} ms after the heal"),
+        None => println!(
+            "holds and confirms NOT served within {} s of the heal",
+            args.recovery_timeout_s
+        ),
+    }
+    final_state(&sh, &users).await?;
+
+    // Check.
+    let Shared { tx, .. } = match Arc::try_unwrap(sh) {
+        Ok(s) => s,
+        Err(_) => bail!("clients still running after the deadline"),
+    };
+    drop(tx);
+    let ops = writer.await?;
+    cluster.lock().await.kill_all();
+    let config = CheckConfig {
+        per_user_cap: args.per_user_cap,
+        staleness_ms_max: 5000,
+        recovery_ms_max: args.recovery_timeout_s * 1000,
+    };
+    let verdicts = check_all(&ops, &config);
+    let valid = verdicts.iter().all(|v| v.valid());
+    let mut by_outcome: BTreeMap<String, BTreeMap<&str, u64>> = BTreeMap::new();
+    for o in ops.iter().filter(|o| o.process != NEMESIS_PROCESS) {
+        let name = match &o.call {
+            Call::Hold { .. } => "hold",
+            Call::HoldQuantity { .. } => "hold-quantity",
+            Call::Confirm { .. } => "confirm",
+            Call::Release { .. } => "release",
+            Call::Read {
+                linearizable: true, ..
+            } => "read-linearizable",
+            Call::Read { .. } => "read-follower",
+            Call::Nemesis { .. } => "nemesis",
+        };
+        let outcome = match o.outcome {
+            Outcome::Ok => "ok",
+            Outcome::Fail => "fail",
+            Outcome::Info => "info",
+        };
+        *by_outcome
+            .entry(name.to_string())
+            .or_default()
+            .entry(outcome)
+            .or_default() += 1;
+    }
+    let faults = fault_counts.lock().map(|c| c.clone()).unwrap_or_default();
+    let verdict = json!({
+        "seed": seed,
+        "valid": valid,
+        "network": network,
+        "nodes": args.nodes,
+        "shards": args.shards,
+        "time_limit_s": args.time_limit,
+        "operations": ops.len(),
+        "by_call": by_outcome,
+        "faults": faults,
+        "faults_total": faults.values().sum::<u64>(),
+        "recovery_ms": recovery,
+        "checkers": verdicts.iter().map(|v| json!({
+            "checker": v.checker, "valid": v.valid(), "violations": v.violations,
+            "undecided": v.undecided, "notes": v.notes,
+        })).collect::<Vec<_>>(),
+    });
+    std::fs::write(
+        run_dir.join("verdict.json"),
+        serde_json::to_vec_pretty(&verdict)?,
+    )?;
+    println!("\n{} operations", ops.len());
+    for (call, o) in &by_outcome {
+        println!("  {call:18} {o:?}");
+    }
+    println!("faults: {faults:?}");
+    for v in &verdicts {
+        println!(
+            "{:6} {}",
+            if v.valid() { "ok" } else { "FAILED" },
+            v.checker
+        );
+        for n in &v.notes {
+            println!("       {n}");
+        }
+        for p in v.violations.iter().chain(&v.undecided).take(20) {
+            println!("       {p}");
+        }
+        if v.violations.len() + v.undecided.len() > 20 {
+            println!(
+                "       ... {} more in verdict.json",
+                v.violations.len() + v.undecided.len() - 20
+            );
+        }
+    }
+    println!("run directory: {}", run_dir.display());
+    if valid {
+        println!("VALID (seed {seed})");
+    } else {
+        println!("INVALID: reproduce the schedule with --seed {seed}");
+    }
+    Ok(valid)
+}
+
+/// After the heal: a hold and its confirm on the probe event, retried (on each
+/// node in turn) until both succeed or `timeout`. Returns the ms it took.
+async fn probe(sh: &Shared, c: &mut UserClient, timeout: Duration) -> Option<u64> {
+    let start = Instant::now();
+    let nodes = c.nodes.clone();
+    let mut attempt = 0usize;
+    while start.elapsed() < timeout {
+        let (_, url) = &nodes[attempt % nodes.len()];
+        let seat = sh.plan.seats[attempt % sh.plan.seats.len()];
+        attempt += 1;
+        let op = c
+            .hold(PROBE_PROCESS, url, sh.plan.probe_event, vec![seat], sh.t0)
+            .await;
+        let hold = op.answer.hold_id.clone();
+        sh.record(op).await;
+        if let Some(h) = hold {
+            let op = c.confirm(PROBE_PROCESS, url, &h, sh.t0).await;
+            let ok = op.outcome == Outcome::Ok;
+            sh.record(op).await;
+            if ok {
+                return Some(start.elapsed().as_millis() as u64);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+/// Reads the final state of every event used: a linearizable seat map, with the
+/// bookings of every user (linearizable) attached.
+async fn final_state(sh: &Shared, users: &[UserClient]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + FINAL_READ_TIMEOUT;
+    let (seated, ga) = sh.plan.used(sh.deadline - sh.t0);
+    let mut all_bookings: Vec<(String, String, u64, Vec<u32>, u32)> = Vec::new();
+    for u in users {
+        let mut i = 0;
+        loop {
+            let (_, url) = &u.nodes[i % u.nodes.len()];
+            match u.bookings(url).await {
+                Ok((list, truncated)) => {
+                    if truncated {
+                        bail!("bookings of {} truncated: raise limits.page_size_max or lower the run's size", u.user);
+                    }
+                    all_bookings.extend(
+                        list.into_iter()
+                            .map(|(b, e, s, q)| (b, u.user.clone(), e, s, q)),
+                    );
+                    break;
+                }
+                Err(e) if Instant::now() > deadline => return Err(e.context("final bookings")),
+                Err(_) => {
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+    let mut reader = users[0].clone();
+    for event in seated
+        .into_iter()
+        .chain(ga.iter().copied())
+        .chain([sh.plan.probe_event])
+    {
+        let mut i = 0;
+        loop {
+            let (node_id, url) = reader.nodes[i % reader.nodes.len()].clone();
+            let mut op = reader
+                .read(FINAL_PROCESS, node_id, &url, event, true, sh.t0)
+                .await;
+            if op.outcome == Outcome::Ok {
+                op.answer.final_state = true;
+                for (b, user, e, seats, q) in &all_bookings {
+                    if *e != event {
+                        continue;
+                    }
+                    if let Some(ga) = op.answer.ga.as_mut() {
+                        ga.bookings.push((b.clone(), user.clone(), *q));
+                    } else {
+                        for s in seats {
+                            op.answer.bookings.push((*s, b.clone()));
+                        }
+                    }
+                }
+                sh.record(op).await;
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "final read of event {event} failed until the deadline: {:?}",
+                    op.error
+                );
+            }
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,561 @@
+//! Workloads: real HTTP clients through the public API, each user with its own
+//! token, recording every operation they invoke.
+//!
+//! - *seats*: users race for a few seats of the current events with holds,
+//!   confirms and releases; holds live `hold_ttl_s`, and many are left to expire.
+//! - *registers*: linearizable and follower reads of the same seats' statuses.
+//! - *general admission*: quantity holds against a small capacity with a per-user cap.
+//!
+//! Events rotate every `rotate` so that contention stays high for the whole run
+//! (a sold-out event goes quiet) while each seat's history stays small enough to
+//! check.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::cluster::Cluster;
+use crate::history::{Answer, Applied, Call, Freshness, GaState, Op, Outcome, SeatStatus};
+
+/// Client timeout of one operation; past it the outcome is unknown (`info`).
+pub const OP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// 503 codes with which a node states that nothing was applied. Any other failure
+/// to get an answer is `info`.
+const DEFINITE_503: &[&str] = &[
+    "not_leader",
+    "unavailable",
+    "not_ready",
+    "overloaded",
+    "replica_stale",
+];
+
+/// Which workloads run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    Seats,
+    Registers,
+    Ga,
+}
+
+/// The events of a run and when each is in play.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Seated events in order of use, with their shards.
+    pub seat_events: Vec<(u64, u16)>,
+    /// General-admission events in order of use.
+    pub ga_events: Vec<(u64, u16)>,
+    /// Seat ids of every seated event (same venue).
+    pub seats: Vec<u32>,
+    pub ga_capacity: u32,
+    pub per_user_cap: u32,
+    /// Events in play at once, per kind.
+    pub active: usize,
+    pub rotate: Duration,
+    /// An event kept for the liveness probe after the final heal.
+    pub probe_event: u64,
+}
+
+impl Plan {
+    fn slot(&self, elapsed: Duration, len: usize) -> usize {
+        let slots = len / self.active.max(1);
+        let i = (elapsed.as_millis() / self.rotate.as_millis().max(1)) as usize;
+        i.min(slots.saturating_sub(1)) * self.active
+    }
+
+    /// A seated event in play at `elapsed` (`pick` < `active` chooses which).
+    pub fn seat_event(&self, elapsed: Duration, pick: usize) -> (u64, u16) {
+        self.seat_events[self.slot(elapsed, self.seat_events.len()) + pick % self.active]
+    }
+
+    pub fn ga_event(&self, elapsed: Duration, pick: usize) -> (u64, u16) {
+        self.ga_events[self.slot(elapsed, self.ga_events.len()) + pick % self.active]
+    }
+
+    /// Shards clients are busy on at `elapsed`.
+    pub fn busy_shards(&self, elapsed: Duration) -> Vec<u16> {
+        let mut v: Vec<u16> = (0..self.active)
+            .flat_map(|p| [self.seat_event(elapsed, p).1, self.ga_event(elapsed, p).1])
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Events used up to `elapsed`.
+    pub fn used(&self, elapsed: Duration) -> (Vec<u64>, Vec<u64>) {
+        let s =
+            (self.slot(elapsed, self.seat_events.len()) + self.active).min(self.seat_events.len());
+        let g = (self.slot(elapsed, self.ga_events.len()) + self.active).min(self.ga_events.len());
+        (
+            self.seat_events[..s].iter().map(|e| e.0).collect(),
+            self.ga_events[..g].iter().map(|e| e.0).collect(),
+        )
+    }
+}
+
+/// Settings of [`setup`].
+pub struct SetupParams {
+    pub time_limit: Duration,
+    pub rotate: Duration,
+    pub active: usize,
+    pub seats: u32,
+    pub ga_capacity: u32,
+    pub per_user_cap: u32,
+    pub hold_ttl_s: u64,
+}
+
+/// Creates the venues and every event the run will use.
+pub async fn setup(cluster: &Cluster, p: &SetupParams) -> anyhow::Result<Plan> {
+    let t = Duration::from_secs(60);
+    let venue = cluster
+        .admin_post(
+            "/admin/v1/venues",
+            &json!({"name": "Jepsen Hall", "city": "Loopback", "lat": 0.0, "lon": 0.0,
+                "sections": [{"name": "A", "rows": [{"name": "1", "seats": p.seats, "price_cents": 1000}]}]}),
+            t,
+        )
+        .await?;
+    let ga_venue = cluster
+        .admin_post(
+            "/admin/v1/venues",
+            &json!({"name": "Jepsen Field", "city": "Loopback", "lat": 0.0, "lon": 0.0,
+                "general_admission": {"capacity": p.ga_capacity, "price_cents": 500}}),
+            t,
+        )
+        .await?;
+    let vid = venue["venue_id"].as_u64().context("venue_id")?;
+    let gid = ga_venue["venue_id"].as_u64().context("venue_id")?;
+    let slots = (p.time_limit.as_millis() / p.rotate.as_millis().max(1)) as usize + 2;
+    let n = slots * p.active;
+    let mk = |venue: u64, i: usize, kind: &str| {
+        json!({"name": format!("{kind} {i}"), "category": "test", "venue_id": venue,
+            "starts_at": "2030-01-01T20:00:00Z", "hold_ttl_s": p.hold_ttl_s, "per_user_cap": p.per_user_cap})
+    };
+    let mut seat_events = Vec::new();
+    let mut ga_events = Vec::new();
+    for (venue, kind, out, count) in [
+        (vid, "seats", &mut seat_events, n + 1),
+        (gid, "ga", &mut ga_events, n),
+    ] {
+        let all: Vec<Value> = (0..count).map(|i| mk(venue, i, kind)).collect();
+        for chunk in all.chunks(500) {
+            let r = cluster
+                .admin_post("/admin/v1/events/batch", &json!({"events": chunk}), t)
+                .await?;
+            for e in r["events"].as_array().into_iter().flatten() {
+                out.push((
+                    e["event_id"].as_u64().context("event_id")?,
+                    e["shard"].as_u64().context("shard")? as u16,
+                ));
+            }
+        }
+    }
+    let probe_event = seat_events.pop().context("no events created")?.0;
+    // Seat ids, from the seat map.
+    let node = cluster.nodes.values().next().context("no nodes")?;
+    let map: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/events/{}/seats?consistency=linearizable",
+            node.url(),
+            seat_events[0].0
+        ))
+        .timeout(t)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let seats: Vec<u32> = map["seats"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["seat_id"].as_u64().map(|x| x as u32))
+        .collect();
+    if seats.len() != p.seats as usize {
+        bail!(
+            "expected {} seats, the seat map shows {}",
+            p.seats,
+            seats.len()
+        );
+    }
+    Ok(Plan {
+        seat_events,
+        ga_events,
+        seats,
+        ga_capacity: p.ga_capacity,
+        per_user_cap: p.per_user_cap,
+        active: p.active,
+        rotate: p.rotate,
+        probe_event,
+    })
+}
+
+/// An HTTP client for one user.
+#[derive(Clone)]
+pub struct UserClient {
+    pub user: String,
+    token: String,
+    http: reqwest::Client,
+    /// Node base URLs, by node id order.
+    pub nodes: Vec<(u64, String)>,
+    /// Idempotency keys are unique per (user, counter).
+    key_prefix: String,
+    counter: u64,
+}
+
+/// Harness clock in µs since the run started.
+pub fn micros(t0: Instant) -> u64 {
+    t0.elapsed().as_micros() as u64
+}
+
+fn status_of(s: &str) -> Option<SeatStatus> {
+    match s {
+        "available" => Some(SeatStatus::Available),
+        "held" => Some(SeatStatus::Held),
+        "sold" => Some(SeatStatus::Sold),
+        _ => None,
+    }
+}
+
+fn applied_of(v: &Value) -> Option<Applied> {
+    Some(Applied {
+        index: v["index"].as_u64()?,
+        time_ms: v["time_ms"].as_u64()?,
+    })
+}
+
+impl UserClient {
+    pub fn new(
+        user: String,
+        token: String,
+        nodes: Vec<(u64, String)>,
+        run_id: u64,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(OP_TIMEOUT)
+            .connect_timeout(Duration::from_secs(1))
+            .no_proxy()
+            .build()?;
+        Ok(UserClient {
+            key_prefix: format!("{run_id:x}-{user}"),
+            user,
+            token,
+            http,
+            nodes,
+            counter: 0,
+        })
+    }
+
+    /// Gives this copy its own idempotency-key space (one per client task).
+    pub fn scoped(mut self, scope: &str) -> Self {
+        self.key_prefix = format!("{}-{scope}", self.key_prefix);
+        self
+    }
+
+    fn key(&mut self) -> String {
+        self.counter += 1;
+        format!("{}-{}", self.key_prefix, self.counter)
+    }
+
+    /// Sends a request and records it as an operation.
+    async fn exec(
+        &self,
+        op: &mut Op,
+        req: reqwest::RequestBuilder,
+        t0: Instant,
+    ) -> Option<(StatusCode, Value, reqwest::header::HeaderMap)> {
+        let r = req.bearer_auth(&self.token).send().await;
+        let resp = match r {
+            Ok(r) => r,
+            Err(e) => {
+                op.complete_us = Some(micros(t0));
+                op.outcome = Outcome::Info;
+                op.error = Some(if e.is_timeout() {
+                    "timeout".into()
+                } else {
+                    "connection".into()
+                });
+                return None;
+            }
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body: Value = match resp.bytes().await {
+            Ok(b) if b.is_empty() => Value::Null,
+            Ok(b) => serde_json::from_slice(&b).unwrap_or(Value::Null),
+            Err(_) => {
+                op.complete_us = Some(micros(t0));
+                op.outcome = Outcome::Info;
+                op.error = Some("body".into());
+                return None;
+            }
+        };
+        op.complete_us = Some(micros(t0));
+        if status.is_success() {
+            op.outcome = Outcome::Ok;
+            op.applied = applied_of(&body["applied"]);
+            return Some((status, body, headers));
+        }
+        let code = body["code"].as_str().unwrap_or("").to_string();
+        op.outcome = if status.is_client_error()
+            || (status == StatusCode::SERVICE_UNAVAILABLE && DEFINITE_503.contains(&code.as_str()))
+        {
+            Outcome::Fail
+        } else {
+            Outcome::Info
+        };
+        op.applied = applied_of(&body["applied"]);
+        op.error = Some(if code.is_empty() {
+            status.as_u16().to_string()
+        } else {
+            code
+        });
+        None
+    }
+
+    fn new_op(&self, process: u64, call: Call, t0: Instant) -> Op {
+        Op {
+            process,
+            call,
+            invoke_us: micros(t0),
+            complete_us: None,
+            outcome: Outcome::Info,
+            error: None,
+            answer: Answer::default(),
+            applied: None,
+        }
+    }
+
+    pub async fn hold(
+        &mut self,
+        process: u64,
+        node: &str,
+        event: u64,
+        seats: Vec<u32>,
+        t0: Instant,
+    ) -> Op {
+        let key = self.key();
+        let mut op = self.new_op(
+            process,
+            Call::Hold {
+                user: self.user.clone(),
+                event,
+                seats: seats.clone(),
+            },
+            t0,
+        );
+        let req = self
+            .http
+            .post(format!("{node}/v1/holds"))
+            .header("Idempotency-Key", key)
+            .json(&json!({"event_id": event, "seat_ids": seats}));
+        if let Some((_, b, _)) = self.exec(&mut op, req, t0).await {
+            op.answer.hold_id = b["hold_id"].as_str().map(String::from);
+            op.answer.expires_at_ms = b["expires_at_ms"].as_u64();
+            op.answer.seats = seats;
+        }
+        op
+    }
+
+    pub async fn hold_quantity(
+        &mut self,
+        process: u64,
+        node: &str,
+        event: u64,
+        quantity: u32,
+        t0: Instant,
+    ) -> Op {
+        let key = self.key();
+        let mut op = self.new_op(
+            process,
+            Call::HoldQuantity {
+                user: self.user.clone(),
+                event,
+                quantity,
+            },
+            t0,
+        );
+        let req = self
+            .http
+            .post(format!("{node}/v1/holds"))
+            .header("Idempotency-Key", key)
+            .json(&json!({"event_id": event, "quantity": quantity}));
+        if let Some((_, b, _)) = self.exec(&mut op, req, t0).await {
+            op.answer.hold_id = b["hold_id"].as_str().map(String::from);
+            op.answer.expires_at_ms = b["expires_at_ms"].as_u64();
+            op.answer.quantity = b["quantity"].as_u64().map(|q| q as u32);
+        }
+        op
+    }
+
+    pub async fn confirm(&mut self, process: u64, node: &str, hold_id: &str, t0: Instant) -> Op {
+        let key = self.key();
+        let mut op = self.new_op(
+            process,
+            Call::Confirm {
+                user: self.user.clone(),
+                hold_id: hold_id.to_string(),
+            },
+            t0,
+        );
+        let req = self
+            .http
+            .post(format!("{node}/v1/holds/{hold_id}/confirm"))
+            .header("Idempotency-Key", key.clone())
+            .json(&json!({"payment_ref": key}));
+        if let Some((_, b, _)) = self.exec(&mut op, req, t0).await {
+            op.answer.booking_id = b["booking_id"].as_str().map(String::from);
+            op.answer.hold_id = Some(hold_id.to_string());
+            op.answer.seats = seat_ids(&b["seat_ids"]);
+            op.answer.quantity = b["quantity"].as_u64().map(|q| q as u32);
+        }
+        op
+    }
+
+    pub async fn release(&mut self, process: u64, node: &str, hold_id: &str, t0: Instant) -> Op {
+        let key = self.key();
+        let mut op = self.new_op(
+            process,
+            Call::Release {
+                user: self.user.clone(),
+                hold_id: hold_id.to_string(),
+            },
+            t0,
+        );
+        let req = self
+            .http
+            .delete(format!("{node}/v1/holds/{hold_id}"))
+            .header("Idempotency-Key", key);
+        if let Some((_, _, h)) = self.exec(&mut op, req, t0).await {
+            let num = |name: &str| {
+                h.get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+            };
+            if let (Some(index), Some(time_ms)) = (
+                num("x-boxoffice-applied-index"),
+                num("x-boxoffice-applied-time-ms"),
+            ) {
+                op.applied = Some(Applied { index, time_ms });
+            }
+            op.answer.hold_id = Some(hold_id.to_string());
+        }
+        op
+    }
+
+    /// Reads an event's seat map from `node` (`node_id` for the record).
+    pub async fn read(
+        &mut self,
+        process: u64,
+        node_id: u64,
+        node: &str,
+        event: u64,
+        linearizable: bool,
+        t0: Instant,
+    ) -> Op {
+        let mut op = self.new_op(
+            process,
+            Call::Read {
+                event,
+                linearizable,
+            },
+            t0,
+        );
+        let c = if linearizable {
+            "linearizable"
+        } else {
+            "local"
+        };
+        let req = self
+            .http
+            .get(format!("{node}/v1/events/{event}/seats?consistency={c}"));
+        if let Some((_, b, _)) = self.exec(&mut op, req, t0).await {
+            fill_read(&mut op, node_id, &b);
+        }
+        if op.outcome == Outcome::Info {
+            // A read changes nothing: one that got no answer simply did not happen.
+            op.outcome = Outcome::Fail;
+        }
+        op
+    }
+
+    /// This user's bookings (linearizable), as (booking, event, seats, quantity).
+    pub async fn bookings(
+        &self,
+        node: &str,
+    ) -> anyhow::Result<(Vec<(String, u64, Vec<u32>, u32)>, bool)> {
+        let r = self
+            .http
+            .get(format!("{node}/v1/bookings?consistency=linearizable"))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("bookings of {}: {}", self.user, r.status());
+        }
+        let b: Value = r.json().await?;
+        let list = b["bookings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| {
+                Some((
+                    x["booking_id"].as_str()?.to_string(),
+                    x["event_id"].as_u64()?,
+                    seat_ids(&x["seat_ids"]),
+                    x["quantity"].as_u64()? as u32,
+                ))
+            })
+            .collect();
+        Ok((list, b["truncated"].as_bool().unwrap_or(true)))
+    }
+}
+
+fn seat_ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_u64().map(|x| x as u32))
+        .collect()
+}
+
+/// Fills a read's answer from a seat-map body.
+pub fn fill_read(op: &mut Op, node_id: u64, b: &Value) {
+    let f = &b["freshness"];
+    let fresh = Freshness {
+        node: node_id,
+        shard: f["shard"].as_u64().unwrap_or(0) as u16,
+        applied_index: f["applied_index"].as_u64().unwrap_or(0),
+        applied_time_ms: f["applied_time_ms"].as_u64().unwrap_or(0),
+        as_of_ms: f["as_of_ms"].as_u64().unwrap_or(0),
+    };
+    op.answer.freshness = Some(fresh);
+    // Expiry was judged at `as_of`.
+    op.applied = Some(Applied {
+        index: fresh.applied_index,
+        time_ms: fresh.as_of_ms,
+    });
+    if b["general_admission"].as_bool() == Some(true) {
+        op.answer.ga = Some(GaState {
+            capacity: b["capacity"].as_u64().unwrap_or(0) as u32,
+            sold: b["sold"].as_u64().unwrap_or(0) as u32,
+            held: b["held"].as_u64().unwrap_or(0) as u32,
+            bookings: Vec::new(),
+        });
+    } else {
+        op.answer.statuses = b["seats"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| {
+                Some((
+                    s["seat_id"].as_u64()? as u32,
+                    status_of(s["status"].as_str()?)?,
+                ))
+            })
+            .collect();
+    }
+}
