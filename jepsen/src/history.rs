@@ -72,6 +72,9 @@ pub struct Freshness {
     pub applied_time_ms: u64,
     /// The time the read judged hold expiry at.
     pub as_of_ms: u64,
+    /// The answering node's clock when it read (for the staleness bound).
+    #[serde(default)]
+    pub clock_ms: u64,
 }
 
 /// What an `ok` answer carried.

@@ -531,6 +531,7 @@ pub fn fill_read(op: &mut Op, node_id: u64, b: &Value) {
         applied_index: f["applied_index"].as_u64().unwrap_or(0),
         applied_time_ms: f["applied_time_ms"].as_u64().unwrap_or(0),
         as_of_ms: f["as_of_ms"].as_u64().unwrap_or(0),
+        clock_ms: f["clock_ms"].as_u64().unwrap_or(0),
     };
     op.answer.freshness = Some(fresh);
     // Expiry was judged at `as_of`.

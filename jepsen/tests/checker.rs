@@ -275,3 +275,244 @@ fn histories_round_trip_through_json_lines() {
         .to_string()
         .contains("line 1"));
 }
+
+use jepsen::checker::{caps, follower, holds, liveness};
+use jepsen::history::{Freshness, GaState, FINAL_HEAL, NEMESIS_PROCESS};
+
+fn follower_read(
+    p: u64,
+    span: (u64, u64),
+    node: u64,
+    index: u64,
+    clock: u64,
+    statuses: &[(u32, SeatStatus)],
+) -> Op {
+    let mut o = read(p, span, index, false, statuses, &[]);
+    o.answer.freshness = Some(Freshness {
+        node,
+        shard: 1,
+        applied_index: index,
+        applied_time_ms: index,
+        as_of_ms: index,
+        clock_ms: clock,
+    });
+    o
+}
+
+#[test]
+fn overlapping_holds_and_wrong_expiry_are_reported_by_the_log_replay() {
+    // A second hold granted while the first is live.
+    let overlap = vec![
+        hold_ok(1, &[1], (0, 10), "h1", 1000, 10_000),
+        hold_ok(2, &[1], (20, 30), "h2", 1500, 11_500),
+    ];
+    assert!(!holds::holds_mean_what_they_say(&overlap).valid());
+    // Unless a release of unknown outcome may have freed the seat.
+    let mut excused = overlap.clone();
+    let mut rel = op(
+        1,
+        Call::Release {
+            user: "u1".into(),
+            hold_id: "h1".into(),
+        },
+        12,
+        0,
+        Outcome::Info,
+    );
+    rel.complete_us = None;
+    excused.insert(1, rel);
+    assert!(holds::holds_mean_what_they_say(&excused).valid());
+    // Treated as expired before its expiry: a confirm refused as hold_expired.
+    let mut early = confirm(1, "h1", (20, 30), Outcome::Fail, "", &[], 0);
+    early.error = Some("hold_expired".into());
+    early.applied = Some(Applied {
+        index: 1500,
+        time_ms: 1500,
+    });
+    let h = vec![hold_ok(1, &[1], (0, 10), "h1", 1000, 2000), early];
+    assert!(!holds::holds_mean_what_they_say(&h).valid());
+    // Treated as live after its expiry: a hold refused once it had expired.
+    let mut late = hold_refused(2, 1, (40, 50));
+    late.applied = Some(Applied {
+        index: 2500,
+        time_ms: 2500,
+    });
+    let h = vec![hold_ok(1, &[1], (0, 10), "h1", 1000, 2000), late.clone()];
+    assert!(!holds::holds_mean_what_they_say(&h).valid());
+    // Refused while live is right.
+    late.applied = Some(Applied {
+        index: 1900,
+        time_ms: 1900,
+    });
+    let h = vec![hold_ok(1, &[1], (0, 10), "h1", 1000, 2000), late];
+    assert!(holds::holds_mean_what_they_say(&h).valid());
+}
+
+#[test]
+fn follower_reads_are_held_to_their_prefix_monotonicity_and_staleness_bound() {
+    let hold = hold_ok(1, &[1], (0, 10), "h1", 1000, 10_000);
+    // Index 900 predates the hold: available is right; index 1500 must show it.
+    let good = vec![
+        hold.clone(),
+        follower_read(2, (20, 30), 3, 900, 900, &[(1, Available)]),
+        follower_read(2, (40, 50), 3, 1500, 1500, &[(1, Held)]),
+    ];
+    assert!(follower::follower_reads(&good, 5000).valid());
+    let wrong_prefix = vec![
+        hold.clone(),
+        follower_read(2, (20, 30), 3, 1500, 1500, &[(1, Available)]),
+    ];
+    assert!(!follower::follower_reads(&wrong_prefix, 5000).valid());
+    let backwards = vec![
+        hold.clone(),
+        follower_read(2, (20, 30), 3, 1500, 1500, &[(1, Held)]),
+        follower_read(2, (40, 50), 3, 900, 900, &[(1, Available)]),
+    ];
+    assert!(!follower::follower_reads(&backwards, 5000).valid());
+    // The same regression on another node is a different session.
+    let two_nodes = vec![
+        hold.clone(),
+        follower_read(2, (20, 30), 3, 1500, 1500, &[(1, Held)]),
+        follower_read(2, (40, 50), 4, 900, 900, &[(1, Available)]),
+    ];
+    assert!(follower::follower_reads(&two_nodes, 5000).valid());
+    let too_stale = vec![
+        hold,
+        follower_read(2, (20, 30), 3, 1500, 9000, &[(1, Held)]),
+    ];
+    assert!(!follower::follower_reads(&too_stale, 5000).valid());
+    assert!(follower::follower_reads(&too_stale, 8000).valid());
+}
+
+fn ga_hold(p: u64, user: &str, q: u32, hold: &str, t: u64, until: u64) -> Op {
+    let mut o = op(
+        p,
+        Call::HoldQuantity {
+            user: user.into(),
+            event: EVENT,
+            quantity: q,
+        },
+        t,
+        t + 5,
+        Outcome::Ok,
+    );
+    o.answer.hold_id = Some(hold.into());
+    o.answer.expires_at_ms = Some(until);
+    o.answer.quantity = Some(q);
+    o.applied = Some(Applied {
+        index: t,
+        time_ms: t,
+    });
+    o
+}
+
+#[test]
+fn per_user_caps_and_capacity_are_enforced() {
+    // 3 live + 2 more > cap 4.
+    let over = vec![
+        ga_hold(1, "ann", 3, "h1", 1000, 5000),
+        ga_hold(1, "ann", 2, "h2", 2000, 6000),
+    ];
+    assert!(!caps::per_user_caps(&over, 4).valid());
+    // After the first expired (or was released) it fits.
+    let expired = vec![
+        ga_hold(1, "ann", 3, "h1", 1000, 1500),
+        ga_hold(1, "ann", 2, "h2", 2000, 6000),
+    ];
+    assert!(caps::per_user_caps(&expired, 4).valid());
+    let mut rel = op(
+        1,
+        Call::Release {
+            user: "ann".into(),
+            hold_id: "h1".into(),
+        },
+        1200,
+        1300,
+        Outcome::Ok,
+    );
+    rel.applied = Some(Applied {
+        index: 1200,
+        time_ms: 1200,
+    });
+    let released = vec![over[0].clone(), rel, over[1].clone()];
+    assert!(caps::per_user_caps(&released, 4).valid());
+    // Another user's holds do not count.
+    let other = vec![
+        ga_hold(1, "ann", 3, "h1", 1000, 5000),
+        ga_hold(2, "bob", 2, "h2", 2000, 6000),
+    ];
+    assert!(caps::per_user_caps(&other, 4).valid());
+    // Final state: bookings must add up to what is sold, within capacity and cap.
+    let final_read = |sold, bookings: Vec<(&str, &str, u32)>| {
+        let mut o = read(9, (100, 110), 9000, true, &[], &[]);
+        o.answer.final_state = true;
+        o.answer.ga = Some(GaState {
+            capacity: 10,
+            sold,
+            held: 0,
+            bookings: bookings
+                .into_iter()
+                .map(|(b, u, q)| (b.into(), u.into(), q))
+                .collect(),
+        });
+        o
+    };
+    assert!(caps::per_user_caps(
+        &[final_read(5, vec![("b1", "ann", 3), ("b2", "bob", 2)])],
+        4
+    )
+    .valid());
+    assert!(!caps::per_user_caps(
+        &[final_read(6, vec![("b1", "ann", 3), ("b2", "bob", 2)])],
+        4
+    )
+    .valid());
+    assert!(!caps::per_user_caps(
+        &[final_read(5, vec![("b1", "ann", 3), ("b2", "ann", 2)])],
+        4
+    )
+    .valid());
+    assert!(!caps::per_user_caps(
+        &[final_read(
+            11,
+            vec![("b1", "ann", 4), ("b2", "bob", 4), ("b3", "cy", 3)]
+        )],
+        4
+    )
+    .valid());
+}
+
+#[test]
+fn liveness_after_the_final_heal_is_bounded() {
+    let heal = {
+        let mut o = op(
+            NEMESIS_PROCESS,
+            Call::Nemesis {
+                fault: FINAL_HEAL.into(),
+            },
+            1_000_000,
+            2_000_000,
+            Outcome::Ok,
+        );
+        o.answer = Answer::default();
+        o
+    };
+    let after = |at_us: u64| {
+        vec![
+            heal.clone(),
+            hold_ok(1, &[1], (at_us, at_us + 1000), "h1", 5000, 9000),
+            confirm(
+                1,
+                "h1",
+                (at_us + 2000, at_us + 3000),
+                Outcome::Ok,
+                "b1",
+                &[1],
+                6000,
+            ),
+        ]
+    };
+    assert!(liveness::recovers_after_heal(&after(2_100_000), 1000).valid());
+    assert!(!liveness::recovers_after_heal(&after(5_000_000), 1000).valid());
+    assert!(!liveness::recovers_after_heal(&[heal], 1000).valid());
+}

@@ -261,7 +261,7 @@ pub fn stream(
                 }
             }
             None => {
-                let tx = reader.begin(now_ms());
+                let tx = reader.begin_applied();
                 let Some(map) = tx.seat_map(event_id) else {
                     let _ = send(
                         out_tx.clone(),

@@ -77,6 +77,12 @@ struct NodeArgs {
     /// Local reads answer 503 when the replica lags its clock by more (overrides the config file).
     #[arg(long)]
     replica_staleness_ms_max: Option<u64>,
+    /// Source address of outgoing node-to-node connections (overrides the config file).
+    #[arg(long)]
+    peer_bind_ip: Option<std::net::IpAddr>,
+    /// Enables the fault-injection admin API (tests only).
+    #[arg(long)]
+    fault_injection: bool,
     /// Overrides one `[limits]` setting, e.g. `--limit sse_lag_max=1024` (repeatable).
     #[arg(long = "limit", value_name = "NAME=VALUE")]
     limits: Vec<String>,
@@ -168,6 +174,12 @@ fn resolve_node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
     }
     if let Some(v) = args.cluster_key {
         set("cluster_key", toml::Value::String(v));
+    }
+    if let Some(v) = args.peer_bind_ip {
+        set("peer_bind_ip", toml::Value::String(v.to_string()));
+    }
+    if args.fault_injection {
+        set("fault_injection", toml::Value::Boolean(true));
     }
     for kv in &args.limits {
         let (k, v) = kv

@@ -241,7 +241,7 @@ impl Node {
                     .collect();
                 let availability: crate::search::AvailabilityFn = Arc::new(move |event_id| {
                     let reader = readers.get(&shard_for_event(event_id, shards))?;
-                    reader.begin(now_ms()).available(event_id)
+                    reader.begin_applied().available(event_id)
                 });
                 let index = crate::search::SearchIndex::open(&self.config.data_dir, availability)?;
                 if self.search.set(index.clone()).is_ok() {

@@ -1582,3 +1582,76 @@ async fn client_seat_stream_survives_its_node() {
         .all(|c| c.kind == "held" && c.expires_at_ms.is_some()));
     assert_eq!(stream.last_event_id(), Some(seen[9].index));
 }
+
+/// Found by the jepsen harness (`jepsen run --nemesis clock --seed 11`): with the
+/// shard leader's clock 8 s behind, a linearizable read on a follower judged a
+/// hold expired by the follower's own clock while the state machine (stamped by
+/// the leader) still had it live, and a competing hold was refused right after
+/// the read said the seat was free. Reads now judge expiry at the state-machine
+/// time of the entry they read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_judge_hold_expiry_by_state_machine_time_under_clock_skew() {
+    let cluster = TestCluster::start(
+        3,
+        1,
+        &["--fault-injection", "--replica-staleness-ms-max", "60000"],
+    )
+    .await;
+    let (event, _) = cluster.venue_and_event(4, 1, 4).await;
+    let leader = cluster.leader_of(1).await;
+    let admin_token = mint("admin", true);
+    let http = reqwest::Client::new();
+    let skew = |i: usize, offset_ms: i64| {
+        let req = http
+            .post(format!(
+                "http://{}/admin/v1/fault/clock",
+                cluster.nodes[i].addr
+            ))
+            .bearer_auth(&admin_token)
+            .json(&json!({ "offset_ms": offset_ms }));
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+        }
+    };
+    // The leader's clock falls 20 s behind: state-machine time stands still at the
+    // last applied entry while real time moves past a 1 s hold lifetime.
+    skew(leader, -20_000).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let alice = cluster.user("alice");
+    let hold = alice.hold(event, Selection::Seats(vec![0])).await.unwrap();
+    let now = boxoffice_now_ms();
+    assert!(
+        hold.expires_at_ms < now,
+        "the hold's expiry ({}) should already be past by the wall clock ({now})",
+        hold.expires_at_ms
+    );
+    for (i, n) in cluster.nodes.iter().enumerate() {
+        if i == leader {
+            continue;
+        }
+        let v: Value = http
+            .get(format!(
+                "http://{}/v1/events/{event}/seats?consistency=linearizable",
+                n.addr
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            v["seats"][0]["status"], "held",
+            "node {} judged the hold by its own clock: {v}",
+            n.id
+        );
+    }
+    // What the log decides agrees: the seat is still taken.
+    let bob = cluster.user("bob");
+    match bob.hold(event, Selection::Seats(vec![0])).await {
+        Err(Error::Api(p)) => assert_eq!(p.code, "seat_unavailable"),
+        other => panic!("expected seat_unavailable, got {other:?}"),
+    }
+    skew(leader, 0).await;
+}

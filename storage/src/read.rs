@@ -22,7 +22,8 @@ pub struct Freshness {
     pub applied_index: u64,
     /// State-machine time of that entry (ms since the Unix epoch).
     pub applied_time_ms: u64,
-    /// Time the answer was judged at (ms): max(reader clock, applied time).
+    /// Time the answer was judged at (ms): max(the time asked for, applied time);
+    /// the applied time for [`Reader::begin_applied`].
     pub as_of_ms: u64,
 }
 
@@ -113,6 +114,13 @@ impl Reader {
     /// Reads of `group` in `db`.
     pub fn new(db: Db, group: GroupId) -> Self {
         Reader { db, group }
+    }
+
+    /// Starts a consistent read judged at the state-machine time of the last applied
+    /// entry: it shows exactly the state after that entry, hold expiry included, so
+    /// it agrees with what the log decides whatever the reader's clock says.
+    pub fn begin_applied(&self) -> ReadTx<'_> {
+        self.begin(0)
     }
 
     /// Starts a consistent read judged at `max(now_ms, applied time)`.

@@ -40,7 +40,7 @@ pub fn follower_reads(ops: &[Op], staleness_ms_max: u64) -> Verdict {
         let Some(f) = o.answer.freshness else {
             continue;
         };
-        let lag = f.as_of_ms.saturating_sub(f.applied_time_ms);
+        let lag = f.clock_ms.max(f.as_of_ms).saturating_sub(f.applied_time_ms);
         if lag > staleness_ms_max {
             violations.push(format!(
                 "line {line}: node {} served event {event} {lag} ms behind its clock (limit {staleness_ms_max} ms)",

@@ -320,8 +320,16 @@ pub fn per_seat(ops: &[Op], budget: u64) -> Verdict {
         match s.search(St::Available, vec![0; seat_ops.len().div_ceil(64)]) {
             Search::Found => {}
             Search::Refuted => {
-                let lines: Vec<usize> = seat_ops.iter().map(|o| o.at + 1).collect();
-                violations.push(format!("event {event} seat {seat}: no linearization of its {} operations (history lines {lines:?})", seat_ops.len()));
+                let mut lines: Vec<usize> = seat_ops.iter().map(|o| o.at + 1).collect();
+                lines.sort();
+                let shown = match lines.as_slice() {
+                    [a, .., b] if lines.len() > 8 => format!("lines {a}..={b}"),
+                    l => format!("lines {l:?}"),
+                };
+                violations.push(format!(
+                    "event {event} seat {seat}: no linearization of its {} operations ({shown}; check them with `jepsen check`)",
+                    seat_ops.len()
+                ));
             }
             Search::Budget => undecided.push(format!(
                 "event {event} seat {seat}: search budget of {budget} steps exhausted"

@@ -89,7 +89,7 @@ async fn barrier_if(state: &AppState, group: GroupId, c: Consistency) -> ApiResu
 /// than `limits.replica_staleness_ms_max` (linearizable reads are exempt: they
 /// waited for the leader's read index).
 fn check_fresh(state: &AppState, group: GroupId, f: &Freshness, c: Consistency) -> ApiResult<()> {
-    let lag_ms = f.as_of_ms.saturating_sub(f.applied_time_ms);
+    let lag_ms = now_ms().saturating_sub(f.applied_time_ms);
     let max = state.node.config.limits.replica_staleness_ms_max;
     if c == Consistency::Local && lag_ms > max {
         return Err(ApiError::unavailable("replica_stale", format!("this replica of {group} is {lag_ms} ms behind (limit {max} ms); retry, ask another node, or use consistency=linearizable"))
@@ -105,7 +105,8 @@ fn freshness_json(group: GroupId, f: Freshness) -> Value {
         "applied_index": f.applied_index,
         "applied_time_ms": f.applied_time_ms,
         "as_of_ms": f.as_of_ms,
-        "lag_ms": f.as_of_ms.saturating_sub(f.applied_time_ms),
+        "clock_ms": now_ms(),
+        "lag_ms": now_ms().saturating_sub(f.applied_time_ms),
     })
 }
 
@@ -178,7 +179,7 @@ async fn list_events(
     let g = GroupId::CATALOGUE;
     let st = stores(&state, g)?;
     barrier_if(&state, g, c).await?;
-    let tx = st.reader.begin(now_ms());
+    let tx = st.reader.begin_applied();
     check_fresh(&state, g, &tx.freshness, c)?;
     let events = tx.events(after, limit);
     let next = if events.len() == limit {
@@ -206,7 +207,7 @@ async fn get_event(
     // apply, not after the invalidation that follows it.
     let use_cache = c != Consistency::Linearizable;
     let ticket = state.node.event_cache.ticket();
-    let tx = st.reader.begin(now_ms());
+    let tx = st.reader.begin_applied();
     check_fresh(&state, g, &tx.freshness, c)?;
     let view = match state.node.event_cache.get(event_id).filter(|_| use_cache) {
         Some(v) => v,
@@ -235,7 +236,7 @@ async fn get_seats(
     let g = event_group(&state, event_id)?;
     let st = stores(&state, g)?;
     barrier_if(&state, g, c).await?;
-    let tx = st.reader.begin(now_ms());
+    let tx = st.reader.begin_applied();
     check_fresh(&state, g, &tx.freshness, c)?;
     let map = tx.seat_map(event_id).ok_or_else(|| {
         ApiError::not_found("unknown_event", format!("unknown event {event_id}"))
@@ -472,7 +473,7 @@ async fn get_hold(
     )?;
     let st = stores(&state, group)?;
     barrier_if(&state, group, c).await?;
-    let tx = st.reader.begin(now_ms());
+    let tx = st.reader.begin_applied();
     let h = tx
         .hold(hold_id)
         .ok_or_else(|| ApiError::not_found("unknown_hold", format!("unknown hold {hold_id}")))?;
@@ -507,7 +508,7 @@ async fn get_booking(
     )?;
     let st = stores(&state, group)?;
     barrier_if(&state, group, c).await?;
-    let tx = st.reader.begin(now_ms());
+    let tx = st.reader.begin_applied();
     let b = tx
         .booking(id)
         .ok_or_else(|| ApiError::not_found("unknown_booking", format!("unknown booking {id}")))?;
@@ -538,7 +539,7 @@ async fn list_bookings(
         let g = GroupId(s);
         let st = stores(&state, g)?;
         barrier_if(&state, g, c).await?;
-        let tx = st.reader.begin(now_ms());
+        let tx = st.reader.begin_applied();
         all.extend(tx.user_bookings(&user.sub, max));
     }
     all.sort_by_key(|b| (b.confirmed_at_ms, b.booking_id));
@@ -785,7 +786,7 @@ async fn seat_stream(
                 })?,
         ),
     };
-    let tx = st.reader.begin(now_ms());
+    let tx = st.reader.begin_applied();
     check_fresh(&state, g, &tx.freshness, Consistency::Local)?;
     if tx.inventory(event_id).is_none() {
         return Err(
