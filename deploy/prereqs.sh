@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building boxoffice needs on a Debian/Ubuntu machine:
-# libclang (bindgen for librocksdb-sys) and a C/C++ toolchain (RocksDB's C++).
+# libclang (bindgen for librocksdb-sys) and a C/C++ toolchain (RocksDB's C++);
+# iproute2 and iptables for the jepsen harness's network partitions.
 # Needs a Rust toolchain (cargo) already on PATH.
 set -euo pipefail
 
@@ -9,6 +10,12 @@ dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The jepsen harness runs its cluster in a network namespace and partitions it
+# with iptables (root only; without them it runs on loopback without partitions).
+if [ "$(id -u)" -eq 0 ]; then
+  command -v ip >/dev/null 2>&1 || need+=(iproute2)
+  command -v iptables >/dev/null 2>&1 || need+=(iptables)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: builds the workspace once (release profile, shared by
-# tests, the node binary and the benchmark), runs a short benchmark smoke run
-# against a real dev cluster, then the whole test suite.
+# tests, the node binary, the benchmark and the jepsen harness), runs a short
+# benchmark smoke run against a real dev cluster, the whole test suite, then a
+# short jepsen schedule (every nemesis) against real node processes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/prereqs.sh
@@ -36,3 +37,16 @@ stop_smoke
 trap - EXIT
 
 cargo test --release --workspace
+
+# Jepsen: 90 s of the seats, registers and general-admission workloads under
+# kill -9, pause, partitions (in a network namespace, as root) and clock skew,
+# then heal, liveness and final-state checks. The seed comes from the commit, so a
+# failure reproduces with the seed it prints; JEPSEN_SEED overrides it.
+seed="${JEPSEN_SEED:-$(( 16#$(git rev-parse --short=8 HEAD 2>/dev/null || echo 1) ))}"
+jepsen_dir="$(mktemp -d)/jepsen"
+if timeout 900 "$bin/jepsen" run --time-limit 90 --nemesis all --seed "$seed" --run-dir "$jepsen_dir"; then
+  rm -rf "$(dirname "$jepsen_dir")"
+else
+  echo "jepsen run failed; its history, nemesis log and node logs are in $jepsen_dir" >&2
+  exit 1
+fi
