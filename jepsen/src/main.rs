@@ -86,10 +86,20 @@ fn main() -> anyhow::Result<()> {
                     }
                 },
             };
-            if use_netns {
+            let ns = match (use_netns, args.net) {
+                (false, _) => None,
+                (true, NetMode::Netns) => Some(Namespace::create()?),
+                (true, _) => match Namespace::create() {
+                    Ok(ns) => Some(ns),
+                    Err(e) => {
+                        println!("cannot create a network namespace ({e}); running on loopback without partitions");
+                        None
+                    }
+                },
+            };
+            if let Some(ns) = ns {
                 // Re-run this command inside a namespace of its own; the namespace (and
                 // anything left in it) goes away when this returns.
-                let ns = Namespace::create()?;
                 let mut argv: Vec<String> = std::env::args().skip(1).collect();
                 argv.extend(["--inside-netns".to_string(), ns.name.clone()]);
                 let exe = std::env::current_exe()?;

@@ -310,14 +310,19 @@ impl Searcher<'_> {
 pub fn per_seat(ops: &[Op], budget: u64) -> Verdict {
     let mut violations = Vec::new();
     let mut undecided = Vec::new();
+    let (mut seats, mut checked, mut steps) = (0usize, 0usize, 0u64);
     for ((event, seat), seat_ops) in partition(ops) {
+        seats += 1;
+        checked += seat_ops.len();
         let mut s = Searcher {
             ops: &seat_ops,
             seen: HashSet::new(),
             steps: 0,
             budget,
         };
-        match s.search(St::Available, vec![0; seat_ops.len().div_ceil(64)]) {
+        let result = s.search(St::Available, vec![0; seat_ops.len().div_ceil(64)]);
+        steps += s.steps;
+        match result {
             Search::Found => {}
             Search::Refuted => {
                 let mut lines: Vec<usize> = seat_ops.iter().map(|o| o.at + 1).collect();
@@ -340,6 +345,8 @@ pub fn per_seat(ops: &[Op], budget: u64) -> Verdict {
         checker: "per-seat linearizability",
         violations,
         undecided,
-        notes: Vec::new(),
+        notes: vec![format!(
+            "{seats} seats, {checked} seat operations, {steps} search steps"
+        )],
     }
 }
