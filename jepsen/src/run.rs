@@ -177,7 +177,12 @@ async fn client(
         let (node_id, url) = c.nodes[node_i].clone();
         let op = match kind {
             Workload::Registers => {
-                let (event, _) = sh.plan.seat_event(elapsed, rng.gen());
+                // Mostly seated events; a quarter general admission (capacity checks).
+                let (event, _) = if rng.gen_bool(0.25) {
+                    sh.plan.ga_event(elapsed, rng.gen())
+                } else {
+                    sh.plan.seat_event(elapsed, rng.gen())
+                };
                 let lin = rng.gen_bool(0.5);
                 c.read(process, node_id, &url, event, lin, sh.t0).await
             }
