@@ -31,6 +31,7 @@ write_timeout_ms = 3000
 linearizable_read_timeout_ms = 2000
 request_timeout_ms = 4000
 peer_connect_timeout_ms = 500
+membership_timeout_ms = 3000
 
 [raft]
 snapshot_logs_since_last = 300
@@ -360,6 +361,32 @@ impl Cluster {
         bail!("POST {path} failed on every node: {last}")
     }
 }
+
+impl Cluster {
+    /// Changes node `id`'s membership of every group (catalogue and shards) through
+    /// the admin API: `remove`, `add_learner` or `promote`.
+    pub async fn membership(&self, id: u64, action: &str) -> anyhow::Result<()> {
+        let addr = self.nodes[&id].addr.to_string();
+        let body = if action == "add_learner" {
+            json!({"action": action, "addr": addr})
+        } else {
+            json!({"action": action})
+        };
+        for g in 0..=self.shards {
+            self.admin_post(
+                &format!("/admin/v1/groups/{g}/members/{id}"),
+                &body,
+                MEMBERSHIP_TIMEOUT,
+            )
+            .await
+            .with_context(|| format!("{action} node {id} in group {g}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Time allowed for one group's membership change through the admin API.
+pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// A stable digest of a request body, so a retried admin write reuses its key.
 fn body_digest(v: &Value) -> u64 {

@@ -26,16 +26,29 @@ pub enum Kind {
     Partition,
     /// Shift one node's clock by seconds (beyond the hold lifetime); back at the end.
     Clock,
+    /// Remove a node (or a busy shard's leader) from every group; at the end add it
+    /// back as a learner and promote it.
+    Membership,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Kill, Kind::Pause, Kind::Partition, Kind::Clock];
+    pub const ALL: [Kind; 5] = [
+        Kind::Kill,
+        Kind::Pause,
+        Kind::Partition,
+        Kind::Clock,
+        Kind::Membership,
+    ];
 }
 
 /// One fault with its targets.
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "fault", rename_all = "kebab-case")]
 pub enum Fault {
+    Membership {
+        node: u64,
+        leader_of: Option<u16>,
+    },
     Kill {
         node: u64,
         leader_of: Option<u16>,
@@ -65,6 +78,9 @@ impl Fault {
             Fault::Pause { node, leader_of } => format!("pause node {node}{}", lead(leader_of)),
             Fault::Partition { shape, sides } => format!("partition {shape} {sides:?}"),
             Fault::Clock { node, offset_ms } => format!("clock of node {node} {offset_ms:+} ms"),
+            Fault::Membership { node, leader_of } => {
+                format!("remove node {node}{} from every group", lead(leader_of))
+            }
         }
     }
 }
@@ -166,6 +182,7 @@ impl Nemesis {
         match kind {
             Kind::Kill => Fault::Kill { node, leader_of },
             Kind::Pause => Fault::Pause { node, leader_of },
+            Kind::Membership => Fault::Membership { node, leader_of },
             Kind::Clock => {
                 let (a, b) = self.schedule.clock_skew_ms;
                 let mag = self.rng.gen_range(a..=b);
@@ -212,6 +229,9 @@ impl Nemesis {
     /// Applies a fault.
     pub async fn start(&mut self, f: &Fault) -> anyhow::Result<()> {
         match f {
+            Fault::Membership { node, .. } => {
+                self.cluster.lock().await.membership(*node, "remove").await
+            }
             Fault::Kill { node, .. } => {
                 self.cluster.lock().await.kill(*node);
                 Ok(())
@@ -278,6 +298,11 @@ impl Nemesis {
                 Some(fw) => fw.heal(),
                 None => Ok(()),
             },
+            Fault::Membership { node, .. } => {
+                let c = self.cluster.lock().await;
+                c.membership(*node, "add_learner").await?;
+                c.membership(*node, "promote").await
+            }
         }
     }
 
@@ -301,6 +326,11 @@ impl Nemesis {
             c.wait_healthy(id, deadline.saturating_duration_since(Instant::now()))
                 .await?;
             c.set_clock_offset(id, 0).await?;
+        }
+        // Every node a voter of every group again (idempotent).
+        for &id in &ids {
+            c.membership(id, "add_learner").await?;
+            c.membership(id, "promote").await?;
         }
         Ok(())
     }

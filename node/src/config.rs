@@ -66,6 +66,9 @@ pub struct Limits {
     /// this answers local reads with 503 `replica_stale` instead of stale data.
     /// Must exceed `raft.tick_interval_ms` (plus the clock skew between nodes).
     pub replica_staleness_ms_max: u64,
+    /// Time allowed for one group's membership change (a new learner catching up
+    /// included), with retries across leader changes.
+    pub membership_timeout_ms: u64,
     /// Live seat-map (SSE) streams served at once; beyond it → 503 + Retry-After.
     pub sse_streams_max: usize,
     /// Event views cached in memory per node (emptied when full).
@@ -95,6 +98,7 @@ impl Default for Limits {
             peer_connect_timeout_ms: 1_000,
             replica_staleness_ms_max: 5_000,
             sse_streams_max: 10_000,
+            membership_timeout_ms: 10_000,
             event_cache_entries_max: 100_000,
             sse_lag_max: 4_096,
             sse_send_timeout_ms: 10_000,
@@ -174,6 +178,7 @@ impl NodeConfig {
             ("limits.page_size_max", l.page_size_max as u64),
             ("limits.peer_connect_timeout_ms", l.peer_connect_timeout_ms),
             ("limits.sse_streams_max", l.sse_streams_max as u64),
+            ("limits.membership_timeout_ms", l.membership_timeout_ms),
             (
                 "limits.event_cache_entries_max",
                 l.event_cache_entries_max as u64,
@@ -253,6 +258,8 @@ mod tests {
             cluster_key: "0123456789abcdef".into(),
             limits: Limits::default(),
             raft: RaftSettings::default(),
+            peer_bind_ip: None,
+            fault_injection: false,
         }
     }
 
@@ -261,6 +268,10 @@ mod tests {
     fn example_file_matches_defaults() {
         let c: NodeConfig = toml::from_str(include_str!("../../deploy/node.example.toml")).unwrap();
         c.validate().unwrap();
+        assert!(
+            !c.fault_injection,
+            "the example must not enable fault injection"
+        );
         assert_eq!(
             toml::to_string(&c.limits).unwrap(),
             toml::to_string(&Limits::default()).unwrap()

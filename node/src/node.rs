@@ -488,6 +488,130 @@ pub struct ForwardedProposal {
     pub command: Command,
 }
 
+/// A change to one group's membership, made by its leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipChange {
+    /// Drop a node from the voters (and from replication).
+    Remove(NodeId),
+    /// Add a node as a learner at this address (it catches up in the background).
+    AddLearner(NodeId, String),
+    /// Make a learner a voter.
+    Promote(NodeId),
+}
+
+impl Node {
+    /// Applies a membership change on this node, which must lead `group`.
+    pub async fn change_membership_local(
+        &self,
+        group: GroupId,
+        change: &MembershipChange,
+    ) -> Result<(), ProposeError> {
+        let raft = self.raft(group)?;
+        let m = raft.metrics().borrow().clone();
+        let voters: std::collections::BTreeSet<NodeId> =
+            m.membership_config.membership().voter_ids().collect();
+        let result = match change {
+            MembershipChange::Remove(id) => {
+                if !voters.contains(id) {
+                    return Ok(());
+                }
+                if voters.len() <= 1 {
+                    return Err(ProposeError::Unavailable(format!(
+                        "node {id} is the last voter of {group}"
+                    )));
+                }
+                let rest: std::collections::BTreeSet<NodeId> =
+                    voters.iter().copied().filter(|v| v != id).collect();
+                raft.change_membership(rest, false).await.map(|_| ())
+            }
+            MembershipChange::AddLearner(id, addr) => {
+                if voters.contains(id) {
+                    return Ok(());
+                }
+                raft.add_learner(*id, openraft::BasicNode { addr: addr.clone() }, false)
+                    .await
+                    .map(|_| ())
+            }
+            MembershipChange::Promote(id) => {
+                if voters.contains(id) {
+                    return Ok(());
+                }
+                let mut all = voters.clone();
+                all.insert(*id);
+                raft.change_membership(all, false).await.map(|_| ())
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    group: group.0,
+                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+                })
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(ProposeError::Unavailable(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => Err(ProposeError::Unknown(e.to_string())),
+        }
+    }
+
+    /// Applies a membership change through whichever node leads `group`, retrying
+    /// across leader changes until `limits.membership_timeout_ms`. Each change is
+    /// idempotent (removing a non-voter or promoting a voter does nothing).
+    pub async fn change_membership(
+        &self,
+        group: GroupId,
+        change: MembershipChange,
+    ) -> Result<(), ProposeError> {
+        let timeout = Duration::from_millis(self.config.limits.membership_timeout_ms);
+        let deadline = Instant::now() + timeout;
+        let mut last = ProposeError::Unavailable(format!("no leader for {group}"));
+        while Instant::now() < deadline {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let result = match self.leader_of(group) {
+                Some((leader, _)) if leader == self.id() => {
+                    match tokio::time::timeout(
+                        remaining,
+                        self.change_membership_local(group, &change),
+                    )
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(ProposeError::Unknown("membership change timed out".into())),
+                    }
+                }
+                Some((_, addr)) => match self
+                    .rpc
+                    .call::<_, Result<(), ProposeError>>(
+                        &addr,
+                        &format!("/internal/v1/membership/{}", group.0),
+                        &change,
+                        remaining,
+                    )
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+                },
+                None => Err(ProposeError::Unavailable(format!(
+                    "no leader known for {group}"
+                ))),
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e @ ProposeError::NoSuchGroup(_)) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(%group, error = %e, "membership change not done yet; retrying");
+                    last = e;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
 /// On every group this node leads, appends a time tick when the group has applied
 /// nothing for `raft.tick_interval_ms`, so replicas can measure their lag.
 async fn ticker(node: std::sync::Weak<Node>) {

@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/v1/cluster", get(cluster))
         .route("/admin/v1/cluster/init", post(init))
         .route("/admin/v1/fault/clock", post(fault_clock))
+        .route("/admin/v1/groups/{group}/members/{id}", post(change_member))
         .route("/admin/v1/groups/{group}/snapshot", post(snapshot))
         .route("/admin/v1/venues", post(create_venue))
         .route("/admin/v1/performers", post(create_performer))
@@ -640,4 +641,94 @@ async fn update_event(
             "update event produced {other:?}"
         ))),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberChangeBody {
+    /// `remove`, `add_learner` or `promote`.
+    action: String,
+    /// The node's address, for `add_learner`.
+    #[serde(default)]
+    addr: Option<String>,
+}
+
+/// Changes one group's membership through its leader: remove a voter, add a node
+/// back as a learner, or promote a learner to voter. Idempotent.
+async fn change_member(
+    State(state): State<AppState>,
+    _: Admin,
+    Path((group, id)): Path<(u16, NodeId)>,
+    JsonBody(body): JsonBody<MemberChangeBody>,
+) -> ApiResult<Json<Value>> {
+    let shards = state
+        .node
+        .shards()
+        .ok_or_else(|| ApiError::unavailable("not_ready", "the cluster is not bootstrapped yet"))?;
+    if group > shards {
+        return Err(ApiError::not_found(
+            "unknown_group",
+            format!("no group {group} (0 = catalogue, 1..={shards} = shards)"),
+        ));
+    }
+    let change = match (body.action.as_str(), body.addr) {
+        ("remove", None) => crate::node::MembershipChange::Remove(id),
+        ("promote", None) => crate::node::MembershipChange::Promote(id),
+        ("add_learner", Some(addr)) if !addr.trim().is_empty() => {
+            crate::node::MembershipChange::AddLearner(id, addr)
+        }
+        ("add_learner", _) => {
+            return Err(ApiError::bad_param(
+                "addr",
+                "add_learner needs the node's addr",
+            ))
+        }
+        ("remove" | "promote", Some(_)) => {
+            return Err(ApiError::bad_param("addr", "addr is only for add_learner"))
+        }
+        (other, _) => {
+            return Err(ApiError::bad_param(
+                "action",
+                format!("action must be remove, add_learner or promote, not {other:?}"),
+            ))
+        }
+    };
+    let action = match &change {
+        crate::node::MembershipChange::Remove(_) => Action::Remove,
+        crate::node::MembershipChange::AddLearner(..) => Action::AddLearner,
+        crate::node::MembershipChange::Promote(_) => Action::Promote,
+    };
+    state.node.change_membership(GroupId(group), change).await?;
+    let raft = state
+        .node
+        .groups
+        .get(GroupId(group))
+        .ok_or_else(|| ApiError::unavailable("not_ready", "group not running here"))?;
+    // Answer once this node's own view shows the change (it is committed at the
+    // leader already), so the reply describes the new membership.
+    let deadline = std::time::Instant::now()
+        + Duration::from_millis(state.node.config.limits.membership_timeout_ms);
+    loop {
+        let m = raft.metrics().borrow().clone();
+        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let learners: Vec<NodeId> = m.membership_config.membership().learner_ids().collect();
+        let seen = match action {
+            Action::Remove => !voters.contains(&id),
+            Action::AddLearner => voters.contains(&id) || learners.contains(&id),
+            Action::Promote => voters.contains(&id),
+        };
+        if seen || std::time::Instant::now() >= deadline {
+            return Ok(Json(
+                json!({"group": group, "voters": voters, "learners": learners, "seen_here": seen}),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What a membership change does (to know when this node sees it).
+enum Action {
+    Remove,
+    AddLearner,
+    Promote,
 }

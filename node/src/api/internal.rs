@@ -14,7 +14,7 @@ use boxoffice_raft::server::check_cluster_key;
 use boxoffice_raft::{codec, GroupId};
 
 use crate::app::AppState;
-use crate::node::{ForwardedProposal, ProposeError};
+use crate::node::{ForwardedProposal, MembershipChange, ProposeError};
 
 /// Routes under `/internal/v1`.
 pub fn routes() -> Router<AppState> {
@@ -22,6 +22,7 @@ pub fn routes() -> Router<AppState> {
         .route("/internal/v1/prepare", post(prepare))
         .route("/internal/v1/propose/{group}", post(propose))
         .route("/internal/v1/read_index/{group}", post(read_index))
+        .route("/internal/v1/membership/{group}", post(membership))
 }
 
 fn reply<T: serde::Serialize>(v: &T) -> Response {
@@ -88,4 +89,23 @@ async fn read_index(
         Err(r) => return r,
     };
     reply(&state.node.read_index_local(GroupId(group)).await)
+}
+
+/// A membership change forwarded to this node as the group's leader.
+async fn membership(
+    State(state): State<AppState>,
+    Path(group): Path<u16>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let change: MembershipChange = match decode(&state, &headers, &body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    reply(
+        &state
+            .node
+            .change_membership_local(GroupId(group), &change)
+            .await,
+    )
 }
