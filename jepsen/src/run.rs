@@ -555,7 +555,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     println!(
         "healed: {}",
         match &healed {
-            Ok(()) => "every node up, network whole, clocks reset".to_string(),
+            Ok(()) =>
+                "every node up and a voter of every group, network whole, clocks reset".to_string(),
             Err(e) => format!("FAILED: {e}"),
         }
     );
@@ -614,6 +615,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
             .or_default() += 1;
     }
     let faults = fault_counts.lock().map(|c| c.clone()).unwrap_or_default();
+    let faults_failed: Vec<String> = ops
+        .iter()
+        .filter(|o| o.process == NEMESIS_PROCESS && o.outcome == Outcome::Fail)
+        .map(|o| match &o.call {
+            Call::Nemesis { fault } => format!("{fault}: {}", o.error.clone().unwrap_or_default()),
+            _ => String::new(),
+        })
+        .collect();
     let verdict = json!({
         "seed": seed,
         "valid": valid,
@@ -625,6 +634,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         "by_call": by_outcome,
         "faults": faults,
         "faults_total": faults.values().sum::<u64>(),
+        "faults_not_applied": faults_failed,
         "recovery_ms": recovery,
         "checkers": verdicts.iter().map(|v| json!({
             "checker": v.checker, "valid": v.valid(), "violations": v.violations,
@@ -640,6 +650,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         println!("  {call:18} {o:?}");
     }
     println!("faults: {faults:?}");
+    if !faults_failed.is_empty() {
+        println!(
+            "faults that could not be applied or ended cleanly: {}",
+            faults_failed.len()
+        );
+        for f in faults_failed.iter().take(5) {
+            println!("       {f}");
+        }
+    }
     for v in &verdicts {
         println!(
             "{:6} {}",
