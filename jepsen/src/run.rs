@@ -28,8 +28,8 @@ const HISTORY_QUEUE: usize = 4096;
 /// Process ids of the harness's own operations.
 const PROBE_PROCESS: u64 = u64::MAX - 1;
 const FINAL_PROCESS: u64 = u64::MAX - 2;
-/// Time allowed to read the final state after the heal.
-const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time allowed for each final-state request after the heal (retried on every node).
+const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Options of `jepsen run`.
 #[derive(Args, Clone, Debug)]
@@ -715,63 +715,26 @@ async fn probe(sh: &Shared, c: &mut UserClient, timeout: Duration) -> Option<u64
     None
 }
 
-/// Reads the final state of every event used: a linearizable seat map, with the
-/// bookings of every user (linearizable) attached.
+/// Reads the final state of every event used: a linearizable seat map, with
+/// every user's bookings of the event (linearizable) attached. Each request is
+/// retried on every node in turn for up to `FINAL_READ_TIMEOUT`.
 async fn final_state(sh: &Shared, users: &[UserClient]) -> anyhow::Result<()> {
-    let deadline = Instant::now() + FINAL_READ_TIMEOUT;
     let (seated, ga) = sh.plan.used(sh.deadline - sh.t0);
-    let mut all_bookings: Vec<(String, String, u64, Vec<u32>, u32)> = Vec::new();
-    for u in users {
-        let mut i = 0;
-        loop {
-            let (_, url) = &u.nodes[i % u.nodes.len()];
-            match u.bookings(url).await {
-                Ok((list, truncated)) => {
-                    if truncated {
-                        bail!("bookings of {} truncated: raise limits.page_size_max or lower the run's size", u.user);
-                    }
-                    all_bookings.extend(
-                        list.into_iter()
-                            .map(|(b, e, s, q)| (b, u.user.clone(), e, s, q)),
-                    );
-                    break;
-                }
-                Err(e) if Instant::now() > deadline => return Err(e.context("final bookings")),
-                Err(_) => {
-                    i += 1;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
-    }
     let mut reader = users[0].clone();
     for event in seated
         .into_iter()
         .chain(ga.iter().copied())
         .chain([sh.plan.probe_event])
     {
+        let deadline = Instant::now() + FINAL_READ_TIMEOUT;
         let mut i = 0;
-        loop {
+        let mut op = loop {
             let (node_id, url) = reader.nodes[i % reader.nodes.len()].clone();
-            let mut op = reader
+            let op = reader
                 .read(FINAL_PROCESS, node_id, &url, event, true, sh.t0)
                 .await;
             if op.outcome == Outcome::Ok {
-                op.answer.final_state = true;
-                for (b, user, e, seats, q) in &all_bookings {
-                    if *e != event {
-                        continue;
-                    }
-                    if let Some(ga) = op.answer.ga.as_mut() {
-                        ga.bookings.push((b.clone(), user.clone(), *q));
-                    } else {
-                        for s in seats {
-                            op.answer.bookings.push((*s, b.clone()));
-                        }
-                    }
-                }
-                sh.record(op).await;
-                break;
+                break op;
             }
             if Instant::now() > deadline {
                 bail!(
@@ -781,7 +744,50 @@ async fn final_state(sh: &Shared, users: &[UserClient]) -> anyhow::Result<()> {
             }
             i += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        op.answer.final_state = true;
+        let mut fetches = tokio::task::JoinSet::new();
+        for u in users.iter().cloned() {
+            fetches.spawn(async move {
+                let mut i = 0;
+                loop {
+                    let (_, url) = u.nodes[i % u.nodes.len()].clone();
+                    match u.bookings(&url, event).await {
+                        Ok((_, true)) => {
+                            bail!("bookings of {} for event {event} truncated", u.user)
+                        }
+                        Ok((list, false)) => return Ok((u.user.clone(), list)),
+                        Err(e) if Instant::now() > deadline => {
+                            return Err(e.context(format!(
+                                "final bookings of {} for event {event}",
+                                u.user
+                            )))
+                        }
+                        Err(_) => {
+                            i += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            });
         }
+        while let Some(r) = fetches.join_next().await {
+            let (user, list) = r??;
+            for (b, _, seats, q) in list {
+                if let Some(ga) = op.answer.ga.as_mut() {
+                    ga.bookings.push((b, user.clone(), q));
+                } else {
+                    for s in seats {
+                        op.answer.bookings.push((s, b.clone()));
+                    }
+                }
+            }
+        }
+        op.answer.bookings.sort();
+        if let Some(ga) = op.answer.ga.as_mut() {
+            ga.bookings.sort();
+        }
+        sh.record(op).await;
     }
     Ok(())
 }

@@ -482,14 +482,18 @@ impl UserClient {
         op
     }
 
-    /// This user's bookings (linearizable), as (booking, event, seats, quantity).
+    /// This user's bookings of `event` (linearizable), as (booking, event, seats,
+    /// quantity), and whether the list was cut short.
     pub async fn bookings(
         &self,
         node: &str,
+        event: u64,
     ) -> anyhow::Result<(Vec<(String, u64, Vec<u32>, u32)>, bool)> {
         let r = self
             .http
-            .get(format!("{node}/v1/bookings?consistency=linearizable"))
+            .get(format!(
+                "{node}/v1/bookings?consistency=linearizable&event_id={event}"
+            ))
             .bearer_auth(&self.token)
             .send()
             .await?;

@@ -368,21 +368,33 @@ impl ReadTx<'_> {
 
     /// A user's bookings on this shard, oldest first, at most `limit`.
     pub fn user_bookings(&self, user: &str, limit: usize) -> Vec<Booking> {
+        self.user_bookings_where(user, limit, |_| true)
+    }
+
+    /// A user's bookings in this group that satisfy `keep`, oldest first, at most
+    /// `limit`.
+    pub fn user_bookings_where(
+        &self,
+        user: &str,
+        limit: usize,
+        keep: impl Fn(&Booking) -> bool,
+    ) -> Vec<Booking> {
         let prefix = Key::sm(self.group, table::USER_BOOKING).str(user).build();
-        let mut seqs = Vec::new();
+        let mut out = Vec::new();
         self.view.scan(&prefix, &prefix, &mut |k, _| {
-            seqs.push(keys::read_u64(k, prefix.len()));
-            seqs.len() < limit
-        });
-        seqs.into_iter()
-            .map(|seq| {
-                self.booking(BookingId {
+            let seq = keys::read_u64(k, prefix.len());
+            let b = self
+                .booking(BookingId {
                     shard: self.group.0,
                     seq,
                 })
-                .expect("user booking index points at a missing booking")
-            })
-            .collect()
+                .expect("user booking index points at a missing booking");
+            if keep(&b) {
+                out.push(b);
+            }
+            out.len() < limit
+        });
+        out
     }
 
     /// Every state-machine key and value of the group (tests and diagnostics).

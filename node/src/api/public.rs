@@ -534,13 +534,23 @@ async fn list_bookings(
         .shards()
         .ok_or_else(|| ApiError::unavailable("not_ready", "the cluster is not bootstrapped yet"))?;
     let max = state.node.config.limits.page_size_max;
+    let event = match q.get("event_id") {
+        None => None,
+        Some(raw) => Some(parse_event_id(raw)?),
+    };
+    let groups: Vec<GroupId> = match event {
+        Some(e) => vec![event_group(&state, e)?],
+        None => (1..=shards).map(GroupId).collect(),
+    };
     let mut all = Vec::new();
-    for s in 1..=shards {
-        let g = GroupId(s);
+    for g in groups {
         let st = stores(&state, g)?;
         barrier_if(&state, g, c).await?;
         let tx = st.reader.begin_applied();
-        all.extend(tx.user_bookings(&user.sub, max));
+        // One more than a page, so that a cut is always reported as `truncated`.
+        all.extend(tx.user_bookings_where(&user.sub, max + 1, |b| {
+            event.is_none_or(|e| b.event_id == e)
+        }));
     }
     all.sort_by_key(|b| (b.confirmed_at_ms, b.booking_id));
     let truncated = all.len() > max;
