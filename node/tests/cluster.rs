@@ -304,6 +304,29 @@ async fn booking_flow_expiry_and_bad_input() {
         Some("forbidden")
     );
     assert_eq!(alice.bookings().await.unwrap().len(), 1);
+    // One event's bookings; another event has none; a bad id is refused.
+    let alice_token = mint("alice", false);
+    let list = |q: String| {
+        let req = reqwest::Client::new()
+            .get(format!("http://{}/v1/bookings?{q}", cluster.nodes[1].addr))
+            .bearer_auth(&alice_token);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, v) = list(format!("event_id={event}")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["bookings"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["truncated"], false, "{v}");
+    let (s, v) = list(format!("event_id={}", event + 1000)).await;
+    assert_eq!(
+        (s, v["bookings"].as_array().map(|a| a.len())),
+        (200, Some(0)),
+        "{v}"
+    );
+    let (s, v) = list("event_id=abc".into()).await;
+    assert_eq!(s, 400, "{v}");
     let h2 = bob.hold(event, Selection::Quantity(2)).await.unwrap();
     assert_eq!(
         h2.seat_ids,
@@ -336,11 +359,20 @@ async fn booking_flow_expiry_and_bad_input() {
     );
     let wait_ms = h3.expires_at_ms.saturating_sub(h3.applied.time_ms) + 300;
     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-    let map = bob.seats(event, Consistency::Local).await.unwrap();
-    assert_eq!(
-        map.seats[9].status, "available",
-        "an expired hold frees its seat without any write"
-    );
+    // Reads judge expiry by state-machine time: with no client write, the leader's
+    // idle tick (every `raft.tick_interval_ms`, 1 s) carries time past the expiry.
+    let deadline = Instant::now() + Duration::from_millis(2000);
+    loop {
+        let map = bob.seats(event, Consistency::Local).await.unwrap();
+        if map.seats[9].status == "available" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "an expired hold frees its seat without any client write"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         alice.confirm(&h3.hold_id, "late").await.unwrap_err().code(),
         Some("hold_expired")
