@@ -516,3 +516,22 @@ fn liveness_after_the_final_heal_is_bounded() {
     assert!(!liveness::recovers_after_heal(&after(5_000_000), 1000).valid());
     assert!(!liveness::recovers_after_heal(&[heal], 1000).valid());
 }
+
+#[test]
+fn only_final_state_reads_count_as_the_final_state_when_marked() {
+    let mut fin = read(9, (100, 110), 9000, true, &[(1, Sold)], &[(1, "b1")]);
+    fin.answer.final_state = true;
+    let h = vec![
+        hold_ok(1, &[1], (0, 10), "h1", 1000, 10_000),
+        confirm(1, "h1", (20, 30), Outcome::Ok, "b1", &[1], 2000),
+        fin,
+        // A later linearizable read without bookings is not the final state.
+        read(4, (120, 130), 9500, true, &[(1, Sold)], &[]),
+    ];
+    assert!(sales::acked_confirms_survive(&h).valid());
+    // Without the final-state read, the acknowledged booking cannot be found.
+    let mut no_final = h.clone();
+    no_final.remove(2);
+    no_final[2].answer.final_state = false;
+    assert!(!sales::acked_confirms_survive(&no_final).valid());
+}

@@ -61,9 +61,14 @@ pub fn acked_confirms_survive(ops: &[Op]) -> Verdict {
     let events = hold_events(ops);
     let mut violations = Vec::new();
     let mut undecided = Vec::new();
-    // The final read of each event.
+    // The final read of each event: the reads marked `final_state` when the
+    // history has any (a run's), else each event's last linearizable read.
+    let marked = ops.iter().any(|o| o.answer.final_state);
     let mut finals: BTreeMap<u64, &Op> = BTreeMap::new();
-    for o in ops.iter().filter(|o| o.outcome == Outcome::Ok) {
+    for o in ops
+        .iter()
+        .filter(|o| o.outcome == Outcome::Ok && (o.answer.final_state || !marked))
+    {
         if let Call::Read {
             event,
             linearizable: true,
