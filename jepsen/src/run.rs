@@ -285,12 +285,12 @@ async fn nemesis_loop(
                 phase: "start",
                 fault: f.clone(),
                 ok: r.is_ok(),
-                error: r.as_ref().err().map(|e| e.to_string()),
+                error: r.as_ref().err().map(|e| format!("{e:#}")),
             });
             if let Ok(mut c) = counts.lock() {
                 *c.entry(format!("{k:?}").to_lowercase()).or_default() += 1;
             }
-            active.push((f, t, r.err().map(|e| e.to_string())));
+            active.push((f, t, r.err().map(|e| format!("{e:#}"))));
         }
         drop(n);
         let end_at = (Instant::now() + hold_for).min(sh.deadline);
@@ -304,9 +304,9 @@ async fn nemesis_loop(
                 phase: "end",
                 fault: f.clone(),
                 ok: r.is_ok(),
-                error: r.as_ref().err().map(|e| e.to_string()),
+                error: r.as_ref().err().map(|e| format!("{e:#}")),
             });
-            let error = err.or(r.err().map(|e| e.to_string()));
+            let error = err.or(r.err().map(|e| format!("{e:#}")));
             sh.record(nemesis_op(f.describe(), start, t, error.is_none(), error))
                 .await;
         }
@@ -549,7 +549,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         heal_start,
         heal_end,
         healed.is_ok(),
-        healed.as_ref().err().map(|e| e.to_string()),
+        healed.as_ref().err().map(|e| format!("{e:#}")),
     ))
     .await;
     println!(
