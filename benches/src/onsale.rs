@@ -137,7 +137,6 @@ pub async fn onsale(
     hl.sort_unstable();
     cl.sort_unstable();
     let sold = sold.lock().unwrap().clone();
-    let distinct: BTreeSet<u32> = sold.iter().copied().collect();
     println!("| metric | value |\n|---|---|");
     println!("| elapsed | {elapsed:.1} s |");
     println!("| hold attempts/s | {:.0} |", hl.len() as f64 / elapsed);
@@ -162,25 +161,53 @@ pub async fn onsale(
         percentile(&cl, 0.99) as f64 / 1e3,
         percentile(&cl, 0.999) as f64 / 1e3
     );
-    if distinct.len() != sold.len() {
-        bail!(
-            "DOUBLE SALE: {} seats sold, {} distinct",
-            sold.len(),
-            distinct.len()
-        );
-    }
     let map = admin.seats(event, Consistency::Linearizable).await?;
-    if map.sold as usize != sold.len() {
-        bail!(
-            "seat map says {} sold, clients were told {}",
-            map.sold,
-            sold.len()
-        );
-    }
+    check_sales(&sold, map.sold)?;
     println!(
         "check: {} seats sold, all distinct, seat map agrees (sold = {})",
         sold.len(),
         map.sold
     );
     Ok(())
+}
+
+/// After an on-sale run: every seat the clients were told they bought is
+/// distinct (no double sale), and the cluster's count of sold seats equals the
+/// number of seats confirmed to clients (no lost or phantom sale).
+pub fn check_sales(sold: &[u32], map_sold: u32) -> anyhow::Result<()> {
+    let distinct: BTreeSet<u32> = sold.iter().copied().collect();
+    if distinct.len() != sold.len() {
+        let mut seen = BTreeSet::new();
+        let twice: BTreeSet<u32> = sold.iter().copied().filter(|s| !seen.insert(*s)).collect();
+        bail!(
+            "DOUBLE SALE: {} seats sold, {} distinct; sold more than once: {twice:?}",
+            sold.len(),
+            distinct.len()
+        );
+    }
+    if map_sold as usize != sold.len() {
+        bail!(
+            "seat map says {map_sold} sold, clients were told {}",
+            sold.len()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_sales;
+
+    #[test]
+    fn double_sales_and_count_mismatches_are_caught() {
+        assert!(check_sales(&[1, 2, 3], 3).is_ok());
+        let e = check_sales(&[1, 2, 2, 3], 4).unwrap_err().to_string();
+        assert!(e.contains("DOUBLE SALE") && e.contains("{2}"), "{e}");
+        assert!(
+            check_sales(&[1, 2, 3], 4).is_err(),
+            "a sale nobody was told of"
+        );
+        assert!(check_sales(&[1, 2, 3], 2).is_err(), "a confirmed sale lost");
+        assert!(check_sales(&[], 0).is_ok());
+    }
 }
