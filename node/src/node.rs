@@ -336,6 +336,44 @@ impl Node {
         }
     }
 
+    /// One attempt at `group`'s leader: `local` when this node leads it, else the
+    /// request made by `forward` sent to the leader's `/internal/v1/{endpoint}/{group}`.
+    /// A forward that never reached the leader is `Unavailable`; one that reached it
+    /// but got no answer becomes `unanswered`.
+    async fn on_leader<Req, T, Fut>(
+        &self,
+        group: GroupId,
+        remaining: Duration,
+        endpoint: &str,
+        forward: impl FnOnce() -> Req,
+        unanswered: fn(String) -> ProposeError,
+        local: impl FnOnce(Duration) -> Fut,
+    ) -> Result<T, ProposeError>
+    where
+        Req: Serialize,
+        T: serde::de::DeserializeOwned,
+        Fut: std::future::Future<Output = Result<T, ProposeError>>,
+    {
+        match self.leader_of(group) {
+            Some((leader, _)) if leader == self.id() => local(remaining).await,
+            Some((_, addr)) => {
+                let path = format!("/internal/v1/{endpoint}/{}", group.0);
+                match self
+                    .rpc
+                    .call::<_, Result<T, ProposeError>>(&addr, &path, &forward(), remaining)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(CallError::Unreachable(e)) => Err(ProposeError::Unavailable(e)),
+                    Err(e) => Err(unanswered(e.to_string())),
+                }
+            }
+            None => Err(ProposeError::Unavailable(format!(
+                "no leader known for {group}"
+            ))),
+        }
+    }
+
     /// Proposes a command on whichever node leads the group, forwarding and retrying
     /// across leader changes until `limits.write_timeout_ms`. Retrying is safe because
     /// client commands carry an idempotency key.
@@ -361,35 +399,19 @@ impl Node {
                     )),
                 });
             }
-            let result = match self.leader_of(group) {
-                Some((leader, _)) if leader == self.id() => {
-                    self.propose_local(group, session.clone(), command.clone(), remaining)
-                        .await
-                }
-                Some((_, addr)) => {
-                    let req = ForwardedProposal {
+            let result = self
+                .on_leader(
+                    group,
+                    remaining,
+                    "propose",
+                    || ForwardedProposal {
                         session: session.clone(),
                         command: command.clone(),
-                    };
-                    match self
-                        .rpc
-                        .call::<_, Result<Outcome, ProposeError>>(
-                            &addr,
-                            &format!("/internal/v1/propose/{}", group.0),
-                            &req,
-                            remaining,
-                        )
-                        .await
-                    {
-                        Ok(r) => r,
-                        Err(CallError::Unreachable(e)) => Err(ProposeError::Unavailable(e)),
-                        Err(e) => Err(ProposeError::Unknown(e.to_string())),
-                    }
-                }
-                None => Err(ProposeError::Unavailable(format!(
-                    "no leader known for {group}"
-                ))),
-            };
+                    },
+                    ProposeError::Unknown,
+                    |rem| self.propose_local(group, session.clone(), command.clone(), rem),
+                )
+                .await;
             match result {
                 Ok(outcome) => return Ok(outcome),
                 Err(e @ ProposeError::NoSuchGroup(_)) => return Err(e),
@@ -567,37 +589,25 @@ impl Node {
         let timeout = Duration::from_millis(self.config.limits.membership_timeout_ms);
         let deadline = Instant::now() + timeout;
         let mut last = ProposeError::Unavailable(format!("no leader for {group}"));
+        let change = &change;
         while Instant::now() < deadline {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let result = match self.leader_of(group) {
-                Some((leader, _)) if leader == self.id() => {
-                    match tokio::time::timeout(
-                        remaining,
-                        self.change_membership_local(group, &change),
-                    )
-                    .await
-                    {
-                        Ok(r) => r,
-                        Err(_) => Err(ProposeError::Unknown("membership change timed out".into())),
-                    }
-                }
-                Some((_, addr)) => match self
-                    .rpc
-                    .call::<_, Result<(), ProposeError>>(
-                        &addr,
-                        &format!("/internal/v1/membership/{}", group.0),
-                        &change,
-                        remaining,
-                    )
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(e) => Err(ProposeError::Unavailable(e.to_string())),
-                },
-                None => Err(ProposeError::Unavailable(format!(
-                    "no leader known for {group}"
-                ))),
-            };
+            let result = self
+                .on_leader(
+                    group,
+                    remaining,
+                    "membership",
+                    || change.clone(),
+                    ProposeError::Unavailable,
+                    |rem| async move {
+                        tokio::time::timeout(rem, self.change_membership_local(group, change))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(ProposeError::Unknown("membership change timed out".into()))
+                            })
+                    },
+                )
+                .await;
             match result {
                 Ok(()) => return Ok(()),
                 Err(e @ ProposeError::NoSuchGroup(_)) => return Err(e),

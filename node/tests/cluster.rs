@@ -1615,6 +1615,18 @@ async fn client_seat_stream_survives_its_node() {
     assert_eq!(stream.last_event_id(), Some(seen[9].index));
 }
 
+/// The seat map of `event` as node `addr` answers a linearizable read (raw JSON).
+async fn linearizable_seat_map(addr: &str, event: u64) -> Value {
+    reqwest::get(format!(
+        "http://{addr}/v1/events/{event}/seats?consistency=linearizable"
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap()
+}
+
 /// Found by the jepsen harness (`jepsen run --nemesis clock --seed 11`): with the
 /// shard leader's clock 8 s behind, a linearizable read on a follower judged a
 /// hold expired by the follower's own clock while the state machine (stamped by
@@ -1662,17 +1674,7 @@ async fn reads_judge_hold_expiry_by_state_machine_time_under_clock_skew() {
         if i == leader {
             continue;
         }
-        let v: Value = http
-            .get(format!(
-                "http://{}/v1/events/{event}/seats?consistency=linearizable",
-                n.addr
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = linearizable_seat_map(&n.addr, event).await;
         assert_eq!(
             v["seats"][0]["status"], "held",
             "node {} judged the hold by its own clock: {v}",
@@ -1734,16 +1736,6 @@ async fn membership_remove_add_learner_promote() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["voters"], json!([1, 2, 3]), "{v}");
     // The returning voter catches up: its linearizable read sees the hold.
-    let v: Value = http
-        .get(format!(
-            "http://{}/v1/events/{event}/seats?consistency=linearizable",
-            cluster.nodes[2].addr
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = linearizable_seat_map(&cluster.nodes[2].addr, event).await;
     assert_eq!(v["seats"][0]["status"], "held", "{v}");
 }

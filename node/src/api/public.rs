@@ -100,13 +100,14 @@ fn check_fresh(state: &AppState, group: GroupId, f: &Freshness, c: Consistency) 
 }
 
 fn freshness_json(group: GroupId, f: Freshness) -> Value {
+    let clock = now_ms();
     json!({
         "shard": group.0,
         "applied_index": f.applied_index,
         "applied_time_ms": f.applied_time_ms,
         "as_of_ms": f.as_of_ms,
-        "clock_ms": now_ms(),
-        "lag_ms": now_ms().saturating_sub(f.applied_time_ms),
+        "clock_ms": clock,
+        "lag_ms": clock.saturating_sub(f.applied_time_ms),
     })
 }
 
