@@ -3,12 +3,18 @@
 
 mod catalogue;
 mod cluster;
+mod compare;
 mod load;
 mod onsale;
 mod pg;
+mod plot;
+mod procs;
+mod readers;
 mod reads;
 mod search_bench;
 mod stats;
+mod store;
+mod surge;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,6 +64,10 @@ impl CatalogueArgs {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The on-sale scenarios against boxoffice, PostgreSQL, Redis and etcd, side
+    /// by side: starts every system itself on loopback, writes a markdown table,
+    /// JSON and SVG plots into the results folder.
+    Compare(compare::CompareArgs),
     /// Hot on-sale against a running cluster (e.g. `boxoffice dev`).
     Onsale {
         /// The dev cluster's directory (reads cluster.json for addresses and tokens).
@@ -135,6 +145,7 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
+        Cmd::Compare(args) => compare::compare(args).await,
         Cmd::Onsale {
             cluster_dir,
             seats,

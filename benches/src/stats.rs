@@ -9,6 +9,20 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The median of `v` (mean of the middle two when even); NaN when empty.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
 /// What [`run_workers`] measured: (label, latency µs) per success, wall time,
 /// failures.
 pub struct Samples<K> {
@@ -75,7 +89,7 @@ where
 }
 
 /// Latency summary of microsecond samples.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct Summary {
     pub count: usize,
     pub p50_ms: f64,
@@ -109,6 +123,10 @@ mod tests {
         assert_eq!(percentile(&[7], 0.99), 7);
         assert_eq!(percentile(&[], 0.5), 0);
         let s = summarize(vec![3000, 1000, 2000]);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![f64::INFINITY, 1.0, 2.0]), 2.0);
+        assert!(median(vec![]).is_nan());
         assert_eq!((s.count, s.p50_ms, s.p99_ms), (3, 2.0, 3.0));
     }
 }

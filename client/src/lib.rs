@@ -379,6 +379,28 @@ impl Client {
         .await
     }
 
+    /// One section's seats of the event's seat map (the counts are the event's).
+    pub async fn section_seats(
+        &self,
+        event_id: u64,
+        section: &str,
+        consistency: Consistency,
+    ) -> Result<SeatMap, Error> {
+        let mut url = reqwest::Url::parse("http://x/")
+            .map_err(|e| Error::Invalid(e.to_string()))?
+            .join(&format!("v1/events/{event_id}/seats"))
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        url.query_pairs_mut()
+            .append_pair("consistency", consistency.as_str())
+            .append_pair("section", section);
+        self.get(&format!(
+            "{}?{}",
+            url.path(),
+            url.query().unwrap_or_default()
+        ))
+        .await
+    }
+
     /// Holds seats or a quantity, with a fresh idempotency key.
     pub async fn hold(&self, event_id: u64, selection: Selection) -> Result<Hold, Error> {
         self.hold_with_key(event_id, selection, &Self::new_idempotency_key())

@@ -23,7 +23,7 @@ pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Node settings the harness runs with: short timeouts so that faults surface as
 /// `info` within a client timeout, and frequent snapshots so that restarts and
 /// lagging followers go through snapshot install and log purging.
-const NODE_SETTINGS: &str = r#"
+pub const HARNESS_SETTINGS: &str = r#"
 fault_injection = true
 
 [limits]
@@ -92,13 +92,15 @@ pub fn node_ip(id: u64) -> Ipv4Addr {
 }
 
 impl Cluster {
-    /// Prepares `n` nodes (not started) under `dir`.
+    /// Prepares `n` nodes (not started) under `dir`; `settings` is TOML appended to
+    /// each node's config (e.g. [`HARNESS_SETTINGS`], or "" for the defaults).
     pub fn new(
         bin: PathBuf,
         dir: &Path,
         n: u64,
         base_port: u16,
         shards: u16,
+        settings: &str,
     ) -> anyhow::Result<Self> {
         if !(1..=9).contains(&n) {
             bail!("--nodes must be between 1 and 9");
@@ -111,7 +113,7 @@ impl Cluster {
             let data_dir = dir.join(format!("node-{id}"));
             let config = dir.join(format!("node-{id}.toml"));
             let text = format!(
-                "id = {id}\nlisten = \"{addr}\"\ndata_dir = \"{}\"\ntoken_secret = \"{token_secret}\"\ncluster_key = \"{cluster_key}\"\npeer_bind_ip = \"{}\"\n{NODE_SETTINGS}",
+                "id = {id}\nlisten = \"{addr}\"\ndata_dir = \"{}\"\ntoken_secret = \"{token_secret}\"\ncluster_key = \"{cluster_key}\"\npeer_bind_ip = \"{}\"\n{settings}",
                 data_dir.display(),
                 node_ip(id)
             );

@@ -365,7 +365,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     println!("network: {network}; nemeses: {kinds:?}; workloads: {workloads:?}");
 
     // Cluster.
-    let mut cluster = Cluster::new(bin, &run_dir, args.nodes, args.base_port, args.shards)?;
+    let mut cluster = Cluster::new(
+        bin,
+        &run_dir,
+        args.nodes,
+        args.base_port,
+        args.shards,
+        crate::cluster::HARNESS_SETTINGS,
+    )?;
     let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
     for &id in &ids {
         cluster.start(id)?;

@@ -337,6 +337,19 @@ async fn booking_flow_expiry_and_bad_input() {
     let map = bob.seats(event, Consistency::Linearizable).await.unwrap();
     assert_eq!(map.seats[2].status, "available");
     assert_eq!(map.sold, 2);
+    // One section's seats: the only section here is the whole map; an unknown
+    // section is a 404 with its own code.
+    let sec = bob
+        .section_seats(event, "Stalls", Consistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(sec.seats, map.seats);
+    assert_eq!((sec.sold, sec.capacity), (map.sold, map.capacity));
+    let e = bob
+        .section_seats(event, "Balcony & Box", Consistency::Local)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("unknown_section"), "{e}");
 
     // Cap: alice has 2 booked, cap 4.
     assert_eq!(

@@ -1,0 +1,1205 @@
+//! `compare`: the on-sale scenarios against boxoffice and its peers, side by side
+//! in one run, on this machine. Starts every system itself (boxoffice: 3 nodes,
+//! 8 shards, default settings, fsync on; PostgreSQL, Redis and etcd from their
+//! Debian packages, installed with apt-get when missing), all on loopback, and
+//! stops them at the end. Writes `results.md`, `results.json` and SVG plots into
+//! the results folder.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use boxoffice_client::{Client, ClientConfig, Consistency, SearchQuery};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use jepsen::cluster::Cluster;
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use crate::plot::{line_chart, Chart, Series};
+use crate::stats::{median, summarize, Summary};
+use crate::store::{self, Store};
+use crate::surge::{self, Kill, RunResult, Shape, BUCKET_MS};
+
+#[derive(Args, Clone, Debug)]
+pub struct CompareArgs {
+    /// Scenarios: 1 hot on-sale, 2 many events, 3 reads under a sale, 4 failover.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
+    pub scenarios: Vec<u8>,
+    /// Systems: boxoffice, postgres, postgres-async, redis, etcd.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "boxoffice,postgres,postgres-async,redis,etcd"
+    )]
+    pub systems: Vec<String>,
+    /// A few minutes in all: smaller events, fewer buyer counts, short runs.
+    #[arg(long)]
+    pub quick: bool,
+    /// Runs per figure (the median is reported) [default: 3].
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Seats of the hot event (scenarios 1, 3, 4) [default: 50000; quick 2000].
+    #[arg(long)]
+    pub seats: Option<u32>,
+    /// Concurrent buyers in scenario 1 [default: 64,256,1024; quick 64,256].
+    #[arg(long, value_delimiter = ',')]
+    pub buyers: Option<Vec<usize>>,
+    /// Time limit of one run, seconds [default: 30; quick 4].
+    #[arg(long)]
+    pub duration_s: Option<u64>,
+    /// Events in scenario 2 [default: 1000; quick 200].
+    #[arg(long)]
+    pub events: Option<usize>,
+    /// Seats per event in scenario 2 [default: 200; quick 50].
+    #[arg(long)]
+    pub event_seats: Option<u32>,
+    /// Buyers in scenarios 2, 3 and 4.
+    #[arg(long, default_value_t = 256)]
+    pub steady_buyers: usize,
+    /// Concurrent readers in scenario 3.
+    #[arg(long, default_value_t = 64)]
+    pub readers: usize,
+    /// Seats of the event in scenario 4 (large enough not to sell out before the kill).
+    #[arg(long, default_value_t = 50_000)]
+    pub failover_seats: u32,
+    /// Failover runs per system in scenario 4 [default: 5; quick 3].
+    #[arg(long)]
+    pub failover_runs: Option<usize>,
+    /// Stop any run after this many hold attempts.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub holds_max: u64,
+    /// Results folder [default: bench-results/<UTC time>].
+    #[arg(long)]
+    pub results_dir: Option<PathBuf>,
+    /// A TOML file appended to every boxoffice node's config (e.g. `[raft]`
+    /// timeouts) [default: none, the node defaults].
+    #[arg(long)]
+    pub node_settings: Option<PathBuf>,
+    /// The boxoffice binary [default: next to this one].
+    #[arg(long)]
+    pub bin: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// First port of the boxoffice nodes (node i listens on 127.0.0.(10+i):port+i).
+    #[arg(long, default_value_t = 7900)]
+    pub boxoffice_port: u16,
+    #[arg(long, default_value_t = 7650)]
+    pub pg_port: u16,
+    #[arg(long, default_value_t = 7670)]
+    pub redis_port: u16,
+    /// etcd members' client ports are base+1..=base+3, peer ports base+11..=base+13.
+    #[arg(long, default_value_t = 7680)]
+    pub etcd_port: u16,
+}
+
+/// Settings after `--quick` and the defaults are applied.
+#[derive(Clone, Debug, serde::Serialize)]
+struct Plan {
+    scenarios: Vec<u8>,
+    runs: usize,
+    seats: u32,
+    buyers: Vec<usize>,
+    duration_s: u64,
+    events: usize,
+    event_seats: u32,
+    steady_buyers: usize,
+    readers: usize,
+    failover_runs: usize,
+    failover_seats: u32,
+    quick: bool,
+}
+
+impl CompareArgs {
+    fn plan(&self) -> anyhow::Result<Plan> {
+        let q = self.quick;
+        let p = Plan {
+            scenarios: self.scenarios.clone(),
+            runs: self.runs.unwrap_or(3),
+            seats: self.seats.unwrap_or(if q { 2_000 } else { 50_000 }),
+            buyers: self.buyers.clone().unwrap_or(if q {
+                vec![64, 256]
+            } else {
+                vec![64, 256, 1024]
+            }),
+            duration_s: self.duration_s.unwrap_or(if q { 4 } else { 30 }),
+            events: self.events.unwrap_or(if q { 200 } else { 1_000 }),
+            event_seats: self.event_seats.unwrap_or(if q { 50 } else { 200 }),
+            steady_buyers: if q {
+                self.steady_buyers.min(64)
+            } else {
+                self.steady_buyers
+            },
+            readers: if q {
+                self.readers.min(16)
+            } else {
+                self.readers
+            },
+            failover_runs: self.failover_runs.unwrap_or(if q { 3 } else { 5 }),
+            failover_seats: self.failover_seats,
+            quick: q,
+        };
+        anyhow::ensure!(
+            p.scenarios.iter().all(|s| (1..=4).contains(s)),
+            "--scenarios takes 1, 2, 3 and 4"
+        );
+        anyhow::ensure!(
+            p.runs >= 1 && p.failover_runs >= 1,
+            "--runs must be at least 1"
+        );
+        anyhow::ensure!(
+            p.seats >= 4 && p.event_seats >= 4,
+            "events need at least 4 seats"
+        );
+        anyhow::ensure!(
+            p.buyers.iter().all(|&b| (1..=4096).contains(&b)) && !p.buyers.is_empty(),
+            "--buyers: between 1 and 4096 each"
+        );
+        for s in &self.systems {
+            anyhow::ensure!(
+                ["boxoffice", "postgres", "postgres-async", "redis", "etcd"].contains(&s.as_str()),
+                "unknown system {s:?} (boxoffice, postgres, postgres-async, redis, etcd)"
+            );
+        }
+        Ok(p)
+    }
+}
+
+/// The running systems.
+pub struct Systems {
+    stores: Vec<Store>,
+    /// What could not be started, and why.
+    missing: Vec<(String, String)>,
+    bo: Option<Arc<Mutex<Cluster>>>,
+    bo_urls: Vec<String>,
+    pg: Option<crate::pg::Postgres>,
+    _redis: Option<crate::procs::RedisServer>,
+    etcd: Option<Arc<Mutex<crate::procs::EtcdCluster>>>,
+}
+
+/// Time allowed for a restarted node or member to rejoin before the next run.
+const REJOIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn start_systems(args: &CompareArgs, dir: &std::path::Path) -> anyhow::Result<Systems> {
+    let want = |s: &str| args.systems.iter().any(|x| x == s);
+    let mut sys = Systems {
+        stores: vec![],
+        missing: vec![],
+        bo: None,
+        bo_urls: vec![],
+        pg: None,
+        _redis: None,
+        etcd: None,
+    };
+    if want("boxoffice") {
+        let bin = match &args.bin {
+            Some(b) => b.clone(),
+            None => std::env::current_exe()?
+                .parent()
+                .context("no parent of the bench binary")?
+                .join("boxoffice"),
+        };
+        anyhow::ensure!(
+            bin.exists(),
+            "{} not found: build it (cargo build --release --workspace --bins) or pass --bin",
+            bin.display()
+        );
+        let cdir = dir.join("boxoffice");
+        std::fs::create_dir_all(&cdir)?;
+        // Default node settings (fsync on, production timeouts) unless told otherwise.
+        let settings = match &args.node_settings {
+            Some(f) => {
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+            }
+            None => String::new(),
+        };
+        let mut c = Cluster::new(bin, &cdir, 3, args.boxoffice_port, 8, &settings)?;
+        let ids: Vec<u64> = c.nodes.keys().copied().collect();
+        for &id in &ids {
+            c.start(id)?;
+        }
+        for &id in &ids {
+            c.wait_healthy(id, jepsen::cluster::NODE_START_TIMEOUT)
+                .await?;
+        }
+        c.init().await?;
+        let urls: Vec<String> = c.nodes.values().map(|n| n.url()).collect();
+        let user = c.token("bench-buyer", false)?;
+        let bo = store::Boxoffice::new(urls.clone(), &c.admin_token, &user)?;
+        sys.stores.push(Store::Boxoffice(Arc::new(bo)));
+        sys.bo_urls = urls;
+        sys.bo = Some(Arc::new(Mutex::new(c)));
+    }
+    if want("postgres") || want("postgres-async") {
+        match crate::pg::Postgres::start(
+            args.pg_port,
+            &[
+                ("shared_buffers", "1GB"),
+                ("max_connections", "400"),
+                ("jit", "off"),
+                ("fsync", "on"),
+            ],
+        ) {
+            Ok(pg) => {
+                for (name, sync) in [("postgres", true), ("postgres-async", false)] {
+                    if want(name) {
+                        let s = store::Postgres::new(&pg, store::PG_POOL_MAX, sync).await?;
+                        sys.stores.push(Store::Postgres(Arc::new(s)));
+                    }
+                }
+                sys.pg = Some(pg);
+            }
+            Err(e) => sys.missing.push(("postgres".into(), format!("{e:#}"))),
+        }
+    }
+    if want("redis") {
+        match crate::procs::RedisServer::start(args.redis_port).await {
+            Ok(r) => {
+                sys.stores
+                    .push(Store::Redis(Arc::new(store::Redis::new(&r).await?)));
+                sys._redis = Some(r);
+            }
+            Err(e) => sys.missing.push(("redis".into(), format!("{e:#}"))),
+        }
+    }
+    if want("etcd") {
+        match crate::procs::EtcdCluster::start(args.etcd_port).await {
+            Ok(e) => {
+                let st = store::Etcd::new(&e, 4096)?;
+                sys.stores.push(Store::Etcd(Arc::new(st)));
+                sys.etcd = Some(Arc::new(Mutex::new(e)));
+            }
+            Err(e) => sys.missing.push(("etcd".into(), format!("{e:#}"))),
+        }
+    }
+    for (name, why) in &sys.missing {
+        eprintln!("MISSING {name}: {why}");
+    }
+    Ok(sys)
+}
+
+/// One measured run, labelled.
+#[derive(Clone, Debug)]
+struct Row {
+    scenario: u8,
+    system: String,
+    durability: String,
+    buyers: usize,
+    /// Scenario 3: with readers or not.
+    variant: &'static str,
+    run: usize,
+    r: RunResult,
+    reads: Option<ReadStats>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+struct ReadStats {
+    reads: u64,
+    errors: u64,
+    per_s: f64,
+    all: Summary,
+    by_kind: BTreeMap<&'static str, Summary>,
+}
+
+pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
+    let plan = args.plan()?;
+    let dir = args.results_dir.clone().unwrap_or_else(|| {
+        let t = time::OffsetDateTime::now_utc();
+        PathBuf::from(format!(
+            "bench-results/{:04}{:02}{:02}-{:02}{:02}{:02}",
+            t.year(),
+            t.month() as u8,
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ))
+    });
+    std::fs::create_dir_all(&dir)?;
+    let work = std::env::temp_dir().join(format!("boxoffice-bench-compare-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    println!("compare: {plan:?}\nresults: {}", dir.display());
+    let sys = start_systems(&args, &work).await?;
+    anyhow::ensure!(!sys.stores.is_empty(), "no system could be started");
+    let names: Vec<String> = sys.stores.iter().map(Store::name).collect();
+    println!("systems: {}", names.join(", "));
+
+    let n = sys.stores.len();
+    let mut total = 0u64;
+    for s in &plan.scenarios {
+        total += match s {
+            1 => (plan.buyers.len() * plan.runs * n) as u64,
+            2 => (plan.runs * n) as u64,
+            3 => (plan.runs * 2 * sys.stores.iter().filter(|s| readable(s)).count()) as u64,
+            _ => {
+                (plan.failover_runs * sys.stores.iter().filter(|s| failover_capable(s)).count())
+                    as u64
+            }
+        };
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} runs  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut rows: Vec<Row> = Vec::new();
+    let duration = Duration::from_secs(plan.duration_s);
+    let started = Instant::now();
+    let outcome: anyhow::Result<()> = async {
+        if plan.scenarios.contains(&1) {
+            for &c in &plan.buyers {
+                for run in 0..plan.runs {
+                    for st in &sys.stores {
+                        bar.set_message(format!("1: {} {} buyers, run {}", st.name(), c, run + 1));
+                        let events = st.create_events(1, plan.seats).await?;
+                        let shape = Shape {
+                            events,
+                            seats: plan.seats,
+                            buyers: c,
+                            duration,
+                            holds_max: args.holds_max,
+                            seed: args.seed + run as u64,
+                        };
+                        let r = surge::run(st, &shape, None).await?;
+                        rows.push(row(1, st, c, "", run, r, None));
+                        bar.inc(1);
+                    }
+                }
+            }
+        }
+        if plan.scenarios.contains(&2) {
+            for run in 0..plan.runs {
+                for st in &sys.stores {
+                    bar.set_message(format!(
+                        "2: {} {} events, run {}",
+                        st.name(),
+                        plan.events,
+                        run + 1
+                    ));
+                    let events = st.create_events(plan.events, plan.event_seats).await?;
+                    let shape = Shape {
+                        events,
+                        seats: plan.event_seats,
+                        buyers: plan.steady_buyers,
+                        duration,
+                        holds_max: args.holds_max,
+                        seed: args.seed + run as u64,
+                    };
+                    let r = surge::run(st, &shape, None).await?;
+                    rows.push(row(2, st, plan.steady_buyers, "", run, r, None));
+                    bar.inc(1);
+                }
+            }
+        }
+        if plan.scenarios.contains(&3) {
+            for run in 0..plan.runs {
+                for st in sys.stores.iter().filter(|s| readable(s)) {
+                    for variant in ["writes only", "writes + reads"] {
+                        bar.set_message(format!("3: {} {variant}, run {}", st.name(), run + 1));
+                        let events = st.create_events(1, plan.seats).await?;
+                        let shape = Shape {
+                            events: events.clone(),
+                            seats: plan.seats,
+                            buyers: plan.steady_buyers,
+                            duration,
+                            holds_max: args.holds_max,
+                            seed: args.seed + run as u64,
+                        };
+                        let (r, reads) = if variant == "writes only" {
+                            (surge::run(st, &shape, None).await?, None)
+                        } else {
+                            let readers =
+                                crate::readers::Readers::new(st, &sys, events[0], plan.seats)
+                                    .await?;
+                            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                            let handle = readers.spawn(
+                                plan.readers,
+                                duration + Duration::from_secs(5),
+                                stop.clone(),
+                            );
+                            let r = surge::run(st, &shape, None).await?;
+                            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                            let (samples, errors, secs) = handle.await?;
+                            (r, Some(read_stats(samples, errors, secs)))
+                        };
+                        rows.push(row(3, st, plan.steady_buyers, variant, run, r, reads));
+                        bar.inc(1);
+                    }
+                }
+            }
+        }
+        if plan.scenarios.contains(&4) {
+            let fo_duration = duration.max(Duration::from_secs(6));
+            for run in 0..plan.failover_runs {
+                for st in sys.stores.iter().filter(|s| failover_capable(s)) {
+                    bar.set_message(format!("4: {} failover, run {}", st.name(), run + 1));
+                    let events = st.create_events(1, plan.failover_seats).await?;
+                    let kill = kill_for(st, &sys, events[0]).await?;
+                    let shape = Shape {
+                        events,
+                        seats: plan.failover_seats,
+                        buyers: plan.steady_buyers,
+                        duration: fo_duration,
+                        holds_max: args.holds_max,
+                        seed: args.seed + run as u64,
+                    };
+                    let r = surge::run(
+                        st,
+                        &shape,
+                        Some(Kill {
+                            at: fo_duration / 3,
+                            kill,
+                        }),
+                    )
+                    .await?;
+                    rejoin(st, &sys).await?;
+                    rows.push(row(4, st, plan.steady_buyers, "", run, r, None));
+                    bar.inc(1);
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    bar.finish_and_clear();
+    let report = Report {
+        plan: &plan,
+        rows: &rows,
+        systems: &sys,
+        names: &names,
+        wall_s: started.elapsed().as_secs_f64(),
+    };
+    let md = report.markdown();
+    std::fs::write(dir.join("results.md"), &md)?;
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&report.json())?,
+    )?;
+    report.plots(&dir)?;
+    println!("{md}");
+    println!("results written to {}", dir.display());
+    drop(sys);
+    let _ = std::fs::remove_dir_all(&work);
+    outcome?;
+    let violations: Vec<&Row> = rows.iter().filter(|r| r.r.check.is_err()).collect();
+    anyhow::ensure!(
+        violations.is_empty(),
+        "{} runs failed the sales check (see results.md)",
+        violations.len()
+    );
+    Ok(())
+}
+
+fn row(
+    scenario: u8,
+    st: &Store,
+    buyers: usize,
+    variant: &'static str,
+    run: usize,
+    r: RunResult,
+    reads: Option<ReadStats>,
+) -> Row {
+    if let Err(e) = &r.check {
+        eprintln!("VIOLATION in scenario {scenario}, {}: {e}", st.name());
+    }
+    Row {
+        scenario,
+        system: st.name(),
+        durability: st.durability(),
+        buyers,
+        variant,
+        run,
+        r,
+        reads,
+    }
+}
+
+/// Systems with reads in scenario 3 (the others are lock stores, not catalogues).
+fn readable(s: &Store) -> bool {
+    matches!(s, Store::Boxoffice(_) | Store::Postgres(_))
+}
+
+/// Systems with more than one replica, so that a kill is a failover.
+fn failover_capable(s: &Store) -> bool {
+    matches!(s, Store::Boxoffice(_) | Store::Etcd(_))
+}
+
+/// The kill of scenario 4: the leader of the hot event's shard (boxoffice) or the
+/// etcd leader, found when the kill happens.
+async fn kill_for(
+    st: &Store,
+    sys: &Systems,
+    event: u64,
+) -> anyhow::Result<
+    std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<String>> + Send>>,
+> {
+    match st {
+        Store::Boxoffice(b) => {
+            let shard = b
+                .admin
+                .event(event, Consistency::Local)
+                .await?
+                .event
+                .shard
+                .context("event without a shard")?;
+            let cluster = sys.bo.clone().context("no boxoffice cluster")?;
+            Ok(Box::pin(async move {
+                let mut c = cluster.lock().await;
+                let leader = *c
+                    .leaders()
+                    .await
+                    .get(&shard)
+                    .with_context(|| format!("no leader of shard {shard}"))?;
+                c.kill(leader);
+                Ok(format!("node {leader} (leader of shard {shard})"))
+            }))
+        }
+        Store::Etcd(_) => {
+            let etcd = sys.etcd.clone().context("no etcd cluster")?;
+            Ok(Box::pin(async move {
+                let mut e = etcd.lock().await;
+                let leader = e.leader().await.context("no etcd leader")?;
+                e.members[leader].kill();
+                Ok(format!("etcd member e{} (leader)", leader + 1))
+            }))
+        }
+        _ => anyhow::bail!("{} has no failover", st.name()),
+    }
+}
+
+/// Restarts what scenario 4 killed and waits until it serves again.
+async fn rejoin(st: &Store, sys: &Systems) -> anyhow::Result<()> {
+    match st {
+        Store::Boxoffice(_) => {
+            let cluster = sys.bo.clone().context("no boxoffice cluster")?;
+            let mut c = cluster.lock().await;
+            let ids: Vec<u64> = c.nodes.keys().copied().collect();
+            for id in ids {
+                if !c.nodes[&id].running() {
+                    c.start(id)?;
+                    c.wait_healthy(id, REJOIN_TIMEOUT).await?;
+                }
+            }
+            let deadline = Instant::now() + REJOIN_TIMEOUT;
+            while c.leaders().await.len() < usize::from(c.shards) + 1 {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "boxoffice groups without a leader"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Store::Etcd(_) => {
+            let etcd = sys.etcd.clone().context("no etcd cluster")?;
+            let mut e = etcd.lock().await;
+            for i in 0..e.members.len() {
+                e.members[i].start()?;
+            }
+            for i in 0..e.members.len() {
+                e.wait_healthy(i).await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn read_stats(samples: Vec<(&'static str, u64)>, errors: u64, secs: f64) -> ReadStats {
+    let mut by: BTreeMap<&'static str, Vec<u64>> = BTreeMap::new();
+    for (k, us) in &samples {
+        by.entry(k).or_default().push(*us);
+    }
+    ReadStats {
+        reads: samples.len() as u64,
+        errors,
+        per_s: samples.len() as f64 / secs.max(1e-9),
+        all: summarize(samples.iter().map(|s| s.1).collect()),
+        by_kind: by.into_iter().map(|(k, v)| (k, summarize(v))).collect(),
+    }
+}
+
+impl Systems {
+    /// Follower URLs of the shard that owns `event` (boxoffice), for scenario 3.
+    pub async fn followers_of(&self, shard: u16) -> Vec<String> {
+        let Some(c) = &self.bo else { return vec![] };
+        let c = c.lock().await;
+        let leader = c.leaders().await.get(&shard).copied();
+        c.nodes
+            .values()
+            .filter(|n| Some(n.id) != leader)
+            .map(|n| n.url())
+            .collect()
+    }
+
+    pub fn pg(&self) -> Option<&crate::pg::Postgres> {
+        self.pg.as_ref()
+    }
+}
+
+/// Medians over runs of one (scenario, system, buyers, variant).
+struct Agg {
+    runs: usize,
+    holds_s: f64,
+    confirms_s: f64,
+    attempts_s: f64,
+    hold: Summary,
+    confirm: Summary,
+    sold_out_s: Option<f64>,
+    sold_pct: f64,
+    checks_ok: usize,
+    reads: Option<(f64, Summary, BTreeMap<&'static str, f64>)>,
+    window: Option<(f64, f64, f64)>,
+}
+
+fn aggregate(rows: &[&Row]) -> Agg {
+    let m = |f: &dyn Fn(&Row) -> f64| median(rows.iter().map(|r| f(r)).collect());
+    let ms = |f: &dyn Fn(&Row) -> Summary| Summary {
+        count: rows.iter().map(|r| f(r).count).sum(),
+        p50_ms: median(rows.iter().map(|r| f(r).p50_ms).collect()),
+        p99_ms: median(rows.iter().map(|r| f(r).p99_ms).collect()),
+        p999_ms: median(rows.iter().map(|r| f(r).p999_ms).collect()),
+    };
+    let sold_out: Vec<f64> = rows.iter().filter_map(|r| r.r.sold_out_s).collect();
+    let reads = {
+        let rr: Vec<&ReadStats> = rows.iter().filter_map(|r| r.reads.as_ref()).collect();
+        (!rr.is_empty()).then(|| {
+            let mut kinds: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+            for r in &rr {
+                for (k, s) in &r.by_kind {
+                    kinds.entry(k).or_default().push(s.p99_ms);
+                }
+            }
+            (
+                median(rr.iter().map(|r| r.per_s).collect()),
+                Summary {
+                    count: rr.iter().map(|r| r.all.count).sum(),
+                    p50_ms: median(rr.iter().map(|r| r.all.p50_ms).collect()),
+                    p99_ms: median(rr.iter().map(|r| r.all.p99_ms).collect()),
+                    p999_ms: median(rr.iter().map(|r| r.all.p999_ms).collect()),
+                },
+                kinds.into_iter().map(|(k, v)| (k, median(v))).collect(),
+            )
+        })
+    };
+    let windows: Vec<u64> = rows
+        .iter()
+        .filter_map(|r| r.r.failover.as_ref().map(|f| f.window_ms as u64))
+        .collect();
+    let window = (!windows.is_empty()).then(|| {
+        let mut w = windows.clone();
+        w.sort_unstable();
+        (
+            crate::stats::percentile(&w, 0.5) as f64,
+            crate::stats::percentile(&w, 0.99) as f64,
+            *w.last().unwrap_or(&0) as f64,
+        )
+    });
+    Agg {
+        runs: rows.len(),
+        holds_s: m(&|r| r.r.holds_per_s()),
+        confirms_s: m(&|r| r.r.confirms_per_s()),
+        attempts_s: m(&|r| r.r.attempts_per_s()),
+        hold: ms(&|r| r.r.hold_lat),
+        confirm: ms(&|r| r.r.confirm_lat),
+        sold_out_s: (sold_out.len() == rows.len()).then(|| median(sold_out)),
+        sold_pct: m(&|r| 100.0 * r.r.seats_sold as f64 / r.r.seats_total.max(1) as f64),
+        checks_ok: rows.iter().filter(|r| r.r.check.is_ok()).count(),
+        reads,
+        window,
+    }
+}
+
+struct Report<'a> {
+    plan: &'a Plan,
+    rows: &'a [Row],
+    systems: &'a Systems,
+    names: &'a [String],
+    wall_s: f64,
+}
+
+impl Report<'_> {
+    fn select(
+        &self,
+        scenario: u8,
+        system: &str,
+        buyers: Option<usize>,
+        variant: &str,
+    ) -> Vec<&Row> {
+        self.rows
+            .iter()
+            .filter(|r| {
+                r.scenario == scenario
+                    && r.system == system
+                    && buyers.is_none_or(|b| r.buyers == b)
+                    && r.variant == variant
+            })
+            .collect()
+    }
+
+    fn markdown(&self) -> String {
+        use std::fmt::Write;
+        let p = self.plan;
+        let mut s = String::new();
+        let t = time::OffsetDateTime::now_utc();
+        let _ = writeln!(
+            s,
+            "# boxoffice vs peers — {:04}-{:02}-{:02}\n\nMachine: {}. Wall time {:.0} s. Every figure is the median of {} runs (scenario 4: {} runs) measured side by side in this run; latencies in ms.{}\n",
+            t.year(),
+            t.month() as u8,
+            t.day(),
+            machine(),
+            self.wall_s,
+            p.runs,
+            p.failover_runs,
+            if p.quick { " **Quick mode** (small events, short runs): for smoke-testing, not for quoting." } else { "" }
+        );
+        let _ = writeln!(s, "| system | durability |\n|---|---|");
+        for st in &self.systems.stores {
+            let _ = writeln!(s, "| {} | {} |", st.name(), st.durability());
+        }
+        for (name, why) in &self.systems.missing {
+            let _ = writeln!(s, "| {name} | **missing**: {why} |");
+        }
+        s.push('\n');
+        let ratio_rows = self.ratios();
+        if !ratio_rows.is_empty() {
+            let _ = writeln!(s, "## Headline: boxoffice (3 replicas, fsync on) ÷ peer\n\n| scenario | figure | {} |\n|---|---|{}", self.peers().join(" | "), "---|".repeat(self.peers().len()));
+            for r in ratio_rows {
+                s.push_str(&r);
+                s.push('\n');
+            }
+            s.push_str(
+                "\n(> 1 means boxoffice is better: more per second, or a shorter time.)\n\n",
+            );
+        }
+        if p.scenarios.contains(&1) {
+            let _ = writeln!(s, "## Scenario 1 — hot on-sale: one event of {} seats\n\n| system | buyers | holds/s | confirms/s | hold attempts/s | hold p50 / p99 / p999 | confirm p50 / p99 / p999 | sold out in | failed holds / unknown confirms | checks |\n|---|---|---|---|---|---|---|---|---|---|", p.seats);
+            for &c in &p.buyers {
+                for n in self.names {
+                    let rows = self.select(1, n, Some(c), "");
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    let a = aggregate(&rows);
+                    let _ = writeln!(
+                        s,
+                        "| {n} | {c} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} / {} | {}/{} ok |",
+                        a.holds_s,
+                        a.confirms_s,
+                        a.attempts_s,
+                        lat(a.hold),
+                        lat(a.confirm),
+                        a.sold_out_s
+                            .map(|t| format!("{t:.1} s"))
+                            .unwrap_or(format!("— ({:.0}% sold)", a.sold_pct)),
+                        rows.iter().map(|r| r.r.hold_errors).sum::<u64>(),
+                        rows.iter().map(|r| r.r.confirm_unknown).sum::<u64>(),
+                        a.checks_ok,
+                        a.runs
+                    );
+                }
+            }
+            s.push('\n');
+        }
+        if p.scenarios.contains(&2) {
+            let _ = writeln!(s, "## Scenario 2 — many events: {} events of {} seats, {} buyers\n\n| system | holds/s | confirms/s | vs scenario 1 (same buyers) | hold p50 / p99 / p999 | confirm p50 / p99 / p999 | checks |\n|---|---|---|---|---|---|---|", p.events, p.event_seats, p.steady_buyers);
+            for n in self.names {
+                let rows = self.select(2, n, None, "");
+                if rows.is_empty() {
+                    continue;
+                }
+                let a = aggregate(&rows);
+                let s1 = self.select(1, n, Some(p.steady_buyers), "");
+                let vs = if s1.is_empty() {
+                    "—".to_string()
+                } else {
+                    format!("{:.2}×", a.holds_s / aggregate(&s1).holds_s.max(1e-9))
+                };
+                let _ = writeln!(
+                    s,
+                    "| {n} | {:.0} | {:.0} | {vs} | {} | {} | {}/{} ok |",
+                    a.holds_s,
+                    a.confirms_s,
+                    lat(a.hold),
+                    lat(a.confirm),
+                    a.checks_ok,
+                    a.runs
+                );
+            }
+            s.push('\n');
+        }
+        if p.scenarios.contains(&3) {
+            let _ = writeln!(s, "## Scenario 3 — reads under a sale: {} readers beside {} buyers on one event of {} seats\n\nboxoffice readers use the hot shard's followers (local reads); PostgreSQL readers use the same server. Read kinds rotate: event view, one section's seat map, search.\n\n| system | confirms/s alone | confirms/s with reads | write slowdown | reads/s | reads per write | read p50 / p99 / p999 | p99 by kind |\n|---|---|---|---|---|---|---|---|", p.readers, p.steady_buyers, p.seats);
+            for n in self.names {
+                let alone = self.select(3, n, None, "writes only");
+                let with = self.select(3, n, None, "writes + reads");
+                if alone.is_empty() || with.is_empty() {
+                    continue;
+                }
+                let (a, w) = (aggregate(&alone), aggregate(&with));
+                let Some((rps, rl, kinds)) = w.reads else {
+                    continue;
+                };
+                let _ = writeln!(
+                    s,
+                    "| {n} | {:.0} | {:.0} | {:.0}% | {rps:.0} | {:.0} | {} | {} |",
+                    a.confirms_s,
+                    w.confirms_s,
+                    100.0 * (1.0 - w.confirms_s / a.confirms_s.max(1e-9)),
+                    rps / (w.holds_s + w.confirms_s).max(1e-9),
+                    lat(rl),
+                    kinds
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v:.1}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            s.push('\n');
+        }
+        if p.scenarios.contains(&4) {
+            let _ = writeln!(s, "## Scenario 4 — failover: kill -9 of the hot shard's leader a third into the run ({} buyers, one event of {} seats)\n\nWindow = from the kill to the first write invoked after it that is answered.\n\n| system | runs | window p50 / p99 / max ms | confirms/s over the run | unknown confirms | checks (no acknowledged booking lost) |\n|---|---|---|---|---|---|", p.steady_buyers, p.failover_seats);
+            for n in self.names {
+                let rows = self.select(4, n, None, "");
+                if rows.is_empty() {
+                    continue;
+                }
+                let a = aggregate(&rows);
+                let killed = rows.iter().filter(|r| r.r.failover.is_some()).count();
+                let window = match a.window {
+                    Some((w50, w99, wmax)) if killed == rows.len() => {
+                        format!("{w50:.0} / {w99:.0} / {wmax:.0}")
+                    }
+                    Some((w50, w99, wmax)) => format!(
+                        "{w50:.0} / {w99:.0} / {wmax:.0} ({} runs ended before the kill)",
+                        rows.len() - killed
+                    ),
+                    None => "— (every run ended before the kill)".into(),
+                };
+                let _ = writeln!(
+                    s,
+                    "| {n} | {} | {window} | {:.0} | {} | {}/{} ok |",
+                    a.runs,
+                    a.confirms_s,
+                    rows.iter().map(|r| r.r.confirm_unknown).sum::<u64>(),
+                    a.checks_ok,
+                    a.runs
+                );
+            }
+            for n in self.names {
+                if !["boxoffice", "etcd"].contains(&n.as_str()) {
+                    let _ = writeln!(s, "| {n} | — | single node: no failover; writes stop until it is restarted | | | |");
+                }
+            }
+            s.push('\n');
+        }
+        let bad: Vec<&Row> = self.rows.iter().filter(|r| r.r.check.is_err()).collect();
+        let _ = writeln!(s, "## Sales checks\n\nAfter every run the seats each system reports sold were read back and compared with what buyers were told: no seat acknowledged twice, none lost, none sold without a buyer being told (unknown confirms excepted). {} of {} runs passed.", self.rows.len() - bad.len(), self.rows.len());
+        for r in bad {
+            let _ = writeln!(
+                s,
+                "- **VIOLATION** scenario {} {} run {}: {}",
+                r.scenario,
+                r.system,
+                r.run + 1,
+                r.r.check.as_ref().err().map(String::as_str).unwrap_or("")
+            );
+        }
+        s
+    }
+
+    fn peers(&self) -> Vec<String> {
+        self.names
+            .iter()
+            .filter(|n| *n != "boxoffice")
+            .cloned()
+            .collect()
+    }
+
+    fn ratios(&self) -> Vec<String> {
+        let p = self.plan;
+        if !self.names.iter().any(|n| n == "boxoffice") || self.peers().is_empty() {
+            return vec![];
+        }
+        let mut out = Vec::new();
+        let mut line = |label: String, f: &dyn Fn(&str) -> Option<f64>, higher_better: bool| {
+            let Some(bo) = f("boxoffice") else { return };
+            let cells: Vec<String> = self
+                .peers()
+                .iter()
+                .map(|peer| match f(peer) {
+                    Some(v) if v > 0.0 && bo > 0.0 => {
+                        format!("{:.2}×", if higher_better { bo / v } else { v / bo })
+                    }
+                    _ => "—".into(),
+                })
+                .collect();
+            out.push(format!("| {label} | {} |", cells.join(" | ")));
+        };
+        if p.scenarios.contains(&1) {
+            for &c in &p.buyers {
+                line(
+                    format!("1 hot on-sale | holds/s, {c} buyers"),
+                    &|n| {
+                        let r = self.select(1, n, Some(c), "");
+                        (!r.is_empty()).then(|| aggregate(&r).holds_s)
+                    },
+                    true,
+                );
+            }
+            let c = p.buyers[p.buyers.len() / 2];
+            line(
+                format!("1 hot on-sale | hold p99 latency, {c} buyers"),
+                &|n| {
+                    let r = self.select(1, n, Some(c), "");
+                    (!r.is_empty()).then(|| aggregate(&r).hold.p99_ms)
+                },
+                false,
+            );
+        }
+        if p.scenarios.contains(&2) {
+            line(
+                "2 many events | holds/s".into(),
+                &|n| {
+                    let r = self.select(2, n, None, "");
+                    (!r.is_empty()).then(|| aggregate(&r).holds_s)
+                },
+                true,
+            );
+        }
+        if p.scenarios.contains(&3) {
+            line(
+                "3 reads under a sale | reads/s".into(),
+                &|n| {
+                    let r = self.select(3, n, None, "writes + reads");
+                    aggregate_opt(&r).and_then(|a| a.reads.map(|x| x.0))
+                },
+                true,
+            );
+        }
+        if p.scenarios.contains(&4) {
+            line(
+                "4 failover | p99 write-unavailability window".into(),
+                &|n| {
+                    let r = self.select(4, n, None, "");
+                    aggregate_opt(&r).and_then(|a| a.window.map(|w| w.1))
+                },
+                false,
+            );
+        }
+        out
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "plan": self.plan,
+            "machine": machine(),
+            "systems": self.systems.stores.iter().map(|s| json!({"name": s.name(), "durability": s.durability()})).collect::<Vec<_>>(),
+            "missing": self.systems.missing,
+            "runs": self.rows.iter().map(|r| json!({
+                "scenario": r.scenario,
+                "system": r.system,
+                "durability": r.durability,
+                "buyers": r.buyers,
+                "variant": r.variant,
+                "run": r.run,
+                "elapsed_s": r.r.elapsed_s,
+                "hold_attempts": r.r.hold_attempts,
+                "holds_granted": r.r.holds_granted,
+                "conflicts": r.r.conflicts,
+                "hold_errors": r.r.hold_errors,
+                "confirms": r.r.confirms,
+                "confirm_refused": r.r.confirm_refused,
+                "confirm_unknown": r.r.confirm_unknown,
+                "seats_sold": r.r.seats_sold,
+                "seats_total": r.r.seats_total,
+                "sold_out_s": r.r.sold_out_s,
+                "hold_ms": [r.r.hold_lat.p50_ms, r.r.hold_lat.p99_ms, r.r.hold_lat.p999_ms],
+                "confirm_ms": [r.r.confirm_lat.p50_ms, r.r.confirm_lat.p99_ms, r.r.confirm_lat.p999_ms],
+                "failover": r.r.failover.as_ref().map(|f| json!({"killed": f.killed, "at_s": f.at_s, "window_ms": f.window_ms})),
+                "reads": r.reads,
+                "check": match &r.r.check { Ok(m) => json!({"ok": m}), Err(e) => json!({"violation": e}) },
+                "confirms_per_bucket": r.r.confirms_series,
+                "bucket_ms": BUCKET_MS,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    fn plots(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        let p = self.plan;
+        // Throughput over time of the first run of each system.
+        let over_time = |scenario: u8, buyers: Option<usize>, variant: &str| -> Vec<Series> {
+            self.names
+                .iter()
+                .filter_map(|n| {
+                    let rows = self.select(scenario, n, buyers, variant);
+                    let r = rows.first()?;
+                    Some(Series {
+                        label: n.clone(),
+                        points: rate_series(&r.r.confirms_series),
+                    })
+                })
+                .collect()
+        };
+        if p.scenarios.contains(&1) {
+            for &c in &p.buyers {
+                line_chart(
+                    &dir.join(format!("s1-throughput-{c}-buyers.svg")),
+                    &Chart {
+                        title: &format!(
+                            "Scenario 1: confirmed bookings/s over time, {c} buyers (run 1)"
+                        ),
+                        x_label: "seconds",
+                        y_label: "confirms/s",
+                        log_y: false,
+                        marks: &[],
+                    },
+                    &over_time(1, Some(c), ""),
+                )?;
+            }
+            for (what, pick) in [
+                ("p50", (|s: &Summary| s.p50_ms) as fn(&Summary) -> f64),
+                ("p99", |s: &Summary| s.p99_ms),
+                ("p999", |s: &Summary| s.p999_ms),
+            ] {
+                let series: Vec<Series> = self
+                    .names
+                    .iter()
+                    .filter_map(|n| {
+                        let pts: Vec<(f64, f64)> = p
+                            .buyers
+                            .iter()
+                            .filter_map(|&c| {
+                                let r = self.select(1, n, Some(c), "");
+                                (!r.is_empty()).then(|| (c as f64, pick(&aggregate(&r).hold)))
+                            })
+                            .collect();
+                        (!pts.is_empty()).then(|| Series {
+                            label: n.clone(),
+                            points: pts,
+                        })
+                    })
+                    .collect();
+                line_chart(
+                    &dir.join(format!("s1-hold-latency-{what}.svg")),
+                    &Chart {
+                        title: &format!(
+                            "Scenario 1: hold latency {what} (ms, log) by concurrent buyers"
+                        ),
+                        x_label: "buyers",
+                        y_label: &format!("hold {what} ms"),
+                        log_y: true,
+                        marks: &[],
+                    },
+                    &series,
+                )?;
+            }
+        }
+        if p.scenarios.contains(&2) {
+            line_chart(
+                &dir.join("s2-throughput.svg"),
+                &Chart {
+                    title: &format!(
+                        "Scenario 2: confirmed bookings/s over time, {} events (run 1)",
+                        p.events
+                    ),
+                    x_label: "seconds",
+                    y_label: "confirms/s",
+                    log_y: false,
+                    marks: &[],
+                },
+                &over_time(2, None, ""),
+            )?;
+        }
+        if p.scenarios.contains(&4) {
+            for n in self.names {
+                let rows = self.select(4, n, None, "");
+                let Some(r) = rows.first() else { continue };
+                let marks: Vec<f64> = r.r.failover.iter().map(|f| f.at_s).collect();
+                line_chart(
+                    &dir.join(format!("s4-failover-{n}.svg")),
+                    &Chart {
+                        title: &format!(
+                            "Scenario 4: {n} confirms/s around a leader kill (run 1; line = kill)"
+                        ),
+                        x_label: "seconds",
+                        y_label: "confirms/s",
+                        log_y: false,
+                        marks: &marks,
+                    },
+                    &[Series {
+                        label: n.clone(),
+                        points: rate_series(&r.r.confirms_series),
+                    }],
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn aggregate_opt(rows: &[&Row]) -> Option<Agg> {
+    (!rows.is_empty()).then(|| aggregate(rows))
+}
+
+/// Per-bucket counts as (seconds, per second), smoothed over 5 buckets.
+fn rate_series(counts: &[u64]) -> Vec<(f64, f64)> {
+    let per_s = 1000.0 / BUCKET_MS as f64;
+    (0..counts.len())
+        .map(|i| {
+            let lo = i.saturating_sub(2);
+            let hi = (i + 3).min(counts.len());
+            let avg = counts[lo..hi].iter().sum::<u64>() as f64 / (hi - lo) as f64;
+            ((i as f64 + 0.5) * BUCKET_MS as f64 / 1000.0, avg * per_s)
+        })
+        .collect()
+}
+
+fn lat(s: Summary) -> String {
+    format!("{:.1} / {:.1} / {:.1}", s.p50_ms, s.p99_ms, s.p999_ms)
+}
+
+/// Cores, memory and kernel, from /proc.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_default();
+    format!("{cores} cores ({cpu}), {mem_gib:.0} GiB, Linux; every server and the load generator on the same machine, loopback")
+}
+
+/// For scenario 3's readers: a client of the given nodes.
+pub fn reader_client(urls: Vec<String>, token: &str) -> anyhow::Result<Client> {
+    let mut cfg = ClientConfig::new(urls, token);
+    cfg.attempts_max = 2;
+    Ok(Client::new(cfg)?)
+}
+
+/// Search of scenario 3.
+pub fn bench_search() -> SearchQuery {
+    SearchQuery {
+        q: Some("bench on-sale".into()),
+        ..Default::default()
+    }
+}
