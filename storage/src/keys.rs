@@ -55,6 +55,13 @@ pub mod table {
     pub const EXPIRY: u8 = 0x23;
     /// Inventory: booking by sequence number.
     pub const BOOKING: u8 = 0x24;
+    /// Inventory: per event, the time below which every expiry entry has been
+    /// settled; expiry scans start there instead of at deletion markers.
+    pub const EXPIRY_SETTLED: u8 = 0x27;
+    /// Inventory: per-event sold and held counts, kept apart from the (large,
+    /// unchanging) layout in `INVENTORY` so that a hold or confirm rewrites a few
+    /// bytes, not the whole venue.
+    pub const INVENTORY_COUNTS: u8 = 0x28;
     /// Inventory: per-(event, user) counters for the cap.
     pub const USER_EVENT: u8 = 0x25;
     /// Inventory: a user's bookings, by user and booking.

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use rocksdb::{Direction, IteratorMode, WriteBatch};
+use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
 
 use crate::db::{Db, CF_SM};
 use crate::keys::prefix_end;
@@ -17,8 +17,23 @@ use crate::keys::prefix_end;
 pub trait KvRead {
     /// The value at `key`.
     fn get(&self, key: &[u8]) -> Option<Vec<u8>>;
+    /// Visits keys in `[start, end)`, in order, until `visit` returns false. The
+    /// store never looks past `end`, so deleted keys beyond it cost nothing.
+    fn scan_range(&self, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool);
+
     /// Visits keys `>= start` that begin with `prefix`, in order, until `visit` returns false.
-    fn scan(&self, prefix: &[u8], start: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool);
+    fn scan(&self, prefix: &[u8], start: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
+        let from = if start > prefix { start } else { prefix };
+        self.scan_range(from, &prefix_end(prefix), visit)
+    }
+}
+
+/// Read options bounding an iterator above by `end` (exclusive), so that RocksDB
+/// stops at `end` instead of skipping deletion markers beyond it.
+fn bounded(end: &[u8]) -> ReadOptions {
+    let mut opts = ReadOptions::default();
+    opts.set_iterate_upper_bound(end.to_vec());
+    opts
 }
 
 /// Ordered read-write access for the state machine; reads see earlier writes.
@@ -40,12 +55,14 @@ impl KvRead for MemKv {
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
         self.map.get(key).cloned()
     }
-    fn scan(&self, prefix: &[u8], start: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
-        let from = if start > prefix { start } else { prefix };
-        for (k, v) in self.map.range::<[u8], _>((
-            Bound::Included(from),
-            Bound::Excluded(prefix_end(prefix).as_slice()),
-        )) {
+    fn scan_range(&self, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
+        if start >= end {
+            return;
+        }
+        for (k, v) in self
+            .map
+            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+        {
             if !visit(k, v) {
                 break;
             }
@@ -107,18 +124,17 @@ impl KvRead for RocksTx<'_> {
         }
     }
 
-    fn scan(&self, prefix: &[u8], start: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
-        let from = if start > prefix {
-            start.to_vec()
-        } else {
-            prefix.to_vec()
-        };
-        let end = prefix_end(prefix);
+    fn scan_range(&self, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
+        if start >= end {
+            return;
+        }
+        let (from, end) = (start.to_vec(), end.to_vec());
         let mut db_iter = self
             .db
             .raw()
-            .iterator_cf(
+            .iterator_cf_opt(
                 self.db.cf(CF_SM),
+                bounded(&end),
                 IteratorMode::From(&from, Direction::Forward),
             )
             .map(|r| r.expect("rocksdb scan of state machine failed"))
@@ -222,6 +238,34 @@ mod tests {
         db.write_sync(batch).unwrap();
         let fresh = RocksTx::new(&db);
         assert_eq!(collect(&fresh, &[9], &[9]), collect(&mem, &[9], &[9]));
+
+        // Bounded ranges: end is exclusive, empty and inverted ranges visit nothing,
+        // and every implementation agrees (the overlay included).
+        let mut tx = RocksTx::new(&db);
+        tx.put(vec![9, 6], vec![60]);
+        tx.delete(vec![9, 7]);
+        mem.put(vec![9, 6], vec![60]);
+        mem.delete(vec![9, 7]);
+        let range = |kv: &dyn KvRead, a: &[u8], b: &[u8]| {
+            let mut out = vec![];
+            kv.scan_range(a, b, &mut |k, _| {
+                out.push(k[1]);
+                true
+            });
+            out
+        };
+        let snap = SnapshotView::new(&db);
+        for (a, b, want) in [
+            (&[9u8, 2][..], &[9u8, 9][..], vec![2u8, 5, 6]),
+            (&[9, 0], &[9, 2], vec![1]),
+            (&[9, 5], &[9, 5], vec![]),
+            (&[9, 9], &[9, 1], vec![]),
+        ] {
+            assert_eq!(range(&tx, a, b), want, "{a:?}..{b:?}");
+            assert_eq!(range(&mem, a, b), want, "{a:?}..{b:?}");
+        }
+        // The snapshot sees only what was written: 7 is still there, 6 is not.
+        assert_eq!(range(&snap, &[9, 2], &[10, 1]), vec![2, 5, 7, 9, 0]);
     }
 }
 
@@ -247,19 +291,17 @@ impl KvRead for SnapshotView<'_> {
             .get_cf(self.db.cf(CF_SM), key)
             .expect("rocksdb read of state machine failed")
     }
-    fn scan(&self, prefix: &[u8], start: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
-        let from = if start > prefix {
-            start.to_vec()
-        } else {
-            prefix.to_vec()
-        };
-        let end = prefix_end(prefix);
-        for item in self.snap.iterator_cf(
+    fn scan_range(&self, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
+        if start >= end {
+            return;
+        }
+        for item in self.snap.iterator_cf_opt(
             self.db.cf(CF_SM),
-            IteratorMode::From(&from, Direction::Forward),
+            bounded(end),
+            IteratorMode::From(start, Direction::Forward),
         ) {
             let (k, v) = item.expect("rocksdb scan of state machine failed");
-            if k.as_ref() >= end.as_slice() || !visit(&k, &v) {
+            if k.as_ref() >= end || !visit(&k, &v) {
                 return;
             }
         }

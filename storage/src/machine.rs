@@ -509,6 +509,34 @@ fn create_inventory(kv: &mut dyn Kv, group: GroupId, spec: &InventorySpec) {
     }
 }
 
+/// The event's inventory with its current counts.
+pub(crate) fn load_inventory(kv: &dyn KvRead, group: GroupId, event_id: u64) -> Option<Inventory> {
+    let mut inv: Inventory = get(kv, &inventory_key(group, event_id))?;
+    if let Some(c) = get::<InventoryCounts>(kv, &inventory_counts_key(group, event_id)) {
+        inv.sold = c.sold;
+        inv.held_unsettled = c.held_unsettled;
+    }
+    Some(inv)
+}
+
+/// Stores the inventory's counts (its layout and settings never change).
+fn save_counts(kv: &mut dyn Kv, group: GroupId, inv: &Inventory) {
+    put(
+        kv,
+        inventory_counts_key(group, inv.event_id),
+        &InventoryCounts {
+            sold: inv.sold,
+            held_unsettled: inv.held_unsettled,
+        },
+    );
+}
+
+fn inventory_counts_key(group: GroupId, event_id: u64) -> Vec<u8> {
+    Key::sm(group, table::INVENTORY_COUNTS)
+        .u64(event_id)
+        .build()
+}
+
 pub(crate) fn inventory_key(group: GroupId, event_id: u64) -> Vec<u8> {
     Key::sm(group, table::INVENTORY).u64(event_id).build()
 }
@@ -528,6 +556,26 @@ fn expiry_key(group: GroupId, event_id: u64, expires: u64, seq: u64) -> Vec<u8> 
         .build()
 }
 
+pub(crate) fn expiry_settled_key(group: GroupId, event_id: u64) -> Vec<u8> {
+    Key::sm(group, table::EXPIRY_SETTLED).u64(event_id).build()
+}
+
+/// The expiry entries of `event_id` not yet settled that expire at or before
+/// `time`, as the `[start, end)` key range to scan. Entries below the settled mark
+/// are gone (settled, or deleted by a confirm or release); starting the scan there
+/// keeps it from stepping over their deletion markers, which on a busy event
+/// number in the thousands.
+pub(crate) fn due_expiry_range(
+    kv: &dyn KvRead,
+    group: GroupId,
+    event_id: u64,
+    time: u64,
+) -> (Vec<u8>, Vec<u8>) {
+    let settled: u64 = get(kv, &expiry_settled_key(group, event_id)).unwrap_or(0);
+    let at = |t: u64| Key::sm(group, table::EXPIRY).u64(event_id).u64(t).build();
+    (at(settled), at(time.saturating_add(1)))
+}
+
 fn user_event_key(group: GroupId, event_id: u64, user: &str) -> Vec<u8> {
     Key::sm(group, table::USER_EVENT)
         .u64(event_id)
@@ -543,17 +591,19 @@ pub(crate) fn hold_key(group: GroupId, seq: u64) -> Vec<u8> {
 /// and removes their expiry index entries. Observable state does not change: an
 /// expired hold's seats were already available.
 fn settle(kv: &mut dyn Kv, group: GroupId, inv: &mut Inventory, time: u64) {
-    let prefix = Key::sm(group, table::EXPIRY).u64(inv.event_id).build();
+    let (start, end) = due_expiry_range(kv, group, inv.event_id, time);
     let mut done = Vec::new();
-    kv.scan(&prefix, &prefix, &mut |k, v| {
-        let expires = keys::read_u64(k, prefix.len());
-        if expires > time {
-            return false;
-        }
+    kv.scan_range(&start, &end, &mut |k, v| {
         let qty: u32 = codec::decode(v).expect("corrupt expiry record");
         done.push((k.to_vec(), qty));
         true
     });
+    // Everything due by `time` is settled now; a hold made from here on expires
+    // at least HOLD_TTL_MS_MIN later (apply time never goes back), so above it.
+    let mark = time.saturating_add(1);
+    if get::<u64>(kv, &expiry_settled_key(group, inv.event_id)) != Some(mark) {
+        put(kv, expiry_settled_key(group, inv.event_id), &mark);
+    }
     if done.is_empty() {
         return;
     }
@@ -566,7 +616,7 @@ fn settle(kv: &mut dyn Kv, group: GroupId, inv: &mut Inventory, time: u64) {
     }
     // Written here, together with the index deletes, so that a command rejected
     // after settling still leaves count and index in step.
-    put(kv, inventory_key(group, inv.event_id), inv);
+    save_counts(kv, group, inv);
 }
 
 fn validate_user(user: &str) -> Result<(), Rejection> {
@@ -585,7 +635,7 @@ fn hold(
 ) -> Result<Effect, Rejection> {
     validate_user(&req.user)?;
     let mut inv: Inventory =
-        get(kv, &inventory_key(group, req.event_id)).ok_or(Rejection::UnknownEvent {
+        load_inventory(kv, group, req.event_id).ok_or(Rejection::UnknownEvent {
             event_id: req.event_id,
         })?;
     // Check the request's shape.
@@ -693,7 +743,7 @@ fn hold(
         &requested,
     );
     inv.held_unsettled += requested;
-    put(kv, inventory_key(group, req.event_id), &inv);
+    save_counts(kv, group, &inv);
     ue.holds.retain(|(_, _, exp)| *exp > time);
     ue.holds.push((seq, requested, expires_at_ms));
     put(kv, ue_key, &ue);
@@ -806,7 +856,7 @@ fn confirm(
         HoldState::Active => {}
     }
     let mut inv: Inventory =
-        get(kv, &inventory_key(group, hold.event_id)).expect("hold without inventory");
+        load_inventory(kv, group, hold.event_id).expect("hold without inventory");
     settle(kv, group, &mut inv, time);
     let booking_seq = next_id(meta);
     for &s in &hold.seat_ids {
@@ -834,7 +884,7 @@ fn confirm(
         .expect("held count below zero at confirm");
     inv.sold += hold.quantity;
     assert!(inv.sold <= inv.capacity, "sold more than capacity");
-    put(kv, inventory_key(group, hold.event_id), &inv);
+    save_counts(kv, group, &inv);
     let ue_key = user_event_key(group, hold.event_id, user);
     let mut ue: UserEvent = get(kv, &ue_key).unwrap_or_default();
     ue.holds
@@ -900,7 +950,7 @@ fn release(
         HoldState::Active => {}
     }
     let mut inv: Inventory =
-        get(kv, &inventory_key(group, hold.event_id)).expect("hold without inventory");
+        load_inventory(kv, group, hold.event_id).expect("hold without inventory");
     settle(kv, group, &mut inv, time);
     let live = hold.expires_at_ms > time;
     let mut freed = Vec::new();
@@ -917,7 +967,7 @@ fn release(
             .checked_sub(hold.quantity)
             .expect("held count below zero at release");
     }
-    put(kv, inventory_key(group, hold.event_id), &inv);
+    save_counts(kv, group, &inv);
     for &s in &hold.seat_ids {
         let key = ticket_key(group, hold.event_id, s);
         // Only this hold's own record: after expiry the seat may belong to another hold.

@@ -238,17 +238,15 @@ impl ReadTx<'_> {
 
     /// An event's inventory summary (inventory shard).
     pub fn inventory(&self, event_id: u64) -> Option<Inventory> {
-        get(&self.view, &machine::inventory_key(self.group, event_id))
+        machine::load_inventory(&self.view, self.group, event_id)
     }
 
     /// Tickets of unsettled holds that expired by `as_of`.
     fn expired_unsettled(&self, event_id: u64, as_of: u64) -> u32 {
-        let prefix = Key::sm(self.group, table::EXPIRY).u64(event_id).build();
+        let (start, end) =
+            crate::machine::due_expiry_range(&self.view, self.group, event_id, as_of);
         let mut sum = 0u32;
-        self.view.scan(&prefix, &prefix, &mut |k, v| {
-            if keys::read_u64(k, prefix.len()) > as_of {
-                return false;
-            }
+        self.view.scan_range(&start, &end, &mut |_, v| {
             sum += codec::decode::<u32>(v).expect("corrupt expiry record");
             true
         });

@@ -46,7 +46,18 @@ pub struct Event {
     pub created_at_ms: u64,
 }
 
-/// An event's inventory summary on its shard (`table::INVENTORY`).
+/// The counts of an event's inventory that change with every hold and confirm
+/// (`table::INVENTORY_COUNTS`); when present they supersede those in [`Inventory`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryCounts {
+    /// Tickets sold.
+    pub sold: u32,
+    /// Tickets in active holds not yet settled.
+    pub held_unsettled: u32,
+}
+
+/// An event's inventory summary on its shard (`table::INVENTORY`). Written once
+/// at creation; its counts as of then, later ones in [`InventoryCounts`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Inventory {
     /// The event.
