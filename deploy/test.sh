@@ -36,6 +36,14 @@ timeout 120 "$bin/boxoffice-bench" reads --cluster-dir "$smoke_dir" --duration-s
 stop_smoke
 trap - EXIT
 
+# Peer comparison in quick mode (about 3 minutes): a 3-node boxoffice cluster,
+# PostgreSQL, Redis and etcd, each started by the bench on loopback (installed with
+# apt-get if missing; a peer that cannot be installed is reported as missing). It
+# fails on any sales-check violation, never on a figure.
+compare_dir="$(mktemp -d)"
+timeout 900 "$bin/boxoffice-bench" compare --quick --results-dir "$compare_dir/results"
+rm -rf "$compare_dir"
+
 cargo test --release --workspace
 
 # Jepsen: 90 s of the seats, registers and general-admission workloads under
