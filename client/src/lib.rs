@@ -10,7 +10,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! - Any node can take any request. A node that cannot be reached, answers 503
+//! - Any node can take any request. Writes go first to the node that last
+//!   answered for the shard as its leader (the `x-boxoffice-leader` hint on write
+//!   answers), which saves the forwarding hop; without a hint, or when the hinted
+//!   node fails, they go to the current node. A node that cannot be reached, answers 503
 //!   (no leader yet, overloaded) or 429 is retried on the next node, after its
 //!   `Retry-After`, up to [`ClientConfig::attempts_max`] times.
 //! - Every write carries an idempotency key, generated once per call and reused on
@@ -129,6 +132,30 @@ struct Inner {
     http: reqwest::Client,
     config: ClientConfig,
     next: AtomicUsize,
+    routes: std::sync::Mutex<Routes>,
+}
+
+/// Events whose shard a client remembers for routing (forgotten all at once past this).
+pub const ROUTED_EVENTS_MAX: usize = 100_000;
+
+/// What a client learned from write answers: each shard's leader (an index into
+/// the configured nodes) and each event's shard.
+#[derive(Default)]
+struct Routes {
+    leader_of_shard: std::collections::HashMap<u16, usize>,
+    shard_of_event: std::collections::HashMap<u64, u16>,
+}
+
+/// Where a write is headed, for routing it to the shard's leader.
+#[derive(Clone, Copy)]
+enum Route {
+    Shard(u16),
+    Event(u64),
+}
+
+/// The shard named by a hold id (`h3-17` → 3).
+fn hold_shard(hold_id: &str) -> Option<u16> {
+    hold_id.strip_prefix('h')?.split('-').next()?.parse().ok()
 }
 
 /// A client of a boxoffice cluster. Cheap to clone.
@@ -138,7 +165,8 @@ pub struct Client {
 }
 
 enum Attempt {
-    Done(Result<(StatusCode, Value), Error>),
+    /// An answer, with the leader hint it carried.
+    Done(Result<(StatusCode, Value), Error>, Option<String>),
     /// Retry; `maybe_applied` says the request may have reached a node.
     Retry {
         last: String,
@@ -168,6 +196,7 @@ impl Client {
                 http,
                 config,
                 next: AtomicUsize::new(0),
+                routes: Default::default(),
             }),
         })
     }
@@ -181,6 +210,7 @@ impl Client {
                 http: self.inner.http.clone(),
                 config,
                 next: AtomicUsize::new(self.inner.next.load(Ordering::Relaxed)),
+                routes: Default::default(),
             }),
         }
     }
@@ -227,6 +257,11 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_secs);
+        let leader = resp
+            .headers()
+            .get("x-boxoffice-leader")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let bytes = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => {
@@ -243,7 +278,7 @@ impl Client {
             serde_json::from_slice(&bytes).unwrap_or(Value::Null)
         };
         if status.is_success() {
-            return Attempt::Done(Ok((status, value)));
+            return Attempt::Done(Ok((status, value)), leader);
         }
         let problem = problem_from(status, &bytes);
         if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
@@ -256,7 +291,69 @@ impl Client {
                 wait: retry_after,
             };
         }
-        Attempt::Done(Err(Error::Api(problem)))
+        Attempt::Done(Err(Error::Api(problem)), leader)
+    }
+
+    /// The configured node the shard of `route` was last led by, if known.
+    fn route_to(&self, route: Route) -> Option<usize> {
+        let r = self.inner.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let shard = match route {
+            Route::Shard(s) => s,
+            Route::Event(e) => *r.shard_of_event.get(&e)?,
+        };
+        r.leader_of_shard.get(&shard).copied()
+    }
+
+    /// Learns from a write's answer: the event's shard, and the shard's leader if
+    /// the hint names one of the configured nodes.
+    fn learn(&self, route: Route, answer: &Value, leader: Option<&str>) {
+        let shard = answer["applied"]["shard"]
+            .as_u64()
+            .and_then(|s| u16::try_from(s).ok())
+            .or(match route {
+                Route::Shard(s) => Some(s),
+                Route::Event(_) => None,
+            });
+        let Some(shard) = shard else { return };
+        let node = leader.and_then(|addr| {
+            self.inner.config.nodes.iter().position(|n| {
+                let n = n.trim_end_matches('/');
+                n.strip_prefix("http://")
+                    .or_else(|| n.strip_prefix("https://"))
+                    .unwrap_or(n)
+                    == addr
+            })
+        });
+        let mut r = self.inner.routes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Route::Event(e) = route {
+            if r.shard_of_event.len() >= ROUTED_EVENTS_MAX {
+                r.shard_of_event.clear();
+            }
+            r.shard_of_event.insert(e, shard);
+        }
+        match node {
+            Some(i) => r.leader_of_shard.insert(shard, i),
+            None => r.leader_of_shard.remove(&shard),
+        };
+    }
+
+    /// Drops what was learned about the shard of `route` (its leader failed).
+    fn forget(&self, route: Route) {
+        let mut r = self.inner.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let shard = match route {
+            Route::Shard(s) => Some(s),
+            Route::Event(e) => r.shard_of_event.get(&e).copied(),
+        };
+        if let Some(s) = shard {
+            r.leader_of_shard.remove(&s);
+        }
+    }
+
+    /// The node this client sends shard `shard`'s writes to first, if it learned
+    /// one (the base URL as configured).
+    pub fn leader_hint(&self, shard: u16) -> Option<String> {
+        self.route_to(Route::Shard(shard))
+            .map(|i| self.inner.config.nodes[i].clone())
     }
 
     /// The node requests go to now, with its position in the rotation.
@@ -297,13 +394,41 @@ impl Client {
         body: Option<Value>,
         key: Option<&str>,
     ) -> Result<(StatusCode, Value), Error> {
+        self.call_routed(method, path, body, key, None).await
+    }
+
+    async fn call_routed(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        key: Option<&str>,
+        route: Option<Route>,
+    ) -> Result<(StatusCode, Value), Error> {
         let cfg = &self.inner.config;
         let mut maybe_applied = false;
         let mut last = String::new();
         for attempt in 0..cfg.attempts_max {
-            let (i, node) = self.current_node();
+            // The first attempt goes to the shard's leader when known.
+            let hinted = if attempt == 0 {
+                route.and_then(|r| self.route_to(r))
+            } else {
+                None
+            };
+            let (i, node) = match hinted {
+                Some(j) => (None, cfg.nodes[j].as_str()),
+                None => {
+                    let (i, n) = self.current_node();
+                    (Some(i), n)
+                }
+            };
             match self.attempt(node, &method, path, body.as_ref(), key).await {
-                Attempt::Done(r) => return r,
+                Attempt::Done(r, leader) => {
+                    if let (Some(route), Ok((_, v))) = (route, &r) {
+                        self.learn(route, v, leader.as_deref());
+                    }
+                    return r;
+                }
                 Attempt::Retry {
                     last: l,
                     maybe_applied: m,
@@ -311,8 +436,13 @@ impl Client {
                 } => {
                     last = l;
                     maybe_applied |= m;
-                    self.move_past(i);
-                    if attempt + 1 < cfg.attempts_max {
+                    match (i, route) {
+                        (Some(i), _) => self.move_past(i),
+                        (None, Some(route)) => self.forget(route),
+                        (None, None) => {}
+                    }
+                    // A failed hint is retried at once on the current node.
+                    if i.is_some() && attempt + 1 < cfg.attempts_max {
                         self.back_off(attempt, wait).await;
                     }
                 }
@@ -342,8 +472,11 @@ impl Client {
         path: &str,
         body: Option<Value>,
         key: &str,
+        route: Option<Route>,
     ) -> Result<T, Error> {
-        let (_, v) = self.call(method, path, body, Some(key)).await?;
+        let (_, v) = self
+            .call_routed(method, path, body, Some(key), route)
+            .await?;
         serde_json::from_value(v).map_err(|e| Error::Decode(e.to_string()))
     }
 
@@ -418,7 +551,14 @@ impl Client {
             Selection::Seats(s) => json!({"event_id": event_id, "seat_ids": s}),
             Selection::Quantity(q) => json!({"event_id": event_id, "quantity": q}),
         };
-        self.write(Method::POST, "/v1/holds", Some(body), key).await
+        self.write(
+            Method::POST,
+            "/v1/holds",
+            Some(body),
+            key,
+            Some(Route::Event(event_id)),
+        )
+        .await
     }
 
     /// Confirms a hold into a booking, with a fresh idempotency key.
@@ -440,6 +580,7 @@ impl Client {
             &format!("/v1/holds/{hold_id}/confirm"),
             Some(json!({"payment_ref": payment_ref})),
             key,
+            hold_shard(hold_id).map(Route::Shard),
         )
         .await
     }
@@ -447,11 +588,12 @@ impl Client {
     /// Releases a hold: its seats are available again at once.
     pub async fn release(&self, hold_id: &str) -> Result<(), Error> {
         check_id(hold_id)?;
-        self.call(
+        self.call_routed(
             Method::DELETE,
             &format!("/v1/holds/{hold_id}"),
             None,
             Some(&format!("release:{hold_id}")),
+            hold_shard(hold_id).map(Route::Shard),
         )
         .await
         .map(|_| ())
@@ -485,6 +627,7 @@ impl Client {
                 "/admin/v1/venues",
                 Some(venue.to_json()),
                 &Self::new_idempotency_key(),
+                None,
             )
             .await?;
         v["venue_id"]
@@ -501,6 +644,7 @@ impl Client {
                 "/admin/v1/performers",
                 Some(body),
                 &Self::new_idempotency_key(),
+                None,
             )
             .await?;
         v["performer_id"]
@@ -517,6 +661,7 @@ impl Client {
                 "/admin/v1/events",
                 Some(body),
                 &Self::new_idempotency_key(),
+                None,
             )
             .await?;
         v["event_id"]
@@ -534,6 +679,7 @@ impl Client {
                 "/admin/v1/events/batch",
                 Some(body),
                 &Self::new_idempotency_key(),
+                None,
             )
             .await?;
         let list = v["events"]
@@ -557,6 +703,7 @@ impl Client {
                 &format!("/admin/v1/events/{event_id}"),
                 Some(body),
                 &Self::new_idempotency_key(),
+                None,
             )
             .await?;
         Ok(())
@@ -623,4 +770,43 @@ fn check_id(id: &str) -> Result<(), Error> {
         return Err(Error::Invalid(format!("malformed id {id:?}")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_ids_name_their_shard() {
+        assert_eq!(hold_shard("h3-17"), Some(3));
+        assert_eq!(hold_shard("h12-1"), Some(12));
+        assert_eq!(hold_shard("b3-17"), None);
+        assert_eq!(hold_shard("h-1"), None);
+        assert_eq!(hold_shard("hx-1"), None);
+    }
+
+    #[test]
+    fn leader_hints_route_writes_and_are_forgotten_on_failure() {
+        let c = Client::new(ClientConfig::new(
+            ["http://127.0.0.1:7101/", "http://127.0.0.2:7102"],
+            "t",
+        ))
+        .unwrap();
+        // A hold's answer: the event lives on shard 3, led by the second node.
+        c.learn(
+            Route::Event(42),
+            &json!({"applied": {"shard": 3}}),
+            Some("127.0.0.2:7102"),
+        );
+        assert_eq!(c.route_to(Route::Event(42)), Some(1));
+        assert_eq!(c.route_to(Route::Shard(3)), Some(1));
+        assert_eq!(c.route_to(Route::Event(43)), None);
+        // A leader that is not one of the configured nodes is no hint at all.
+        c.learn(Route::Shard(3), &Value::Null, Some("10.0.0.9:7102"));
+        assert_eq!(c.leader_hint(3), None);
+        c.learn(Route::Shard(3), &Value::Null, Some("127.0.0.1:7101"));
+        assert_eq!(c.leader_hint(3).as_deref(), Some("http://127.0.0.1:7101/"));
+        c.forget(Route::Event(42));
+        assert_eq!(c.route_to(Route::Event(42)), None);
+    }
 }

@@ -262,6 +262,14 @@ async fn booking_flow_expiry_and_bad_input() {
     assert_eq!(h.seat_ids, vec![0, 1]);
     assert_eq!(h.total_cents, 2000);
     assert!(!h.replayed);
+    // Write answers name the shard's leader, and the client sends the shard's
+    // next writes there first; a client that wrote nothing knows no leader.
+    let leader = cluster.leader_of(h.applied.shard).await;
+    assert_eq!(
+        alice.leader_hint(h.applied.shard),
+        Some(format!("http://{}", cluster.nodes[leader].addr))
+    );
+    assert_eq!(bob.leader_hint(h.applied.shard), None);
     let again = alice
         .hold_with_key(event, Selection::Seats(vec![0, 1]), "k-1")
         .await

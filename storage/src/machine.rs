@@ -511,12 +511,39 @@ fn create_inventory(kv: &mut dyn Kv, group: GroupId, spec: &InventorySpec) {
 
 /// The event's inventory with its current counts.
 pub(crate) fn load_inventory(kv: &dyn KvRead, group: GroupId, event_id: u64) -> Option<Inventory> {
-    let mut inv: Inventory = get(kv, &inventory_key(group, event_id))?;
+    let bytes = kv.get(&inventory_key(group, event_id))?;
+    let mut inv = decode_inventory(&bytes);
     if let Some(c) = get::<InventoryCounts>(kv, &inventory_counts_key(group, event_id)) {
         inv.sold = c.sold;
         inv.held_unsettled = c.held_unsettled;
     }
     Some(inv)
+}
+
+/// Distinct inventory records kept decoded (emptied when full).
+const INVENTORY_CACHE_MAX: usize = 1024;
+
+/// Decodes an inventory record, reusing an earlier decoding of the same bytes:
+/// the record never changes after creation, and on a 50,000-seat venue decoding
+/// its layout (a thousand rows) on every hold and confirm was a large part of
+/// apply. Keyed by a 128-bit hash of the bytes, so the answer is the decoding of
+/// exactly these bytes whatever database or snapshot they came from.
+fn decode_inventory(bytes: &[u8]) -> Inventory {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<u128, Inventory>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let h = xxhash_rust::xxh3::xxh3_128(bytes);
+    if let Some(inv) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&h) {
+        return inv.clone();
+    }
+    let inv: Inventory = codec::decode(bytes).expect("corrupt inventory record");
+    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if c.len() >= INVENTORY_CACHE_MAX {
+        c.clear();
+    }
+    c.insert(h, inv.clone());
+    inv
 }
 
 /// Stores the inventory's counts (its layout and settings never change).

@@ -62,8 +62,9 @@ pub struct InventoryCounts {
 pub struct Inventory {
     /// The event.
     pub event_id: u64,
-    /// Seat map or capacity.
-    pub layout: Layout,
+    /// Seat map or capacity (shared: decoded once per distinct record, see
+    /// `machine::load_inventory`; encoded exactly as a plain `Layout`).
+    pub layout: std::sync::Arc<Layout>,
     /// Hold lifetime.
     pub hold_ttl_ms: u64,
     /// Per-user cap.
@@ -97,7 +98,7 @@ impl Inventory {
         let capacity = u32::try_from(layout.capacity()).expect("validated capacity fits u32");
         Inventory {
             event_id,
-            layout,
+            layout: std::sync::Arc::new(layout),
             hold_ttl_ms,
             per_user_cap,
             capacity,
@@ -109,12 +110,12 @@ impl Inventory {
 
     /// True for general admission.
     pub fn is_general_admission(&self) -> bool {
-        matches!(self.layout, Layout::GeneralAdmission { .. })
+        matches!(*self.layout, Layout::GeneralAdmission { .. })
     }
 
     /// Section name, row name, seat number and price of a seat, if it exists.
     pub fn seat(&self, seat_id: u32) -> Option<SeatInfo<'_>> {
-        let Layout::Seated { sections } = &self.layout else {
+        let Layout::Seated { sections } = &*self.layout else {
             return None;
         };
         if seat_id >= self.capacity {
@@ -141,7 +142,7 @@ impl Inventory {
 
     /// Price of one ticket: the seat's price, or the general-admission price.
     pub fn price_of(&self, seat_id: Option<u32>) -> u64 {
-        match (&self.layout, seat_id) {
+        match (&*self.layout, seat_id) {
             (Layout::GeneralAdmission { price_cents, .. }, _) => *price_cents,
             (Layout::Seated { .. }, Some(s)) => self.seat(s).map(|i| i.price_cents).unwrap_or(0),
             (Layout::Seated { .. }, None) => 0,

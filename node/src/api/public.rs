@@ -369,9 +369,29 @@ async fn create_hold(
     });
     let (effect, outcome) = write(&state, group, session, command).await?;
     match effect {
-        Effect::Held(h) => Ok((StatusCode::CREATED, Json(hold_json(group, &h, &outcome)))),
+        Effect::Held(h) => Ok((
+            StatusCode::CREATED,
+            leader_header(&state, group),
+            Json(hold_json(group, &h, &outcome)),
+        )),
         other => Err(ApiError::internal(format!("hold produced {other:?}"))),
     }
+}
+
+/// `x-boxoffice-leader: host:port` of the group's leader as this node knows it
+/// after a write, so that a client can send the group's next writes there
+/// directly instead of through a forwarding node. A hint only: any node still
+/// takes any write.
+fn leader_header(state: &AppState, group: GroupId) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Some(v) = state
+        .node
+        .leader_of(group)
+        .and_then(|(_, addr)| addr.parse().ok())
+    {
+        h.insert("x-boxoffice-leader", v);
+    }
+    h
 }
 
 fn parse_hold(state: &AppState, raw: &str) -> ApiResult<(HoldId, GroupId)> {
@@ -425,7 +445,7 @@ async fn confirm_hold(
             v["applied"] = serde_json::to_value(applied_json(group, outcome.applied))
                 .map_err(ApiError::internal)?;
             v["replayed"] = json!(outcome.replayed);
-            Ok((StatusCode::CREATED, Json(v)))
+            Ok((StatusCode::CREATED, leader_header(&state, group), Json(v)))
         }
         other => Err(ApiError::internal(format!("confirm produced {other:?}"))),
     }
@@ -454,7 +474,7 @@ async fn release_hold(
         },
     )
     .await?;
-    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let mut resp = (StatusCode::NO_CONTENT, leader_header(&state, group)).into_response();
     for (name, value) in [
         ("x-boxoffice-shard", group.0.to_string()),
         (
