@@ -5,7 +5,7 @@
 //! `max(reader's clock, applied time)`: never earlier than the replica's own time.
 
 use boxoffice_raft::codec;
-use boxoffice_raft::command::{BookingId, HoldId};
+use boxoffice_raft::command::{BookingId, HoldId, Layout};
 use boxoffice_raft::GroupId;
 use serde::Serialize;
 
@@ -262,6 +262,13 @@ impl ReadTx<'_> {
 
     /// The event's seat map (seated) or counts (general admission).
     pub fn seat_map(&self, event_id: u64) -> Option<SeatMap> {
+        self.seat_map_of(event_id, None)
+    }
+
+    /// The event's seat map with only the seats of `section` (every seat when
+    /// `None`; none when the event has no such section); the counts are always
+    /// the event's. Reads only that section's ticket records.
+    pub fn seat_map_of(&self, event_id: u64, section: Option<&str>) -> Option<SeatMap> {
         let inv = self.inventory(event_id)?;
         let as_of = self.freshness.as_of_ms;
         let held = inv.held_unsettled - self.expired_unsettled(event_id, as_of);
@@ -281,41 +288,63 @@ impl ReadTx<'_> {
             hold_ttl_ms: inv.hold_ttl_ms,
             per_user_cap: inv.per_user_cap,
         };
-        if !inv.is_general_admission() {
-            let prefix = Key::sm(self.group, table::TICKET).u64(event_id).build();
-            let mut records = Vec::new();
-            self.view.scan(&prefix, &prefix, &mut |k, v| {
-                records.push((
-                    keys::read_u32(k, prefix.len()),
-                    codec::decode::<Ticket>(v).expect("corrupt ticket record"),
-                ));
-                true
-            });
-            let mut records = records.into_iter().peekable();
-            map.seats.reserve(inv.capacity as usize);
-            for seat_id in 0..inv.capacity {
-                let record = match records.peek() {
-                    Some((s, _)) if *s == seat_id => records.next().map(|(_, t)| t),
-                    _ => None,
-                };
-                let info = inv
-                    .seat(seat_id)
-                    .expect("seat id below capacity has a place");
-                map.seats.push(SeatView {
-                    seat_id,
-                    section: info.section.to_string(),
-                    row: info.row.to_string(),
-                    number: info.number,
-                    price_cents: info.price_cents,
-                    status: Ticket::status_at(record.as_ref(), as_of),
-                    held_until_ms: match record {
-                        Some(Ticket::Held { expires_at_ms, .. }) if expires_at_ms > as_of => {
-                            Some(expires_at_ms)
-                        }
-                        _ => None,
-                    },
-                });
+        let Layout::Seated { sections } = &*inv.layout else {
+            return Some(map);
+        };
+        // Seat ids run through the sections and their rows in order.
+        let ticket = |seat: u32| {
+            Key::sm(self.group, table::TICKET)
+                .u64(event_id)
+                .u32(seat)
+                .build()
+        };
+        let prefix_len = Key::sm(self.group, table::TICKET)
+            .u64(event_id)
+            .build()
+            .len();
+        let mut first = 0u32;
+        for s in sections {
+            let n: u32 = s.rows.iter().map(|r| r.seats).sum();
+            if section.is_some_and(|want| want != s.name) {
+                first += n;
+                continue;
             }
+            let mut records = Vec::new();
+            self.view
+                .scan_range(&ticket(first), &ticket(first + n), &mut |k, v| {
+                    records.push((
+                        keys::read_u32(k, prefix_len),
+                        codec::decode::<Ticket>(v).expect("corrupt ticket record"),
+                    ));
+                    true
+                });
+            let mut records = records.into_iter().peekable();
+            map.seats.reserve(n as usize);
+            let mut seat_id = first;
+            for r in &s.rows {
+                for number in 1..=r.seats {
+                    let record = match records.peek() {
+                        Some((id, _)) if *id == seat_id => records.next().map(|(_, t)| t),
+                        _ => None,
+                    };
+                    map.seats.push(SeatView {
+                        seat_id,
+                        section: s.name.clone(),
+                        row: r.name.clone(),
+                        number,
+                        price_cents: r.price_cents,
+                        status: Ticket::status_at(record.as_ref(), as_of),
+                        held_until_ms: match record {
+                            Some(Ticket::Held { expires_at_ms, .. }) if expires_at_ms > as_of => {
+                                Some(expires_at_ms)
+                            }
+                            _ => None,
+                        },
+                    });
+                    seat_id += 1;
+                }
+            }
+            first += n;
         }
         Some(map)
     }

@@ -123,19 +123,19 @@ impl Inventory {
         }
         // Index of the last row starting at or before seat_id.
         let row_index = self.row_starts.partition_point(|&start| start <= seat_id) - 1;
+        // Skip whole sections (linear in sections, not rows).
         let mut i = 0;
         for s in sections {
-            for r in &s.rows {
-                if i == row_index {
-                    return Some(SeatInfo {
-                        section: &s.name,
-                        row: &r.name,
-                        number: seat_id - self.row_starts[row_index] + 1,
-                        price_cents: r.price_cents,
-                    });
-                }
-                i += 1;
+            if row_index < i + s.rows.len() {
+                let r = &s.rows[row_index - i];
+                return Some(SeatInfo {
+                    section: &s.name,
+                    row: &r.name,
+                    number: seat_id - self.row_starts[row_index] + 1,
+                    price_cents: r.price_cents,
+                });
             }
+            i += s.rows.len();
         }
         None
     }

@@ -26,21 +26,24 @@ const T0: u64 = 1_000_000;
 
 fn seated_layout() -> Layout {
     Layout::Seated {
-        sections: vec![SectionSpec {
-            name: "Stalls".into(),
-            rows: vec![
-                RowSpec {
+        sections: vec![
+            SectionSpec {
+                name: "Stalls".into(),
+                rows: vec![RowSpec {
                     name: "A".into(),
                     seats: 3,
                     price_cents: 100,
-                },
-                RowSpec {
+                }],
+            },
+            SectionSpec {
+                name: "Circle".into(),
+                rows: vec![RowSpec {
                     name: "B".into(),
                     seats: 3,
                     price_cents: 200,
-                },
-            ],
-        }],
+                }],
+            },
+        ],
     }
 }
 
@@ -540,6 +543,18 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let statuses: Vec<SeatStatus> = map.seats.iter().map(|s| s.status).collect();
                 let want: Vec<SeatStatus> = (0..6).map(|s| model.seat_status(s, t)).collect();
                 prop_assert_eq!(statuses, want, "seats at step {} (+{} ms)", step, later);
+                // Section maps are the whole map's seats, section by section.
+                let stalls = tx.seat_map_of(SEATED, Some("Stalls")).unwrap();
+                let circle = tx.seat_map_of(SEATED, Some("Circle")).unwrap();
+                let joined: Vec<_> = stalls.seats.iter().chain(&circle.seats).cloned().collect();
+                prop_assert_eq!(&joined, &map.seats);
+                prop_assert_eq!(stalls.seats.len(), 3);
+                prop_assert_eq!((stalls.sold, stalls.held), (map.sold, map.held));
+                prop_assert!(tx
+                    .seat_map_of(SEATED, Some("Gods"))
+                    .unwrap()
+                    .seats
+                    .is_empty());
                 prop_assert_eq!(
                     map.available as usize,
                     (0..6)

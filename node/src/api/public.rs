@@ -239,14 +239,14 @@ async fn get_seats(
     barrier_if(&state, g, c).await?;
     let tx = st.reader.begin_applied();
     check_fresh(&state, g, &tx.freshness, c)?;
-    let mut map = tx.seat_map(event_id).ok_or_else(|| {
+    // `?section=S`: only that section's seats (the counts stay the event's), so a
+    // front end can draw one section of a large venue without the whole map.
+    let section = q.get("section").map(String::as_str);
+    let map = tx.seat_map_of(event_id, section).ok_or_else(|| {
         ApiError::not_found("unknown_event", format!("unknown event {event_id}"))
             .with("event_id", event_id)
     })?;
-    // `?section=S`: only that section's seats (the counts stay the event's), so a
-    // front end can draw one section of a large venue without the whole map.
-    if let Some(section) = q.get("section") {
-        map.seats.retain(|s| &s.section == section);
+    if let Some(section) = section {
         if map.seats.is_empty() {
             return Err(ApiError::not_found(
                 "unknown_section",
