@@ -248,6 +248,12 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     tracing::info!(node_id = node.id(), %listen, "node listening");
     use axum::serve::ListenerExt;
     let listener = listener.tap_io(move |tcp| {
+        // Answers (Raft RPC replies over HTTP/2 above all) are small writes that
+        // must not wait for the peer's delayed ACK under Nagle's algorithm: that
+        // stall is ~40 ms on Linux, and it would sit in every replication round.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "setting TCP_NODELAY failed");
+        }
         if send_buffer > 0 {
             if let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer) {
                 tracing::warn!(error = %e, "setting the socket send buffer failed");
