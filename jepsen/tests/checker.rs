@@ -535,3 +535,53 @@ fn only_final_state_reads_count_as_the_final_state_when_marked() {
     no_final[2].answer.final_state = false;
     assert!(!sales::acked_confirms_survive(&no_final).valid());
 }
+
+#[test]
+fn writes_sharing_a_log_entry_replay_in_the_leaders_batch_order() {
+    // One entry (index 1500) holds a release of h1 and a new hold on its seat: the
+    // leader applies releases before holds, so the new hold is right, whatever
+    // order the history lists them in.
+    let mut release = op(
+        1,
+        Call::Release {
+            user: "u1".into(),
+            hold_id: "h1".into(),
+        },
+        40,
+        60,
+        Outcome::Ok,
+    );
+    release.applied = Some(Applied {
+        index: 1500,
+        time_ms: 1500,
+    });
+    let h = vec![
+        hold_ok(1, &[1], (0, 10), "h1", 1000, 10_000),
+        hold_ok(2, &[1], (20, 50), "h2", 1500, 11_500),
+        release.clone(),
+    ];
+    assert!(holds::holds_mean_what_they_say(&h).valid());
+    // A single-seat hold refused in that entry came after the granted one.
+    let mut refused = hold_refused(3, 1, (20, 45));
+    refused.applied = Some(Applied {
+        index: 1500,
+        time_ms: 1500,
+    });
+    let mut with_refusal = vec![refused.clone()];
+    with_refusal.extend(h.iter().cloned());
+    assert!(holds::holds_mean_what_they_say(&with_refusal).valid());
+    // Without the release, two holds granted on one seat in one entry are reported.
+    let double = vec![
+        hold_ok(1, &[1], (0, 10), "h1", 1000, 10_000),
+        hold_ok(2, &[1], (20, 50), "h2", 1500, 11_500),
+        hold_ok(3, &[1], (20, 50), "h3", 1500, 11_500),
+    ];
+    assert!(!holds::holds_mean_what_they_say(&double).valid());
+    // A refusal in an entry that freed the seat and granted it to nobody is wrong.
+    let freed = vec![
+        hold_ok(1, &[1], (0, 10), "h1", 1000, 10_000),
+        release,
+        refused,
+    ];
+    assert!(!holds::holds_mean_what_they_say(&freed).valid());
+}

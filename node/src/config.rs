@@ -128,6 +128,14 @@ pub struct RaftSettings {
     /// A leader appends a time tick to a group idle for this long, bounding how
     /// stale a replica can look while healthy.
     pub tick_interval_ms: u64,
+    /// Most client requests a leader puts in one log entry (1 turns batching off;
+    /// at most `BATCH_REQUESTS_MAX`, 1000).
+    pub propose_batch_max: usize,
+    /// Most encoded request bytes in one batched entry; a larger request goes alone.
+    pub propose_batch_bytes_max: usize,
+    /// Entries of one group a leader keeps proposed and not yet applied; requests
+    /// arriving meanwhile wait and share the next entry.
+    pub propose_pipeline_max: usize,
 }
 
 impl Default for RaftSettings {
@@ -145,6 +153,9 @@ impl Default for RaftSettings {
             snapshot_chunk_bytes_max: 1 << 20,
             append_entries_max: 256,
             tick_interval_ms: 1_000,
+            propose_batch_max: 256,
+            propose_batch_bytes_max: 128 * 1024,
+            propose_pipeline_max: 4,
         }
     }
 }
@@ -225,6 +236,25 @@ impl NodeConfig {
             || r.snapshot_chunk_bytes_max == 0
         {
             return Err("raft.snapshot_logs_since_last, append_entries_max and snapshot_chunk_bytes_max must be positive".into());
+        }
+        if r.propose_batch_max == 0
+            || r.propose_batch_max > boxoffice_raft::command::BATCH_REQUESTS_MAX
+        {
+            return Err(format!(
+                "raft.propose_batch_max must be between 1 and {}",
+                boxoffice_raft::command::BATCH_REQUESTS_MAX
+            ));
+        }
+        if r.propose_batch_bytes_max == 0 || r.propose_pipeline_max == 0 {
+            return Err(
+                "raft.propose_batch_bytes_max and propose_pipeline_max must be positive".into(),
+            );
+        }
+        // A full append-entries RPC of full batches must fit a node-to-node body.
+        if (r.append_entries_max as u128) * (r.propose_batch_bytes_max as u128 + 1024)
+            > self.limits.raft_body_bytes_max as u128
+        {
+            return Err("raft.append_entries_max x (raft.propose_batch_bytes_max + 1 KiB) must not exceed limits.raft_body_bytes_max".into());
         }
         Ok(())
     }

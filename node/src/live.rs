@@ -2,10 +2,12 @@
 //! Server-Sent Events stream `GET /v1/events/{id}/seats/stream`.
 //!
 //! A feed task per shard turns the shard's applied outcomes into [`SeatChange`]s and
-//! keeps the last [`REPLAY_MAX`] of them. A stream starts with a `snapshot` event
-//! (the seat map, id = its applied index), or, when the client sends
-//! `Last-Event-ID` and the ring still covers everything after it, with the changes
-//! it missed; then live `change` events (id = applied index), each sent once.
+//! keeps the last [`REPLAY_MAX`] of them. Event ids are stream positions:
+//! `index * POS_PER_ENTRY + pos`, where `pos` numbers the requests of one log entry
+//! (a leader batches requests into one entry). A stream starts with a `snapshot`
+//! event (the seat map, id = the position just past its applied index), or, when
+//! the client sends `Last-Event-ID` and the ring still covers everything after it,
+//! with the changes it missed; then live `change` events, each sent once.
 //! Expiries are announced by `expired` events at the expiry instant (within the
 //! timer's resolution, a few ms), from timers each stream keeps for the holds it
 //! knows. A consumer that falls [``limits.sse_lag_max``] changes behind gets a `reset`
@@ -31,12 +33,34 @@ use crate::node::now_ms;
 pub const REPLAY_MAX: usize = 16_384;
 /// Events queued between a stream's task and its HTTP body.
 pub const STREAM_QUEUE: usize = 64;
+/// Stream positions per log entry: room for a full batch of requests.
+pub const POS_PER_ENTRY: u64 = 1024;
+const _: () = assert!(boxoffice_raft::command::BATCH_REQUESTS_MAX as u64 <= POS_PER_ENTRY - 1);
+
+/// The stream position of the change of request `pos` in entry `index`.
+pub fn position(index: u64, pos: u32) -> u64 {
+    // Leaders never batch more than BATCH_REQUESTS_MAX requests (checked above to
+    // fit); the clamp only keeps a position inside its entry's range regardless.
+    index
+        .saturating_mul(POS_PER_ENTRY)
+        .saturating_add(u64::from(pos).min(POS_PER_ENTRY - 2))
+}
+
+/// The position just past every change of entry `index` (and before `index + 1`'s).
+pub fn position_after(index: u64) -> u64 {
+    index
+        .saturating_mul(POS_PER_ENTRY)
+        .saturating_add(POS_PER_ENTRY - 1)
+}
 
 /// What happened to some seats of one event.
 #[derive(Clone, Debug, Serialize)]
 pub struct SeatChange {
-    /// Applied log index (the SSE event id).
+    /// Applied log index.
     pub index: u64,
+    /// Stream position (the SSE event id), see [`position`].
+    #[serde(skip)]
+    pub position: u64,
     /// State-machine time of the change.
     pub time_ms: u64,
     /// The event.
@@ -55,7 +79,7 @@ pub struct SeatChange {
 }
 
 struct Ring {
-    /// Highest index whose changes are not all in `changes` (replay only after it).
+    /// Highest position whose changes are not all in `changes` (replay only after it).
     floor: u64,
     changes: VecDeque<Arc<SeatChange>>,
 }
@@ -71,7 +95,7 @@ impl Feed {
     /// `lag_max` is how far a subscriber may fall behind (`limits.sse_lag_max`).
     pub fn start(sm: StateMachineStore, lag_max: usize) -> Arc<Feed> {
         let mut changes = sm.changes();
-        let start = sm.applied().borrow().index;
+        let start = position_after(sm.applied().borrow().index);
         let (tx, _) = broadcast::channel(lag_max.max(1));
         let feed = Arc::new(Feed {
             ring: Mutex::new(Ring {
@@ -87,7 +111,7 @@ impl Feed {
                     Ok(c) => c,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // Changes were lost: nothing before now can be replayed.
-                        let now = sm.applied().borrow().index;
+                        let now = position_after(sm.applied().borrow().index);
                         let mut ring = f.ring.lock().unwrap_or_else(|e| e.into_inner());
                         ring.changes.clear();
                         ring.floor = now;
@@ -101,10 +125,11 @@ impl Feed {
                     {
                         let mut ring = f.ring.lock().unwrap_or_else(|e| e.into_inner());
                         ring.changes.clear();
-                        ring.floor = c.index;
+                        ring.floor = position_after(c.index);
                     }
                     let reset = SeatChange {
                         index: c.index,
+                        position: position_after(c.index),
                         time_ms: c.outcome.applied.time_ms,
                         event_id: 0,
                         kind: "reset",
@@ -122,6 +147,7 @@ impl Feed {
                 let change = match &c.outcome.result {
                     Ok(Effect::Held(h)) => Some(SeatChange {
                         index: c.index,
+                        position: position(c.index, c.pos),
                         time_ms: c.outcome.applied.time_ms,
                         event_id: h.event_id,
                         kind: "held",
@@ -132,6 +158,7 @@ impl Feed {
                     }),
                     Ok(Effect::Confirmed(b)) => Some(SeatChange {
                         index: c.index,
+                        position: position(c.index, c.pos),
                         time_ms: c.outcome.applied.time_ms,
                         event_id: b.event_id,
                         kind: "sold",
@@ -147,6 +174,7 @@ impl Feed {
                         quantity,
                     }) if *quantity > 0 => Some(SeatChange {
                         index: c.index,
+                        position: position(c.index, c.pos),
                         time_ms: c.outcome.applied.time_ms,
                         event_id: *event_id,
                         kind: "released",
@@ -163,7 +191,7 @@ impl Feed {
                     let mut ring = f.ring.lock().unwrap_or_else(|e| e.into_inner());
                     if ring.changes.len() >= REPLAY_MAX {
                         if let Some(old) = ring.changes.pop_front() {
-                            ring.floor = old.index;
+                            ring.floor = old.position;
                         }
                     }
                     ring.changes.push_back(change.clone());
@@ -195,7 +223,7 @@ impl Feed {
         let replay = after.filter(|&a| a >= ring.floor).map(|a| {
             ring.changes
                 .iter()
-                .filter(|c| c.index > a)
+                .filter(|c| c.position > a)
                 .cloned()
                 .collect()
         });
@@ -254,8 +282,8 @@ pub fn stream(
                         continue;
                     }
                     track(&mut timers, &mut held_until, &c);
-                    last_sent = c.index;
-                    if !send(out_tx.clone(), sse_json("change", Some(c.index), &*c)).await {
+                    last_sent = c.position;
+                    if !send(out_tx.clone(), sse_json("change", Some(c.position), &*c)).await {
                         return;
                     }
                 }
@@ -274,7 +302,7 @@ pub fn stream(
                     .await;
                     return;
                 };
-                last_sent = tx.freshness.applied_index;
+                last_sent = position_after(tx.freshness.applied_index);
                 for s in &map.seats {
                     if let (SeatStatus::Held, Some(until)) = (s.status, s.held_until_ms) {
                         timers.entry(until).or_default().push((
@@ -303,12 +331,12 @@ pub fn stream(
                             let _ = send(out_tx.clone(), sse_json("reset", None, &serde_json::json!({"reason": "replica installed a snapshot; reconnect"}))).await;
                             return;
                         }
-                        if c.event_id != event_id || c.index <= last_sent {
+                        if c.event_id != event_id || c.position <= last_sent {
                             continue;
                         }
                         track(&mut timers, &mut held_until, &c);
-                        last_sent = c.index;
-                        if !send(out_tx.clone(), sse_json("change", Some(c.index), &*c)).await {
+                        last_sent = c.position;
+                        if !send(out_tx.clone(), sse_json("change", Some(c.position), &*c)).await {
                             return;
                         }
                     }
@@ -370,5 +398,27 @@ fn track(
                 held_until.remove(&key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod position_tests {
+    use super::*;
+
+    #[test]
+    fn positions_order_changes_by_entry_then_within_it() {
+        let max = boxoffice_raft::command::BATCH_REQUESTS_MAX as u32;
+        for index in [0u64, 1, 7, 1 << 40] {
+            let mut last = None;
+            for pos in [0, 1, 2, max - 1, max] {
+                let p = position(index, pos);
+                assert!(last.is_none_or(|l| l < p), "index {index} pos {pos}");
+                assert!(p < position_after(index));
+                assert!(position_after(index) < position(index + 1, 0));
+                last = Some(p);
+            }
+        }
+        // A snapshot taken at index i resumes after every change of entry i.
+        assert!(position(5, 3) <= position_after(5));
     }
 }

@@ -14,6 +14,7 @@ mod error;
 mod event_cache;
 mod live;
 mod node;
+mod proposer;
 mod search;
 
 use std::net::SocketAddr;

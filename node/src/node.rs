@@ -82,6 +82,8 @@ pub struct Node {
     pub streams: Arc<tokio::sync::Semaphore>,
     /// Rendered event views, kept in step with the catalogue's change stream.
     pub event_cache: crate::event_cache::EventCache,
+    /// Each group's proposal batcher, started on the first write this node leads.
+    proposers: std::sync::Mutex<BTreeMap<GroupId, crate::proposer::Proposer>>,
 }
 
 /// Offset added to the wall clock, set only through the fault-injection API
@@ -132,6 +134,7 @@ impl Node {
             raft_config,
             create_lock: tokio::sync::Mutex::new(()),
             myself: std::sync::OnceLock::new(),
+            proposers: std::sync::Mutex::new(BTreeMap::new()),
             search: std::sync::OnceLock::new(),
             feeds: RwLock::new(BTreeMap::new()),
             streams,
@@ -302,7 +305,8 @@ impl Node {
     }
 
     /// Proposes a command on this node, which must be the group's leader: stamps it
-    /// with this node's clock and waits until it is applied.
+    /// with this node's clock and waits until it is applied. Requests waiting for
+    /// the same group share log entries (see [`crate::proposer`]).
     pub async fn propose_local(
         &self,
         group: GroupId,
@@ -310,30 +314,35 @@ impl Node {
         command: Command,
         timeout: Duration,
     ) -> Result<Outcome, ProposeError> {
-        let raft = self.raft(group)?;
+        let proposer = self.proposer(group)?;
         let req = Request {
             stamp_ms: now_ms(),
             session,
             command,
         };
-        match tokio::time::timeout(timeout, raft.client_write(req)).await {
-            Err(_) => Err(ProposeError::Unknown(format!(
-                "not applied within {} ms",
-                timeout.as_millis()
-            ))),
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(ProposeError::NotLeader {
-                    group: group.0,
-                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
-                })
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(ProposeError::Unavailable(e.to_string()))
-            }
-            // The entry may have been appended before the node stopped.
-            Ok(Err(RaftError::Fatal(e))) => Err(ProposeError::Unknown(e.to_string())),
+        proposer.propose(req, timeout).await
+    }
+
+    /// The proposer of `group`, started on first use.
+    fn proposer(&self, group: GroupId) -> Result<crate::proposer::Proposer, ProposeError> {
+        let mut map = self.proposers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = map.get(&group) {
+            return Ok(p.clone());
         }
+        let raft = self.raft(group)?;
+        let r = &self.config.raft;
+        let p = crate::proposer::Proposer::start(
+            group,
+            raft,
+            crate::proposer::Settings {
+                batch_max: r.propose_batch_max,
+                batch_bytes_max: r.propose_batch_bytes_max,
+                pipeline_max: r.propose_pipeline_max,
+                queue_max: self.config.limits.in_flight_max,
+            },
+        );
+        map.insert(group, p.clone());
+        Ok(p)
     }
 
     /// One attempt at `group`'s leader: `local` when this node leads it, else the

@@ -39,6 +39,10 @@ pub const PER_USER_CAP_DEFAULT: u32 = 8;
 pub const HOLD_SEATS_MAX: u32 = 100;
 /// Most events in one `CreateEvents` / `CreateInventories` command (one log entry).
 pub const EVENTS_BATCH_MAX: usize = 1000;
+/// Most requests a leader puts in one [`Command::Batch`] entry, whatever its
+/// settings (`raft.propose_batch_max` is checked against it): the live seat-map
+/// stream numbers a batch's changes within their entry and has room for this many.
+pub const BATCH_REQUESTS_MAX: usize = 1000;
 
 /// One entry's application payload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -106,6 +110,13 @@ pub enum Command {
     },
     /// Inventory: `CreateInventory` for many events; idempotent per event.
     CreateInventories(Vec<InventorySpec>),
+    /// Any group: several client requests in one log entry, applied one after
+    /// another in this order, each as if it had an entry of its own (its own stamp,
+    /// exactly-once session and outcome). The leader gathers the requests waiting
+    /// for the same group into one entry, so one fsync and one Raft round carry them
+    /// all. Its outcome is [`Effect::Batch`]. The leader puts them in
+    /// [`Command::batch_rank`] order; a batch never contains a batch.
+    Batch(Vec<Request>),
 }
 
 /// Fields of an event that may change after creation; `None` leaves one as is.
@@ -146,6 +157,22 @@ impl Command {
             Command::CreateEvents(_) => "create_events",
             Command::UpdateEvent { .. } => "update_event",
             Command::CreateInventories(_) => "create_inventories",
+            Command::Batch(_) => "batch",
+        }
+    }
+
+    /// Where a command goes in a batch: the leader orders a batch's requests by this
+    /// rank (stably), so requests that free seats (confirm, release: rank 0) come
+    /// before requests that take them (holds: rank 1), and everything else after
+    /// (rank 2). Whoever replays applied writes in log order (the fault-injection
+    /// harness) orders the requests of one entry by (log index, rank) and gets the
+    /// order they were applied in wherever that order matters: two requests of one
+    /// entry with the same rank never both succeed on the same seat.
+    pub fn batch_rank(&self) -> u8 {
+        match self {
+            Command::Confirm { .. } | Command::Release { .. } => 0,
+            Command::Hold(_) => 1,
+            _ => 2,
         }
     }
 }
@@ -416,6 +443,8 @@ pub enum Effect {
         /// The events, in request order.
         event_ids: Vec<u64>,
     },
+    /// The outcomes of a [`Command::Batch`]'s requests, in its order.
+    Batch(Vec<Outcome>),
 }
 
 /// One event of a `CreateEvents` batch.

@@ -23,8 +23,8 @@ use crate::records::*;
 /// replica must use the same value, so it is a constant, not a node setting.
 pub const SESSION_TTL_MS: u64 = 24 * 3600 * 1000;
 
-/// Most expired session records forgotten per applied entry, so pruning work per
-/// entry is bounded.
+/// Most expired session records forgotten per applied request, so pruning work
+/// per request is bounded.
 pub const SESSION_PRUNE_PER_ENTRY: usize = 16;
 
 /// Applies one log entry to the group's state and returns its outcome.
@@ -44,6 +44,22 @@ pub fn apply_entry(kv: &mut dyn Kv, group: GroupId, entry: &Entry) -> Outcome {
         EntryPayload::Membership(m) => {
             meta.membership = StoredMembership::new(Some(entry.log_id), m.clone());
             (Ok(Effect::Nothing), false, None)
+        }
+        EntryPayload::Normal(Request {
+            command: Command::Batch(requests),
+            session: None,
+            ..
+        }) => {
+            // Each request in turn, as if it had an entry of its own; the batch's
+            // own stamp (the largest of theirs) adds nothing.
+            let outcomes = requests
+                .iter()
+                .map(|req| {
+                    meta.time_ms = meta.time_ms.max(req.stamp_ms);
+                    apply_request(kv, group, &mut meta, entry.log_id.index, req)
+                })
+                .collect();
+            (Ok(Effect::Batch(outcomes)), false, None)
         }
         EntryPayload::Normal(req) => {
             meta.time_ms = meta.time_ms.max(req.stamp_ms);
@@ -230,6 +246,11 @@ fn execute(
         )));
     }
     match command {
+        // A batch is only ever the whole payload of an entry, without a session
+        // (see `apply_entry`); anywhere else it is refused.
+        Command::Batch(_) => Err(invalid(
+            "a batch is a whole log entry of its own; it cannot be nested or carry a session",
+        )),
         Command::CreateVenue(spec) => create_venue(kv, group, meta, spec),
         Command::CreatePerformer(spec) => {
             check_name("performer name", &spec.name).map_err(invalid)?;

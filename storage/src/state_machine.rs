@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use boxoffice_raft::command::{Applied, Outcome};
+use boxoffice_raft::command::{Applied, Effect, Outcome};
 use boxoffice_raft::{
     codec, Entry, GroupId, LogId, NodeId, SnapshotMeta, StoredMembership, TypeConfig,
 };
@@ -63,6 +63,9 @@ pub struct AppliedChange {
     pub group: GroupId,
     /// Log index.
     pub index: u64,
+    /// Position within the entry: 0, or for the requests of a `Command::Batch`
+    /// entry 0, 1, 2, ... in the order they were applied (one change each).
+    pub pos: u32,
     /// The outcome (for blank/membership entries: `Effect::Nothing`).
     pub outcome: Outcome,
     /// True when this is not an entry but a snapshot install: the whole state was
@@ -192,6 +195,7 @@ impl StateMachineStore {
         let _ = self.changes.send(AppliedChange {
             group: self.group,
             index: applied.index,
+            pos: 0,
             outcome,
             snapshot_installed: true,
         });
@@ -418,13 +422,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         let mut out = Vec::with_capacity(outcomes.len());
         for (index, outcome) in outcomes {
-            // No receivers is fine: nobody is watching.
-            let _ = self.changes.send(AppliedChange {
-                group: self.group,
-                index,
-                outcome: outcome.clone(),
-                snapshot_installed: false,
-            });
+            // One change per request: a batch's requests each get theirs, numbered
+            // by position. No receivers is fine: nobody is watching.
+            let parts = match &outcome.result {
+                Ok(Effect::Batch(inner)) => inner.as_slice(),
+                _ => std::slice::from_ref(&outcome),
+            };
+            for (pos, o) in (0u32..).zip(parts) {
+                let _ = self.changes.send(AppliedChange {
+                    group: self.group,
+                    index,
+                    pos,
+                    outcome: o.clone(),
+                    snapshot_installed: false,
+                });
+            }
             out.push(outcome);
         }
         Ok(out)

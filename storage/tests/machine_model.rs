@@ -384,6 +384,9 @@ struct Op {
     user: u8,
     key: Option<u8>,
     kind: Kind,
+    /// Shares the previous op's log entry (a leader's batch) instead of taking one
+    /// of its own.
+    join: bool,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -399,12 +402,14 @@ fn op() -> impl Strategy<Value = Op> {
         0u8..3,
         proptest::option::weighted(0.3, 0u8..4),
         kind,
+        proptest::bool::weighted(0.4),
     )
-        .prop_map(|(dt, user, key, kind)| Op {
+        .prop_map(|(dt, user, key, kind, join)| Op {
             dt,
             user,
             key,
             kind,
+            join,
         })
 }
 
@@ -469,107 +474,146 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
             ..Default::default()
         };
         let mut stamp = T0 as i64;
+        // Ops are grouped into log entries: an op with `join` shares the previous
+        // op's entry, applied as a `Command::Batch` in the same order.
+        let mut entries: Vec<Vec<(usize, Op)>> = Vec::new();
         for (step, op) in ops.into_iter().enumerate() {
-            stamp = (stamp + op.dt).max(0);
-            let user = format!("user{}", op.user);
-            let pick = |i: usize| {
-                let ids: Vec<u64> = model.holds.keys().copied().collect();
-                if ids.is_empty() {
-                    HoldId {
-                        shard: GROUP.0,
-                        seq: 999,
+            match entries.last_mut() {
+                Some(last) if op.join && last.len() < BATCH_REQUESTS_MAX => last.push((step, op)),
+                _ => entries.push(vec![(step, op)]),
+            }
+        }
+        for ops in entries {
+            index += 1;
+            let step = ops[0].0;
+            let mut requests = Vec::new();
+            let mut expected = Vec::new();
+            for (step, op) in ops {
+                stamp = (stamp + op.dt).max(0);
+                let user = format!("user{}", op.user);
+                let pick = |i: usize| {
+                    let ids: Vec<u64> = model.holds.keys().copied().collect();
+                    if ids.is_empty() {
+                        HoldId {
+                            shard: GROUP.0,
+                            seq: 999,
+                        }
+                    } else {
+                        HoldId {
+                            shard: GROUP.0,
+                            seq: ids[i % ids.len()],
+                        }
                     }
-                } else {
-                    HoldId {
-                        shard: GROUP.0,
-                        seq: ids[i % ids.len()],
+                };
+                let command = match &op.kind {
+                    Kind::HoldSeats(e, s) => Command::Hold(HoldRequest {
+                        event_id: *e,
+                        user: user.clone(),
+                        selection: Selection::Seats(s.clone()),
+                    }),
+                    Kind::HoldQty(e, q) => Command::Hold(HoldRequest {
+                        event_id: *e,
+                        user: user.clone(),
+                        selection: Selection::Quantity(*q),
+                    }),
+                    Kind::Confirm(i) => Command::Confirm {
+                        hold_id: pick(*i),
+                        user: user.clone(),
+                        payment_ref: "pay".into(),
+                    },
+                    Kind::Release(i) => Command::Release {
+                        hold_id: pick(*i),
+                        user: user.clone(),
+                    },
+                };
+                let key = match op.key {
+                    Some(k) => format!("k{k}"),
+                    None => format!("unique-{step}"),
+                };
+                let req = Request {
+                    stamp_ms: stamp as u64,
+                    session: Some(Session {
+                        client_id: user.clone(),
+                        idempotency_key: key,
+                    }),
+                    command,
+                };
+                expected.push(model.apply(index, &req));
+                requests.push((step, req));
+            }
+            let got: Vec<Outcome> = if requests.len() == 1 {
+                sm.apply([entry(index, EntryPayload::Normal(requests[0].1.clone()))])
+                    .await
+                    .unwrap()
+            } else {
+                let batch = Request {
+                    stamp_ms: requests.iter().map(|(_, r)| r.stamp_ms).max().unwrap_or(0),
+                    session: None,
+                    command: Command::Batch(requests.iter().map(|(_, r)| r.clone()).collect()),
+                };
+                let mut out = sm
+                    .apply([entry(index, EntryPayload::Normal(batch))])
+                    .await
+                    .unwrap();
+                prop_assert_eq!(out.len(), 1);
+                match out.remove(0).result {
+                    Ok(Effect::Batch(outcomes)) => outcomes,
+                    other => {
+                        return Err(TestCaseError::fail(format!(
+                            "a batch entry answered {other:?}"
+                        )))
                     }
                 }
             };
-            let command = match &op.kind {
-                Kind::HoldSeats(e, s) => Command::Hold(HoldRequest {
-                    event_id: *e,
-                    user: user.clone(),
-                    selection: Selection::Seats(s.clone()),
-                }),
-                Kind::HoldQty(e, q) => Command::Hold(HoldRequest {
-                    event_id: *e,
-                    user: user.clone(),
-                    selection: Selection::Quantity(*q),
-                }),
-                Kind::Confirm(i) => Command::Confirm {
-                    hold_id: pick(*i),
-                    user: user.clone(),
-                    payment_ref: "pay".into(),
-                },
-                Kind::Release(i) => Command::Release {
-                    hold_id: pick(*i),
-                    user: user.clone(),
-                },
-            };
-            let key = match op.key {
-                Some(k) => format!("k{k}"),
-                None => format!("unique-{step}"),
-            };
-            let req = Request {
-                stamp_ms: stamp as u64,
-                session: Some(Session {
-                    client_id: user.clone(),
-                    idempotency_key: key,
-                }),
-                command,
-            };
-            index += 1;
-            let expected = model.apply(index, &req);
-            let got = sm
-                .apply([entry(index, EntryPayload::Normal(req.clone()))])
-                .await
-                .unwrap()
-                .remove(0);
-            prop_assert_eq!(
-                normalize(got),
-                normalize(expected),
-                "step {} {:?}",
-                step,
-                req
-            );
-
-            // Every seat's status and the GA counts agree, judged at the current time
-            // and at a later instant (expiry seen by a reader without any write).
-            for later in [0, TTL / 2, TTL] {
-                let tx = reader.begin(model.time + later);
-                let t = tx.freshness.as_of_ms;
-                let map = tx.seat_map(SEATED).unwrap();
-                let statuses: Vec<SeatStatus> = map.seats.iter().map(|s| s.status).collect();
-                let want: Vec<SeatStatus> = (0..6).map(|s| model.seat_status(s, t)).collect();
-                prop_assert_eq!(statuses, want, "seats at step {} (+{} ms)", step, later);
-                // Section maps are the whole map's seats, section by section.
-                let stalls = tx.seat_map_of(SEATED, Some("Stalls")).unwrap();
-                let circle = tx.seat_map_of(SEATED, Some("Circle")).unwrap();
-                let joined: Vec<_> = stalls.seats.iter().chain(&circle.seats).cloned().collect();
-                prop_assert_eq!(&joined, &map.seats);
-                prop_assert_eq!(stalls.seats.len(), 3);
-                prop_assert_eq!((stalls.sold, stalls.held), (map.sold, map.held));
-                prop_assert!(tx
-                    .seat_map_of(SEATED, Some("Gods"))
-                    .unwrap()
-                    .seats
-                    .is_empty());
+            prop_assert_eq!(got.len(), requests.len());
+            for ((got, expected), (step, req)) in got.into_iter().zip(expected).zip(&requests) {
                 prop_assert_eq!(
-                    map.available as usize,
-                    (0..6)
-                        .filter(|&s| model.seat_status(s, t) == SeatStatus::Available)
-                        .count()
-                );
-                let ga = tx.seat_map(GA).unwrap();
-                prop_assert_eq!(
-                    ga.available,
-                    model.ga_available(t),
-                    "GA available at step {} (+{} ms)",
+                    normalize(got),
+                    normalize(expected),
+                    "step {} {:?}",
                     step,
-                    later
+                    req
                 );
-                prop_assert_eq!(ga.sold, model.ga_sold);
+            }
+            {
+                // Every seat's status and the GA counts agree, judged at the current time
+                // and at a later instant (expiry seen by a reader without any write).
+                for later in [0, TTL / 2, TTL] {
+                    let tx = reader.begin(model.time + later);
+                    let t = tx.freshness.as_of_ms;
+                    let map = tx.seat_map(SEATED).unwrap();
+                    let statuses: Vec<SeatStatus> = map.seats.iter().map(|s| s.status).collect();
+                    let want: Vec<SeatStatus> = (0..6).map(|s| model.seat_status(s, t)).collect();
+                    prop_assert_eq!(statuses, want, "seats at step {} (+{} ms)", step, later);
+                    // Section maps are the whole map's seats, section by section.
+                    let stalls = tx.seat_map_of(SEATED, Some("Stalls")).unwrap();
+                    let circle = tx.seat_map_of(SEATED, Some("Circle")).unwrap();
+                    let joined: Vec<_> =
+                        stalls.seats.iter().chain(&circle.seats).cloned().collect();
+                    prop_assert_eq!(&joined, &map.seats);
+                    prop_assert_eq!(stalls.seats.len(), 3);
+                    prop_assert_eq!((stalls.sold, stalls.held), (map.sold, map.held));
+                    prop_assert!(tx
+                        .seat_map_of(SEATED, Some("Gods"))
+                        .unwrap()
+                        .seats
+                        .is_empty());
+                    prop_assert_eq!(
+                        map.available as usize,
+                        (0..6)
+                            .filter(|&s| model.seat_status(s, t) == SeatStatus::Available)
+                            .count()
+                    );
+                    let ga = tx.seat_map(GA).unwrap();
+                    prop_assert_eq!(
+                        ga.available,
+                        model.ga_available(t),
+                        "GA available at step {} (+{} ms)",
+                        step,
+                        later
+                    );
+                    prop_assert_eq!(ga.sold, model.ga_sold);
+                }
             }
         }
 
@@ -701,4 +745,95 @@ async fn time_is_monotonic_across_stamps() {
         .unwrap();
     let times: Vec<u64> = out.iter().map(|o| o.applied.time_ms).collect();
     assert_eq!(times, vec![5000, 5000, 7000]);
+}
+
+#[tokio::test]
+async fn batches_apply_in_order_and_never_nest() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), &Default::default()).unwrap();
+    let mut sm = StateMachineStore::open(db, GROUP, &dir.path().join("snap")).unwrap();
+    let mut changes = sm.changes();
+    let inv = |event_id: u64| Request {
+        stamp_ms: 5000,
+        session: None,
+        command: Command::CreateInventory(InventorySpec {
+            event_id,
+            layout: seated_layout(),
+            hold_ttl_ms: TTL,
+            per_user_cap: 4,
+        }),
+    };
+    let hold = |user: &str, key: &str, seats: Vec<u32>| Request {
+        stamp_ms: 6000,
+        session: Some(Session {
+            client_id: user.into(),
+            idempotency_key: key.into(),
+        }),
+        command: Command::Hold(HoldRequest {
+            event_id: 7,
+            user: user.into(),
+            selection: Selection::Seats(seats),
+        }),
+    };
+    let batch = |requests: Vec<Request>, session: Option<Session>| Request {
+        stamp_ms: 6000,
+        session,
+        command: Command::Batch(requests),
+    };
+    let out = sm
+        .apply([
+            entry(1, EntryPayload::Normal(inv(7))),
+            entry(
+                2,
+                EntryPayload::Normal(batch(
+                    vec![
+                        hold("a", "k1", vec![1, 2]),
+                        // Same seat, later in the entry: refused.
+                        hold("b", "k1", vec![2]),
+                        // The first request again (a retry that caught up): replayed.
+                        hold("a", "k1", vec![1, 2]),
+                        batch(vec![hold("c", "k9", vec![3])], None),
+                    ],
+                    None,
+                )),
+            ),
+            entry(
+                3,
+                EntryPayload::Normal(batch(
+                    vec![hold("d", "k1", vec![4])],
+                    Some(Session {
+                        client_id: "d".into(),
+                        idempotency_key: "outer".into(),
+                    }),
+                )),
+            ),
+        ])
+        .await
+        .unwrap();
+    let Ok(Effect::Batch(inner)) = &out[1].result else {
+        panic!("a batch entry answered {:?}", out[1]);
+    };
+    assert_eq!(inner.len(), 4);
+    assert!(inner.iter().all(|o| o.applied.index == 2));
+    let Ok(Effect::Held(first)) = &inner[0].result else {
+        panic!("{:?}", inner[0]);
+    };
+    assert_eq!(first.seat_ids, vec![1, 2]);
+    assert!(matches!(
+        inner[1].result,
+        Err(Rejection::SeatUnavailable { .. })
+    ));
+    assert!(inner[2].replayed && inner[2].result == inner[0].result);
+    assert!(matches!(
+        inner[3].result,
+        Err(Rejection::InvalidInput { .. })
+    ));
+    // A batch carrying a session of its own is not applied as a batch.
+    assert!(matches!(out[2].result, Err(Rejection::InvalidInput { .. })));
+    // One change per request, numbered within the entry.
+    let mut seen = Vec::new();
+    while let Ok(c) = changes.try_recv() {
+        seen.push((c.index, c.pos));
+    }
+    assert_eq!(seen, vec![(1, 0), (2, 0), (2, 1), (2, 2), (2, 3), (3, 0)]);
 }

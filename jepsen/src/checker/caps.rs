@@ -82,10 +82,13 @@ pub fn per_user_caps(ops: &[Op], cap: u32) -> Verdict {
     for ((user, event), holds) in &granted {
         for h in holds {
             let mut had = 0;
+            // Holds in h's own log entry are left out (their order among holds is
+            // not known: a lower bound); confirms and releases in it came before h
+            // (a leader applies them before the holds of an entry).
             for e in holds.iter().filter(|e| e.index < h.index) {
-                if confirmed.get(&e.hold).is_some_and(|&c| c < h.index) {
+                if confirmed.get(&e.hold).is_some_and(|&c| c <= h.index) {
                     had += e.tickets;
-                } else if released.get(&e.hold).is_some_and(|&r| r < h.index)
+                } else if released.get(&e.hold).is_some_and(|&r| r <= h.index)
                     || unknown_release.contains(&e.hold)
                     || e.until <= h.time
                 {

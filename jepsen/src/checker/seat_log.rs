@@ -42,7 +42,7 @@ pub struct Applied {
 /// One seat's log.
 #[derive(Clone, Debug, Default)]
 pub struct SeatLog {
-    /// Sorted by index.
+    /// In applied order: by log index, and within an entry by [`entry_order`].
     pub writes: Vec<Applied>,
     /// Holds on this seat of unknown outcome: (invoke, line).
     pub unknown_holds: Vec<(u64, usize)>,
@@ -142,9 +142,22 @@ pub fn seat_logs(ops: &[Op]) -> BTreeMap<(u64, u32), SeatLog> {
         }
     }
     for log in logs.values_mut() {
-        log.writes.sort_by_key(|w| w.index);
+        log.writes.sort_by_key(|w| (w.index, entry_order(&w.write)));
     }
     logs
+}
+
+/// Where a write falls among the writes on one seat that share a log entry. A
+/// leader batches requests into one entry and applies confirms and releases before
+/// holds (`Command::batch_rank`); among the holds of one entry, the one granted a
+/// seat came before every single-seat hold refused it (a refusal before it would
+/// have found the seat free and taken it).
+fn entry_order(w: &Write) -> u8 {
+    match w {
+        Write::Confirm { .. } | Write::Release { .. } | Write::ConfirmExpired { .. } => 0,
+        Write::Hold { .. } => 1,
+        Write::Refused => 2,
+    }
 }
 
 /// A seat's state in the log.
