@@ -22,7 +22,8 @@ pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 /// One seat change, as applied.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct SeatChange {
-    /// Applied log index (the stream position).
+    /// Applied log index (several changes can share one: a leader batches
+    /// requests into one entry; the SSE event id tells them apart).
     pub index: u64,
     /// State-machine time of the change.
     pub time_ms: u64,
@@ -92,7 +93,8 @@ impl Client {
 }
 
 impl SeatStream {
-    /// The position to resume from (the last delivered index).
+    /// The position to resume from: the SSE id of the last delivered event
+    /// (`log index x 1024 + position within the entry`; opaque, increasing).
     pub fn last_event_id(&self) -> Option<u64> {
         self.last_id
     }
