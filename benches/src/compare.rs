@@ -21,7 +21,7 @@ use tokio::sync::Mutex;
 use crate::plot::{line_chart, Chart, Series};
 use crate::stats::{median, summarize, Summary};
 use crate::store::{self, Store};
-use crate::surge::{self, Kill, RunResult, Shape, BUCKET_MS};
+use crate::surge::{self, Kill, Pace, RunResult, Shape, BUCKET_MS};
 
 #[derive(Args, Clone, Debug)]
 pub struct CompareArgs {
@@ -62,6 +62,9 @@ pub struct CompareArgs {
     /// Concurrent readers in scenario 3.
     #[arg(long, default_value_t = 64)]
     pub readers: usize,
+    /// Scenario 3's mix: buyers may start one write per this many reads answered.
+    #[arg(long, default_value_t = 100)]
+    pub reads_per_write: u64,
     /// Seats of the event in scenario 4 (large enough not to sell out before the kill).
     #[arg(long, default_value_t = 50_000)]
     pub failover_seats: u32,
@@ -107,6 +110,7 @@ struct Plan {
     event_seats: u32,
     steady_buyers: usize,
     readers: usize,
+    reads_per_write: u64,
     failover_runs: usize,
     failover_seats: u32,
     quick: bool,
@@ -137,6 +141,7 @@ impl CompareArgs {
             } else {
                 self.readers
             },
+            reads_per_write: self.reads_per_write,
             failover_runs: self.failover_runs.unwrap_or(if q { 3 } else { 5 }),
             failover_seats: self.failover_seats,
             quick: q,
@@ -144,6 +149,10 @@ impl CompareArgs {
         anyhow::ensure!(
             p.scenarios.iter().all(|s| (1..=4).contains(s)),
             "--scenarios takes 1, 2, 3 and 4"
+        );
+        anyhow::ensure!(
+            p.reads_per_write >= 1,
+            "--reads-per-write must be at least 1"
         );
         anyhow::ensure!(
             p.runs >= 1 && p.failover_runs >= 1,
@@ -178,6 +187,10 @@ pub struct Systems {
     _redis: Option<crate::procs::RedisServer>,
     etcd: Option<Arc<Mutex<crate::procs::EtcdCluster>>>,
 }
+
+/// Scenario 3's runs: the read:write mix, and its writes alone at the same rate.
+const MIXED: &str = "mixed";
+const ALONE: &str = "writes alone";
 
 /// Time allowed for a restarted node or member to rejoin before the next run.
 const REJOIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -362,6 +375,7 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                             duration,
                             holds_max: args.holds_max,
                             seed: args.seed + run as u64,
+                            pace: Pace::Free,
                         };
                         let r = surge::run(st, &shape, None).await?;
                         rows.push(row(1, st, c, "", run, r, None));
@@ -387,6 +401,7 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                         duration,
                         holds_max: args.holds_max,
                         seed: args.seed + run as u64,
+                        pace: Pace::Free,
                     };
                     let r = surge::run(st, &shape, None).await?;
                     rows.push(row(2, st, plan.steady_buyers, "", run, r, None));
@@ -397,37 +412,67 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         if plan.scenarios.contains(&3) {
             for run in 0..plan.runs {
                 for st in sys.stores.iter().filter(|s| readable(s)) {
-                    for variant in ["writes only", "writes + reads"] {
-                        bar.set_message(format!("3: {} {variant}, run {}", st.name(), run + 1));
-                        let events = st.create_events(1, plan.seats).await?;
-                        let shape = Shape {
-                            events: events.clone(),
-                            seats: plan.seats,
-                            buyers: plan.steady_buyers,
-                            duration,
-                            holds_max: args.holds_max,
-                            seed: args.seed + run as u64,
-                        };
-                        let (r, reads) = if variant == "writes only" {
-                            (surge::run(st, &shape, None).await?, None)
-                        } else {
-                            let readers =
-                                crate::readers::Readers::new(st, &sys, events[0], plan.seats)
-                                    .await?;
-                            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                            let handle = readers.spawn(
-                                plan.readers,
-                                duration + Duration::from_secs(5),
-                                stop.clone(),
-                            );
-                            let r = surge::run(st, &shape, None).await?;
-                            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                            let (samples, errors, secs) = handle.await?;
-                            (r, Some(read_stats(samples, errors, secs)))
-                        };
-                        rows.push(row(3, st, plan.steady_buyers, variant, run, r, reads));
-                        bar.inc(1);
-                    }
+                    // The mix: readers (closed loop, as fast as answers come) and
+                    // buyers that may start one write per `reads_per_write` reads
+                    // answered.
+                    bar.set_message(format!(
+                        "3: {} 1 write per {} reads, run {}",
+                        st.name(),
+                        plan.reads_per_write,
+                        run + 1
+                    ));
+                    let events = st.create_events(1, plan.seats).await?;
+                    let readers =
+                        crate::readers::Readers::new(st, &sys, events[0], plan.seats).await?;
+                    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+                    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let handle = readers.spawn(
+                        plan.readers,
+                        duration + Duration::from_secs(5),
+                        stop.clone(),
+                        Some((gate.clone(), plan.reads_per_write)),
+                    );
+                    let shape = Shape {
+                        events,
+                        seats: plan.seats,
+                        buyers: plan.steady_buyers,
+                        duration,
+                        holds_max: args.holds_max,
+                        seed: args.seed + run as u64,
+                        pace: Pace::Gate(gate),
+                    };
+                    let mixed = surge::run(st, &shape, None).await?;
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let (samples, errors, secs) = handle.await?;
+                    let rate = mixed.writes_per_s();
+                    rows.push(row(
+                        3,
+                        st,
+                        plan.steady_buyers,
+                        MIXED,
+                        run,
+                        mixed,
+                        Some(read_stats(samples, errors, secs)),
+                    ));
+                    bar.inc(1);
+                    // The same writes at the same rate, without the readers: what
+                    // the reads cost the writes.
+                    bar.set_message(format!(
+                        "3: {} writes alone at {rate:.0}/s, run {}",
+                        st.name(),
+                        run + 1
+                    ));
+                    let events = st.create_events(1, plan.seats).await?;
+                    let (pace, feeder) = surge::rate_gate(rate, duration);
+                    let shape = Shape {
+                        events,
+                        pace,
+                        ..shape
+                    };
+                    let alone = surge::run(st, &shape, None).await;
+                    feeder.abort();
+                    rows.push(row(3, st, plan.steady_buyers, ALONE, run, alone?, None));
+                    bar.inc(1);
                 }
             }
         }
@@ -445,6 +490,7 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                         duration: fo_duration,
                         holds_max: args.holds_max,
                         seed: args.seed + run as u64,
+                        pace: Pace::Free,
                     };
                     let r = surge::run(
                         st,
@@ -832,30 +878,37 @@ impl Report<'_> {
             s.push('\n');
         }
         if p.scenarios.contains(&3) {
-            let _ = writeln!(s, "## Scenario 3 — reads under a sale: {} readers beside {} buyers on one event of {} seats\n\nboxoffice readers use the hot shard's followers (local reads); PostgreSQL readers use the same server. Read kinds rotate: event view, one section's seat map, search.\n\n| system | confirms/s alone | confirms/s with reads | write slowdown | reads/s | reads per write | read p50 / p99 / p999 | p99 by kind |\n|---|---|---|---|---|---|---|---|", p.readers, p.steady_buyers, p.seats);
+            let _ = writeln!(s, "## Scenario 3 — reads under a sale: {} readers and {} buyers on one event of {} seats, one write per {} reads\n\nReaders ask, in turn, for the event view, one section's seat map and a search, as fast as answers come; buyers may start a write (hold or confirm) for every {} reads answered. boxoffice readers use the hot shard's followers (local reads); PostgreSQL readers use the server the buyers write to. Then the same writes run alone at the rate the mix reached: the write latency with and without the reads is what the reads cost the writes.\n\n| system | reads/s | reads per write | read p50 / p99 / p999 | p99 by kind | writes/s | hold p50 / p99 with reads | hold p50 / p99 alone | confirm p50 / p99 with reads | confirm p50 / p99 alone | write p99 with ÷ without reads | checks |\n|---|---|---|---|---|---|---|---|---|---|---|---|", p.readers, p.steady_buyers, p.seats, p.reads_per_write, p.reads_per_write);
             for n in self.names {
-                let alone = self.select(3, n, None, "writes only");
-                let with = self.select(3, n, None, "writes + reads");
+                let with = self.select(3, n, None, MIXED);
+                let alone = self.select(3, n, None, ALONE);
                 if alone.is_empty() || with.is_empty() {
                     continue;
                 }
                 let (a, w) = (aggregate(&alone), aggregate(&with));
-                let Some((rps, rl, kinds)) = w.reads else {
+                let Some((rps, rl, kinds)) = w.reads.clone() else {
                     continue;
                 };
+                let writes_s = median(with.iter().map(|r| r.r.writes_per_s()).collect());
+                let two = |x: Summary| format!("{:.1} / {:.1}", x.p50_ms, x.p99_ms);
+                let worst = |x: &Agg| x.hold.p99_ms.max(x.confirm.p99_ms);
                 let _ = writeln!(
                     s,
-                    "| {n} | {:.0} | {:.0} | {:.0}% | {rps:.0} | {:.0} | {} | {} |",
-                    a.confirms_s,
-                    w.confirms_s,
-                    100.0 * (1.0 - w.confirms_s / a.confirms_s.max(1e-9)),
-                    rps / (w.holds_s + w.confirms_s).max(1e-9),
+                    "| {n} | {rps:.0} | {:.0} | {} | {} | {writes_s:.1} | {} | {} | {} | {} | {:.2}× | {}/{} ok |",
+                    rps / writes_s.max(1e-9),
                     lat(rl),
                     kinds
                         .iter()
                         .map(|(k, v)| format!("{k} {v:.1}"))
                         .collect::<Vec<_>>()
-                        .join(", ")
+                        .join(", "),
+                    two(w.hold),
+                    two(a.hold),
+                    two(w.confirm),
+                    two(a.confirm),
+                    worst(&w) / worst(&a).max(1e-9),
+                    w.checks_ok + a.checks_ok,
+                    w.runs + a.runs
                 );
             }
             s.push('\n');
@@ -974,10 +1027,18 @@ impl Report<'_> {
             line(
                 "3 reads under a sale | reads/s".into(),
                 &|n| {
-                    let r = self.select(3, n, None, "writes + reads");
+                    let r = self.select(3, n, None, MIXED);
                     aggregate_opt(&r).and_then(|a| a.reads.map(|x| x.0))
                 },
                 true,
+            );
+            line(
+                "3 reads under a sale | read p99 latency".into(),
+                &|n| {
+                    let r = self.select(3, n, None, MIXED);
+                    aggregate_opt(&r).and_then(|a| a.reads.map(|x| x.1.p99_ms))
+                },
+                false,
             );
         }
         if p.scenarios.contains(&4) {
@@ -1196,10 +1257,13 @@ pub fn reader_client(urls: Vec<String>, token: &str) -> anyhow::Result<Client> {
     Ok(Client::new(cfg)?)
 }
 
+/// The words scenario 3's readers search for (the bench events' names).
+pub const BENCH_SEARCH_WORDS: &str = "bench on-sale";
+
 /// Search of scenario 3.
 pub fn bench_search() -> SearchQuery {
     SearchQuery {
-        q: Some("bench on-sale".into()),
+        q: Some(BENCH_SEARCH_WORDS.into()),
         ..Default::default()
     }
 }

@@ -289,7 +289,19 @@ CREATE TABLE IF NOT EXISTS bookings (
     hold_id    text    NOT NULL UNIQUE,
     seat_ids   integer[] NOT NULL,
     booked_at  timestamptz NOT NULL DEFAULT now()
-);";
+);
+CREATE TABLE IF NOT EXISTS events (
+    event_id    bigint PRIMARY KEY,
+    name        text NOT NULL,
+    description text NOT NULL,
+    category    text NOT NULL,
+    venue       text NOT NULL,
+    city        text NOT NULL,
+    starts_at   timestamptz NOT NULL,
+    search      tsvector GENERATED ALWAYS AS
+                (to_tsvector('simple', name || ' ' || venue || ' ' || description)) STORED
+);
+CREATE INDEX IF NOT EXISTS events_search ON events USING gin (search);";
 
 impl Postgres {
     /// `pool` connections to `server`, with `synchronous_commit` on or off.
@@ -327,13 +339,23 @@ impl Postgres {
             .get(0);
         let first = max as u64 + 1;
         let ids: Vec<u64> = (first..first + n as u64).collect();
+        let (lo, hi) = (first as i64, (first + n as u64 - 1) as i64);
         c.execute(
             "INSERT INTO tickets (event_id, seat_id)
              SELECT e, s FROM generate_series($1::bigint, $2::bigint) e, generate_series(0, $3::int - 1) s",
-            &[&(first as i64), &((first + n as u64 - 1) as i64), &(seats as i32)],
+            &[&lo, &hi, &(seats as i32)],
         )
         .await?;
-        c.batch_execute("ANALYZE tickets").await?;
+        // The same names as boxoffice's events, for scenario 3's event views and search.
+        c.execute(
+            "INSERT INTO events (event_id, name, description, category, venue, city, starts_at)
+             SELECT e, 'Bench On-Sale ' || (e - $1), 'benchmark', 'concert', 'Bench Arena', 'Benchtown',
+                    '2030-06-01T20:00:00Z'
+             FROM generate_series($1::bigint, $2::bigint) e",
+            &[&lo, &hi],
+        )
+        .await?;
+        c.batch_execute("ANALYZE tickets; ANALYZE events").await?;
         Ok(ids)
     }
 

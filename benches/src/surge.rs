@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use rand::{Rng, SeedableRng};
+use tokio::sync::Semaphore;
 
 use crate::stats::{summarize, Summary};
 use crate::store::{ConfirmOutcome, HoldOutcome, Store};
@@ -21,6 +22,61 @@ use crate::store::{ConfirmOutcome, HoldOutcome, Store};
 pub const BUCKET_MS: u64 = 100;
 /// Errors printed per run (the rest are only counted).
 const ERRORS_PRINTED: u64 = 3;
+
+/// When buyers may start a write (a hold or a confirm).
+#[derive(Clone, Default)]
+pub enum Pace {
+    /// Whenever the previous answer came back: as fast as the system answers.
+    #[default]
+    Free,
+    /// One write per permit: scenario 3 adds one for every N reads answered (the
+    /// read:write mix), or at a fixed rate ([`rate_gate`]). A buyer takes two
+    /// before a hold, for the hold and its confirm, so a confirm never waits
+    /// behind other buyers' holds.
+    Gate(Arc<Semaphore>),
+}
+
+impl Pace {
+    /// Waits for the turn of `writes` writes; false if `until` passed first.
+    async fn admit(&self, until: Instant, writes: u32) -> bool {
+        match self {
+            Pace::Free => true,
+            Pace::Gate(g) => {
+                match tokio::time::timeout_at(until.into(), g.acquire_many(writes)).await {
+                    Ok(Ok(permit)) => {
+                        permit.forget();
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+}
+
+/// How often [`rate_gate`] hands out permits.
+const RATE_TICK: Duration = Duration::from_millis(5);
+
+/// A gate that lets `per_s` writes start per second, evenly, until `limit` has
+/// passed (the task then ends by itself).
+pub fn rate_gate(per_s: f64, limit: Duration) -> (Pace, tokio::task::JoinHandle<()>) {
+    let gate = Arc::new(Semaphore::new(0));
+    let g = gate.clone();
+    let task = tokio::spawn(async move {
+        let start = Instant::now();
+        let mut given = 0u64;
+        let mut tick = tokio::time::interval(RATE_TICK);
+        while start.elapsed() < limit {
+            tick.tick().await;
+            let due = (start.elapsed().as_secs_f64() * per_s) as u64;
+            if due > given {
+                g.add_permits((due - given) as usize);
+                given = due;
+            }
+        }
+    });
+    (Pace::Gate(gate), task)
+}
 
 /// What one run does.
 #[derive(Clone)]
@@ -34,6 +90,8 @@ pub struct Shape {
     /// Stop after this many hold attempts in total.
     pub holds_max: u64,
     pub seed: u64,
+    /// When writes may start.
+    pub pace: Pace,
 }
 
 /// A fault injected mid-run: after `at`, `kill` runs once and names what it killed.
@@ -84,6 +142,11 @@ impl RunResult {
     }
     pub fn attempts_per_s(&self) -> f64 {
         self.hold_attempts as f64 / self.elapsed_s
+    }
+    /// Write requests (holds and confirms, whatever their answer) per second.
+    pub fn writes_per_s(&self) -> f64 {
+        (self.hold_attempts + self.confirms + self.confirm_refused + self.confirm_unknown) as f64
+            / self.elapsed_s
     }
 }
 
@@ -219,6 +282,10 @@ pub async fn run(store: &Store, shape: &Shape, kill: Option<Kill>) -> anyhow::Re
                     break;
                 };
                 let event = shape.events[ev];
+                if !shape.pace.admit(until, 2).await {
+                    attempts.fetch_sub(1, Ordering::Relaxed);
+                    break;
+                }
                 let (t0, i0) = (ms(), Instant::now());
                 let outcome = store.hold(w, event, &seats).await;
                 let t1 = ms();

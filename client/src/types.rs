@@ -164,6 +164,60 @@ pub struct SeatMap {
     pub freshness: Freshness,
 }
 
+/// One row of a compact seat map.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct SeatRow {
+    /// Section.
+    pub section: String,
+    /// Row.
+    pub row: String,
+    /// Seat id of seat number 1; seat number n is `first_seat_id + n - 1`.
+    pub first_seat_id: u32,
+    /// Price of each seat.
+    pub price_cents: u64,
+    /// One character per seat in number order: `a` available, `h` held, `s` sold.
+    pub status: String,
+}
+
+impl SeatRow {
+    /// The row's seats as (seat id, status word as in [`Seat::status`]:
+    /// `available`, `held`, `sold`, or `unknown` for a character this client does
+    /// not know).
+    pub fn seats(&self) -> impl Iterator<Item = (u32, &'static str)> + '_ {
+        self.status.chars().enumerate().map(|(i, c)| {
+            let status = match c {
+                'a' => "available",
+                'h' => "held",
+                's' => "sold",
+                _ => "unknown",
+            };
+            (self.first_seat_id + i as u32, status)
+        })
+    }
+}
+
+/// An event's availability row by row (see [`crate::Client::seat_rows`]).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct SeatRows {
+    /// Event.
+    pub event_id: u64,
+    /// General admission (no rows).
+    pub general_admission: bool,
+    /// Tickets in total.
+    pub capacity: u32,
+    /// Available now.
+    pub available: u32,
+    /// In live holds.
+    pub held: u32,
+    /// Sold.
+    pub sold: u32,
+    /// Rows (seated events).
+    #[serde(default)]
+    pub rows: Vec<SeatRow>,
+    /// Freshness.
+    pub freshness: Freshness,
+}
+
 /// An event with venue and performers.
 #[derive(Clone, Debug, Deserialize)]
 pub struct EventView {

@@ -358,6 +358,56 @@ async fn booking_flow_expiry_and_bad_input() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some("unknown_section"), "{e}");
+    // The compact map (`view=rows`) says what the per-seat map says, seat by seat,
+    // with sold, held and available seats in it; a bad view is a 400.
+    let h5 = bob.hold(event, Selection::Seats(vec![5])).await.unwrap();
+    let map = bob.seats(event, Consistency::Linearizable).await.unwrap();
+    let rows = bob
+        .seat_rows(event, None, Consistency::Linearizable)
+        .await
+        .unwrap();
+    let from_rows: Vec<(u32, &str)> = rows.rows.iter().flat_map(|r| r.seats()).collect();
+    let from_seats: Vec<(u32, &str)> = map
+        .seats
+        .iter()
+        .map(|s| (s.seat_id, s.status.as_str()))
+        .collect();
+    assert_eq!(from_rows, from_seats);
+    assert_eq!(&from_rows[..2], &[(0, "sold"), (1, "sold")]);
+    assert_eq!(from_rows[5], (5, "held"));
+    for r in &rows.rows {
+        let first = &map.seats[r.first_seat_id as usize];
+        assert_eq!(
+            (&first.section, &first.row, first.number, first.price_cents),
+            (&r.section, &r.row, 1, r.price_cents)
+        );
+    }
+    assert_eq!(
+        (rows.sold, rows.held, rows.available),
+        (map.sold, map.held, map.available)
+    );
+    let sec_rows = bob
+        .seat_rows(event, Some("Stalls"), Consistency::Local)
+        .await
+        .unwrap();
+    assert_eq!(sec_rows.rows.len(), rows.rows.len());
+    let e = bob
+        .seat_rows(event, Some("Balcony & Box"), Consistency::Local)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("unknown_section"), "{e}");
+    let r = reqwest::Client::new()
+        .get(format!(
+            "http://{}/v1/events/{event}/seats?view=pixels",
+            cluster.nodes[1].addr
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["parameter"], "view", "{v}");
+    bob.release(&h5.hold_id).await.unwrap();
 
     // Cap: alice has 2 booked, cap 4.
     assert_eq!(

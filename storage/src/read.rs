@@ -4,8 +4,10 @@
 //! (applied index and time) agree. Seat status is judged at
 //! `max(reader's clock, applied time)`: never earlier than the replica's own time.
 
+use std::sync::Arc;
+
 use boxoffice_raft::codec;
-use boxoffice_raft::command::{BookingId, HoldId, Layout};
+use boxoffice_raft::command::{BookingId, HoldId, Layout, RowSpec, SectionSpec};
 use boxoffice_raft::GroupId;
 use serde::Serialize;
 
@@ -32,10 +34,10 @@ pub struct Freshness {
 pub struct SeatView {
     /// Seat id, used in hold requests.
     pub seat_id: u32,
-    /// Section name.
-    pub section: String,
-    /// Row name.
-    pub row: String,
+    /// Section name (shared by the section's seats: one allocation per section).
+    pub section: Arc<str>,
+    /// Row name (shared by the row's seats).
+    pub row: Arc<str>,
     /// Seat number in the row.
     pub number: u32,
     /// Price.
@@ -47,12 +49,12 @@ pub struct SeatView {
     pub held_until_ms: Option<u64>,
 }
 
-/// An event's availability.
+/// An event's ticket counts, at the read's time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SeatMap {
+pub struct SeatCounts {
     /// The event.
     pub event_id: u64,
-    /// True for general admission (no `seats`).
+    /// True for general admission (no seats).
     pub general_admission: bool,
     /// Tickets in total.
     pub capacity: u32,
@@ -64,12 +66,67 @@ pub struct SeatMap {
     pub sold: u32,
     /// General-admission ticket price (0 for seated events).
     pub price_cents: u64,
-    /// Seats, for seated events.
-    pub seats: Vec<SeatView>,
     /// Hold lifetime.
     pub hold_ttl_ms: u64,
     /// Per-user cap.
     pub per_user_cap: u32,
+}
+
+/// An event's availability, seat by seat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SeatMap {
+    /// The event's counts.
+    #[serde(flatten)]
+    pub counts: SeatCounts,
+    /// Seats, for seated events, in seat-id order (absent for general admission).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub seats: Vec<SeatView>,
+}
+
+/// One row of a compact seat map: its seats' statuses as one string.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SeatRowView {
+    /// Section name.
+    pub section: Arc<str>,
+    /// Row name.
+    pub row: String,
+    /// Seat id of the row's seat number 1; seat number n is `first_seat_id + n - 1`.
+    pub first_seat_id: u32,
+    /// Price of each seat in the row.
+    pub price_cents: u64,
+    /// One character per seat, in number order: `a` available, `h` held, `s` sold.
+    pub status: String,
+}
+
+/// An event's availability, row by row: the same information as [`SeatMap`] but
+/// hold expiry times, in about a thirtieth of the bytes, for drawing large venues.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SeatRows {
+    /// The event's counts.
+    #[serde(flatten)]
+    pub counts: SeatCounts,
+    /// Rows, for seated events, in seat-id order (absent for general admission).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rows: Vec<SeatRowView>,
+}
+
+/// One seat as a seat-map walk meets it.
+struct SeatState {
+    seat_id: u32,
+    number: u32,
+    status: SeatStatus,
+    held_until_ms: Option<u64>,
+}
+
+impl SeatStatus {
+    /// The status's character in a compact row ([`SeatRowView::status`]).
+    pub fn code(self) -> char {
+        match self {
+            SeatStatus::Available => 'a',
+            SeatStatus::Held => 'h',
+            SeatStatus::Sold => 's',
+        }
+    }
 }
 
 /// A hold as its owner sees it.
@@ -255,9 +312,8 @@ impl ReadTx<'_> {
 
     /// Tickets available now, without building the seat map.
     pub fn available(&self, event_id: u64) -> Option<u32> {
-        let inv = self.inventory(event_id)?;
-        let held = inv.held_unsettled - self.expired_unsettled(event_id, self.freshness.as_of_ms);
-        Some(inv.capacity - inv.sold - held)
+        self.inventory(event_id)
+            .map(|inv| self.counts(&inv).available)
     }
 
     /// The event's seat map (seated) or counts (general admission).
@@ -270,10 +326,67 @@ impl ReadTx<'_> {
     /// the event's. Reads only that section's ticket records.
     pub fn seat_map_of(&self, event_id: u64, section: Option<&str>) -> Option<SeatMap> {
         let inv = self.inventory(event_id)?;
-        let as_of = self.freshness.as_of_ms;
-        let held = inv.held_unsettled - self.expired_unsettled(event_id, as_of);
-        let mut map = SeatMap {
-            event_id,
+        let mut seats = Vec::new();
+        let mut names: Option<(Arc<str>, Arc<str>)> = None;
+        self.walk_seats(event_id, &inv, section, &mut |s, r, seat| {
+            // A walk meets a section's rows and a row's seats one after another.
+            let (sec, row) = match names.take() {
+                Some((sec, row)) if *sec == *s.name && *row == *r.name => (sec, row),
+                Some((sec, _)) if *sec == *s.name => (sec, Arc::from(r.name.as_str())),
+                _ => (Arc::from(s.name.as_str()), Arc::from(r.name.as_str())),
+            };
+            seats.push(SeatView {
+                seat_id: seat.seat_id,
+                section: sec.clone(),
+                row: row.clone(),
+                number: seat.number,
+                price_cents: r.price_cents,
+                status: seat.status,
+                held_until_ms: seat.held_until_ms,
+            });
+            names = Some((sec, row));
+        });
+        Some(SeatMap {
+            counts: self.counts(&inv),
+            seats,
+        })
+    }
+
+    /// The event's compact seat map (see [`SeatRows`]), only `section`'s rows when
+    /// given; the counts are always the event's.
+    pub fn seat_rows_of(&self, event_id: u64, section: Option<&str>) -> Option<SeatRows> {
+        let inv = self.inventory(event_id)?;
+        let mut rows: Vec<SeatRowView> = Vec::new();
+        self.walk_seats(event_id, &inv, section, &mut |s, r, seat| {
+            if seat.number == 1 {
+                let sec = match rows.last() {
+                    Some(last) if *last.section == *s.name => last.section.clone(),
+                    _ => Arc::from(s.name.as_str()),
+                };
+                rows.push(SeatRowView {
+                    section: sec,
+                    row: r.name.clone(),
+                    first_seat_id: seat.seat_id,
+                    price_cents: r.price_cents,
+                    status: String::with_capacity(r.seats as usize),
+                });
+            }
+            if let Some(row) = rows.last_mut() {
+                row.status.push(seat.status.code());
+            }
+        });
+        Some(SeatRows {
+            counts: self.counts(&inv),
+            rows,
+        })
+    }
+
+    /// The event's counts at this read's time.
+    fn counts(&self, inv: &Inventory) -> SeatCounts {
+        let held =
+            inv.held_unsettled - self.expired_unsettled(inv.event_id, self.freshness.as_of_ms);
+        SeatCounts {
+            event_id: inv.event_id,
             general_admission: inv.is_general_admission(),
             capacity: inv.capacity,
             available: inv.capacity - inv.sold - held,
@@ -284,13 +397,25 @@ impl ReadTx<'_> {
             } else {
                 0
             },
-            seats: Vec::new(),
             hold_ttl_ms: inv.hold_ttl_ms,
             per_user_cap: inv.per_user_cap,
-        };
+        }
+    }
+
+    /// Calls `f` for every seat of the event (of `section` only, when given), in
+    /// seat-id order, with its section and row. Reads only those seats' ticket
+    /// records; a general-admission event has no seats.
+    fn walk_seats(
+        &self,
+        event_id: u64,
+        inv: &Inventory,
+        section: Option<&str>,
+        f: &mut dyn FnMut(&SectionSpec, &RowSpec, SeatState),
+    ) {
         let Layout::Seated { sections } = &*inv.layout else {
-            return Some(map);
+            return;
         };
+        let as_of = self.freshness.as_of_ms;
         // Seat ids run through the sections and their rows in order.
         let ticket = |seat: u32| {
             Key::sm(self.group, table::TICKET)
@@ -303,13 +428,14 @@ impl ReadTx<'_> {
             .build()
             .len();
         let mut first = 0u32;
+        let mut records = Vec::new();
         for s in sections {
             let n: u32 = s.rows.iter().map(|r| r.seats).sum();
             if section.is_some_and(|want| want != s.name) {
                 first += n;
                 continue;
             }
-            let mut records = Vec::new();
+            records.clear();
             self.view
                 .scan_range(&ticket(first), &ticket(first + n), &mut |k, v| {
                     records.push((
@@ -318,8 +444,7 @@ impl ReadTx<'_> {
                     ));
                     true
                 });
-            let mut records = records.into_iter().peekable();
-            map.seats.reserve(n as usize);
+            let mut records = records.iter().peekable();
             let mut seat_id = first;
             for r in &s.rows {
                 for number in 1..=r.seats {
@@ -327,26 +452,28 @@ impl ReadTx<'_> {
                         Some((id, _)) if *id == seat_id => records.next().map(|(_, t)| t),
                         _ => None,
                     };
-                    map.seats.push(SeatView {
-                        seat_id,
-                        section: s.name.clone(),
-                        row: r.name.clone(),
-                        number,
-                        price_cents: r.price_cents,
-                        status: Ticket::status_at(record.as_ref(), as_of),
-                        held_until_ms: match record {
-                            Some(Ticket::Held { expires_at_ms, .. }) if expires_at_ms > as_of => {
-                                Some(expires_at_ms)
-                            }
-                            _ => None,
+                    f(
+                        s,
+                        r,
+                        SeatState {
+                            seat_id,
+                            number,
+                            status: Ticket::status_at(record, as_of),
+                            held_until_ms: match record {
+                                Some(Ticket::Held { expires_at_ms, .. })
+                                    if *expires_at_ms > as_of =>
+                                {
+                                    Some(*expires_at_ms)
+                                }
+                                _ => None,
+                            },
                         },
-                    });
+                    );
                     seat_id += 1;
                 }
             }
             first += n;
         }
-        Some(map)
     }
 
     /// A hold's current status.

@@ -37,11 +37,18 @@ fn seated_layout() -> Layout {
             },
             SectionSpec {
                 name: "Circle".into(),
-                rows: vec![RowSpec {
-                    name: "B".into(),
-                    seats: 3,
-                    price_cents: 200,
-                }],
+                rows: vec![
+                    RowSpec {
+                        name: "B".into(),
+                        seats: 2,
+                        price_cents: 200,
+                    },
+                    RowSpec {
+                        name: "C".into(),
+                        seats: 1,
+                        price_cents: 200,
+                    },
+                ],
             },
         ],
     }
@@ -592,27 +599,64 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         stalls.seats.iter().chain(&circle.seats).cloned().collect();
                     prop_assert_eq!(&joined, &map.seats);
                     prop_assert_eq!(stalls.seats.len(), 3);
-                    prop_assert_eq!((stalls.sold, stalls.held), (map.sold, map.held));
+                    prop_assert_eq!(
+                        (stalls.counts.sold, stalls.counts.held),
+                        (map.counts.sold, map.counts.held)
+                    );
+                    // The compact map is the per-seat map, row by row.
+                    let rows = tx.seat_rows_of(SEATED, None).unwrap();
+                    prop_assert_eq!(&rows.counts, &map.counts);
+                    let names: Vec<(&str, &str, u32)> = rows
+                        .rows
+                        .iter()
+                        .map(|r| (&*r.section, r.row.as_str(), r.first_seat_id))
+                        .collect();
+                    prop_assert_eq!(
+                        names,
+                        vec![("Stalls", "A", 0), ("Circle", "B", 3), ("Circle", "C", 5)]
+                    );
+                    let codes: String = rows.rows.iter().map(|r| r.status.as_str()).collect();
+                    let want_codes: String = map.seats.iter().map(|s| s.status.code()).collect();
+                    prop_assert_eq!(codes, want_codes);
+                    let circle_rows = tx.seat_rows_of(SEATED, Some("Circle")).unwrap();
+                    prop_assert_eq!(&circle_rows.rows[..], &rows.rows[1..]);
+                    let rows_of_seats: Vec<(&str, &str, u32)> = map
+                        .seats
+                        .iter()
+                        .map(|s| (&*s.section, &*s.row, s.number))
+                        .collect();
+                    prop_assert_eq!(
+                        rows_of_seats,
+                        vec![
+                            ("Stalls", "A", 1),
+                            ("Stalls", "A", 2),
+                            ("Stalls", "A", 3),
+                            ("Circle", "B", 1),
+                            ("Circle", "B", 2),
+                            ("Circle", "C", 1)
+                        ]
+                    );
                     prop_assert!(tx
                         .seat_map_of(SEATED, Some("Gods"))
                         .unwrap()
                         .seats
                         .is_empty());
                     prop_assert_eq!(
-                        map.available as usize,
+                        map.counts.available as usize,
                         (0..6)
                             .filter(|&s| model.seat_status(s, t) == SeatStatus::Available)
                             .count()
                     );
                     let ga = tx.seat_map(GA).unwrap();
                     prop_assert_eq!(
-                        ga.available,
+                        ga.counts.available,
                         model.ga_available(t),
                         "GA available at step {} (+{} ms)",
                         step,
                         later
                     );
-                    prop_assert_eq!(ga.sold, model.ga_sold);
+                    prop_assert_eq!(ga.counts.sold, model.ga_sold);
+                    prop_assert!(ga.seats.is_empty());
                 }
             }
         }

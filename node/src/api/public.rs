@@ -18,7 +18,7 @@ use boxoffice_raft::command::{
 use boxoffice_raft::GroupId;
 use boxoffice_storage::read::Freshness;
 use boxoffice_storage::records::Event;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{applied_json, idempotency_key, parse_consistency, rfc3339_ms, write, Consistency};
@@ -99,16 +99,33 @@ fn check_fresh(state: &AppState, group: GroupId, f: &Freshness, c: Consistency) 
     Ok(())
 }
 
-fn freshness_json(group: GroupId, f: Freshness) -> Value {
+/// How fresh a read is, as answers show it.
+#[derive(Serialize)]
+struct FreshnessView {
+    shard: u16,
+    applied_index: u64,
+    applied_time_ms: u64,
+    as_of_ms: u64,
+    /// This node's clock when it answered.
+    clock_ms: u64,
+    /// `clock_ms` minus the applied state-machine time.
+    lag_ms: u64,
+}
+
+fn freshness_view(group: GroupId, f: Freshness) -> FreshnessView {
     let clock = now_ms();
-    json!({
-        "shard": group.0,
-        "applied_index": f.applied_index,
-        "applied_time_ms": f.applied_time_ms,
-        "as_of_ms": f.as_of_ms,
-        "clock_ms": clock,
-        "lag_ms": clock.saturating_sub(f.applied_time_ms),
-    })
+    FreshnessView {
+        shard: group.0,
+        applied_index: f.applied_index,
+        applied_time_ms: f.applied_time_ms,
+        as_of_ms: f.as_of_ms,
+        clock_ms: clock,
+        lag_ms: clock.saturating_sub(f.applied_time_ms),
+    }
+}
+
+fn freshness_json(group: GroupId, f: Freshness) -> Value {
+    json!(freshness_view(group, f))
 }
 
 /// JSON of an event with its venue and performers, from a catalogue read.
@@ -227,42 +244,94 @@ async fn get_event(
     Ok(Json(body))
 }
 
+/// A read's body with its freshness beside it, serialized in one pass.
+#[derive(Serialize)]
+struct WithFreshness<'a, T: Serialize> {
+    #[serde(flatten)]
+    body: &'a T,
+    freshness: FreshnessView,
+}
+
 async fn get_seats(
     State(state): State<AppState>,
     Path(event_id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<axum::response::Response> {
     let event_id = parse_event_id(&event_id)?;
     let c = parse_consistency(q.get("consistency").map(String::as_str), Consistency::Local)?;
+    // `?view=rows`: the compact map, one status string per row.
+    let rows = match q.get("view").map(String::as_str) {
+        None | Some("seats") => false,
+        Some("rows") => true,
+        Some(other) => {
+            return Err(ApiError::bad_param(
+                "view",
+                format!("view must be seats or rows, not {other:?}"),
+            ))
+        }
+    };
     let g = event_group(&state, event_id)?;
     let st = stores(&state, g)?;
     barrier_if(&state, g, c).await?;
     let tx = st.reader.begin_applied();
     check_fresh(&state, g, &tx.freshness, c)?;
+    let unknown_event = || {
+        ApiError::not_found("unknown_event", format!("unknown event {event_id}"))
+            .with("event_id", event_id)
+    };
     // `?section=S`: only that section's seats (the counts stay the event's), so a
     // front end can draw one section of a large venue without the whole map.
     let section = q.get("section").map(String::as_str);
-    let map = tx.seat_map_of(event_id, section).ok_or_else(|| {
-        ApiError::not_found("unknown_event", format!("unknown event {event_id}"))
-            .with("event_id", event_id)
-    })?;
-    if let Some(section) = section {
-        if map.seats.is_empty() {
-            return Err(ApiError::not_found(
-                "unknown_section",
-                format!("event {event_id} has no section {section:?}"),
-            )
-            .with("event_id", event_id));
+    let unknown_section = |section: &str| {
+        ApiError::not_found(
+            "unknown_section",
+            format!("event {event_id} has no section {section:?}"),
+        )
+        .with("event_id", event_id)
+    };
+    let freshness = freshness_view(g, tx.freshness);
+    if rows {
+        let map = tx
+            .seat_rows_of(event_id, section)
+            .ok_or_else(unknown_event)?;
+        if let Some(section) = section.filter(|_| map.rows.is_empty()) {
+            return Err(unknown_section(section));
         }
-    }
-    let mut body = serde_json::to_value(&map).map_err(ApiError::internal)?;
-    if map.general_admission {
-        if let Some(o) = body.as_object_mut() {
-            o.remove("seats");
+        let size = map.rows.iter().map(|r| r.status.len() + 96).sum::<usize>();
+        json_sized(
+            &WithFreshness {
+                body: &map,
+                freshness,
+            },
+            size,
+        )
+    } else {
+        let map = tx
+            .seat_map_of(event_id, section)
+            .ok_or_else(unknown_event)?;
+        if let Some(section) = section.filter(|_| map.seats.is_empty()) {
+            return Err(unknown_section(section));
         }
+        json_sized(
+            &WithFreshness {
+                body: &map,
+                freshness,
+            },
+            map.seats.len() * 112,
+        )
     }
-    body["freshness"] = freshness_json(g, tx.freshness);
-    Ok(Json(body))
+}
+
+/// A JSON response serialized straight into a buffer of about `size_hint` bytes
+/// (large seat maps would otherwise grow their buffer a dozen times).
+fn json_sized<T: Serialize>(body: &T, size_hint: usize) -> ApiResult<axum::response::Response> {
+    let mut buf = Vec::with_capacity(size_hint + 512);
+    serde_json::to_writer(&mut buf, body).map_err(ApiError::internal)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        buf,
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
