@@ -108,6 +108,13 @@ struct TokenArgs {
     ttl_s: u64,
 }
 
+/// mimalloc instead of the system allocator: a node's request path allocates and
+/// frees many small buffers across threads (HTTP bodies, JSON, Raft entries,
+/// RocksDB keys), where glibc's malloc spent about a quarter of a busy leader's
+/// CPU (`benches/README.md`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -531,6 +531,22 @@ pub enum MembershipChange {
 }
 
 impl Node {
+    /// Initialises `group` on this node with `members` (it then campaigns at once
+    /// and, the cluster being new, becomes the group's first leader). Ok when the
+    /// group was initialised already, so a repeated bootstrap is harmless.
+    pub async fn initialize_local(
+        &self,
+        group: GroupId,
+        members: std::collections::BTreeMap<NodeId, openraft::BasicNode>,
+    ) -> Result<bool, String> {
+        let raft = self.raft(group).map_err(|e| e.to_string())?;
+        match raft.initialize(members).await {
+            Ok(()) => Ok(true),
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(false),
+            Err(e) => Err(format!("initialising {group}: {e}")),
+        }
+    }
+
     /// Applies a membership change on this node, which must lead `group`.
     pub async fn change_membership_local(
         &self,

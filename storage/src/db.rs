@@ -22,6 +22,9 @@ pub const CF_META: &str = "meta";
 /// Column family for state-machine records.
 pub const CF_SM: &str = "sm";
 
+/// Share of each memtable's size given to its bloom filter of whole keys.
+const MEMTABLE_BLOOM_RATIO: f64 = 0.1;
+
 /// Storage settings.
 #[derive(Clone, Debug)]
 pub struct DbConfig {
@@ -70,6 +73,12 @@ impl Db {
         let mut cf_opts = Options::default();
         cf_opts.set_block_based_table_factory(&table);
         cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // A bloom filter over the memtable's whole keys: apply looks up many keys
+        // that are absent (a new idempotency key's session, an available seat's
+        // ticket), and without it each such lookup walks the memtable's skip list.
+        cf_opts.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
+        cf_opts.set_memtable_whole_key_filtering(true);
+        cf_opts.set_write_buffer_size(8 << 20);
         let cfs =
             [CF_LOG, CF_META, CF_SM].map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
         let db = Arc::new(DB::open_cf_descriptors(&opts, &path, cfs)?);

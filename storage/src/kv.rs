@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
+use rocksdb::{ReadOptions, WriteBatch};
 
 use crate::db::{Db, CF_SM};
 use crate::keys::prefix_end;
@@ -34,6 +34,13 @@ fn bounded(end: &[u8]) -> ReadOptions {
     let mut opts = ReadOptions::default();
     opts.set_iterate_upper_bound(end.to_vec());
     opts
+}
+
+/// A RocksDB iterator's status after it stopped. A read error on the state
+/// machine is an I/O failure we cannot apply or answer through: crash, and the
+/// restart replays the log.
+fn checked(status: Result<(), rocksdb::Error>) {
+    status.expect("rocksdb scan of state machine failed");
 }
 
 /// Ordered read-write access for the state machine; reads see earlier writes.
@@ -128,39 +135,35 @@ impl KvRead for RocksTx<'_> {
         if start >= end {
             return;
         }
-        let (from, end) = (start.to_vec(), end.to_vec());
         let mut db_iter = self
             .db
             .raw()
-            .iterator_cf_opt(
-                self.db.cf(CF_SM),
-                bounded(&end),
-                IteratorMode::From(&from, Direction::Forward),
-            )
-            .map(|r| r.expect("rocksdb scan of state machine failed"))
-            .take_while(|(k, _)| k.as_ref() < end.as_slice())
-            .peekable();
+            .raw_iterator_cf_opt(self.db.cf(CF_SM), bounded(end));
+        db_iter.seek(start);
         let mut ov_iter = self
             .overlay
-            .range::<[u8], _>((
-                Bound::Included(from.as_slice()),
-                Bound::Excluded(end.as_slice()),
-            ))
+            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
             .peekable();
         loop {
             // Merge the two ordered streams; the overlay wins on equal keys.
-            let take_overlay = match (db_iter.peek(), ov_iter.peek()) {
+            let db_key = match db_iter.key() {
+                Some(k) if k < end => Some(k),
+                Some(_) => None,
+                None => {
+                    checked(db_iter.status());
+                    None
+                }
+            };
+            let take_overlay = match (db_key, ov_iter.peek()) {
                 (None, None) => return,
                 (Some(_), None) => false,
                 (None, Some(_)) => true,
-                (Some((dk, _)), Some((ok, _))) => ok.as_slice() <= dk.as_ref(),
+                (Some(dk), Some((ok, _))) => ok.as_slice() <= dk,
             };
             if take_overlay {
                 let (k, v) = ov_iter.next().expect("peeked");
-                if let Some((dk, _)) = db_iter.peek() {
-                    if dk.as_ref() == k.as_slice() {
-                        db_iter.next();
-                    }
+                if db_key == Some(k.as_slice()) {
+                    db_iter.next();
                 }
                 if let Some(v) = v {
                     if !visit(k, v) {
@@ -168,10 +171,13 @@ impl KvRead for RocksTx<'_> {
                     }
                 }
             } else {
-                let (k, v) = db_iter.next().expect("peeked");
-                if !visit(&k, &v) {
+                let (Some(k), Some(v)) = (db_iter.key(), db_iter.value()) else {
+                    unreachable!("a valid iterator has a key and a value");
+                };
+                if !visit(k, v) {
                     return;
                 }
+                db_iter.next();
             }
         }
     }
@@ -295,15 +301,15 @@ impl KvRead for SnapshotView<'_> {
         if start >= end {
             return;
         }
-        for item in self.snap.iterator_cf_opt(
-            self.db.cf(CF_SM),
-            bounded(end),
-            IteratorMode::From(start, Direction::Forward),
-        ) {
-            let (k, v) = item.expect("rocksdb scan of state machine failed");
-            if k.as_ref() >= end || !visit(&k, &v) {
+        // A raw iterator lends each key and value instead of copying them out.
+        let mut it = self.snap.raw_iterator_cf_opt(self.db.cf(CF_SM), bounded(end));
+        it.seek(start);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if k >= end || !visit(k, v) {
                 return;
             }
+            it.next();
         }
+        checked(it.status());
     }
 }

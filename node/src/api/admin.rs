@@ -237,19 +237,47 @@ async fn init(
             })?;
         }
     }
+    // Each group is initialised on the member that is to lead it first: the
+    // catalogue on this node, shard s on the ((s - 1) mod n)-th member by id, so the
+    // shards' leaders (and their share of the work) start spread over the nodes.
+    let ids: Vec<NodeId> = members.keys().copied().collect();
     let mut initialized = Vec::new();
-    for (g, raft) in state.node.groups.all() {
-        match raft.initialize(members.clone()).await {
-            Ok(()) => initialized.push(g.0),
-            // Already initialised (a repeated init): fine.
-            Err(openraft::error::RaftError::APIError(
-                openraft::error::InitializeError::NotAllowed(_),
-            )) => {}
-            Err(e) => return Err(ApiError::internal(format!("initialising {g}: {e}"))),
+    let mut first_leaders = BTreeMap::new();
+    for (g, _) in state.node.groups.all() {
+        let at = if g == GroupId::CATALOGUE {
+            state.node.id()
+        } else {
+            ids[(usize::from(g.0) - 1) % ids.len()]
+        };
+        let done: Result<bool, String> = if at == state.node.id() {
+            state.node.initialize_local(g, members.clone()).await
+        } else {
+            let addr = &members[&at].addr;
+            state
+                .node
+                .rpc
+                .call(
+                    addr,
+                    &format!("/internal/v1/initialize/{}", g.0),
+                    &members,
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|e| {
+                    ApiError::unavailable(
+                        "peer_unreachable",
+                        format!("node {at} at {addr}: {e}"),
+                    )
+                })?
+        };
+        // `false`: already initialised (a repeated init), which is fine.
+        if done.map_err(ApiError::internal)? {
+            initialized.push(g.0);
+            first_leaders.insert(g.0, at);
         }
     }
     Ok(Json(
-        json!({"shards": shards, "members": members.keys().collect::<Vec<_>>(), "initialized_groups": initialized}),
+        json!({"shards": shards, "members": ids, "initialized_groups": initialized, "first_leaders": first_leaders}),
     ))
 }
 

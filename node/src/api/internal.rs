@@ -23,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/internal/v1/propose/{group}", post(propose))
         .route("/internal/v1/read_index/{group}", post(read_index))
         .route("/internal/v1/membership/{group}", post(membership))
+        .route("/internal/v1/initialize/{group}", post(initialize))
 }
 
 fn reply<T: serde::Serialize>(v: &T) -> Response {
@@ -108,4 +109,20 @@ async fn membership(
             .change_membership_local(GroupId(group), &change)
             .await,
     )
+}
+
+/// Bootstrap of one group with the cluster's first members, run on the node that
+/// is to lead it first (`POST /admin/v1/cluster/init` spreads the shards).
+async fn initialize(
+    State(state): State<AppState>,
+    Path(group): Path<u16>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let members: std::collections::BTreeMap<boxoffice_raft::NodeId, openraft::BasicNode> =
+        match decode(&state, &headers, &body) {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+    reply(&state.node.initialize_local(GroupId(group), members).await)
 }

@@ -1,0 +1,241 @@
+//! Micro-benchmarks of the booking state machine on a real RocksDB, without HTTP
+//! or Raft: what one replica spends applying the on-sale's holds and confirms, and
+//! rendering a section's seat map from its applied state.
+//!
+//! `cargo bench --workspace --bench apply` (`-- --quick` for a short run). Each
+//! apply iteration is one log entry of [`BATCH`] requests, as the proposer batches
+//! them under load: confirms of the previous entry's holds, then new holds of 1–4
+//! seats, on a 50,000-seat event (a new event when one sells out).
+
+use std::time::{Duration, Instant};
+
+use boxoffice_raft::command::*;
+use boxoffice_raft::{Entry, GroupId, TypeConfig};
+use boxoffice_storage::read::Reader;
+use boxoffice_storage::{Db, StateMachineStore};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, EntryPayload, LogId};
+
+const GROUP: GroupId = GroupId(1);
+/// Requests per log entry (half confirms, half holds).
+const BATCH: usize = 64;
+/// Seats per row and rows of the venue: 1,000 rows of 50, sections of 100 rows.
+const ROW_SEATS: u32 = 50;
+const ROWS: u32 = 1000;
+const SEATS: u32 = ROW_SEATS * ROWS;
+/// State-machine time between entries.
+const STEP_MS: u64 = 5;
+const T0: u64 = 1_800_000_000_000;
+
+fn layout() -> Layout {
+    Layout::Seated {
+        sections: (0..ROWS / 100)
+            .map(|s| SectionSpec {
+                name: format!("S{s}"),
+                rows: (s * 100..s * 100 + 100)
+                    .map(|r| RowSpec {
+                        name: format!("R{r}"),
+                        seats: ROW_SEATS,
+                        price_cents: 5000,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// One replica's state machine with an event on sale.
+struct Sale {
+    sm: StateMachineStore,
+    reader: Reader,
+    _dir: tempfile::TempDir,
+    index: u64,
+    time: u64,
+    event: u64,
+    next_seat: u32,
+    next_key: u64,
+    /// Holds granted by the last entry, to confirm in the next one.
+    to_confirm: Vec<HoldId>,
+}
+
+impl Sale {
+    async fn new() -> Sale {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(dir.path(), &Default::default()).expect("open RocksDB");
+        let sm = StateMachineStore::open(db.clone(), GROUP, &dir.path().join("snap"))
+            .expect("open state machine");
+        let mut s = Sale {
+            sm,
+            reader: Reader::new(db, GROUP),
+            _dir: dir,
+            index: 0,
+            time: T0,
+            event: 0,
+            next_seat: SEATS,
+            next_key: 0,
+            to_confirm: Vec::new(),
+        };
+        s.new_event().await;
+        s
+    }
+
+    async fn apply(&mut self, req: Request) -> Outcome {
+        self.index += 1;
+        let entry = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
+            payload: EntryPayload::<TypeConfig>::Normal(req),
+        };
+        let mut out = self.sm.apply([entry]).await.expect("apply");
+        out.pop().expect("one outcome per entry")
+    }
+
+    async fn new_event(&mut self) {
+        self.event += 1;
+        let out = self
+            .apply(Request {
+                stamp_ms: self.time,
+                session: None,
+                command: Command::CreateInventory(InventorySpec {
+                    event_id: self.event,
+                    layout: layout(),
+                    hold_ttl_ms: 120_000,
+                    per_user_cap: SEATS + 4,
+                }),
+            })
+            .await;
+        assert!(out.result.is_ok(), "{out:?}");
+        self.next_seat = 0;
+        self.to_confirm.clear();
+    }
+
+    fn session(&mut self) -> Option<Session> {
+        self.next_key += 1;
+        Some(Session {
+            client_id: "bench-buyer".into(),
+            idempotency_key: format!("k{}", self.next_key),
+        })
+    }
+
+    /// The next entry: confirms of the last entry's holds, then new holds.
+    fn next_batch(&mut self) -> Request {
+        self.time += STEP_MS;
+        let mut reqs = Vec::with_capacity(BATCH);
+        for hold_id in std::mem::take(&mut self.to_confirm) {
+            let session = self.session();
+            reqs.push(Request {
+                stamp_ms: self.time,
+                session,
+                command: Command::Confirm {
+                    hold_id,
+                    user: "bench-buyer".into(),
+                    payment_ref: "bench".into(),
+                },
+            });
+        }
+        while reqs.len() < BATCH && self.next_seat < SEATS {
+            let n = 1 + (self.next_key % 4) as u32;
+            let seats: Vec<u32> = (self.next_seat..(self.next_seat + n).min(SEATS)).collect();
+            self.next_seat += n;
+            let session = self.session();
+            reqs.push(Request {
+                stamp_ms: self.time,
+                session,
+                command: Command::Hold(HoldRequest {
+                    event_id: self.event,
+                    user: "bench-buyer".into(),
+                    selection: Selection::Seats(seats),
+                }),
+            });
+        }
+        Request {
+            stamp_ms: self.time,
+            session: None,
+            command: Command::Batch(reqs),
+        }
+    }
+
+    /// Applies one entry of the sale; the number of requests in it.
+    async fn step(&mut self) -> usize {
+        if self.next_seat >= SEATS && self.to_confirm.is_empty() {
+            self.new_event().await;
+        }
+        let batch = self.next_batch();
+        let n = match &batch.command {
+            Command::Batch(r) => r.len(),
+            _ => 1,
+        };
+        let out = self.apply(batch).await;
+        let Ok(Effect::Batch(outcomes)) = out.result else {
+            panic!("a batch entry answered {out:?}");
+        };
+        for o in outcomes {
+            match o.result {
+                Ok(Effect::Held(h)) => self.to_confirm.push(h.hold_id),
+                Ok(_) => {}
+                Err(e) => panic!("request refused in the benchmark's sale: {e:?}"),
+            }
+        }
+        n
+    }
+}
+
+fn apply(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut sale = rt.block_on(Sale::new());
+    // Warm up past the first memtable's growth, as a node well into a sale is.
+    rt.block_on(async {
+        for _ in 0..2_000 {
+            sale.step().await;
+        }
+    });
+    let mut g = c.benchmark_group("apply");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("entry of 32 confirms + 32 holds", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    sale.step().await;
+                    spent += t.elapsed();
+                }
+                spent
+            })
+        })
+    });
+    g.finish();
+
+    // A section's map half-way through a sale: per-seat and compact views, as the
+    // node serializes them.
+    rt.block_on(async {
+        sale.new_event().await;
+        while sale.next_seat < SEATS / 2 {
+            sale.step().await;
+        }
+    });
+    let mut g = c.benchmark_group("seat map of a 5,000-seat section");
+    g.throughput(Throughput::Elements(1));
+    let event = sale.event;
+    g.bench_function("per seat (view=seats)", |b| {
+        b.iter(|| {
+            let tx = sale.reader.begin_applied();
+            let map = tx.seat_map_of(event, Some("S2")).expect("event exists");
+            serde_json::to_vec(&map).expect("serializable").len()
+        })
+    });
+    g.bench_function("rows (view=rows)", |b| {
+        b.iter(|| {
+            let tx = sale.reader.begin_applied();
+            let map = tx.seat_rows_of(event, Some("S2")).expect("event exists");
+            serde_json::to_vec(&map).expect("serializable").len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, apply);
+criterion_main!(benches);
