@@ -24,6 +24,8 @@ const BATCH: usize = 64;
 const ROW_SEATS: u32 = 50;
 const ROWS: u32 = 1000;
 const SEATS: u32 = ROW_SEATS * ROWS;
+/// Distinct buyers (users with a per-user cap record each).
+const BUYERS: u64 = 256;
 /// State-machine time between entries.
 const STEP_MS: u64 = 5;
 const T0: u64 = 1_800_000_000_000;
@@ -55,8 +57,8 @@ struct Sale {
     event: u64,
     next_seat: u32,
     next_key: u64,
-    /// Holds granted by the last entry, to confirm in the next one.
-    to_confirm: Vec<HoldId>,
+    /// Holds granted by the last entry (with their buyer), to confirm in the next one.
+    to_confirm: Vec<(HoldId, String)>,
 }
 
 impl Sale {
@@ -109,10 +111,10 @@ impl Sale {
         self.to_confirm.clear();
     }
 
-    fn session(&mut self) -> Option<Session> {
+    fn session(&mut self, user: &str) -> Option<Session> {
         self.next_key += 1;
         Some(Session {
-            client_id: "bench-buyer".into(),
+            client_id: user.into(),
             idempotency_key: format!("k{}", self.next_key),
         })
     }
@@ -121,14 +123,14 @@ impl Sale {
     fn next_batch(&mut self) -> Request {
         self.time += STEP_MS;
         let mut reqs = Vec::with_capacity(BATCH);
-        for hold_id in std::mem::take(&mut self.to_confirm) {
-            let session = self.session();
+        for (hold_id, user) in std::mem::take(&mut self.to_confirm) {
+            let session = self.session(&user);
             reqs.push(Request {
                 stamp_ms: self.time,
                 session,
                 command: Command::Confirm {
                     hold_id,
-                    user: "bench-buyer".into(),
+                    user,
                     payment_ref: "bench".into(),
                 },
             });
@@ -137,13 +139,14 @@ impl Sale {
             let n = 1 + (self.next_key % 4) as u32;
             let seats: Vec<u32> = (self.next_seat..(self.next_seat + n).min(SEATS)).collect();
             self.next_seat += n;
-            let session = self.session();
+            let user = format!("buyer-{}", self.next_key % BUYERS);
+            let session = self.session(&user);
             reqs.push(Request {
                 stamp_ms: self.time,
                 session,
                 command: Command::Hold(HoldRequest {
                     event_id: self.event,
-                    user: "bench-buyer".into(),
+                    user,
                     selection: Selection::Seats(seats),
                 }),
             });
@@ -161,17 +164,23 @@ impl Sale {
             self.new_event().await;
         }
         let batch = self.next_batch();
-        let n = match &batch.command {
-            Command::Batch(r) => r.len(),
-            _ => 1,
+        let reqs = match &batch.command {
+            Command::Batch(r) => r.clone(),
+            _ => Vec::new(),
         };
+        let n = reqs.len();
         let out = self.apply(batch).await;
         let Ok(Effect::Batch(outcomes)) = out.result else {
             panic!("a batch entry answered {out:?}");
         };
-        for o in outcomes {
+        for (o, req) in outcomes.into_iter().zip(reqs) {
             match o.result {
-                Ok(Effect::Held(h)) => self.to_confirm.push(h.hold_id),
+                Ok(Effect::Held(h)) => {
+                    let Command::Hold(hold) = req.command else {
+                        panic!("a hold answered for another command");
+                    };
+                    self.to_confirm.push((h.hold_id, hold.user));
+                }
                 Ok(_) => {}
                 Err(e) => panic!("request refused in the benchmark's sale: {e:?}"),
             }

@@ -239,8 +239,10 @@ async fn start_systems(args: &CompareArgs, dir: &std::path::Path) -> anyhow::Res
         }
         c.init().await?;
         let urls: Vec<String> = c.nodes.values().map(|n| n.url()).collect();
-        let user = c.token("bench-buyer", false)?;
-        let bo = store::Boxoffice::new(urls.clone(), &c.admin_token, &user)?;
+        let users = (0..store::BUYER_USERS)
+            .map(|i| c.token(&format!("bench-buyer-{i}"), false))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let bo = store::Boxoffice::new(urls.clone(), &c.admin_token, &users)?;
         sys.stores.push(Store::Boxoffice(Arc::new(bo)));
         sys.bo_urls = urls;
         sys.bo = Some(Arc::new(Mutex::new(c)));

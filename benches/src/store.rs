@@ -40,6 +40,8 @@ const ETCD_RANGE_PAGE: u64 = 5000;
 const ROW_SEATS: u32 = 50;
 /// Seats per section (100 rows): section `S{k}` holds seats `k*5000 ..`.
 pub const SECTION_SEATS: u32 = ROW_SEATS * 100;
+/// Distinct boxoffice users the buyers act as (buyer w is user `w % BUYER_USERS`).
+pub const BUYER_USERS: usize = 4096;
 /// PostgreSQL connections of scenario 3's readers (besides the buyers' pool).
 pub const PG_READ_CONNECTIONS: usize = 32;
 
@@ -115,7 +117,7 @@ impl Store {
 
     pub async fn hold(&self, worker: usize, event: u64, seats: &[u32]) -> HoldOutcome {
         match self {
-            Store::Boxoffice(b) => b.hold(event, seats).await,
+            Store::Boxoffice(b) => b.hold(worker, event, seats).await,
             Store::Postgres(p) => p.hold(worker, event, seats).await,
             Store::Redis(r) => r.hold(worker, event, seats).await,
             Store::Etcd(e) => e.hold(worker, event, seats).await,
@@ -130,7 +132,7 @@ impl Store {
         seats: &[u32],
     ) -> ConfirmOutcome {
         match self {
-            Store::Boxoffice(b) => b.confirm(hold).await,
+            Store::Boxoffice(b) => b.confirm(worker, hold).await,
             Store::Postgres(p) => p.confirm(worker, event, hold, seats).await,
             Store::Redis(r) => r.confirm(worker, event, hold, seats).await,
             Store::Etcd(e) => e.confirm(worker, event, hold, seats).await,
@@ -152,24 +154,42 @@ impl Store {
 
 pub struct Boxoffice {
     pub admin: Client,
-    pub user: Client,
+    /// One client per buyer user (sharing connections and leader hints), as a
+    /// ticket site's buyers are different people: each has its own per-user cap
+    /// record, not one shared by every buyer.
+    buyers: Vec<Client>,
     pub user_token: String,
     venues: Mutex<std::collections::HashMap<u32, u64>>,
 }
 
 impl Boxoffice {
-    pub fn new(urls: Vec<String>, admin_token: &str, user_token: &str) -> anyhow::Result<Self> {
+    /// `user_tokens`: the buyers' tokens (buyer worker w uses `w % len`).
+    pub fn new(
+        urls: Vec<String>,
+        admin_token: &str,
+        user_tokens: &[String],
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!user_tokens.is_empty(), "no buyer tokens");
         let mut cfg = ClientConfig::new(urls, admin_token);
         cfg.attempts_max = 20;
         let admin = Client::new(cfg.clone())?;
-        cfg.token = user_token.into();
+        cfg.token = user_tokens[0].clone();
         cfg.attempts_max = ClientConfig::new(Vec::<String>::new(), "").attempts_max;
+        let first = Client::new(cfg)?;
+        let buyers = user_tokens
+            .iter()
+            .map(|t| first.with_token(t.clone()))
+            .collect();
         Ok(Boxoffice {
             admin,
-            user: Client::new(cfg)?,
-            user_token: user_token.into(),
+            buyers,
+            user_token: user_tokens[0].clone(),
             venues: Mutex::new(Default::default()),
         })
+    }
+
+    fn buyer(&self, worker: usize) -> &Client {
+        &self.buyers[worker % self.buyers.len()]
     }
 
     async fn venue(&self, seats: u32) -> anyhow::Result<u64> {
@@ -220,8 +240,9 @@ impl Boxoffice {
                 performer_ids: vec![],
                 starts_at: "2030-06-01T20:00:00Z".into(),
                 hold_ttl_s: Some(HOLD_TTL_S),
-                // All buyers share one user: a cap above the event's size (plus
-                // the largest hold) never refuses, as the peers have no caps.
+                // A buyer may buy many times in a run: a cap above the event's
+                // size (plus the largest hold) never refuses, as the peers have no
+                // caps; it is still checked and counted on every hold.
                 per_user_cap: Some(seats + 4),
             })
             .collect();
@@ -231,9 +252,9 @@ impl Boxoffice {
         Ok(ids)
     }
 
-    async fn hold(&self, event: u64, seats: &[u32]) -> HoldOutcome {
+    async fn hold(&self, worker: usize, event: u64, seats: &[u32]) -> HoldOutcome {
         match self
-            .user
+            .buyer(worker)
             .hold(event, Selection::Seats(seats.to_vec()))
             .await
         {
@@ -243,8 +264,8 @@ impl Boxoffice {
         }
     }
 
-    async fn confirm(&self, hold: &str) -> ConfirmOutcome {
-        match self.user.confirm(hold, "bench").await {
+    async fn confirm(&self, worker: usize, hold: &str) -> ConfirmOutcome {
+        match self.buyer(worker).confirm(hold, "bench").await {
             Ok(_) => ConfirmOutcome::Confirmed,
             Err(e @ boxoffice_client::Error::Api(_)) if e.code() != Some("outcome_unknown") => {
                 ConfirmOutcome::Refused(e.to_string())

@@ -133,7 +133,9 @@ struct Inner {
     http: reqwest::Client,
     config: ClientConfig,
     next: AtomicUsize,
-    routes: std::sync::Mutex<Routes>,
+    /// Shared by the clients [`Client::with_token`] makes: leaders are the
+    /// cluster's, whoever the caller is.
+    routes: Arc<std::sync::Mutex<Routes>>,
 }
 
 /// Events whose shard a client remembers for routing (forgotten all at once past this).
@@ -233,7 +235,8 @@ impl Client {
         })
     }
 
-    /// The same cluster with another token (shares connections).
+    /// The same cluster with another token (shares connections and what was
+    /// learned about shard leaders): one per user of a front end.
     pub fn with_token(&self, token: impl Into<String>) -> Client {
         let mut config = self.inner.config.clone();
         config.token = token.into();
@@ -242,7 +245,7 @@ impl Client {
                 http: self.inner.http.clone(),
                 config,
                 next: AtomicUsize::new(self.inner.next.load(Ordering::Relaxed)),
-                routes: Default::default(),
+                routes: self.inner.routes.clone(),
             }),
         }
     }

@@ -86,11 +86,105 @@ impl Kv for MemKv {
     }
 }
 
+/// Most records an [`ApplyCache`] keeps.
+pub const APPLY_CACHE_ENTRIES_MAX: usize = 65_536;
+/// Most key and value bytes an [`ApplyCache`] keeps.
+pub const APPLY_CACHE_BYTES_MAX: usize = 32 << 20;
+
+/// One group's state-machine records that apply read, least recently used dropped
+/// first.
+///
+/// Apply reads a few hot records on every request (the group's meta, the event's
+/// inventory and counts, the buyer's cap record, the hold it confirms); in a
+/// RocksDB memtable grown by a sale each lookup is a skip-list walk, which was
+/// half of apply's time. Only records found by a read are cached (most records
+/// apply writes, sessions and tickets, are seldom read again, and absent keys are
+/// what RocksDB's memtable bloom filter answers cheaply).
+///
+/// Invariant: a cached record equals what the `sm` column family holds for that
+/// key. Apply is the only writer of a group's records besides snapshot installs,
+/// which clear the cache; once apply's batch is written, each cached record it
+/// wrote is updated (or dropped, if deleted), and if the write fails the cache is
+/// cleared.
+pub struct ApplyCache {
+    map: lru::LruCache<Vec<u8>, Vec<u8>>,
+    bytes: usize,
+}
+
+impl Default for ApplyCache {
+    fn default() -> Self {
+        ApplyCache {
+            map: lru::LruCache::unbounded(),
+            bytes: 0,
+        }
+    }
+}
+
+impl ApplyCache {
+    fn get(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+        self.map.get(key).cloned()
+    }
+
+    /// Caches a record a read found.
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        let size = key.len() + value.len();
+        if size > APPLY_CACHE_BYTES_MAX / 16 {
+            return;
+        }
+        self.bytes += size;
+        if let Some((k, old)) = self.map.push(key, value) {
+            self.bytes -= k.len() + old.len();
+        }
+        while self.map.len() > APPLY_CACHE_ENTRIES_MAX || self.bytes > APPLY_CACHE_BYTES_MAX {
+            match self.map.pop_lru() {
+                Some((k, v)) => self.bytes -= k.len() + v.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// A written record: kept current if cached (`None`: deleted).
+    fn written(&mut self, key: &[u8], value: Option<&Vec<u8>>) {
+        let Some(cached) = self.map.peek_mut(key) else {
+            return;
+        };
+        match value {
+            Some(v) if key.len() + v.len() <= APPLY_CACHE_BYTES_MAX / 16 => {
+                self.bytes = self.bytes + v.len() - cached.len();
+                cached.clone_from(v);
+            }
+            _ => {
+                if let Some(old) = self.map.pop(key) {
+                    self.bytes -= key.len() + old.len();
+                }
+            }
+        }
+    }
+
+    /// Forgets everything (the group's records were replaced).
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
+    }
+
+    /// Records cached now.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
 /// Buffered writes over the RocksDB state-machine column family.
 pub struct RocksTx<'a> {
     db: &'a Db,
     /// Pending writes: `None` is a delete.
     overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Apply's cache of committed records, consulted before RocksDB.
+    cache: Option<std::cell::RefCell<&'a mut ApplyCache>>,
 }
 
 impl<'a> RocksTx<'a> {
@@ -99,18 +193,45 @@ impl<'a> RocksTx<'a> {
         RocksTx {
             db,
             overlay: BTreeMap::new(),
+            cache: None,
         }
     }
 
-    /// Moves the pending writes into `batch`, leaving the transaction empty.
-    pub fn drain_into(&mut self, batch: &mut WriteBatch) {
+    /// A transaction that reads committed records through `cache` (see
+    /// [`ApplyCache`] for who may use one); [`RocksTx::write`] keeps it current.
+    pub fn with_cache(db: &'a Db, cache: &'a mut ApplyCache) -> Self {
+        RocksTx {
+            db,
+            overlay: BTreeMap::new(),
+            cache: Some(std::cell::RefCell::new(cache)),
+        }
+    }
+
+    /// Writes the pending writes as one batch (not synced: the log is what is
+    /// durable), leaving the transaction empty; then, and only then, the cache
+    /// learns them.
+    pub fn write(&mut self) -> Result<(), rocksdb::Error> {
         let cf = self.db.cf(CF_SM);
-        for (k, v) in std::mem::take(&mut self.overlay) {
+        let mut batch = WriteBatch::default();
+        for (k, v) in &self.overlay {
             match v {
                 Some(v) => batch.put_cf(cf, k, v),
                 None => batch.delete_cf(cf, k),
             }
         }
+        let pending = std::mem::take(&mut self.overlay);
+        let written = self.db.write_nosync(batch);
+        if let Some(cache) = &self.cache {
+            let mut cache = cache.borrow_mut();
+            match &written {
+                Ok(()) => pending
+                    .iter()
+                    .for_each(|(k, v)| cache.written(k, v.as_ref())),
+                // What RocksDB holds now is unknown.
+                Err(_) => cache.clear(),
+            }
+        }
+        written
     }
 
     fn db_get(&self, key: &[u8]) -> Option<Vec<u8>> {
@@ -125,10 +246,20 @@ impl<'a> RocksTx<'a> {
 
 impl KvRead for RocksTx<'_> {
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        match self.overlay.get(key) {
-            Some(v) => v.clone(),
-            None => self.db_get(key),
+        if let Some(v) = self.overlay.get(key) {
+            return v.clone();
         }
+        let Some(cache) = &self.cache else {
+            return self.db_get(key);
+        };
+        if let Some(v) = cache.borrow_mut().get(key) {
+            return Some(v);
+        }
+        let v = self.db_get(key);
+        if let Some(v) = &v {
+            cache.borrow_mut().insert(key.to_vec(), v.clone());
+        }
+        v
     }
 
     fn scan_range(&self, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
@@ -239,9 +370,7 @@ mod tests {
             vec![1, 2, 5, 7, 9]
         );
 
-        let mut batch = WriteBatch::default();
-        tx.drain_into(&mut batch);
-        db.write_sync(batch).unwrap();
+        tx.write().unwrap();
         let fresh = RocksTx::new(&db);
         assert_eq!(collect(&fresh, &[9], &[9]), collect(&mem, &[9], &[9]));
 
@@ -273,6 +402,53 @@ mod tests {
         // The snapshot sees only what was written: 7 is still there, 6 is not.
         assert_eq!(range(&snap, &[9, 2], &[10, 1]), vec![2, 5, 7, 9, 0]);
     }
+
+    #[test]
+    fn apply_cache_agrees_with_the_database_and_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), &Default::default()).unwrap();
+        let mut cache = ApplyCache::default();
+        let mut tx = RocksTx::with_cache(&db, &mut cache);
+        tx.put(vec![7, 1], vec![10]);
+        tx.put(vec![7, 2], vec![20]);
+        tx.write().unwrap();
+        // Reads through the cache: present, absent, then changed and deleted.
+        let mut tx = RocksTx::with_cache(&db, &mut cache);
+        assert_eq!(tx.get(&[7, 1]), Some(vec![10]));
+        assert_eq!(tx.get(&[7, 2]), Some(vec![20]));
+        assert_eq!(tx.get(&[7, 3]), None);
+        tx.put(vec![7, 3], vec![30]);
+        tx.put(vec![7, 2], vec![21, 22]);
+        tx.delete(vec![7, 1]);
+        tx.write().unwrap();
+        let plain = RocksTx::new(&db);
+        let cached = RocksTx::with_cache(&db, &mut cache);
+        for k in [[7u8, 1], [7, 2], [7, 3], [7, 4]] {
+            assert_eq!(cached.get(&k), plain.get(&k), "key {k:?}");
+        }
+        assert_eq!(cached.get(&[7, 2]), Some(vec![21, 22]));
+        drop(cached);
+        // Past its entry bound the least recently used records go first.
+        let mut tx = RocksTx::with_cache(&db, &mut cache);
+        let many = APPLY_CACHE_ENTRIES_MAX as u32 + 10;
+        for i in 0..many {
+            tx.put(i.to_be_bytes().to_vec(), vec![1]);
+        }
+        tx.write().unwrap();
+        let tx = RocksTx::with_cache(&db, &mut cache);
+        for i in 0..many {
+            assert_eq!(tx.get(&i.to_be_bytes()), Some(vec![1]));
+        }
+        drop(tx);
+        assert_eq!(cache.len(), APPLY_CACHE_ENTRIES_MAX);
+        let plain = RocksTx::new(&db);
+        let cached = RocksTx::with_cache(&db, &mut cache);
+        assert_eq!(
+            cached.get(&0u32.to_be_bytes()),
+            plain.get(&0u32.to_be_bytes())
+        );
+        assert_eq!(cached.get(&[7, 3]), Some(vec![30]));
+    }
 }
 
 /// A consistent read-only view of the state machine at one RocksDB snapshot.
@@ -302,7 +478,9 @@ impl KvRead for SnapshotView<'_> {
             return;
         }
         // A raw iterator lends each key and value instead of copying them out.
-        let mut it = self.snap.raw_iterator_cf_opt(self.db.cf(CF_SM), bounded(end));
+        let mut it = self
+            .snap
+            .raw_iterator_cf_opt(self.db.cf(CF_SM), bounded(end));
         it.seek(start);
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             if k >= end || !visit(k, v) {

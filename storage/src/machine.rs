@@ -23,9 +23,10 @@ use crate::records::*;
 /// replica must use the same value, so it is a constant, not a node setting.
 pub const SESSION_TTL_MS: u64 = 24 * 3600 * 1000;
 
-/// Most expired session records forgotten per applied request, so pruning work
-/// per request is bounded.
-pub const SESSION_PRUNE_PER_ENTRY: usize = 16;
+/// Most expired session records forgotten per applied request. Pruning runs once
+/// per entry, with this budget for each request in it (each request leaves at most
+/// one session), so it keeps pace with new sessions and its work stays bounded.
+pub const SESSION_PRUNE_PER_REQUEST: usize = 16;
 
 /// Applies one log entry to the group's state and returns its outcome.
 pub fn apply_entry(kv: &mut dyn Kv, group: GroupId, entry: &Entry) -> Outcome {
@@ -67,6 +68,24 @@ pub fn apply_entry(kv: &mut dyn Kv, group: GroupId, entry: &Entry) -> Outcome {
             (out.result, out.replayed, Some(out.applied))
         }
     };
+    // Once per entry rather than per request: the scan is the costly part, and a
+    // busy leader's entries carry dozens of requests.
+    let requests = match &entry.payload {
+        EntryPayload::Normal(Request {
+            command: Command::Batch(requests),
+            ..
+        }) => requests.len(),
+        EntryPayload::Normal(_) => 1,
+        _ => 0,
+    };
+    if requests > 0 {
+        prune_sessions(
+            kv,
+            group,
+            meta.time_ms,
+            SESSION_PRUNE_PER_REQUEST * requests,
+        );
+    }
     write_meta(kv, group, &meta);
     Outcome {
         applied: applied.unwrap_or(Applied {
@@ -128,7 +147,6 @@ fn apply_request(
     req: &Request,
 ) -> Outcome {
     let time = meta.time_ms;
-    prune_sessions(kv, group, time);
     let applied = Applied {
         index,
         time_ms: time,
@@ -193,12 +211,15 @@ fn apply_request(
     outcome
 }
 
-fn prune_sessions(kv: &mut dyn Kv, group: GroupId, time: u64) {
+/// Forgets up to `budget` sessions that expired by `time`, oldest first. Invisible
+/// to requests (an expired session counts as absent whether or not it is pruned
+/// yet); it only keeps the table from growing.
+fn prune_sessions(kv: &mut dyn Kv, group: GroupId, time: u64, budget: usize) {
     let prefix = Key::sm(group, table::SESSION_EXPIRY).build();
     let mut expired = Vec::new();
     kv.scan(&prefix, &prefix, &mut |k, _| {
         let expires = keys::read_u64(k, prefix.len());
-        if expires > time || expired.len() >= SESSION_PRUNE_PER_ENTRY {
+        if expires > time || expired.len() >= budget {
             return false;
         }
         expired.push(k.to_vec());
@@ -1042,4 +1063,91 @@ fn release(
         seat_ids: freed,
         quantity,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use boxoffice_raft::command::Session;
+    use openraft::{CommittedLeaderId, LogId};
+
+    use super::*;
+    use crate::kv::MemKv;
+
+    const GROUP: GroupId = GroupId(1);
+
+    fn entry(index: u64, req: Request) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(req),
+        }
+    }
+
+    fn ticks(n: usize, stamp_ms: u64, key: &str) -> Request {
+        Request {
+            stamp_ms,
+            session: None,
+            command: Command::Batch(
+                (0..n)
+                    .map(|i| Request {
+                        stamp_ms,
+                        session: Some(Session {
+                            client_id: "alice".into(),
+                            idempotency_key: format!("{key}-{i}"),
+                        }),
+                        command: Command::Tick,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn count(kv: &MemKv, table: u8) -> usize {
+        let prefix = Key::sm(GROUP, table).build();
+        kv.map.keys().filter(|k| k.starts_with(&prefix)).count()
+    }
+
+    #[test]
+    fn expired_sessions_are_pruned_once_per_entry_within_the_budget() {
+        let mut kv = MemKv::default();
+        let t0 = 1_000_000;
+        // 40 sessions at t0 in one entry, 5 more just before a day has passed.
+        apply_entry(&mut kv, GROUP, &entry(1, ticks(40, t0, "a")));
+        apply_entry(
+            &mut kv,
+            GROUP,
+            &entry(2, ticks(5, t0 + SESSION_TTL_MS - 1, "b")),
+        );
+        assert_eq!(count(&kv, table::SESSION), 45);
+        assert_eq!(count(&kv, table::SESSION_EXPIRY), 45);
+        // A day later, a one-request entry forgets at most its budget of the 40
+        // expired ones; the next entries forget the rest, never the 5 live ones.
+        let later = t0 + SESSION_TTL_MS;
+        let next = |kv: &mut MemKv, index| {
+            let req = Request {
+                stamp_ms: later,
+                session: None,
+                command: Command::Tick,
+            };
+            apply_entry(kv, GROUP, &entry(index, req));
+        };
+        next(&mut kv, 3);
+        assert_eq!(count(&kv, table::SESSION), 45 - SESSION_PRUNE_PER_REQUEST);
+        next(&mut kv, 4);
+        next(&mut kv, 5);
+        assert_eq!(count(&kv, table::SESSION), 5);
+        assert_eq!(count(&kv, table::SESSION_EXPIRY), 5);
+        // A retry of a pruned session's key is a new request, as it would be
+        // unpruned past its lifetime.
+        let out = apply_entry(&mut kv, GROUP, &entry(6, ticks(1, later, "a")));
+        let Ok(Effect::Batch(outcomes)) = out.result else {
+            panic!("{out:?}")
+        };
+        assert!(!outcomes[0].replayed);
+        // A live one is replayed.
+        let out = apply_entry(&mut kv, GROUP, &entry(7, ticks(1, later, "b")));
+        let Ok(Effect::Batch(outcomes)) = out.result else {
+            panic!("{out:?}")
+        };
+        assert!(outcomes[0].replayed);
+    }
 }

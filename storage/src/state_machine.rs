@@ -38,7 +38,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::db::{Db, CF_META, CF_SM};
 use crate::keys::{self, meta, Key};
-use crate::kv::RocksTx;
+use crate::kv::{ApplyCache, RocksTx};
 use crate::machine;
 use crate::sto_err;
 
@@ -82,6 +82,8 @@ pub struct StateMachineStore {
     applied: Arc<watch::Sender<Applied>>,
     changes: broadcast::Sender<AppliedChange>,
     snapshot_seq: Arc<AtomicU64>,
+    /// Apply's cache of this group's records (cleared by snapshot installs).
+    cache: Arc<std::sync::Mutex<ApplyCache>>,
 }
 
 impl StateMachineStore {
@@ -98,6 +100,7 @@ impl StateMachineStore {
             applied: Arc::new(watch::Sender::new(Applied::default())),
             changes,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
+            cache: Default::default(),
         };
         if sm
             .db
@@ -153,6 +156,8 @@ impl StateMachineStore {
         );
         self.db.write_sync(marker)?;
 
+        // Every record of the group is replaced: the cache would lie about them.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let prefix = Key::group(self.group).build();
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.db.cf(CF_SM), prefix.clone(), keys::prefix_end(&prefix));
@@ -395,7 +400,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut tx = RocksTx::new(&self.db);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tx = RocksTx::with_cache(&self.db, &mut cache);
         let mut outcomes = Vec::new();
         let mut last = None;
         for entry in entries {
@@ -406,20 +412,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             });
             outcomes.push((entry.log_id.index, outcome));
         }
-        let mut batch = WriteBatch::default();
-        tx.drain_into(&mut batch);
         // Not synced: the log entries are durable; a crash loses at most a suffix of
         // applied state, which is re-applied from the log on restart.
-        self.db
-            .write_nosync(batch)
+        tx.write()
             .map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
         if let Some(a) = last {
-            let m = machine::read_meta(&RocksTx::new(&self.db), self.group);
+            let m = machine::read_meta(&tx, self.group);
             self.applied.send_replace(Applied {
                 index: a.index,
                 time_ms: m.time_ms,
             });
         }
+        drop(tx);
+        drop(cache);
         let mut out = Vec::with_capacity(outcomes.len());
         for (index, outcome) in outcomes {
             // One change per request: a batch's requests each get theirs, numbered

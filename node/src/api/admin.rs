@@ -264,10 +264,7 @@ async fn init(
                 )
                 .await
                 .map_err(|e| {
-                    ApiError::unavailable(
-                        "peer_unreachable",
-                        format!("node {at} at {addr}: {e}"),
-                    )
+                    ApiError::unavailable("peer_unreachable", format!("node {at} at {addr}: {e}"))
                 })?
         };
         // `false`: already initialised (a repeated init), which is fine.
