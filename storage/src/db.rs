@@ -78,7 +78,6 @@ impl Db {
         // ticket), and without it each such lookup walks the memtable's skip list.
         cf_opts.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
         cf_opts.set_memtable_whole_key_filtering(true);
-        cf_opts.set_write_buffer_size(8 << 20);
         let cfs =
             [CF_LOG, CF_META, CF_SM].map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
         let db = Arc::new(DB::open_cf_descriptors(&opts, &path, cfs)?);
