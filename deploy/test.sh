@@ -46,6 +46,11 @@ rm -rf "$compare_dir"
 
 cargo test --release --workspace
 
+# The state machine's micro-benchmarks (apply of an on-sale entry, a section's seat
+# map) in criterion's quick mode: they print figures and fail if the sale they
+# drive is refused anything.
+cargo bench --workspace --bench apply -- --quick
+
 # Jepsen: 90 s of the seats, registers and general-admission workloads under
 # kill -9, pause, partitions (in a network namespace, as root) and clock skew,
 # then heal, liveness and final-state checks. The seed comes from the commit, so a
