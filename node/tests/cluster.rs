@@ -88,10 +88,21 @@ impl TestCluster {
             c.wait_healthy(i).await;
         }
         let members: Vec<(u64, String)> = c.nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
-        c.admin
+        let init = c
+            .admin
             .init_cluster(&members, shards)
             .await
             .expect("bootstrap");
+        // Each shard was initialised, and so first led, by a different member in
+        // turn: shard s by the ((s - 1) mod n)-th by id.
+        for s in 1..=shards {
+            assert_eq!(
+                init["first_leaders"][s.to_string()].as_u64(),
+                Some(c.nodes[(usize::from(s) - 1) % c.nodes.len()].id),
+                "{init}"
+            );
+        }
+        assert!(init["first_leaders"]["0"].is_u64(), "{init}");
         c.wait_ready().await;
         c
     }
