@@ -82,7 +82,7 @@ impl RpcClient {
             .header(CLUSTER_KEY_HEADER, &self.config.cluster_key)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .timeout(timeout)
-            .body(codec::encode(body))
+            .body(codec::encode_message(body))
             .send()
             .await
             .map_err(|e| {
@@ -108,7 +108,7 @@ impl RpcClient {
                 String::from_utf8_lossy(&bytes).into_owned(),
             ));
         }
-        codec::decode(&bytes).map_err(|e| CallError::Decode(e.to_string()))
+        codec::decode_message(&bytes).map_err(|e| CallError::Decode(e.to_string()))
     }
 }
 

@@ -65,7 +65,7 @@ fn prelude<T: serde::de::DeserializeOwned>(
         )
             .into_response()
     })?;
-    let req = codec::decode(body)
+    let req = codec::decode_message(body)
         .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())?;
     Ok((raft, req))
 }
@@ -73,7 +73,7 @@ fn prelude<T: serde::de::DeserializeOwned>(
 fn reply<T: serde::Serialize>(value: &T) -> Response {
     (
         [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
-        codec::encode(value),
+        codec::encode_message(value),
     )
         .into_response()
 }

@@ -4,11 +4,14 @@
 //!   makes appended log entries durable (fsync) with group commit across groups.
 //! - [`keys`]: byte layouts of every key.
 //! - [`log_store`]: openraft's `RaftLogStorage` for one group.
-//! - [`machine`]: the booking state machine as a pure function of (state, entry).
+//! - [`records`]: the stored record types, versioned (see `boxoffice_raft::codec`).
+//! - [`machine`]: the booking state machine as a pure function of (state, entry),
+//!   a module per concern behind `apply_entry`.
 //! - [`kv`]: the key-value seam the machine runs on (RocksDB batch with overlay, or
 //!   an in-memory map in tests).
 //! - [`state_machine`]: openraft's `RaftStateMachine` for one group, and snapshots.
 //! - [`read`]: read-only views of applied state for the node's query paths.
+//! - [`testing`]: builders of log entries for tests and benchmarks.
 //!
 //! Storage knows nothing about HTTP. Apply never reads a clock.
 
@@ -20,6 +23,7 @@ pub mod machine;
 pub mod read;
 pub mod records;
 pub mod state_machine;
+pub mod testing;
 
 pub use db::{Db, DbConfig};
 pub use log_store::LogStore;

@@ -31,7 +31,8 @@ impl LogStore {
             db,
             committed: Arc::new(AtomicU64::new(u64::MAX)),
         };
-        if let Ok(Some(c)) = store.get_meta::<LogId>(meta::COMMITTED) {
+        // Saved as `Option<LogId>` (openraft may save "none").
+        if let Ok(Some(Some(c))) = store.get_meta::<Option<LogId>>(meta::COMMITTED) {
             store.committed.store(c.index, Ordering::Relaxed);
         }
         store
@@ -45,7 +46,7 @@ impl LogStore {
         }
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(
+    fn get_meta<T: codec::Versioned>(
         &self,
         kind: u8,
     ) -> Result<Option<T>, StorageError<NodeId>> {

@@ -4,12 +4,9 @@
 //! (applied index and time) agree. Seat status is judged at
 //! `max(reader's clock, applied time)`: never earlier than the replica's own time.
 
-use std::sync::Arc;
-
 use boxoffice_raft::codec;
-use boxoffice_raft::command::{BookingId, HoldId, Layout, RowSpec, SectionSpec};
+use boxoffice_raft::command::{BookingId, HoldId};
 use boxoffice_raft::GroupId;
-use serde::Serialize;
 
 use crate::db::Db;
 use crate::keys::{self, table, Key};
@@ -18,7 +15,7 @@ use crate::machine::{self, get};
 use crate::records::*;
 
 /// How fresh a read is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Freshness {
     /// Last log index applied by this replica.
     pub applied_index: u64,
@@ -29,28 +26,8 @@ pub struct Freshness {
     pub as_of_ms: u64,
 }
 
-/// One seat on a seat map.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SeatView {
-    /// Seat id, used in hold requests.
-    pub seat_id: u32,
-    /// Section name (shared by the section's seats: one allocation per section).
-    pub section: Arc<str>,
-    /// Row name (shared by the row's seats).
-    pub row: Arc<str>,
-    /// Seat number in the row.
-    pub number: u32,
-    /// Price.
-    pub price_cents: u64,
-    /// Status at `as_of_ms`.
-    pub status: SeatStatus,
-    /// For a held seat: when its hold expires (state-machine time).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub held_until_ms: Option<u64>,
-}
-
 /// An event's ticket counts, at the read's time.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeatCounts {
     /// The event.
     pub event_id: u64,
@@ -72,84 +49,30 @@ pub struct SeatCounts {
     pub per_user_cap: u32,
 }
 
-/// An event's availability, seat by seat.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SeatMap {
-    /// The event's counts.
-    #[serde(flatten)]
-    pub counts: SeatCounts,
-    /// Seats, for seated events, in seat-id order (absent for general admission).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub seats: Vec<SeatView>,
+/// One seat as a seat-map walk ([`ReadTx::walk_seats`]) meets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeatState {
+    /// Seat id.
+    pub seat_id: u32,
+    /// Seat number in its row, from 1.
+    pub number: u32,
+    /// Status at the read's time.
+    pub status: SeatStatus,
+    /// For a held seat: when its hold expires.
+    pub held_until_ms: Option<u64>,
 }
 
-/// One row of a compact seat map: its seats' statuses as one string.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SeatRowView {
-    /// Section name.
-    pub section: Arc<str>,
-    /// Row name.
-    pub row: String,
-    /// Seat id of the row's seat number 1; seat number n is `first_seat_id + n - 1`.
-    pub first_seat_id: u32,
-    /// Price of each seat in the row.
-    pub price_cents: u64,
-    /// One character per seat, in number order: `a` available, `h` held, `s` sold.
-    pub status: String,
-}
-
-/// An event's availability, row by row: the same information as [`SeatMap`] but
-/// hold expiry times, in about a thirtieth of the bytes, for drawing large venues.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SeatRows {
-    /// The event's counts.
-    #[serde(flatten)]
-    pub counts: SeatCounts,
-    /// Rows, for seated events, in seat-id order (absent for general admission).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub rows: Vec<SeatRowView>,
-}
-
-/// One seat as a seat-map walk meets it.
-struct SeatState {
-    seat_id: u32,
-    number: u32,
-    status: SeatStatus,
-    held_until_ms: Option<u64>,
-}
-
-impl SeatStatus {
-    /// The status's character in a compact row ([`SeatRowView::status`]).
-    pub fn code(self) -> char {
-        match self {
-            SeatStatus::Available => 'a',
-            SeatStatus::Held => 'h',
-            SeatStatus::Sold => 's',
-        }
-    }
-}
-
-/// A hold as its owner sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct HoldStatusView {
-    /// The hold.
-    pub hold_id: HoldId,
-    /// The event.
-    pub event_id: u64,
-    /// Owner.
-    pub user: String,
-    /// Seats.
-    pub seat_ids: Vec<u32>,
-    /// Tickets.
-    pub quantity: u32,
-    /// Expiry.
-    pub expires_at_ms: u64,
-    /// Sum of prices.
-    pub total_cents: u64,
-    /// `active`, `expired`, `confirmed` or `released`.
-    pub status: &'static str,
-    /// The booking, when confirmed.
-    pub booking_id: Option<BookingId>,
+/// Where a hold is in its lifecycle at the read's time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldPhase {
+    /// Live.
+    Active,
+    /// Its time passed.
+    Expired,
+    /// It became this booking.
+    Confirmed(BookingId),
+    /// Released by its owner.
+    Released,
 }
 
 /// Reads of one group's applied state.
@@ -198,7 +121,7 @@ impl Reader {
 }
 
 impl ReadTx<'_> {
-    fn list<T: serde::de::DeserializeOwned>(&self, table: u8, after: u64, limit: usize) -> Vec<T> {
+    fn list<T: codec::Versioned>(&self, table: u8, after: u64, limit: usize) -> Vec<T> {
         let prefix = Key::sm(self.group, table).build();
         let start = Key::sm(self.group, table)
             .u64(after.saturating_add(1))
@@ -304,7 +227,9 @@ impl ReadTx<'_> {
             crate::machine::due_expiry_range(&self.view, self.group, event_id, as_of);
         let mut sum = 0u32;
         self.view.scan_range(&start, &end, &mut |_, v| {
-            sum += codec::decode::<u32>(v).expect("corrupt expiry record");
+            sum += codec::decode::<ExpiringQuantity>(v)
+                .expect("corrupt expiry record")
+                .0;
             true
         });
         sum
@@ -316,73 +241,8 @@ impl ReadTx<'_> {
             .map(|inv| self.counts(&inv).available)
     }
 
-    /// The event's seat map (seated) or counts (general admission).
-    pub fn seat_map(&self, event_id: u64) -> Option<SeatMap> {
-        self.seat_map_of(event_id, None)
-    }
-
-    /// The event's seat map with only the seats of `section` (every seat when
-    /// `None`; none when the event has no such section); the counts are always
-    /// the event's. Reads only that section's ticket records.
-    pub fn seat_map_of(&self, event_id: u64, section: Option<&str>) -> Option<SeatMap> {
-        let inv = self.inventory(event_id)?;
-        let mut seats = Vec::new();
-        let mut names: Option<(Arc<str>, Arc<str>)> = None;
-        self.walk_seats(event_id, &inv, section, &mut |s, r, seat| {
-            // A walk meets a section's rows and a row's seats one after another.
-            let (sec, row) = match names.take() {
-                Some((sec, row)) if *sec == *s.name && *row == *r.name => (sec, row),
-                Some((sec, _)) if *sec == *s.name => (sec, Arc::from(r.name.as_str())),
-                _ => (Arc::from(s.name.as_str()), Arc::from(r.name.as_str())),
-            };
-            seats.push(SeatView {
-                seat_id: seat.seat_id,
-                section: sec.clone(),
-                row: row.clone(),
-                number: seat.number,
-                price_cents: r.price_cents,
-                status: seat.status,
-                held_until_ms: seat.held_until_ms,
-            });
-            names = Some((sec, row));
-        });
-        Some(SeatMap {
-            counts: self.counts(&inv),
-            seats,
-        })
-    }
-
-    /// The event's compact seat map (see [`SeatRows`]), only `section`'s rows when
-    /// given; the counts are always the event's.
-    pub fn seat_rows_of(&self, event_id: u64, section: Option<&str>) -> Option<SeatRows> {
-        let inv = self.inventory(event_id)?;
-        let mut rows: Vec<SeatRowView> = Vec::new();
-        self.walk_seats(event_id, &inv, section, &mut |s, r, seat| {
-            if seat.number == 1 {
-                let sec = match rows.last() {
-                    Some(last) if *last.section == *s.name => last.section.clone(),
-                    _ => Arc::from(s.name.as_str()),
-                };
-                rows.push(SeatRowView {
-                    section: sec,
-                    row: r.name.clone(),
-                    first_seat_id: seat.seat_id,
-                    price_cents: r.price_cents,
-                    status: String::with_capacity(r.seats as usize),
-                });
-            }
-            if let Some(row) = rows.last_mut() {
-                row.status.push(seat.status.code());
-            }
-        });
-        Some(SeatRows {
-            counts: self.counts(&inv),
-            rows,
-        })
-    }
-
     /// The event's counts at this read's time.
-    fn counts(&self, inv: &Inventory) -> SeatCounts {
+    pub fn counts(&self, inv: &Inventory) -> SeatCounts {
         let held =
             inv.held_unsettled - self.expired_unsettled(inv.event_id, self.freshness.as_of_ms);
         SeatCounts {
@@ -405,14 +265,14 @@ impl ReadTx<'_> {
     /// Calls `f` for every seat of the event (of `section` only, when given), in
     /// seat-id order, with its section and row. Reads only those seats' ticket
     /// records; a general-admission event has no seats.
-    fn walk_seats(
+    pub fn walk_seats(
         &self,
         event_id: u64,
         inv: &Inventory,
         section: Option<&str>,
-        f: &mut dyn FnMut(&SectionSpec, &RowSpec, SeatState),
+        f: &mut dyn FnMut(&Section, &Row, SeatState),
     ) {
-        let Layout::Seated { sections } = &*inv.layout else {
+        let VenueLayout::Seated { sections } = &*inv.layout else {
             return;
         };
         let as_of = self.freshness.as_of_ms;
@@ -476,35 +336,22 @@ impl ReadTx<'_> {
         }
     }
 
-    /// A hold's current status.
-    pub fn hold(&self, hold_id: HoldId) -> Option<HoldStatusView> {
+    /// A hold and where it is in its lifecycle at this read's time.
+    pub fn hold(&self, hold_id: HoldId) -> Option<(Hold, HoldPhase)> {
         if hold_id.shard != self.group.0 {
             return None;
         }
         let h: Hold = get(&self.view, &machine::hold_key(self.group, hold_id.seq))?;
-        let (status, booking_id) = match h.state {
-            HoldState::Active if h.expires_at_ms <= self.freshness.as_of_ms => ("expired", None),
-            HoldState::Active => ("active", None),
-            HoldState::Confirmed { booking_seq } => (
-                "confirmed",
-                Some(BookingId {
-                    shard: self.group.0,
-                    seq: booking_seq,
-                }),
-            ),
-            HoldState::Released => ("released", None),
+        let phase = match h.state {
+            HoldState::Active if h.expires_at_ms <= self.freshness.as_of_ms => HoldPhase::Expired,
+            HoldState::Active => HoldPhase::Active,
+            HoldState::Confirmed { booking_seq } => HoldPhase::Confirmed(BookingId {
+                shard: self.group.0,
+                seq: booking_seq,
+            }),
+            HoldState::Released => HoldPhase::Released,
         };
-        Some(HoldStatusView {
-            hold_id,
-            event_id: h.event_id,
-            user: h.user,
-            seat_ids: h.seat_ids,
-            quantity: h.quantity,
-            expires_at_ms: h.expires_at_ms,
-            total_cents: h.total_cents,
-            status,
-            booking_id,
-        })
+        Some((h, phase))
     }
 
     /// A booking.

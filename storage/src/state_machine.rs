@@ -50,11 +50,14 @@ const INSTALL_BATCH_RECORDS: usize = 8192;
 /// is told it lagged (and must resynchronise) instead of holding memory.
 pub const CHANGES_CAPACITY: usize = 4096;
 
+/// The header of a snapshot file: which group, and openraft's snapshot meta.
 #[derive(Serialize, Deserialize)]
 struct SnapshotHeader {
     group: u16,
     meta: SnapshotMeta,
 }
+
+boxoffice_raft::versioned_v1!(SnapshotHeader => "snapshot header");
 
 /// One applied entry's outcome, for in-process watchers (seat maps, search).
 #[derive(Clone, Debug)]

@@ -1,50 +1,11 @@
-//! State-machine records as stored in the `sm` column family (see [`crate::keys`]).
+//! Inventory records: an event's tickets, holds, bookings and per-user counts.
 
-use boxoffice_raft::command::{BookingView, EventSpec, Layout, Outcome, PerformerSpec, VenueSpec};
-use boxoffice_raft::{LogId, StoredMembership};
+use std::sync::Arc;
+
+use boxoffice_raft::command::{BookingId, HoldId};
 use serde::{Deserialize, Serialize};
 
-/// Per-group state-machine bookkeeping (`table::META`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SmMeta {
-    /// Last applied log id.
-    pub last_applied: Option<LogId>,
-    /// Last applied membership.
-    pub membership: StoredMembership,
-    /// State-machine time: max of all applied stamps, ms since the Unix epoch.
-    pub time_ms: u64,
-    /// Last id handed out in this group (venues, performers, events, holds, bookings).
-    pub last_id: u64,
-}
-
-/// A venue (`table::VENUE`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Venue {
-    /// Its id.
-    pub venue_id: u64,
-    /// As created.
-    pub spec: VenueSpec,
-}
-
-/// A performer (`table::PERFORMER`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Performer {
-    /// Its id.
-    pub performer_id: u64,
-    /// As created.
-    pub spec: PerformerSpec,
-}
-
-/// An event (`table::EVENT`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// Its id.
-    pub event_id: u64,
-    /// As created.
-    pub spec: EventSpec,
-    /// State-machine time of creation.
-    pub created_at_ms: u64,
-}
+use super::catalogue::VenueLayout;
 
 /// The counts of an event's inventory that change with every hold and confirm
 /// (`table::INVENTORY_COUNTS`); when present they supersede those in [`Inventory`].
@@ -63,8 +24,8 @@ pub struct Inventory {
     /// The event.
     pub event_id: u64,
     /// Seat map or capacity (shared: decoded once per distinct record, see
-    /// `machine::load_inventory`; encoded exactly as a plain `Layout`).
-    pub layout: std::sync::Arc<Layout>,
+    /// `machine::inventory::load_inventory`; encoded exactly as a plain layout).
+    pub layout: Arc<VenueLayout>,
     /// Hold lifetime.
     pub hold_ttl_ms: u64,
     /// Per-user cap.
@@ -82,11 +43,12 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// Builds the summary for a new event.
-    pub fn new(event_id: u64, layout: Layout, hold_ttl_ms: u64, per_user_cap: u32) -> Self {
+    /// Builds the summary for a new event. The layout was validated: its capacity
+    /// is at most `VENUE_SEATS_MAX`, which fits a `u32`.
+    pub fn new(event_id: u64, layout: VenueLayout, hold_ttl_ms: u64, per_user_cap: u32) -> Self {
         let mut row_starts = Vec::new();
         let mut next = 0u32;
-        if let Layout::Seated { sections } = &layout {
+        if let VenueLayout::Seated { sections } = &layout {
             for s in sections {
                 for r in &s.rows {
                     row_starts.push(next);
@@ -94,11 +56,10 @@ impl Inventory {
                 }
             }
         }
-        // Validated: capacity ≤ VENUE_SEATS_MAX, which fits u32.
         let capacity = u32::try_from(layout.capacity()).expect("validated capacity fits u32");
         Inventory {
             event_id,
-            layout: std::sync::Arc::new(layout),
+            layout: Arc::new(layout),
             hold_ttl_ms,
             per_user_cap,
             capacity,
@@ -110,12 +71,12 @@ impl Inventory {
 
     /// True for general admission.
     pub fn is_general_admission(&self) -> bool {
-        matches!(*self.layout, Layout::GeneralAdmission { .. })
+        self.layout.is_general_admission()
     }
 
     /// Section name, row name, seat number and price of a seat, if it exists.
     pub fn seat(&self, seat_id: u32) -> Option<SeatInfo<'_>> {
-        let Layout::Seated { sections } = &*self.layout else {
+        let VenueLayout::Seated { sections } = &*self.layout else {
             return None;
         };
         if seat_id >= self.capacity {
@@ -143,9 +104,11 @@ impl Inventory {
     /// Price of one ticket: the seat's price, or the general-admission price.
     pub fn price_of(&self, seat_id: Option<u32>) -> u64 {
         match (&*self.layout, seat_id) {
-            (Layout::GeneralAdmission { price_cents, .. }, _) => *price_cents,
-            (Layout::Seated { .. }, Some(s)) => self.seat(s).map(|i| i.price_cents).unwrap_or(0),
-            (Layout::Seated { .. }, None) => 0,
+            (VenueLayout::GeneralAdmission { price_cents, .. }, _) => *price_cents,
+            (VenueLayout::Seated { .. }, Some(s)) => {
+                self.seat(s).map(|i| i.price_cents).unwrap_or(0)
+            }
+            (VenueLayout::Seated { .. }, None) => 0,
         }
     }
 }
@@ -181,8 +144,7 @@ pub enum Ticket {
 }
 
 /// Status of a seat at a point in state-machine time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SeatStatus {
     /// Can be held.
     Available,
@@ -241,7 +203,27 @@ pub enum HoldState {
 }
 
 /// A booking (`table::BOOKING`).
-pub type Booking = BookingView;
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Booking {
+    /// The booking.
+    pub booking_id: BookingId,
+    /// The hold it came from.
+    pub hold_id: HoldId,
+    /// The event.
+    pub event_id: u64,
+    /// Who booked.
+    pub user: String,
+    /// Seats booked (empty for general admission).
+    pub seat_ids: Vec<u32>,
+    /// Tickets booked.
+    pub quantity: u32,
+    /// Sum of the booked tickets' prices.
+    pub total_cents: u64,
+    /// Payment reference given at confirm.
+    pub payment_ref: String,
+    /// State-machine time of the confirm.
+    pub confirmed_at_ms: u64,
+}
 
 /// Per-(event, user) record for the cap (`table::USER_EVENT`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,13 +247,24 @@ impl UserEvent {
     }
 }
 
-/// A remembered answer (`table::SESSION`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SessionRecord {
-    /// Hash of the command, to detect a key reused for a different request.
-    pub fingerprint: u64,
-    /// The first answer.
-    pub outcome: Outcome,
-    /// When the record may be forgotten.
-    pub expires_at_ms: u64,
+/// The tickets of one unsettled hold, by its expiry (`table::EXPIRY`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ExpiringQuantity(pub u32);
+
+/// Per event, the state-machine time below which every expiry entry is settled
+/// (`table::EXPIRY_SETTLED`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SettledMark(pub u64);
+
+boxoffice_raft::versioned_v1! {
+    InventoryCounts => "inventory counts record",
+    Inventory => "inventory record",
+    Ticket => "ticket record",
+    Hold => "hold record",
+    Booking => "booking record",
+    UserEvent => "user-event record",
+    ExpiringQuantity => "expiry record",
+    SettledMark => "settled mark",
 }

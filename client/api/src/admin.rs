@@ -1,0 +1,427 @@
+//! The admin API (`/admin/v1`, admin token) and the health endpoints.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::common::Applied;
+
+// ---------------------------------------------------------------- health
+
+/// `GET /healthz`: the process answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+    /// The answering node.
+    pub node_id: u64,
+}
+
+/// `GET /readyz`: 200 when bootstrapped and every group has a leader this node
+/// knows, 503 otherwise (with `reason`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    /// Ready to serve.
+    pub ready: bool,
+    /// The answering node (when ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<u64>,
+    /// Inventory shards (when ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<u16>,
+    /// Whether the search index has been built (when ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_ready: Option<bool>,
+    /// Why not (when not ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Groups without a known leader (when that is why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<u16>>,
+}
+
+// --------------------------------------------------------------- cluster
+
+/// A cluster member: id and the address peers and clients reach it at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// Node id (≥ 1).
+    pub id: u64,
+    /// `host:port`.
+    pub addr: String,
+}
+
+/// `POST /admin/v1/cluster/init`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterInit {
+    /// Every first member, the receiving node among them.
+    pub members: Vec<Member>,
+    /// Inventory shards (default 8), fixed for the cluster's life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<u16>,
+}
+
+/// The answer of a cluster bootstrap.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInitialized {
+    /// Inventory shards.
+    pub shards: u16,
+    /// Member ids.
+    pub members: Vec<u64>,
+    /// Groups initialised by this call (none when repeated).
+    pub initialized_groups: Vec<u16>,
+    /// The node each newly initialised group started on (its first leader).
+    pub first_leaders: BTreeMap<u16, u64>,
+}
+
+/// One group as `GET /admin/v1/cluster` shows it (this node's view).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// Group id (0 = catalogue).
+    pub group: u16,
+    /// `catalogue` or `shard-N`.
+    pub name: String,
+    /// The leader this node knows of.
+    pub leader: Option<u64>,
+    /// This node's Raft state (`Leader`, `Follower`, `Learner`, `Candidate`).
+    pub state: String,
+    /// Current term.
+    pub term: u64,
+    /// Last log index.
+    pub last_log_index: Option<u64>,
+    /// Highest committed index this node has saved.
+    pub committed_index: Option<u64>,
+    /// Last applied index.
+    pub applied_index: Option<u64>,
+    /// State-machine time of the last applied entry.
+    pub applied_time_ms: Option<u64>,
+    /// Index of the last snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Last purged log index.
+    pub purged_index: Option<u64>,
+    /// Voters.
+    pub voters: Vec<u64>,
+}
+
+/// `GET /admin/v1/cluster`: the answering node's view of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The answering node.
+    pub node_id: u64,
+    /// Its advertised address.
+    pub addr: String,
+    /// Inventory shards, once bootstrapped.
+    pub shards: Option<u16>,
+    /// Every member any group knows of.
+    pub members: Vec<Member>,
+    /// Every group hosted here.
+    pub groups: Vec<GroupStatus>,
+    /// Event views cached.
+    pub event_cache_entries: usize,
+    /// Live seat-map streams open.
+    pub sse_streams_open: usize,
+    /// Fault injection's clock offset (0 unless set).
+    pub clock_offset_ms: i64,
+}
+
+/// `POST /admin/v1/groups/{g}/snapshot` (202).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotTriggered {
+    /// The group.
+    pub group: u16,
+    /// Always `triggered`: the snapshot is built in the background.
+    pub snapshot: String,
+}
+
+/// What to do to a node's membership of one group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberAction {
+    /// Drop it from the voters (and from replication).
+    Remove,
+    /// Add it as a learner at `addr` (it catches up in the background).
+    AddLearner,
+    /// Make a learner a voter.
+    Promote,
+}
+
+/// `POST /admin/v1/groups/{g}/members/{id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberChange {
+    /// What to do.
+    pub action: MemberAction,
+    /// The node's address, for `add_learner` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+}
+
+/// The group's membership after a change, as the answering node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMembership {
+    /// The group.
+    pub group: u16,
+    /// Voters.
+    pub voters: Vec<u64>,
+    /// Learners.
+    pub learners: Vec<u64>,
+    /// True when this node's own view shows the change (it is committed either way).
+    pub seen_here: bool,
+}
+
+/// `POST /admin/v1/fault/clock` (nodes with `fault_injection = true` only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockOffset {
+    /// Offset added to the node's wall clock, ms (within ± one day).
+    pub offset_ms: i64,
+}
+
+/// The answer of a clock-offset change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockOffsetSet {
+    /// The offset now.
+    pub clock_offset_ms: i64,
+    /// The offset before.
+    pub previous_ms: i64,
+}
+
+// ------------------------------------------------------------- catalogue
+
+/// One row of a new seated venue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRow {
+    /// Row name, e.g. `A`.
+    pub name: String,
+    /// Seats, numbered 1..=seats.
+    pub seats: u32,
+    /// Price of each.
+    pub price_cents: u64,
+}
+
+/// One section of a new seated venue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSection {
+    /// Section name.
+    pub name: String,
+    /// Rows in display order.
+    pub rows: Vec<NewRow>,
+}
+
+impl NewSection {
+    /// A section of `(row name, seats, price_cents)` rows.
+    pub fn new<'a>(name: &str, rows: impl IntoIterator<Item = (&'a str, u32, u64)>) -> Self {
+        NewSection {
+            name: name.to_string(),
+            rows: rows
+                .into_iter()
+                .map(|(n, seats, price_cents)| NewRow {
+                    name: n.to_string(),
+                    seats,
+                    price_cents,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A general-admission venue's capacity and price.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewGeneralAdmission {
+    /// Tickets.
+    pub capacity: u32,
+    /// Price of one.
+    pub price_cents: u64,
+}
+
+/// `POST /admin/v1/venues`: exactly one of `sections` and `general_admission`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewVenue {
+    /// Display name.
+    pub name: String,
+    /// City.
+    pub city: String,
+    /// Latitude in degrees.
+    pub lat: f64,
+    /// Longitude in degrees.
+    pub lon: f64,
+    /// Numbered seats: sections of rows; seat ids run 0.. through them in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sections: Option<Vec<NewSection>>,
+    /// Or a quantity of interchangeable tickets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub general_admission: Option<NewGeneralAdmission>,
+}
+
+impl NewVenue {
+    /// A seated venue.
+    pub fn seated(name: &str, city: &str, lat: f64, lon: f64, sections: Vec<NewSection>) -> Self {
+        NewVenue {
+            name: name.to_string(),
+            city: city.to_string(),
+            lat,
+            lon,
+            sections: Some(sections),
+            general_admission: None,
+        }
+    }
+
+    /// A general-admission venue.
+    pub fn general_admission(
+        name: &str,
+        city: &str,
+        lat: f64,
+        lon: f64,
+        capacity: u32,
+        price_cents: u64,
+    ) -> Self {
+        NewVenue {
+            name: name.to_string(),
+            city: city.to_string(),
+            lat,
+            lon,
+            sections: None,
+            general_admission: Some(NewGeneralAdmission {
+                capacity,
+                price_cents,
+            }),
+        }
+    }
+}
+
+/// The answer of a venue creation (201).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VenueCreated {
+    /// Its id.
+    pub venue_id: u64,
+    /// Where and when it was applied.
+    pub applied: Applied,
+    /// True for a remembered answer.
+    pub replayed: bool,
+}
+
+/// `POST /admin/v1/performers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPerformer {
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// The answer of a performer creation (201).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PerformerCreated {
+    /// Its id.
+    pub performer_id: u64,
+    /// Where and when it was applied.
+    pub applied: Applied,
+    /// True for a remembered answer.
+    pub replayed: bool,
+}
+
+/// `POST /admin/v1/events` (and each item of a batch).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEvent {
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Category, e.g. `concert`.
+    pub category: String,
+    /// Where; must exist.
+    pub venue_id: u64,
+    /// Who; each must exist.
+    #[serde(default)]
+    pub performer_ids: Vec<u64>,
+    /// Start, RFC 3339.
+    pub starts_at: String,
+    /// Hold lifetime in seconds (default 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_ttl_s: Option<u64>,
+    /// Per-user cap (default 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_user_cap: Option<u32>,
+}
+
+/// The answer of an event creation (201).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventCreated {
+    /// Its id.
+    pub event_id: u64,
+    /// The inventory shard that sells it.
+    pub shard: u16,
+    /// Where and when the catalogue applied it.
+    pub applied: Applied,
+    /// Where and when its shard created its inventory.
+    pub inventory_applied: Applied,
+    /// True for a remembered answer.
+    pub replayed: bool,
+}
+
+/// `POST /admin/v1/events/batch`: up to 1000 events, all or none.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEvents {
+    /// The events.
+    pub events: Vec<NewEvent>,
+}
+
+/// An event of a batch: its id and shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventPlaced {
+    /// Its id.
+    pub event_id: u64,
+    /// Its shard.
+    pub shard: u16,
+}
+
+/// The answer of a batch creation (201).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsCreated {
+    /// The events, in request order.
+    pub events: Vec<EventPlaced>,
+    /// Where and when the catalogue applied them.
+    pub applied: Applied,
+    /// True for a remembered answer.
+    pub replayed: bool,
+}
+
+/// `PATCH /admin/v1/events/{id}`: `None` leaves a field as is; at least one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventUpdate {
+    /// New name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// New description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// New category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// New start, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<String>,
+}
+
+/// The answer of an event update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventUpdated {
+    /// The event.
+    pub event_id: u64,
+    /// Where and when it was applied.
+    pub applied: Applied,
+    /// True for a remembered answer.
+    pub replayed: bool,
+}

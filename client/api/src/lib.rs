@@ -1,0 +1,39 @@
+//! The boxoffice HTTP API as types: every request body and every answer of the
+//! public (`/v1`) and admin (`/admin/v1`) API, the live seat-map stream's events,
+//! and the problem codes of its errors.
+//!
+//! One definition for everyone who speaks the API: the node serializes these
+//! types, and the client library, the fault harness and the benchmarks read them,
+//! so a field added here reaches all of them at once and cannot drift.
+//!
+//! - [`problem`]: [`ProblemCode`] (code, status, whether a write may have applied)
+//!   and the RFC 9457 [`Problem`] body.
+//! - [`common`]: what many answers share: [`Applied`], [`Freshness`],
+//!   [`Consistency`].
+//! - [`public`]: events, seat maps, holds, bookings, search.
+//! - [`stream`]: the live seat-map stream (`GET /v1/events/{id}/seats/stream`).
+//! - [`admin`]: catalogue writes, cluster bootstrap and status, membership, faults.
+//!
+//! Ids of holds and bookings travel as their rendered strings (`h3-17`, `b3-18`);
+//! times as ms since the Unix epoch, with an RFC 3339 twin where people read them.
+//! This crate depends on serde alone: clients need nothing of the server.
+
+pub mod admin;
+pub mod common;
+pub mod problem;
+pub mod public;
+pub mod stream;
+
+pub use admin::*;
+pub use common::*;
+pub use problem::{Problem, ProblemCode};
+pub use public::*;
+pub use stream::*;
+
+/// Header carrying a write's idempotency key.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Header on write answers naming the shard's leader (`host:port`) as the
+/// answering node knows it: where to send the shard's next writes.
+pub const LEADER_HEADER: &str = "x-boxoffice-leader";
+/// Longest idempotency key accepted (bytes).
+pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;

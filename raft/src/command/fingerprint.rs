@@ -1,0 +1,258 @@
+//! The fingerprint of a command: what a remembered answer is checked against when
+//! an idempotency key comes back, to tell a retry (same command: the first answer
+//! again) from a key reused for a different command (`idempotency_key_reused`).
+//!
+//! It hashes an explicit list of each command's fields, not the command's
+//! encoding, so that adding a field to a command (with the evolution rule of
+//! [`crate::codec`]) does not change the fingerprint of the commands clients
+//! already sent: a retry across an upgrade is still a retry. The fields are
+//! written in postcard's encoding behind the first releases' format byte, which
+//! makes every fingerprint equal to what those releases stored (the hash of
+//! their encoding of the command); `storage/tests/formats.rs` checks it.
+//!
+//! Adding a field to a command: feed it with [`Fingerprint::put_unless`] after
+//! the existing ones, so that requests which leave it at the value older
+//! requests implied keep their fingerprint. Adding a command: an arm below (the
+//! match has no wildcard, so the compiler asks for it).
+
+use serde::Serialize;
+
+use super::*;
+
+/// A fingerprint being computed: the canonical bytes of a command.
+pub struct Fingerprint {
+    bytes: Vec<u8>,
+}
+
+impl Fingerprint {
+    fn new() -> Self {
+        // The first releases' format byte, which their fingerprints hashed.
+        Fingerprint { bytes: vec![1] }
+    }
+
+    /// Feeds a value that never changes shape (numbers, strings, ids, lists of them).
+    pub fn put<T: Serialize + ?Sized>(&mut self, value: &T) {
+        // Plain data into a Vec: postcard cannot fail here (see `codec::encode`).
+        postcard::to_io(value, &mut self.bytes).expect("postcard encoding of an in-memory value");
+    }
+
+    /// Feeds a field added after the first releases, unless it has the value a
+    /// request without it meant (`implied`).
+    pub fn put_unless<T: Serialize + PartialEq>(&mut self, value: &T, implied: &T) {
+        if value != implied {
+            self.put(value);
+        }
+    }
+
+    /// Feeds which variant of an enum follows (its declaration index).
+    fn variant(&mut self, index: u32) {
+        self.put(&index);
+    }
+
+    fn finish(self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(&self.bytes)
+    }
+}
+
+/// Hash of a command's fields, stored with its answer to recognise a reused key.
+pub fn fingerprint(command: &Command) -> u64 {
+    let mut f = Fingerprint::new();
+    command.feed(&mut f);
+    f.finish()
+}
+
+/// Something that contributes to a fingerprint, field by field.
+trait Feed {
+    fn feed(&self, f: &mut Fingerprint);
+}
+
+impl Feed for Command {
+    fn feed(&self, f: &mut Fingerprint) {
+        // The indices are the variants' declaration order: postcard's.
+        match self {
+            Command::CreateVenue(spec) => {
+                f.variant(0);
+                spec.feed(f);
+            }
+            Command::CreatePerformer(spec) => {
+                f.variant(1);
+                f.put(&spec.name);
+                f.put(&spec.description);
+            }
+            Command::CreateEvent(spec) => {
+                f.variant(2);
+                spec.feed(f);
+            }
+            Command::CreateInventory(spec) => {
+                f.variant(3);
+                spec.feed(f);
+            }
+            Command::Hold(req) => {
+                f.variant(4);
+                f.put(&req.event_id);
+                f.put(&req.user);
+                match &req.selection {
+                    Selection::Seats(seats) => {
+                        f.variant(0);
+                        f.put(seats);
+                    }
+                    Selection::Quantity(q) => {
+                        f.variant(1);
+                        f.put(q);
+                    }
+                }
+            }
+            Command::Confirm {
+                hold_id,
+                user,
+                payment_ref,
+            } => {
+                f.variant(5);
+                f.put(hold_id);
+                f.put(user);
+                f.put(payment_ref);
+            }
+            Command::Release { hold_id, user } => {
+                f.variant(6);
+                f.put(hold_id);
+                f.put(user);
+            }
+            Command::Tick => f.variant(7),
+            Command::CreateEvents(specs) => {
+                f.variant(8);
+                f.put(&specs.len());
+                specs.iter().for_each(|s| s.feed(f));
+            }
+            Command::UpdateEvent { event_id, patch } => {
+                f.variant(9);
+                f.put(event_id);
+                f.put(&patch.name);
+                f.put(&patch.description);
+                f.put(&patch.category);
+                f.put(&patch.starts_at_ms);
+            }
+            Command::CreateInventories(specs) => {
+                f.variant(10);
+                f.put(&specs.len());
+                specs.iter().for_each(|s| s.feed(f));
+            }
+            Command::Batch(requests) => {
+                f.variant(11);
+                f.put(&requests.len());
+                for r in requests {
+                    f.put(&r.stamp_ms);
+                    f.put(&r.session);
+                    r.command.feed(f);
+                }
+            }
+        }
+    }
+}
+
+impl Feed for VenueSpec {
+    fn feed(&self, f: &mut Fingerprint) {
+        f.put(&self.name);
+        f.put(&self.city);
+        f.put(&self.lat);
+        f.put(&self.lon);
+        self.layout.feed(f);
+    }
+}
+
+impl Feed for Layout {
+    fn feed(&self, f: &mut Fingerprint) {
+        match self {
+            Layout::Seated { sections } => {
+                f.variant(0);
+                f.put(&sections.len());
+                for s in sections {
+                    f.put(&s.name);
+                    f.put(&s.rows.len());
+                    for r in &s.rows {
+                        f.put(&r.name);
+                        f.put(&r.seats);
+                        f.put(&r.price_cents);
+                    }
+                }
+            }
+            Layout::GeneralAdmission {
+                capacity,
+                price_cents,
+            } => {
+                f.variant(1);
+                f.put(capacity);
+                f.put(price_cents);
+            }
+        }
+    }
+}
+
+impl Feed for EventSpec {
+    fn feed(&self, f: &mut Fingerprint) {
+        f.put(&self.name);
+        f.put(&self.description);
+        f.put(&self.category);
+        f.put(&self.venue_id);
+        f.put(&self.performer_ids);
+        f.put(&self.starts_at_ms);
+        f.put(&self.hold_ttl_ms);
+        f.put(&self.per_user_cap);
+    }
+}
+
+impl Feed for InventorySpec {
+    fn feed(&self, f: &mut Fingerprint) {
+        f.put(&self.event_id);
+        self.layout.feed(f);
+        f.put(&self.hold_ttl_ms);
+        f.put(&self.per_user_cap);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold(user: &str, seats: Vec<u32>) -> Command {
+        Command::Hold(HoldRequest {
+            event_id: 7,
+            user: user.into(),
+            selection: Selection::Seats(seats),
+        })
+    }
+
+    #[test]
+    fn equal_commands_agree_and_different_ones_do_not() {
+        assert_eq!(
+            fingerprint(&hold("alice", vec![1, 2])),
+            fingerprint(&hold("alice", vec![1, 2]))
+        );
+        assert_ne!(
+            fingerprint(&hold("alice", vec![1, 2])),
+            fingerprint(&hold("alice", vec![1, 3]))
+        );
+        assert_ne!(
+            fingerprint(&hold("alice", vec![1])),
+            fingerprint(&hold("bob", vec![1]))
+        );
+        assert_ne!(fingerprint(&Command::Tick), fingerprint(&hold("a", vec![])));
+    }
+
+    #[test]
+    fn a_field_left_at_its_implied_value_does_not_move_the_fingerprint() {
+        // As a command gaining `note: Option<String>` would feed it.
+        let base = {
+            let mut f = Fingerprint::new();
+            hold("alice", vec![1]).feed(&mut f);
+            f.finish()
+        };
+        let with = |note: Option<&str>| {
+            let mut f = Fingerprint::new();
+            hold("alice", vec![1]).feed(&mut f);
+            f.put_unless(&note.map(str::to_string), &None);
+            f.finish()
+        };
+        assert_eq!(with(None), base);
+        assert_ne!(with(Some("gift")), base);
+    }
+}

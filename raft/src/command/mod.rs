@@ -1,0 +1,229 @@
+//! The booking domain as it travels through the replicated log.
+//!
+//! A [`Request`] is what a leader appends: a [`Command`] stamped with the leader's
+//! wall-clock time and, for client writes, an exactly-once [`Session`]. An
+//! [`Outcome`] is what apply returns: where and when it was applied plus either an
+//! [`Effect`] or a [`Rejection`]. Rejections are ordinary results (a seat was
+//! taken), not errors of the system; they are remembered for retries like effects.
+
+mod fingerprint;
+mod ids;
+mod outcome;
+mod spec;
+
+pub use fingerprint::{fingerprint, Fingerprint};
+pub use ids::{BookingId, HoldId};
+pub use outcome::*;
+pub use spec::*;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest client id accepted in a session (bytes).
+pub const CLIENT_ID_LEN_MAX: usize = 128;
+/// Longest idempotency key accepted (bytes).
+pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
+/// Longest name (venue, section, row, performer, event) accepted (bytes).
+pub const NAME_LEN_MAX: usize = 200;
+/// Longest description accepted (bytes).
+pub const DESCRIPTION_LEN_MAX: usize = 4000;
+/// Most seats a venue map may have; bounds event creation and seat-map size.
+pub const VENUE_SEATS_MAX: u32 = 200_000;
+/// Most sections in a venue map.
+pub const VENUE_SECTIONS_MAX: usize = 500;
+/// Most rows in one section.
+pub const SECTION_ROWS_MAX: usize = 500;
+/// Most performers on one event.
+pub const EVENT_PERFORMERS_MAX: usize = 50;
+/// Longest hold time-to-live an event may configure (1 day).
+pub const HOLD_TTL_MS_MAX: u64 = 24 * 3600 * 1000;
+/// Shortest hold time-to-live an event may configure (1 second).
+pub const HOLD_TTL_MS_MIN: u64 = 1000;
+/// Hold time-to-live used when an event does not set one (10 minutes).
+pub const HOLD_TTL_MS_DEFAULT: u64 = 600_000;
+/// Per-user cap used when an event does not set one.
+pub const PER_USER_CAP_DEFAULT: u32 = 8;
+/// Most seats (or general-admission tickets) one hold may take, whatever the cap.
+pub const HOLD_SEATS_MAX: u32 = 100;
+/// Most events in one `CreateEvents` / `CreateInventories` command (one log entry).
+pub const EVENTS_BATCH_MAX: usize = 1000;
+/// Most requests a leader puts in one [`Command::Batch`] entry, whatever its
+/// settings (`raft.propose_batch_max` is checked against it): the live seat-map
+/// stream numbers a batch's changes within their entry and has room for this many.
+pub const BATCH_REQUESTS_MAX: usize = 1000;
+
+/// One entry's application payload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Leader wall-clock time in ms since the Unix epoch when the command was
+    /// proposed. Apply uses `max(stamp_ms, last applied time)`; it never reads a clock.
+    pub stamp_ms: u64,
+    /// Exactly-once session; `None` for commands the cluster issues itself.
+    pub session: Option<Session>,
+    /// What to do.
+    pub command: Command,
+}
+
+/// Identifies a client's request for exactly-once execution.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Session {
+    /// Who is asking: the authenticated user (or admin) id.
+    pub client_id: String,
+    /// The client's key for this request; a retry reuses it and gets the first answer.
+    pub idempotency_key: String,
+}
+
+/// A state-machine command.
+///
+/// Stored in the log and sent between nodes: variants are only ever added at the
+/// end, and an existing variant's payload never changes (see the evolution rule
+/// in [`crate::codec`]). Adding one is a checklist in `ARCHITECTURE.md`; the
+/// compiler finds every match that must handle it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Catalogue: add a venue with its seat map.
+    CreateVenue(VenueSpec),
+    /// Catalogue: add a performer.
+    CreatePerformer(PerformerSpec),
+    /// Catalogue: add an event; the outcome carries the inventory to create on the shard.
+    CreateEvent(EventSpec),
+    /// Inventory: create an event's tickets from its venue map. Idempotent per event.
+    CreateInventory(InventorySpec),
+    /// Inventory: hold seats (all or nothing) for a user until the hold expires.
+    Hold(HoldRequest),
+    /// Inventory: turn a live hold into a confirmed booking.
+    Confirm {
+        /// The hold to confirm.
+        hold_id: HoldId,
+        /// The authenticated user; must own the hold.
+        user: String,
+        /// The payment reference recorded with the booking.
+        payment_ref: String,
+    },
+    /// Inventory: give a hold's seats back at once.
+    Release {
+        /// The hold to release.
+        hold_id: HoldId,
+        /// The authenticated user; must own the hold.
+        user: String,
+    },
+    /// Any group: advances state-machine time to the leader's stamp. The leader
+    /// appends one when its group has been idle, so every replica can tell how far
+    /// behind it is from its applied time alone.
+    Tick,
+    /// Catalogue: add many events in one entry, all or none (bulk loading).
+    CreateEvents(Vec<EventSpec>),
+    /// Catalogue: change an event's descriptive fields. Venue, performers, hold
+    /// lifetime and cap are fixed once the event's inventory exists.
+    UpdateEvent {
+        /// The event.
+        event_id: u64,
+        /// The fields to change.
+        patch: EventPatch,
+    },
+    /// Inventory: `CreateInventory` for many events; idempotent per event.
+    CreateInventories(Vec<InventorySpec>),
+    /// Any group: several client requests in one log entry, applied one after
+    /// another in this order, each as if it had an entry of its own (its own stamp,
+    /// exactly-once session and outcome). The leader gathers the requests waiting
+    /// for the same group into one entry, so one fsync and one Raft round carry them
+    /// all. Its outcome is [`Effect::Batch`]. The leader puts them in
+    /// [`Command::batch_rank`] order; a batch never contains a batch.
+    Batch(Vec<Request>),
+}
+
+/// Fields of an event that may change after creation; `None` leaves one as is.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventPatch {
+    /// New display name.
+    pub name: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New category.
+    pub category: Option<String>,
+    /// New start time, ms since the Unix epoch.
+    pub starts_at_ms: Option<i64>,
+}
+
+impl EventPatch {
+    /// True when the patch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.description.is_none()
+            && self.category.is_none()
+            && self.starts_at_ms.is_none()
+    }
+}
+
+impl Command {
+    /// Short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::CreateVenue(_) => "create_venue",
+            Command::CreatePerformer(_) => "create_performer",
+            Command::CreateEvent(_) => "create_event",
+            Command::CreateInventory(_) => "create_inventory",
+            Command::Hold(_) => "hold",
+            Command::Confirm { .. } => "confirm",
+            Command::Release { .. } => "release",
+            Command::Tick => "tick",
+            Command::CreateEvents(_) => "create_events",
+            Command::UpdateEvent { .. } => "update_event",
+            Command::CreateInventories(_) => "create_inventories",
+            Command::Batch(_) => "batch",
+        }
+    }
+
+    /// Where a command goes in a batch: the leader orders a batch's requests by this
+    /// rank (stably), so requests that free seats come before requests that take
+    /// them, and everything else after. Whoever replays applied writes in log order
+    /// (the fault-injection harness) orders the requests of one entry by (log index,
+    /// rank) and gets the order they were applied in wherever that order matters:
+    /// two requests of one entry with the same rank never both succeed on the same
+    /// seat.
+    pub fn batch_rank(&self) -> BatchRank {
+        match self {
+            Command::Confirm { .. } | Command::Release { .. } => BatchRank::FreesSeats,
+            Command::Hold(_) => BatchRank::TakesSeats,
+            Command::CreateVenue(_)
+            | Command::CreatePerformer(_)
+            | Command::CreateEvent(_)
+            | Command::CreateInventory(_)
+            | Command::Tick
+            | Command::CreateEvents(_)
+            | Command::UpdateEvent { .. }
+            | Command::CreateInventories(_)
+            | Command::Batch(_) => BatchRank::Other,
+        }
+    }
+
+    /// True for commands of the catalogue group; every other command but `Tick`
+    /// (which any group takes) belongs to an inventory shard.
+    pub fn is_catalogue(&self) -> bool {
+        match self {
+            Command::CreateVenue(_)
+            | Command::CreatePerformer(_)
+            | Command::CreateEvent(_)
+            | Command::CreateEvents(_)
+            | Command::UpdateEvent { .. } => true,
+            Command::CreateInventory(_)
+            | Command::Hold(_)
+            | Command::Confirm { .. }
+            | Command::Release { .. }
+            | Command::Tick
+            | Command::CreateInventories(_)
+            | Command::Batch(_) => false,
+        }
+    }
+}
+
+/// The order of a batch's requests (see [`Command::batch_rank`]): lower first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BatchRank {
+    /// Confirms and releases: they free seats, or keep them from being taken.
+    FreesSeats = 0,
+    /// Holds: they take seats.
+    TakesSeats = 1,
+    /// Everything else.
+    Other = 2,
+}
+

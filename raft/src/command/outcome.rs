@@ -1,0 +1,244 @@
+//! What apply returns: where and when, and an effect or a rejection.
+//!
+//! These are log-format types too: a node remembers outcomes for exactly-once
+//! retries (`SessionRecord`) and sends them between nodes, so they change only by
+//! the evolution rule of [`crate::codec`] (variants added at the end).
+
+use serde::{Deserialize, Serialize};
+
+use super::{BookingId, HoldId, InventorySpec};
+
+/// Result of applying one entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Where and when it was applied (for a replayed answer: the first application).
+    pub applied: Applied,
+    /// True when this answer was remembered from an earlier request with the same key.
+    pub replayed: bool,
+    /// What happened.
+    pub result: Result<Effect, Rejection>,
+}
+
+/// Position and state-machine time of an applied entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Log index of the entry.
+    pub index: u64,
+    /// State-machine time (ms since the Unix epoch) at which it was applied.
+    pub time_ms: u64,
+}
+
+/// The successful result of a command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Effect {
+    /// Blank or membership entry.
+    Nothing,
+    /// A venue was created.
+    VenueCreated {
+        /// Its id.
+        venue_id: u64,
+    },
+    /// A performer was created.
+    PerformerCreated {
+        /// Its id.
+        performer_id: u64,
+    },
+    /// An event was created in the catalogue.
+    EventCreated {
+        /// Its id.
+        event_id: u64,
+        /// The inventory the owning shard must create.
+        inventory: InventorySpec,
+    },
+    /// An event's inventory exists on its shard.
+    InventoryCreated {
+        /// The event.
+        event_id: u64,
+    },
+    /// Seats are held.
+    Held(GrantedHold),
+    /// A hold became a booking.
+    Confirmed(ConfirmedBooking),
+    /// A hold was released.
+    Released {
+        /// The hold.
+        hold_id: HoldId,
+        /// Its event.
+        event_id: u64,
+        /// Seats this release made available (an expired hold's seats may already
+        /// belong to another hold, and are not listed).
+        seat_ids: Vec<u32>,
+        /// Tickets this release made available (0 if the hold had expired).
+        quantity: u32,
+    },
+    /// Events were created in the catalogue, in request order.
+    EventsCreated {
+        /// Each event's id and the inventory its shard must create.
+        events: Vec<CreatedEvent>,
+    },
+    /// An event's descriptive fields changed.
+    EventUpdated {
+        /// The event.
+        event_id: u64,
+    },
+    /// Inventories exist on this shard (created now or before).
+    InventoriesCreated {
+        /// The events, in request order.
+        event_ids: Vec<u64>,
+    },
+    /// The outcomes of a [`Command::Batch`]'s requests, in its order.
+    Batch(Vec<Outcome>),
+}
+
+/// One event of a `CreateEvents` batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CreatedEvent {
+    /// Its id.
+    pub event_id: u64,
+    /// The inventory the owning shard must create.
+    pub inventory: InventorySpec,
+}
+
+/// A hold as shown to its owner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantedHold {
+    /// The hold.
+    pub hold_id: HoldId,
+    /// The event.
+    pub event_id: u64,
+    /// Seats held (empty for general admission).
+    pub seat_ids: Vec<u32>,
+    /// Tickets held.
+    pub quantity: u32,
+    /// State-machine time at which the hold stops being live.
+    pub expires_at_ms: u64,
+    /// Sum of the held tickets' prices.
+    pub total_cents: u64,
+}
+
+/// A confirmed booking.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfirmedBooking {
+    /// The booking.
+    pub booking_id: BookingId,
+    /// The hold it came from.
+    pub hold_id: HoldId,
+    /// The event.
+    pub event_id: u64,
+    /// Who booked.
+    pub user: String,
+    /// Seats booked (empty for general admission).
+    pub seat_ids: Vec<u32>,
+    /// Tickets booked.
+    pub quantity: u32,
+    /// Sum of the booked tickets' prices.
+    pub total_cents: u64,
+    /// Payment reference given at confirm.
+    pub payment_ref: String,
+    /// State-machine time of the confirm.
+    pub confirmed_at_ms: u64,
+}
+
+/// Why a command was refused. Nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    /// Some requested seats are held or sold.
+    #[error("seats not available: {seat_ids:?}")]
+    SeatUnavailable {
+        /// The seats already taken.
+        seat_ids: Vec<u32>,
+    },
+    /// Not enough tickets left for a quantity hold.
+    #[error("only {available} tickets available, {requested} requested")]
+    InsufficientAvailability {
+        /// Asked for.
+        requested: u32,
+        /// Left.
+        available: u32,
+    },
+    /// The user's per-event cap would be passed.
+    #[error(
+        "per-user cap of {cap} would be exceeded: {current} held or booked, {requested} requested"
+    )]
+    CapExceeded {
+        /// The event's cap.
+        cap: u32,
+        /// Tickets the user holds (live) or has booked.
+        current: u32,
+        /// Tickets asked for.
+        requested: u32,
+    },
+    /// No such event (on this shard).
+    #[error("unknown event {event_id}")]
+    UnknownEvent {
+        /// The id asked for.
+        event_id: u64,
+    },
+    /// No such venue.
+    #[error("unknown venue {venue_id}")]
+    UnknownVenue {
+        /// The id asked for.
+        venue_id: u64,
+    },
+    /// No such performer.
+    #[error("unknown performer {performer_id}")]
+    UnknownPerformer {
+        /// The id asked for.
+        performer_id: u64,
+    },
+    /// No such hold.
+    #[error("unknown hold {hold_id}")]
+    UnknownHold {
+        /// The id asked for.
+        hold_id: HoldId,
+    },
+    /// The hold expired before the command applied.
+    #[error("hold expired at {expired_at_ms}")]
+    HoldExpired {
+        /// When it expired (state-machine time).
+        expired_at_ms: u64,
+    },
+    /// The hold belongs to another user.
+    #[error("hold belongs to another user")]
+    NotHoldOwner,
+    /// The hold was released.
+    #[error("hold was released")]
+    HoldReleased,
+    /// The hold was already confirmed.
+    #[error("hold already confirmed as {booking_id}")]
+    HoldAlreadyConfirmed {
+        /// The booking it became.
+        booking_id: BookingId,
+    },
+    /// The command is malformed (caught at apply as a last line of defence).
+    #[error("invalid input: {reason}")]
+    InvalidInput {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The idempotency key was used before for a different request.
+    #[error("idempotency key already used for a different request")]
+    IdempotencyKeyReused,
+}
+
+impl Rejection {
+    /// Stable machine-readable code, as sent in problem+json bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::SeatUnavailable { .. } => "seat_unavailable",
+            Rejection::InsufficientAvailability { .. } => "insufficient_availability",
+            Rejection::CapExceeded { .. } => "cap_exceeded",
+            Rejection::UnknownEvent { .. } => "unknown_event",
+            Rejection::UnknownVenue { .. } => "unknown_venue",
+            Rejection::UnknownPerformer { .. } => "unknown_performer",
+            Rejection::UnknownHold { .. } => "unknown_hold",
+            Rejection::HoldExpired { .. } => "hold_expired",
+            Rejection::NotHoldOwner => "not_hold_owner",
+            Rejection::HoldReleased => "hold_released",
+            Rejection::HoldAlreadyConfirmed { .. } => "hold_already_confirmed",
+            Rejection::InvalidInput { .. } => "invalid_input",
+            Rejection::IdempotencyKeyReused => "idempotency_key_reused",
+        }
+    }
+}
+

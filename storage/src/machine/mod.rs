@@ -1,0 +1,196 @@
+//! The booking state machine: a pure function of (state, entry).
+//!
+//! No clock, no randomness, no unordered iteration. Time comes from the entry's
+//! leader stamp: `time = max(stamp, last applied time)`, so state-machine time never
+//! goes backwards. A hold is live while `time < expires_at_ms`; expiry needs no
+//! sweeper because every check compares against the applying entry's time.
+//!
+//! Every command first checks, then writes: a rejection leaves the booking state
+//! untouched (only bookkeeping such as the applied log id and the remembered answer
+//! for the idempotency key are written).
+//!
+//! [`apply_entry`] is the one door. The concerns behind it:
+//!
+//! - [`sessions`]: exactly-once answers per (client, idempotency key), and their
+//!   pruning.
+//! - [`catalogue`]: venues, performers, events and the events' change feed.
+//! - [`inventory`]: an event's inventory, counts, keys, and the settling of
+//!   expired holds.
+//! - [`holds`]: holds, confirms and releases.
+
+use boxoffice_raft::codec;
+use boxoffice_raft::command::*;
+use boxoffice_raft::{Entry, GroupId, StoredMembership};
+use openraft::EntryPayload;
+
+use crate::keys::{table, Key};
+use crate::kv::{Kv, KvRead};
+use crate::records::*;
+use sessions::{apply_request, prune_sessions};
+
+mod catalogue;
+mod holds;
+pub(crate) mod inventory;
+mod sessions;
+
+pub use sessions::{SESSION_PRUNE_PER_REQUEST, SESSION_TTL_MS};
+pub(crate) use inventory::{due_expiry_range, hold_key, load_inventory};
+
+/// Applies one log entry to the group's state and returns its outcome.
+pub fn apply_entry(kv: &mut dyn Kv, group: GroupId, entry: &Entry) -> Outcome {
+    let mut meta = read_meta(kv, group);
+    if let Some(prev) = meta.last_applied {
+        assert!(
+            entry.log_id.index > prev.index,
+            "apply out of order: {} after {}",
+            entry.log_id.index,
+            prev.index
+        );
+    }
+    meta.last_applied = Some(entry.log_id);
+    let (result, replayed, applied) = match &entry.payload {
+        EntryPayload::Blank => (Ok(Effect::Nothing), false, None),
+        EntryPayload::Membership(m) => {
+            meta.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+            (Ok(Effect::Nothing), false, None)
+        }
+        EntryPayload::Normal(Request {
+            command: Command::Batch(requests),
+            session: None,
+            ..
+        }) => {
+            // Each request in turn, as if it had an entry of its own; the batch's
+            // own stamp (the largest of theirs) adds nothing.
+            let outcomes = requests
+                .iter()
+                .map(|req| {
+                    meta.time_ms = meta.time_ms.max(req.stamp_ms);
+                    apply_request(kv, group, &mut meta, entry.log_id.index, req)
+                })
+                .collect();
+            (Ok(Effect::Batch(outcomes)), false, None)
+        }
+        EntryPayload::Normal(req) => {
+            meta.time_ms = meta.time_ms.max(req.stamp_ms);
+            let out = apply_request(kv, group, &mut meta, entry.log_id.index, req);
+            (out.result, out.replayed, Some(out.applied))
+        }
+    };
+    // Once per entry rather than per request: the scan is the costly part, and a
+    // busy leader's entries carry dozens of requests.
+    let requests = match &entry.payload {
+        EntryPayload::Normal(Request {
+            command: Command::Batch(requests),
+            ..
+        }) => requests.len(),
+        EntryPayload::Normal(_) => 1,
+        EntryPayload::Blank | EntryPayload::Membership(_) => 0,
+    };
+    if requests > 0 {
+        prune_sessions(
+            kv,
+            group,
+            meta.time_ms,
+            SESSION_PRUNE_PER_REQUEST * requests,
+        );
+    }
+    write_meta(kv, group, &meta);
+    Outcome {
+        applied: applied.unwrap_or(Applied {
+            index: entry.log_id.index,
+            time_ms: meta.time_ms,
+        }),
+        replayed,
+        result,
+    }
+}
+
+/// Reads the group's bookkeeping record.
+pub fn read_meta(kv: &dyn KvRead, group: GroupId) -> SmMeta {
+    get(kv, &Key::sm(group, table::META).build()).unwrap_or_default()
+}
+
+pub(super) fn write_meta(kv: &mut dyn Kv, group: GroupId, meta: &SmMeta) {
+    put(kv, Key::sm(group, table::META).build(), meta);
+}
+
+/// The record at `key`, decoded as the type its table holds.
+pub(crate) fn get<T: codec::Versioned>(kv: &dyn KvRead, key: &[u8]) -> Option<T> {
+    // A record that does not decode is corruption of our own data: crash rather
+    // than apply on top of it.
+    kv.get(key).map(|bytes| {
+        codec::decode(&bytes)
+            .unwrap_or_else(|e| panic!("corrupt state-machine record {key:?}: {e}"))
+    })
+}
+
+/// Writes a record in its type's current version.
+pub(super) fn put<T: codec::Versioned>(kv: &mut dyn Kv, key: Vec<u8>, value: &T) {
+    kv.put(key, codec::encode(value));
+}
+
+pub(super) fn next_id(meta: &mut SmMeta) -> u64 {
+    meta.last_id += 1;
+    meta.last_id
+}
+
+pub(super) fn invalid(reason: impl Into<String>) -> Rejection {
+    Rejection::InvalidInput {
+        reason: reason.into(),
+    }
+}
+
+/// Carries out one command at state-machine time `time`: checks, then writes.
+pub(super) fn execute(
+    kv: &mut dyn Kv,
+    group: GroupId,
+    meta: &mut SmMeta,
+    time: u64,
+    command: &Command,
+) -> Result<Effect, Rejection> {
+    if !matches!(command, Command::Tick) && command.is_catalogue() != group.is_catalogue() {
+        return Err(invalid(format!(
+            "{} is not a command for {group}",
+            command.name()
+        )));
+    }
+    match command {
+        // A batch is only ever the whole payload of an entry, without a session
+        // (see `apply_entry`); anywhere else it is refused.
+        Command::Batch(_) => Err(invalid(
+            "a batch is a whole log entry of its own; it cannot be nested or carry a session",
+        )),
+        Command::CreateVenue(spec) => catalogue::create_venue(kv, group, meta, spec),
+        Command::CreatePerformer(spec) => catalogue::create_performer(kv, group, meta, spec),
+        Command::CreateEvent(spec) => catalogue::create_event(kv, group, meta, time, spec),
+        Command::CreateEvents(specs) => catalogue::create_events(kv, group, meta, time, specs),
+        Command::UpdateEvent { event_id, patch } => {
+            catalogue::update_event(kv, group, meta, *event_id, patch)
+        }
+        Command::CreateInventory(spec) => {
+            inventory::create_inventories(kv, group, std::slice::from_ref(spec))?;
+            Ok(Effect::InventoryCreated {
+                event_id: spec.event_id,
+            })
+        }
+        Command::CreateInventories(specs) => {
+            if specs.is_empty() || specs.len() > EVENTS_BATCH_MAX {
+                return Err(invalid(format!(
+                    "a batch holds 1..={EVENTS_BATCH_MAX} inventories"
+                )));
+            }
+            inventory::create_inventories(kv, group, specs)?;
+            Ok(Effect::InventoriesCreated {
+                event_ids: specs.iter().map(|s| s.event_id).collect(),
+            })
+        }
+        Command::Hold(req) => holds::hold(kv, group, meta, time, req),
+        Command::Confirm {
+            hold_id,
+            user,
+            payment_ref,
+        } => holds::confirm(kv, group, meta, time, *hold_id, user, payment_ref),
+        Command::Release { hold_id, user } => holds::release(kv, group, time, *hold_id, user),
+        Command::Tick => Ok(Effect::Nothing),
+    }
+}

@@ -1,0 +1,59 @@
+//! State-machine records as stored in the `sm` column family (see [`crate::keys`]).
+//!
+//! These are the stored shapes, separate from the log's commands
+//! (`boxoffice_raft::command`) and from the HTTP API's views (`boxoffice-api`):
+//! each implements [`Versioned`], and changes only by the evolution rule of
+//! [`boxoffice_raft::codec`]. Every type is at version 1 (the first releases'
+//! shape); `storage/tests/formats.rs` decodes the bytes those releases wrote.
+//!
+//! - [`meta`]: a group's bookkeeping (applied log id, membership, time, ids).
+//! - [`catalogue`]: venues, performers, events and the events' change feed.
+//! - [`inventory`]: an event's tickets, holds, bookings and per-user counts.
+//! - [`sessions`]: remembered answers for exactly-once retries.
+
+pub mod catalogue;
+pub mod inventory;
+pub mod meta;
+pub mod sessions;
+
+pub use catalogue::*;
+pub use inventory::*;
+pub use meta::*;
+pub use sessions::*;
+
+use boxoffice_raft::codec::Versioned;
+
+/// Decodes `value` as the record type that `sm` table `table` holds: for code
+/// that walks a whole group (the upgrade and snapshot tests, diagnostics).
+pub fn check_record(table: u8, value: &[u8]) -> Result<(), String> {
+    use crate::keys::table;
+    fn check<T: Versioned>(v: &[u8]) -> Result<(), String> {
+        boxoffice_raft::codec::decode::<T>(v)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    match table {
+        table::META => check::<SmMeta>(value),
+        table::VENUE => check::<Venue>(value),
+        table::PERFORMER => check::<Performer>(value),
+        table::EVENT => check::<Event>(value),
+        table::EVENT_CHANGED_AT => check::<ChangedAt>(value),
+        table::INVENTORY => check::<Inventory>(value),
+        table::TICKET => check::<Ticket>(value),
+        table::HOLD => check::<Hold>(value),
+        table::EXPIRY => check::<ExpiringQuantity>(value),
+        table::BOOKING => check::<Booking>(value),
+        table::EXPIRY_SETTLED => check::<SettledMark>(value),
+        table::INVENTORY_COUNTS => check::<InventoryCounts>(value),
+        table::USER_EVENT => check::<UserEvent>(value),
+        table::SESSION => check::<SessionRecord>(value),
+        // Index entries: the key is everything, the value is empty.
+        table::EVENT_CHANGE | table::USER_BOOKING | table::SESSION_EXPIRY if value.is_empty() => {
+            Ok(())
+        }
+        table::EVENT_CHANGE | table::USER_BOOKING | table::SESSION_EXPIRY => {
+            Err(format!("index entry with a {}-byte value", value.len()))
+        }
+        other => Err(format!("no sm table {other:#04x}")),
+    }
+}

@@ -1,0 +1,586 @@
+//! Stored formats: the bytes the first releases wrote decode, with this build, to
+//! the values they held, and this build still writes them the same way while
+//! every type is at version 1.
+//!
+//! `golden/v1.txt` was written by the release before stored types had versions of
+//! their own (each line: a name, then the hex of the encoded value). When a type
+//! moves to version 2, its v1 lines stay here and keep decoding (through the
+//! frozen v1 shape); its v2 bytes are added beside them. Command fingerprints are
+//! checked the same way: a remembered answer stores the fingerprint the release
+//! that applied the command computed, and a retry after an upgrade must match it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use boxoffice_raft::codec::{decode, encode, CodecError, Versioned};
+use boxoffice_raft::command::*;
+use boxoffice_raft::{Entry, LogId, StoredMembership};
+use boxoffice_storage::records::*;
+use openraft::{BasicNode, CommittedLeaderId, EntryPayload, Membership, Vote};
+
+fn golden() -> BTreeMap<String, Vec<u8>> {
+    include_str!("golden/v1.txt")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (name, hex) = l.split_once(' ').expect("name and hex");
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+                .collect();
+            (name.to_string(), bytes)
+        })
+        .collect()
+}
+
+/// Checks that `name`'s golden bytes decode to `value` and that `value` encodes
+/// to them; returns the name so the caller can tell every line was checked.
+fn check<T: Versioned + PartialEq + std::fmt::Debug>(
+    golden: &BTreeMap<String, Vec<u8>>,
+    name: &str,
+    value: T,
+) -> String {
+    let bytes = golden
+        .get(name)
+        .unwrap_or_else(|| panic!("no golden bytes for {name}"));
+    let decoded: T = decode(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(decoded, value, "{name} decodes to another value");
+    assert_eq!(&encode(&value), bytes, "{name} encodes differently");
+    name.to_string()
+}
+
+fn lid(term: u64, node: u64, index: u64) -> LogId {
+    LogId::new(CommittedLeaderId::new(term, node), index)
+}
+
+fn membership() -> Membership<u64, BasicNode> {
+    let voters: BTreeSet<u64> = [1, 2, 3].into_iter().collect();
+    let nodes: BTreeMap<u64, BasicNode> = (1..=4)
+        .map(|i| {
+            (
+                i,
+                BasicNode {
+                    addr: format!("127.0.0.1:710{i}"),
+                },
+            )
+        })
+        .collect();
+    Membership::new(vec![voters], nodes)
+}
+
+fn seated_spec() -> Layout {
+    Layout::Seated {
+        sections: vec![
+            SectionSpec {
+                name: "Floor".into(),
+                rows: vec![
+                    RowSpec {
+                        name: "A".into(),
+                        seats: 3,
+                        price_cents: 5000,
+                    },
+                    RowSpec {
+                        name: "B".into(),
+                        seats: 2,
+                        price_cents: 4500,
+                    },
+                ],
+            },
+            SectionSpec {
+                name: "Balcony".into(),
+                rows: vec![RowSpec {
+                    name: "K".into(),
+                    seats: 4,
+                    price_cents: 2500,
+                }],
+            },
+        ],
+    }
+}
+
+fn ga_spec() -> Layout {
+    Layout::GeneralAdmission {
+        capacity: 300,
+        price_cents: 1999,
+    }
+}
+
+fn venue_spec(layout: Layout) -> VenueSpec {
+    VenueSpec {
+        name: "Town Hall".into(),
+        city: "New York".into(),
+        lat: 40.7128,
+        lon: -74.006,
+        layout,
+    }
+}
+
+fn event_spec() -> EventSpec {
+    EventSpec {
+        name: "Jazz Night".into(),
+        description: "Quartet".into(),
+        category: "concert".into(),
+        venue_id: 1,
+        performer_ids: vec![2, 3],
+        starts_at_ms: 1_767_225_600_000,
+        hold_ttl_ms: 600_000,
+        per_user_cap: 4,
+    }
+}
+
+fn inventory_spec() -> InventorySpec {
+    InventorySpec {
+        event_id: 7,
+        layout: seated_spec(),
+        hold_ttl_ms: 600_000,
+        per_user_cap: 4,
+    }
+}
+
+const HOLD: HoldId = HoldId { shard: 3, seq: 17 };
+const BOOKING: BookingId = BookingId { shard: 3, seq: 18 };
+
+fn session() -> Session {
+    Session {
+        client_id: "alice".into(),
+        idempotency_key: "k-1".into(),
+    }
+}
+
+fn applied() -> Applied {
+    Applied {
+        index: 42,
+        time_ms: 1_767_000_000_000,
+    }
+}
+
+fn commands() -> Vec<(&'static str, Command)> {
+    vec![
+        ("create_venue", Command::CreateVenue(venue_spec(seated_spec()))),
+        ("create_venue_ga", Command::CreateVenue(venue_spec(ga_spec()))),
+        (
+            "create_performer",
+            Command::CreatePerformer(PerformerSpec {
+                name: "Ada Quartet".into(),
+                description: "jazz".into(),
+            }),
+        ),
+        ("create_event", Command::CreateEvent(event_spec())),
+        ("create_inventory", Command::CreateInventory(inventory_spec())),
+        (
+            "hold_seats",
+            Command::Hold(HoldRequest {
+                event_id: 7,
+                user: "alice".into(),
+                selection: Selection::Seats(vec![0, 1]),
+            }),
+        ),
+        (
+            "hold_quantity",
+            Command::Hold(HoldRequest {
+                event_id: 7,
+                user: "alice".into(),
+                selection: Selection::Quantity(2),
+            }),
+        ),
+        (
+            "confirm",
+            Command::Confirm {
+                hold_id: HOLD,
+                user: "alice".into(),
+                payment_ref: "pay_123".into(),
+            },
+        ),
+        (
+            "release",
+            Command::Release {
+                hold_id: HOLD,
+                user: "alice".into(),
+            },
+        ),
+        ("tick", Command::Tick),
+        (
+            "create_events",
+            Command::CreateEvents(vec![
+                event_spec(),
+                EventSpec {
+                    name: "Late Show".into(),
+                    ..event_spec()
+                },
+            ]),
+        ),
+        (
+            "update_event",
+            Command::UpdateEvent {
+                event_id: 7,
+                patch: EventPatch {
+                    name: Some("Jazz Night II".into()),
+                    description: None,
+                    category: None,
+                    starts_at_ms: Some(1_767_300_000_000),
+                },
+            },
+        ),
+        (
+            "create_inventories",
+            Command::CreateInventories(vec![inventory_spec()]),
+        ),
+        (
+            "batch",
+            Command::Batch(vec![
+                Request {
+                    stamp_ms: 1_767_000_000_000,
+                    session: Some(session()),
+                    command: Command::Release {
+                        hold_id: HOLD,
+                        user: "alice".into(),
+                    },
+                },
+                Request {
+                    stamp_ms: 1_767_000_000_001,
+                    session: None,
+                    command: Command::Tick,
+                },
+            ]),
+        ),
+    ]
+}
+
+fn granted() -> GrantedHold {
+    GrantedHold {
+        hold_id: HOLD,
+        event_id: 7,
+        seat_ids: vec![0, 1],
+        quantity: 2,
+        expires_at_ms: 1_767_000_600_000,
+        total_cents: 10000,
+    }
+}
+
+fn confirmed() -> ConfirmedBooking {
+    ConfirmedBooking {
+        booking_id: BOOKING,
+        hold_id: HOLD,
+        event_id: 7,
+        user: "alice".into(),
+        seat_ids: vec![0, 1],
+        quantity: 2,
+        total_cents: 10000,
+        payment_ref: "pay_123".into(),
+        confirmed_at_ms: 1_767_000_100_000,
+    }
+}
+
+fn results() -> Vec<(&'static str, Result<Effect, Rejection>)> {
+    vec![
+        ("nothing", Ok(Effect::Nothing)),
+        ("venue_created", Ok(Effect::VenueCreated { venue_id: 1 })),
+        (
+            "performer_created",
+            Ok(Effect::PerformerCreated { performer_id: 2 }),
+        ),
+        (
+            "event_created",
+            Ok(Effect::EventCreated {
+                event_id: 7,
+                inventory: inventory_spec(),
+            }),
+        ),
+        (
+            "inventory_created",
+            Ok(Effect::InventoryCreated { event_id: 7 }),
+        ),
+        ("held", Ok(Effect::Held(granted()))),
+        ("confirmed", Ok(Effect::Confirmed(confirmed()))),
+        (
+            "released",
+            Ok(Effect::Released {
+                hold_id: HOLD,
+                event_id: 7,
+                seat_ids: vec![0, 1],
+                quantity: 2,
+            }),
+        ),
+        (
+            "events_created",
+            Ok(Effect::EventsCreated {
+                events: vec![CreatedEvent {
+                    event_id: 7,
+                    inventory: inventory_spec(),
+                }],
+            }),
+        ),
+        ("event_updated", Ok(Effect::EventUpdated { event_id: 7 })),
+        (
+            "inventories_created",
+            Ok(Effect::InventoriesCreated {
+                event_ids: vec![7, 8],
+            }),
+        ),
+        (
+            "batch",
+            Ok(Effect::Batch(vec![Outcome {
+                applied: applied(),
+                replayed: false,
+                result: Ok(Effect::Nothing),
+            }])),
+        ),
+        (
+            "seat_unavailable",
+            Err(Rejection::SeatUnavailable { seat_ids: vec![1] }),
+        ),
+        (
+            "insufficient_availability",
+            Err(Rejection::InsufficientAvailability {
+                requested: 5,
+                available: 2,
+            }),
+        ),
+        (
+            "cap_exceeded",
+            Err(Rejection::CapExceeded {
+                cap: 4,
+                current: 3,
+                requested: 2,
+            }),
+        ),
+        ("unknown_event", Err(Rejection::UnknownEvent { event_id: 9 })),
+        ("unknown_venue", Err(Rejection::UnknownVenue { venue_id: 9 })),
+        (
+            "unknown_performer",
+            Err(Rejection::UnknownPerformer { performer_id: 9 }),
+        ),
+        ("unknown_hold", Err(Rejection::UnknownHold { hold_id: HOLD })),
+        (
+            "hold_expired",
+            Err(Rejection::HoldExpired {
+                expired_at_ms: 1_767_000_600_000,
+            }),
+        ),
+        ("not_hold_owner", Err(Rejection::NotHoldOwner)),
+        ("hold_released", Err(Rejection::HoldReleased)),
+        (
+            "hold_already_confirmed",
+            Err(Rejection::HoldAlreadyConfirmed {
+                booking_id: BOOKING,
+            }),
+        ),
+        (
+            "invalid_input",
+            Err(Rejection::InvalidInput {
+                reason: "bad".into(),
+            }),
+        ),
+        ("idempotency_key_reused", Err(Rejection::IdempotencyKeyReused)),
+    ]
+}
+
+fn seated() -> VenueLayout {
+    VenueLayout::from(&seated_spec())
+}
+
+#[test]
+fn every_record_written_by_the_first_releases_decodes_to_its_value() {
+    let g = golden();
+    let mut checked = BTreeSet::new();
+    let mut c = |name: String| {
+        checked.insert(name);
+    };
+    c(check(&g, "sm_meta.default", SmMeta::default()));
+    c(check(
+        &g,
+        "sm_meta",
+        SmMeta {
+            last_applied: Some(lid(3, 1, 42)),
+            membership: StoredMembership::new(Some(lid(1, 1, 1)), membership()),
+            time_ms: 1_767_000_000_000,
+            last_id: 99,
+        },
+    ));
+    c(check(&g, "venue", Venue::new(1, &venue_spec(seated_spec()))));
+    c(check(&g, "venue.ga", Venue::new(2, &venue_spec(ga_spec()))));
+    c(check(
+        &g,
+        "performer",
+        Performer {
+            performer_id: 2,
+            name: "Ada Quartet".into(),
+            description: "jazz".into(),
+        },
+    ));
+    c(check(
+        &g,
+        "event",
+        Event::new(7, &event_spec(), 1_767_000_000_000),
+    ));
+    c(check(
+        &g,
+        "inventory_counts",
+        InventoryCounts {
+            sold: 3,
+            held_unsettled: 2,
+        },
+    ));
+    c(check(&g, "inventory", Inventory::new(7, seated(), 600_000, 4)));
+    c(check(
+        &g,
+        "inventory.ga",
+        Inventory::new(8, VenueLayout::from(&ga_spec()), 600_000, 2),
+    ));
+    c(check(
+        &g,
+        "ticket.held",
+        Ticket::Held {
+            hold_seq: 17,
+            expires_at_ms: 1_767_000_600_000,
+        },
+    ));
+    c(check(&g, "ticket.sold", Ticket::Sold { booking_seq: 18 }));
+    for (name, state) in [
+        ("active", HoldState::Active),
+        ("confirmed", HoldState::Confirmed { booking_seq: 18 }),
+        ("released", HoldState::Released),
+    ] {
+        c(check(
+            &g,
+            &format!("hold.{name}"),
+            Hold {
+                seq: 17,
+                event_id: 7,
+                user: "alice".into(),
+                seat_ids: vec![0, 1],
+                quantity: 2,
+                expires_at_ms: 1_767_000_600_000,
+                total_cents: 10000,
+                state,
+            },
+        ));
+    }
+    let b = confirmed();
+    c(check(
+        &g,
+        "booking",
+        Booking {
+            booking_id: b.booking_id,
+            hold_id: b.hold_id,
+            event_id: b.event_id,
+            user: b.user,
+            seat_ids: b.seat_ids,
+            quantity: b.quantity,
+            total_cents: b.total_cents,
+            payment_ref: b.payment_ref,
+            confirmed_at_ms: b.confirmed_at_ms,
+        },
+    ));
+    c(check(
+        &g,
+        "user_event",
+        UserEvent {
+            booked: 2,
+            holds: vec![(17, 2, 1_767_000_600_000), (19, 1, 1_767_000_700_000)],
+        },
+    ));
+    for (name, result) in results() {
+        c(check(
+            &g,
+            &format!("session.{name}"),
+            SessionRecord {
+                fingerprint: 0x0123_4567_89ab_cdef,
+                outcome: Outcome {
+                    applied: applied(),
+                    replayed: false,
+                    result,
+                },
+                expires_at_ms: 1_767_086_400_000,
+            },
+        ));
+    }
+    // The change-feed index and the settled mark were plain u64s, an expiry
+    // entry's quantity a plain u32: their record types encode the same.
+    c(check(&g, "u64", ChangedAt(1_767_000_000_001)));
+    assert_eq!(
+        decode::<SettledMark>(&g["u64"]).unwrap(),
+        SettledMark(1_767_000_000_001)
+    );
+    c(check(&g, "u32", ExpiringQuantity(2)));
+    c(check(
+        &g,
+        "entry.blank",
+        Entry {
+            log_id: lid(2, 1, 5),
+            payload: EntryPayload::Blank,
+        },
+    ));
+    c(check(
+        &g,
+        "entry.membership",
+        Entry {
+            log_id: lid(1, 1, 1),
+            payload: EntryPayload::Membership(membership()),
+        },
+    ));
+    for (name, command) in commands() {
+        c(check(
+            &g,
+            &format!("entry.{name}"),
+            Entry {
+                log_id: lid(3, 2, 40),
+                payload: EntryPayload::Normal(Request {
+                    stamp_ms: 1_767_000_000_000,
+                    session: Some(session()),
+                    command: command.clone(),
+                }),
+            },
+        ));
+        let key = format!("fingerprint.{name}");
+        assert_eq!(
+            fingerprint(&command).to_be_bytes().to_vec(),
+            g[&key],
+            "{key}: a remembered answer would no longer match its retry"
+        );
+        c(key);
+    }
+    c(check(
+        &g,
+        "entry.no_session",
+        Entry {
+            log_id: lid(3, 2, 41),
+            payload: EntryPayload::Normal(Request {
+                stamp_ms: 1_767_000_000_000,
+                session: None,
+                command: Command::Tick,
+            }),
+        },
+    ));
+    c(check(&g, "vote", Vote::new(3, 2)));
+    c(check(&g, "vote.committed", Vote::new_committed(3, 2)));
+    c(check(&g, "log_id", lid(3, 2, 40)));
+    c(check(&g, "committed.some", Some(lid(3, 2, 40))));
+    c(check(&g, "committed.none", Option::<LogId>::None));
+    drop(c);
+    let all: BTreeSet<String> = g.keys().cloned().collect();
+    let unchecked: Vec<_> = all.difference(&checked).collect();
+    assert!(unchecked.is_empty(), "golden lines not checked: {unchecked:?}");
+}
+
+#[test]
+fn a_changed_shape_is_refused_not_misread() {
+    let g = golden();
+    // A booking with a byte more (a field added without a new version) or a byte
+    // less is refused, and a version from the future is named as such.
+    let mut longer = g["booking"].clone();
+    longer.push(0);
+    assert!(matches!(
+        decode::<Booking>(&longer),
+        Err(CodecError::TrailingBytes { extra: 1, .. })
+    ));
+    let shorter = &g["booking"][..g["booking"].len() - 1];
+    assert!(matches!(
+        decode::<Booking>(shorter),
+        Err(CodecError::Postcard { .. })
+    ));
+    let mut future = g["booking"].clone();
+    future[0] = Booking::VERSION + 1;
+    let e = decode::<Booking>(&future).unwrap_err();
+    assert!(matches!(e, CodecError::UnsupportedVersion { .. }), "{e}");
+    assert!(e.to_string().contains("booking record"), "{e}");
+}
