@@ -13,6 +13,8 @@ use axum::{BoxError, Router};
 use serde::de::DeserializeOwned;
 use tower::ServiceBuilder;
 
+use boxoffice_api::ProblemCode;
+
 use crate::auth::{HasTokenKeys, TokenKeys};
 use crate::error::ApiError;
 use crate::node::Node;
@@ -36,8 +38,7 @@ impl HasTokenKeys for AppState {
 pub fn router(state: AppState) -> Router {
     let limits = state.node.config.limits.clone();
     let api = Router::new()
-        .merge(crate::api::public::routes())
-        .merge(crate::api::admin::routes())
+        .merge(crate::api::routes())
         .with_state(state.clone())
         .layer(DefaultBodyLimit::max(limits.body_bytes_max))
         .layer(
@@ -59,22 +60,23 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(cluster)
-        .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
+        .fallback(|| async { ApiError::new(ProblemCode::NotFound, "no such endpoint") })
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 async fn handle_layer_error(err: BoxError) -> axum::response::Response {
     if err.is::<tower::load_shed::error::Overloaded>() {
-        return ApiError::unavailable("overloaded", "too many requests in flight; retry shortly")
-            .into_response();
+        return ApiError::new(
+            ProblemCode::Overloaded,
+            "too many requests in flight; retry shortly",
+        )
+        .into_response();
     }
     if err.is::<tower::timeout::error::Elapsed>() {
         return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
+            ProblemCode::Timeout,
             "request took longer than limits.request_timeout_ms",
         )
-        .retry_after(1)
         .into_response();
     }
     ApiError::internal(err).into_response()
@@ -90,16 +92,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
+                    ProblemCode::BodyTooLarge,
                     "request body is larger than limits.body_bytes_max",
                 )
             } else {
-                ApiError::bad_request("unreadable_body", e.body_text())
+                ApiError::new(ProblemCode::UnreadableBody, e.body_text())
             }
         })?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
-            .map_err(|e| ApiError::bad_request("malformed_json", format!("request body: {e}")))
+            .map_err(|e| ApiError::new(ProblemCode::MalformedJson, format!("request body: {e}")))
+    }
+}
+
+/// Query-string parameters: a malformed query is a 400 `invalid_parameter` as
+/// problem+json (axum's own `Query` answers plain text).
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| Params(q.0))
+            .map_err(|e| ApiError::bad_param("query", e.body_text()))
     }
 }

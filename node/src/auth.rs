@@ -7,6 +7,8 @@ use axum::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use boxoffice_api::ProblemCode;
+
 use crate::error::ApiError;
 
 /// Claims in a boxoffice token.
@@ -70,10 +72,10 @@ impl TokenKeys {
     /// Verifies a token's signature, algorithm and expiry.
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
+            .map_err(|e| ApiError::new(ProblemCode::Unauthorized, format!("invalid token: {e}")))?;
         let c = data.claims;
         if c.sub.is_empty() || c.sub.len() > USER_ID_LEN_MAX {
-            return Err(ApiError::unauthorized(
+            return Err(ApiError::new(ProblemCode::Unauthorized, 
                 "token subject must be 1..=128 bytes",
             ));
         }
@@ -91,15 +93,15 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let value = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
+        .ok_or_else(|| ApiError::new(ProblemCode::Unauthorized, "missing Authorization: Bearer <token>"))?;
     let value = value
         .to_str()
-        .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+        .map_err(|_| ApiError::new(ProblemCode::Unauthorized, "malformed Authorization header"))?;
     value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .map(str::trim)
-        .ok_or_else(|| ApiError::unauthorized("Authorization must be a Bearer token"))
+        .ok_or_else(|| ApiError::new(ProblemCode::Unauthorized, "Authorization must be a Bearer token"))
 }
 
 /// The authenticated caller.
@@ -122,7 +124,7 @@ impl<S: HasTokenKeys + Send + Sync> FromRequestParts<S> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let claims = state.token_keys().verify(bearer(parts)?)?;
         if !claims.admin {
-            return Err(ApiError::forbidden("this endpoint needs an admin token"));
+            return Err(ApiError::new(ProblemCode::Forbidden, "this endpoint needs an admin token"));
         }
         Ok(Admin(claims))
     }

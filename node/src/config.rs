@@ -1,6 +1,13 @@
-//! Node settings: every limit and timeout is a named, documented field with a
-//! validated default. Resolved in two stages: raw (TOML file and flags) → validated
-//! [`NodeConfig`].
+//! Node settings: every limit, queue, batch and timeout is a named, documented
+//! field with a validated default, here and in `deploy/node.example.toml` (a test
+//! requires the example to name every one). Resolved in two stages: raw (the TOML
+//! file, then `--set NAME=VALUE`, the secrets possibly from the environment) →
+//! validated [`NodeConfig`] ([`resolve`]).
+//!
+//! What is deliberately not a setting: values every replica must agree on,
+//! because apply depends on them (the command limits in
+//! `boxoffice_raft::command`, `SESSION_TTL_MS`), and the API's own contract
+//! (search page sizes and radius, in `crate::search`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +37,12 @@ pub struct NodeConfig {
     /// Raft timing and sizes.
     #[serde(default)]
     pub raft: RaftSettings,
+    /// The node's RocksDB and state-machine caches and queues.
+    #[serde(default)]
+    pub storage: boxoffice_storage::StorageSettings,
+    /// The node's search index.
+    #[serde(default)]
+    pub search: crate::search::SearchSettings,
     /// Source address of this node's outgoing node-to-node connections (default:
     /// chosen by the OS). Setting it to the listen address lets firewall rules tell
     /// peers apart when several nodes share one host.
@@ -83,6 +96,11 @@ pub struct Limits {
     /// OS's autotuning (up to `net.ipv4.tcp_wmem`, often 4 MiB). A consumer that
     /// stops reading pins up to this much kernel memory until it is dropped.
     pub socket_send_buffer_bytes: usize,
+    /// Seat changes each shard's feed keeps for streams that resume with
+    /// `Last-Event-ID`; an older position gets a fresh snapshot instead.
+    pub sse_replay_max: usize,
+    /// Events queued between a live stream's task and its HTTP body.
+    pub sse_stream_queue_max: usize,
 }
 
 impl Default for Limits {
@@ -103,6 +121,8 @@ impl Default for Limits {
             sse_lag_max: 4_096,
             sse_send_timeout_ms: 10_000,
             socket_send_buffer_bytes: 0,
+            sse_replay_max: 16_384,
+            sse_stream_queue_max: 64,
         }
     }
 }
@@ -136,6 +156,9 @@ pub struct RaftSettings {
     /// Entries of one group a leader keeps proposed and not yet applied; requests
     /// arriving meanwhile wait and share the next entry.
     pub propose_pipeline_max: usize,
+    /// Requests waiting for one group's proposer; beyond it writers wait for room
+    /// (until their write timeout, then 503 `unavailable`: never proposed).
+    pub propose_queue_max: usize,
 }
 
 impl Default for RaftSettings {
@@ -156,8 +179,125 @@ impl Default for RaftSettings {
             propose_batch_max: 256,
             propose_batch_bytes_max: 128 * 1024,
             propose_pipeline_max: 4,
+            propose_queue_max: 4096,
         }
     }
+}
+
+/// Why settings were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The settings file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The settings file is not TOML.
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// A `--set` was not `NAME=VALUE`.
+    #[error("--set takes NAME=VALUE, not {0:?}")]
+    BadOverride(String),
+    /// A `--set` names a table (`limits`), or goes through a value.
+    #[error("--set {0}: not a setting (NAME is a setting, e.g. limits.sse_lag_max)")]
+    NotASetting(String),
+    /// A setting is missing, unknown, or of the wrong type.
+    #[error("settings: {0} (every setting is listed in deploy/node.example.toml)")]
+    Invalid(String),
+    /// A setting that must be positive is 0.
+    #[error("{0} must be positive")]
+    NotPositive(&'static str),
+    /// A setting breaks a rule (alone or with others).
+    #[error("{settings} {rule}")]
+    Rule {
+        /// The setting the rule is about.
+        settings: &'static str,
+        /// The rule.
+        rule: String,
+    },
+}
+
+/// Environment variables the two secrets may come from (below `--set`, above
+/// the file), so that they need not appear in the process list.
+pub const SECRET_ENV: [(&str, &str); 2] = [
+    ("token_secret", "BOXOFFICE_TOKEN_SECRET"),
+    ("cluster_key", "BOXOFFICE_CLUSTER_KEY"),
+];
+
+/// Resolves a node's settings: the TOML file (if any), the secrets from the
+/// environment (`env` looks a variable up), then each `--set NAME=VALUE` in order;
+/// then validates them. A VALUE is read as TOML (`1024`, `true`, `"x"`) and, when
+/// that fails, as a plain string (`127.0.0.1:7101`, `/var/lib/boxoffice`).
+pub fn resolve(
+    file: Option<&std::path::Path>,
+    sets: &[String],
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<NodeConfig, ConfigError> {
+    let mut raw: toml::Table = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.display().to_string(),
+                source,
+            })?
+        }
+        None => toml::Table::new(),
+    };
+    for (setting, var) in SECRET_ENV {
+        if let Some(v) = env(var) {
+            raw.insert(setting.to_string(), toml::Value::String(v));
+        }
+    }
+    for kv in sets {
+        let (name, value) = kv
+            .split_once('=')
+            .ok_or_else(|| ConfigError::BadOverride(kv.clone()))?;
+        set(&mut raw, name.trim(), value.trim())?;
+    }
+    let config: NodeConfig = toml::Value::Table(raw)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Sets `name` (dotted: `limits.sse_lag_max`) in `raw` to `value`.
+fn set(raw: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigError> {
+    let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let parts: Vec<&str> = name.split('.').collect();
+    let (last, path) = parts
+        .split_last()
+        .filter(|(last, _)| !last.is_empty())
+        .ok_or_else(|| ConfigError::NotASetting(name.to_string()))?;
+    let mut table = raw;
+    for part in path {
+        let next = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        table = match next {
+            toml::Value::Table(t) => t,
+            _ => return Err(ConfigError::NotASetting(name.to_string())),
+        };
+    }
+    if matches!(table.get(*last), Some(toml::Value::Table(_))) {
+        return Err(ConfigError::NotASetting(name.to_string()));
+    }
+    table.insert(last.to_string(), value);
+    Ok(())
 }
 
 impl NodeConfig {
@@ -169,17 +309,26 @@ impl NodeConfig {
     }
 
     /// Checks every field and the rules between them.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let rule = |settings: &'static str, rule: &str| {
+            Err(ConfigError::Rule {
+                settings,
+                rule: rule.to_string(),
+            })
+        };
         if self.id == 0 {
-            return Err("id must be at least 1".into());
+            return rule("id", "must be at least 1");
         }
         if self.token_secret.len() < 16 {
-            return Err("token_secret must be at least 16 bytes".into());
+            return rule("token_secret", "must be at least 16 bytes");
         }
         if self.cluster_key.len() < 16 {
-            return Err("cluster_key must be at least 16 bytes".into());
+            return rule("cluster_key", "must be at least 16 bytes");
         }
         let l = &self.limits;
+        let r = &self.raft;
+        let st = &self.storage;
+        let se = &self.search;
         for (name, v) in [
             ("limits.body_bytes_max", l.body_bytes_max as u64),
             ("limits.raft_body_bytes_max", l.raft_body_bytes_max as u64),
@@ -200,67 +349,94 @@ impl NodeConfig {
             ),
             ("limits.sse_lag_max", l.sse_lag_max as u64),
             ("limits.sse_send_timeout_ms", l.sse_send_timeout_ms),
+            ("limits.sse_replay_max", l.sse_replay_max as u64),
+            ("limits.sse_stream_queue_max", l.sse_stream_queue_max as u64),
+            ("raft.heartbeat_interval_ms", r.heartbeat_interval_ms),
+            ("raft.tick_interval_ms", r.tick_interval_ms),
+            ("raft.snapshot_logs_since_last", r.snapshot_logs_since_last),
+            ("raft.append_entries_max", r.append_entries_max),
+            ("raft.snapshot_chunk_bytes_max", r.snapshot_chunk_bytes_max),
+            ("raft.propose_batch_bytes_max", r.propose_batch_bytes_max as u64),
+            ("raft.propose_pipeline_max", r.propose_pipeline_max as u64),
+            ("raft.propose_queue_max", r.propose_queue_max as u64),
+            ("storage.wal_sync_queue_max", st.wal_sync_queue_max as u64),
+            ("storage.wal_sync_batch_max", st.wal_sync_batch_max as u64),
+            ("storage.block_cache_bytes", st.block_cache_bytes as u64),
+            ("storage.apply_cache_entries_max", st.apply_cache_entries_max as u64),
+            ("storage.apply_cache_bytes_max", st.apply_cache_bytes_max as u64),
+            (
+                "storage.snapshot_install_batch_records",
+                st.snapshot_install_batch_records as u64,
+            ),
+            ("storage.changes_capacity", st.changes_capacity as u64),
+            ("search.writer_memory_bytes", se.writer_memory_bytes as u64),
+            ("search.rebuild_batch_max", se.rebuild_batch_max as u64),
+            ("search.commit_interval_ms", se.commit_interval_ms),
+            ("search.availability_refresh_ms", se.availability_refresh_ms),
+            ("search.geo_candidates_max", se.geo_candidates_max as u64),
         ] {
             if v == 0 {
-                return Err(format!("{name} must be positive"));
+                return Err(ConfigError::NotPositive(name));
             }
         }
-        if self.raft.tick_interval_ms == 0
-            || l.replica_staleness_ms_max <= self.raft.tick_interval_ms * 2
-        {
-            return Err("limits.replica_staleness_ms_max must exceed twice raft.tick_interval_ms (and raft.tick_interval_ms must be positive)".into());
-        }
-        if l.write_timeout_ms > l.request_timeout_ms {
-            return Err("limits.write_timeout_ms must not exceed limits.request_timeout_ms".into());
-        }
-        if (l.raft_body_bytes_max as u64) < self.raft.snapshot_chunk_bytes_max + 64 * 1024 {
-            return Err(
-                "limits.raft_body_bytes_max must exceed raft.snapshot_chunk_bytes_max by 64 KiB"
-                    .into(),
+        if l.replica_staleness_ms_max <= r.tick_interval_ms * 2 {
+            return rule(
+                "limits.replica_staleness_ms_max",
+                "must exceed twice raft.tick_interval_ms",
             );
         }
-        let r = &self.raft;
-        if r.heartbeat_interval_ms == 0 || r.election_timeout_ms_min <= r.heartbeat_interval_ms * 2
-        {
-            return Err(
-                "raft.election_timeout_ms_min must exceed twice raft.heartbeat_interval_ms".into(),
+        if l.write_timeout_ms > l.request_timeout_ms {
+            return rule(
+                "limits.write_timeout_ms",
+                "must not exceed limits.request_timeout_ms",
+            );
+        }
+        if (l.raft_body_bytes_max as u64) < r.snapshot_chunk_bytes_max + 64 * 1024 {
+            return rule(
+                "limits.raft_body_bytes_max",
+                "must exceed raft.snapshot_chunk_bytes_max by 64 KiB",
+            );
+        }
+        if r.election_timeout_ms_min <= r.heartbeat_interval_ms * 2 {
+            return rule(
+                "raft.election_timeout_ms_min",
+                "must exceed twice raft.heartbeat_interval_ms",
             );
         }
         if r.election_timeout_ms_max <= r.election_timeout_ms_min {
-            return Err(
-                "raft.election_timeout_ms_max must exceed raft.election_timeout_ms_min".into(),
+            return rule(
+                "raft.election_timeout_ms_max",
+                "must exceed raft.election_timeout_ms_min",
             );
-        }
-        if r.snapshot_logs_since_last == 0
-            || r.append_entries_max == 0
-            || r.snapshot_chunk_bytes_max == 0
-        {
-            return Err("raft.snapshot_logs_since_last, append_entries_max and snapshot_chunk_bytes_max must be positive".into());
         }
         if r.propose_batch_max == 0
             || r.propose_batch_max > boxoffice_raft::command::BATCH_REQUESTS_MAX
         {
-            return Err(format!(
-                "raft.propose_batch_max must be between 1 and {}",
-                boxoffice_raft::command::BATCH_REQUESTS_MAX
-            ));
-        }
-        if r.propose_batch_bytes_max == 0 || r.propose_pipeline_max == 0 {
-            return Err(
-                "raft.propose_batch_bytes_max and propose_pipeline_max must be positive".into(),
+            return rule(
+                "raft.propose_batch_max",
+                &format!(
+                    "must be between 1 and {}",
+                    boxoffice_raft::command::BATCH_REQUESTS_MAX
+                ),
             );
         }
         // A full append-entries RPC of full batches must fit a node-to-node body.
         if (r.append_entries_max as u128) * (r.propose_batch_bytes_max as u128 + 1024)
-            > self.limits.raft_body_bytes_max as u128
+            > l.raft_body_bytes_max as u128
         {
-            return Err("raft.append_entries_max x (raft.propose_batch_bytes_max + 1 KiB) must not exceed limits.raft_body_bytes_max".into());
+            return rule(
+                "raft.append_entries_max",
+                "x (raft.propose_batch_bytes_max + 1 KiB) must not exceed limits.raft_body_bytes_max",
+            );
+        }
+        if !(0.0..=0.25).contains(&st.memtable_bloom_ratio) {
+            return rule("storage.memtable_bloom_ratio", "must be between 0 and 0.25");
         }
         Ok(())
     }
 
     /// The openraft config for every group.
-    pub fn openraft(&self) -> Result<openraft::Config, String> {
+    pub fn openraft(&self) -> Result<openraft::Config, ConfigError> {
         let r = &self.raft;
         let c = openraft::Config {
             cluster_name: "boxoffice".into(),
@@ -274,13 +450,18 @@ impl NodeConfig {
             snapshot_max_chunk_size: r.snapshot_chunk_bytes_max,
             ..Default::default()
         };
-        c.validate().map_err(|e| e.to_string())
+        c.validate().map_err(|e| ConfigError::Rule {
+            settings: "raft",
+            rule: e.to_string(),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const EXAMPLE: &str = include_str!("../../deploy/node.example.toml");
 
     fn sample() -> NodeConfig {
         NodeConfig {
@@ -292,28 +473,76 @@ mod tests {
             cluster_key: "0123456789abcdef".into(),
             limits: Limits::default(),
             raft: RaftSettings::default(),
+            storage: Default::default(),
+            search: Default::default(),
             peer_bind_ip: None,
             fault_injection: false,
         }
     }
 
-    /// The documented example file parses, validates, and states the defaults.
+    /// Every key of `have` that `want` lacks, dotted (tables recursively).
+    fn missing(want: &toml::Table, have: &toml::Table, at: &str, out: &mut Vec<String>) {
+        for (k, v) in want {
+            let name = format!("{at}{k}");
+            match (v, have.get(k)) {
+                (toml::Value::Table(w), Some(toml::Value::Table(h))) => {
+                    missing(w, h, &format!("{name}."), out)
+                }
+                (_, None) => out.push(name),
+                (_, Some(_)) => {}
+            }
+        }
+    }
+
+    /// The example file names every setting (read as a raw table: defaults cannot
+    /// fill a gap), states the defaults, and validates.
     #[test]
-    fn example_file_matches_defaults() {
-        let c: NodeConfig = toml::from_str(include_str!("../../deploy/node.example.toml")).unwrap();
+    fn example_file_names_every_setting_with_its_default() {
+        let raw: toml::Table = toml::from_str(EXAMPLE).unwrap();
+        let all: toml::Table = toml::from_str(&toml::to_string(&sample()).unwrap()).unwrap();
+        let mut gaps = Vec::new();
+        missing(&all, &raw, "", &mut gaps);
+        assert!(gaps.is_empty(), "deploy/node.example.toml lacks {gaps:?}");
+        // The two optional settings are there, commented out.
+        for optional in ["advertise", "peer_bind_ip"] {
+            assert!(
+                EXAMPLE.contains(&format!("# {optional} = ")),
+                "the example documents {optional}"
+            );
+        }
+        let c: NodeConfig = toml::from_str(EXAMPLE).unwrap();
         c.validate().unwrap();
-        assert!(
-            !c.fault_injection,
-            "the example must not enable fault injection"
-        );
-        assert_eq!(
-            toml::to_string(&c.limits).unwrap(),
-            toml::to_string(&Limits::default()).unwrap()
-        );
-        assert_eq!(
-            toml::to_string(&c.raft).unwrap(),
-            toml::to_string(&RaftSettings::default()).unwrap()
-        );
+        assert!(!c.fault_injection, "the example must not enable fault injection");
+        for (name, example, default) in [
+            ("limits", toml::to_string(&c.limits), toml::to_string(&Limits::default())),
+            ("raft", toml::to_string(&c.raft), toml::to_string(&RaftSettings::default())),
+            (
+                "storage",
+                toml::to_string(&c.storage),
+                toml::to_string(&boxoffice_storage::StorageSettings::default()),
+            ),
+            (
+                "search",
+                toml::to_string(&c.search),
+                toml::to_string(&crate::search::SearchSettings::default()),
+            ),
+        ] {
+            assert_eq!(example.unwrap(), default.unwrap(), "[{name}] of the example");
+        }
+    }
+
+    #[test]
+    fn the_example_check_catches_a_missing_setting() {
+        let text: String = EXAMPLE
+            .lines()
+            .filter(|l| !l.starts_with("sse_lag_max"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let raw: toml::Table = toml::from_str(&text).unwrap();
+        let all: toml::Table = toml::from_str(&toml::to_string(&sample()).unwrap()).unwrap();
+        let mut gaps = Vec::new();
+        missing(&all, &raw, "", &mut gaps);
+        assert_eq!(gaps, vec!["limits.sse_lag_max".to_string()]);
     }
 
     #[test]
@@ -323,19 +552,76 @@ mod tests {
         c.openraft().unwrap();
         let mut bad = sample();
         bad.id = 0;
-        assert!(bad.validate().unwrap_err().contains("id"));
+        assert!(matches!(bad.validate(), Err(ConfigError::Rule { settings: "id", .. })));
         let mut bad = sample();
         bad.raft.election_timeout_ms_min = 90;
         assert!(bad
             .validate()
             .unwrap_err()
+            .to_string()
             .contains("election_timeout_ms_min"));
         let mut bad = sample();
         bad.limits.write_timeout_ms = bad.limits.request_timeout_ms + 1;
-        assert!(bad.validate().unwrap_err().contains("write_timeout_ms"));
+        assert!(bad.validate().unwrap_err().to_string().contains("write_timeout_ms"));
+        let mut bad = sample();
+        bad.raft.propose_queue_max = 0;
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::NotPositive("raft.propose_queue_max"))
+        ));
         let toml_text = toml::to_string(&c).unwrap();
         let back: NodeConfig = toml::from_str(&toml_text).unwrap();
         assert_eq!(back.id, 1);
         assert!(toml::from_str::<NodeConfig>(&format!("{toml_text}\nbogus = 1")).is_err());
+    }
+
+    #[test]
+    fn overrides_apply_in_order_over_the_file_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, EXAMPLE).unwrap();
+        let sets: Vec<String> = [
+            "id=7",
+            "listen=127.0.0.9:7109",
+            "data_dir=/tmp/somewhere",
+            "limits.sse_lag_max=1024",
+            "raft.snapshot_logs_since_last=100",
+            "fault_injection=true",
+            "limits.sse_lag_max=2048",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let env = |v: &str| (v == "BOXOFFICE_CLUSTER_KEY").then(|| "from-the-environment".into());
+        let c = resolve(Some(&file), &sets, env).unwrap();
+        assert_eq!(c.id, 7);
+        assert_eq!(c.listen.to_string(), "127.0.0.9:7109");
+        assert_eq!(c.data_dir, std::path::PathBuf::from("/tmp/somewhere"));
+        assert_eq!(c.limits.sse_lag_max, 2048);
+        assert_eq!(c.raft.snapshot_logs_since_last, 100);
+        assert!(c.fault_injection);
+        assert_eq!(c.cluster_key, "from-the-environment");
+        // --set wins over the environment.
+        let mut more = sets.clone();
+        more.push("cluster_key=from-the-command-line".into());
+        assert_eq!(
+            resolve(Some(&file), &more, env).unwrap().cluster_key,
+            "from-the-command-line"
+        );
+        for (bad, want) in [
+            ("limits.=1", "NotASetting"),
+            ("limits=3", "NotASetting"),
+            ("nonsense", "BadOverride"),
+            ("limits.nonsense=1", "Invalid"),
+            ("limits.sse_lag_max=0", "NotPositive"),
+            ("limits.sse_lag_max=many", "Invalid"),
+        ] {
+            let e = resolve(Some(&file), &[bad.to_string()], |_| None).unwrap_err();
+            assert!(format!("{e:?}").starts_with(want), "{bad}: {e:?}");
+        }
+        assert!(matches!(
+            resolve(None, &[], |_| None),
+            Err(ConfigError::Invalid(_))
+        ));
     }
 }

@@ -3,26 +3,20 @@
 //! everything is (ids, pids, addresses, data dirs, tokens, and the dev token secret).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use crate::auth::TokenKeys;
+use crate::local_cluster::{
+    Addressing, ClusterSpec, LocalCluster, Secrets, NODE_START_TIMEOUT, READY_TIMEOUT,
+    TOKEN_TTL_S as DEV_TOKEN_TTL_S,
+};
 
 /// Default data directory of the dev cluster.
 pub const DEFAULT_DEV_DIR: &str = "data/dev";
-/// Time allowed for every node to answer `/healthz` after start.
-const NODE_START_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time allowed for every group to elect a leader.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Time a node gets to stop after SIGTERM before it is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Lifetime of the tokens printed by `dev`.
-const DEV_TOKEN_TTL_S: u64 = 30 * 24 * 3600;
 
 /// Flags of `boxoffice dev`.
 #[derive(Args, Clone)]
@@ -97,154 +91,85 @@ fn write_cluster_file(dir: &Path, file: &ClusterFile) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn random_secret() -> String {
-    format!(
-        "{:032x}{:032x}",
-        rand::random::<u128>(),
-        rand::random::<u128>()
-    )
-}
-
 /// Runs the dev cluster until Ctrl-C.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    if args.nodes == 0 || args.nodes > 9 {
-        bail!("--nodes must be between 1 and 9");
-    }
     std::fs::create_dir_all(&args.data_dir)?;
     let dir = std::fs::canonicalize(&args.data_dir)?;
     let existing = read_cluster_file(&dir).ok();
-    let (token_secret, cluster_key, shards, initialized, demo_loaded, nodes_n) = match &existing {
-        Some(f) => (
-            f.token_secret.clone(),
-            f.cluster_key.clone(),
-            f.shards,
-            f.initialized,
-            f.demo_loaded,
-            f.nodes.len() as u64,
-        ),
-        None => (
-            random_secret(),
-            random_secret(),
-            args.shards,
-            false,
-            false,
-            args.nodes,
-        ),
+    let mut spec = ClusterSpec::new(std::env::current_exe()?, &dir, args.nodes, args.shards);
+    spec.addressing = Addressing::Loopback {
+        base_port: args.base_port,
     };
-    if existing.is_some() && nodes_n != args.nodes {
-        eprintln!(
-            "note: {} already holds a {nodes_n}-node cluster; restarting it as it is",
-            dir.display()
-        );
-    }
-    let exe = std::env::current_exe()?;
-    let mut children = Vec::new();
-    let mut entries = Vec::new();
-    for id in 1..=nodes_n {
-        let http = match existing
-            .as_ref()
-            .and_then(|f| f.nodes.iter().find(|n| n.id == id))
-        {
-            Some(n) => n.http.clone(),
-            None => format!("127.0.0.1:{}", args.base_port + id as u16),
-        };
-        let data_dir = dir.join(format!("node-{id}"));
-        std::fs::create_dir_all(&data_dir)?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(data_dir.join("node.log"))?;
-        let child = tokio::process::Command::new(&exe)
-            .args([
-                "node",
-                "--id",
-                &id.to_string(),
-                "--listen",
-                &http,
-                "--data-dir",
-            ])
-            .arg(&data_dir)
-            .env("BOXOFFICE_TOKEN_SECRET", &token_secret)
-            .env("BOXOFFICE_CLUSTER_KEY", &cluster_key)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(!args.detach)
-            .spawn()
-            .with_context(|| format!("starting node {id}"))?;
-        entries.push(NodeEntry {
-            id,
-            pid: child.id().unwrap_or(0),
-            http,
-            data_dir,
+    let (mut initialized, mut demo_loaded) = (false, false);
+    if let Some(f) = &existing {
+        // A restart keeps the cluster as it was: its nodes, addresses and secrets.
+        if f.nodes.len() as u64 != args.nodes {
+            eprintln!(
+                "note: {} already holds a {}-node cluster; restarting it as it is",
+                dir.display(),
+                f.nodes.len()
+            );
+        }
+        spec.nodes = f.nodes.len() as u64;
+        spec.shards = f.shards;
+        spec.secrets = Some(Secrets {
+            token_secret: f.token_secret.clone(),
+            cluster_key: f.cluster_key.clone(),
         });
-        children.push(child);
+        for n in &f.nodes {
+            spec.addrs.insert(
+                n.id,
+                n.http
+                    .parse()
+                    .with_context(|| format!("node {} address {:?} in cluster.json", n.id, n.http))?,
+            );
+        }
+        initialized = f.initialized;
+        demo_loaded = f.demo_loaded;
     }
-    let keys = TokenKeys::new(&token_secret);
+    let mut cluster = LocalCluster::create(spec)?;
+    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    for &id in &ids {
+        cluster.start(id)?;
+    }
+    let keys = TokenKeys::new(&cluster.secrets.token_secret);
     let mut file = ClusterFile {
-        nodes: entries.clone(),
-        shards,
+        nodes: cluster
+            .nodes
+            .values()
+            .map(|n| NodeEntry {
+                id: n.id,
+                pid: n.pid().unwrap_or(0),
+                http: n.addr.to_string(),
+                data_dir: n.data_dir.clone(),
+            })
+            .collect(),
+        shards: cluster.shards,
         user_token: keys.mint("demo-user", false, DEV_TOKEN_TTL_S)?,
         admin_token: keys.mint("demo-admin", true, DEV_TOKEN_TTL_S)?,
-        token_secret,
-        cluster_key,
+        token_secret: cluster.secrets.token_secret.clone(),
+        cluster_key: cluster.secrets.cluster_key.clone(),
         initialized,
         demo_loaded,
     };
     write_cluster_file(&dir, &file)?;
-
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()?;
     let result = async {
-        for n in &entries {
-            wait_for(
-                &http,
-                &format!("http://{}/healthz", n.http),
-                NODE_START_TIMEOUT,
-            )
-            .await
-            .with_context(|| {
-                format!(
-                    "node {} did not start; see {}",
-                    n.id,
-                    n.data_dir.join("node.log").display()
-                )
-            })?;
+        for &id in &ids {
+            cluster.wait_healthy(id, NODE_START_TIMEOUT).await?;
         }
         if !file.initialized {
-            let members: Vec<Value> = entries
-                .iter()
-                .map(|n| json!({"id": n.id, "addr": n.http}))
-                .collect();
-            let resp = http
-                .post(format!("http://{}/admin/v1/cluster/init", entries[0].http))
-                .bearer_auth(&file.admin_token)
-                .json(&json!({"members": members, "shards": shards}))
-                .send()
-                .await?;
-            if !resp.status().is_success() {
-                bail!(
-                    "bootstrap failed: {}",
-                    resp.text().await.unwrap_or_default()
-                );
-            }
+            cluster.init().await.context("bootstrap failed")?;
             file.initialized = true;
             write_cluster_file(&dir, &file)?;
         }
-        for n in &entries {
-            wait_for(&http, &format!("http://{}/readyz", n.http), READY_TIMEOUT)
-                .await
-                .with_context(|| format!("node {} not ready", n.id))?;
-        }
+        cluster.wait_ready(READY_TIMEOUT).await?;
         if !file.demo_loaded && !args.no_demo {
-            let summary = crate::dev_demo::load(
-                &http,
-                &entries.iter().map(|n| n.http.clone()).collect::<Vec<_>>(),
-                &file.admin_token,
-            )
-            .await?;
+            let http = reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(30))
+                .build()?;
+            let addrs: Vec<String> = file.nodes.iter().map(|n| n.http.clone()).collect();
+            let summary = crate::dev_demo::load(&http, &addrs, &file.admin_token).await?;
             println!("demo catalogue loaded: {summary}");
             file.demo_loaded = true;
             write_cluster_file(&dir, &file)?;
@@ -253,29 +178,30 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     .await;
     if let Err(e) = result {
-        stop(children).await;
+        cluster.stop_all().await;
         return Err(e);
     }
 
     println!(
         "\nboxoffice dev cluster: {} nodes, {} inventory shards",
-        entries.len(),
-        shards
+        file.nodes.len(),
+        file.shards
     );
-    for n in &entries {
+    for n in &file.nodes {
         println!(
-            "  node {}  http://{}  pid {}  data {}",
+            "  node {}  http://{}  pid {}  data {}  log {}",
             n.id,
             n.http,
             n.pid,
-            n.data_dir.display()
+            n.data_dir.display(),
+            dir.join(format!("node-{}.log", n.id)).display()
         );
     }
     println!("\ncluster file: {}", dir.join("cluster.json").display());
     println!("user token  (demo-user):  {}", file.user_token);
     println!("admin token (demo-admin): {}", file.admin_token);
-    let base = &entries[0].http;
-    let sample_event = first_event_id(&http, base).await.unwrap_or(1);
+    let base = &file.nodes[0].http;
+    let sample_event = first_event_id(base).await.unwrap_or(1);
     println!("\ntry:");
     println!("  curl -s http://{base}/v1/events | head -c 600");
     println!("  curl -s http://{base}/v1/events/{sample_event}/seats | head -c 600");
@@ -286,30 +212,35 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if args.detach {
         println!(
             "\nnodes left running (detached); stop them with: kill {}",
-            entries
+            file.nodes
                 .iter()
                 .map(|n| n.pid.to_string())
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        for c in children {
-            std::mem::forget(c);
-        }
+        cluster.detach();
         return Ok(());
     }
     println!(
         "\nCtrl-C stops the cluster; running `boxoffice dev` again restarts it with its data."
     );
-    tokio::select! {
-        _ = crate::shutdown_signal() => {}
-        _ = wait_all(&mut children) => { eprintln!("all nodes exited"); }
+    loop {
+        tokio::select! {
+            _ = crate::shutdown_signal() => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                if ids.iter().all(|&id| cluster.exited(id).is_some() || !cluster.nodes[&id].running()) {
+                    eprintln!("all nodes exited");
+                    break;
+                }
+            }
+        }
     }
-    stop(children).await;
+    cluster.stop_all().await;
     Ok(())
 }
 
-async fn first_event_id(http: &reqwest::Client, base: &str) -> Option<u64> {
-    let v: Value = http
+async fn first_event_id(base: &str) -> Option<u64> {
+    let page: boxoffice_api::EventPage = reqwest::Client::new()
         .get(format!("http://{base}/v1/events?limit=1"))
         .send()
         .await
@@ -317,47 +248,5 @@ async fn first_event_id(http: &reqwest::Client, base: &str) -> Option<u64> {
         .json()
         .await
         .ok()?;
-    v["events"][0]["event"]["event_id"].as_u64()
-}
-
-async fn wait_all(children: &mut [tokio::process::Child]) {
-    for c in children.iter_mut() {
-        let _ = c.wait().await;
-    }
-}
-
-async fn stop(children: Vec<tokio::process::Child>) {
-    for c in &children {
-        if let Some(pid) = c.id() {
-            // SIGTERM lets the node sync and shut its groups down.
-            unsafe_kill(pid, 15);
-        }
-    }
-    for mut c in children {
-        if tokio::time::timeout(STOP_TIMEOUT, c.wait()).await.is_err() {
-            let _ = c.kill().await;
-        }
-    }
-}
-
-fn unsafe_kill(pid: u32, signal: i32) {
-    let _ = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status();
-}
-
-async fn wait_for(http: &reqwest::Client, url: &str, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(r) = http.get(url).timeout(Duration::from_secs(2)).send().await {
-            if r.status().is_success() {
-                return Ok(());
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("{url} not ready within {} s", timeout.as_secs());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    page.events.first().map(|e| e.event.event_id)
 }

@@ -2,13 +2,24 @@
 //! maps, performers, and a few dozen events including general admission.
 
 use anyhow::{bail, Context};
-use serde_json::{json, Value};
+use boxoffice_api::{
+    NewEvent, NewPerformer, NewRow, NewSection, NewVenue, PerformerCreated, VenueCreated,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-fn rows(names: &[&str], seats: u32, price_cents: u64) -> Vec<Value> {
-    names
-        .iter()
-        .map(|n| json!({"name": n, "seats": seats, "price_cents": price_cents}))
-        .collect()
+fn section(name: &str, rows: &[&str], seats: u32, price_cents: u64) -> NewSection {
+    NewSection {
+        name: name.into(),
+        rows: rows
+            .iter()
+            .map(|n| NewRow {
+                name: n.to_string(),
+                seats,
+                price_cents,
+            })
+            .collect(),
+    }
 }
 
 fn numbered(n: u32) -> Vec<String> {
@@ -25,26 +36,28 @@ fn as_refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-async fn post(
+async fn post<B: Serialize, T: DeserializeOwned>(
     http: &reqwest::Client,
     nodes: &[String],
     path: &str,
     token: &str,
-    body: Value,
+    body: &B,
     key: &str,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<T> {
     let mut last = String::new();
     // Any node accepts admin writes; try the next one if a node does not answer.
     for node in nodes.iter().cycle().take(nodes.len() * 3) {
         match http
             .post(format!("http://{node}{path}"))
             .bearer_auth(token)
-            .header("Idempotency-Key", key)
-            .json(&body)
+            .header(boxoffice_api::IDEMPOTENCY_KEY_HEADER, key)
+            .json(body)
             .send()
             .await
         {
-            Ok(r) if r.status().is_success() => return Ok(r.json().await?),
+            Ok(r) if r.status().is_success() => {
+                return r.json().await.with_context(|| format!("{path}: answer"))
+            }
             Ok(r) if r.status().is_server_error() => last = r.text().await.unwrap_or_default(),
             Ok(r) => bail!("{path}: {}", r.text().await.unwrap_or_default()),
             Err(e) => last = e.to_string(),
@@ -60,30 +73,31 @@ pub async fn load(
     nodes: &[String],
     admin_token: &str,
 ) -> anyhow::Result<String> {
+    let l = |n| lettered(n);
+    let d = |n| numbered(n);
     let venues = vec![
-        json!({"name": "Madison Square Garden", "city": "New York", "lat": 40.7505, "lon": -73.9934, "sections": [
-            {"name": "Floor", "rows": rows(&as_refs(&lettered(10)), 20, 25000)},
-            {"name": "Lower Bowl", "rows": rows(&as_refs(&numbered(15)), 30, 15000)},
-            {"name": "Upper Bowl", "rows": rows(&as_refs(&numbered(20)), 40, 8000)},
-        ]}),
-        json!({"name": "Royal Albert Hall", "city": "London", "lat": 51.5009, "lon": -0.1774, "sections": [
-            {"name": "Stalls", "rows": rows(&as_refs(&lettered(20)), 25, 9500)},
-            {"name": "Circle", "rows": rows(&as_refs(&lettered(8)), 30, 6500)},
-            {"name": "Gallery", "rows": rows(&as_refs(&lettered(5)), 40, 3500)},
-        ]}),
-        json!({"name": "Sydney Opera House Concert Hall", "city": "Sydney", "lat": -33.8568, "lon": 151.2153, "sections": [
-            {"name": "Stalls", "rows": rows(&as_refs(&lettered(26)), 28, 12000)},
-            {"name": "Balcony", "rows": rows(&as_refs(&lettered(12)), 30, 7000)},
-        ]}),
-        json!({"name": "Red Rocks Amphitheatre", "city": "Morrison", "lat": 39.6654, "lon": -105.2057, "sections": [
-            {"name": "Reserved", "rows": rows(&as_refs(&numbered(30)), 50, 9000)},
-        ]}),
-        json!({"name": "O2 Academy Brixton", "city": "London", "lat": 51.4650, "lon": -0.1150,
-            "general_admission": {"capacity": 4921, "price_cents": 4500}}),
+        NewVenue::seated("Madison Square Garden", "New York", 40.7505, -73.9934, vec![
+            section("Floor", &as_refs(&l(10)), 20, 25000),
+            section("Lower Bowl", &as_refs(&d(15)), 30, 15000),
+            section("Upper Bowl", &as_refs(&d(20)), 40, 8000),
+        ]),
+        NewVenue::seated("Royal Albert Hall", "London", 51.5009, -0.1774, vec![
+            section("Stalls", &as_refs(&l(20)), 25, 9500),
+            section("Circle", &as_refs(&l(8)), 30, 6500),
+            section("Gallery", &as_refs(&l(5)), 40, 3500),
+        ]),
+        NewVenue::seated("Sydney Opera House Concert Hall", "Sydney", -33.8568, 151.2153, vec![
+            section("Stalls", &as_refs(&l(26)), 28, 12000),
+            section("Balcony", &as_refs(&l(12)), 30, 7000),
+        ]),
+        NewVenue::seated("Red Rocks Amphitheatre", "Morrison", 39.6654, -105.2057, vec![
+            section("Reserved", &as_refs(&d(30)), 50, 9000),
+        ]),
+        NewVenue::general_admission("O2 Academy Brixton", "London", 51.4650, -0.1150, 4921, 4500),
     ];
     let mut venue_ids = Vec::new();
-    for (i, v) in venues.into_iter().enumerate() {
-        let r = post(
+    for (i, v) in venues.iter().enumerate() {
+        let r: VenueCreated = post(
             http,
             nodes,
             "/admin/v1/venues",
@@ -92,7 +106,7 @@ pub async fn load(
             &format!("demo-venue-{i}"),
         )
         .await?;
-        venue_ids.push(r["venue_id"].as_u64().context("venue_id missing")?);
+        venue_ids.push(r.venue_id);
     }
     let performers = [
         ("Taylor Swift", "Singer-songwriter; stadium pop", "concert"),
@@ -116,16 +130,20 @@ pub async fn load(
     ];
     let mut performer_ids = Vec::new();
     for (i, (name, description, _)) in performers.iter().enumerate() {
-        let r = post(
+        let body = NewPerformer {
+            name: name.to_string(),
+            description: description.to_string(),
+        };
+        let r: PerformerCreated = post(
             http,
             nodes,
             "/admin/v1/performers",
             admin_token,
-            json!({"name": name, "description": description}),
+            &body,
             &format!("demo-performer-{i}"),
         )
         .await?;
-        performer_ids.push(r["performer_id"].as_u64().context("performer_id missing")?);
+        performer_ids.push(r.performer_id);
     }
     let tours = [
         "World Tour",
@@ -140,22 +158,23 @@ pub async fn load(
         let v = i % venue_ids.len();
         let day = 10 + (i * 3) % 18;
         let month = 1 + (i * 3) / 18 % 12;
-        let body = json!({
-            "name": format!("{} — {}", performers[p].0, tours[i % tours.len()]),
-            "description": format!("{} at {}", performers[p].1, ["Madison Square Garden", "Royal Albert Hall", "Sydney Opera House", "Red Rocks", "Brixton Academy"][v]),
-            "category": performers[p].2,
-            "venue_id": venue_ids[v],
-            "performer_ids": [performer_ids[p]],
-            "starts_at": format!("2027-{month:02}-{day:02}T20:00:00Z"),
-            "hold_ttl_s": 600,
-            "per_user_cap": if v == 4 { 2 } else { 6 },
-        });
-        post(
+        let venue = ["Madison Square Garden", "Royal Albert Hall", "Sydney Opera House", "Red Rocks", "Brixton Academy"][v];
+        let body = NewEvent {
+            name: format!("{} — {}", performers[p].0, tours[i % tours.len()]),
+            description: format!("{} at {venue}", performers[p].1),
+            category: performers[p].2.to_string(),
+            venue_id: venue_ids[v],
+            performer_ids: vec![performer_ids[p]],
+            starts_at: format!("2027-{month:02}-{day:02}T20:00:00Z"),
+            hold_ttl_s: Some(600),
+            per_user_cap: Some(if v == 4 { 2 } else { 6 }),
+        };
+        let _: boxoffice_api::EventCreated = post(
             http,
             nodes,
             "/admin/v1/events",
             admin_token,
-            body,
+            &body,
             &format!("demo-event-{i}"),
         )
         .await?;

@@ -1,19 +1,18 @@
 //! The API's error type: every failure becomes an RFC 9457 problem+json body with
-//! a stable machine-readable `code`. 5xx errors are logged once, here; their bodies
-//! never carry internals.
+//! a stable [`ProblemCode`], whose status it always answers with. 5xx errors are
+//! logged once, here; their bodies never carry internals.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use boxoffice_api::{Problem, ProblemCode};
 use boxoffice_raft::command::Rejection;
 use serde_json::{json, Map, Value};
 
 /// An error answer of the HTTP API.
 #[derive(Debug)]
 pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Stable code, e.g. `seat_unavailable`.
-    pub code: &'static str,
+    /// The code; it decides the HTTP status.
+    pub code: ProblemCode,
     /// Human-readable explanation for this occurrence.
     pub detail: String,
     /// Extra members (e.g. `seat_ids`, `leader`).
@@ -23,133 +22,94 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// A new error.
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+    /// A new error; 503s say when to retry (in a second).
+    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
         ApiError {
-            status,
             code,
             detail: detail.into(),
             extra: Map::new(),
-            retry_after_s: None,
+            retry_after_s: (code.status() == 503).then_some(1),
         }
+    }
+    /// The HTTP status of this error (its code's).
+    pub fn status(&self) -> StatusCode {
+        // Every code's status is a valid HTTP status (a test of the api crate).
+        StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
     /// Adds an extension member.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.extra.insert(key.to_string(), value.into());
         self
     }
-    /// Sets `Retry-After`.
-    pub fn retry_after(mut self, seconds: u32) -> Self {
-        self.retry_after_s = Some(seconds);
-        self
-    }
-    /// 400 with a code naming what is wrong.
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, detail)
-    }
     /// 400 for a bad parameter, naming it.
     pub fn bad_param(param: &str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_parameter", detail).with("parameter", param)
-    }
-    /// 401.
-    pub fn unauthorized(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
-    }
-    /// 403.
-    pub fn forbidden(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
-    }
-    /// 404 with a specific code.
-    pub fn not_found(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, detail)
-    }
-    /// 503: try again shortly (no leader, overloaded, node not ready).
-    pub fn unavailable(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail).retry_after(1)
+        Self::new(ProblemCode::InvalidParameter, detail).with("parameter", param)
     }
     /// 500; the cause is logged, not sent.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error; see the node's log",
-        )
+        Self::new(ProblemCode::Internal, "internal error; see the node's log")
+    }
+}
+
+/// The problem code of a state-machine refusal.
+pub fn rejection_code(r: &Rejection) -> ProblemCode {
+    match r {
+        Rejection::SeatUnavailable { .. } => ProblemCode::SeatUnavailable,
+        Rejection::InsufficientAvailability { .. } => ProblemCode::InsufficientAvailability,
+        Rejection::CapExceeded { .. } => ProblemCode::CapExceeded,
+        Rejection::UnknownEvent { .. } => ProblemCode::UnknownEvent,
+        Rejection::UnknownVenue { .. } => ProblemCode::UnknownVenue,
+        Rejection::UnknownPerformer { .. } => ProblemCode::UnknownPerformer,
+        Rejection::UnknownHold { .. } => ProblemCode::UnknownHold,
+        Rejection::HoldExpired { .. } => ProblemCode::HoldExpired,
+        Rejection::NotHoldOwner => ProblemCode::NotHoldOwner,
+        Rejection::HoldReleased => ProblemCode::HoldReleased,
+        Rejection::HoldAlreadyConfirmed { .. } => ProblemCode::HoldAlreadyConfirmed,
+        Rejection::InvalidInput { .. } => ProblemCode::InvalidInput,
+        Rejection::IdempotencyKeyReused => ProblemCode::IdempotencyKeyReused,
     }
 }
 
 impl From<Rejection> for ApiError {
     fn from(r: Rejection) -> Self {
-        let status = match &r {
-            Rejection::SeatUnavailable { .. }
-            | Rejection::InsufficientAvailability { .. }
-            | Rejection::CapExceeded { .. }
-            | Rejection::HoldExpired { .. }
-            | Rejection::HoldReleased
-            | Rejection::HoldAlreadyConfirmed { .. } => StatusCode::CONFLICT,
-            Rejection::UnknownEvent { .. }
-            | Rejection::UnknownVenue { .. }
-            | Rejection::UnknownPerformer { .. }
-            | Rejection::UnknownHold { .. } => StatusCode::NOT_FOUND,
-            Rejection::NotHoldOwner => StatusCode::FORBIDDEN,
-            Rejection::InvalidInput { .. } => StatusCode::BAD_REQUEST,
-            Rejection::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-        };
-        let mut e = ApiError::new(status, r.code(), r.to_string());
-        match &r {
-            Rejection::SeatUnavailable { seat_ids } => e = e.with("seat_ids", json!(seat_ids)),
+        let e = ApiError::new(rejection_code(&r), r.to_string());
+        match r {
+            Rejection::SeatUnavailable { seat_ids } => e.with("seat_ids", json!(seat_ids)),
             Rejection::InsufficientAvailability {
                 requested,
                 available,
-            } => {
-                e = e
-                    .with("requested", *requested)
-                    .with("available", *available)
-            }
+            } => e.with("requested", requested).with("available", available),
             Rejection::CapExceeded {
                 cap,
                 current,
                 requested,
-            } => {
-                e = e
-                    .with("cap", *cap)
-                    .with("current", *current)
-                    .with("requested", *requested)
-            }
-            Rejection::UnknownEvent { event_id } => e = e.with("event_id", *event_id),
-            Rejection::UnknownHold { hold_id } => e = e.with("hold_id", hold_id.to_string()),
-            Rejection::HoldExpired { expired_at_ms } => e = e.with("expired_at_ms", *expired_at_ms),
+            } => e
+                .with("cap", cap)
+                .with("current", current)
+                .with("requested", requested),
+            Rejection::UnknownEvent { event_id } => e.with("event_id", event_id),
+            Rejection::UnknownVenue { venue_id } => e.with("venue_id", venue_id),
+            Rejection::UnknownPerformer { performer_id } => e.with("performer_id", performer_id),
+            Rejection::UnknownHold { hold_id } => e.with("hold_id", hold_id.to_string()),
+            Rejection::HoldExpired { expired_at_ms } => e.with("expired_at_ms", expired_at_ms),
             Rejection::HoldAlreadyConfirmed { booking_id } => {
-                e = e.with("booking_id", booking_id.to_string())
+                e.with("booking_id", booking_id.to_string())
             }
-            _ => {}
+            Rejection::NotHoldOwner
+            | Rejection::HoldReleased
+            | Rejection::InvalidInput { .. }
+            | Rejection::IdempotencyKeyReused => e,
         }
-        e
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = Map::new();
-        body.insert(
-            "type".into(),
-            json!(format!("urn:boxoffice:problem:{}", self.code)),
-        );
-        body.insert(
-            "title".into(),
-            json!(self.status.canonical_reason().unwrap_or("error")),
-        );
-        body.insert("status".into(), json!(self.status.as_u16()));
-        body.insert("code".into(), json!(self.code));
-        body.insert("detail".into(), json!(self.detail));
-        for (k, v) in self.extra {
-            body.insert(k, v);
-        }
-        let mut resp = (
-            self.status,
-            serde_json::to_vec(&Value::Object(body)).unwrap_or_default(),
-        )
-            .into_response();
+        let status = self.status();
+        let mut problem = Problem::new(self.code, self.detail);
+        problem.extra = self.extra;
+        let mut resp = (status, serde_json::to_vec(&problem).unwrap_or_default()).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
@@ -158,7 +118,7 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

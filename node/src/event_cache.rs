@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
+use boxoffice_api::EventDetails;
 
 /// The cache. Bounded by `limits.event_cache_entries_max`: when full it is
 /// emptied (cheap, and the hot set refills at once).
@@ -23,7 +23,7 @@ pub struct EventCache {
 #[derive(Default)]
 struct Inner {
     generation: u64,
-    views: HashMap<u64, Arc<Value>>,
+    views: HashMap<u64, Arc<EventDetails>>,
 }
 
 /// Taken before a reader opens its snapshot; [`EventCache::insert`] needs it.
@@ -48,13 +48,13 @@ impl EventCache {
         Ticket(self.lock().generation)
     }
 
-    pub fn get(&self, event_id: u64) -> Option<Arc<Value>> {
+    pub fn get(&self, event_id: u64) -> Option<Arc<EventDetails>> {
         self.lock().views.get(&event_id).cloned()
     }
 
     /// Stores a view rendered after `ticket` was taken, unless something was
     /// invalidated since (the view may predate that change).
-    pub fn insert(&self, ticket: Ticket, event_id: u64, view: Arc<Value>) {
+    pub fn insert(&self, ticket: Ticket, event_id: u64, view: Arc<EventDetails>) {
         let mut inner = self.lock();
         if inner.generation != ticket.0 {
             return;
@@ -92,18 +92,35 @@ impl EventCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn details(id: u64, name: &str) -> Arc<EventDetails> {
+        Arc::new(EventDetails {
+            event: boxoffice_api::EventInfo {
+                event_id: id,
+                name: name.into(),
+                description: String::new(),
+                category: "test".into(),
+                starts_at: String::new(),
+                starts_at_ms: 0,
+                hold_ttl_s: 600,
+                per_user_cap: 8,
+                shard: None,
+            },
+            venue: None,
+            performers: vec![],
+        })
+    }
 
     #[test]
     fn a_view_rendered_before_an_invalidation_is_not_stored() {
         let c = EventCache::new(10);
         let t = c.ticket();
         c.invalidate(1);
-        c.insert(t, 1, Arc::new(json!({"name": "old"})));
+        c.insert(t, 1, details(1, "old"));
         assert!(c.get(1).is_none());
         let t = c.ticket();
-        c.insert(t, 1, Arc::new(json!({"name": "new"})));
-        assert_eq!(c.get(1).unwrap()["name"], "new");
+        c.insert(t, 1, details(1, "new"));
+        assert_eq!(c.get(1).unwrap().event.name, "new");
         c.invalidate(1);
         assert!(c.get(1).is_none());
     }
@@ -113,10 +130,10 @@ mod tests {
         let c = EventCache::new(3);
         for id in 0..10 {
             let t = c.ticket();
-            c.insert(t, id, Arc::new(json!(id)));
+            c.insert(t, id, details(id, "x"));
             assert!(c.len() <= 3);
         }
-        assert_eq!(c.get(9).unwrap(), Arc::new(json!(9)));
+        assert_eq!(c.get(9).unwrap().event.event_id, 9);
         c.clear();
         assert!(c.is_empty());
     }

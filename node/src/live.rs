@@ -2,7 +2,7 @@
 //! Server-Sent Events stream `GET /v1/events/{id}/seats/stream`.
 //!
 //! A feed task per shard turns the shard's applied outcomes into [`SeatChange`]s and
-//! keeps the last [`REPLAY_MAX`] of them. Event ids are stream positions:
+//! keeps the last `limits.sse_replay_max` of them. Event ids are stream positions:
 //! `index * POS_PER_ENTRY + pos`, where `pos` numbers the requests of one log entry
 //! (a leader batches requests into one entry). A stream starts with a `snapshot`
 //! event (the seat map, id = the position just past its applied index), or, when
@@ -19,21 +19,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
-use boxoffice_raft::command::Effect;
+use boxoffice_api::{
+    ProblemCode, SeatChange, SeatChangeKind, SeatStatus, SeatsExpired, StreamError,
+    StreamEventKind, StreamReset, StreamSnapshot,
+};
+use boxoffice_raft::command::{Effect, Outcome};
 use boxoffice_raft::GroupId;
 use boxoffice_storage::read::Reader;
-use boxoffice_storage::records::SeatStatus;
 use boxoffice_storage::state_machine::StateMachineStore;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::node::now_ms;
 
-/// Seat changes kept per shard for resuming streams.
-pub const REPLAY_MAX: usize = 16_384;
-/// Events queued between a stream's task and its HTTP body.
-pub const STREAM_QUEUE: usize = 64;
-/// Stream positions per log entry: room for a full batch of requests.
+/// Stream positions per log entry: room for a full batch of requests. Part of the
+/// stream-id format clients resume with, so a constant.
 pub const POS_PER_ENTRY: u64 = 1024;
 const _: () = assert!(boxoffice_raft::command::BATCH_REQUESTS_MAX as u64 <= POS_PER_ENTRY - 1);
 
@@ -53,50 +53,109 @@ pub fn position_after(index: u64) -> u64 {
         .saturating_add(POS_PER_ENTRY - 1)
 }
 
-/// What happened to some seats of one event.
-#[derive(Clone, Debug, Serialize)]
-pub struct SeatChange {
-    /// Applied log index.
-    pub index: u64,
-    /// Stream position (the SSE event id), see [`position`].
-    #[serde(skip)]
-    pub position: u64,
-    /// State-machine time of the change.
-    pub time_ms: u64,
-    /// The event.
-    pub event_id: u64,
-    /// `held`, `sold` or `released`.
-    pub kind: &'static str,
-    /// The hold involved.
-    pub hold_id: String,
-    /// Seats (empty for general admission).
-    pub seat_ids: Vec<u32>,
-    /// Tickets.
-    pub quantity: u32,
-    /// For `held`: when the hold expires.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires_at_ms: Option<u64>,
+/// One item of a shard's feed: a seat change at its stream position, or the
+/// news that the replica installed a snapshot (every stream must start over).
+#[derive(Clone, Debug)]
+pub enum FeedItem {
+    /// A change, at its stream position (the SSE event id, see [`position`]).
+    Change {
+        /// Stream position.
+        position: u64,
+        /// The change.
+        change: SeatChange,
+    },
+    /// The state was replaced up to `position`: nothing before it is replayable.
+    Reset {
+        /// The position just past the installed snapshot.
+        position: u64,
+    },
+}
+
+impl FeedItem {
+    /// Its stream position.
+    pub fn position(&self) -> u64 {
+        match self {
+            FeedItem::Change { position, .. } | FeedItem::Reset { position } => *position,
+        }
+    }
+}
+
+/// The seat change an applied outcome makes, if any. Every effect is named: a
+/// new one must say whether it changes seats.
+fn seat_change(index: u64, outcome: &Outcome) -> Option<SeatChange> {
+    let time_ms = outcome.applied.time_ms;
+    let effect = outcome.result.as_ref().ok()?;
+    match effect {
+        Effect::Held(h) => Some(SeatChange {
+            index,
+            time_ms,
+            event_id: h.event_id,
+            kind: SeatChangeKind::Held,
+            hold_id: h.hold_id.to_string(),
+            seat_ids: h.seat_ids.clone(),
+            quantity: h.quantity,
+            expires_at_ms: Some(h.expires_at_ms),
+        }),
+        Effect::Confirmed(b) => Some(SeatChange {
+            index,
+            time_ms,
+            event_id: b.event_id,
+            kind: SeatChangeKind::Sold,
+            hold_id: b.hold_id.to_string(),
+            seat_ids: b.seat_ids.clone(),
+            quantity: b.quantity,
+            expires_at_ms: None,
+        }),
+        // An expired hold's release frees nothing (its seats were free already).
+        Effect::Released {
+            hold_id,
+            event_id,
+            seat_ids,
+            quantity,
+        } if *quantity > 0 => Some(SeatChange {
+            index,
+            time_ms,
+            event_id: *event_id,
+            kind: SeatChangeKind::Released,
+            hold_id: hold_id.to_string(),
+            seat_ids: seat_ids.clone(),
+            quantity: *quantity,
+            expires_at_ms: None,
+        }),
+        Effect::Released { .. }
+        | Effect::Nothing
+        | Effect::VenueCreated { .. }
+        | Effect::PerformerCreated { .. }
+        | Effect::EventCreated { .. }
+        | Effect::InventoryCreated { .. }
+        | Effect::EventsCreated { .. }
+        | Effect::EventUpdated { .. }
+        | Effect::InventoriesCreated { .. }
+        // The state machine's change stream splits a batch into its requests.
+        | Effect::Batch(_) => None,
+    }
 }
 
 struct Ring {
     /// Highest position whose changes are not all in `changes` (replay only after it).
     floor: u64,
-    changes: VecDeque<Arc<SeatChange>>,
+    changes: VecDeque<Arc<FeedItem>>,
 }
 
 /// The seat-change feed of one shard on this node.
 pub struct Feed {
     ring: Mutex<Ring>,
-    tx: broadcast::Sender<Arc<SeatChange>>,
+    tx: broadcast::Sender<Arc<FeedItem>>,
 }
 
 impl Feed {
     /// Starts the feed of a shard's state machine.
     /// `lag_max` is how far a subscriber may fall behind (`limits.sse_lag_max`).
-    pub fn start(sm: StateMachineStore, lag_max: usize) -> Arc<Feed> {
+    pub fn start(sm: StateMachineStore, limits: &crate::config::Limits) -> Arc<Feed> {
         let mut changes = sm.changes();
         let start = position_after(sm.applied().borrow().index);
-        let (tx, _) = broadcast::channel(lag_max.max(1));
+        let (tx, _) = broadcast::channel(limits.sse_lag_max.max(1));
+        let replay_max = limits.sse_replay_max.max(1);
         let feed = Arc::new(Feed {
             ring: Mutex::new(Ring {
                 floor: start,
@@ -127,71 +186,25 @@ impl Feed {
                         ring.changes.clear();
                         ring.floor = position_after(c.index);
                     }
-                    let reset = SeatChange {
-                        index: c.index,
+                    let _ = f.tx.send(Arc::new(FeedItem::Reset {
                         position: position_after(c.index),
-                        time_ms: c.outcome.applied.time_ms,
-                        event_id: 0,
-                        kind: "reset",
-                        hold_id: String::new(),
-                        seat_ids: vec![],
-                        quantity: 0,
-                        expires_at_ms: None,
-                    };
-                    let _ = f.tx.send(Arc::new(reset));
+                    }));
                     continue;
                 }
                 if c.outcome.replayed {
                     continue;
                 }
-                let change = match &c.outcome.result {
-                    Ok(Effect::Held(h)) => Some(SeatChange {
-                        index: c.index,
-                        position: position(c.index, c.pos),
-                        time_ms: c.outcome.applied.time_ms,
-                        event_id: h.event_id,
-                        kind: "held",
-                        hold_id: h.hold_id.to_string(),
-                        seat_ids: h.seat_ids.clone(),
-                        quantity: h.quantity,
-                        expires_at_ms: Some(h.expires_at_ms),
-                    }),
-                    Ok(Effect::Confirmed(b)) => Some(SeatChange {
-                        index: c.index,
-                        position: position(c.index, c.pos),
-                        time_ms: c.outcome.applied.time_ms,
-                        event_id: b.event_id,
-                        kind: "sold",
-                        hold_id: b.hold_id.to_string(),
-                        seat_ids: b.seat_ids.clone(),
-                        quantity: b.quantity,
-                        expires_at_ms: None,
-                    }),
-                    Ok(Effect::Released {
-                        hold_id,
-                        event_id,
-                        seat_ids,
-                        quantity,
-                    }) if *quantity > 0 => Some(SeatChange {
-                        index: c.index,
-                        position: position(c.index, c.pos),
-                        time_ms: c.outcome.applied.time_ms,
-                        event_id: *event_id,
-                        kind: "released",
-                        hold_id: hold_id.to_string(),
-                        seat_ids: seat_ids.clone(),
-                        quantity: *quantity,
-                        expires_at_ms: None,
-                    }),
-                    _ => None,
-                };
+                let change = seat_change(c.index, &c.outcome).map(|change| FeedItem::Change {
+                    position: position(c.index, c.pos),
+                    change,
+                });
                 let Some(change) = change else { continue };
                 let change = Arc::new(change);
                 {
                     let mut ring = f.ring.lock().unwrap_or_else(|e| e.into_inner());
-                    if ring.changes.len() >= REPLAY_MAX {
+                    if ring.changes.len() >= replay_max {
                         if let Some(old) = ring.changes.pop_front() {
-                            ring.floor = old.position;
+                            ring.floor = old.position();
                         }
                     }
                     ring.changes.push_back(change.clone());
@@ -204,7 +217,7 @@ impl Feed {
     }
 
     /// Live changes from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<SeatChange>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedItem>> {
         self.tx.subscribe()
     }
 
@@ -213,8 +226,8 @@ impl Feed {
         &self,
         after: Option<u64>,
     ) -> (
-        broadcast::Receiver<Arc<SeatChange>>,
-        Option<Vec<Arc<SeatChange>>>,
+        broadcast::Receiver<Arc<FeedItem>>,
+        Option<Vec<Arc<FeedItem>>>,
     ) {
         let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         // Subscribing under the lock: nothing pushed after this is missed, nothing
@@ -223,7 +236,7 @@ impl Feed {
         let replay = after.filter(|&a| a >= ring.floor).map(|a| {
             ring.changes
                 .iter()
-                .filter(|c| c.position > a)
+                .filter(|c| c.position() > a)
                 .cloned()
                 .collect()
         });
@@ -231,7 +244,8 @@ impl Feed {
     }
 }
 
-fn sse_json<T: Serialize>(kind: &str, id: Option<u64>, value: &T) -> Event {
+fn sse_json<T: Serialize>(kind: StreamEventKind, id: Option<u64>, value: &T) -> Event {
+    let kind = kind.as_str();
     let e = Event::default()
         .event(kind)
         .json_data(value)
@@ -240,6 +254,17 @@ fn sse_json<T: Serialize>(kind: &str, id: Option<u64>, value: &T) -> Event {
         Some(i) => e.id(i.to_string()),
         None => e,
     }
+}
+
+/// A `reset` event: the node ends the stream, saying why.
+fn reset(reason: &str) -> Event {
+    sse_json(
+        StreamEventKind::Reset,
+        None,
+        &StreamReset {
+            reason: reason.into(),
+        },
+    )
 }
 
 /// Builds the SSE stream for one event.
@@ -251,8 +276,9 @@ pub fn stream(
     last_event_id: Option<u64>,
     permit: tokio::sync::OwnedSemaphorePermit,
     send_timeout: Duration,
+    queue_max: usize,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
-    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Event>(STREAM_QUEUE);
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Event>(queue_max.max(1));
     // Queues an event for the consumer; false when it is gone or has taken nothing
     // for `send_timeout` (stalled: drop it rather than hold its slot and memory).
     let send = move |tx: tokio::sync::mpsc::Sender<Event>, e: Event| async move {
@@ -261,7 +287,7 @@ pub fn stream(
             Ok(Err(_)) => false,
             Err(_) => {
                 // Best effort: tell it why, should it ever read again.
-                let _ = tx.try_send(sse_json("reset", None, &serde_json::json!({"reason": "consumer stalled; reconnect with Last-Event-ID"})));
+                let _ = tx.try_send(reset("consumer stalled; reconnect with Last-Event-ID"));
                 false
             }
         }
@@ -275,31 +301,33 @@ pub fn stream(
         let mut held_until: BTreeMap<String, u64> = BTreeMap::new();
         let mut last_sent: u64;
         match replay {
-            Some(changes) => {
+            Some(items) => {
                 last_sent = last_event_id.unwrap_or(0);
-                for c in changes {
-                    if c.event_id != event_id {
+                for item in items {
+                    // The ring holds changes only (a reset empties it).
+                    let FeedItem::Change { position, change } = &*item else {
+                        continue;
+                    };
+                    if change.event_id != event_id {
                         continue;
                     }
-                    track(&mut timers, &mut held_until, &c);
-                    last_sent = c.position;
-                    if !send(out_tx.clone(), sse_json("change", Some(c.position), &*c)).await {
+                    track(&mut timers, &mut held_until, change);
+                    last_sent = *position;
+                    let e = sse_json(StreamEventKind::Change, Some(*position), change);
+                    if !send(out_tx.clone(), e).await {
                         return;
                     }
                 }
             }
             None => {
                 let tx = reader.begin_applied();
-                let Some(map) = tx.seat_map(event_id) else {
-                    let _ = send(
-                        out_tx.clone(),
-                        sse_json(
-                            "error",
-                            None,
-                            &serde_json::json!({"code": "unknown_event", "event_id": event_id}),
-                        ),
-                    )
-                    .await;
+                let Some(map) = crate::api::seats::seat_map(&tx, group, event_id, None) else {
+                    let error = StreamError {
+                        code: ProblemCode::UnknownEvent,
+                        event_id,
+                    };
+                    let _ = send(out_tx.clone(), sse_json(StreamEventKind::Error, None, &error))
+                        .await;
                     return;
                 };
                 last_sent = position_after(tx.freshness.applied_index);
@@ -313,8 +341,13 @@ pub fn stream(
                         held_until.insert(format!("seat:{}", s.seat_id), until);
                     }
                 }
-                let body = serde_json::json!({"shard": group.0, "freshness": tx.freshness, "seat_map": map});
-                if !send(out_tx.clone(), sse_json("snapshot", Some(last_sent), &body)).await {
+                let body = StreamSnapshot {
+                    shard: group.0,
+                    freshness: map.freshness,
+                    seat_map: map,
+                };
+                let e = sse_json(StreamEventKind::Snapshot, Some(last_sent), &body);
+                if !send(out_tx.clone(), e).await {
                     return;
                 }
             }
@@ -326,24 +359,28 @@ pub fn stream(
                 .unwrap_or(3_600_000);
             tokio::select! {
                 r = rx.recv() => match r {
-                    Ok(c) => {
-                        if c.kind == "reset" {
-                            let _ = send(out_tx.clone(), sse_json("reset", None, &serde_json::json!({"reason": "replica installed a snapshot; reconnect"}))).await;
-                            return;
-                        }
-                        if c.event_id != event_id || c.position <= last_sent {
+                    Ok(item) => {
+                        let (position, change) = match &*item {
+                            FeedItem::Reset { .. } => {
+                                let _ = send(out_tx.clone(), reset("replica installed a snapshot; reconnect")).await;
+                                return;
+                            }
+                            FeedItem::Change { position, change } => (*position, change),
+                        };
+                        if change.event_id != event_id || position <= last_sent {
                             continue;
                         }
-                        track(&mut timers, &mut held_until, &c);
-                        last_sent = c.position;
-                        if !send(out_tx.clone(), sse_json("change", Some(c.position), &*c)).await {
+                        track(&mut timers, &mut held_until, change);
+                        last_sent = position;
+                        let e = sse_json(StreamEventKind::Change, Some(position), change);
+                        if !send(out_tx.clone(), e).await {
                             return;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // Best effort: a stalled consumer's queue is full, and waiting
                         // for it is what this drop avoids.
-                        let _ = out_tx.try_send(sse_json("reset", None, &serde_json::json!({"reason": "consumer too slow; reconnect with Last-Event-ID"})));
+                        let _ = out_tx.try_send(reset("consumer too slow; reconnect with Last-Event-ID"));
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -357,8 +394,13 @@ pub fn stream(
                             continue;
                         }
                         held_until.remove(&key);
-                        let body = serde_json::json!({"event_id": event_id, "seat_ids": seats, "quantity": quantity, "expired_at_ms": t});
-                        if !send(out_tx.clone(), sse_json("expired", None, &body)).await {
+                        let body = SeatsExpired {
+                            event_id,
+                            seat_ids: seats,
+                            quantity,
+                            expired_at_ms: t,
+                        };
+                        if !send(out_tx.clone(), sse_json(StreamEventKind::Expired, None, &body)).await {
                             return;
                         }
                     }
@@ -386,7 +428,7 @@ fn track(
     };
     for (key, seats) in keys {
         match (c.kind, c.expires_at_ms) {
-            ("held", Some(exp)) => {
+            (SeatChangeKind::Held, Some(exp)) => {
                 let qty = if seats.is_empty() { c.quantity } else { 1 };
                 timers
                     .entry(exp)

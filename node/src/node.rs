@@ -11,7 +11,7 @@ use boxoffice_raft::network::{CallError, NetworkFactory, RpcClient, RpcConfig};
 use boxoffice_raft::{all_groups, codec, shard_for_event, GroupId, NodeId, Raft, SHARDS_MAX};
 use boxoffice_storage::keys::meta;
 use boxoffice_storage::read::Reader;
-use boxoffice_storage::{Db, DbConfig, LogStore, StateMachineStore};
+use boxoffice_storage::{Db, LogStore, StateMachineStore};
 use openraft::error::{ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +23,8 @@ pub struct ClusterRecord {
     /// Number of inventory shards, fixed at bootstrap.
     pub shards: u16,
 }
+
+boxoffice_raft::versioned_v1!(ClusterRecord => "cluster record");
 
 /// Handles to one hosted group's storage.
 #[derive(Clone)]
@@ -113,7 +115,7 @@ pub fn now_ms() -> u64 {
 impl Node {
     /// Opens the node's data and starts the groups it already belongs to.
     pub async fn open(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
-        let db = Db::open(&config.data_dir, &DbConfig::default())?;
+        let db = Db::open(&config.data_dir, &config.storage)?;
         let rpc = RpcClient::new(RpcConfig {
             cluster_key: config.cluster_key.clone(),
             connect_timeout_ms: config.limits.peer_connect_timeout_ms,
@@ -211,7 +213,12 @@ impl Node {
                 continue;
             }
             let log = LogStore::new(self.db.clone(), group);
-            let sm = StateMachineStore::open(self.db.clone(), group, &snapshot_root)?;
+            let sm = StateMachineStore::open(
+                self.db.clone(),
+                group,
+                &snapshot_root,
+                &self.config.storage,
+            )?;
             let reader = Reader::new(self.db.clone(), group);
             let raft = Raft::new(
                 self.config.id,
@@ -227,7 +234,7 @@ impl Node {
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(
                         group,
-                        crate::live::Feed::start(sm.clone(), self.config.limits.sse_lag_max),
+                        crate::live::Feed::start(sm.clone(), &self.config.limits),
                     );
             }
             self.stores
@@ -246,7 +253,11 @@ impl Node {
                     let reader = readers.get(&shard_for_event(event_id, shards))?;
                     reader.begin_applied().available(event_id)
                 });
-                let index = crate::search::SearchIndex::open(&self.config.data_dir, availability)?;
+                let index = crate::search::SearchIndex::open(
+                    &self.config.data_dir,
+                    availability,
+                    self.config.search.clone(),
+                )?;
                 if self.search.set(index.clone()).is_ok() {
                     let feeds: Vec<_> = self
                         .feeds
@@ -338,7 +349,7 @@ impl Node {
                 batch_max: r.propose_batch_max,
                 batch_bytes_max: r.propose_batch_bytes_max,
                 pipeline_max: r.propose_pipeline_max,
-                queue_max: self.config.limits.in_flight_max,
+                queue_max: r.propose_queue_max,
             },
         );
         map.insert(group, p.clone());
@@ -696,7 +707,20 @@ async fn invalidate_event_cache(
                 Ok(Effect::EventsCreated { events }) => {
                     events.iter().for_each(|e| cache.invalidate(e.event_id))
                 }
-                _ => {}
+                // A new venue or performer is in no cached view yet (views name
+                // only existing ones, and neither changes after creation).
+                Ok(
+                    Effect::Nothing
+                    | Effect::VenueCreated { .. }
+                    | Effect::PerformerCreated { .. }
+                    | Effect::InventoryCreated { .. }
+                    | Effect::Held(_)
+                    | Effect::Confirmed(_)
+                    | Effect::Released { .. }
+                    | Effect::InventoriesCreated { .. }
+                    | Effect::Batch(_),
+                )
+                | Err(_) => {}
             },
             // Missed changes: forget everything rather than serve a stale view.
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => cache.clear(),

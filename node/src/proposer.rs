@@ -38,7 +38,7 @@ pub struct Settings {
     pub batch_bytes_max: usize,
     /// Entries of this group proposed and not yet applied (`raft.propose_pipeline_max`).
     pub pipeline_max: usize,
-    /// Requests queued for the group before callers wait for room (`limits.in_flight_max`).
+    /// Requests queued for the group before callers wait for room (`raft.propose_queue_max`).
     pub queue_max: usize,
 }
 
@@ -69,7 +69,7 @@ impl Proposer {
         let deadline = Instant::now() + timeout;
         let (tx, rx) = oneshot::channel();
         let pending = Pending {
-            size: codec::encode(&req).len(),
+            size: codec::encode_message(&req).len(),
             req,
             deadline,
             tx,

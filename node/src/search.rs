@@ -28,22 +28,44 @@ use tantivy::{doc, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Tantivy
 
 /// Bumped whenever the schema changes: an index of another version is rebuilt.
 pub const SCHEMA_VERSION: u32 = 4;
-/// Memory budget of the index writer.
-pub const WRITER_MEMORY_BYTES: usize = 64 << 20;
-/// Events read from the replica per batch during a rebuild or catch-up.
-pub const REBUILD_BATCH: usize = 2000;
-/// Longest a created event waits before its commit (bounds staleness of search).
-pub const COMMIT_INTERVAL_MS: u64 = 200;
+/// Settings of a node's search index (`[search]`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchSettings {
+    /// Memory budget of the index writer (bytes).
+    pub writer_memory_bytes: usize,
+    /// Events read from the replica per batch during a rebuild or catch-up.
+    pub rebuild_batch_max: usize,
+    /// Longest a created or changed event waits for its commit (ms): how far
+    /// search may trail the catalogue.
+    pub commit_interval_ms: u64,
+    /// How often changed availability figures are written to the index (ms).
+    pub availability_refresh_ms: u64,
+    /// Most candidates a geo search considers (the radius filter runs on them).
+    pub geo_candidates_max: usize,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        SearchSettings {
+            writer_memory_bytes: 64 << 20,
+            rebuild_batch_max: 2000,
+            commit_interval_ms: 200,
+            availability_refresh_ms: 1_000,
+            geo_candidates_max: 20_000,
+        }
+    }
+}
+
+// The API's contract, the same on every node (so that every node answers a query
+// alike, and page tokens work anywhere): constants, not settings.
+
 /// Most results per search page.
 pub const PAGE_SIZE_MAX: usize = 100;
 /// Search page size when none is given.
 pub const PAGE_SIZE_DEFAULT: usize = 20;
 /// Deepest result offset a page token may reach.
 pub const OFFSET_MAX: usize = 10_000;
-/// Most candidates considered by a geo search (the radius filter runs on them).
-pub const GEO_CANDIDATES_MAX: usize = 20_000;
-/// How often changed availability figures are written to the index.
-pub const AVAILABILITY_REFRESH_MS: u64 = 1_000;
 /// Keyword searches first match words exactly (and the last word as a prefix);
 /// only when that finds fewer hits than this do typo-tolerant matches join in.
 /// Decided per query, not per page, so paging stays stable.
@@ -201,6 +223,8 @@ pub struct SearchIndex {
     /// True once the index has caught up with the replica after start-up.
     ready: AtomicBool,
     availability: AvailabilityFn,
+    /// `[search]` settings.
+    pub settings: SearchSettings,
 }
 
 fn index_dir(data_dir: &Path) -> PathBuf {
@@ -210,7 +234,11 @@ fn index_dir(data_dir: &Path) -> PathBuf {
 impl SearchIndex {
     /// Opens the index under `data_dir`, or creates it empty if it is missing or
     /// unreadable (the indexer then rebuilds it).
-    pub fn open(data_dir: &Path, availability: AvailabilityFn) -> anyhow::Result<Arc<SearchIndex>> {
+    pub fn open(
+        data_dir: &Path,
+        availability: AvailabilityFn,
+        settings: SearchSettings,
+    ) -> anyhow::Result<Arc<SearchIndex>> {
         let dir = index_dir(data_dir);
         // Older schema versions are dropped.
         if let Ok(entries) = std::fs::read_dir(data_dir.join("search")) {
@@ -247,7 +275,7 @@ impl SearchIndex {
             .and_then(|m| m.payload)
             .and_then(|p| parse_cursor(&p))
             .unwrap_or((0, 0));
-        let writer = index.writer(WRITER_MEMORY_BYTES)?;
+        let writer = index.writer(settings.writer_memory_bytes)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -260,6 +288,7 @@ impl SearchIndex {
             synced_through: std::sync::atomic::AtomicU64::new(cursor.0),
             ready: AtomicBool::new(false),
             availability,
+            settings,
         }))
     }
 
@@ -287,19 +316,18 @@ impl SearchIndex {
     ) -> anyhow::Result<()> {
         let f = self.fields;
         for e in events {
-            let venue = tx.venue(e.spec.venue_id);
+            let venue = tx.venue(e.venue_id);
             let performers: Vec<String> = e
-                .spec
                 .performer_ids
                 .iter()
                 .filter_map(|&p| tx.performer(p))
-                .map(|p| p.spec.name)
+                .map(|p| p.name)
                 .collect();
-            let (capacity, min_price) = match venue.as_ref().map(|v| &v.spec.layout) {
-                Some(boxoffice_raft::command::Layout::Seated { sections }) => (
+            let (capacity, min_price) = match venue.as_ref().map(|v| &v.layout) {
+                Some(boxoffice_storage::records::VenueLayout::Seated { sections }) => (
                     venue
                         .as_ref()
-                        .map(|v| v.spec.layout.capacity())
+                        .map(|v| v.layout.capacity())
                         .unwrap_or(0),
                     sections
                         .iter()
@@ -308,7 +336,7 @@ impl SearchIndex {
                         .min()
                         .unwrap_or(0),
                 ),
-                Some(boxoffice_raft::command::Layout::GeneralAdmission {
+                Some(boxoffice_storage::records::VenueLayout::GeneralAdmission {
                     capacity,
                     price_cents,
                 }) => (u64::from(*capacity), *price_cents),
@@ -320,34 +348,34 @@ impl SearchIndex {
             w.delete_term(Term::from_field_u64(f.event_id, e.event_id));
             let mut d = doc!(
                 f.event_id => e.event_id,
-                f.name => e.spec.name.clone(),
-                f.description => e.spec.description.clone(),
+                f.name => e.name.clone(),
+                f.description => e.description.clone(),
                 f.performers => performers.join(", "),
-                f.venue => venue.as_ref().map(|v| v.spec.name.clone()).unwrap_or_default(),
-                f.city => venue.as_ref().map(|v| v.spec.city.to_lowercase()).unwrap_or_default(),
-                f.category => e.spec.category.to_lowercase(),
-                f.starts_at_ms => e.spec.starts_at_ms,
-                f.venue_id => e.spec.venue_id,
+                f.venue => venue.as_ref().map(|v| v.name.clone()).unwrap_or_default(),
+                f.city => venue.as_ref().map(|v| v.city.to_lowercase()).unwrap_or_default(),
+                f.category => e.category.to_lowercase(),
+                f.starts_at_ms => e.starts_at_ms,
+                f.venue_id => e.venue_id,
                 f.available => available,
                 f.min_price_cents => min_price,
-                f.lat => venue.as_ref().map(|v| v.spec.lat).unwrap_or(0.0),
-                f.lon => venue.as_ref().map(|v| v.spec.lon).unwrap_or(0.0),
+                f.lat => venue.as_ref().map(|v| v.lat).unwrap_or(0.0),
+                f.lon => venue.as_ref().map(|v| v.lon).unwrap_or(0.0),
             );
-            for &p in &e.spec.performer_ids {
+            for &p in &e.performer_ids {
                 d.add_u64(f.performer_id, p);
             }
             let venue_name = venue
                 .as_ref()
-                .map(|v| v.spec.name.as_str())
+                .map(|v| v.name.as_str())
                 .unwrap_or_default();
             d.add_text(
                 f.all_text,
                 format!(
                     "{} {} {} {}",
-                    e.spec.name,
+                    e.name,
                     performers.join(" "),
                     venue_name,
-                    e.spec.description
+                    e.description
                 ),
             );
             w.add_document(d)?;
@@ -385,7 +413,7 @@ impl SearchIndex {
         loop {
             let w = self.writer();
             let tx = reader.begin(0);
-            let changed = tx.events_changed_after(self.cursor(), REBUILD_BATCH);
+            let changed = tx.events_changed_after(self.cursor(), self.settings.rebuild_batch_max);
             let Some(&(last, _)) = changed.last() else {
                 self.synced_through
                     .fetch_max(tx.freshness.applied_index, Ordering::Relaxed);
@@ -449,7 +477,7 @@ impl SearchIndex {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
             // Gather what arrives within the commit interval into one commit.
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(COMMIT_INTERVAL_MS);
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(self.settings.commit_interval_ms);
             loop {
                 match tokio::time::timeout_at(deadline, changes.recv()).await {
                     Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
@@ -465,7 +493,7 @@ impl SearchIndex {
 
     /// Re-indexes events whose availability may have changed: those named by the
     /// shards' seat-change feeds, and those with a hold expiring, once per
-    /// [`AVAILABILITY_REFRESH_MS`] (one commit per period, not one per sale).
+    /// `search.availability_refresh_ms` (one commit per period, not one per sale).
     pub async fn run_availability_refresher(
         self: Arc<Self>,
         catalogue: Reader,
@@ -478,8 +506,12 @@ impl SearchIndex {
             tokio::spawn(async move {
                 loop {
                     match sub.recv().await {
-                        Ok(c) => {
-                            if tx.send((c.event_id, c.expires_at_ms)).await.is_err() {
+                        Ok(item) => {
+                            let crate::live::FeedItem::Change { change, .. } = &*item else {
+                                // A snapshot install: the periodic refresh covers it.
+                                continue;
+                            };
+                            if tx.send((change.event_id, change.expires_at_ms)).await.is_err() {
                                 return;
                             }
                         }
@@ -492,7 +524,7 @@ impl SearchIndex {
         drop(tx);
         let mut dirty = std::collections::BTreeSet::new();
         let mut expiring: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
-        let mut tick = tokio::time::interval(Duration::from_millis(AVAILABILITY_REFRESH_MS));
+        let mut tick = tokio::time::interval(Duration::from_millis(self.settings.availability_refresh_ms));
         loop {
             tokio::select! {
                 m = rx.recv() => match m {
@@ -716,12 +748,12 @@ impl SearchIndex {
                 // Candidates in relevance (or date) order, then the exact radius filter
                 // and, if asked, distance order.
                 let (cands, _): (Vec<(f32, tantivy::DocAddress)>, usize) = if by_date {
-                    let c = TopDocs::with_limit(GEO_CANDIDATES_MAX)
+                    let c = TopDocs::with_limit(self.settings.geo_candidates_max)
                         .order_by_fast_field::<i64>("starts_at_ms", Order::Asc);
                     let (top, n) = searcher.search(query, &(c, Count))?;
                     (top.into_iter().map(|(_, a)| (0.0, a)).collect(), n)
                 } else {
-                    searcher.search(query, &(TopDocs::with_limit(GEO_CANDIDATES_MAX), Count))?
+                    searcher.search(query, &(TopDocs::with_limit(self.settings.geo_candidates_max), Count))?
                 };
                 let mut located = Vec::new();
                 let mut columns = std::collections::HashMap::new();

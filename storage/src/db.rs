@@ -13,6 +13,8 @@ use std::thread;
 
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
+use serde::{Deserialize, Serialize};
+
 use crate::StorageError;
 
 /// Column family for Raft log entries.
@@ -22,24 +24,45 @@ pub const CF_META: &str = "meta";
 /// Column family for state-machine records.
 pub const CF_SM: &str = "sm";
 
-/// Share of each memtable's size given to its bloom filter of whole keys.
-const MEMTABLE_BLOOM_RATIO: f64 = 0.1;
-
-/// Storage settings.
-#[derive(Clone, Debug)]
-pub struct DbConfig {
+/// Storage settings of a node (`[storage]` in its settings file).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
     /// Most durability requests waiting for the WAL syncer; a full queue makes
     /// appenders wait (back-pressure) rather than grow memory.
     pub wal_sync_queue_max: usize,
-    /// RocksDB block cache size.
+    /// Most durability requests one fsync completes, so that one sync's latency
+    /// stays bounded.
+    pub wal_sync_batch_max: usize,
+    /// RocksDB block cache size (bytes).
     pub block_cache_bytes: usize,
+    /// Share of each memtable given to a bloom filter of whole keys: apply looks
+    /// up many absent keys (a new idempotency key's session, an available seat's
+    /// ticket), and without the filter each walks the memtable's skip list.
+    pub memtable_bloom_ratio: f64,
+    /// Records each group's apply cache keeps (see `kv::ApplyCache`).
+    pub apply_cache_entries_max: usize,
+    /// Key and value bytes each group's apply cache keeps.
+    pub apply_cache_bytes_max: usize,
+    /// Records per write batch while installing a snapshot: bounds install memory.
+    pub snapshot_install_batch_records: usize,
+    /// Applied changes buffered per group for in-process watchers (live seat
+    /// maps, search, the event cache); one that falls further behind is told it
+    /// lagged and resynchronises, rather than hold memory.
+    pub changes_capacity: usize,
 }
 
-impl Default for DbConfig {
+impl Default for StorageSettings {
     fn default() -> Self {
-        DbConfig {
+        StorageSettings {
             wal_sync_queue_max: 4096,
+            wal_sync_batch_max: 1024,
             block_cache_bytes: 64 << 20,
+            memtable_bloom_ratio: 0.1,
+            apply_cache_entries_max: 65_536,
+            apply_cache_bytes_max: 32 << 20,
+            snapshot_install_batch_records: 8192,
+            changes_capacity: 4096,
         }
     }
 }
@@ -57,7 +80,7 @@ pub struct Db {
 
 impl Db {
     /// Opens (creating if needed) the database under `dir/db`.
-    pub fn open(dir: &Path, config: &DbConfig) -> Result<Db, StorageError> {
+    pub fn open(dir: &Path, config: &StorageSettings) -> Result<Db, StorageError> {
         let path = dir.join("db");
         std::fs::create_dir_all(&path)?;
         let mut opts = Options::default();
@@ -76,7 +99,7 @@ impl Db {
         // A bloom filter over the memtable's whole keys: apply looks up many keys
         // that are absent (a new idempotency key's session, an available seat's
         // ticket), and without it each such lookup walks the memtable's skip list.
-        cf_opts.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
+        cf_opts.set_memtable_prefix_bloom_ratio(config.memtable_bloom_ratio);
         cf_opts.set_memtable_whole_key_filtering(true);
         let cfs =
             [CF_LOG, CF_META, CF_SM].map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
@@ -86,7 +109,10 @@ impl Db {
         let weak = Arc::downgrade(&db);
         thread::Builder::new()
             .name("wal-sync".into())
-            .spawn(move || wal_sync_loop(weak, rx))?;
+            .spawn({
+                let batch_max = config.wal_sync_batch_max.max(1);
+                move || wal_sync_loop(weak, rx, batch_max)
+            })?;
         Ok(Db {
             inner: db,
             syncer: tx,
@@ -158,12 +184,10 @@ impl Db {
     }
 }
 
-fn wal_sync_loop(db: std::sync::Weak<DB>, rx: mpsc::Receiver<SyncCallback>) {
-    // Bound on callbacks completed by one fsync, so one sync's latency stays bounded.
-    const BATCH_MAX: usize = 1024;
+fn wal_sync_loop(db: std::sync::Weak<DB>, rx: mpsc::Receiver<SyncCallback>, batch_max: usize) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
-        while batch.len() < BATCH_MAX {
+        while batch.len() < batch_max {
             match rx.try_recv() {
                 Ok(cb) => batch.push(cb),
                 Err(_) => break,

@@ -86,11 +86,6 @@ impl Kv for MemKv {
     }
 }
 
-/// Most records an [`ApplyCache`] keeps.
-pub const APPLY_CACHE_ENTRIES_MAX: usize = 65_536;
-/// Most key and value bytes an [`ApplyCache`] keeps.
-pub const APPLY_CACHE_BYTES_MAX: usize = 32 << 20;
-
 /// One group's state-machine records that apply read, least recently used dropped
 /// first.
 ///
@@ -109,18 +104,24 @@ pub const APPLY_CACHE_BYTES_MAX: usize = 32 << 20;
 pub struct ApplyCache {
     map: lru::LruCache<Vec<u8>, Vec<u8>>,
     bytes: usize,
-}
-
-impl Default for ApplyCache {
-    fn default() -> Self {
-        ApplyCache {
-            map: lru::LruCache::unbounded(),
-            bytes: 0,
-        }
-    }
+    /// Most records kept (`storage.apply_cache_entries_max`).
+    entries_max: usize,
+    /// Most key and value bytes kept (`storage.apply_cache_bytes_max`); one
+    /// record larger than a sixteenth of it is not cached.
+    bytes_max: usize,
 }
 
 impl ApplyCache {
+    /// An empty cache of at most `entries_max` records and `bytes_max` bytes.
+    pub fn new(entries_max: usize, bytes_max: usize) -> Self {
+        ApplyCache {
+            map: lru::LruCache::unbounded(),
+            bytes: 0,
+            entries_max,
+            bytes_max,
+        }
+    }
+
     fn get(&mut self, key: &[u8]) -> Option<Vec<u8>> {
         self.map.get(key).cloned()
     }
@@ -128,14 +129,14 @@ impl ApplyCache {
     /// Caches a record a read found.
     fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
         let size = key.len() + value.len();
-        if size > APPLY_CACHE_BYTES_MAX / 16 {
+        if size > self.bytes_max / 16 {
             return;
         }
         self.bytes += size;
         if let Some((k, old)) = self.map.push(key, value) {
             self.bytes -= k.len() + old.len();
         }
-        while self.map.len() > APPLY_CACHE_ENTRIES_MAX || self.bytes > APPLY_CACHE_BYTES_MAX {
+        while self.map.len() > self.entries_max || self.bytes > self.bytes_max {
             match self.map.pop_lru() {
                 Some((k, v)) => self.bytes -= k.len() + v.len(),
                 None => break,
@@ -149,7 +150,7 @@ impl ApplyCache {
             return;
         };
         match value {
-            Some(v) if key.len() + v.len() <= APPLY_CACHE_BYTES_MAX / 16 => {
+            Some(v) if key.len() + v.len() <= self.bytes_max / 16 => {
                 self.bytes = self.bytes + v.len() - cached.len();
                 cached.clone_from(v);
             }
@@ -407,7 +408,8 @@ mod tests {
     fn apply_cache_agrees_with_the_database_and_stays_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path(), &Default::default()).unwrap();
-        let mut cache = ApplyCache::default();
+        const ENTRIES_MAX: usize = 1000;
+        let mut cache = ApplyCache::new(ENTRIES_MAX, 1 << 20);
         let mut tx = RocksTx::with_cache(&db, &mut cache);
         tx.put(vec![7, 1], vec![10]);
         tx.put(vec![7, 2], vec![20]);
@@ -430,7 +432,7 @@ mod tests {
         drop(cached);
         // Past its entry bound the least recently used records go first.
         let mut tx = RocksTx::with_cache(&db, &mut cache);
-        let many = APPLY_CACHE_ENTRIES_MAX as u32 + 10;
+        let many = ENTRIES_MAX as u32 + 10;
         for i in 0..many {
             tx.put(i.to_be_bytes().to_vec(), vec![1]);
         }
@@ -440,7 +442,7 @@ mod tests {
             assert_eq!(tx.get(&i.to_be_bytes()), Some(vec![1]));
         }
         drop(tx);
-        assert_eq!(cache.len(), APPLY_CACHE_ENTRIES_MAX);
+        assert_eq!(cache.len(), ENTRIES_MAX);
         let plain = RocksTx::new(&db);
         let cached = RocksTx::with_cache(&db, &mut cache);
         assert_eq!(

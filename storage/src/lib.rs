@@ -25,7 +25,7 @@ pub mod records;
 pub mod state_machine;
 pub mod testing;
 
-pub use db::{Db, DbConfig};
+pub use db::{Db, StorageSettings};
 pub use log_store::LogStore;
 pub use state_machine::StateMachineStore;
 

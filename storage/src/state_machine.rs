@@ -44,11 +44,6 @@ use crate::sto_err;
 
 const MAGIC: &[u8; 8] = b"BOXSNAP1";
 const END_MARK: u32 = u32::MAX;
-/// Records per write batch while installing a snapshot: bounds install memory.
-const INSTALL_BATCH_RECORDS: usize = 8192;
-/// Capacity of the applied-changes broadcast; a receiver that falls this far behind
-/// is told it lagged (and must resynchronise) instead of holding memory.
-pub const CHANGES_CAPACITY: usize = 4096;
 
 /// The header of a snapshot file: which group, and openraft's snapshot meta.
 #[derive(Serialize, Deserialize)]
@@ -87,15 +82,22 @@ pub struct StateMachineStore {
     snapshot_seq: Arc<AtomicU64>,
     /// Apply's cache of this group's records (cleared by snapshot installs).
     cache: Arc<std::sync::Mutex<ApplyCache>>,
+    /// Records per write batch while installing a snapshot.
+    install_batch_records: usize,
 }
 
 impl StateMachineStore {
     /// Opens `group`'s state machine; snapshots live under `snapshot_root/g{group}`.
     /// Finishes an interrupted snapshot install first.
-    pub fn open(db: Db, group: GroupId, snapshot_root: &Path) -> Result<Self, crate::StorageError> {
+    pub fn open(
+        db: Db,
+        group: GroupId,
+        snapshot_root: &Path,
+        settings: &crate::StorageSettings,
+    ) -> Result<Self, crate::StorageError> {
         let dir = snapshot_root.join(format!("g{}", group.0));
         fs::create_dir_all(&dir)?;
-        let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
+        let (changes, _) = broadcast::channel(settings.changes_capacity.max(1));
         let sm = StateMachineStore {
             group,
             db,
@@ -103,7 +105,11 @@ impl StateMachineStore {
             applied: Arc::new(watch::Sender::new(Applied::default())),
             changes,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
-            cache: Default::default(),
+            cache: Arc::new(std::sync::Mutex::new(ApplyCache::new(
+                settings.apply_cache_entries_max,
+                settings.apply_cache_bytes_max,
+            ))),
+            install_batch_records: settings.snapshot_install_batch_records.max(1),
         };
         if sm
             .db
@@ -172,7 +178,7 @@ impl StateMachineStore {
             key.extend_from_slice(&k);
             batch.put_cf(self.db.cf(CF_SM), key, v);
             n += 1;
-            if n % INSTALL_BATCH_RECORDS == 0 {
+            if n % self.install_batch_records == 0 {
                 self.db.write_nosync(std::mem::take(&mut batch))?;
             }
         }

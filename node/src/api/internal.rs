@@ -29,7 +29,7 @@ pub fn routes() -> Router<AppState> {
 fn reply<T: serde::Serialize>(v: &T) -> Response {
     (
         [(header::CONTENT_TYPE, "application/octet-stream")],
-        codec::encode(v),
+        codec::encode_message(v),
     )
         .into_response()
 }
@@ -40,7 +40,7 @@ fn decode<T: serde::de::DeserializeOwned>(
     body: &[u8],
 ) -> Result<T, Response> {
     check_cluster_key(headers, &state.node.config.cluster_key)?;
-    codec::decode(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())
+    codec::decode_message(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())
 }
 
 async fn prepare(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {

@@ -1,24 +1,51 @@
-//! HTTP handlers: [`public`] (`/v1`), [`admin`] (`/admin/v1`, health), and
-//! [`internal`] (node-to-node, cluster key).
+//! HTTP handlers, a file per resource; their request and answer types are the
+//! `boxoffice-api` crate's.
+//!
+//! Public (`/v1`, user token): [`events`], [`seats`], [`holds`], [`bookings`],
+//! [`search`], [`streams`]. Admin (`/admin/v1`, admin token) and health:
+//! [`cluster`] (bootstrap, status, membership, snapshots, faults) and
+//! [`catalogue`] (venues, performers, events). Node to node (cluster key):
+//! [`internal`].
+//!
+//! Views are served from this node's replica and say how fresh they are; writes go
+//! to the owning group's leader (forwarded if needed). The helpers here are what
+//! several resources share: idempotency keys, consistency, freshness, and the
+//! write path's mapping of outcomes to answers.
 
-pub mod admin;
+pub mod bookings;
+pub mod catalogue;
+pub mod cluster;
+pub mod events;
+pub mod holds;
 pub mod internal;
-pub mod public;
+pub mod search;
+pub mod seats;
+pub mod streams;
 
 use axum::http::HeaderMap;
-use boxoffice_raft::command::{
-    Applied, Command, Effect, Outcome, Session, IDEMPOTENCY_KEY_LEN_MAX,
-};
+use axum::Router;
+use boxoffice_api::{Consistency, ProblemCode, IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_LEN_MAX};
+use boxoffice_raft::command::{Applied, Command, Effect, Outcome, Session};
 use boxoffice_raft::GroupId;
-use serde::{Deserialize, Serialize};
+use boxoffice_storage::read::Freshness;
 use serde_json::json;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::node::ProposeError;
+use crate::node::{now_ms, GroupStores, ProposeError};
 
-/// Header carrying the client's idempotency key.
-pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Routes of the public and admin API and the health checks.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .merge(events::routes())
+        .merge(seats::routes())
+        .merge(holds::routes())
+        .merge(bookings::routes())
+        .merge(search::routes())
+        .merge(streams::routes())
+        .merge(cluster::routes())
+        .merge(catalogue::routes())
+}
 
 /// The idempotency key of a request, if it sent one; a malformed one is a 400.
 pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
@@ -26,80 +53,100 @@ pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
         return Ok(None);
     };
     let v = v.to_str().map_err(|_| {
-        ApiError::bad_request(
-            "invalid_idempotency_key",
+        ApiError::new(
+            ProblemCode::InvalidIdempotencyKey,
             "Idempotency-Key must be visible ASCII",
         )
     })?;
     if v.is_empty() || v.len() > IDEMPOTENCY_KEY_LEN_MAX {
-        return Err(ApiError::bad_request(
-            "invalid_idempotency_key",
+        return Err(ApiError::new(
+            ProblemCode::InvalidIdempotencyKey,
             format!("Idempotency-Key must be 1..={IDEMPOTENCY_KEY_LEN_MAX} bytes"),
         ));
     }
     Ok(Some(v.to_string()))
 }
 
-/// Read consistency asked for by `?consistency=`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Consistency {
-    /// From this replica's applied state (default for views).
-    #[default]
-    Local,
-    /// After a read index from the leader.
-    Linearizable,
+/// The idempotency key a write must carry.
+pub fn require_key(headers: &HeaderMap) -> ApiResult<String> {
+    idempotency_key(headers)?.ok_or_else(|| {
+        ApiError::new(
+            ProblemCode::MissingIdempotencyKey,
+            "writes need an Idempotency-Key header (any unique string, reused on retry)",
+        )
+    })
 }
 
-/// Parses `consistency`, naming the parameter on error.
+/// Parses `?consistency=`, naming the parameter on error.
 pub fn parse_consistency(raw: Option<&str>, default: Consistency) -> ApiResult<Consistency> {
     match raw {
         None => Ok(default),
-        Some("local") => Ok(Consistency::Local),
-        Some("linearizable") => Ok(Consistency::Linearizable),
-        Some(other) => Err(ApiError::bad_param(
-            "consistency",
-            format!("consistency must be local or linearizable, not {other:?}"),
-        )),
+        Some(s) => s
+            .parse()
+            .map_err(|e: String| ApiError::bad_param("consistency", e)),
     }
+}
+
+/// Parses an event id from a path.
+pub fn parse_event_id(raw: &str) -> ApiResult<u64> {
+    raw.parse().map_err(|_| {
+        ApiError::bad_param(
+            "event_id",
+            format!("event id must be a positive integer, not {raw:?}"),
+        )
+    })
 }
 
 impl From<ProposeError> for ApiError {
     fn from(e: ProposeError) -> Self {
         match e {
-            ProposeError::NotLeader { group, leader } => ApiError::unavailable("not_leader", format!("no reachable leader for group {group}"))
-                .with("leader", leader.map(|(id, addr)| json!({"id": id, "addr": addr})).unwrap_or(serde_json::Value::Null)),
-            ProposeError::Unknown(d) => ApiError::unavailable(
-                "outcome_unknown",
+            ProposeError::NotLeader { group, leader } => ApiError::new(
+                ProblemCode::NotLeader,
+                format!("no reachable leader for group {group}"),
+            )
+            .with(
+                "leader",
+                leader
+                    .map(|(id, addr)| json!({"id": id, "addr": addr}))
+                    .unwrap_or(serde_json::Value::Null),
+            ),
+            ProposeError::Unknown(d) => ApiError::new(
+                ProblemCode::OutcomeUnknown,
                 format!("the write may or may not have been applied; retry with the same Idempotency-Key ({d})"),
             ),
-            ProposeError::Unavailable(d) => ApiError::unavailable("unavailable", d),
-            ProposeError::NoSuchGroup(g) => ApiError::unavailable("not_ready", format!("group {g} is not running on this node; is the cluster bootstrapped?")),
+            ProposeError::Unavailable(d) => ApiError::new(ProblemCode::Unavailable, d),
+            ProposeError::NoSuchGroup(g) => ApiError::new(
+                ProblemCode::NotReady,
+                format!("group {g} is not running on this node; is the cluster bootstrapped?"),
+            ),
         }
     }
 }
 
-/// Where and when a write was applied, as shown in write responses.
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct AppliedJson {
-    /// Group id (0 = catalogue, 1.. = inventory shard).
-    pub shard: u16,
-    /// Log index.
-    pub index: u64,
-    /// State-machine time in ms.
-    pub time_ms: u64,
-}
-
-/// Builds [`AppliedJson`].
-pub fn applied_json(group: GroupId, a: Applied) -> AppliedJson {
-    AppliedJson {
+/// Where and when a write was applied, as answers show it.
+pub fn applied(group: GroupId, a: Applied) -> boxoffice_api::Applied {
+    boxoffice_api::Applied {
         shard: group.0,
         index: a.index,
         time_ms: a.time_ms,
     }
 }
 
-/// Proposes a command with an exactly-once session and unwraps the effect.
+/// How fresh a read of `group` is, judged by this node's clock now.
+pub fn freshness(group: GroupId, f: Freshness) -> boxoffice_api::Freshness {
+    let clock = now_ms();
+    boxoffice_api::Freshness {
+        shard: group.0,
+        applied_index: f.applied_index,
+        applied_time_ms: f.applied_time_ms,
+        as_of_ms: f.as_of_ms,
+        clock_ms: clock,
+        lag_ms: clock.saturating_sub(f.applied_time_ms),
+    }
+}
+
+/// Proposes a command with an exactly-once session and unwraps the effect; a
+/// refusal becomes its problem, carrying where it was applied.
 pub async fn write(
     state: &AppState,
     group: GroupId,
@@ -112,10 +159,102 @@ pub async fn write(
         Err(r) => Err(ApiError::from(r.clone())
             .with(
                 "applied",
-                serde_json::to_value(applied_json(group, outcome.applied)).unwrap_or_default(),
+                serde_json::to_value(applied(group, outcome.applied)).unwrap_or_default(),
             )
             .with("replayed", outcome.replayed)),
     }
+}
+
+/// A write's effect was not the one its command makes: a bug (the command was
+/// applied, so the caller's write may have taken effect).
+pub fn unexpected(what: &str, effect: &Effect) -> ApiError {
+    ApiError::internal(format!("{what} produced {effect:?}"))
+}
+
+/// The inventory shard numbered `shard`, if the cluster has it.
+pub fn shard_group(state: &AppState, shard: u16) -> ApiResult<GroupId> {
+    match state.node.shards() {
+        None => Err(not_bootstrapped()),
+        Some(n) if shard >= 1 && shard <= n => Ok(GroupId(shard)),
+        Some(_) => Err(ApiError::new(
+            ProblemCode::UnknownShard,
+            format!("no shard {shard} in this cluster"),
+        )),
+    }
+}
+
+/// The inventory shard selling `event_id`.
+pub fn event_group(state: &AppState, event_id: u64) -> ApiResult<GroupId> {
+    state.node.shard_of(event_id).ok_or_else(not_bootstrapped)
+}
+
+/// The answer before bootstrap.
+pub fn not_bootstrapped() -> ApiError {
+    ApiError::new(ProblemCode::NotReady, "the cluster is not bootstrapped yet")
+}
+
+/// This node's storage handles of `group`.
+pub fn stores(state: &AppState, group: GroupId) -> ApiResult<GroupStores> {
+    state.node.stores(group).ok_or_else(|| {
+        ApiError::new(
+            ProblemCode::NotReady,
+            format!("{group} is not running on this node"),
+        )
+    })
+}
+
+/// Waits for the leader's read index first when the read must be linearizable.
+pub async fn barrier_if(state: &AppState, group: GroupId, c: Consistency) -> ApiResult<()> {
+    if c == Consistency::Linearizable {
+        state.node.read_barrier(group).await?;
+    }
+    Ok(())
+}
+
+/// Refuses a local read from a replica whose applied time lags its clock by more
+/// than `limits.replica_staleness_ms_max` (linearizable reads are exempt: they
+/// waited for the leader's read index).
+pub fn check_fresh(state: &AppState, group: GroupId, f: &Freshness, c: Consistency) -> ApiResult<()> {
+    let lag_ms = now_ms().saturating_sub(f.applied_time_ms);
+    let max = state.node.config.limits.replica_staleness_ms_max;
+    if c == Consistency::Local && lag_ms > max {
+        return Err(ApiError::new(ProblemCode::ReplicaStale, format!("this replica of {group} is {lag_ms} ms behind (limit {max} ms); retry, ask another node, or use consistency=linearizable"))
+            .with("lag_ms", lag_ms)
+            .with("shard", group.0));
+    }
+    Ok(())
+}
+
+/// `x-boxoffice-leader: host:port` of the group's leader as this node knows it
+/// after a write, so that a client can send the group's next writes there
+/// directly instead of through a forwarding node. A hint only: any node still
+/// takes any write.
+pub fn leader_header(state: &AppState, group: GroupId) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Some(v) = state
+        .node
+        .leader_of(group)
+        .and_then(|(_, addr)| addr.parse().ok())
+    {
+        h.insert(boxoffice_api::LEADER_HEADER, v);
+    }
+    h
+}
+
+/// A JSON response serialized straight into a buffer of about `size_hint` bytes
+/// (large seat maps would otherwise grow their buffer a dozen times).
+pub fn json_sized<T: serde::Serialize>(
+    body: &T,
+    size_hint: usize,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let mut buf = Vec::with_capacity(size_hint + 512);
+    serde_json::to_writer(&mut buf, body).map_err(ApiError::internal)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        buf,
+    )
+        .into_response())
 }
 
 /// RFC 3339 rendering of ms since the Unix epoch.

@@ -1,0 +1,136 @@
+//! Bookings: `GET /v1/bookings[?event_id=]` (the caller's, from every shard or
+//! the event's) and `GET /v1/bookings/{id}`; linearizable by default.
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use boxoffice_api::{Booking, BookingList, BookingStatus, Consistency, ProblemCode};
+use boxoffice_raft::command::{BookingId, ConfirmedBooking};
+use boxoffice_raft::GroupId;
+use boxoffice_storage::records;
+use serde::Deserialize;
+
+use super::{
+    barrier_if, event_group, freshness, not_bootstrapped, parse_consistency, parse_event_id,
+    rfc3339_ms, shard_group, stores,
+};
+use crate::app::{AppState, Params};
+use crate::auth::User;
+use crate::error::{ApiError, ApiResult};
+
+/// Routes of this resource.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/bookings", get(list_bookings))
+        .route("/v1/bookings/{booking_id}", get(get_booking))
+}
+
+/// A stored booking as the API shows it (no write or read details).
+pub fn booking_view(b: &records::Booking) -> Booking {
+    Booking {
+        booking_id: b.booking_id.to_string(),
+        status: BookingStatus::Confirmed,
+        hold_id: b.hold_id.to_string(),
+        event_id: b.event_id,
+        seat_ids: b.seat_ids.clone(),
+        quantity: b.quantity,
+        total_cents: b.total_cents,
+        payment_ref: b.payment_ref.clone(),
+        confirmed_at: rfc3339_ms(b.confirmed_at_ms as i64),
+        confirmed_at_ms: b.confirmed_at_ms,
+        applied: None,
+        replayed: None,
+        freshness: None,
+    }
+}
+
+/// A confirm's effect as the API shows the booking it made.
+pub fn confirmed_view(b: &ConfirmedBooking) -> Booking {
+    Booking {
+        booking_id: b.booking_id.to_string(),
+        status: BookingStatus::Confirmed,
+        hold_id: b.hold_id.to_string(),
+        event_id: b.event_id,
+        seat_ids: b.seat_ids.clone(),
+        quantity: b.quantity,
+        total_cents: b.total_cents,
+        payment_ref: b.payment_ref.clone(),
+        confirmed_at: rfc3339_ms(b.confirmed_at_ms as i64),
+        confirmed_at_ms: b.confirmed_at_ms,
+        applied: None,
+        replayed: None,
+        freshness: None,
+    }
+}
+
+/// Query of the booking reads.
+#[derive(Deserialize)]
+struct BookingQuery {
+    consistency: Option<String>,
+    event_id: Option<String>,
+}
+
+async fn get_booking(
+    State(state): State<AppState>,
+    User(user): User,
+    Path(booking_id): Path<String>,
+    Params(q): Params<BookingQuery>,
+) -> ApiResult<Json<Booking>> {
+    let id: BookingId = booking_id
+        .parse()
+        .map_err(|e: String| ApiError::bad_param("booking_id", e))?;
+    let unknown = || ApiError::new(ProblemCode::UnknownBooking, format!("unknown booking {id}"));
+    let group = shard_group(&state, id.shard).map_err(|e| {
+        if e.code == ProblemCode::UnknownShard {
+            unknown()
+        } else {
+            e
+        }
+    })?;
+    let c = parse_consistency(q.consistency.as_deref(), Consistency::Linearizable)?;
+    let st = stores(&state, group)?;
+    barrier_if(&state, group, c).await?;
+    let tx = st.reader.begin_applied();
+    let b = tx.booking(id).ok_or_else(unknown)?;
+    if b.user != user.sub {
+        return Err(ApiError::new(
+            ProblemCode::Forbidden,
+            "this booking belongs to another user",
+        ));
+    }
+    let mut view = booking_view(&b);
+    view.freshness = Some(freshness(group, tx.freshness));
+    Ok(Json(view))
+}
+
+async fn list_bookings(
+    State(state): State<AppState>,
+    User(user): User,
+    Params(q): Params<BookingQuery>,
+) -> ApiResult<Json<BookingList>> {
+    let c = parse_consistency(q.consistency.as_deref(), Consistency::Linearizable)?;
+    let shards = state.node.shards().ok_or_else(not_bootstrapped)?;
+    let max = state.node.config.limits.page_size_max;
+    let event = q.event_id.as_deref().map(parse_event_id).transpose()?;
+    let groups: Vec<GroupId> = match event {
+        Some(e) => vec![event_group(&state, e)?],
+        None => (1..=shards).map(GroupId).collect(),
+    };
+    let mut all = Vec::new();
+    for g in groups {
+        let st = stores(&state, g)?;
+        barrier_if(&state, g, c).await?;
+        let tx = st.reader.begin_applied();
+        // One more than a page, so that a cut is always reported as `truncated`.
+        all.extend(tx.user_bookings_where(&user.sub, max + 1, |b| {
+            event.is_none_or(|e| b.event_id == e)
+        }));
+    }
+    all.sort_by_key(|b| (b.confirmed_at_ms, b.booking_id));
+    let truncated = all.len() > max;
+    all.truncate(max);
+    Ok(Json(BookingList {
+        bookings: all.iter().map(booking_view).collect(),
+        truncated,
+    }))
+}

@@ -1,0 +1,247 @@
+//! Holds: `POST /v1/holds` (hold seats or a quantity), `POST
+//! /v1/holds/{id}/confirm` (the hold becomes a booking), `DELETE /v1/holds/{id}`
+//! (release), `GET /v1/holds/{id}` (the owner's view). Writes go through the
+//! event's shard leader with the caller's idempotency key.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use boxoffice_api::{ConfirmHold, Consistency, Hold, HoldState, HoldStatus, NewHold, ProblemCode};
+use boxoffice_raft::command::{
+    Command, Effect, GrantedHold, HoldId, HoldRequest, Outcome, Selection, Session,
+    HOLD_SEATS_MAX,
+};
+use boxoffice_raft::GroupId;
+use boxoffice_storage::read::HoldPhase;
+use serde::Deserialize;
+
+use super::bookings::confirmed_view;
+use super::{
+    applied, barrier_if, event_group, freshness, idempotency_key, leader_header,
+    parse_consistency, require_key, rfc3339_ms, shard_group, stores, unexpected, write,
+};
+use crate::app::{AppState, JsonBody, Params};
+use crate::auth::User;
+use crate::error::{ApiError, ApiResult};
+
+/// Routes of this resource.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/holds", post(create_hold))
+        .route("/v1/holds/{hold_id}", get(get_hold).delete(release_hold))
+        .route("/v1/holds/{hold_id}/confirm", post(confirm_hold))
+}
+
+/// A hold id from a path, with the shard it names.
+fn parse_hold(state: &AppState, raw: &str) -> ApiResult<(HoldId, GroupId)> {
+    let id: HoldId = raw
+        .parse()
+        .map_err(|e: String| ApiError::bad_param("hold_id", e))?;
+    let g = shard_group(state, id.shard).map_err(|e| {
+        if e.code == ProblemCode::UnknownShard {
+            ApiError::new(ProblemCode::UnknownHold, format!("unknown hold {raw}"))
+        } else {
+            e
+        }
+    })?;
+    Ok((id, g))
+}
+
+fn granted_view(group: GroupId, h: &GrantedHold, outcome: &Outcome) -> Hold {
+    Hold {
+        hold_id: h.hold_id.to_string(),
+        event_id: h.event_id,
+        seat_ids: h.seat_ids.clone(),
+        quantity: h.quantity,
+        total_cents: h.total_cents,
+        expires_at: rfc3339_ms(h.expires_at_ms as i64),
+        expires_at_ms: h.expires_at_ms,
+        applied: applied(group, outcome.applied),
+        replayed: outcome.replayed,
+    }
+}
+
+/// What a hold body asks for, checked.
+fn selection(body: &NewHold) -> ApiResult<Selection> {
+    match (&body.seat_ids, body.quantity) {
+        (Some(seats), None) => {
+            if seats.is_empty() {
+                return Err(ApiError::bad_param("seat_ids", "seat_ids must not be empty"));
+            }
+            if seats.len() > HOLD_SEATS_MAX as usize {
+                return Err(ApiError::bad_param(
+                    "seat_ids",
+                    format!("at most {HOLD_SEATS_MAX} seats per hold"),
+                ));
+            }
+            Ok(Selection::Seats(seats.clone()))
+        }
+        (None, Some(q)) => match u32::try_from(q) {
+            Ok(q) if (1..=HOLD_SEATS_MAX).contains(&q) => Ok(Selection::Quantity(q)),
+            _ => Err(ApiError::bad_param(
+                "quantity",
+                format!("quantity must be between 1 and {HOLD_SEATS_MAX}"),
+            )),
+        },
+        _ => Err(ApiError::new(
+            ProblemCode::InvalidInput,
+            "give exactly one of seat_ids or quantity",
+        )),
+    }
+}
+
+async fn create_hold(
+    State(state): State<AppState>,
+    User(user): User,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<NewHold>,
+) -> ApiResult<impl IntoResponse> {
+    let key = require_key(&headers)?;
+    let selection = selection(&body)?;
+    let group = event_group(&state, body.event_id)?;
+    let session = Session {
+        client_id: user.sub.clone(),
+        idempotency_key: key,
+    };
+    let command = Command::Hold(HoldRequest {
+        event_id: body.event_id,
+        user: user.sub,
+        selection,
+    });
+    let (effect, outcome) = write(&state, group, session, command).await?;
+    match &effect {
+        Effect::Held(h) => Ok((
+            StatusCode::CREATED,
+            leader_header(&state, group),
+            Json(granted_view(group, h, &outcome)),
+        )),
+        other => Err(unexpected("hold", other)),
+    }
+}
+
+async fn confirm_hold(
+    State(state): State<AppState>,
+    User(user): User,
+    Path(hold_id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<ConfirmHold>,
+) -> ApiResult<impl IntoResponse> {
+    let key = require_key(&headers)?;
+    let (hold_id, group) = parse_hold(&state, &hold_id)?;
+    if body.payment_ref.trim().is_empty() {
+        return Err(ApiError::bad_param(
+            "payment_ref",
+            "payment_ref must not be empty",
+        ));
+    }
+    let session = Session {
+        client_id: user.sub.clone(),
+        idempotency_key: key,
+    };
+    let command = Command::Confirm {
+        hold_id,
+        user: user.sub,
+        payment_ref: body.payment_ref,
+    };
+    let (effect, outcome) = write(&state, group, session, command).await?;
+    match &effect {
+        Effect::Confirmed(b) => {
+            let mut view = confirmed_view(b);
+            view.applied = Some(applied(group, outcome.applied));
+            view.replayed = Some(outcome.replayed);
+            Ok((StatusCode::CREATED, leader_header(&state, group), Json(view)))
+        }
+        other => Err(unexpected("confirm", other)),
+    }
+}
+
+async fn release_hold(
+    State(state): State<AppState>,
+    User(user): User,
+    Path(hold_id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
+    let (hold_id, group) = parse_hold(&state, &hold_id)?;
+    // Releasing is idempotent by nature; without a key, the hold id is the key.
+    let key = idempotency_key(&headers)?.unwrap_or_else(|| format!("release:{hold_id}"));
+    let session = Session {
+        client_id: user.sub.clone(),
+        idempotency_key: key,
+    };
+    let (_, outcome) = write(
+        &state,
+        group,
+        session,
+        Command::Release {
+            hold_id,
+            user: user.sub,
+        },
+    )
+    .await?;
+    let mut resp = (StatusCode::NO_CONTENT, leader_header(&state, group)).into_response();
+    for (name, value) in [
+        ("x-boxoffice-shard", group.0.to_string()),
+        (
+            "x-boxoffice-applied-index",
+            outcome.applied.index.to_string(),
+        ),
+        (
+            "x-boxoffice-applied-time-ms",
+            outcome.applied.time_ms.to_string(),
+        ),
+    ] {
+        if let Ok(v) = value.parse() {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// Query of `GET /v1/holds/{id}`.
+#[derive(Deserialize)]
+struct HoldQuery {
+    consistency: Option<String>,
+}
+
+async fn get_hold(
+    State(state): State<AppState>,
+    User(user): User,
+    Path(hold_id): Path<String>,
+    Params(q): Params<HoldQuery>,
+) -> ApiResult<Json<HoldStatus>> {
+    let (hold_id, group) = parse_hold(&state, &hold_id)?;
+    let c = parse_consistency(q.consistency.as_deref(), Consistency::Linearizable)?;
+    let st = stores(&state, group)?;
+    barrier_if(&state, group, c).await?;
+    let tx = st.reader.begin_applied();
+    let (h, phase) = tx.hold(hold_id).ok_or_else(|| {
+        ApiError::new(ProblemCode::UnknownHold, format!("unknown hold {hold_id}"))
+    })?;
+    if h.user != user.sub {
+        return Err(ApiError::new(
+            ProblemCode::Forbidden,
+            "this hold belongs to another user",
+        ));
+    }
+    let (status, booking_id) = match phase {
+        HoldPhase::Active => (HoldState::Active, None),
+        HoldPhase::Expired => (HoldState::Expired, None),
+        HoldPhase::Confirmed(b) => (HoldState::Confirmed, Some(b.to_string())),
+        HoldPhase::Released => (HoldState::Released, None),
+    };
+    Ok(Json(HoldStatus {
+        hold_id: hold_id.to_string(),
+        event_id: h.event_id,
+        user: h.user,
+        seat_ids: h.seat_ids,
+        quantity: h.quantity,
+        expires_at: rfc3339_ms(h.expires_at_ms as i64),
+        expires_at_ms: h.expires_at_ms,
+        total_cents: h.total_cents,
+        status,
+        booking_id,
+        freshness: freshness(group, tx.freshness),
+    }))
+}

@@ -1,0 +1,81 @@
+//! The live seat map: `GET /v1/events/{id}/seats/stream` (Server-Sent Events,
+//! see [`crate::live`]).
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use boxoffice_api::{Consistency, ProblemCode};
+
+use super::{check_fresh, event_group, parse_event_id, stores};
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+
+/// Routes of this resource.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/events/{event_id}/seats/stream", get(seat_stream))
+}
+
+/// `GET /v1/events/{id}/seats/stream`: the live seat map as Server-Sent Events.
+async fn seat_stream(
+    State(state): State<AppState>,
+    Path(event_id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
+    let event_id = parse_event_id(&event_id)?;
+    let g = event_group(&state, event_id)?;
+    let st = stores(&state, g)?;
+    let feed = state.node.feed(g).ok_or_else(|| {
+        ApiError::new(
+            ProblemCode::NotReady,
+            format!("{g} is not running on this node"),
+        )
+    })?;
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ProblemCode::InvalidLastEventId,
+                        "Last-Event-ID must be an id this stream sent",
+                    )
+                })?,
+        ),
+    };
+    let tx = st.reader.begin_applied();
+    check_fresh(&state, g, &tx.freshness, Consistency::Local)?;
+    if tx.inventory(event_id).is_none() {
+        return Err(
+            ApiError::new(ProblemCode::UnknownEvent, format!("unknown event {event_id}"))
+                .with("event_id", event_id),
+        );
+    }
+    drop(tx);
+    let permit = state
+        .node
+        .streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::new(
+                ProblemCode::Overloaded,
+                "too many live seat-map streams on this node; retry shortly",
+            )
+        })?;
+    let send_timeout =
+        std::time::Duration::from_millis(state.node.config.limits.sse_send_timeout_ms);
+    Ok(crate::live::stream(
+        feed,
+        st.reader.clone(),
+        g,
+        event_id,
+        last_event_id,
+        permit,
+        send_timeout,
+        state.node.config.limits.sse_stream_queue_max,
+    ))
+}

@@ -1,0 +1,644 @@
+//! Real `boxoffice node` processes on this machine: started, stopped, killed,
+//! paused and resumed one by one, bootstrapped, and asked about their groups.
+//!
+//! The one launcher: `boxoffice dev`, the node's integration tests, the fault
+//! harness (`jepsen`) and the benchmarks all start their clusters with it. Each
+//! node gets its own data directory, settings file (`node-{id}.toml`: its
+//! identity and secrets, merged into the caller's settings) and log
+//! (`node-{id}.log`) under the cluster's directory. Only processes started here
+//! are ever signalled, by pid, and they do not outlive the [`LocalCluster`]
+//! unless it is [detached](LocalCluster::detach).
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use boxoffice_api::{ClusterInit, ClusterInitialized, ClusterStatus, Member};
+use serde::Serialize;
+
+use crate::auth::TokenKeys;
+
+/// Time allowed for a started node to answer `/healthz` (a first start opens
+/// RocksDB and may rebuild the search index).
+pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed for every group to elect a leader after bootstrap or restart.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time a node gets to stop after SIGTERM before it is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Timeout of one admin request made by the launcher.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed for the bootstrap request (every group initialised).
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Lifetime of the tokens the launcher mints.
+pub const TOKEN_TTL_S: u64 = 30 * 24 * 3600;
+/// Most nodes of a local cluster (addresses and ports are derived from ids).
+pub const NODES_MAX: u64 = 9;
+
+/// Where the nodes listen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Addressing {
+    /// Node i on 127.0.0.1:(base_port + i).
+    Loopback {
+        /// Port of node 0 (which does not exist).
+        base_port: u16,
+    },
+    /// Node i on 127.0.0.(10 + i):(base_port + i), sending to its peers from
+    /// that address (`peer_bind_ip`), so that firewall rules can tell nodes apart.
+    PerNodeIp {
+        /// Port of node 0.
+        base_port: u16,
+    },
+    /// Each node on a port of 127.0.0.1 the OS finds free.
+    FreePorts,
+}
+
+/// The address node `id` listens on under `addressing`.
+pub fn node_addr(addressing: Addressing, id: u64) -> anyhow::Result<SocketAddr> {
+    Ok(match addressing {
+        Addressing::Loopback { base_port } => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), base_port + id as u16)
+        }
+        Addressing::PerNodeIp { base_port } => {
+            SocketAddr::new(node_ip(id).into(), base_port + id as u16)
+        }
+        Addressing::FreePorts => TcpListener::bind("127.0.0.1:0")?.local_addr()?,
+    })
+}
+
+/// Loopback address of node `id` under [`Addressing::PerNodeIp`].
+pub fn node_ip(id: u64) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, 10 + id as u8)
+}
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// The `boxoffice` binary.
+    pub bin: PathBuf,
+    /// The cluster's directory (data dirs, settings files, logs).
+    pub dir: PathBuf,
+    /// Node ids 1..=nodes.
+    pub nodes: u64,
+    /// Inventory shards at bootstrap.
+    pub shards: u16,
+    /// Where the nodes listen.
+    pub addressing: Addressing,
+    /// TOML settings every node runs with (`""`: the defaults); each node's
+    /// identity, addresses and secrets are added to it.
+    pub settings: String,
+    /// The token secret and cluster key (`None`: fresh random ones).
+    pub secrets: Option<Secrets>,
+    /// Addresses of nodes that existed before (a restarted dev cluster keeps them).
+    pub addrs: BTreeMap<u64, SocketAddr>,
+}
+
+impl ClusterSpec {
+    /// `nodes` nodes of `bin` under `dir` with default settings and fresh secrets.
+    pub fn new(bin: impl Into<PathBuf>, dir: &Path, nodes: u64, shards: u16) -> Self {
+        ClusterSpec {
+            bin: bin.into(),
+            dir: dir.to_path_buf(),
+            nodes,
+            shards,
+            addressing: Addressing::FreePorts,
+            settings: String::new(),
+            secrets: None,
+            addrs: BTreeMap::new(),
+        }
+    }
+}
+
+/// A cluster's shared secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Secrets {
+    /// HS256 secret of bearer tokens.
+    pub token_secret: String,
+    /// Key of node-to-node requests.
+    pub cluster_key: String,
+}
+
+impl Secrets {
+    /// Fresh random secrets.
+    pub fn random() -> Self {
+        let r = || format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>());
+        Secrets {
+            token_secret: r(),
+            cluster_key: r(),
+        }
+    }
+}
+
+/// One node process.
+pub struct LocalNode {
+    /// Node id.
+    pub id: u64,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Its settings file.
+    pub config: PathBuf,
+    /// Its log (stdout and stderr, appended).
+    pub log: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl LocalNode {
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// True while its process runs (paused or not).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// True while stopped by SIGSTOP.
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Its process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) takes any pid and signal and touches no memory of
+            // ours. The pid is of a child this launcher spawned and has not reaped
+            // yet, so it cannot have been reused by another process.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, sig);
+            }
+        }
+    }
+}
+
+/// A cluster of local node processes.
+pub struct LocalCluster {
+    bin: PathBuf,
+    /// The cluster's directory.
+    pub dir: PathBuf,
+    /// The nodes, by id.
+    pub nodes: BTreeMap<u64, LocalNode>,
+    /// Inventory shards at bootstrap.
+    pub shards: u16,
+    /// The shared secrets.
+    pub secrets: Secrets,
+    /// An admin token (`local-admin`).
+    pub admin_token: String,
+    http: reqwest::Client,
+    detached: bool,
+}
+
+impl LocalCluster {
+    /// Prepares the nodes of `spec` (not started): directories and settings files.
+    pub fn create(spec: ClusterSpec) -> anyhow::Result<Self> {
+        if !(1..=NODES_MAX).contains(&spec.nodes) {
+            bail!("a local cluster has 1 to {NODES_MAX} nodes, not {}", spec.nodes);
+        }
+        std::fs::create_dir_all(&spec.dir)?;
+        let secrets = spec.secrets.clone().unwrap_or_else(Secrets::random);
+        let base: toml::Table = toml::from_str(&spec.settings).context("cluster settings")?;
+        let mut nodes = BTreeMap::new();
+        for id in 1..=spec.nodes {
+            let addr = match spec.addrs.get(&id) {
+                Some(a) => *a,
+                None => node_addr(spec.addressing, id)?,
+            };
+            let data_dir = spec.dir.join(format!("node-{id}"));
+            std::fs::create_dir_all(&data_dir)?;
+            let mut table = base.clone();
+            let mut put = |k: &str, v: toml::Value| {
+                table.insert(k.to_string(), v);
+            };
+            put("id", toml::Value::Integer(id as i64));
+            put("listen", toml::Value::String(addr.to_string()));
+            put(
+                "data_dir",
+                toml::Value::String(data_dir.display().to_string()),
+            );
+            put(
+                "token_secret",
+                toml::Value::String(secrets.token_secret.clone()),
+            );
+            put(
+                "cluster_key",
+                toml::Value::String(secrets.cluster_key.clone()),
+            );
+            if let Addressing::PerNodeIp { .. } = spec.addressing {
+                put("peer_bind_ip", toml::Value::String(node_ip(id).to_string()));
+            }
+            let config = spec.dir.join(format!("node-{id}.toml"));
+            write_private(&config, &toml::to_string(&table)?)?;
+            nodes.insert(
+                id,
+                LocalNode {
+                    id,
+                    addr,
+                    data_dir,
+                    config,
+                    log: spec.dir.join(format!("node-{id}.log")),
+                    child: None,
+                    paused: false,
+                },
+            );
+        }
+        let http = reqwest::Client::builder()
+            .timeout(ADMIN_TIMEOUT)
+            .no_proxy()
+            .build()?;
+        let keys = TokenKeys::new(&secrets.token_secret);
+        Ok(LocalCluster {
+            bin: spec.bin,
+            dir: spec.dir,
+            nodes,
+            shards: spec.shards,
+            admin_token: keys.mint("local-admin", true, TOKEN_TTL_S)?,
+            secrets,
+            http,
+            detached: false,
+        })
+    }
+
+    /// Mints a bearer token with the cluster's secret.
+    pub fn token(&self, user: &str, admin: bool) -> anyhow::Result<String> {
+        Ok(TokenKeys::new(&self.secrets.token_secret).mint(user, admin, TOKEN_TTL_S)?)
+    }
+
+    /// Base URLs of every node, in id order.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.values().map(LocalNode::url).collect()
+    }
+
+    /// The node with id `id`.
+    pub fn node(&self, id: u64) -> anyhow::Result<&LocalNode> {
+        self.nodes.get(&id).with_context(|| format!("no node {id}"))
+    }
+
+    /// Starts node `id` (no-op if running). Output goes to its log.
+    pub fn start(&mut self, id: u64) -> anyhow::Result<()> {
+        let node = self.nodes.get_mut(&id).with_context(|| format!("no node {id}"))?;
+        if node.child.is_some() {
+            return Ok(());
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)?;
+        let child = Command::new(&self.bin)
+            .args(["node", "--config"])
+            .arg(&node.config)
+            .env("RUST_LOG", "info,openraft=warn")
+            .env("NO_COLOR", "1")
+            .env_remove("BOXOFFICE_TOKEN_SECRET")
+            .env_remove("BOXOFFICE_CLUSTER_KEY")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        node.child = Some(child);
+        node.paused = false;
+        Ok(())
+    }
+
+    /// Starts every node and waits until each answers `/healthz`.
+    pub async fn start_all(&mut self) -> anyhow::Result<()> {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for &id in &ids {
+            self.start(id)?;
+        }
+        for &id in &ids {
+            self.wait_healthy(id, NODE_START_TIMEOUT).await?;
+        }
+        Ok(())
+    }
+
+    /// kill -9 and reap (no-op if not running).
+    pub fn kill(&mut self, id: u64) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.signal(libc::SIGKILL);
+            if let Some(mut c) = node.child.take() {
+                let _ = c.wait();
+            }
+            node.paused = false;
+        }
+    }
+
+    /// SIGTERM (the node syncs and shuts its groups down), then kill -9 if it has
+    /// not stopped within [`STOP_TIMEOUT`].
+    pub async fn stop(&mut self, id: u64) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if node.paused {
+            node.signal(libc::SIGCONT);
+            node.paused = false;
+        }
+        node.signal(libc::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        if let Some(c) = node.child.as_mut() {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    node.child = None;
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        self.kill(id);
+    }
+
+    /// Stops every node (SIGTERM first).
+    pub async fn stop_all(&mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.stop(id).await;
+        }
+    }
+
+    /// SIGSTOP.
+    pub fn pause(&mut self, id: u64) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            if node.child.is_some() {
+                node.signal(libc::SIGSTOP);
+                node.paused = true;
+            }
+        }
+    }
+
+    /// SIGCONT.
+    pub fn resume(&mut self, id: u64) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            if node.paused {
+                node.signal(libc::SIGCONT);
+                node.paused = false;
+            }
+        }
+    }
+
+    /// kill -9 of every node started here.
+    pub fn kill_all(&mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.resume(id);
+            self.kill(id);
+        }
+    }
+
+    /// The exit status of node `id` if its process has ended (it is then reaped
+    /// and counts as not running).
+    pub fn exited(&mut self, id: u64) -> Option<std::process::ExitStatus> {
+        let node = self.nodes.get_mut(&id)?;
+        let status = node.child.as_mut()?.try_wait().ok()??;
+        node.child = None;
+        Some(status)
+    }
+
+    /// Leaves the nodes running when this value is dropped (`boxoffice dev
+    /// --detach`); they are then stopped by pid.
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
+
+    /// Waits until `url` answers 2xx.
+    async fn wait_ok(&self, url: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(r) = self.http.get(url).send().await {
+                if r.status().is_success() {
+                    return true;
+                }
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits for `/healthz` on node `id`.
+    pub async fn wait_healthy(&self, id: u64, timeout: Duration) -> anyhow::Result<()> {
+        let node = self.node(id)?;
+        if !self.wait_ok(&format!("{}/healthz", node.url()), timeout).await {
+            bail!(
+                "node {id} did not answer /healthz within {timeout:?} (see {})",
+                node.log.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits until every running node answers `/readyz` (bootstrapped, and a
+    /// leader known for every group).
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        for n in self.nodes.values().filter(|n| n.running() && !n.paused) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !self.wait_ok(&format!("{}/readyz", n.url()), left).await {
+                bail!(
+                    "node {} not ready within {timeout:?} (see {})",
+                    n.id,
+                    n.log.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Bootstraps the cluster with every node as a voter, through the first node,
+    /// and waits until every group has a leader.
+    pub async fn init(&self) -> anyhow::Result<ClusterInitialized> {
+        let members = self
+            .nodes
+            .values()
+            .map(|n| Member {
+                id: n.id,
+                addr: n.addr.to_string(),
+            })
+            .collect();
+        let first = self.nodes.values().next().context("no nodes")?;
+        let r = self
+            .http
+            .post(format!("{}/admin/v1/cluster/init", first.url()))
+            .bearer_auth(&self.admin_token)
+            .json(&ClusterInit {
+                members,
+                shards: Some(self.shards),
+            })
+            .timeout(INIT_TIMEOUT)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!(
+                "cluster init: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            );
+        }
+        let init: ClusterInitialized = r.json().await?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.leaders().await.len() == usize::from(self.shards) + 1 {
+                return Ok(init);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("not every group elected a leader within {READY_TIMEOUT:?}")
+    }
+
+    /// `/admin/v1/cluster` of node `id`, if it is running and answers.
+    pub async fn cluster_view(&self, id: u64) -> Option<ClusterStatus> {
+        let n = self.nodes.get(&id)?;
+        if !n.running() || n.paused {
+            return None;
+        }
+        let r = self
+            .http
+            .get(format!("{}/admin/v1/cluster", n.url()))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+
+    /// Leader of each group as the running nodes report it (highest term wins).
+    pub async fn leaders(&self) -> BTreeMap<u16, u64> {
+        let mut best: BTreeMap<u16, (u64, u64)> = BTreeMap::new();
+        for &id in self.nodes.keys() {
+            let Some(v) = self.cluster_view(id).await else {
+                continue;
+            };
+            for g in v.groups {
+                let Some(leader) = g.leader else { continue };
+                let e = best.entry(g.group).or_insert((g.term, leader));
+                if g.term > e.0 {
+                    *e = (g.term, leader);
+                }
+            }
+        }
+        best.into_iter().map(|(g, (_, l))| (g, l)).collect()
+    }
+
+    /// The running node leading `group`, waiting up to `timeout` for one.
+    pub async fn leader_of(&self, group: u16, timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(&l) = self.leaders().await.get(&group) {
+                if self.nodes.get(&l).is_some_and(|n| n.running() && !n.paused) {
+                    return Ok(l);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no running leader of group {group} within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sets node `id`'s clock offset through the fault-injection API.
+    pub async fn set_clock_offset(&self, id: u64, offset_ms: i64) -> anyhow::Result<()> {
+        let n = self.node(id)?;
+        let r = self
+            .http
+            .post(format!("{}/admin/v1/fault/clock", n.url()))
+            .bearer_auth(&self.admin_token)
+            .json(&boxoffice_api::ClockOffset { offset_ms })
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("clock offset on node {id}: {}", r.status());
+        }
+        Ok(())
+    }
+
+    /// An admin write against any running node (each in turn), with an
+    /// idempotency key derived from the body so that a retry is exactly-once.
+    pub async fn admin_post<T: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &T,
+        timeout: Duration,
+    ) -> anyhow::Result<serde_json::Value> {
+        let body = serde_json::to_value(body)?;
+        let mut last = String::new();
+        for n in self.nodes.values().filter(|n| n.running() && !n.paused) {
+            let r = self
+                .http
+                .post(format!("{}{path}", n.url()))
+                .bearer_auth(&self.admin_token)
+                .header(
+                    boxoffice_api::IDEMPOTENCY_KEY_HEADER,
+                    format!("local-{path}-{}", body_digest(&body)),
+                )
+                .json(&body)
+                .timeout(timeout)
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status().is_success() => return Ok(r.json().await?),
+                Ok(r) => last = format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        bail!("POST {path} failed on every node: {last}")
+    }
+
+    /// Changes node `id`'s membership of every group (catalogue and shards)
+    /// through the admin API.
+    pub async fn membership(
+        &self,
+        id: u64,
+        action: boxoffice_api::MemberAction,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let addr = self.node(id)?.addr.to_string();
+        let body = boxoffice_api::MemberChange {
+            action,
+            addr: (action == boxoffice_api::MemberAction::AddLearner).then_some(addr),
+        };
+        for g in 0..=self.shards {
+            self.admin_post(&format!("/admin/v1/groups/{g}/members/{id}"), &body, timeout)
+                .await
+                .with_context(|| format!("{action:?} node {id} in group {g}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// A stable digest of a request body, so a retried admin write reuses its key.
+fn body_digest(v: &serde_json::Value) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(v.to_string().as_bytes())
+}
+
+/// Writes a file only its owner can read (it holds secrets).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+impl Drop for LocalCluster {
+    /// Whatever happens, the processes started here do not outlive it (unless
+    /// detached).
+    fn drop(&mut self) {
+        if !self.detached {
+            self.kill_all();
+        }
+    }
+}
