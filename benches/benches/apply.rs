@@ -9,13 +9,13 @@
 
 use std::time::{Duration, Instant};
 
+use boxoffice_node::api::seats;
 use boxoffice_raft::command::*;
-use boxoffice_raft::{Entry, GroupId, TypeConfig};
+use boxoffice_raft::GroupId;
 use boxoffice_storage::read::Reader;
 use boxoffice_storage::{Db, StateMachineStore};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
 const GROUP: GroupId = GroupId(1);
 /// Requests per log entry (half confirms, half holds).
@@ -65,8 +65,13 @@ impl Sale {
     async fn new() -> Sale {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Db::open(dir.path(), &Default::default()).expect("open RocksDB");
-        let sm = StateMachineStore::open(db.clone(), GROUP, &dir.path().join("snap"))
-            .expect("open state machine");
+        let sm = StateMachineStore::open(
+            db.clone(),
+            GROUP,
+            &dir.path().join("snap"),
+            &Default::default(),
+        )
+        .expect("open state machine");
         let mut s = Sale {
             sm,
             reader: Reader::new(db, GROUP),
@@ -84,10 +89,7 @@ impl Sale {
 
     async fn apply(&mut self, req: Request) -> Outcome {
         self.index += 1;
-        let entry = Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
-            payload: EntryPayload::<TypeConfig>::Normal(req),
-        };
+        let entry = boxoffice_storage::testing::normal(self.index, req);
         let mut out = self.sm.apply([entry]).await.expect("apply");
         out.pop().expect("one outcome per entry")
     }
@@ -232,14 +234,14 @@ fn apply(c: &mut Criterion) {
     g.bench_function("per seat (view=seats)", |b| {
         b.iter(|| {
             let tx = sale.reader.begin_applied();
-            let map = tx.seat_map_of(event, Some("S2")).expect("event exists");
+            let map = seats::seat_map(&tx, GROUP, event, Some("S2")).expect("event exists");
             serde_json::to_vec(&map).expect("serializable").len()
         })
     });
     g.bench_function("rows (view=rows)", |b| {
         b.iter(|| {
             let tx = sale.reader.begin_applied();
-            let map = tx.seat_rows_of(event, Some("S2")).expect("event exists");
+            let map = seats::seat_rows(&tx, GROUP, event, Some("S2")).expect("event exists");
             serde_json::to_vec(&map).expect("serializable").len()
         })
     });

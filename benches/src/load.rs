@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use boxoffice_client::{Client, NewEvent, NewLayout, NewVenue};
+use boxoffice_client::{Client, NewEvent, NewLayout, NewPerformer, NewVenue};
 use futures::{stream, StreamExt, TryStreamExt};
 
 use crate::catalogue::{rfc3339, Catalogue};
@@ -50,14 +50,9 @@ pub async fn load(admin: &Client, cat: &Catalogue) -> anyhow::Result<()> {
                     },
                 };
                 let id = admin
-                    .create_venue(&NewVenue {
-                        name: v.name.clone(),
-                        city: v.city.into(),
-                        lat: v.lat,
-                        lon: v.lon,
-                        layout,
-                    })
-                    .await?;
+                    .create_venue(&NewVenue::new(v.name.clone(), v.city, v.lat, v.lon, layout))
+                    .await?
+                    .venue_id;
                 bar.inc(1);
                 anyhow::Ok(id)
             }
@@ -70,7 +65,13 @@ pub async fn load(admin: &Client, cat: &Catalogue) -> anyhow::Result<()> {
         .map(|p| {
             let bar = bar.clone();
             async move {
-                let id = admin.create_performer(p, "").await?;
+                let id = admin
+                    .create_performer(&NewPerformer {
+                        name: p.clone(),
+                        description: String::new(),
+                    })
+                    .await?
+                    .performer_id;
                 bar.inc(1);
                 anyhow::Ok(id)
             }
@@ -111,7 +112,7 @@ pub async fn load(admin: &Client, cat: &Catalogue) -> anyhow::Result<()> {
                     .create_events(&b)
                     .await
                     .context("creating a batch of events")?;
-                bar.inc(ids.len() as u64);
+                bar.inc(ids.events.len() as u64);
                 anyhow::Ok(())
             }
         })

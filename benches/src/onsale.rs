@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use boxoffice_client::{
-    Client, ClientConfig, Consistency, NewEvent, NewLayout, NewVenue, Selection,
+    Client, ClientConfig, Consistency, NewEvent, NewLayout, NewVenue, ProblemCode, SeatStatus,
+    Selection,
 };
 use rand::{Rng, SeedableRng};
 
@@ -29,13 +30,13 @@ pub async fn onsale(
     let admin = Client::new(cfg.clone())?;
     let rows = seats.div_ceil(50);
     let venue = admin
-        .create_venue(&NewVenue {
-            name: format!("Bench Arena {seed}"),
-            city: "Benchtown".into(),
-            lat: 0.0,
-            lon: 0.0,
+        .create_venue(&NewVenue::new(
+            format!("Bench Arena {seed}"),
+            "Benchtown",
+            0.0,
+            0.0,
             // Sections of up to 100 rows of 50 seats.
-            layout: NewLayout::Seated(
+            NewLayout::Seated(
                 (0..rows.div_ceil(100))
                     .map(|sec| {
                         (
@@ -47,8 +48,9 @@ pub async fn onsale(
                     })
                     .collect(),
             ),
-        })
-        .await?;
+        ))
+        .await?
+        .venue_id;
     let event = admin
         .create_event(&NewEvent {
             name: "Bench On-Sale".into(),
@@ -60,7 +62,8 @@ pub async fn onsale(
             hold_ttl_s: Some(600),
             per_user_cap: Some(rows * 50),
         })
-        .await?;
+        .await?
+        .event_id;
     let total = rows * 50;
     println!(
         "event {event}: {total} seats, {clients} buyers, {duration_s} s max, nodes {}",
@@ -103,7 +106,7 @@ pub async fn onsale(
                 holds_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let h = match r {
                     Ok(h) => h,
-                    Err(e) if e.code() == Some("seat_unavailable") => {
+                    Err(e) if e.code() == Some(ProblemCode::SeatUnavailable) => {
                         conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         continue;
                     }
@@ -163,14 +166,14 @@ pub async fn onsale(
     let final_sold: Vec<u32> = map
         .seats
         .iter()
-        .filter(|s| s.status == "sold")
+        .filter(|s| s.status == SeatStatus::Sold)
         .map(|s| s.seat_id)
         .collect();
     crate::surge::check_sales(&sold, &[], &final_sold)?;
     println!(
         "check: {} seats sold, all distinct, seat map agrees (sold = {})",
         sold.len(),
-        map.sold
+        map.counts.sold
     );
     Ok(())
 }

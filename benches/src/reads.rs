@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use boxoffice_client::{Client, ClientConfig, NewEvent, NewLayout, NewVenue, Selection};
+use boxoffice_client::{
+    Client, ClientConfig, NewEvent, NewLayout, NewPerformer, NewVenue, Selection,
+};
 
 use crate::cluster::ClusterInfo;
 use crate::stats::{run_workers, summarize, Summary};
@@ -64,12 +66,12 @@ pub async fn run(
     cfg.attempts_max = 20;
     let admin = Client::new(cfg.clone())?;
     let venue = admin
-        .create_venue(&NewVenue {
-            name: "Reads Bench Hall".into(),
-            city: "Benchtown".into(),
-            lat: 0.0,
-            lon: 0.0,
-            layout: NewLayout::Seated(
+        .create_venue(&NewVenue::new(
+            "Reads Bench Hall",
+            "Benchtown",
+            0.0,
+            0.0,
+            NewLayout::Seated(
                 (0..4)
                     .map(|s| {
                         (
@@ -79,9 +81,16 @@ pub async fn run(
                     })
                     .collect(),
             ),
+        ))
+        .await?
+        .venue_id;
+    let perf = admin
+        .create_performer(&NewPerformer {
+            name: "Reads Bench Quartet".into(),
+            description: String::new(),
         })
-        .await?;
-    let perf = admin.create_performer("Reads Bench Quartet", "").await?;
+        .await?
+        .performer_id;
     let seated = admin
         .create_event(&NewEvent {
             name: "Reads Bench Night".into(),
@@ -93,7 +102,8 @@ pub async fn run(
             hold_ttl_s: Some(600),
             per_user_cap: Some(1000),
         })
-        .await?;
+        .await?
+        .event_id;
     cfg.token = info.user_token.clone();
     let user = Client::new(cfg.clone())?;
     // Some seats sold and held, so the seat map is not trivial.
@@ -183,17 +193,18 @@ async fn freshness(
     samples: usize,
 ) -> anyhow::Result<()> {
     let venue = admin
-        .create_venue(&NewVenue {
-            name: "Freshness Bench Club".into(),
-            city: "Benchtown".into(),
-            lat: 0.0,
-            lon: 0.0,
-            layout: NewLayout::GeneralAdmission {
+        .create_venue(&NewVenue::new(
+            "Freshness Bench Club",
+            "Benchtown",
+            0.0,
+            0.0,
+            NewLayout::GeneralAdmission {
                 capacity: 100_000,
                 price_cents: 1000,
             },
-        })
-        .await?;
+        ))
+        .await?
+        .venue_id;
     let event = admin
         .create_event(&NewEvent {
             name: "Freshness Bench".into(),
@@ -205,7 +216,8 @@ async fn freshness(
             hold_ttl_s: Some(600),
             per_user_cap: Some(100_000),
         })
-        .await?;
+        .await?
+        .event_id;
     let shard = admin
         .event(event, boxoffice_client::Consistency::Linearizable)
         .await?
@@ -214,20 +226,18 @@ async fn freshness(
         .context("event shard")?;
     // The shard's leader takes the writes; every other node is a follower.
     let cluster = admin.cluster().await?;
-    let leader_id = cluster["groups"]
-        .as_array()
-        .context("groups")?
+    let leader_id = cluster
+        .groups
         .iter()
-        .find(|g| g["group"].as_u64() == Some(u64::from(shard)))
-        .and_then(|g| g["leader"].as_u64())
+        .find(|g| g.group == shard)
+        .and_then(|g| g.leader)
         .context("shard leader")?;
-    let members = cluster["members"].as_array().context("members")?;
     let addr_of = |id: u64| {
-        members
+        cluster
+            .members
             .iter()
-            .find(|m| m["id"].as_u64() == Some(id))
-            .and_then(|m| m["addr"].as_str())
-            .map(str::to_string)
+            .find(|m| m.id == id)
+            .map(|m| m.addr.clone())
     };
     let leader_addr = addr_of(leader_id).context("leader address")?;
     let followers: Vec<String> = info

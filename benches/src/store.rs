@@ -21,7 +21,8 @@ use anyhow::{bail, Context};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use boxoffice_client::{
-    Client, ClientConfig, Consistency, NewEvent, NewLayout, NewVenue, Selection,
+    Client, ClientConfig, Consistency, NewEvent, NewLayout, NewVenue, ProblemCode, SeatStatus,
+    Selection,
 };
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
@@ -215,14 +216,15 @@ impl Boxoffice {
         );
         let id = self
             .admin
-            .create_venue(&NewVenue {
-                name: format!("Bench Arena {seats}"),
-                city: "Benchtown".into(),
-                lat: 0.0,
-                lon: 0.0,
+            .create_venue(&NewVenue::new(
+                format!("Bench Arena {seats}"),
+                "Benchtown",
+                0.0,
+                0.0,
                 layout,
-            })
-            .await?;
+            ))
+            .await?
+            .venue_id;
         venues.insert(seats, id);
         Ok(id)
     }
@@ -247,7 +249,14 @@ impl Boxoffice {
             })
             .collect();
         for chunk in all.chunks(400) {
-            ids.extend(self.admin.create_events(chunk).await?);
+            ids.extend(
+                self.admin
+                    .create_events(chunk)
+                    .await?
+                    .events
+                    .iter()
+                    .map(|e| e.event_id),
+            );
         }
         Ok(ids)
     }
@@ -259,7 +268,7 @@ impl Boxoffice {
             .await
         {
             Ok(h) => HoldOutcome::Granted(h.hold_id),
-            Err(e) if e.code() == Some("seat_unavailable") => HoldOutcome::Conflict,
+            Err(e) if e.code() == Some(ProblemCode::SeatUnavailable) => HoldOutcome::Conflict,
             Err(e) => HoldOutcome::Failed(e.to_string()),
         }
     }
@@ -267,9 +276,8 @@ impl Boxoffice {
     async fn confirm(&self, worker: usize, hold: &str) -> ConfirmOutcome {
         match self.buyer(worker).confirm(hold, "bench").await {
             Ok(_) => ConfirmOutcome::Confirmed,
-            Err(e @ boxoffice_client::Error::Api(_)) if e.code() != Some("outcome_unknown") => {
-                ConfirmOutcome::Refused(e.to_string())
-            }
+            // Refused for certain, or maybe applied: the code says which.
+            Err(e) if !e.may_have_applied() => ConfirmOutcome::Refused(e.to_string()),
             Err(e) => ConfirmOutcome::Unknown(e.to_string()),
         }
     }
@@ -279,7 +287,7 @@ impl Boxoffice {
         Ok(map
             .seats
             .iter()
-            .filter(|s| s.status == "sold")
+            .filter(|s| s.status == SeatStatus::Sold)
             .map(|s| s.seat_id)
             .collect())
     }

@@ -21,7 +21,7 @@
 //!   attempt ended without an answer is reported as [`Error::OutcomeUnknown`] with
 //!   its key: it may have been applied; retry it with `*_with_key` to find out.
 
-mod stream;
+mod seat_stream;
 mod types;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,9 +31,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-pub use stream::{SeatChange, SeatStream, StreamEvent, STREAM_IDLE_TIMEOUT};
+pub use seat_stream::{SeatStream, StreamEvent, STREAM_IDLE_TIMEOUT};
 pub use types::*;
 
 /// Settings of a [`Client`].
@@ -75,7 +75,7 @@ impl ClientConfig {
 pub enum Error {
     /// The cluster answered with a problem (e.g. `seat_unavailable`): a definite outcome.
     #[error("{} {}: {}", .0.status, .0.code, .0.detail)]
-    Api(Problem),
+    Api(Box<Problem>),
     /// A write got no answer on any attempt: it may or may not have been applied.
     /// Retrying with the same idempotency key is safe and tells which.
     #[error(
@@ -107,26 +107,26 @@ pub enum Error {
 }
 
 impl Error {
-    /// The problem code for [`Error::Api`], e.g. `"seat_unavailable"`.
-    pub fn code(&self) -> Option<&str> {
+    /// The problem code of [`Error::Api`], if this version knows it.
+    pub fn code(&self) -> Option<ProblemCode> {
         match self {
-            Error::Api(p) => Some(&p.code),
+            Error::Api(p) => p.problem_code(),
             _ => None,
         }
     }
-}
 
-/// An RFC 9457 problem answered by a node.
-#[derive(Clone, Debug)]
-pub struct Problem {
-    /// HTTP status.
-    pub status: u16,
-    /// Stable code, e.g. `hold_expired`.
-    pub code: String,
-    /// Explanation.
-    pub detail: String,
-    /// The whole body (extension members such as `seat_ids`).
-    pub body: Value,
+    /// True when the failed call, if it was a write, may still have been applied:
+    /// retry it with the same idempotency key to learn which. False means it was
+    /// not (refused, or never reached a node).
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            Error::Api(p) => p.may_have_applied(),
+            Error::OutcomeUnknown { .. } => true,
+            // A successful answer that could not be read: the write took effect.
+            Error::Decode(_) => true,
+            Error::Unavailable { .. } | Error::Invalid(_) => false,
+        }
+    }
 }
 
 struct Inner {
@@ -312,16 +312,15 @@ impl Client {
         }
         let problem = problem_from(status, &bytes);
         if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
-            // 503 outcome_unknown and timeouts may have applied; not_leader,
-            // overloaded and not_ready did not.
-            let maybe_applied = matches!(problem.code.as_str(), "outcome_unknown" | "timeout");
+            // Try again elsewhere; the code says whether this attempt may have
+            // applied (outcome_unknown, timeout) or not (not_leader, overloaded, ...).
             return Attempt::Retry {
                 last: format!("{node}: {} {}", problem.code, problem.detail),
-                maybe_applied,
+                maybe_applied: problem.may_have_applied(),
                 wait: retry_after,
             };
         }
-        Attempt::Done(Err(Error::Api(problem)), leader)
+        Attempt::Done(Err(Error::Api(Box::new(problem))), leader)
     }
 
     /// The configured node the shard of `route` was last led by, if known.
@@ -467,7 +466,18 @@ impl Client {
                     if let (Some(route), Ok((_, v))) = (route, &r) {
                         self.learn(route, v, leader.as_deref());
                     }
-                    return r;
+                    return match (r, key) {
+                        // A write answered with a problem that leaves its outcome
+                        // open (a 500) is reported as such, with its key.
+                        (Err(Error::Api(p)), Some(k)) if p.may_have_applied() => {
+                            Err(Error::OutcomeUnknown {
+                                idempotency_key: k.to_string(),
+                                attempts: attempt + 1,
+                                last: format!("{node}: {} {}", p.code, p.detail),
+                            })
+                        }
+                        (r, _) => r,
+                    };
                 }
                 Attempt::Retry {
                     last: l,
@@ -589,14 +599,10 @@ impl Client {
         selection: Selection,
         key: &str,
     ) -> Result<Hold, Error> {
-        let body = match selection {
-            Selection::Seats(s) => json!({"event_id": event_id, "seat_ids": s}),
-            Selection::Quantity(q) => json!({"event_id": event_id, "quantity": q}),
-        };
         self.write(
             Method::POST,
             "/v1/holds",
-            Some(body),
+            Some(to_body(&NewHold::new(event_id, selection))?),
             key,
             Some(Route::Event(event_id)),
         )
@@ -617,10 +623,13 @@ impl Client {
         key: &str,
     ) -> Result<Booking, Error> {
         check_id(hold_id)?;
+        let body = ConfirmHold {
+            payment_ref: payment_ref.to_string(),
+        };
         self.write(
             Method::POST,
             &format!("/v1/holds/{hold_id}/confirm"),
-            Some(json!({"payment_ref": payment_ref})),
+            Some(to_body(&body)?),
             key,
             hold_shard(hold_id).map(Route::Shard),
         )
@@ -653,106 +662,78 @@ impl Client {
         self.get(&format!("/v1/bookings/{booking_id}")).await
     }
 
-    /// The caller's bookings; linearizable.
-    pub async fn bookings(&self) -> Result<Vec<Booking>, Error> {
-        let v: Value = self.get("/v1/bookings").await?;
-        serde_json::from_value(v["bookings"].clone()).map_err(|e| Error::Decode(e.to_string()))
+    /// The caller's bookings (at most a page; see [`BookingList::truncated`]);
+    /// linearizable.
+    pub async fn bookings(&self) -> Result<BookingList, Error> {
+        self.get("/v1/bookings").await
     }
 
     // ---- admin API (admin token) ----
 
+    /// An admin write with a fresh idempotency key.
+    async fn admin_write<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, Error> {
+        self.write(
+            method,
+            path,
+            Some(to_body(body)?),
+            &Self::new_idempotency_key(),
+            None,
+        )
+        .await
+    }
+
     /// Creates a venue.
-    pub async fn create_venue(&self, venue: &NewVenue) -> Result<u64, Error> {
-        let v: Value = self
-            .write(
-                Method::POST,
-                "/admin/v1/venues",
-                Some(venue.to_json()),
-                &Self::new_idempotency_key(),
-                None,
-            )
-            .await?;
-        v["venue_id"]
-            .as_u64()
-            .ok_or_else(|| Error::Decode("venue_id missing".into()))
+    pub async fn create_venue(&self, venue: &NewVenue) -> Result<VenueCreated, Error> {
+        self.admin_write(Method::POST, "/admin/v1/venues", venue)
+            .await
     }
 
     /// Creates a performer.
-    pub async fn create_performer(&self, name: &str, description: &str) -> Result<u64, Error> {
-        let body = json!({"name": name, "description": description});
-        let v: Value = self
-            .write(
-                Method::POST,
-                "/admin/v1/performers",
-                Some(body),
-                &Self::new_idempotency_key(),
-                None,
-            )
-            .await?;
-        v["performer_id"]
-            .as_u64()
-            .ok_or_else(|| Error::Decode("performer_id missing".into()))
+    pub async fn create_performer(
+        &self,
+        performer: &NewPerformer,
+    ) -> Result<PerformerCreated, Error> {
+        self.admin_write(Method::POST, "/admin/v1/performers", performer)
+            .await
     }
 
     /// Creates an event; its tickets are created from the venue's map.
-    pub async fn create_event(&self, event: &NewEvent) -> Result<u64, Error> {
-        let body = serde_json::to_value(event).map_err(|e| Error::Invalid(e.to_string()))?;
-        let v: Value = self
-            .write(
-                Method::POST,
-                "/admin/v1/events",
-                Some(body),
-                &Self::new_idempotency_key(),
-                None,
-            )
-            .await?;
-        v["event_id"]
-            .as_u64()
-            .ok_or_else(|| Error::Decode("event_id missing".into()))
+    pub async fn create_event(&self, event: &NewEvent) -> Result<EventCreated, Error> {
+        self.admin_write(Method::POST, "/admin/v1/events", event)
+            .await
     }
 
     /// Creates up to 1000 events at once (all or none; mind the node's body
-    /// limit); returns their ids in order.
-    pub async fn create_events(&self, events: &[NewEvent]) -> Result<Vec<u64>, Error> {
-        let body = json!({ "events": events });
-        let v: Value = self
-            .write(
-                Method::POST,
-                "/admin/v1/events/batch",
-                Some(body),
-                &Self::new_idempotency_key(),
-                None,
-            )
-            .await?;
-        let list = v["events"]
-            .as_array()
-            .ok_or_else(|| Error::Decode("events missing".into()))?;
-        list.iter()
-            .map(|e| {
-                e["event_id"]
-                    .as_u64()
-                    .ok_or_else(|| Error::Decode("event_id missing".into()))
-            })
-            .collect()
+    /// limit), in order.
+    pub async fn create_events(&self, events: &[NewEvent]) -> Result<EventsCreated, Error> {
+        let body = NewEvents {
+            events: events.to_vec(),
+        };
+        self.admin_write(Method::POST, "/admin/v1/events/batch", &body)
+            .await
     }
 
     /// Changes an event's name, description, category or start time.
-    pub async fn update_event(&self, event_id: u64, update: &EventUpdate) -> Result<(), Error> {
-        let body = serde_json::to_value(update).map_err(|e| Error::Invalid(e.to_string()))?;
-        let _: Value = self
-            .write(
-                Method::PATCH,
-                &format!("/admin/v1/events/{event_id}"),
-                Some(body),
-                &Self::new_idempotency_key(),
-                None,
-            )
-            .await?;
-        Ok(())
+    pub async fn update_event(
+        &self,
+        event_id: u64,
+        update: &EventUpdate,
+    ) -> Result<EventUpdated, Error> {
+        self.admin_write(
+            Method::PATCH,
+            &format!("/admin/v1/events/{event_id}"),
+            update,
+        )
+        .await
     }
 
     /// Cluster status as the first reachable node sees it.
-    pub async fn cluster(&self) -> Result<Value, Error> {
+    pub async fn cluster(&self) -> Result<ClusterStatus, Error> {
         self.get("/admin/v1/cluster").await
     }
 
@@ -761,16 +742,22 @@ impl Client {
         &self,
         members: &[(u64, String)],
         shards: u16,
-    ) -> Result<Value, Error> {
-        let members: Vec<Value> = members
-            .iter()
-            .map(|(id, addr)| json!({"id": id, "addr": addr}))
-            .collect();
+    ) -> Result<ClusterInitialized, Error> {
+        let body = ClusterInit {
+            members: members
+                .iter()
+                .map(|(id, addr)| Member {
+                    id: *id,
+                    addr: addr.clone(),
+                })
+                .collect(),
+            shards: Some(shards),
+        };
         let (_, v) = self
             .call(
                 Method::POST,
                 "/admin/v1/cluster/init",
-                Some(json!({"members": members, "shards": shards})),
+                Some(to_body(&body)?),
                 None,
             )
             .await?;
@@ -778,20 +765,24 @@ impl Client {
     }
 }
 
+/// A request body as JSON.
+fn to_body<T: serde::Serialize>(body: &T) -> Result<Value, Error> {
+    serde_json::to_value(body).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// The problem a failed answer carries; a body that is not one (from a proxy,
+/// say) becomes a problem without a known code, judged by its status.
 fn problem_from(status: StatusCode, bytes: &[u8]) -> Problem {
-    let value: Value = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(bytes).unwrap_or(Value::Null)
-    };
-    Problem {
-        status: status.as_u16(),
-        code: value["code"].as_str().unwrap_or("unknown").to_string(),
-        detail: value["detail"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned()),
-        body: value,
+    match serde_json::from_slice::<Problem>(bytes) {
+        Ok(p) => p,
+        Err(_) => Problem {
+            type_uri: "about:blank".into(),
+            title: status.canonical_reason().unwrap_or("error").into(),
+            status: status.as_u16(),
+            code: String::new(),
+            detail: String::from_utf8_lossy(bytes).into_owned(),
+            extra: Default::default(),
+        },
     }
 }
 
@@ -799,7 +790,7 @@ fn problem_from(status: StatusCode, bytes: &[u8]) -> Problem {
 async fn problem_of(resp: reqwest::Response) -> Error {
     let status = resp.status();
     match resp.bytes().await {
-        Ok(b) => Error::Api(problem_from(status, &b)),
+        Ok(b) => Error::Api(Box::new(problem_from(status, &b))),
         Err(e) => Error::Unavailable {
             attempts: 1,
             last: e.to_string(),

@@ -75,7 +75,8 @@ impl TokenKeys {
             .map_err(|e| ApiError::new(ProblemCode::Unauthorized, format!("invalid token: {e}")))?;
         let c = data.claims;
         if c.sub.is_empty() || c.sub.len() > USER_ID_LEN_MAX {
-            return Err(ApiError::new(ProblemCode::Unauthorized, 
+            return Err(ApiError::new(
+                ProblemCode::Unauthorized,
                 "token subject must be 1..=128 bytes",
             ));
         }
@@ -93,7 +94,12 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let value = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::new(ProblemCode::Unauthorized, "missing Authorization: Bearer <token>"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                ProblemCode::Unauthorized,
+                "missing Authorization: Bearer <token>",
+            )
+        })?;
     let value = value
         .to_str()
         .map_err(|_| ApiError::new(ProblemCode::Unauthorized, "malformed Authorization header"))?;
@@ -101,7 +107,12 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .map(str::trim)
-        .ok_or_else(|| ApiError::new(ProblemCode::Unauthorized, "Authorization must be a Bearer token"))
+        .ok_or_else(|| {
+            ApiError::new(
+                ProblemCode::Unauthorized,
+                "Authorization must be a Bearer token",
+            )
+        })
 }
 
 /// The authenticated caller.
@@ -124,7 +135,10 @@ impl<S: HasTokenKeys + Send + Sync> FromRequestParts<S> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let claims = state.token_keys().verify(bearer(parts)?)?;
         if !claims.admin {
-            return Err(ApiError::new(ProblemCode::Forbidden, "this endpoint needs an admin token"));
+            return Err(ApiError::new(
+                ProblemCode::Forbidden,
+                "this endpoint needs an admin token",
+            ));
         }
         Ok(Admin(claims))
     }

@@ -356,14 +356,23 @@ impl NodeConfig {
             ("raft.snapshot_logs_since_last", r.snapshot_logs_since_last),
             ("raft.append_entries_max", r.append_entries_max),
             ("raft.snapshot_chunk_bytes_max", r.snapshot_chunk_bytes_max),
-            ("raft.propose_batch_bytes_max", r.propose_batch_bytes_max as u64),
+            (
+                "raft.propose_batch_bytes_max",
+                r.propose_batch_bytes_max as u64,
+            ),
             ("raft.propose_pipeline_max", r.propose_pipeline_max as u64),
             ("raft.propose_queue_max", r.propose_queue_max as u64),
             ("storage.wal_sync_queue_max", st.wal_sync_queue_max as u64),
             ("storage.wal_sync_batch_max", st.wal_sync_batch_max as u64),
             ("storage.block_cache_bytes", st.block_cache_bytes as u64),
-            ("storage.apply_cache_entries_max", st.apply_cache_entries_max as u64),
-            ("storage.apply_cache_bytes_max", st.apply_cache_bytes_max as u64),
+            (
+                "storage.apply_cache_entries_max",
+                st.apply_cache_entries_max as u64,
+            ),
+            (
+                "storage.apply_cache_bytes_max",
+                st.apply_cache_bytes_max as u64,
+            ),
             (
                 "storage.snapshot_install_batch_records",
                 st.snapshot_install_batch_records as u64,
@@ -512,10 +521,21 @@ mod tests {
         }
         let c: NodeConfig = toml::from_str(EXAMPLE).unwrap();
         c.validate().unwrap();
-        assert!(!c.fault_injection, "the example must not enable fault injection");
+        assert!(
+            !c.fault_injection,
+            "the example must not enable fault injection"
+        );
         for (name, example, default) in [
-            ("limits", toml::to_string(&c.limits), toml::to_string(&Limits::default())),
-            ("raft", toml::to_string(&c.raft), toml::to_string(&RaftSettings::default())),
+            (
+                "limits",
+                toml::to_string(&c.limits),
+                toml::to_string(&Limits::default()),
+            ),
+            (
+                "raft",
+                toml::to_string(&c.raft),
+                toml::to_string(&RaftSettings::default()),
+            ),
             (
                 "storage",
                 toml::to_string(&c.storage),
@@ -527,7 +547,11 @@ mod tests {
                 toml::to_string(&crate::search::SearchSettings::default()),
             ),
         ] {
-            assert_eq!(example.unwrap(), default.unwrap(), "[{name}] of the example");
+            assert_eq!(
+                example.unwrap(),
+                default.unwrap(),
+                "[{name}] of the example"
+            );
         }
     }
 
@@ -552,7 +576,10 @@ mod tests {
         c.openraft().unwrap();
         let mut bad = sample();
         bad.id = 0;
-        assert!(matches!(bad.validate(), Err(ConfigError::Rule { settings: "id", .. })));
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Rule { settings: "id", .. })
+        ));
         let mut bad = sample();
         bad.raft.election_timeout_ms_min = 90;
         assert!(bad
@@ -562,7 +589,11 @@ mod tests {
             .contains("election_timeout_ms_min"));
         let mut bad = sample();
         bad.limits.write_timeout_ms = bad.limits.request_timeout_ms + 1;
-        assert!(bad.validate().unwrap_err().to_string().contains("write_timeout_ms"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("write_timeout_ms"));
         let mut bad = sample();
         bad.raft.propose_queue_max = 0;
         assert!(matches!(

@@ -119,9 +119,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         for n in &f.nodes {
             spec.addrs.insert(
                 n.id,
-                n.http
-                    .parse()
-                    .with_context(|| format!("node {} address {:?} in cluster.json", n.id, n.http))?,
+                n.http.parse().with_context(|| {
+                    format!("node {} address {:?} in cluster.json", n.id, n.http)
+                })?,
             );
         }
         initialized = f.initialized;

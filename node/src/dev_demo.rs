@@ -76,23 +76,45 @@ pub async fn load(
     let l = |n| lettered(n);
     let d = |n| numbered(n);
     let venues = vec![
-        NewVenue::seated("Madison Square Garden", "New York", 40.7505, -73.9934, vec![
-            section("Floor", &as_refs(&l(10)), 20, 25000),
-            section("Lower Bowl", &as_refs(&d(15)), 30, 15000),
-            section("Upper Bowl", &as_refs(&d(20)), 40, 8000),
-        ]),
-        NewVenue::seated("Royal Albert Hall", "London", 51.5009, -0.1774, vec![
-            section("Stalls", &as_refs(&l(20)), 25, 9500),
-            section("Circle", &as_refs(&l(8)), 30, 6500),
-            section("Gallery", &as_refs(&l(5)), 40, 3500),
-        ]),
-        NewVenue::seated("Sydney Opera House Concert Hall", "Sydney", -33.8568, 151.2153, vec![
-            section("Stalls", &as_refs(&l(26)), 28, 12000),
-            section("Balcony", &as_refs(&l(12)), 30, 7000),
-        ]),
-        NewVenue::seated("Red Rocks Amphitheatre", "Morrison", 39.6654, -105.2057, vec![
-            section("Reserved", &as_refs(&d(30)), 50, 9000),
-        ]),
+        NewVenue::seated(
+            "Madison Square Garden",
+            "New York",
+            40.7505,
+            -73.9934,
+            vec![
+                section("Floor", &as_refs(&l(10)), 20, 25000),
+                section("Lower Bowl", &as_refs(&d(15)), 30, 15000),
+                section("Upper Bowl", &as_refs(&d(20)), 40, 8000),
+            ],
+        ),
+        NewVenue::seated(
+            "Royal Albert Hall",
+            "London",
+            51.5009,
+            -0.1774,
+            vec![
+                section("Stalls", &as_refs(&l(20)), 25, 9500),
+                section("Circle", &as_refs(&l(8)), 30, 6500),
+                section("Gallery", &as_refs(&l(5)), 40, 3500),
+            ],
+        ),
+        NewVenue::seated(
+            "Sydney Opera House Concert Hall",
+            "Sydney",
+            -33.8568,
+            151.2153,
+            vec![
+                section("Stalls", &as_refs(&l(26)), 28, 12000),
+                section("Balcony", &as_refs(&l(12)), 30, 7000),
+            ],
+        ),
+        NewVenue::seated(
+            "Red Rocks Amphitheatre",
+            "Morrison",
+            39.6654,
+            -105.2057,
+            vec![section("Reserved", &as_refs(&d(30)), 50, 9000)],
+        ),
         NewVenue::general_admission("O2 Academy Brixton", "London", 51.4650, -0.1150, 4921, 4500),
     ];
     let mut venue_ids = Vec::new();
@@ -158,7 +180,13 @@ pub async fn load(
         let v = i % venue_ids.len();
         let day = 10 + (i * 3) % 18;
         let month = 1 + (i * 3) / 18 % 12;
-        let venue = ["Madison Square Garden", "Royal Albert Hall", "Sydney Opera House", "Red Rocks", "Brixton Academy"][v];
+        let venue = [
+            "Madison Square Garden",
+            "Royal Albert Hall",
+            "Sydney Opera House",
+            "Red Rocks",
+            "Brixton Academy",
+        ][v];
         let body = NewEvent {
             name: format!("{} — {}", performers[p].0, tours[i % tours.len()]),
             description: format!("{} at {venue}", performers[p].1),

@@ -72,8 +72,7 @@ pub async fn run_node(config: config::NodeConfig) -> anyhow::Result<()> {
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(error = %e, "no SIGTERM handler; only Ctrl-C stops the node");

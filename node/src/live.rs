@@ -326,8 +326,11 @@ pub fn stream(
                         code: ProblemCode::UnknownEvent,
                         event_id,
                     };
-                    let _ = send(out_tx.clone(), sse_json(StreamEventKind::Error, None, &error))
-                        .await;
+                    let _ = send(
+                        out_tx.clone(),
+                        sse_json(StreamEventKind::Error, None, &error),
+                    )
+                    .await;
                     return;
                 };
                 last_sent = position_after(tx.freshness.applied_index);

@@ -124,7 +124,13 @@ pub struct Secrets {
 impl Secrets {
     /// Fresh random secrets.
     pub fn random() -> Self {
-        let r = || format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>());
+        let r = || {
+            format!(
+                "{:032x}{:032x}",
+                rand::random::<u128>(),
+                rand::random::<u128>()
+            )
+        };
         Secrets {
             token_secret: r(),
             cluster_key: r(),
@@ -202,7 +208,10 @@ impl LocalCluster {
     /// Prepares the nodes of `spec` (not started): directories and settings files.
     pub fn create(spec: ClusterSpec) -> anyhow::Result<Self> {
         if !(1..=NODES_MAX).contains(&spec.nodes) {
-            bail!("a local cluster has 1 to {NODES_MAX} nodes, not {}", spec.nodes);
+            bail!(
+                "a local cluster has 1 to {NODES_MAX} nodes, not {}",
+                spec.nodes
+            );
         }
         std::fs::create_dir_all(&spec.dir)?;
         let secrets = spec.secrets.clone().unwrap_or_else(Secrets::random);
@@ -285,7 +294,10 @@ impl LocalCluster {
 
     /// Starts node `id` (no-op if running). Output goes to its log.
     pub fn start(&mut self, id: u64) -> anyhow::Result<()> {
-        let node = self.nodes.get_mut(&id).with_context(|| format!("no node {id}"))?;
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .with_context(|| format!("no node {id}"))?;
         if node.child.is_some() {
             return Ok(());
         }
@@ -428,7 +440,10 @@ impl LocalCluster {
     /// Waits for `/healthz` on node `id`.
     pub async fn wait_healthy(&self, id: u64, timeout: Duration) -> anyhow::Result<()> {
         let node = self.node(id)?;
-        if !self.wait_ok(&format!("{}/healthz", node.url()), timeout).await {
+        if !self
+            .wait_ok(&format!("{}/healthz", node.url()), timeout)
+            .await
+        {
             bail!(
                 "node {id} did not answer /healthz within {timeout:?} (see {})",
                 node.log.display()
@@ -607,9 +622,13 @@ impl LocalCluster {
             addr: (action == boxoffice_api::MemberAction::AddLearner).then_some(addr),
         };
         for g in 0..=self.shards {
-            self.admin_post(&format!("/admin/v1/groups/{g}/members/{id}"), &body, timeout)
-                .await
-                .with_context(|| format!("{action:?} node {id} in group {g}"))?;
+            self.admin_post(
+                &format!("/admin/v1/groups/{g}/members/{id}"),
+                &body,
+                timeout,
+            )
+            .await
+            .with_context(|| format!("{action:?} node {id} in group {g}"))?;
         }
         Ok(())
     }

@@ -325,10 +325,7 @@ impl SearchIndex {
                 .collect();
             let (capacity, min_price) = match venue.as_ref().map(|v| &v.layout) {
                 Some(boxoffice_storage::records::VenueLayout::Seated { sections }) => (
-                    venue
-                        .as_ref()
-                        .map(|v| v.layout.capacity())
-                        .unwrap_or(0),
+                    venue.as_ref().map(|v| v.layout.capacity()).unwrap_or(0),
                     sections
                         .iter()
                         .flat_map(|s| &s.rows)
@@ -364,10 +361,7 @@ impl SearchIndex {
             for &p in &e.performer_ids {
                 d.add_u64(f.performer_id, p);
             }
-            let venue_name = venue
-                .as_ref()
-                .map(|v| v.name.as_str())
-                .unwrap_or_default();
+            let venue_name = venue.as_ref().map(|v| v.name.as_str()).unwrap_or_default();
             d.add_text(
                 f.all_text,
                 format!(
@@ -477,7 +471,8 @@ impl SearchIndex {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
             // Gather what arrives within the commit interval into one commit.
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(self.settings.commit_interval_ms);
+            let deadline = tokio::time::Instant::now()
+                + Duration::from_millis(self.settings.commit_interval_ms);
             loop {
                 match tokio::time::timeout_at(deadline, changes.recv()).await {
                     Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
@@ -511,7 +506,11 @@ impl SearchIndex {
                                 // A snapshot install: the periodic refresh covers it.
                                 continue;
                             };
-                            if tx.send((change.event_id, change.expires_at_ms)).await.is_err() {
+                            if tx
+                                .send((change.event_id, change.expires_at_ms))
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }
@@ -524,7 +523,8 @@ impl SearchIndex {
         drop(tx);
         let mut dirty = std::collections::BTreeSet::new();
         let mut expiring: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
-        let mut tick = tokio::time::interval(Duration::from_millis(self.settings.availability_refresh_ms));
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(self.settings.availability_refresh_ms));
         loop {
             tokio::select! {
                 m = rx.recv() => match m {
@@ -753,7 +753,10 @@ impl SearchIndex {
                     let (top, n) = searcher.search(query, &(c, Count))?;
                     (top.into_iter().map(|(_, a)| (0.0, a)).collect(), n)
                 } else {
-                    searcher.search(query, &(TopDocs::with_limit(self.settings.geo_candidates_max), Count))?
+                    searcher.search(
+                        query,
+                        &(TopDocs::with_limit(self.settings.geo_candidates_max), Count),
+                    )?
                 };
                 let mut located = Vec::new();
                 let mut columns = std::collections::HashMap::new();

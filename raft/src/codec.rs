@@ -65,7 +65,9 @@ pub enum CodecError {
     #[error("empty value: no version byte")]
     Empty,
     /// Written in a version this build does not know.
-    #[error("{what}: unsupported version {found} (this build reads versions {oldest}..={current})")]
+    #[error(
+        "{what}: unsupported version {found} (this build reads versions {oldest}..={current})"
+    )]
     UnsupportedVersion {
         /// The type.
         what: &'static str,
@@ -110,7 +112,12 @@ pub trait Versioned: Serialize + DeserializeOwned {
 
     /// Decodes a body written in `version` (checked to be in range).
     fn decode_version(version: u8, body: &[u8]) -> Result<Self, CodecError> {
-        debug_assert_eq!(version, Self::VERSION, "{} reads only its current version", Self::NAME);
+        debug_assert_eq!(
+            version,
+            Self::VERSION,
+            "{} reads only its current version",
+            Self::NAME
+        );
         postcard_exact(Self::NAME, body)
     }
 }
@@ -126,9 +133,12 @@ macro_rules! versioned_v1 {
 }
 
 /// Decodes exactly one `T` from `body`: no bytes missing, none left over.
-pub fn postcard_exact<T: DeserializeOwned>(what: &'static str, body: &[u8]) -> Result<T, CodecError> {
-    let (value, rest) = postcard::take_from_bytes(body)
-        .map_err(|source| CodecError::Postcard { what, source })?;
+pub fn postcard_exact<T: DeserializeOwned>(
+    what: &'static str,
+    body: &[u8],
+) -> Result<T, CodecError> {
+    let (value, rest) =
+        postcard::take_from_bytes(body).map_err(|source| CodecError::Postcard { what, source })?;
     if !rest.is_empty() {
         return Err(CodecError::TrailingBytes {
             what,

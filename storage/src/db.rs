@@ -107,12 +107,10 @@ impl Db {
 
         let (tx, rx) = mpsc::sync_channel::<SyncCallback>(config.wal_sync_queue_max);
         let weak = Arc::downgrade(&db);
-        thread::Builder::new()
-            .name("wal-sync".into())
-            .spawn({
-                let batch_max = config.wal_sync_batch_max.max(1);
-                move || wal_sync_loop(weak, rx, batch_max)
-            })?;
+        thread::Builder::new().name("wal-sync".into()).spawn({
+            let batch_max = config.wal_sync_batch_max.max(1);
+            move || wal_sync_loop(weak, rx, batch_max)
+        })?;
         Ok(Db {
             inner: db,
             syncer: tx,

@@ -46,10 +46,7 @@ impl LogStore {
         }
     }
 
-    fn get_meta<T: codec::Versioned>(
-        &self,
-        kind: u8,
-    ) -> Result<Option<T>, StorageError<NodeId>> {
+    fn get_meta<T: codec::Versioned>(&self, kind: u8) -> Result<Option<T>, StorageError<NodeId>> {
         let key = keys::meta(self.group.0, kind);
         let raw = self
             .db

@@ -4,22 +4,14 @@
 use boxoffice_raft::command::*;
 use boxoffice_raft::{Entry, GroupId};
 use boxoffice_storage::read::Reader;
+use boxoffice_storage::testing::{normal, request};
 use boxoffice_storage::{Db, StateMachineStore};
 use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
 const T0: u64 = 1_000_000;
 
 fn entry(index: u64, command: Command) -> Entry {
-    let req = Request {
-        stamp_ms: T0 + index,
-        session: None,
-        command,
-    };
-    Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(req),
-    }
+    normal(index, request(T0 + index, None, command))
 }
 
 fn venue() -> Command {
@@ -59,7 +51,13 @@ impl Fixture {
     fn new(group: GroupId) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path(), &Default::default()).unwrap();
-        let sm = StateMachineStore::open(db.clone(), group, &dir.path().join("snap")).unwrap();
+        let sm = StateMachineStore::open(
+            db.clone(),
+            group,
+            &dir.path().join("snap"),
+            &Default::default(),
+        )
+        .unwrap();
         Self {
             _dir: dir,
             sm,
@@ -133,8 +131,8 @@ async fn a_batch_with_one_bad_event_creates_none() {
     assert_eq!(ids.len(), 2);
     assert!(ids[0] < ids[1]);
     let tx = f.reader.begin(0);
-    assert_eq!(tx.event(ids[0]).unwrap().spec.name, "A");
-    assert_eq!(tx.event(ids[1]).unwrap().spec.name, "B");
+    assert_eq!(tx.event(ids[0]).unwrap().name, "A");
+    assert_eq!(tx.event(ids[1]).unwrap().name, "B");
     assert_eq!(events[1].inventory.layout.capacity(), 100);
 }
 
@@ -161,11 +159,7 @@ async fn an_update_changes_only_what_it_names() {
     );
     let e = f.reader.begin(0).event(event_id).unwrap();
     assert_eq!(
-        (
-            e.spec.name.as_str(),
-            e.spec.starts_at_ms,
-            e.spec.category.as_str()
-        ),
+        (e.name.as_str(), e.starts_at_ms, e.category.as_str()),
         ("New name", 1_900_000_000_000, "concert")
     );
 
@@ -202,7 +196,7 @@ async fn an_update_changes_only_what_it_names() {
     );
     // Rejected updates left the event as it was.
     assert_eq!(
-        f.reader.begin(0).event(event_id).unwrap().spec.category,
+        f.reader.begin(0).event(event_id).unwrap().category,
         "concert"
     );
 }

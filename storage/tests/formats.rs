@@ -155,8 +155,14 @@ fn applied() -> Applied {
 
 fn commands() -> Vec<(&'static str, Command)> {
     vec![
-        ("create_venue", Command::CreateVenue(venue_spec(seated_spec()))),
-        ("create_venue_ga", Command::CreateVenue(venue_spec(ga_spec()))),
+        (
+            "create_venue",
+            Command::CreateVenue(venue_spec(seated_spec())),
+        ),
+        (
+            "create_venue_ga",
+            Command::CreateVenue(venue_spec(ga_spec())),
+        ),
         (
             "create_performer",
             Command::CreatePerformer(PerformerSpec {
@@ -165,7 +171,10 @@ fn commands() -> Vec<(&'static str, Command)> {
             }),
         ),
         ("create_event", Command::CreateEvent(event_spec())),
-        ("create_inventory", Command::CreateInventory(inventory_spec())),
+        (
+            "create_inventory",
+            Command::CreateInventory(inventory_spec()),
+        ),
         (
             "hold_seats",
             Command::Hold(HoldRequest {
@@ -343,13 +352,22 @@ fn results() -> Vec<(&'static str, Result<Effect, Rejection>)> {
                 requested: 2,
             }),
         ),
-        ("unknown_event", Err(Rejection::UnknownEvent { event_id: 9 })),
-        ("unknown_venue", Err(Rejection::UnknownVenue { venue_id: 9 })),
+        (
+            "unknown_event",
+            Err(Rejection::UnknownEvent { event_id: 9 }),
+        ),
+        (
+            "unknown_venue",
+            Err(Rejection::UnknownVenue { venue_id: 9 }),
+        ),
         (
             "unknown_performer",
             Err(Rejection::UnknownPerformer { performer_id: 9 }),
         ),
-        ("unknown_hold", Err(Rejection::UnknownHold { hold_id: HOLD })),
+        (
+            "unknown_hold",
+            Err(Rejection::UnknownHold { hold_id: HOLD }),
+        ),
         (
             "hold_expired",
             Err(Rejection::HoldExpired {
@@ -370,7 +388,10 @@ fn results() -> Vec<(&'static str, Result<Effect, Rejection>)> {
                 reason: "bad".into(),
             }),
         ),
-        ("idempotency_key_reused", Err(Rejection::IdempotencyKeyReused)),
+        (
+            "idempotency_key_reused",
+            Err(Rejection::IdempotencyKeyReused),
+        ),
     ]
 }
 
@@ -396,7 +417,11 @@ fn every_record_written_by_the_first_releases_decodes_to_its_value() {
             last_id: 99,
         },
     ));
-    c(check(&g, "venue", Venue::new(1, &venue_spec(seated_spec()))));
+    c(check(
+        &g,
+        "venue",
+        Venue::new(1, &venue_spec(seated_spec())),
+    ));
     c(check(&g, "venue.ga", Venue::new(2, &venue_spec(ga_spec()))));
     c(check(
         &g,
@@ -420,7 +445,11 @@ fn every_record_written_by_the_first_releases_decodes_to_its_value() {
             held_unsettled: 2,
         },
     ));
-    c(check(&g, "inventory", Inventory::new(7, seated(), 600_000, 4)));
+    c(check(
+        &g,
+        "inventory",
+        Inventory::new(7, seated(), 600_000, 4),
+    ));
     c(check(
         &g,
         "inventory.ga",
@@ -559,7 +588,10 @@ fn every_record_written_by_the_first_releases_decodes_to_its_value() {
     drop(c);
     let all: BTreeSet<String> = g.keys().cloned().collect();
     let unchecked: Vec<_> = all.difference(&checked).collect();
-    assert!(unchecked.is_empty(), "golden lines not checked: {unchecked:?}");
+    assert!(
+        unchecked.is_empty(),
+        "golden lines not checked: {unchecked:?}"
+    );
 }
 
 #[test]

@@ -9,12 +9,12 @@
 use std::collections::BTreeMap;
 
 use boxoffice_raft::command::*;
-use boxoffice_raft::{Entry, GroupId, TypeConfig};
+use boxoffice_raft::GroupId;
 use boxoffice_storage::read::Reader;
 use boxoffice_storage::records::SeatStatus;
 use boxoffice_storage::{Db, StateMachineStore};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-use openraft::{CommittedLeaderId, EntryPayload, LogId};
+use openraft::EntryPayload;
 use proptest::prelude::*;
 
 const GROUP: GroupId = GroupId(1);
@@ -261,7 +261,7 @@ impl Model {
                         state: HoldState::Active,
                     },
                 );
-                Ok(Effect::Held(HoldView {
+                Ok(Effect::Held(GrantedHold {
                     hold_id: HoldId {
                         shard: GROUP.0,
                         seq,
@@ -306,7 +306,7 @@ impl Model {
                 }
                 *self.sold_by.entry((h.event, user.clone())).or_default() += h.qty;
                 self.holds.get_mut(&h.seq).unwrap().state = HoldState::Confirmed(b);
-                Ok(Effect::Confirmed(BookingView {
+                Ok(Effect::Confirmed(ConfirmedBooking {
                     booking_id: BookingId {
                         shard: GROUP.0,
                         seq: b,
@@ -428,12 +428,7 @@ fn normalize(mut o: Outcome) -> Outcome {
     o
 }
 
-fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry {
-    Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload,
-    }
-}
+use boxoffice_storage::testing::entry;
 
 fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -443,7 +438,13 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path(), &Default::default()).unwrap();
-        let mut sm = StateMachineStore::open(db.clone(), GROUP, &dir.path().join("snap")).unwrap();
+        let mut sm = StateMachineStore::open(
+            db.clone(),
+            GROUP,
+            &dir.path().join("snap"),
+            &Default::default(),
+        )
+        .unwrap();
         let reader = Reader::new(db.clone(), GROUP);
         let setup = [
             InventorySpec {
@@ -588,75 +589,73 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 for later in [0, TTL / 2, TTL] {
                     let tx = reader.begin(model.time + later);
                     let t = tx.freshness.as_of_ms;
-                    let map = tx.seat_map(SEATED).unwrap();
-                    let statuses: Vec<SeatStatus> = map.seats.iter().map(|s| s.status).collect();
+                    let inv = tx.inventory(SEATED).unwrap();
+                    let walk = |section: Option<&str>| {
+                        let mut seats = Vec::new();
+                        tx.walk_seats(SEATED, &inv, section, &mut |s, r, seat| {
+                            seats.push((s.name.clone(), r.name.clone(), seat))
+                        });
+                        seats
+                    };
+                    let all = walk(None);
+                    let statuses: Vec<SeatStatus> = all.iter().map(|(_, _, s)| s.status).collect();
                     let want: Vec<SeatStatus> = (0..6).map(|s| model.seat_status(s, t)).collect();
                     prop_assert_eq!(statuses, want, "seats at step {} (+{} ms)", step, later);
-                    // Section maps are the whole map's seats, section by section.
-                    let stalls = tx.seat_map_of(SEATED, Some("Stalls")).unwrap();
-                    let circle = tx.seat_map_of(SEATED, Some("Circle")).unwrap();
-                    let joined: Vec<_> =
-                        stalls.seats.iter().chain(&circle.seats).cloned().collect();
-                    prop_assert_eq!(&joined, &map.seats);
-                    prop_assert_eq!(stalls.seats.len(), 3);
-                    prop_assert_eq!(
-                        (stalls.counts.sold, stalls.counts.held),
-                        (map.counts.sold, map.counts.held)
-                    );
-                    // The compact map is the per-seat map, row by row.
-                    let rows = tx.seat_rows_of(SEATED, None).unwrap();
-                    prop_assert_eq!(&rows.counts, &map.counts);
-                    let names: Vec<(&str, &str, u32)> = rows
-                        .rows
+                    // A held seat says until when; no other seat does.
+                    for (_, _, seat) in &all {
+                        prop_assert_eq!(
+                            seat.held_until_ms.is_some(),
+                            seat.status == SeatStatus::Held
+                        );
+                    }
+                    // Section walks are the whole walk, section by section.
+                    let stalls = walk(Some("Stalls"));
+                    let circle = walk(Some("Circle"));
+                    let joined: Vec<_> = stalls.iter().chain(&circle).cloned().collect();
+                    prop_assert_eq!(&joined, &all);
+                    prop_assert_eq!(stalls.len(), 3);
+                    prop_assert!(walk(Some("Gods")).is_empty());
+                    let places: Vec<(&str, &str, u32, u32)> = all
                         .iter()
-                        .map(|r| (&*r.section, r.row.as_str(), r.first_seat_id))
+                        .map(|(s, r, seat)| (s.as_str(), r.as_str(), seat.number, seat.seat_id))
                         .collect();
                     prop_assert_eq!(
-                        names,
-                        vec![("Stalls", "A", 0), ("Circle", "B", 3), ("Circle", "C", 5)]
-                    );
-                    let codes: String = rows.rows.iter().map(|r| r.status.as_str()).collect();
-                    let want_codes: String = map.seats.iter().map(|s| s.status.code()).collect();
-                    prop_assert_eq!(codes, want_codes);
-                    let circle_rows = tx.seat_rows_of(SEATED, Some("Circle")).unwrap();
-                    prop_assert_eq!(&circle_rows.rows[..], &rows.rows[1..]);
-                    let rows_of_seats: Vec<(&str, &str, u32)> = map
-                        .seats
-                        .iter()
-                        .map(|s| (&*s.section, &*s.row, s.number))
-                        .collect();
-                    prop_assert_eq!(
-                        rows_of_seats,
+                        places,
                         vec![
-                            ("Stalls", "A", 1),
-                            ("Stalls", "A", 2),
-                            ("Stalls", "A", 3),
-                            ("Circle", "B", 1),
-                            ("Circle", "B", 2),
-                            ("Circle", "C", 1)
+                            ("Stalls", "A", 1, 0),
+                            ("Stalls", "A", 2, 1),
+                            ("Stalls", "A", 3, 2),
+                            ("Circle", "B", 1, 3),
+                            ("Circle", "B", 2, 4),
+                            ("Circle", "C", 1, 5)
                         ]
                     );
-                    prop_assert!(tx
-                        .seat_map_of(SEATED, Some("Gods"))
-                        .unwrap()
-                        .seats
-                        .is_empty());
+                    let counts = tx.counts(&inv);
                     prop_assert_eq!(
-                        map.counts.available as usize,
+                        counts.available as usize,
                         (0..6)
                             .filter(|&s| model.seat_status(s, t) == SeatStatus::Available)
                             .count()
                     );
-                    let ga = tx.seat_map(GA).unwrap();
                     prop_assert_eq!(
-                        ga.counts.available,
+                        counts.held as usize,
+                        (0..6)
+                            .filter(|&s| model.seat_status(s, t) == SeatStatus::Held)
+                            .count()
+                    );
+                    let ga_inv = tx.inventory(GA).unwrap();
+                    let ga = tx.counts(&ga_inv);
+                    prop_assert_eq!(
+                        ga.available,
                         model.ga_available(t),
                         "GA available at step {} (+{} ms)",
                         step,
                         later
                     );
-                    prop_assert_eq!(ga.counts.sold, model.ga_sold);
-                    prop_assert!(ga.seats.is_empty());
+                    prop_assert_eq!(ga.sold, model.ga_sold);
+                    let mut ga_seats = 0;
+                    tx.walk_seats(GA, &ga_inv, None, &mut |_, _, _| ga_seats += 1);
+                    prop_assert_eq!(ga_seats, 0);
                 }
             }
         }
@@ -670,8 +669,13 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
             .unwrap();
         let dir2 = tempfile::tempdir().unwrap();
         let db2 = Db::open(dir2.path(), &Default::default()).unwrap();
-        let mut sm2 =
-            StateMachineStore::open(db2.clone(), GROUP, &dir2.path().join("snap")).unwrap();
+        let mut sm2 = StateMachineStore::open(
+            db2.clone(),
+            GROUP,
+            &dir2.path().join("snap"),
+            &Default::default(),
+        )
+        .unwrap();
         let mut recv = sm2.begin_receiving_snapshot().await.unwrap();
         let mut src = snap.snapshot;
         tokio::io::copy(&mut src, &mut *recv).await.unwrap();
@@ -702,7 +706,8 @@ proptest! {
 async fn hold_expires_exactly_at_its_expiry() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), &Default::default()).unwrap();
-    let mut sm = StateMachineStore::open(db, GROUP, &dir.path().join("snap")).unwrap();
+    let mut sm =
+        StateMachineStore::open(db, GROUP, &dir.path().join("snap"), &Default::default()).unwrap();
     let mut index = 0;
     let mut apply = |stamp: u64, user: &str, key: &str, command: Command| {
         index += 1;
@@ -766,7 +771,8 @@ async fn hold_expires_exactly_at_its_expiry() {
 async fn time_is_monotonic_across_stamps() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), &Default::default()).unwrap();
-    let mut sm = StateMachineStore::open(db, GROUP, &dir.path().join("snap")).unwrap();
+    let mut sm =
+        StateMachineStore::open(db, GROUP, &dir.path().join("snap"), &Default::default()).unwrap();
     let mk = |i: u64, stamp: u64| {
         let spec = InventorySpec {
             event_id: 100 + i,
@@ -795,7 +801,8 @@ async fn time_is_monotonic_across_stamps() {
 async fn batches_apply_in_order_and_never_nest() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), &Default::default()).unwrap();
-    let mut sm = StateMachineStore::open(db, GROUP, &dir.path().join("snap")).unwrap();
+    let mut sm =
+        StateMachineStore::open(db, GROUP, &dir.path().join("snap"), &Default::default()).unwrap();
     let mut changes = sm.changes();
     let inv = |event_id: u64| Request {
         stamp_ms: 5000,

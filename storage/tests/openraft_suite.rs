@@ -16,8 +16,13 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
         // Use a shard group that is not the first one, so the group prefix matters.
         let group = GroupId(3);
         let log = LogStore::new(db.clone(), group);
-        let sm =
-            StateMachineStore::open(db, group, &dir.path().join("snapshots")).expect("open sm");
+        let sm = StateMachineStore::open(
+            db,
+            group,
+            &dir.path().join("snapshots"),
+            &Default::default(),
+        )
+        .expect("open sm");
         Ok((dir, log, sm))
     }
 }
@@ -31,17 +36,14 @@ fn openraft_storage_suite() -> Result<(), StorageError<NodeId>> {
 #[test]
 fn groups_share_a_db_without_interfering() {
     use openraft::storage::{RaftLogReader, RaftLogStorage};
-    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+    use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path(), &Default::default()).unwrap();
         let mut a = LogStore::new(db.clone(), GroupId(1));
         let mut b = LogStore::new(db.clone(), GroupId(2));
-        let entry = |i| Entry::<TypeConfig> {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
-            payload: EntryPayload::Blank,
-        };
+        let entry = |i| boxoffice_storage::testing::entry(i, EntryPayload::Blank);
         use openraft::storage::RaftLogStorageExt;
         a.blocking_append([entry(1), entry(2), entry(3)])
             .await

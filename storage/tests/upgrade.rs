@@ -71,13 +71,21 @@ fn every_value_in_an_old_data_directory_decodes() {
         r.unwrap_or_else(|e| panic!("meta key {k:?}: {e}"));
         metas += 1;
     }
-    assert!(records > 100 && entries > 10 && metas >= 9, "{records} {entries} {metas}");
+    assert!(
+        records > 100 && entries > 10 && metas >= 9,
+        "{records} {entries} {metas}"
+    );
     // The snapshot files (and their headers) open too.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         for g in 0..=2 {
-            let mut sm = StateMachineStore::open(db.clone(), GroupId(g), &data.join("snapshots"))
-                .unwrap();
+            let mut sm = StateMachineStore::open(
+                db.clone(),
+                GroupId(g),
+                &data.join("snapshots"),
+                &Default::default(),
+            )
+            .unwrap();
             let snap = sm.get_current_snapshot().await.unwrap();
             assert!(snap.is_some(), "group {g} had a snapshot");
         }
@@ -95,7 +103,11 @@ fn bookings_survive_and_a_retried_confirm_gets_its_first_answer() {
         let want = want["bookings"].as_array().unwrap();
         let mut got = Vec::new();
         for g in 1..=2 {
-            got.extend(Reader::new(db.clone(), GroupId(g)).begin_applied().user_bookings(user, 100));
+            got.extend(
+                Reader::new(db.clone(), GroupId(g))
+                    .begin_applied()
+                    .user_bookings(user, 100),
+            );
         }
         got.sort_by_key(|b| b.confirmed_at_ms);
         assert_eq!(got.len(), want.len(), "{user}'s bookings");
@@ -116,7 +128,13 @@ fn bookings_survive_and_a_retried_confirm_gets_its_first_answer() {
     let group = GroupId(hold_id.shard);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut sm = StateMachineStore::open(db.clone(), group, &data.join("snapshots")).unwrap();
+        let mut sm = StateMachineStore::open(
+            db.clone(),
+            group,
+            &data.join("snapshots"),
+            &Default::default(),
+        )
+        .unwrap();
         let applied = *sm.applied().borrow();
         let confirm = Command::Confirm {
             hold_id,
@@ -129,7 +147,10 @@ fn bookings_survive_and_a_retried_confirm_gets_its_first_answer() {
         );
         let out = sm.apply([retry]).await.unwrap().pop().unwrap();
         assert!(out.replayed, "{out:?}");
-        assert_eq!(out.applied.index, first["applied"]["index"].as_u64().unwrap());
+        assert_eq!(
+            out.applied.index,
+            first["applied"]["index"].as_u64().unwrap()
+        );
         let Ok(Effect::Confirmed(b)) = &out.result else {
             panic!("{out:?}")
         };

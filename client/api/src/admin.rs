@@ -259,7 +259,70 @@ pub struct NewVenue {
     pub general_admission: Option<NewGeneralAdmission>,
 }
 
+/// A venue's layout in the short form callers build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NewLayout {
+    /// Sections of `(row name, seats, price_cents)` rows.
+    Seated(Vec<(String, Vec<(String, u32, u64)>)>),
+    /// General admission.
+    GeneralAdmission {
+        /// Tickets.
+        capacity: u32,
+        /// Price of one.
+        price_cents: u64,
+    },
+}
+
 impl NewVenue {
+    /// A venue named `name` in `city` at (`lat`, `lon`) with `layout`.
+    pub fn new(
+        name: impl Into<String>,
+        city: impl Into<String>,
+        lat: f64,
+        lon: f64,
+        layout: NewLayout,
+    ) -> Self {
+        let (sections, general_admission) = match layout {
+            NewLayout::Seated(sections) => (
+                Some(
+                    sections
+                        .into_iter()
+                        .map(|(name, rows)| NewSection {
+                            name,
+                            rows: rows
+                                .into_iter()
+                                .map(|(name, seats, price_cents)| NewRow {
+                                    name,
+                                    seats,
+                                    price_cents,
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                ),
+                None,
+            ),
+            NewLayout::GeneralAdmission {
+                capacity,
+                price_cents,
+            } => (
+                None,
+                Some(NewGeneralAdmission {
+                    capacity,
+                    price_cents,
+                }),
+            ),
+        };
+        NewVenue {
+            name: name.into(),
+            city: city.into(),
+            lat,
+            lon,
+            sections,
+            general_admission,
+        }
+    }
+
     /// A seated venue.
     pub fn seated(name: &str, city: &str, lat: f64, lon: f64, sections: Vec<NewSection>) -> Self {
         NewVenue {

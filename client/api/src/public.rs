@@ -626,7 +626,10 @@ mod tests {
     #[test]
     fn a_hold_body_carries_exactly_its_selection() {
         let seats = serde_json::to_value(NewHold::new(7, Selection::Seats(vec![1, 2]))).unwrap();
-        assert_eq!(seats, serde_json::json!({"event_id": 7, "seat_ids": [1, 2]}));
+        assert_eq!(
+            seats,
+            serde_json::json!({"event_id": 7, "seat_ids": [1, 2]})
+        );
         let qty = serde_json::to_value(NewHold::new(7, Selection::Quantity(3))).unwrap();
         assert_eq!(qty, serde_json::json!({"event_id": 7, "quantity": 3}));
         assert!(serde_json::from_str::<NewHold>(r#"{"event_id": 1, "seats": [1]}"#).is_err());

@@ -242,7 +242,10 @@ async fn create_events(
     let mut by_shard: BTreeMap<GroupId, Vec<InventorySpec>> = BTreeMap::new();
     let mut placed = Vec::with_capacity(events.len());
     for e in events {
-        let shard = state.node.shard_of(e.event_id).ok_or_else(not_bootstrapped)?;
+        let shard = state
+            .node
+            .shard_of(e.event_id)
+            .ok_or_else(not_bootstrapped)?;
         placed.push(EventPlaced {
             event_id: e.event_id,
             shard: shard.0,

@@ -318,9 +318,11 @@ async fn change_member(
         }
     };
     state.node.change_membership(GroupId(group), change).await?;
-    let raft = state.node.groups.get(GroupId(group)).ok_or_else(|| {
-        ApiError::new(ProblemCode::NotReady, "group not running here")
-    })?;
+    let raft = state
+        .node
+        .groups
+        .get(GroupId(group))
+        .ok_or_else(|| ApiError::new(ProblemCode::NotReady, "group not running here"))?;
     // Answer once this node's own view shows the change (it is committed at the
     // leader already), so the reply describes the new membership.
     let deadline = std::time::Instant::now()

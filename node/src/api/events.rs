@@ -15,7 +15,9 @@ use boxoffice_storage::read::ReadTx;
 use boxoffice_storage::records::Event;
 use serde::Deserialize;
 
-use super::{barrier_if, check_fresh, freshness, parse_consistency, parse_event_id, rfc3339_ms, stores};
+use super::{
+    barrier_if, check_fresh, freshness, parse_consistency, parse_event_id, rfc3339_ms, stores,
+};
 use crate::app::{AppState, Params};
 use crate::error::{ApiError, ApiResult};
 
@@ -108,7 +110,10 @@ async fn list_events(
         None
     };
     Ok(Json(EventPage {
-        events: events.iter().map(|e| event_details(&state, &tx, e)).collect(),
+        events: events
+            .iter()
+            .map(|e| event_details(&state, &tx, e))
+            .collect(),
         next_after,
         freshness: freshness(g, tx.freshness),
     }))
@@ -140,8 +145,11 @@ async fn get_event(
         Some(v) => v,
         None => {
             let e = tx.event(event_id).ok_or_else(|| {
-                ApiError::new(ProblemCode::UnknownEvent, format!("unknown event {event_id}"))
-                    .with("event_id", event_id)
+                ApiError::new(
+                    ProblemCode::UnknownEvent,
+                    format!("unknown event {event_id}"),
+                )
+                .with("event_id", event_id)
             })?;
             let v = Arc::new(event_details(&state, &tx, &e));
             state.node.event_cache.insert(ticket, event_id, v.clone());

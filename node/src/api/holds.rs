@@ -10,8 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use boxoffice_api::{ConfirmHold, Consistency, Hold, HoldState, HoldStatus, NewHold, ProblemCode};
 use boxoffice_raft::command::{
-    Command, Effect, GrantedHold, HoldId, HoldRequest, Outcome, Selection, Session,
-    HOLD_SEATS_MAX,
+    Command, Effect, GrantedHold, HoldId, HoldRequest, Outcome, Selection, Session, HOLD_SEATS_MAX,
 };
 use boxoffice_raft::GroupId;
 use boxoffice_storage::read::HoldPhase;
@@ -19,8 +18,8 @@ use serde::Deserialize;
 
 use super::bookings::confirmed_view;
 use super::{
-    applied, barrier_if, event_group, freshness, idempotency_key, leader_header,
-    parse_consistency, require_key, rfc3339_ms, shard_group, stores, unexpected, write,
+    applied, barrier_if, event_group, freshness, idempotency_key, leader_header, parse_consistency,
+    require_key, rfc3339_ms, shard_group, stores, unexpected, write,
 };
 use crate::app::{AppState, JsonBody, Params};
 use crate::auth::User;
@@ -68,7 +67,10 @@ fn selection(body: &NewHold) -> ApiResult<Selection> {
     match (&body.seat_ids, body.quantity) {
         (Some(seats), None) => {
             if seats.is_empty() {
-                return Err(ApiError::bad_param("seat_ids", "seat_ids must not be empty"));
+                return Err(ApiError::bad_param(
+                    "seat_ids",
+                    "seat_ids must not be empty",
+                ));
             }
             if seats.len() > HOLD_SEATS_MAX as usize {
                 return Err(ApiError::bad_param(
@@ -151,7 +153,11 @@ async fn confirm_hold(
             let mut view = confirmed_view(b);
             view.applied = Some(applied(group, outcome.applied));
             view.replayed = Some(outcome.replayed);
-            Ok((StatusCode::CREATED, leader_header(&state, group), Json(view)))
+            Ok((
+                StatusCode::CREATED,
+                leader_header(&state, group),
+                Json(view),
+            ))
         }
         other => Err(unexpected("confirm", other)),
     }

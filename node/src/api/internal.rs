@@ -40,7 +40,8 @@ fn decode<T: serde::de::DeserializeOwned>(
     body: &[u8],
 ) -> Result<T, Response> {
     check_cluster_key(headers, &state.node.config.cluster_key)?;
-    codec::decode_message(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())
+    codec::decode_message(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())
 }
 
 async fn prepare(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {

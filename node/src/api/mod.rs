@@ -214,7 +214,12 @@ pub async fn barrier_if(state: &AppState, group: GroupId, c: Consistency) -> Api
 /// Refuses a local read from a replica whose applied time lags its clock by more
 /// than `limits.replica_staleness_ms_max` (linearizable reads are exempt: they
 /// waited for the leader's read index).
-pub fn check_fresh(state: &AppState, group: GroupId, f: &Freshness, c: Consistency) -> ApiResult<()> {
+pub fn check_fresh(
+    state: &AppState,
+    group: GroupId,
+    f: &Freshness,
+    c: Consistency,
+) -> ApiResult<()> {
     let lag_ms = now_ms().saturating_sub(f.applied_time_ms);
     let max = state.node.config.limits.replica_staleness_ms_max;
     if c == Consistency::Local && lag_ms > max {

@@ -167,10 +167,7 @@ async fn search(
         page_size,
         offset,
     };
-    let index = state
-        .node
-        .search()
-        .ok_or_else(not_bootstrapped)?;
+    let index = state.node.search().ok_or_else(not_bootstrapped)?;
     let index_refresh_ms = index.settings.availability_refresh_ms;
     if !index.is_ready() {
         return Err(ApiError::new(

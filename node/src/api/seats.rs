@@ -14,8 +14,8 @@ use boxoffice_storage::records;
 use serde::Deserialize;
 
 use super::{
-    barrier_if, check_fresh, event_group, freshness, json_sized, parse_consistency,
-    parse_event_id, stores,
+    barrier_if, check_fresh, event_group, freshness, json_sized, parse_consistency, parse_event_id,
+    stores,
 };
 use crate::app::{AppState, Params};
 use crate::error::{ApiError, ApiResult};
@@ -152,8 +152,11 @@ async fn get_seats(
     let tx = st.reader.begin_applied();
     check_fresh(&state, g, &tx.freshness, c)?;
     let unknown_event = || {
-        ApiError::new(ProblemCode::UnknownEvent, format!("unknown event {event_id}"))
-            .with("event_id", event_id)
+        ApiError::new(
+            ProblemCode::UnknownEvent,
+            format!("unknown event {event_id}"),
+        )
+        .with("event_id", event_id)
     };
     // `?section=S`: only that section's seats (the counts stay the event's), so a
     // front end can draw one section of a large venue without the whole map.

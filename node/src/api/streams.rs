@@ -49,10 +49,11 @@ async fn seat_stream(
     let tx = st.reader.begin_applied();
     check_fresh(&state, g, &tx.freshness, Consistency::Local)?;
     if tx.inventory(event_id).is_none() {
-        return Err(
-            ApiError::new(ProblemCode::UnknownEvent, format!("unknown event {event_id}"))
-                .with("event_id", event_id),
-        );
+        return Err(ApiError::new(
+            ProblemCode::UnknownEvent,
+            format!("unknown event {event_id}"),
+        )
+        .with("event_id", event_id));
     }
     drop(tx);
     let permit = state

@@ -84,6 +84,9 @@ mod tests {
         assert_eq!(b, BookingId { shard: 2, seq: 5 });
         assert_eq!(serde_json::to_string(&b).unwrap(), "\"b2-5\"");
         let bytes = crate::codec::encode_message(&b);
-        assert_eq!(crate::codec::decode_message::<BookingId>(&bytes).unwrap(), b);
+        assert_eq!(
+            crate::codec::decode_message::<BookingId>(&bytes).unwrap(),
+            b
+        );
     }
 }

@@ -226,4 +226,3 @@ pub enum BatchRank {
     /// Everything else.
     Other = 2,
 }
-

@@ -133,7 +133,8 @@ pub(crate) fn due_expiry_range(
     event_id: u64,
     time: u64,
 ) -> (Vec<u8>, Vec<u8>) {
-    let SettledMark(settled) = get(kv, &expiry_settled_key(group, event_id)).unwrap_or(SettledMark(0));
+    let SettledMark(settled) =
+        get(kv, &expiry_settled_key(group, event_id)).unwrap_or(SettledMark(0));
     let at = |t: u64| Key::sm(group, table::EXPIRY).u64(event_id).u64(t).build();
     (at(settled), at(time.saturating_add(1)))
 }
@@ -164,7 +165,11 @@ pub(super) fn settle(kv: &mut dyn Kv, group: GroupId, inv: &mut Inventory, time:
     // at least HOLD_TTL_MS_MIN later (apply time never goes back), so above it.
     let mark = time.saturating_add(1);
     if get::<SettledMark>(kv, &expiry_settled_key(group, inv.event_id)) != Some(SettledMark(mark)) {
-        put(kv, expiry_settled_key(group, inv.event_id), &SettledMark(mark));
+        put(
+            kv,
+            expiry_settled_key(group, inv.event_id),
+            &SettledMark(mark),
+        );
     }
     if done.is_empty() {
         return;

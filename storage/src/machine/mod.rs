@@ -33,8 +33,8 @@ mod holds;
 pub(crate) mod inventory;
 mod sessions;
 
-pub use sessions::{SESSION_PRUNE_PER_REQUEST, SESSION_TTL_MS};
 pub(crate) use inventory::{due_expiry_range, hold_key, load_inventory};
+pub use sessions::{SESSION_PRUNE_PER_REQUEST, SESSION_TTL_MS};
 
 /// Applies one log entry to the group's state and returns its outcome.
 pub fn apply_entry(kv: &mut dyn Kv, group: GroupId, entry: &Entry) -> Outcome {

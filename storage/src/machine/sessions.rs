@@ -140,7 +140,13 @@ mod tests {
 
     fn ticks(n: usize, stamp_ms: u64, key: &str) -> Request {
         let requests = (0..n)
-            .map(|i| request(stamp_ms, Some(("alice", &format!("{key}-{i}"))), Command::Tick))
+            .map(|i| {
+                request(
+                    stamp_ms,
+                    Some(("alice", &format!("{key}-{i}"))),
+                    Command::Tick,
+                )
+            })
             .collect();
         request(stamp_ms, None, Command::Batch(requests))
     }

@@ -10,38 +10,14 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::Value;
-
-use crate::{Client, Error, Freshness, SeatMap};
+use crate::{
+    Client, Error, Problem, SeatChange, SeatMap, SeatsExpired, StreamError, StreamEventKind,
+    StreamSnapshot,
+};
 
 /// Longest a stream may stay silent (the node sends keep-alives every 15 s)
 /// before it is treated as dead and reconnected.
 pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
-
-/// One seat change, as applied.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct SeatChange {
-    /// Applied log index (several changes can share one: a leader batches
-    /// requests into one entry; the SSE event id tells them apart).
-    pub index: u64,
-    /// State-machine time of the change.
-    pub time_ms: u64,
-    /// The event.
-    pub event_id: u64,
-    /// `held`, `sold` or `released`.
-    pub kind: String,
-    /// The hold involved.
-    pub hold_id: String,
-    /// Seats (empty for general admission).
-    #[serde(default)]
-    pub seat_ids: Vec<u32>,
-    /// Tickets.
-    pub quantity: u32,
-    /// For `held`: when the hold expires.
-    #[serde(default)]
-    pub expires_at_ms: Option<u64>,
-}
 
 /// What a live seat-map stream delivers.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,14 +27,7 @@ pub enum StreamEvent {
     /// A change, once, in log order.
     Change(SeatChange),
     /// A hold's tickets became available because it expired.
-    Expired {
-        /// Seats (empty for general admission).
-        seat_ids: Vec<u32>,
-        /// Tickets.
-        quantity: u32,
-        /// The expiry instant.
-        expired_at_ms: u64,
-    },
+    Expired(SeatsExpired),
 }
 
 /// A live seat-map stream; see the module docs.
@@ -184,49 +153,32 @@ impl SeatStream {
         if data.is_empty() {
             return Ok(None); // keep-alive comment
         }
-        let v: Value = serde_json::from_str(&data).map_err(|e| Error::Decode(e.to_string()))?;
-        let decode = |e: serde_json::Error| Error::Decode(e.to_string());
-        let event = match kind {
-            "snapshot" => {
-                let mut map = v["seat_map"].clone();
-                let f = &v["freshness"];
-                map["freshness"] = serde_json::to_value(Freshness {
-                    shard: v["shard"]
-                        .as_u64()
-                        .and_then(|s| u16::try_from(s).ok())
-                        .unwrap_or_default(),
-                    applied_index: f["applied_index"].as_u64().unwrap_or_default(),
-                    applied_time_ms: f["applied_time_ms"].as_u64().unwrap_or_default(),
-                    as_of_ms: f["as_of_ms"].as_u64().unwrap_or_default(),
-                })
-                .map_err(decode)?;
-                StreamEvent::Snapshot(serde_json::from_value(map).map_err(decode)?)
+        let decode = |e: serde_json::Error| Error::Decode(format!("{kind} event: {e}"));
+        let event = match StreamEventKind::parse(kind) {
+            Some(StreamEventKind::Snapshot) => {
+                let s: StreamSnapshot = serde_json::from_str(&data).map_err(decode)?;
+                StreamEvent::Snapshot(s.seat_map)
             }
-            "change" => StreamEvent::Change(serde_json::from_value(v).map_err(decode)?),
-            "expired" => StreamEvent::Expired {
-                seat_ids: serde_json::from_value(v["seat_ids"].clone()).unwrap_or_default(),
-                quantity: v["quantity"]
-                    .as_u64()
-                    .and_then(|q| u32::try_from(q).ok())
-                    .unwrap_or_default(),
-                expired_at_ms: v["expired_at_ms"].as_u64().unwrap_or_default(),
-            },
-            "reset" => {
+            Some(StreamEventKind::Change) => {
+                StreamEvent::Change(serde_json::from_str(&data).map_err(decode)?)
+            }
+            Some(StreamEventKind::Expired) => {
+                StreamEvent::Expired(serde_json::from_str(&data).map_err(decode)?)
+            }
+            Some(StreamEventKind::Reset) => {
                 // The node dropped us (too slow, or its replica was replaced):
                 // resume from the last delivered change.
                 self.resp = None;
                 return Ok(None);
             }
-            "error" => {
-                let code = v["code"].as_str().unwrap_or("stream_error").to_string();
-                return Err(Error::Api(crate::Problem {
-                    status: 404,
-                    code,
-                    detail: v.to_string(),
-                    body: v,
-                }));
+            Some(StreamEventKind::Error) => {
+                let e: StreamError = serde_json::from_str(&data).map_err(decode)?;
+                let mut p = Problem::new(e.code, format!("stream of event {}", e.event_id));
+                p.extra.insert("event_id".into(), e.event_id.into());
+                return Err(Error::Api(Box::new(p)));
             }
-            _ => return Ok(None),
+            // A kind this version does not know: skip it.
+            None => return Ok(None),
         };
         if id.is_some() {
             self.last_id = id;
