@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use serde_json::Value;
+use boxoffice_node::dev::read_cluster_file;
 
 pub struct ClusterInfo {
     /// `host:port` of each node's HTTP API.
@@ -14,30 +14,16 @@ pub struct ClusterInfo {
 
 impl ClusterInfo {
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        let file: Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.join("cluster.json")).with_context(|| {
-                format!(
-                    "reading {}/cluster.json; is `boxoffice dev` running?",
-                    dir.display()
-                )
-            })?,
-        )?;
-        let addrs = file["nodes"]
-            .as_array()
-            .context("nodes")?
-            .iter()
-            .map(|n| n["http"].as_str().unwrap_or_default().to_string())
-            .collect();
+        let file = read_cluster_file(dir).with_context(|| {
+            format!(
+                "reading {}/cluster.json; is `boxoffice dev` running?",
+                dir.display()
+            )
+        })?;
         Ok(Self {
-            addrs,
-            admin_token: file["admin_token"]
-                .as_str()
-                .context("admin_token")?
-                .to_string(),
-            user_token: file["user_token"]
-                .as_str()
-                .context("user_token")?
-                .to_string(),
+            addrs: file.nodes.into_iter().map(|n| n.http).collect(),
+            admin_token: file.admin_token,
+            user_token: file.user_token,
         })
     }
 

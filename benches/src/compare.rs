@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use boxoffice_client::{Client, ClientConfig, Consistency, SearchQuery};
+use boxoffice_node::local_cluster::{Addressing, ClusterSpec, LocalCluster, NODE_START_TIMEOUT};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use jepsen::cluster::Cluster;
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -78,7 +78,7 @@ pub struct CompareArgs {
     /// Results folder [default: bench-results/<UTC time>].
     #[arg(long)]
     pub results_dir: Option<PathBuf>,
-    /// A TOML file appended to every boxoffice node's config (e.g. `[raft]`
+    /// A TOML file of settings every boxoffice node runs with (e.g. `[raft]`
     /// timeouts) [default: none, the node defaults].
     #[arg(long)]
     pub node_settings: Option<PathBuf>,
@@ -182,7 +182,7 @@ pub struct Systems {
     stores: Vec<Store>,
     /// What could not be started, and why.
     missing: Vec<(String, String)>,
-    bo: Option<Arc<Mutex<Cluster>>>,
+    bo: Option<Arc<Mutex<LocalCluster>>>,
     bo_urls: Vec<String>,
     pg: Option<crate::pg::Postgres>,
     _redis: Option<crate::procs::RedisServer>,
@@ -229,14 +229,24 @@ async fn start_systems(args: &CompareArgs, dir: &std::path::Path) -> anyhow::Res
             }
             None => String::new(),
         };
-        let mut c = Cluster::new(bin, &cdir, 3, args.boxoffice_port, 8, &settings)?;
+        let mut c = LocalCluster::create(ClusterSpec {
+            bin,
+            dir: cdir,
+            nodes: 3,
+            shards: 8,
+            addressing: Addressing::PerNodeIp {
+                base_port: args.boxoffice_port,
+            },
+            settings,
+            secrets: None,
+            addrs: Default::default(),
+        })?;
         let ids: Vec<u64> = c.nodes.keys().copied().collect();
         for &id in &ids {
             c.start(id)?;
         }
         for &id in &ids {
-            c.wait_healthy(id, jepsen::cluster::NODE_START_TIMEOUT)
-                .await?;
+            c.wait_healthy(id, NODE_START_TIMEOUT).await?;
         }
         c.init().await?;
         let urls: Vec<String> = c.nodes.values().map(|n| n.url()).collect();

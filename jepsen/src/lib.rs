@@ -2,11 +2,11 @@
 //!
 //! `history` is the recorded form of what clients invoked and saw; `checker`
 //! holds the checkers, each able to fail and each tested against hand-written
-//! histories with known violations. `cluster`, `net`, `nemesis`, `workload` and
-//! `run` attack real node processes and record such histories.
+//! histories with known violations. `net`, `nemesis`, `workload` and `run`
+//! attack real node processes, started by the node's own launcher
+//! (`boxoffice_node::local_cluster`), and record such histories.
 
 pub mod checker;
-pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod net;

@@ -4,14 +4,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use boxoffice_api::MemberAction;
+use boxoffice_node::local_cluster::LocalCluster;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use crate::cluster::Cluster;
 use crate::net::Firewall;
+
+/// Time allowed for one group's membership change through the admin API.
+pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Kinds of fault, as named on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
@@ -113,7 +117,7 @@ pub struct Event {
 
 /// Shared nemesis state: the cluster and its firewall.
 pub struct Nemesis {
-    pub cluster: Arc<Mutex<Cluster>>,
+    pub cluster: Arc<Mutex<LocalCluster>>,
     pub firewall: Option<Firewall>,
     rng: StdRng,
     pub schedule: Schedule,
@@ -121,7 +125,7 @@ pub struct Nemesis {
 
 impl Nemesis {
     pub fn new(
-        cluster: Arc<Mutex<Cluster>>,
+        cluster: Arc<Mutex<LocalCluster>>,
         firewall: Option<Firewall>,
         seed: u64,
         schedule: Schedule,
@@ -230,7 +234,11 @@ impl Nemesis {
     pub async fn start(&mut self, f: &Fault) -> anyhow::Result<()> {
         match f {
             Fault::Membership { node, .. } => {
-                self.cluster.lock().await.membership(*node, "remove").await
+                self.cluster
+                    .lock()
+                    .await
+                    .membership(*node, MemberAction::Remove, MEMBERSHIP_TIMEOUT)
+                    .await
             }
             Fault::Kill { node, .. } => {
                 self.cluster.lock().await.kill(*node);
@@ -300,8 +308,10 @@ impl Nemesis {
             },
             Fault::Membership { node, .. } => {
                 let c = self.cluster.lock().await;
-                c.membership(*node, "add_learner").await?;
-                c.membership(*node, "promote").await
+                c.membership(*node, MemberAction::AddLearner, MEMBERSHIP_TIMEOUT)
+                    .await?;
+                c.membership(*node, MemberAction::Promote, MEMBERSHIP_TIMEOUT)
+                    .await
             }
         }
     }
@@ -329,8 +339,10 @@ impl Nemesis {
         }
         // Every node a voter of every group again (idempotent).
         for &id in &ids {
-            c.membership(id, "add_learner").await?;
-            c.membership(id, "promote").await?;
+            c.membership(id, MemberAction::AddLearner, MEMBERSHIP_TIMEOUT)
+                .await?;
+            c.membership(id, MemberAction::Promote, MEMBERSHIP_TIMEOUT)
+                .await?;
         }
         Ok(())
     }

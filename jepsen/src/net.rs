@@ -13,7 +13,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
-use crate::cluster::node_ip;
+use boxoffice_node::local_cluster::node_ip;
 
 /// How the run's network is set up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

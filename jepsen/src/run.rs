@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use boxoffice_api::ProblemCode;
+use boxoffice_node::local_cluster::{Addressing, ClusterSpec, LocalCluster, NODE_START_TIMEOUT};
 use clap::Args;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -17,7 +19,6 @@ use serde_json::json;
 use tokio::sync::{mpsc, Mutex};
 
 use crate::checker::{check_all, CheckConfig};
-use crate::cluster::Cluster;
 use crate::history::{Call, Op, Outcome, FINAL_HEAL, NEMESIS_PROCESS};
 use crate::nemesis::{self, Nemesis, Schedule};
 use crate::net::{Firewall, NetMode};
@@ -30,6 +31,25 @@ const PROBE_PROCESS: u64 = u64::MAX - 1;
 const FINAL_PROCESS: u64 = u64::MAX - 2;
 /// Time allowed for each final-state request after the heal (retried on every node).
 const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Node settings the harness runs with: short timeouts so that faults surface as
+/// `info` within a client timeout, and frequent snapshots so that restarts and
+/// lagging followers go through snapshot install and log purging. The launcher
+/// adds each node's identity, addresses and secrets.
+pub const HARNESS_SETTINGS: &str = r#"
+fault_injection = true
+
+[limits]
+write_timeout_ms = 3000
+linearizable_read_timeout_ms = 2000
+request_timeout_ms = 4000
+peer_connect_timeout_ms = 500
+membership_timeout_ms = 3000
+
+[raft]
+snapshot_logs_since_last = 300
+logs_kept_after_snapshot = 50
+"#;
 
 /// Options of `jepsen run`.
 #[derive(Args, Clone, Debug)]
@@ -222,10 +242,11 @@ async fn client(
             }
         };
         let info = op.outcome == Outcome::Info;
-        let unreachable = matches!(
-            op.error.as_deref(),
-            Some("connection" | "timeout" | "not_ready")
-        );
+        let unreachable = op.error.as_deref().is_some_and(|e| {
+            e == workload::ERROR_CONNECTION
+                || e == workload::ERROR_TIMEOUT
+                || e == ProblemCode::NotReady.as_str()
+        });
         sh.record(op).await;
         if info {
             process += stride;
@@ -365,22 +386,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     println!("network: {network}; nemeses: {kinds:?}; workloads: {workloads:?}");
 
     // Cluster.
-    let mut cluster = Cluster::new(
+    // Node i on 127.0.0.(10+i), sending from that address, so that firewall rules
+    // can tell nodes apart; data dir, settings and log of each under the run dir.
+    let mut cluster = LocalCluster::create(ClusterSpec {
         bin,
-        &run_dir,
-        args.nodes,
-        args.base_port,
-        args.shards,
-        crate::cluster::HARNESS_SETTINGS,
-    )?;
+        dir: run_dir.clone(),
+        nodes: args.nodes,
+        shards: args.shards,
+        addressing: Addressing::PerNodeIp {
+            base_port: args.base_port,
+        },
+        settings: HARNESS_SETTINGS.to_string(),
+        secrets: None,
+        addrs: Default::default(),
+    })?;
     let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
     for &id in &ids {
         cluster.start(id)?;
     }
     for &id in &ids {
-        cluster
-            .wait_healthy(id, crate::cluster::NODE_START_TIMEOUT)
-            .await?;
+        cluster.wait_healthy(id, NODE_START_TIMEOUT).await?;
     }
     cluster.init().await?;
     let plan = workload::setup(
@@ -545,11 +570,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
 
     // Final heal, then liveness and the final state.
     let heal_start = micros(t0);
-    let healed = nem
-        .lock()
-        .await
-        .heal_all(crate::cluster::NODE_START_TIMEOUT)
-        .await;
+    let healed = nem.lock().await.heal_all(NODE_START_TIMEOUT).await;
     let heal_end = micros(t0);
     sh.record(nemesis_op(
         FINAL_HEAL.into(),

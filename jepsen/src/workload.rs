@@ -13,24 +13,25 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use reqwest::StatusCode;
-use serde_json::{json, Value};
+use boxoffice_api::{
+    Booking, BookingList, ConfirmHold, EventsCreated, Hold, NewEvent, NewEvents, NewHold,
+    NewSection, NewVenue, Problem, SeatMap, Selection, VenueCreated, IDEMPOTENCY_KEY_HEADER,
+};
+use boxoffice_node::local_cluster::LocalCluster;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
-use crate::cluster::Cluster;
 use crate::history::{Answer, Applied, Call, Freshness, GaState, Op, Outcome, SeatStatus};
 
 /// Client timeout of one operation; past it the outcome is unknown (`info`).
 pub const OP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// 503 codes with which a node states that nothing was applied. Any other failure
-/// to get an answer is `info`.
-const DEFINITE_503: &[&str] = &[
-    "not_leader",
-    "unavailable",
-    "not_ready",
-    "overloaded",
-    "replica_stale",
-];
+/// `error` of an operation whose request timed out on the client (`info`).
+pub const ERROR_TIMEOUT: &str = "timeout";
+/// `error` of an operation that got no answer: connection refused or reset (`info`).
+pub const ERROR_CONNECTION: &str = "connection";
+/// `error` of an operation whose answer's body could not be read (`info`).
+pub const ERROR_BODY: &str = "body";
 
 /// Which workloads run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
@@ -109,55 +110,77 @@ pub struct SetupParams {
 }
 
 /// Creates the venues and every event the run will use.
-pub async fn setup(cluster: &Cluster, p: &SetupParams) -> anyhow::Result<Plan> {
+pub async fn setup(cluster: &LocalCluster, p: &SetupParams) -> anyhow::Result<Plan> {
     let t = Duration::from_secs(60);
-    let venue = cluster
-        .admin_post(
-            "/admin/v1/venues",
-            &json!({"name": "Jepsen Hall", "city": "Loopback", "lat": 0.0, "lon": 0.0,
-                "sections": [{"name": "A", "rows": [{"name": "1", "seats": p.seats, "price_cents": 1000}]}]}),
-            t,
-        )
-        .await?;
-    let ga_venue = cluster
-        .admin_post(
-            "/admin/v1/venues",
-            &json!({"name": "Jepsen Field", "city": "Loopback", "lat": 0.0, "lon": 0.0,
-                "general_admission": {"capacity": p.ga_capacity, "price_cents": 500}}),
-            t,
-        )
-        .await?;
-    let vid = venue["venue_id"].as_u64().context("venue_id")?;
-    let gid = ga_venue["venue_id"].as_u64().context("venue_id")?;
+    let venue: VenueCreated = serde_json::from_value(
+        cluster
+            .admin_post(
+                "/admin/v1/venues",
+                &NewVenue::seated(
+                    "Jepsen Hall",
+                    "Loopback",
+                    0.0,
+                    0.0,
+                    vec![NewSection::new("A", [("1", p.seats, 1000)])],
+                ),
+                t,
+            )
+            .await?,
+    )
+    .context("venue created")?;
+    let ga_venue: VenueCreated = serde_json::from_value(
+        cluster
+            .admin_post(
+                "/admin/v1/venues",
+                &NewVenue::general_admission(
+                    "Jepsen Field",
+                    "Loopback",
+                    0.0,
+                    0.0,
+                    p.ga_capacity,
+                    500,
+                ),
+                t,
+            )
+            .await?,
+    )
+    .context("venue created")?;
     let slots = (p.time_limit.as_millis() / p.rotate.as_millis().max(1)) as usize + 2;
     let n = slots * p.active;
-    let mk = |venue: u64, i: usize, kind: &str| {
-        json!({"name": format!("{kind} {i}"), "category": "test", "venue_id": venue,
-            "starts_at": "2030-01-01T20:00:00Z", "hold_ttl_s": p.hold_ttl_s, "per_user_cap": p.per_user_cap})
+    let mk = |venue: u64, i: usize, kind: &str| NewEvent {
+        name: format!("{kind} {i}"),
+        description: String::new(),
+        category: "test".into(),
+        venue_id: venue,
+        performer_ids: Vec::new(),
+        starts_at: "2030-01-01T20:00:00Z".into(),
+        hold_ttl_s: Some(p.hold_ttl_s),
+        per_user_cap: Some(p.per_user_cap),
     };
     let mut seat_events = Vec::new();
     let mut ga_events = Vec::new();
     for (venue, kind, out, count) in [
-        (vid, "seats", &mut seat_events, n + 1),
-        (gid, "ga", &mut ga_events, n),
+        (venue.venue_id, "seats", &mut seat_events, n + 1),
+        (ga_venue.venue_id, "ga", &mut ga_events, n),
     ] {
-        let all: Vec<Value> = (0..count).map(|i| mk(venue, i, kind)).collect();
+        let all: Vec<NewEvent> = (0..count).map(|i| mk(venue, i, kind)).collect();
         for chunk in all.chunks(500) {
-            let r = cluster
-                .admin_post("/admin/v1/events/batch", &json!({"events": chunk}), t)
-                .await?;
-            for e in r["events"].as_array().into_iter().flatten() {
-                out.push((
-                    e["event_id"].as_u64().context("event_id")?,
-                    e["shard"].as_u64().context("shard")? as u16,
-                ));
-            }
+            let body = NewEvents {
+                events: chunk.to_vec(),
+            };
+            let r: EventsCreated = serde_json::from_value(
+                cluster
+                    .admin_post("/admin/v1/events/batch", &body, t)
+                    .await?,
+            )
+            .context("events created")?;
+            out.extend(r.events.iter().map(|e| (e.event_id, e.shard)));
         }
     }
     let probe_event = seat_events.pop().context("no events created")?.0;
     // Seat ids, from the seat map.
     let node = cluster.nodes.values().next().context("no nodes")?;
-    let map: Value = reqwest::Client::new()
+    let map: SeatMap = reqwest::Client::new()
         .get(format!(
             "{}/v1/events/{}/seats?consistency=linearizable",
             node.url(),
@@ -168,12 +191,7 @@ pub async fn setup(cluster: &Cluster, p: &SetupParams) -> anyhow::Result<Plan> {
         .await?
         .json()
         .await?;
-    let seats: Vec<u32> = map["seats"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s["seat_id"].as_u64().map(|x| x as u32))
-        .collect();
+    let seats: Vec<u32> = map.seats.iter().map(|s| s.seat_id).collect();
     if seats.len() != p.seats as usize {
         bail!(
             "expected {} seats, the seat map shows {}",
@@ -211,13 +229,17 @@ pub fn micros(t0: Instant) -> u64 {
     t0.elapsed().as_micros() as u64
 }
 
-fn status_of(s: &str) -> Option<SeatStatus> {
+fn status_of(s: boxoffice_api::SeatStatus) -> SeatStatus {
     match s {
-        "available" => Some(SeatStatus::Available),
-        "held" => Some(SeatStatus::Held),
-        "sold" => Some(SeatStatus::Sold),
-        _ => None,
+        boxoffice_api::SeatStatus::Available => SeatStatus::Available,
+        boxoffice_api::SeatStatus::Held => SeatStatus::Held,
+        boxoffice_api::SeatStatus::Sold => SeatStatus::Sold,
     }
+}
+
+/// A 2xx body as `T` (`None` if it is not one: the operation still happened).
+fn typed<T: DeserializeOwned>(body: Value) -> Option<T> {
+    serde_json::from_value(body).ok()
 }
 
 fn applied_of(v: &Value) -> Option<Applied> {
@@ -266,7 +288,7 @@ impl UserClient {
         op: &mut Op,
         req: reqwest::RequestBuilder,
         t0: Instant,
-    ) -> Option<(StatusCode, Value, reqwest::header::HeaderMap)> {
+    ) -> Option<(Value, reqwest::header::HeaderMap)> {
         let r = req.bearer_auth(&self.token).send().await;
         let resp = match r {
             Ok(r) => r,
@@ -274,9 +296,9 @@ impl UserClient {
                 op.complete_us = Some(micros(t0));
                 op.outcome = Outcome::Info;
                 op.error = Some(if e.is_timeout() {
-                    "timeout".into()
+                    ERROR_TIMEOUT.into()
                 } else {
-                    "connection".into()
+                    ERROR_CONNECTION.into()
                 });
                 return None;
             }
@@ -289,7 +311,7 @@ impl UserClient {
             Err(_) => {
                 op.complete_us = Some(micros(t0));
                 op.outcome = Outcome::Info;
-                op.error = Some("body".into());
+                op.error = Some(ERROR_BODY.into());
                 return None;
             }
         };
@@ -297,16 +319,20 @@ impl UserClient {
         if status.is_success() {
             op.outcome = Outcome::Ok;
             op.applied = applied_of(&body["applied"]);
-            return Some((status, body, headers));
+            return Some((body, headers));
         }
-        let code = body["code"].as_str().unwrap_or("").to_string();
+        // Definitely not applied: a 4xx, or a problem whose code says nothing was
+        // (`ProblemCode::may_have_applied`). Anything else may have been: a 5xx
+        // whose code leaves the outcome open, or an answer that is no problem body.
+        let problem: Option<Problem> = serde_json::from_value(body.clone()).ok();
         op.outcome = if status.is_client_error()
-            || (status == StatusCode::SERVICE_UNAVAILABLE && DEFINITE_503.contains(&code.as_str()))
+            || problem.as_ref().is_some_and(|p| !p.may_have_applied())
         {
             Outcome::Fail
         } else {
             Outcome::Info
         };
+        let code = body["code"].as_str().unwrap_or("").to_string();
         op.applied = applied_of(&body["applied"]);
         op.error = Some(if code.is_empty() {
             status.as_u16().to_string()
@@ -350,11 +376,13 @@ impl UserClient {
         let req = self
             .http
             .post(format!("{node}/v1/holds"))
-            .header("Idempotency-Key", key)
-            .json(&json!({"event_id": event, "seat_ids": seats}));
-        if let Some((_, b, _)) = self.exec(&mut op, req, t0).await {
-            op.answer.hold_id = b["hold_id"].as_str().map(String::from);
-            op.answer.expires_at_ms = b["expires_at_ms"].as_u64();
+            .header(IDEMPOTENCY_KEY_HEADER, key)
+            .json(&NewHold::new(event, Selection::Seats(seats.clone())));
+        if let Some((b, _)) = self.exec(&mut op, req, t0).await {
+            if let Some(h) = typed::<Hold>(b) {
+                op.answer.hold_id = Some(h.hold_id);
+                op.answer.expires_at_ms = Some(h.expires_at_ms);
+            }
             op.answer.seats = seats;
         }
         op
@@ -381,12 +409,14 @@ impl UserClient {
         let req = self
             .http
             .post(format!("{node}/v1/holds"))
-            .header("Idempotency-Key", key)
-            .json(&json!({"event_id": event, "quantity": quantity}));
-        if let Some((_, b, _)) = self.exec(&mut op, req, t0).await {
-            op.answer.hold_id = b["hold_id"].as_str().map(String::from);
-            op.answer.expires_at_ms = b["expires_at_ms"].as_u64();
-            op.answer.quantity = b["quantity"].as_u64().map(|q| q as u32);
+            .header(IDEMPOTENCY_KEY_HEADER, key)
+            .json(&NewHold::new(event, Selection::Quantity(quantity)));
+        if let Some((b, _)) = self.exec(&mut op, req, t0).await {
+            if let Some(h) = typed::<Hold>(b) {
+                op.answer.hold_id = Some(h.hold_id);
+                op.answer.expires_at_ms = Some(h.expires_at_ms);
+                op.answer.quantity = Some(h.quantity);
+            }
         }
         op
     }
@@ -404,13 +434,15 @@ impl UserClient {
         let req = self
             .http
             .post(format!("{node}/v1/holds/{hold_id}/confirm"))
-            .header("Idempotency-Key", key.clone())
-            .json(&json!({"payment_ref": key}));
-        if let Some((_, b, _)) = self.exec(&mut op, req, t0).await {
-            op.answer.booking_id = b["booking_id"].as_str().map(String::from);
+            .header(IDEMPOTENCY_KEY_HEADER, key.clone())
+            .json(&ConfirmHold { payment_ref: key });
+        if let Some((b, _)) = self.exec(&mut op, req, t0).await {
             op.answer.hold_id = Some(hold_id.to_string());
-            op.answer.seats = seat_ids(&b["seat_ids"]);
-            op.answer.quantity = b["quantity"].as_u64().map(|q| q as u32);
+            if let Some(bk) = typed::<Booking>(b) {
+                op.answer.booking_id = Some(bk.booking_id);
+                op.answer.seats = bk.seat_ids;
+                op.answer.quantity = Some(bk.quantity);
+            }
         }
         op
     }
@@ -428,8 +460,8 @@ impl UserClient {
         let req = self
             .http
             .delete(format!("{node}/v1/holds/{hold_id}"))
-            .header("Idempotency-Key", key);
-        if let Some((_, _, h)) = self.exec(&mut op, req, t0).await {
+            .header(IDEMPOTENCY_KEY_HEADER, key);
+        if let Some((_, h)) = self.exec(&mut op, req, t0).await {
             let num = |name: &str| {
                 h.get(name)
                     .and_then(|v| v.to_str().ok())
@@ -472,8 +504,15 @@ impl UserClient {
         let req = self
             .http
             .get(format!("{node}/v1/events/{event}/seats?consistency={c}"));
-        if let Some((_, b, _)) = self.exec(&mut op, req, t0).await {
-            fill_read(&mut op, node_id, &b);
+        if let Some((b, _)) = self.exec(&mut op, req, t0).await {
+            match typed::<SeatMap>(b) {
+                Some(map) => fill_read(&mut op, node_id, &map),
+                None => {
+                    // A 2xx that is no seat map: nothing to check against.
+                    op.outcome = Outcome::Info;
+                    op.error = Some(ERROR_BODY.into());
+                }
+            }
         }
         if op.outcome == Outcome::Info {
             // A read changes nothing: one that got no answer simply did not happen.
@@ -500,42 +539,26 @@ impl UserClient {
         if !r.status().is_success() {
             bail!("bookings of {}: {}", self.user, r.status());
         }
-        let b: Value = r.json().await?;
-        let list = b["bookings"]
-            .as_array()
+        let b: BookingList = r.json().await?;
+        let list = b
+            .bookings
             .into_iter()
-            .flatten()
-            .filter_map(|x| {
-                Some((
-                    x["booking_id"].as_str()?.to_string(),
-                    x["event_id"].as_u64()?,
-                    seat_ids(&x["seat_ids"]),
-                    x["quantity"].as_u64()? as u32,
-                ))
-            })
+            .map(|x| (x.booking_id, x.event_id, x.seat_ids, x.quantity))
             .collect();
-        Ok((list, b["truncated"].as_bool().unwrap_or(true)))
+        Ok((list, b.truncated))
     }
 }
 
-fn seat_ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.as_u64().map(|x| x as u32))
-        .collect()
-}
-
-/// Fills a read's answer from a seat-map body.
-pub fn fill_read(op: &mut Op, node_id: u64, b: &Value) {
-    let f = &b["freshness"];
+/// Fills a read's answer from a seat map.
+pub fn fill_read(op: &mut Op, node_id: u64, b: &SeatMap) {
+    let f = &b.freshness;
     let fresh = Freshness {
         node: node_id,
-        shard: f["shard"].as_u64().unwrap_or(0) as u16,
-        applied_index: f["applied_index"].as_u64().unwrap_or(0),
-        applied_time_ms: f["applied_time_ms"].as_u64().unwrap_or(0),
-        as_of_ms: f["as_of_ms"].as_u64().unwrap_or(0),
-        clock_ms: f["clock_ms"].as_u64().unwrap_or(0),
+        shard: f.shard,
+        applied_index: f.applied_index,
+        applied_time_ms: f.applied_time_ms,
+        as_of_ms: f.as_of_ms,
+        clock_ms: f.clock_ms,
     };
     op.answer.freshness = Some(fresh);
     // Expiry was judged at `as_of`.
@@ -543,24 +566,18 @@ pub fn fill_read(op: &mut Op, node_id: u64, b: &Value) {
         index: fresh.applied_index,
         time_ms: fresh.as_of_ms,
     });
-    if b["general_admission"].as_bool() == Some(true) {
+    if b.counts.general_admission {
         op.answer.ga = Some(GaState {
-            capacity: b["capacity"].as_u64().unwrap_or(0) as u32,
-            sold: b["sold"].as_u64().unwrap_or(0) as u32,
-            held: b["held"].as_u64().unwrap_or(0) as u32,
+            capacity: b.counts.capacity,
+            sold: b.counts.sold,
+            held: b.counts.held,
             bookings: Vec::new(),
         });
     } else {
-        op.answer.statuses = b["seats"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| {
-                Some((
-                    s["seat_id"].as_u64()? as u32,
-                    status_of(s["status"].as_str()?)?,
-                ))
-            })
+        op.answer.statuses = b
+            .seats
+            .iter()
+            .map(|s| (s.seat_id, status_of(s.status)))
             .collect();
     }
 }

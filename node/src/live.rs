@@ -439,7 +439,9 @@ fn track(
                     .push((key.clone(), seats, qty));
                 held_until.insert(key, exp);
             }
-            _ => {
+            // Sold or released (or a hold without an expiry, which apply never
+            // makes): no timer of this stream stands for the seat any more.
+            (SeatChangeKind::Held, None) | (SeatChangeKind::Sold | SeatChangeKind::Released, _) => {
                 held_until.remove(&key);
             }
         }

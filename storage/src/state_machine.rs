@@ -438,9 +438,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for (index, outcome) in outcomes {
             // One change per request: a batch's requests each get theirs, numbered
             // by position. No receivers is fine: nobody is watching.
-            let parts = match &outcome.result {
-                Ok(Effect::Batch(inner)) => inner.as_slice(),
-                _ => std::slice::from_ref(&outcome),
+            let parts = if let Ok(Effect::Batch(inner)) = &outcome.result {
+                inner.as_slice()
+            } else {
+                // Any other outcome is one request's (or no request's) change.
+                std::slice::from_ref(&outcome)
             };
             for (pos, o) in (0u32..).zip(parts) {
                 let _ = self.changes.send(AppliedChange {

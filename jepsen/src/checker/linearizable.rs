@@ -14,6 +14,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use boxoffice_api::ProblemCode;
+
 use super::Verdict;
 use crate::history::{Call, Op, Outcome, SeatStatus};
 
@@ -195,7 +197,8 @@ fn partition(ops: &[Op]) -> BTreeMap<(u64, u32), Vec<SeatOp>> {
                 }
             }
             (Call::Hold { event, seats, .. }, Outcome::Fail)
-                if seats.len() == 1 && o.error.as_deref() == Some("seat_unavailable") =>
+                if seats.len() == 1
+                    && o.error.as_deref() == Some(ProblemCode::SeatUnavailable.as_str()) =>
             {
                 push(*event, seats[0], Kind::HoldRefused);
             }

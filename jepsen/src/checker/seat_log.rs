@@ -5,6 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use boxoffice_api::ProblemCode;
+use boxoffice_raft::command::BatchRank;
+
 use crate::history::{Call, Op, Outcome};
 
 /// A write to one seat whose position in the log is known.
@@ -101,7 +104,8 @@ pub fn seat_logs(ops: &[Op]) -> BTreeMap<(u64, u32), SeatLog> {
                 }
             }
             (Call::Hold { event, seats, .. }, Outcome::Fail)
-                if seats.len() == 1 && o.error.as_deref() == Some("seat_unavailable") =>
+                if seats.len() == 1
+                    && o.error.as_deref() == Some(ProblemCode::SeatUnavailable.as_str()) =>
             {
                 put(&mut logs, *event, seats[0], Write::Refused)
             }
@@ -131,7 +135,11 @@ pub fn seat_logs(ops: &[Op]) -> BTreeMap<(u64, u32), SeatLog> {
                             put(&mut logs, *event, *s, Write::Confirm { hold })
                         }
                         Outcome::Ok => put(&mut logs, *event, *s, Write::Release { hold }),
-                        Outcome::Fail if confirm && o.error.as_deref() == Some("hold_expired") => {
+                        Outcome::Fail
+                            if confirm
+                                && o.error.as_deref()
+                                    == Some(ProblemCode::HoldExpired.as_str()) =>
+                        {
                             put(&mut logs, *event, *s, Write::ConfirmExpired { hold })
                         }
                         Outcome::Fail => {}
@@ -147,18 +155,26 @@ pub fn seat_logs(ops: &[Op]) -> BTreeMap<(u64, u32), SeatLog> {
     logs
 }
 
-/// Where a write falls among the writes on one seat that share a log entry. A
-/// leader batches requests into one entry and applies confirms and releases before
-/// holds (`Command::batch_rank`); among the holds of one entry, the one granted a
-/// seat came before every single-seat hold refused it (a refusal before it would
-/// have found the seat free and taken it).
+/// Where a write falls among the writes on one seat that share a log entry: the
+/// leader's own batch order, [`Command::batch_rank`], which applies confirms and
+/// releases (granted or refused) before holds.
+///
+/// [`Command::batch_rank`]: boxoffice_raft::command::Command::batch_rank
 fn entry_order(w: &Write) -> u8 {
     match w {
-        Write::Confirm { .. } | Write::Release { .. } | Write::ConfirmExpired { .. } => 0,
-        Write::Hold { .. } => 1,
-        Write::Refused => 2,
+        Write::Confirm { .. } | Write::Release { .. } | Write::ConfirmExpired { .. } => {
+            BatchRank::FreesSeats as u8
+        }
+        Write::Hold { .. } => BatchRank::TakesSeats as u8,
+        Write::Refused => REFUSED_ORDER,
     }
 }
+
+/// A refused single-seat hold is a hold like any other in the leader's order, but
+/// among the holds of one entry the one granted the seat came before every hold
+/// refused it (a refusal before it would have found the seat free and taken it):
+/// so a refusal goes after every real rank, holds included.
+const REFUSED_ORDER: u8 = BatchRank::Other as u8 + 1;
 
 /// A seat's state in the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -197,5 +213,83 @@ impl State {
             State::Held { until, .. } if *until <= t => State::Available,
             s => s.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use boxoffice_raft::command::{Command, HoldId, HoldRequest, Selection};
+
+    use super::*;
+
+    #[test]
+    fn entry_order_is_the_leaders_batch_order() {
+        let hold_id = HoldId { shard: 1, seq: 7 };
+        let hold = || "h1-7".to_string();
+        let user = || "u".to_string();
+        // Each real command with the writes it leaves in a seat log.
+        let pairs: Vec<(Command, Write)> = vec![
+            (
+                Command::Hold(HoldRequest {
+                    event_id: 1,
+                    user: user(),
+                    selection: Selection::Seats(vec![3]),
+                }),
+                Write::Hold {
+                    hold: hold(),
+                    until: 10,
+                },
+            ),
+            (
+                Command::Confirm {
+                    hold_id,
+                    user: user(),
+                    payment_ref: "p".into(),
+                },
+                Write::Confirm { hold: hold() },
+            ),
+            (
+                Command::Confirm {
+                    hold_id,
+                    user: user(),
+                    payment_ref: "p".into(),
+                },
+                Write::ConfirmExpired { hold: hold() },
+            ),
+            (
+                Command::Release {
+                    hold_id,
+                    user: user(),
+                },
+                Write::Release { hold: hold() },
+            ),
+        ];
+        for (c, w) in &pairs {
+            assert_eq!(c.batch_rank() as u8, entry_order(w), "{} / {w:?}", c.name());
+            for (c2, w2) in &pairs {
+                assert_eq!(
+                    c.batch_rank().cmp(&c2.batch_rank()),
+                    entry_order(w).cmp(&entry_order(w2)),
+                    "{} vs {}",
+                    c.name(),
+                    c2.name()
+                );
+            }
+        }
+        // Sorting the writes by entry order gives the leader's order of the commands.
+        let mut by_rank: Vec<&(Command, Write)> = pairs.iter().collect();
+        by_rank.sort_by_key(|(c, _)| c.batch_rank());
+        let mut by_order: Vec<&(Command, Write)> = pairs.iter().collect();
+        by_order.sort_by_key(|(_, w)| entry_order(w));
+        assert_eq!(by_rank, by_order);
+        // A refusal comes after every real rank, the granted hold's included.
+        for r in [
+            BatchRank::FreesSeats,
+            BatchRank::TakesSeats,
+            BatchRank::Other,
+        ] {
+            assert!(entry_order(&Write::Refused) > r as u8, "{r:?}");
+        }
+        assert!(entry_order(&Write::Refused) > entry_order(&pairs[0].1));
     }
 }

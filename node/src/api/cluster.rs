@@ -34,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/v1/cluster", get(cluster))
         .route("/admin/v1/cluster/init", post(init))
         .route("/admin/v1/fault/clock", post(fault_clock))
+        .route("/admin/v1/fault/panic", post(fault_panic))
         .route("/admin/v1/groups/{group}/members/{id}", post(change_member))
         .route("/admin/v1/groups/{group}/snapshot", post(snapshot))
 }
@@ -157,6 +158,25 @@ async fn fault_clock(
         clock_offset_ms: body.offset_ms,
         previous_ms: before,
     }))
+}
+
+/// Fault injection: a panic on one of the node's tasks (as a broken invariant
+/// in apply would panic openraft's task), shortly after answering. The process
+/// must end (see `abort_on_panic`) rather than stay up without the task. Only
+/// with `fault_injection = true`.
+async fn fault_panic(State(state): State<AppState>, _: Admin) -> ApiResult<impl IntoResponse> {
+    if !state.node.config.fault_injection {
+        return Err(ApiError::new(
+            ProblemCode::FaultInjectionDisabled,
+            "this node was not started with fault_injection = true",
+        ));
+    }
+    tracing::warn!("fault injection: a task will panic");
+    tokio::spawn(async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        panic!("fault injection: a panic on a node task");
+    });
+    Ok(StatusCode::ACCEPTED)
 }
 
 /// Bootstraps a new cluster: every member prepares all groups, then each group is

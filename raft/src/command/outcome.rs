@@ -221,23 +221,3 @@ pub enum Rejection {
     IdempotencyKeyReused,
 }
 
-impl Rejection {
-    /// Stable machine-readable code, as sent in problem+json bodies.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Rejection::SeatUnavailable { .. } => "seat_unavailable",
-            Rejection::InsufficientAvailability { .. } => "insufficient_availability",
-            Rejection::CapExceeded { .. } => "cap_exceeded",
-            Rejection::UnknownEvent { .. } => "unknown_event",
-            Rejection::UnknownVenue { .. } => "unknown_venue",
-            Rejection::UnknownPerformer { .. } => "unknown_performer",
-            Rejection::UnknownHold { .. } => "unknown_hold",
-            Rejection::HoldExpired { .. } => "hold_expired",
-            Rejection::NotHoldOwner => "not_hold_owner",
-            Rejection::HoldReleased => "hold_released",
-            Rejection::HoldAlreadyConfirmed { .. } => "hold_already_confirmed",
-            Rejection::InvalidInput { .. } => "invalid_input",
-            Rejection::IdempotencyKeyReused => "idempotency_key_reused",
-        }
-    }
-}

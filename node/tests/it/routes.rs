@@ -1,0 +1,448 @@
+//! The router of one node, in-process (no socket): bad input gets a clear
+//! problem+json answer with its code and status and changes nothing; endpoints
+//! that need a bootstrapped cluster, an admin or fault injection say so.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use boxoffice_api::{NewLayout, NewVenue, ProblemCode};
+use boxoffice_node::app::{router, AppState};
+use boxoffice_node::auth::TokenKeys;
+use boxoffice_node::node::Node;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use crate::support::{mint, new_event, CLUSTER_KEY, SECRET};
+
+/// One node in this process, with its router.
+struct InProcess {
+    router: Router,
+    node: Arc<Node>,
+    _dir: tempfile::TempDir,
+}
+
+/// An answer: status, content type, body as JSON (`null` when empty).
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    body: Value,
+}
+
+impl InProcess {
+    /// A node with `settings` (`--set` pairs), bootstrapped as a one-node
+    /// cluster of one shard when `bootstrap`.
+    async fn start(bootstrap: bool, settings: &[&str]) -> InProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sets: Vec<String> = vec![
+            "id=1".into(),
+            "listen=127.0.0.1:9".into(),
+            format!("data_dir={}", dir.path().display()),
+            format!("token_secret={SECRET}"),
+            format!("cluster_key={CLUSTER_KEY}"),
+        ];
+        sets.extend(settings.iter().map(|s| s.to_string()));
+        let config = boxoffice_node::config::resolve(None, &sets, |_| None).unwrap();
+        let node = Node::open(config).await.unwrap();
+        let router = router(AppState {
+            node: node.clone(),
+            keys: TokenKeys::new(SECRET),
+        });
+        let n = InProcess {
+            router,
+            node,
+            _dir: dir,
+        };
+        if bootstrap {
+            let init = json!({"members": [{"id": 1, "addr": "127.0.0.1:9"}], "shards": 1});
+            let a = n
+                .call(
+                    Method::POST,
+                    "/admin/v1/cluster/init",
+                    Some(&mint("ops", true)),
+                    None,
+                    Some(init.to_string()),
+                )
+                .await;
+            assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while n
+                .call(Method::GET, "/readyz", None, None, None)
+                .await
+                .status
+                != StatusCode::OK
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "one node never became ready"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+        n
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        key: Option<&str>,
+        body: Option<String>,
+    ) -> Answer {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        let req = req
+            .body(body.map(Body::from).unwrap_or_else(Body::empty))
+            .unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20)
+            .await
+            .unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Answer {
+            status,
+            content_type,
+            body,
+        }
+    }
+
+    /// A problem answer's code, checking its status matches it.
+    async fn problem(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        key: Option<&str>,
+        body: Option<String>,
+    ) -> (ProblemCode, Value) {
+        let a = self.call(method, path, token, key, body).await;
+        assert_eq!(
+            a.content_type, "application/problem+json",
+            "{path}: {}",
+            a.body
+        );
+        let code = ProblemCode::parse(a.body["code"].as_str().unwrap_or_default())
+            .unwrap_or_else(|| panic!("{path}: unknown code in {}", a.body));
+        assert_eq!(a.status.as_u16(), code.status(), "{path}: {}", a.body);
+        assert_eq!(a.body["status"], code.status(), "{path}");
+        assert_eq!(a.body["type"], code.type_uri(), "{path}");
+        (code, a.body)
+    }
+
+    /// A seated venue of 10 seats and an event there; returns the event.
+    async fn event(&self) -> u64 {
+        let admin = mint("ops", true);
+        let venue = NewVenue::new(
+            "Hall",
+            "Town",
+            1.0,
+            2.0,
+            NewLayout::Seated(vec![("Stalls".into(), vec![("A".into(), 10, 1000)])]),
+        );
+        let a = self
+            .call(
+                Method::POST,
+                "/admin/v1/venues",
+                Some(&admin),
+                Some("v"),
+                Some(serde_json::to_string(&venue).unwrap()),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+        let ev = new_event("Night", a.body["venue_id"].as_u64().unwrap(), 600, 4);
+        let a = self
+            .call(
+                Method::POST,
+                "/admin/v1/events",
+                Some(&admin),
+                Some("e"),
+                Some(serde_json::to_string(&ev).unwrap()),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+        a.body["event_id"].as_u64().unwrap()
+    }
+
+    async fn seat_statuses(&self, event: u64) -> Value {
+        let a = self
+            .call(
+                Method::GET,
+                &format!("/v1/events/{event}/seats?consistency=linearizable"),
+                None,
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        json!(a.body["seats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["status"].clone())
+            .collect::<Vec<_>>())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_holds_get_their_problem_and_change_nothing() {
+    let n = InProcess::start(true, &[]).await;
+    let event = n.event().await;
+    let before = n.seat_statuses(event).await;
+    let token = mint("carol", false);
+    let forged = {
+        let mut parts: Vec<String> = token.split('.').map(String::from).collect();
+        parts[2] = "AAAA".into();
+        parts.join(".")
+    };
+    let t = Some(token.as_str());
+    let cases: Vec<(&str, Option<&str>, String, ProblemCode)> = vec![
+        ("malformed json", t, "{".into(), ProblemCode::MalformedJson),
+        (
+            "unknown field",
+            t,
+            json!({"event_id": event, "seat_ids": [4], "user": "x"}).to_string(),
+            ProblemCode::MalformedJson,
+        ),
+        (
+            "empty seats",
+            t,
+            json!({"event_id": event, "seat_ids": []}).to_string(),
+            ProblemCode::InvalidParameter,
+        ),
+        (
+            "too many seats",
+            t,
+            json!({"event_id": event, "seat_ids": (0..101).collect::<Vec<u32>>()}).to_string(),
+            ProblemCode::InvalidParameter,
+        ),
+        (
+            "negative quantity",
+            t,
+            json!({"event_id": event, "quantity": -2}).to_string(),
+            ProblemCode::InvalidParameter,
+        ),
+        (
+            "both seats and quantity",
+            t,
+            json!({"event_id": event, "quantity": 1, "seat_ids": [4]}).to_string(),
+            ProblemCode::InvalidInput,
+        ),
+        (
+            "seat out of range",
+            t,
+            json!({"event_id": event, "seat_ids": [4, 10]}).to_string(),
+            ProblemCode::InvalidInput,
+        ),
+        (
+            "duplicate seats",
+            t,
+            json!({"event_id": event, "seat_ids": [4, 4]}).to_string(),
+            ProblemCode::InvalidInput,
+        ),
+        (
+            "unknown event",
+            t,
+            json!({"event_id": 987654, "seat_ids": [4]}).to_string(),
+            ProblemCode::UnknownEvent,
+        ),
+        (
+            "missing token",
+            None,
+            json!({"event_id": event, "seat_ids": [4]}).to_string(),
+            ProblemCode::Unauthorized,
+        ),
+        (
+            "forged token",
+            Some(&forged),
+            json!({"event_id": event, "seat_ids": [4]}).to_string(),
+            ProblemCode::Unauthorized,
+        ),
+        (
+            "body over limit",
+            t,
+            format!(
+                "{{\"event_id\": {event}, \"seat_ids\": [{}4]}}",
+                " ".repeat(300 * 1024)
+            ),
+            ProblemCode::BodyTooLarge,
+        ),
+    ];
+    for (i, (what, tok, body, want)) in cases.into_iter().enumerate() {
+        let key = format!("bad-{i}");
+        let (code, v) = n
+            .problem(Method::POST, "/v1/holds", tok, Some(&key), Some(body))
+            .await;
+        assert_eq!(code, want, "{what}: {v}");
+    }
+    let body = json!({"event_id": event, "seat_ids": [4]}).to_string();
+    let (code, _) = n
+        .problem(Method::POST, "/v1/holds", t, None, Some(body.clone()))
+        .await;
+    assert_eq!(code, ProblemCode::MissingIdempotencyKey);
+    let long_key = "k".repeat(129);
+    let (code, _) = n
+        .problem(Method::POST, "/v1/holds", t, Some(&long_key), Some(body))
+        .await;
+    assert_eq!(code, ProblemCode::InvalidIdempotencyKey);
+    assert_eq!(
+        n.seat_statuses(event).await,
+        before,
+        "bad input changed nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_and_admin_routes_name_what_is_wrong() {
+    let n = InProcess::start(true, &[]).await;
+    let event = n.event().await;
+    let user = mint("carol", false);
+    let u = Some(user.as_str());
+    for (path, tok, want, param) in [
+        (
+            "/v1/bookings/b1-notanumber",
+            u,
+            ProblemCode::InvalidParameter,
+            Some("booking_id"),
+        ),
+        ("/v1/bookings/b9-1", u, ProblemCode::UnknownBooking, None),
+        ("/v1/holds/h9-1", u, ProblemCode::UnknownHold, None),
+        (
+            "/v1/bookings?event_id=abc",
+            u,
+            ProblemCode::InvalidParameter,
+            Some("event_id"),
+        ),
+        (
+            "/v1/events/abc",
+            None,
+            ProblemCode::InvalidParameter,
+            Some("event_id"),
+        ),
+        ("/v1/events/424242", None, ProblemCode::UnknownEvent, None),
+        (
+            "/v1/events?limit=0",
+            None,
+            ProblemCode::InvalidParameter,
+            Some("limit"),
+        ),
+        (
+            "/v1/events?limit=x&limit=y",
+            None,
+            ProblemCode::InvalidParameter,
+            Some("query"),
+        ),
+        (
+            "/v1/search?bogus=1",
+            None,
+            ProblemCode::InvalidParameter,
+            Some("bogus"),
+        ),
+        (
+            "/v1/search?lat=91&lon=0",
+            None,
+            ProblemCode::InvalidParameter,
+            Some("lat"),
+        ),
+        ("/nowhere", None, ProblemCode::NotFound, None),
+        ("/admin/v1/cluster", u, ProblemCode::Forbidden, None),
+        ("/admin/v1/cluster", None, ProblemCode::Unauthorized, None),
+    ] {
+        let (code, v) = n.problem(Method::GET, path, tok, None, None).await;
+        assert_eq!(code, want, "{path}: {v}");
+        if let Some(p) = param {
+            assert_eq!(v["parameter"], p, "{path}: {v}");
+        }
+    }
+    let seats = format!("/v1/events/{event}/seats");
+    for (query, want, param) in [
+        ("?view=pixels", ProblemCode::InvalidParameter, Some("view")),
+        (
+            "?consistency=eventual",
+            ProblemCode::InvalidParameter,
+            Some("consistency"),
+        ),
+        ("?section=Gods", ProblemCode::UnknownSection, None),
+    ] {
+        let (code, v) = n
+            .problem(Method::GET, &format!("{seats}{query}"), None, None, None)
+            .await;
+        assert_eq!(code, want, "{query}: {v}");
+        if let Some(p) = param {
+            assert_eq!(v["parameter"], p, "{query}: {v}");
+        }
+    }
+    // Fault injection is refused on a node started without it.
+    let admin = mint("ops", true);
+    for path in ["/admin/v1/fault/clock", "/admin/v1/fault/panic"] {
+        let body = json!({"offset_ms": 5}).to_string();
+        let (code, _) = n
+            .problem(Method::POST, path, Some(&admin), None, Some(body))
+            .await;
+        assert_eq!(code, ProblemCode::FaultInjectionDisabled, "{path}");
+    }
+    let (code, _) = n
+        .problem(
+            Method::POST,
+            "/admin/v1/groups/7/snapshot",
+            Some(&admin),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(code, ProblemCode::UnknownGroup);
+    // A good read is plain JSON with its freshness.
+    let a = n.call(Method::GET, &seats, None, None, None).await;
+    assert_eq!(
+        (a.status, a.content_type.as_str()),
+        (StatusCode::OK, "application/json")
+    );
+    assert_eq!(a.body["freshness"]["shard"], 1, "{}", a.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_before_bootstrap_says_it_is_not_ready() {
+    let n = InProcess::start(false, &[]).await;
+    let a = n.call(Method::GET, "/readyz", None, None, None).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.body["ready"], false, "{}", a.body);
+    let a = n.call(Method::GET, "/healthz", None, None, None).await;
+    assert_eq!(
+        (a.status, a.body["node_id"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+    for path in ["/v1/events", "/v1/events/1/seats", "/v1/search?q=x"] {
+        let (code, _) = n.problem(Method::GET, path, None, None, None).await;
+        assert_eq!(code, ProblemCode::NotReady, "{path}");
+    }
+    let hold = json!({"event_id": 1, "seat_ids": [0]}).to_string();
+    let (code, _) = n
+        .problem(
+            Method::POST,
+            "/v1/holds",
+            Some(&mint("carol", false)),
+            Some("k"),
+            Some(hold),
+        )
+        .await;
+    assert_eq!(code, ProblemCode::NotReady);
+    assert!(n.node.shards().is_none());
+}

@@ -1,0 +1,227 @@
+//! What the tests share: a cluster of real node processes (the node's own
+//! launcher, `boxoffice_node::local_cluster`, with fixed secrets so tokens can be
+//! minted anywhere), clients, an in-process node for route tests, and small
+//! HTTP helpers.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use boxoffice_client::{Client, ClientConfig, NewEvent, NewLayout, NewVenue, SeatMap, SeatStatus};
+use boxoffice_node::local_cluster::{ClusterSpec, LocalCluster, Secrets};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_boxoffice");
+pub const SECRET: &str = "test-token-secret-0123456789";
+pub const CLUSTER_KEY: &str = "test-cluster-key-0123456789";
+
+/// A bearer token for `user` (an admin token when `admin`).
+pub fn mint(user: &str, admin: bool) -> String {
+    boxoffice_node::auth::TokenKeys::new(SECRET)
+        .mint(user, admin, 3600)
+        .expect("mint a token")
+}
+
+/// Client settings for tests: patient, with short waits between attempts.
+pub fn client_config(urls: Vec<String>, token: String) -> ClientConfig {
+    let mut c = ClientConfig::new(urls, token);
+    c.attempts_max = 30;
+    c.request_timeout = Duration::from_secs(12);
+    c.retry_wait_max = Duration::from_millis(300);
+    c
+}
+
+/// A node of a test cluster, by position (0-based; its id is position + 1).
+#[derive(Clone, Debug)]
+pub struct TestNode {
+    pub id: u64,
+    pub addr: String,
+}
+
+/// A cluster of real node processes on 127.0.0.1, in a temporary directory.
+pub struct TestCluster {
+    pub local: LocalCluster,
+    pub nodes: Vec<TestNode>,
+    pub admin: Client,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes with `settings` (TOML, e.g. `"[raft]\nsnapshot_logs_since_last
+    /// = 30"`), bootstraps `shards` shards, and waits until every node is ready.
+    pub async fn start(n: u64, shards: u16, settings: &str) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = ClusterSpec::new(BIN, dir.path(), n, shards);
+        spec.settings = settings.to_string();
+        spec.secrets = Some(Secrets {
+            token_secret: SECRET.into(),
+            cluster_key: CLUSTER_KEY.into(),
+        });
+        let mut local = LocalCluster::create(spec).expect("cluster spec");
+        local.start_all().await.expect("nodes start");
+        let init = local.init().await.expect("bootstrap");
+        // Each shard was initialised, and so first led, by a different member in
+        // turn: shard s by the ((s - 1) mod n)-th by id.
+        for s in 1..=shards {
+            assert_eq!(
+                init.first_leaders.get(&s).copied(),
+                Some((u64::from(s) - 1) % n + 1),
+                "{init:?}"
+            );
+        }
+        assert!(init.first_leaders.contains_key(&0), "{init:?}");
+        local
+            .wait_ready(Duration::from_secs(60))
+            .await
+            .expect("ready");
+        let nodes: Vec<TestNode> = local
+            .nodes
+            .values()
+            .map(|n| TestNode {
+                id: n.id,
+                addr: n.addr.to_string(),
+            })
+            .collect();
+        let admin = Client::new(client_config(local.urls(), mint("admin", true))).unwrap();
+        TestCluster {
+            local,
+            nodes,
+            admin,
+            _dir: dir,
+        }
+    }
+
+    /// Base URLs of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.local.urls()
+    }
+
+    /// A client of user `name` over every node.
+    pub fn user(&self, name: &str) -> Client {
+        Client::new(client_config(self.urls(), mint(name, false))).unwrap()
+    }
+
+    /// A client of user `name` (an admin when `admin`) talking to node `i` only.
+    pub fn client_at(&self, i: usize, name: &str, admin: bool) -> Client {
+        let url = format!("http://{}", self.nodes[i].addr);
+        Client::new(client_config(vec![url], mint(name, admin))).unwrap()
+    }
+
+    /// Starts node `i` again (it keeps its data).
+    pub fn spawn(&mut self, i: usize) {
+        self.local.start(self.nodes[i].id).expect("start node");
+    }
+
+    /// kill -9 of node `i`.
+    pub fn kill(&mut self, i: usize) {
+        self.local.kill(self.nodes[i].id);
+    }
+
+    /// Waits until node `i` answers `/healthz`.
+    pub async fn wait_healthy(&self, i: usize) {
+        self.local
+            .wait_healthy(self.nodes[i].id, Duration::from_secs(30))
+            .await
+            .expect("healthy");
+    }
+
+    /// Waits until every running node is ready.
+    pub async fn wait_ready(&self) {
+        self.local
+            .wait_ready(Duration::from_secs(60))
+            .await
+            .expect("ready");
+    }
+
+    /// Position of the running node leading `group`.
+    pub async fn leader_of(&self, group: u16) -> usize {
+        let id = self
+            .local
+            .leader_of(group, Duration::from_secs(30))
+            .await
+            .expect("a leader");
+        self.nodes.iter().position(|n| n.id == id).unwrap()
+    }
+
+    /// A venue of one row of `seats` seats (1000 cents each) and an event there
+    /// with holds of `ttl_s` and a per-user cap of `cap`; returns (event, shard).
+    pub async fn venue_and_event(&self, seats: u32, ttl_s: u64, cap: u32) -> (u64, u16) {
+        let venue = self
+            .admin
+            .create_venue(&NewVenue::new(
+                "Test Hall",
+                "Testville",
+                1.0,
+                2.0,
+                NewLayout::Seated(vec![("Stalls".into(), vec![("A".into(), seats, 1000)])]),
+            ))
+            .await
+            .expect("venue")
+            .venue_id;
+        let event = self
+            .admin
+            .create_event(&new_event("Test Night", venue, ttl_s, cap))
+            .await
+            .expect("event");
+        (event.event_id, event.shard)
+    }
+}
+
+/// An event at `venue` with holds of `ttl_s` and a per-user cap of `cap`.
+pub fn new_event(name: &str, venue: u64, ttl_s: u64, cap: u32) -> NewEvent {
+    NewEvent {
+        name: name.into(),
+        description: String::new(),
+        category: "concert".into(),
+        venue_id: venue,
+        performer_ids: vec![],
+        starts_at: "2030-01-01T20:00:00Z".into(),
+        hold_ttl_s: Some(ttl_s),
+        per_user_cap: Some(cap),
+    }
+}
+
+/// Every seat's status.
+pub fn statuses(map: &SeatMap) -> BTreeMap<u32, SeatStatus> {
+    map.seats.iter().map(|s| (s.seat_id, s.status)).collect()
+}
+
+/// `GET /v1/search?{query}` on `addr`: status and body.
+pub async fn search(addr: &str, query: &str) -> (u16, Value) {
+    let r = reqwest::get(format!("http://{addr}/v1/search?{query}"))
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// A linearizable seat map of `event` read through `addr`, as JSON.
+pub async fn linearizable_seat_map(addr: &str, event: u64) -> Value {
+    let r = reqwest::get(format!(
+        "http://{addr}/v1/events/{event}/seats?consistency=linearizable"
+    ))
+    .await
+    .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    r.json().await.unwrap()
+}
+
+/// Waits up to `timeout` for `check` to hold, polling every 100 ms; panics with
+/// `what` otherwise.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A performer to create.
+pub fn performer(name: &str, description: &str) -> boxoffice_client::NewPerformer {
+    boxoffice_client::NewPerformer {
+        name: name.into(),
+        description: description.into(),
+    }
+}
