@@ -39,7 +39,10 @@ async fn membership_remove_add_learner_promote() {
         // Not an action the API knows: the body is not what it takes.
         (json!({"action": "explode"}), "malformed_json"),
         (json!({"action": "add_learner"}), "invalid_parameter"),
-        (json!({"action": "promote", "addr": "x"}), "invalid_parameter"),
+        (
+            json!({"action": "promote", "addr": "x"}),
+            "invalid_parameter",
+        ),
     ] {
         let (s, v) = change(1, 3, bad).await;
         assert_eq!(s, 400, "{v}");

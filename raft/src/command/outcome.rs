@@ -220,4 +220,3 @@ pub enum Rejection {
     #[error("idempotency key already used for a different request")]
     IdempotencyKeyReused,
 }
-
