@@ -166,9 +166,9 @@ impl Sale {
             self.new_event().await;
         }
         let batch = self.next_batch();
-        let reqs = match &batch.command {
-            Command::Batch(r) => r.clone(),
-            _ => Vec::new(),
+        // `next_batch` makes batch entries only.
+        let Command::Batch(reqs) = batch.command.clone() else {
+            panic!("the sale proposes batch entries");
         };
         let n = reqs.len();
         let out = self.apply(batch).await;
@@ -183,7 +183,9 @@ impl Sale {
                     };
                     self.to_confirm.push((h.hold_id, hold.user));
                 }
-                Ok(_) => {}
+                // Confirms of the previous entry's holds.
+                Ok(Effect::Confirmed(_)) => {}
+                Ok(other) => panic!("the sale's requests hold and confirm, not {other:?}"),
                 Err(e) => panic!("request refused in the benchmark's sale: {e:?}"),
             }
         }

@@ -156,7 +156,16 @@ impl SeatStream {
         let decode = |e: serde_json::Error| Error::Decode(format!("{kind} event: {e}"));
         let event = match StreamEventKind::parse(kind) {
             Some(StreamEventKind::Snapshot) => {
-                let s: StreamSnapshot = serde_json::from_str(&data).map_err(decode)?;
+                let mut v: serde_json::Value = serde_json::from_str(&data).map_err(decode)?;
+                // Nodes of earlier releases put the freshness beside the seat map
+                // only, without the shard: give the map its own.
+                if v["freshness"].get("shard").is_none() {
+                    v["freshness"]["shard"] = v["shard"].clone();
+                }
+                if v["seat_map"].get("freshness").is_none() {
+                    v["seat_map"]["freshness"] = v["freshness"].clone();
+                }
+                let s: StreamSnapshot = serde_json::from_value(v).map_err(decode)?;
                 StreamEvent::Snapshot(s.seat_map)
             }
             Some(StreamEventKind::Change) => {
@@ -184,5 +193,47 @@ impl SeatStream {
             self.last_id = id;
         }
         Ok(Some(event))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ClientConfig;
+
+    fn stream() -> SeatStream {
+        SeatStream {
+            client: Client::new(ClientConfig::new(["http://127.0.0.1:9"], "t")).unwrap(),
+            event_id: 7,
+            last_id: None,
+            resp: None,
+            buf: String::new(),
+            reconnects: 0,
+        }
+    }
+
+    #[test]
+    fn snapshots_of_this_and_earlier_releases_parse() {
+        let counts = r#""event_id":7,"general_admission":true,"capacity":10,"available":9,"held":1,"sold":0,"price_cents":100,"hold_ttl_ms":600000,"per_user_cap":4"#;
+        let now = format!(
+            "event: snapshot\nid: 5119\ndata: {{\"shard\":2,\"freshness\":{{\"shard\":2,\"applied_index\":4,\"applied_time_ms\":9,\"as_of_ms\":9,\"clock_ms\":10,\"lag_ms\":1}},\"seat_map\":{{{counts},\"freshness\":{{\"shard\":2,\"applied_index\":4,\"applied_time_ms\":9,\"as_of_ms\":9,\"clock_ms\":10,\"lag_ms\":1}}}}}}\n\n"
+        );
+        let before = format!(
+            "event: snapshot\nid: 5119\ndata: {{\"shard\":2,\"freshness\":{{\"applied_index\":4,\"applied_time_ms\":9,\"as_of_ms\":9}},\"seat_map\":{{{counts}}}}}\n\n"
+        );
+        for block in [now, before] {
+            let mut s = stream();
+            let Some(StreamEvent::Snapshot(map)) = s.parse(&block).unwrap() else {
+                panic!("{block}")
+            };
+            assert_eq!((map.counts.available, map.freshness.shard), (9, 2));
+            assert_eq!(map.freshness.applied_index, 4);
+            assert_eq!(s.last_event_id(), Some(5119));
+        }
+        let mut s = stream();
+        assert!(s
+            .parse("event: change\ndata: {\"nonsense\": 1}\n\n")
+            .is_err());
+        assert!(s.parse(": keep-alive\n\n").unwrap().is_none());
     }
 }

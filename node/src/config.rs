@@ -272,12 +272,28 @@ pub fn resolve(
     Ok(config)
 }
 
+/// Settings whose values are strings whatever they look like (a secret of digits,
+/// an address): `--set` never reads them as a number or a boolean.
+const STRING_SETTINGS: &[&str] = &[
+    "listen",
+    "advertise",
+    "data_dir",
+    "token_secret",
+    "cluster_key",
+    "peer_bind_ip",
+];
+
 /// Sets `name` (dotted: `limits.sse_lag_max`) in `raw` to `value`.
 fn set(raw: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigError> {
-    let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+    let value = match toml::from_str::<toml::Table>(&format!("v = {value}"))
         .ok()
         .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    {
+        Some(v @ toml::Value::String(_)) => v,
+        Some(_) | None if STRING_SETTINGS.contains(&name) => toml::Value::String(value.to_string()),
+        Some(v) => v,
+        None => toml::Value::String(value.to_string()),
+    };
     let parts: Vec<&str> = name.split('.').collect();
     let (last, path) = parts
         .split_last()
@@ -624,6 +640,13 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         let env = |v: &str| (v == "BOXOFFICE_CLUSTER_KEY").then(|| "from-the-environment".into());
+        // A secret of digits stays a string.
+        let digits = resolve(
+            Some(&file),
+            &["token_secret=12345678901234567890".into()],
+            |_| None,
+        );
+        assert_eq!(digits.unwrap().token_secret, "12345678901234567890");
         let c = resolve(Some(&file), &sets, env).unwrap();
         assert_eq!(c.id, 7);
         assert_eq!(c.listen.to_string(), "127.0.0.9:7109");

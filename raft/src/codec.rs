@@ -10,8 +10,8 @@
 //!   the version of *that type's* stored shape. Every stored type starts at
 //!   version 1, which is the shape the first releases wrote (they put a global
 //!   format byte `1` in front of every value; that byte reads as "version 1" of
-//!   each type, so their data decodes unchanged: `storage/tests/formats.rs` holds
-//!   their bytes and decodes them).
+//!   each type, so their data decodes unchanged: `storage/tests/golden/v1.txt`
+//!   holds their bytes, and `storage/tests/formats.rs` decodes them).
 //! - **Node-to-node messages** ([`encode_message`], [`decode_message`]) carry
 //!   [`MESSAGE_VERSION`]: the shape of the RPC bodies as a whole.
 //!
@@ -33,7 +33,8 @@
 //!    value for old records). A nested struct belongs to every stored type that
 //!    contains it: changing it bumps each of them.
 //! 3. **Keep the proof**: the golden bytes of every version ever written stay in
-//!    `storage/tests/formats.rs` and must keep decoding to the same values; add
+//!    `storage/tests/golden/` (checked by `storage/tests/formats.rs`) and must
+//!    keep decoding to the same values; add
 //!    the new version's bytes beside them.
 //! 4. **Roll out readers before writers.** A node refuses a version newer than
 //!    it knows (it crashes on such a stored value rather than misread it). So a
@@ -110,14 +111,19 @@ pub trait Versioned: Serialize + DeserializeOwned {
     /// The oldest version this build still reads.
     const OLDEST_VERSION: u8 = 1;
 
-    /// Decodes a body written in `version` (checked to be in range).
+    /// Decodes a body written in `version` (checked to be in range). The default
+    /// reads only the current version: a type that moves to version 2 must
+    /// override this to read version 1 through its frozen shape, and until it
+    /// does, version 1 bytes are refused rather than read with the new shape.
     fn decode_version(version: u8, body: &[u8]) -> Result<Self, CodecError> {
-        debug_assert_eq!(
-            version,
-            Self::VERSION,
-            "{} reads only its current version",
-            Self::NAME
-        );
+        if version != Self::VERSION {
+            return Err(CodecError::UnsupportedVersion {
+                what: Self::NAME,
+                found: version,
+                oldest: Self::VERSION,
+                current: Self::VERSION,
+            });
+        }
         postcard_exact(Self::NAME, body)
     }
 }
@@ -284,6 +290,25 @@ mod tests {
             decode::<Thing>(&[3, 7]),
             Err(CodecError::UnsupportedVersion { found: 3, .. })
         ));
+    }
+
+    /// A type whose version was bumped without a reader of the old one.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Forgot {
+        a: u32,
+    }
+    impl Versioned for Forgot {
+        const NAME: &'static str = "forgot";
+        const VERSION: u8 = 2;
+    }
+
+    #[test]
+    fn a_bumped_version_without_its_old_reader_refuses_old_bytes() {
+        assert!(matches!(
+            decode::<Forgot>(&[1, 7]),
+            Err(CodecError::UnsupportedVersion { found: 1, .. })
+        ));
+        assert_eq!(decode::<Forgot>(&[2, 7]).unwrap(), Forgot { a: 7 });
     }
 
     #[test]

@@ -594,6 +594,97 @@ fn every_record_written_by_the_first_releases_decodes_to_its_value() {
     );
 }
 
+/// The position of a command's variant: the match has no wildcard, so a new
+/// variant does not compile until it is numbered here, and then
+/// `every_variant_has_golden_bytes` fails until `commands()` has a sample of it
+/// (with its golden line).
+fn command_variant(c: &Command) -> usize {
+    match c {
+        Command::CreateVenue(_) => 0,
+        Command::CreatePerformer(_) => 1,
+        Command::CreateEvent(_) => 2,
+        Command::CreateInventory(_) => 3,
+        Command::Hold(_) => 4,
+        Command::Confirm { .. } => 5,
+        Command::Release { .. } => 6,
+        Command::Tick => 7,
+        Command::CreateEvents(_) => 8,
+        Command::UpdateEvent { .. } => 9,
+        Command::CreateInventories(_) => 10,
+        Command::Batch(_) => 11,
+    }
+}
+
+/// As [`command_variant`], for effects.
+fn effect_variant(e: &Effect) -> usize {
+    match e {
+        Effect::Nothing => 0,
+        Effect::VenueCreated { .. } => 1,
+        Effect::PerformerCreated { .. } => 2,
+        Effect::EventCreated { .. } => 3,
+        Effect::InventoryCreated { .. } => 4,
+        Effect::Held(_) => 5,
+        Effect::Confirmed(_) => 6,
+        Effect::Released { .. } => 7,
+        Effect::EventsCreated { .. } => 8,
+        Effect::EventUpdated { .. } => 9,
+        Effect::InventoriesCreated { .. } => 10,
+        Effect::Batch(_) => 11,
+    }
+}
+
+/// As [`command_variant`], for rejections.
+fn rejection_variant(r: &Rejection) -> usize {
+    match r {
+        Rejection::SeatUnavailable { .. } => 0,
+        Rejection::InsufficientAvailability { .. } => 1,
+        Rejection::CapExceeded { .. } => 2,
+        Rejection::UnknownEvent { .. } => 3,
+        Rejection::UnknownVenue { .. } => 4,
+        Rejection::UnknownPerformer { .. } => 5,
+        Rejection::UnknownHold { .. } => 6,
+        Rejection::HoldExpired { .. } => 7,
+        Rejection::NotHoldOwner => 8,
+        Rejection::HoldReleased => 9,
+        Rejection::HoldAlreadyConfirmed { .. } => 10,
+        Rejection::InvalidInput { .. } => 11,
+        Rejection::IdempotencyKeyReused => 12,
+    }
+}
+
+/// Variants of each enum, as numbered above.
+const COMMANDS: usize = 12;
+const EFFECTS: usize = 12;
+const REJECTIONS: usize = 13;
+
+#[test]
+fn every_variant_has_golden_bytes() {
+    let commands: BTreeSet<usize> = commands().iter().map(|(_, c)| command_variant(c)).collect();
+    assert_eq!(
+        commands,
+        (0..COMMANDS).collect(),
+        "a command variant without a sample"
+    );
+    let effects: BTreeSet<usize> = results()
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().map(effect_variant))
+        .collect();
+    assert_eq!(
+        effects,
+        (0..EFFECTS).collect(),
+        "an effect variant without a sample"
+    );
+    let rejections: BTreeSet<usize> = results()
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().err().map(rejection_variant))
+        .collect();
+    assert_eq!(
+        rejections,
+        (0..REJECTIONS).collect(),
+        "a rejection variant without a sample"
+    );
+}
+
 #[test]
 fn a_changed_shape_is_refused_not_misread() {
     let g = golden();

@@ -28,10 +28,13 @@ pub struct Freshness {
     pub applied_time_ms: u64,
     /// Time the answer was judged at (hold expiry): the applied time.
     pub as_of_ms: u64,
-    /// The answering node's clock when it answered.
+    /// The answering node's clock when it answered (0 from a node too old to
+    /// report it).
+    #[serde(default)]
     pub clock_ms: u64,
     /// `clock_ms` minus `applied_time_ms`: how stale the replica is, bounded on a
-    /// healthy cluster by the leader's idle ticks.
+    /// healthy cluster by the leader's idle ticks (0 when not reported).
+    #[serde(default)]
     pub lag_ms: u64,
 }
 

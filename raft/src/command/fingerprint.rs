@@ -11,8 +11,9 @@
 //! their encoding of the command); `storage/tests/formats.rs` checks it.
 //!
 //! Adding a field to a command: feed it with [`Fingerprint::put_unless`] after
-//! the existing ones, so that requests which leave it at the value older
-//! requests implied keep their fingerprint. Adding a command: an arm below (the
+//! the existing ones, with a tag of its own, so that requests which leave it at
+//! the value older requests implied keep their fingerprint (and the tag keeps
+//! it from being read as part of a neighbouring field). Adding a command: an arm below (the
 //! match has no wildcard, so the compiler asks for it).
 
 use serde::Serialize;
@@ -37,9 +38,12 @@ impl Fingerprint {
     }
 
     /// Feeds a field added after the first releases, unless it has the value a
-    /// request without it meant (`implied`).
-    pub fn put_unless<T: Serialize + PartialEq>(&mut self, value: &T, implied: &T) {
+    /// request without it meant (`implied`). A marker and `tag` (the field's own
+    /// number, distinct within its command) go in first, so that the fed value
+    /// does not read as more of the field before it.
+    pub fn put_unless<T: Serialize + PartialEq>(&mut self, tag: u8, value: &T, implied: &T) {
         if value != implied {
+            self.bytes.extend_from_slice(&[0xFF, tag]);
             self.put(value);
         }
     }
@@ -249,7 +253,7 @@ mod tests {
         let with = |note: Option<&str>| {
             let mut f = Fingerprint::new();
             hold("alice", vec![1]).feed(&mut f);
-            f.put_unless(&note.map(str::to_string), &None);
+            f.put_unless(1, &note.map(str::to_string), &None);
             f.finish()
         };
         assert_eq!(with(None), base);

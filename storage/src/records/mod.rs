@@ -4,7 +4,8 @@
 //! (`boxoffice_raft::command`) and from the HTTP API's views (`boxoffice-api`):
 //! each implements [`Versioned`], and changes only by the evolution rule of
 //! [`boxoffice_raft::codec`]. Every type is at version 1 (the first releases'
-//! shape); `storage/tests/formats.rs` decodes the bytes those releases wrote.
+//! shape); `storage/tests/formats.rs` decodes the bytes those releases wrote
+//! (`storage/tests/golden/v1.txt`).
 //!
 //! - [`meta`]: a group's bookkeeping (applied log id, membership, time, ids).
 //! - [`catalogue`]: venues, performers, events and the events' change feed.
