@@ -15,8 +15,9 @@ use boxoffice_api::{
     NewPerformer, NewVenue, PerformerCreated, ProblemCode, VenueCreated,
 };
 use boxoffice_raft::command::{
-    Command, Effect, EventPatch, EventSpec, InventorySpec, Layout, PerformerSpec, RowSpec,
-    SectionSpec, Session, VenueSpec, EVENTS_BATCH_MAX, HOLD_TTL_MS_DEFAULT, PER_USER_CAP_DEFAULT,
+    check_description, check_name, check_starts_at, Command, Effect, EventPatch, EventSpec,
+    InventorySpec, Layout, PerformerSpec, RowSpec, SectionSpec, Session, VenueSpec,
+    EVENTS_BATCH_MAX, HOLD_TTL_MS_DEFAULT, PER_USER_CAP_DEFAULT,
 };
 use boxoffice_raft::GroupId;
 
@@ -96,6 +97,7 @@ async fn create_venue(
         lat: body.lat,
         lon: body.lon,
     };
+    spec.validate().map_err(invalid_input)?;
     let g = GroupId::CATALOGUE;
     let session = admin_session(&admin, &headers)?;
     let (effect, outcome) = write(&state, g, session, Command::CreateVenue(spec)).await?;
@@ -123,6 +125,7 @@ async fn create_performer(
         name: body.name,
         description: body.description,
     };
+    spec.validate().map_err(invalid_input)?;
     let session = admin_session(&admin, &headers)?;
     let (effect, outcome) = write(&state, g, session, Command::CreatePerformer(spec)).await?;
     match effect {
@@ -156,7 +159,7 @@ fn event_spec(body: NewEvent, field: &str) -> ApiResult<EventSpec> {
             ApiError::bad_param(&format!("{field}hold_ttl_s"), "hold_ttl_s is too large")
         })?,
     };
-    Ok(EventSpec {
+    let spec = EventSpec {
         name: body.name,
         description: body.description,
         category: body.category,
@@ -165,7 +168,16 @@ fn event_spec(body: NewEvent, field: &str) -> ApiResult<EventSpec> {
         starts_at_ms,
         hold_ttl_ms,
         per_user_cap: body.per_user_cap.unwrap_or(PER_USER_CAP_DEFAULT),
-    })
+    };
+    // Checked here as apply would check it, so that a bad event is never proposed.
+    spec.validate()
+        .map_err(|e| invalid_input(format!("{field}{e}")))?;
+    Ok(spec)
+}
+
+/// A refusal of a body that describes something impossible.
+fn invalid_input(reason: impl Into<String>) -> ApiError {
+    ApiError::new(ProblemCode::InvalidInput, reason)
 }
 
 async fn create_event(
@@ -297,6 +309,15 @@ async fn update_event(
         category: body.category,
         starts_at_ms,
     };
+    let checks = [
+        patch.name.as_deref().map(|v| check_name("event name", v)),
+        patch.category.as_deref().map(|v| check_name("category", v)),
+        patch.description.as_deref().map(check_description),
+        patch.starts_at_ms.map(check_starts_at),
+    ];
+    for check in checks.into_iter().flatten() {
+        check.map_err(invalid_input)?;
+    }
     if patch.is_empty() {
         return Err(ApiError::bad_param(
             "body",

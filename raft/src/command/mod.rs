@@ -44,6 +44,21 @@ pub const HOLD_TTL_MS_DEFAULT: u64 = 600_000;
 pub const PER_USER_CAP_DEFAULT: u32 = 8;
 /// Most seats (or general-admission tickets) one hold may take, whatever the cap.
 pub const HOLD_SEATS_MAX: u32 = 100;
+/// Highest price of one ticket (cents): ten million in the currency. With at most
+/// [`HOLD_SEATS_MAX`] tickets a hold, a hold's total fits a `u64` many times over.
+pub const PRICE_CENTS_MAX: u64 = 1_000_000_000;
+/// Highest per-user cap an event may set: more than any venue holds.
+pub const PER_USER_CAP_MAX: u32 = VENUE_SEATS_MAX;
+/// Latest time a command may be stamped with, and so the latest state-machine
+/// time (2200-01-01T00:00:00Z): a stamp past it is refused at apply, so no time
+/// arithmetic (expiries, session lifetimes) can overflow.
+pub const STAMP_MS_MAX: u64 = 7_258_118_400_000;
+/// Earliest start an event may have (the Unix epoch).
+pub const STARTS_AT_MS_MIN: i64 = 0;
+/// Latest start an event may have (the same bound as stamps).
+pub const STARTS_AT_MS_MAX: i64 = STAMP_MS_MAX as i64;
+/// Longest payment reference accepted (bytes).
+pub const PAYMENT_REF_LEN_MAX: usize = NAME_LEN_MAX;
 /// Most events in one `CreateEvents` / `CreateInventories` command (one log entry).
 pub const EVENTS_BATCH_MAX: usize = 1000;
 /// Most requests a leader puts in one [`Command::Batch`] entry, whatever its

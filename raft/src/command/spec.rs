@@ -2,7 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{NAME_LEN_MAX, SECTION_ROWS_MAX, VENUE_SEATS_MAX, VENUE_SECTIONS_MAX};
+use super::{
+    DESCRIPTION_LEN_MAX, EVENT_PERFORMERS_MAX, HOLD_TTL_MS_MAX, HOLD_TTL_MS_MIN, NAME_LEN_MAX,
+    PER_USER_CAP_MAX, PRICE_CENTS_MAX, SECTION_ROWS_MAX, STARTS_AT_MS_MAX, STARTS_AT_MS_MIN,
+    VENUE_SEATS_MAX, VENUE_SECTIONS_MAX,
+};
 
 /// A venue and its seat map.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -72,6 +76,7 @@ impl Layout {
                     }
                     for r in &s.rows {
                         check_name("row name", &r.name)?;
+                        check_price(r.price_cents)?;
                         if r.seats == 0 {
                             return Err(format!(
                                 "row {:?} in section {:?} has no seats",
@@ -88,13 +93,113 @@ impl Layout {
                 }
                 Ok(())
             }
-            Layout::GeneralAdmission { capacity, .. } => {
+            Layout::GeneralAdmission {
+                capacity,
+                price_cents,
+            } => {
                 if *capacity == 0 || *capacity > VENUE_SEATS_MAX {
                     return Err(format!("capacity must be between 1 and {VENUE_SEATS_MAX}"));
                 }
-                Ok(())
+                check_price(*price_cents)
             }
         }
+    }
+}
+
+/// Checks a ticket price is within [`PRICE_CENTS_MAX`].
+pub fn check_price(price_cents: u64) -> Result<(), String> {
+    if price_cents > PRICE_CENTS_MAX {
+        return Err(format!(
+            "price_cents {price_cents} is more than the limit of {PRICE_CENTS_MAX}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a free text is not too long.
+pub fn check_description(value: &str) -> Result<(), String> {
+    if value.len() > DESCRIPTION_LEN_MAX {
+        return Err(format!(
+            "description is longer than {DESCRIPTION_LEN_MAX} bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an event's hold lifetime and per-user cap.
+pub fn check_event_limits(hold_ttl_ms: u64, per_user_cap: u32) -> Result<(), String> {
+    if !(HOLD_TTL_MS_MIN..=HOLD_TTL_MS_MAX).contains(&hold_ttl_ms) {
+        return Err(format!(
+            "hold ttl must be between {HOLD_TTL_MS_MIN} and {HOLD_TTL_MS_MAX} ms"
+        ));
+    }
+    if !(1..=PER_USER_CAP_MAX).contains(&per_user_cap) {
+        return Err(format!(
+            "per_user_cap must be between 1 and {PER_USER_CAP_MAX}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an event's start time.
+pub fn check_starts_at(starts_at_ms: i64) -> Result<(), String> {
+    if !(STARTS_AT_MS_MIN..=STARTS_AT_MS_MAX).contains(&starts_at_ms) {
+        return Err(format!(
+            "starts_at must be between the Unix epoch and 2200-01-01 ({STARTS_AT_MS_MIN}..={STARTS_AT_MS_MAX} ms)"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an event's descriptive fields.
+pub fn check_event_text(name: &str, category: &str, description: &str) -> Result<(), String> {
+    check_name("event name", name)?;
+    check_name("category", category)?;
+    check_description(description)
+}
+
+impl VenueSpec {
+    /// Checks every field; returns why the venue is unacceptable.
+    pub fn validate(&self) -> Result<(), String> {
+        check_name("venue name", &self.name)?;
+        check_name("city", &self.city)?;
+        if !(self.lat.is_finite() && (-90.0..=90.0).contains(&self.lat)) {
+            return Err("lat must be between -90 and 90".into());
+        }
+        if !(self.lon.is_finite() && (-180.0..=180.0).contains(&self.lon)) {
+            return Err("lon must be between -180 and 180".into());
+        }
+        self.layout.validate()
+    }
+}
+
+impl PerformerSpec {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), String> {
+        check_name("performer name", &self.name)?;
+        check_description(&self.description)
+    }
+}
+
+impl EventSpec {
+    /// Checks every field that needs no catalogue lookup (the venue and the
+    /// performers must also exist, which apply checks).
+    pub fn validate(&self) -> Result<(), String> {
+        check_event_text(&self.name, &self.category, &self.description)?;
+        check_event_limits(self.hold_ttl_ms, self.per_user_cap)?;
+        check_starts_at(self.starts_at_ms)?;
+        if self.performer_ids.len() > EVENT_PERFORMERS_MAX {
+            return Err(format!("at most {EVENT_PERFORMERS_MAX} performers"));
+        }
+        Ok(())
+    }
+}
+
+impl InventorySpec {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), String> {
+        self.layout.validate()?;
+        check_event_limits(self.hold_ttl_ms, self.per_user_cap)
     }
 }
 

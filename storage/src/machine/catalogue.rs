@@ -15,15 +15,7 @@ pub(super) fn create_venue(
     meta: &mut SmMeta,
     spec: &VenueSpec,
 ) -> Result<Effect, Rejection> {
-    check_name("venue name", &spec.name).map_err(invalid)?;
-    check_name("city", &spec.city).map_err(invalid)?;
-    if !(spec.lat.is_finite() && (-90.0..=90.0).contains(&spec.lat)) {
-        return Err(invalid("lat must be between -90 and 90"));
-    }
-    if !(spec.lon.is_finite() && (-180.0..=180.0).contains(&spec.lon)) {
-        return Err(invalid("lon must be between -180 and 180"));
-    }
-    spec.layout.validate().map_err(invalid)?;
+    spec.validate().map_err(invalid)?;
     let venue_id = next_id(meta);
     put(
         kv,
@@ -39,12 +31,7 @@ pub(super) fn create_performer(
     meta: &mut SmMeta,
     spec: &PerformerSpec,
 ) -> Result<Effect, Rejection> {
-    check_name("performer name", &spec.name).map_err(invalid)?;
-    if spec.description.len() > DESCRIPTION_LEN_MAX {
-        return Err(invalid(format!(
-            "description is longer than {DESCRIPTION_LEN_MAX} bytes"
-        )));
-    }
+    spec.validate().map_err(invalid)?;
     let performer_id = next_id(meta);
     put(
         kv,
@@ -54,38 +41,9 @@ pub(super) fn create_performer(
     Ok(Effect::PerformerCreated { performer_id })
 }
 
-pub(super) fn check_event_limits(hold_ttl_ms: u64, per_user_cap: u32) -> Result<(), Rejection> {
-    if !(HOLD_TTL_MS_MIN..=HOLD_TTL_MS_MAX).contains(&hold_ttl_ms) {
-        return Err(invalid(format!(
-            "hold ttl must be between {HOLD_TTL_MS_MIN} and {HOLD_TTL_MS_MAX} ms"
-        )));
-    }
-    if per_user_cap == 0 {
-        return Err(invalid("per_user_cap must be at least 1"));
-    }
-    Ok(())
-}
-
-fn check_event_text(name: &str, category: &str, description: &str) -> Result<(), Rejection> {
-    check_name("event name", name).map_err(invalid)?;
-    check_name("category", category).map_err(invalid)?;
-    if description.len() > DESCRIPTION_LEN_MAX {
-        return Err(invalid(format!(
-            "description is longer than {DESCRIPTION_LEN_MAX} bytes"
-        )));
-    }
-    Ok(())
-}
-
 /// Checks an event against the catalogue; returns its venue's layout.
 fn check_event(kv: &dyn KvRead, group: GroupId, spec: &EventSpec) -> Result<Layout, Rejection> {
-    check_event_text(&spec.name, &spec.category, &spec.description)?;
-    check_event_limits(spec.hold_ttl_ms, spec.per_user_cap)?;
-    if spec.performer_ids.len() > EVENT_PERFORMERS_MAX {
-        return Err(invalid(format!(
-            "at most {EVENT_PERFORMERS_MAX} performers"
-        )));
-    }
+    spec.validate().map_err(invalid)?;
     let venue: Venue = get(kv, &Key::sm(group, table::VENUE).u64(spec.venue_id).build()).ok_or(
         Rejection::UnknownVenue {
             venue_id: spec.venue_id,
@@ -199,7 +157,8 @@ pub(super) fn update_event(
     if let Some(v) = patch.starts_at_ms {
         spec.starts_at_ms = v;
     }
-    check_event_text(&spec.name, &spec.category, &spec.description)?;
+    check_event_text(&spec.name, &spec.category, &spec.description).map_err(invalid)?;
+    check_starts_at(spec.starts_at_ms).map_err(invalid)?;
     put(kv, key, &event);
     note_event_change(kv, group, meta, event_id);
     Ok(Effect::EventUpdated { event_id })

@@ -70,7 +70,7 @@ pub(super) fn hold(
     let ue_key = user_event_key(group, req.event_id, &req.user);
     let mut ue: UserEvent = get(kv, &ue_key).unwrap_or_default();
     let current = ue.current(time);
-    if current + requested > inv.per_user_cap {
+    if current.saturating_add(requested) > inv.per_user_cap {
         return Err(Rejection::CapExceeded {
             cap: inv.per_user_cap,
             current,
@@ -113,12 +113,20 @@ pub(super) fn hold(
     };
     // All checks passed: write.
     let seq = next_id(meta);
-    let expires_at_ms = time + inv.hold_ttl_ms;
+    // Time is at most STAMP_MS_MAX and lifetimes at most a day; prices are
+    // bounded at validation. Checked all the same: a record from before the
+    // bounds existed must be refused, not crash apply.
+    let expires_at_ms = time
+        .checked_add(inv.hold_ttl_ms)
+        .ok_or_else(|| invalid("the hold would expire past the end of time"))?;
     let total_cents = if seats.is_empty() {
-        inv.price_of(None) * u64::from(requested)
+        inv.price_of(None).checked_mul(u64::from(requested))
     } else {
-        seats.iter().map(|&s| inv.price_of(Some(s))).sum()
-    };
+        seats
+            .iter()
+            .try_fold(0u64, |sum, &s| sum.checked_add(inv.price_of(Some(s))))
+    }
+    .ok_or_else(|| invalid("the hold's total price is too large"))?;
     for &s in &seats {
         put(
             kv,
@@ -224,9 +232,9 @@ pub(super) fn confirm(
     user: &str,
     payment_ref: &str,
 ) -> Result<Effect, Rejection> {
-    if payment_ref.len() > NAME_LEN_MAX {
+    if payment_ref.len() > PAYMENT_REF_LEN_MAX {
         return Err(invalid(format!(
-            "payment_ref is longer than {NAME_LEN_MAX} bytes"
+            "payment_ref is longer than {PAYMENT_REF_LEN_MAX} bytes"
         )));
     }
     let mut hold = load_owned_hold(kv, group, hold_id, user)?;

@@ -5,15 +5,13 @@ use boxoffice_raft::codec;
 use boxoffice_raft::command::*;
 use boxoffice_raft::GroupId;
 
-use super::catalogue::check_event_limits;
 use super::{get, invalid, put};
 use crate::keys::{table, Key};
 use crate::kv::{Kv, KvRead};
 use crate::records::*;
 
 fn check_inventory(spec: &InventorySpec) -> Result<(), Rejection> {
-    spec.layout.validate().map_err(invalid)?;
-    check_event_limits(spec.hold_ttl_ms, spec.per_user_cap)
+    spec.validate().map_err(invalid)
 }
 
 /// Creates the inventories of `specs`, all checked first; one that exists already

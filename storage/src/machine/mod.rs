@@ -64,14 +64,14 @@ pub fn apply_entry(kv: &mut dyn Kv, group: GroupId, entry: &Entry) -> Outcome {
             let outcomes = requests
                 .iter()
                 .map(|req| {
-                    meta.time_ms = meta.time_ms.max(req.stamp_ms);
+                    advance_time(&mut meta, req);
                     apply_request(kv, group, &mut meta, entry.log_id.index, req)
                 })
                 .collect();
             (Ok(Effect::Batch(outcomes)), false, None)
         }
         EntryPayload::Normal(req) => {
-            meta.time_ms = meta.time_ms.max(req.stamp_ms);
+            advance_time(&mut meta, req);
             let out = apply_request(kv, group, &mut meta, entry.log_id.index, req);
             (out.result, out.replayed, Some(out.applied))
         }
@@ -102,6 +102,15 @@ pub fn apply_entry(kv: &mut dyn Kv, group: GroupId, entry: &Entry) -> Outcome {
         }),
         replayed,
         result,
+    }
+}
+
+/// State-machine time after `req`: `max(stamp, time)`, unless the stamp is past
+/// [`STAMP_MS_MAX`] (no honest leader stamps that; the request is refused by
+/// [`sessions::apply_request`] and time stays where it was).
+fn advance_time(meta: &mut SmMeta, req: &Request) {
+    if req.stamp_ms <= STAMP_MS_MAX {
+        meta.time_ms = meta.time_ms.max(req.stamp_ms);
     }
 }
 

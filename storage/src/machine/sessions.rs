@@ -46,6 +46,16 @@ pub(super) fn apply_request(
         index,
         time_ms: time,
     };
+    if req.stamp_ms > STAMP_MS_MAX {
+        // Refused before anything, a session included: nothing of it is kept.
+        return Outcome {
+            applied,
+            replayed: false,
+            result: Err(Rejection::InvalidInput {
+                reason: format!("stamp {} ms is past the latest time accepted", req.stamp_ms),
+            }),
+        };
+    }
     let Some(session) = &req.session else {
         return Outcome {
             applied,

@@ -237,13 +237,10 @@ pub struct UserEvent {
 impl UserEvent {
     /// Tickets counted against the cap at `now_ms`.
     pub fn current(&self, now_ms: u64) -> u32 {
-        self.booked
-            + self
-                .holds
-                .iter()
-                .filter(|(_, _, exp)| *exp > now_ms)
-                .map(|(_, q, _)| *q)
-                .sum::<u32>()
+        self.holds
+            .iter()
+            .filter(|(_, _, exp)| *exp > now_ms)
+            .fold(self.booked, |sum, (_, q, _)| sum.saturating_add(*q))
     }
 }
 

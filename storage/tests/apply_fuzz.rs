@@ -1,0 +1,545 @@
+//! Apply never panics on anything a command can carry, and a refusal changes
+//! nothing.
+//!
+//! Arbitrary commands, with arbitrary field values (not only valid ones: huge
+//! prices and capacities, NaN coordinates, stamps up to `u64::MAX`, unknown ids,
+//! nested batches, commands sent to the wrong group), applied one after another
+//! on top of the states their predecessors built. Apply must answer every one
+//! (a panic fails the case), and a request it refuses must leave every record as
+//! it was, but for the bookkeeping it is allowed to write: the group's meta, the
+//! remembered answer, and the lazy settling of holds that had expired already.
+//!
+//! The first of these cases that failed, before prices and stamps were bounded
+//! (a general-admission venue at 10^18 cents, then a hold of 20 tickets; an
+//! entry stamped `u64::MAX`), are kept as regression tests below.
+
+use std::collections::BTreeMap;
+
+use boxoffice_raft::command::*;
+use boxoffice_raft::GroupId;
+use boxoffice_storage::keys::{read_u64, table};
+use boxoffice_storage::kv::MemKv;
+use boxoffice_storage::machine::{apply_entry, read_meta};
+use boxoffice_storage::testing::normal;
+use proptest::prelude::*;
+
+const T0: u64 = 1_700_000_000_000;
+
+// Values are mostly plausible, so that sequences build states with events,
+// holds and bookings to act on, and now and then anything at all.
+
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        16 => "[a-z]{1,8}",
+        1 => Just(String::new()),
+        1 => Just(" ".into()),
+        1 => "[a-z]{190,230}",
+    ]
+}
+
+fn small_or_any_u32(small: u32) -> impl Strategy<Value = u32> {
+    prop_oneof![12 => 1..small, 1 => Just(0), 1 => any::<u32>()]
+}
+
+fn small_or_any_u64(small: u64) -> impl Strategy<Value = u64> {
+    prop_oneof![12 => 1..small, 1 => Just(0), 1 => any::<u64>()]
+}
+
+/// A price: mostly a plausible one, sometimes anything, sometimes the bound.
+fn price() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        6 => 0..5_000u64,
+        2 => any::<u64>(),
+        1 => Just(PRICE_CENTS_MAX),
+        1 => Just(PRICE_CENTS_MAX + 1),
+    ]
+}
+
+fn layout() -> impl Strategy<Value = Layout> {
+    let row = (text(), small_or_any_u32(12), price()).prop_map(
+        |(name, seats, price_cents)| RowSpec {
+            name,
+            seats,
+            price_cents,
+        },
+    );
+    let rows = prop_oneof![8 => proptest::collection::vec(row, 1..3), 1 => Just(vec![])];
+    let section = (text(), rows).prop_map(|(name, rows)| SectionSpec { name, rows });
+    let sections = prop_oneof![
+        8 => proptest::collection::vec(section, 1..3),
+        1 => Just(vec![]),
+    ];
+    prop_oneof![
+        sections.prop_map(|sections| Layout::Seated { sections }),
+        (small_or_any_u32(40), price()).prop_map(|(capacity, price_cents)| {
+            Layout::GeneralAdmission {
+                capacity,
+                price_cents,
+            }
+        }),
+    ]
+}
+
+fn coordinate() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        4 => -90.0..90.0f64,
+        1 => any::<f64>(),
+        1 => Just(f64::NAN),
+        1 => Just(f64::INFINITY),
+    ]
+}
+
+fn ttl() -> impl Strategy<Value = u64> {
+    prop_oneof![8 => 1_000..5_000u64, 1 => any::<u64>(), 1 => Just(0u64)]
+}
+
+/// A per-user cap: mostly a usable one.
+fn cap() -> impl Strategy<Value = u32> {
+    prop_oneof![8 => 1..30u32, 1 => any::<u32>(), 1 => Just(0u32)]
+}
+
+fn event_spec() -> impl Strategy<Value = EventSpec> {
+    (
+        (text(), text(), text()),
+        0..4u64,
+        proptest::collection::vec(0..4u64, 0..3),
+        prop_oneof![3 => 0..4_000_000_000_000i64, 1 => any::<i64>()],
+        ttl(),
+        small_or_any_u32(6),
+    )
+        .prop_map(
+            |(
+                (name, description, category),
+                venue_id,
+                performer_ids,
+                starts_at_ms,
+                hold_ttl_ms,
+                per_user_cap,
+            )| {
+                EventSpec {
+                    name,
+                    description,
+                    category,
+                    venue_id,
+                    performer_ids,
+                    starts_at_ms,
+                    hold_ttl_ms,
+                    per_user_cap,
+                }
+            },
+        )
+}
+
+fn inventory_spec() -> impl Strategy<Value = InventorySpec> {
+    (0..4u64, layout(), ttl(), cap()).prop_map(
+        |(event_id, layout, hold_ttl_ms, per_user_cap)| InventorySpec {
+            event_id,
+            layout,
+            hold_ttl_ms,
+            per_user_cap,
+        },
+    )
+}
+
+fn user() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => prop_oneof![Just("alice".to_string()), Just("bob".to_string())],
+        1 => text(),
+    ]
+}
+
+fn hold_id() -> impl Strategy<Value = HoldId> {
+    (
+        prop_oneof![8 => Just(1u16), 1 => any::<u16>()],
+        small_or_any_u64(12),
+    )
+        .prop_map(|(shard, seq)| HoldId { shard, seq })
+}
+
+fn selection() -> impl Strategy<Value = Selection> {
+    prop_oneof![
+        3 => proptest::collection::vec(prop_oneof![8 => 0..12u32, 1 => any::<u32>()], 0..5).prop_map(Selection::Seats),
+        1 => proptest::collection::vec(0..200u32, 95..110).prop_map(Selection::Seats),
+        3 => small_or_any_u32(6).prop_map(Selection::Quantity),
+    ]
+}
+
+fn simple_command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        2 => ((text(), text()), coordinate(), coordinate(), layout()).prop_map(|((name, city), lat, lon, layout)| {
+            Command::CreateVenue(VenueSpec { name, city, lat, lon, layout })
+        }),
+        1 => (text(), text()).prop_map(|(name, description)| Command::CreatePerformer(PerformerSpec { name, description })),
+        2 => event_spec().prop_map(Command::CreateEvent),
+        1 => proptest::collection::vec(event_spec(), 0..3).prop_map(Command::CreateEvents),
+        2 => inventory_spec().prop_map(Command::CreateInventory),
+        1 => proptest::collection::vec(inventory_spec(), 0..3).prop_map(Command::CreateInventories),
+        10 => (0..4u64, user(), selection()).prop_map(|(event_id, user, selection)| {
+            Command::Hold(HoldRequest { event_id, user, selection })
+        }),
+        8 => (hold_id(), user(), text()).prop_map(|(hold_id, user, payment_ref)| {
+            Command::Confirm { hold_id, user, payment_ref }
+        }),
+        4 => (hold_id(), user()).prop_map(|(hold_id, user)| Command::Release { hold_id, user }),
+        1 => Just(Command::Tick),
+        1 => (0..4u64, (proptest::option::of(text()), proptest::option::of(text()), proptest::option::of(text())), proptest::option::of(any::<i64>()))
+            .prop_map(|(event_id, (name, description, category), starts_at_ms)| Command::UpdateEvent {
+                event_id,
+                patch: EventPatch { name, description, category, starts_at_ms },
+            }),
+    ]
+}
+
+/// A request's stamp: mostly a little after the last, sometimes anything.
+fn stamp_step() -> impl Strategy<Value = Stamp> {
+    prop_oneof![
+        40 => (0..3_000u64).prop_map(Stamp::After),
+        1 => any::<u64>().prop_map(Stamp::Exactly),
+        1 => Just(Stamp::Exactly(u64::MAX)),
+    ]
+}
+
+#[derive(Clone, Debug)]
+enum Stamp {
+    After(u64),
+    Exactly(u64),
+}
+
+fn session() -> impl Strategy<Value = Option<(String, String)>> {
+    prop_oneof![
+        2 => Just(None),
+        // Mostly fresh keys, now and then one used before (a retry, or a reuse).
+        3 => (user(), "k[0-9]{4}").prop_map(Some),
+        1 => (user(), prop_oneof![4 => "k[0-9]", 1 => text()]).prop_map(Some),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct Step {
+    /// 0: the catalogue, else shard 1.
+    group: u16,
+    stamp: Stamp,
+    session: Option<(String, String)>,
+    command: Command,
+    /// Extra requests to send with it in one batch entry (none: alone).
+    batch: Vec<(Stamp, Option<(String, String)>, Command)>,
+    /// For a confirm or release: act on the n-th hold granted so far (modulo
+    /// their number) instead of the generated id, as its owner when `.1`.
+    target: Option<(usize, bool)>,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    (
+        // The command's own group, or (now and then) the other one.
+        prop_oneof![9 => Just(None), 1 => Just(Some(0u16)), 1 => Just(Some(1u16))],
+        stamp_step(),
+        session(),
+        prop_oneof![
+            9 => simple_command(),
+            // A batch inside a request: refused as nested.
+            1 => proptest::collection::vec(simple_command(), 0..2).prop_map(|cs| {
+                Command::Batch(cs.into_iter().map(|command| Request { stamp_ms: T0, session: None, command }).collect())
+            }),
+        ],
+        prop_oneof![
+            4 => Just(vec![]),
+            1 => proptest::collection::vec((stamp_step(), session(), simple_command()), 1..4),
+        ],
+        proptest::option::weighted(0.75, (any::<usize>(), proptest::bool::weighted(0.85))),
+    )
+        .prop_map(|(group, stamp, session, command, batch, target)| Step {
+            group: group.unwrap_or(if command.is_catalogue() { 0 } else { 1 }),
+            stamp,
+            session,
+            command,
+            batch,
+            target,
+        })
+}
+
+fn request(
+    time: &mut u64,
+    stamp: &Stamp,
+    session: &Option<(String, String)>,
+    command: Command,
+) -> Request {
+    let stamp_ms = match stamp {
+        Stamp::After(d) => {
+            *time = time.saturating_add(*d);
+            *time
+        }
+        Stamp::Exactly(t) => *t,
+    };
+    Request {
+        stamp_ms,
+        session: session.as_ref().map(|(c, k)| Session {
+            client_id: c.clone(),
+            idempotency_key: k.clone(),
+        }),
+        command,
+    }
+}
+
+/// The records of `group` in table order, without those a refusal may write.
+fn records(kv: &MemKv, group: GroupId) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    kv.map
+        .iter()
+        .filter(|(k, _)| k[..2] == group.0.to_be_bytes())
+        .filter(|(k, _)| {
+            !matches!(
+                k[2],
+                table::META
+                    | table::SESSION
+                    | table::SESSION_EXPIRY
+                    | table::EXPIRY
+                    | table::EXPIRY_SETTLED
+                    | table::INVENTORY_COUNTS
+            )
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Checks that a refused request changed nothing but what settling may change:
+/// expiry entries only go away when due, counts keep their sales and only lose
+/// held tickets that expired.
+fn refusal_changed_nothing(
+    before: &MemKv,
+    after: &MemKv,
+    group: GroupId,
+    time: u64,
+) -> Result<(), TestCaseError> {
+    prop_assert_eq!(records(before, group), records(after, group));
+    let table_of = |kv: &MemKv, t: u8| -> BTreeMap<Vec<u8>, Vec<u8>> {
+        kv.map
+            .iter()
+            .filter(|(k, _)| k[..2] == group.0.to_be_bytes() && k[2] == t)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let (was, is) = (
+        table_of(before, table::EXPIRY),
+        table_of(after, table::EXPIRY),
+    );
+    for k in is.keys() {
+        prop_assert!(was.contains_key(k), "a refusal added an expiry entry");
+    }
+    for k in was.keys().filter(|k| !is.contains_key(*k)) {
+        // group (2), table (1), event (8), expiry time (8), hold (8)
+        prop_assert!(
+            read_u64(k, 11) <= time,
+            "a refusal settled a hold before its expiry"
+        );
+    }
+    let counts = |kv: &MemKv| -> BTreeMap<Vec<u8>, (u32, u32)> {
+        table_of(kv, table::INVENTORY_COUNTS)
+            .into_iter()
+            .map(|(k, v)| {
+                let c: boxoffice_storage::records::InventoryCounts =
+                    boxoffice_raft::codec::decode(&v).unwrap();
+                (k, (c.sold, c.held_unsettled))
+            })
+            .collect()
+    };
+    let (was, is) = (counts(before), counts(after));
+    for (k, (sold, held)) in &is {
+        match was.get(k) {
+            Some((sold0, held0)) => {
+                prop_assert_eq!(sold, sold0, "a refusal changed sales");
+                prop_assert!(held <= held0, "a refusal added held tickets");
+            }
+            // Counts written for the first time by settling: nothing sold.
+            None => prop_assert_eq!(*sold, 0),
+        }
+    }
+    Ok(())
+}
+
+fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
+    let mut kv = MemKv::default();
+    let mut time = T0;
+    let mut index = [0u64; 2];
+    let mut granted: Vec<(HoldId, String)> = Vec::new();
+    for s in steps {
+        let group = GroupId(s.group);
+        let i = &mut index[usize::from(s.group.min(1))];
+        *i += 1;
+        let single = s.batch.is_empty();
+        let mut command = s.command;
+        if let (Some((n, as_owner)), false) = (s.target, granted.is_empty()) {
+            let (id, owner) = &granted[n % granted.len()];
+            match &mut command {
+                Command::Confirm { hold_id, user, .. } | Command::Release { hold_id, user } => {
+                    *hold_id = *id;
+                    if as_owner {
+                        *user = owner.clone();
+                    }
+                }
+                _ => {}
+            }
+        }
+        let first = request(&mut time, &s.stamp, &s.session, command);
+        let req = if single {
+            first
+        } else {
+            let mut requests = vec![first];
+            for (stamp, session, command) in s.batch {
+                requests.push(request(&mut time, &stamp, &session, command));
+            }
+            Request {
+                stamp_ms: time,
+                session: None,
+                command: Command::Batch(requests),
+            }
+        };
+        let before = kv.clone();
+        let sent = req.clone();
+        let out = apply_entry(&mut kv, group, &normal(*i, req));
+        let meta = read_meta(&kv, group);
+        prop_assert!(
+            meta.time_ms <= STAMP_MS_MAX,
+            "time past the bound: {}",
+            meta.time_ms
+        );
+        prop_assert!(
+            meta.time_ms >= read_meta(&before, group).time_ms,
+            "time went back"
+        );
+        if single && out.result.is_err() && !out.replayed {
+            refusal_changed_nothing(&before, &kv, group, meta.time_ms)?;
+        }
+        // Remember the holds granted, with their owners, for later confirms.
+        let outcomes = match (&out.result, &sent.command) {
+            (Ok(Effect::Batch(all)), Command::Batch(reqs)) if !single => {
+                all.iter().zip(reqs).map(|(o, r)| (o.clone(), r.command.clone())).collect()
+            }
+            _ => vec![(out.clone(), sent.command.clone())],
+        };
+        for (o, c) in outcomes {
+            if let (Ok(Effect::Held(h)), Command::Hold(r)) = (&o.result, &c) {
+                granted.push((h.hold_id, r.user.clone()));
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn apply_answers_every_command_and_refusals_change_nothing(
+        steps in proptest::collection::vec(step(), 1..80)
+    ) {
+        run(steps)?;
+    }
+}
+
+fn ga_venue(price_cents: u64) -> Command {
+    Command::CreateVenue(VenueSpec {
+        name: "Field".into(),
+        city: "Town".into(),
+        lat: 0.0,
+        lon: 0.0,
+        layout: Layout::GeneralAdmission {
+            capacity: 100,
+            price_cents,
+        },
+    })
+}
+
+/// Regression: a general-admission venue priced at 10^18 cents, an event there,
+/// then a hold of 20 tickets, panicked apply on every replica (`attempt to
+/// multiply with overflow`) and again at every restart. Now the venue is refused,
+/// and an inventory carrying such a price is refused too.
+#[test]
+fn an_impossible_price_is_refused_not_a_panic() {
+    let mut kv = MemKv::default();
+    let cat = GroupId::CATALOGUE;
+    let out = apply_entry(
+        &mut kv,
+        cat,
+        &normal(
+            1,
+            request(
+                &mut T0.clone(),
+                &Stamp::Exactly(T0),
+                &None,
+                ga_venue(1_000_000_000_000_000_000),
+            ),
+        ),
+    );
+    assert!(
+        matches!(out.result, Err(Rejection::InvalidInput { .. })),
+        "{out:?}"
+    );
+    let inv = Command::CreateInventory(InventorySpec {
+        event_id: 7,
+        layout: Layout::GeneralAdmission {
+            capacity: 100,
+            price_cents: 1_000_000_000_000_000_000,
+        },
+        hold_ttl_ms: 60_000,
+        per_user_cap: 40,
+    });
+    let shard = GroupId(1);
+    let out = apply_entry(
+        &mut kv,
+        shard,
+        &normal(1, request(&mut T0.clone(), &Stamp::Exactly(T0), &None, inv)),
+    );
+    assert!(
+        matches!(out.result, Err(Rejection::InvalidInput { .. })),
+        "{out:?}"
+    );
+}
+
+/// Regression: an entry stamped `u64::MAX` moved state-machine time to the end
+/// of time, where a hold's expiry (`time + ttl`) overflowed. Now the stamp is
+/// refused and time stays where it was.
+#[test]
+fn a_stamp_past_the_bound_is_refused_and_time_stays() {
+    let mut kv = MemKv::default();
+    let shard = GroupId(1);
+    let inv = Command::CreateInventory(InventorySpec {
+        event_id: 7,
+        layout: Layout::GeneralAdmission {
+            capacity: 100,
+            price_cents: 500,
+        },
+        hold_ttl_ms: 60_000,
+        per_user_cap: 40,
+    });
+    let out = apply_entry(
+        &mut kv,
+        shard,
+        &normal(1, request(&mut T0.clone(), &Stamp::Exactly(T0), &None, inv)),
+    );
+    assert!(out.result.is_ok(), "{out:?}");
+    let hold = Command::Hold(HoldRequest {
+        event_id: 7,
+        user: "alice".into(),
+        selection: Selection::Quantity(20),
+    });
+    let session = Some(("alice".to_string(), "k".to_string()));
+    let out = apply_entry(
+        &mut kv,
+        shard,
+        &normal(
+            2,
+            request(&mut 0, &Stamp::Exactly(u64::MAX), &session, hold.clone()),
+        ),
+    );
+    assert!(
+        matches!(out.result, Err(Rejection::InvalidInput { .. })),
+        "{out:?}"
+    );
+    assert_eq!(read_meta(&kv, shard).time_ms, T0);
+    // Nothing of it was remembered: the same key with a sane stamp is a new request.
+    let out = apply_entry(
+        &mut kv,
+        shard,
+        &normal(3, request(&mut 0, &Stamp::Exactly(T0 + 5), &session, hold)),
+    );
+    assert!(!out.replayed && out.result.is_ok(), "{out:?}");
+}
