@@ -660,16 +660,26 @@ impl Node {
 
 /// On every group this node leads, appends a time tick when the group has applied
 /// nothing for `raft.tick_interval_ms`, so replicas can measure their lag.
+/// A group that has applied no stamped entry yet (a new cluster) gets its first
+/// tick at once, within this, rather than after half a tick interval: until then
+/// its replicas cannot tell how fresh they are, and cannot serve local reads.
+const FIRST_TICK_POLL: Duration = Duration::from_millis(50);
+
 async fn ticker(node: std::sync::Weak<Node>) {
     loop {
         let Some(n) = node.upgrade() else { return };
         let interval = Duration::from_millis(n.config.raft.tick_interval_ms);
         let now = now_ms();
-        for (group, _) in n.groups.all() {
+        let groups = n.groups.all();
+        // Not bootstrapped yet counts as untimed: its groups will be new.
+        let mut untimed = groups.is_empty();
+        for (group, _) in groups {
             let Some(stores) = n.stores(group) else {
                 continue;
             };
-            let idle_ms = now.saturating_sub(stores.sm.applied().borrow().time_ms);
+            let time_ms = stores.sm.applied().borrow().time_ms;
+            untimed |= time_ms == 0;
+            let idle_ms = now.saturating_sub(time_ms);
             if idle_ms >= n.config.raft.tick_interval_ms
                 && n.leader_of(group).map(|(id, _)| id) == Some(n.id())
             {
@@ -683,7 +693,12 @@ async fn ticker(node: std::sync::Weak<Node>) {
             }
         }
         drop(n);
-        tokio::time::sleep(interval / 2).await;
+        let pause = if untimed {
+            FIRST_TICK_POLL.min(interval / 2)
+        } else {
+            interval / 2
+        };
+        tokio::time::sleep(pause).await;
     }
 }
 

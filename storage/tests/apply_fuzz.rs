@@ -56,13 +56,12 @@ fn price() -> impl Strategy<Value = u64> {
 }
 
 fn layout() -> impl Strategy<Value = Layout> {
-    let row = (text(), small_or_any_u32(12), price()).prop_map(
-        |(name, seats, price_cents)| RowSpec {
+    let row =
+        (text(), small_or_any_u32(12), price()).prop_map(|(name, seats, price_cents)| RowSpec {
             name,
             seats,
             price_cents,
-        },
-    );
+        });
     let rows = prop_oneof![8 => proptest::collection::vec(row, 1..3), 1 => Just(vec![])];
     let section = (text(), rows).prop_map(|(name, rows)| SectionSpec { name, rows });
     let sections = prop_oneof![
@@ -131,14 +130,14 @@ fn event_spec() -> impl Strategy<Value = EventSpec> {
 }
 
 fn inventory_spec() -> impl Strategy<Value = InventorySpec> {
-    (0..4u64, layout(), ttl(), cap()).prop_map(
-        |(event_id, layout, hold_ttl_ms, per_user_cap)| InventorySpec {
+    (0..4u64, layout(), ttl(), cap()).prop_map(|(event_id, layout, hold_ttl_ms, per_user_cap)| {
+        InventorySpec {
             event_id,
             layout,
             hold_ttl_ms,
             per_user_cap,
-        },
-    )
+        }
+    })
 }
 
 fn user() -> impl Strategy<Value = String> {
@@ -410,9 +409,11 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
         }
         // Remember the holds granted, with their owners, for later confirms.
         let outcomes = match (&out.result, &sent.command) {
-            (Ok(Effect::Batch(all)), Command::Batch(reqs)) if !single => {
-                all.iter().zip(reqs).map(|(o, r)| (o.clone(), r.command.clone())).collect()
-            }
+            (Ok(Effect::Batch(all)), Command::Batch(reqs)) if !single => all
+                .iter()
+                .zip(reqs)
+                .map(|(o, r)| (o.clone(), r.command.clone()))
+                .collect(),
             _ => vec![(out.clone(), sent.command.clone())],
         };
         for (o, c) in outcomes {

@@ -71,6 +71,24 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if !without_leader.is_empty() {
         return not_ready("groups without a leader", Some(without_leader));
     }
+    // Readiness means local reads work: every replica here knows its time and is
+    // within `limits.replica_staleness_ms_max` of this node's clock.
+    let now = crate::node::now_ms();
+    let max = node.config.limits.replica_staleness_ms_max;
+    let behind: Vec<u16> = (0..=shards)
+        .filter(|g| {
+            node.stores(GroupId(*g)).is_none_or(|s| {
+                let t = s.sm.applied().borrow().time_ms;
+                t == 0 || now.saturating_sub(t) > max
+            })
+        })
+        .collect();
+    if !behind.is_empty() {
+        return not_ready(
+            "replicas that cannot serve local reads yet (no applied time, or too far behind)",
+            Some(behind),
+        );
+    }
     (
         StatusCode::OK,
         Json(Readiness {

@@ -446,3 +446,35 @@ async fn a_node_before_bootstrap_says_it_is_not_ready() {
     assert_eq!(code, ProblemCode::NotReady);
     assert!(n.node.shards().is_none());
 }
+
+/// Issue 14: right after a new cluster said it was ready, a local read could
+/// answer 503 `replica_stale` with a lag since 1970 (its replicas had applied no
+/// stamped entry yet). Now a node is ready only once every replica it hosts
+/// knows its time, a new group gets its first tick at once, and a replica with
+/// no time says so. Here with a ten-minute tick interval, so that nothing but
+/// that first tick can give the groups a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_means_every_replica_can_serve_local_reads() {
+    let n = InProcess::start(
+        true,
+        &[
+            "raft.tick_interval_ms=600000",
+            "limits.replica_staleness_ms_max=1300000",
+        ],
+    )
+    .await;
+    let a = n.call(Method::GET, "/readyz", None, None, None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let a = n.call(Method::GET, "/v1/events", None, None, None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(
+        a.body["freshness"]["applied_time_ms"].as_u64().unwrap() > 0,
+        "{}",
+        a.body
+    );
+    // No such event yet: a 404 from a replica that can read, not a 503.
+    let (code, v) = n
+        .problem(Method::GET, "/v1/events/1/seats", None, None, None)
+        .await;
+    assert_eq!(code, ProblemCode::UnknownEvent, "{v}");
+}
