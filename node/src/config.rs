@@ -148,6 +148,17 @@ pub struct RaftSettings {
     /// A leader appends a time tick to a group idle for this long, bounding how
     /// stale a replica can look while healthy.
     pub tick_interval_ms: u64,
+    /// How far ahead of a majority of its group's clocks a leader may stamp a
+    /// command. State-machine time never runs further ahead of real time than
+    /// this, whatever one node's clock says, so no hold or idempotency session
+    /// ends earlier than it should by more than this.
+    pub clock_skew_max_ms: u64,
+    /// How often a node reads its peers' clocks (the offsets the bound above uses).
+    pub clock_probe_interval_ms: u64,
+    /// A peer's clock reading older than this is not used; a leader without fresh
+    /// readings of a majority reads them again before it proposes, and refuses
+    /// the write (503 `unavailable`) if it still cannot.
+    pub clock_reading_age_ms_max: u64,
     /// Most client requests a leader puts in one log entry (1 turns batching off;
     /// at most `BATCH_REQUESTS_MAX`, 1000).
     pub propose_batch_max: usize,
@@ -176,6 +187,9 @@ impl Default for RaftSettings {
             snapshot_chunk_bytes_max: 1 << 20,
             append_entries_max: 256,
             tick_interval_ms: 1_000,
+            clock_skew_max_ms: 2_000,
+            clock_probe_interval_ms: 1_000,
+            clock_reading_age_ms_max: 5_000,
             propose_batch_max: 256,
             propose_batch_bytes_max: 128 * 1024,
             propose_pipeline_max: 4,
@@ -369,6 +383,9 @@ impl NodeConfig {
             ("limits.sse_stream_queue_max", l.sse_stream_queue_max as u64),
             ("raft.heartbeat_interval_ms", r.heartbeat_interval_ms),
             ("raft.tick_interval_ms", r.tick_interval_ms),
+            ("raft.clock_skew_max_ms", r.clock_skew_max_ms),
+            ("raft.clock_probe_interval_ms", r.clock_probe_interval_ms),
+            ("raft.clock_reading_age_ms_max", r.clock_reading_age_ms_max),
             ("raft.snapshot_logs_since_last", r.snapshot_logs_since_last),
             ("raft.append_entries_max", r.append_entries_max),
             ("raft.snapshot_chunk_bytes_max", r.snapshot_chunk_bytes_max),
@@ -408,6 +425,12 @@ impl NodeConfig {
             return rule(
                 "limits.replica_staleness_ms_max",
                 "must exceed twice raft.tick_interval_ms",
+            );
+        }
+        if r.clock_reading_age_ms_max < r.clock_probe_interval_ms * 2 {
+            return rule(
+                "raft.clock_reading_age_ms_max",
+                "must be at least twice raft.clock_probe_interval_ms",
             );
         }
         if l.write_timeout_ms > l.request_timeout_ms {

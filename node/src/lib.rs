@@ -3,7 +3,8 @@
 //!
 //! - [`config`]: every setting, with defaults and validation.
 //! - [`node`]: one node's runtime (database, Raft groups, write forwarding, read
-//!   barrier); [`proposer`] batches a group's proposals on its leader.
+//!   barrier); [`proposer`] batches a group's proposals on its leader; [`clock`]
+//!   bounds a leader's stamps by its peers' clocks.
 //! - [`app`]: the HTTP router and its bounds; [`api`]: the handlers, a file per
 //!   resource; [`error`]: problem+json answers; [`auth`]: bearer tokens.
 //! - [`live`]: live seat-map streams; [`search`]: the node's search index;
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod dev_demo;

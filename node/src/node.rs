@@ -86,6 +86,8 @@ pub struct Node {
     pub event_cache: crate::event_cache::EventCache,
     /// Each group's proposal batcher, started on the first write this node leads.
     proposers: std::sync::Mutex<BTreeMap<GroupId, crate::proposer::Proposer>>,
+    /// Peers' clocks as last read, which bound this node's stamps as a leader.
+    pub clocks: crate::clock::PeerClocks,
 }
 
 /// Offset added to the wall clock, set only through the fault-injection API
@@ -141,12 +143,14 @@ impl Node {
             feeds: RwLock::new(BTreeMap::new()),
             streams,
             event_cache,
+            clocks: crate::clock::PeerClocks::default(),
         });
         let _ = node.myself.set(Arc::downgrade(&node));
         if let Some(rec) = node.cluster_record()? {
             node.start_groups(rec.shards).await?;
         }
         tokio::spawn(ticker(Arc::downgrade(&node)));
+        tokio::spawn(clock_prober(Arc::downgrade(&node)));
         Ok(node)
     }
 
@@ -327,11 +331,77 @@ impl Node {
     ) -> Result<Outcome, ProposeError> {
         let proposer = self.proposer(group)?;
         let req = Request {
-            stamp_ms: now_ms(),
+            stamp_ms: self.stamp(group).await?,
             session,
             command,
         };
         proposer.propose(req, timeout).await
+    }
+
+    /// The stamp for a command this node proposes as `group`'s leader: its clock,
+    /// but never more than `raft.clock_skew_max_ms` ahead of a majority of the
+    /// group's voters (see [`crate::clock`]). Reads missing clocks once if it must.
+    async fn stamp(&self, group: GroupId) -> Result<u64, ProposeError> {
+        let raft = self.raft(group)?;
+        let voters: Vec<NodeId> = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        let r = &self.config.raft;
+        let age_max = Duration::from_millis(r.clock_reading_age_ms_max);
+        let stamp = || {
+            self.clocks
+                .stamp(self.id(), now_ms(), &voters, age_max, r.clock_skew_max_ms)
+        };
+        if let Some(s) = stamp() {
+            warn_if_clamped(group, s);
+            return Ok(s);
+        }
+        let missing = self.clocks.missing(self.id(), &voters, age_max);
+        let peers = self.peer_addresses(|id| missing.contains(&id));
+        self.read_clocks(peers).await;
+        stamp().ok_or_else(|| {
+            ProposeError::Unavailable(format!(
+                "group {} has no fresh clock reading of a majority of its voters",
+                group.0
+            ))
+        })
+    }
+
+    /// Members of any hosted group other than this node, chosen by `wanted`, with
+    /// their addresses.
+    fn peer_addresses(&self, wanted: impl Fn(NodeId) -> bool) -> BTreeMap<NodeId, String> {
+        let mut peers = BTreeMap::new();
+        for (_, raft) in self.groups.all() {
+            let m = raft.metrics().borrow().membership_config.clone();
+            for (id, node) in m.membership().nodes() {
+                if *id != self.id() && wanted(*id) {
+                    peers.insert(*id, node.addr.clone());
+                }
+            }
+        }
+        peers
+    }
+
+    /// Reads the clocks of `peers` at once (each bounded by the probe interval)
+    /// and records what they answered.
+    async fn read_clocks(&self, peers: BTreeMap<NodeId, String>) {
+        let timeout = Duration::from_millis(self.config.raft.clock_probe_interval_ms);
+        let reads = peers.into_iter().map(|(id, addr)| async move {
+            let sent = Instant::now();
+            let answer: Result<u64, _> = self
+                .rpc
+                .call(&addr, "/internal/v1/clock", &(), timeout)
+                .await;
+            match answer {
+                Ok(peer_ms) => self.clocks.record(id, sent, peer_ms, Instant::now()),
+                Err(e) => tracing::debug!(peer = id, error = %e, "clock not read"),
+            }
+        });
+        futures::future::join_all(reads).await;
     }
 
     /// The proposer of `group`, started on first use.
@@ -655,6 +725,37 @@ impl Node {
             }
         }
         Err(last)
+    }
+}
+
+/// Logs (at most every ten seconds) that this leader's clock is ahead of its
+/// group's majority by more than the bound, so its stamps were held back.
+fn warn_if_clamped(group: GroupId, stamp_ms: u64) {
+    static LAST_WARNING_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = now_ms();
+    if stamp_ms >= now {
+        return;
+    }
+    let last = LAST_WARNING_MS.load(std::sync::atomic::Ordering::Relaxed);
+    if now.saturating_sub(last) >= 10_000 {
+        LAST_WARNING_MS.store(now, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            %group,
+            ahead_ms = now - stamp_ms,
+            "this node's clock is ahead of a majority of the group's by more than raft.clock_skew_max_ms; stamps are held back to that bound"
+        );
+    }
+}
+
+/// Reads every peer's clock each `raft.clock_probe_interval_ms`.
+async fn clock_prober(node: std::sync::Weak<Node>) {
+    loop {
+        let Some(n) = node.upgrade() else { return };
+        let interval = Duration::from_millis(n.config.raft.clock_probe_interval_ms);
+        let peers = n.peer_addresses(|_| true);
+        n.read_clocks(peers).await;
+        drop(n);
+        tokio::time::sleep(interval).await;
     }
 }
 

@@ -24,6 +24,16 @@ pub fn routes() -> Router<AppState> {
         .route("/internal/v1/read_index/{group}", post(read_index))
         .route("/internal/v1/membership/{group}", post(membership))
         .route("/internal/v1/initialize/{group}", post(initialize))
+        .route("/internal/v1/clock", post(clock))
+}
+
+/// This node's clock, read by peers to bound their stamps (see `crate::clock`).
+async fn clock(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let () = match decode(&state, &headers, &body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    reply(&crate::node::now_ms())
 }
 
 fn reply<T: serde::Serialize>(v: &T) -> Response {

@@ -273,6 +273,56 @@ async fn reads_judge_hold_expiry_by_state_machine_time_under_clock_skew() {
     skew(leader, 0).await;
 }
 
+/// Issue 14: a leader whose clock ran an hour ahead moved state-machine time an
+/// hour forward for good (its stamps were trusted as they were), so every hold
+/// expired at once. Now a leader stamps at most `raft.clock_skew_max_ms` ahead of
+/// a majority of its group's clocks: state-machine time stays within that of
+/// real time, and a hold lives its lifetime less at most that bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_an_hour_ahead_moves_time_by_at_most_the_skew_bound() {
+    const BOUND_MS: u64 = 2_000;
+    const TTL_MS: u64 = 10_000;
+    let cluster = TestCluster::start(
+        3,
+        1,
+        &format!("fault_injection = true\n[raft]\nclock_skew_max_ms = {BOUND_MS}"),
+    )
+    .await;
+    let (event, _) = cluster.venue_and_event(4, TTL_MS / 1000, 4).await;
+    let leader = cluster.leader_of(1).await;
+    let id = cluster.nodes[leader].id;
+    cluster.local.set_clock_offset(id, 3_600_000).await.unwrap();
+    // Let the leader tick with its new clock.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let asked = boxoffice_now_ms();
+    let hold = cluster
+        .user("alice")
+        .hold(event, Selection::Seats(vec![0]))
+        .await
+        .unwrap();
+    assert!(
+        hold.expires_at_ms <= boxoffice_now_ms() + BOUND_MS + TTL_MS + 500,
+        "the hold's expiry ({}) is more than the bound past now + its lifetime ({})",
+        hold.expires_at_ms,
+        boxoffice_now_ms() + TTL_MS
+    );
+    let follower = (leader + 1) % cluster.nodes.len();
+    // Until its lifetime less the bound (and a margin) has passed, the seat stays
+    // held, and state-machine time never runs more than the bound ahead.
+    while boxoffice_now_ms() < asked + TTL_MS - BOUND_MS - 1_000 {
+        let v = linearizable_seat_map(&cluster.nodes[follower].addr, event).await;
+        let time = v["freshness"]["applied_time_ms"].as_u64().unwrap();
+        assert!(
+            time <= boxoffice_now_ms() + BOUND_MS + 200,
+            "state-machine time {time} ran {} ms ahead",
+            time.saturating_sub(boxoffice_now_ms())
+        );
+        assert_eq!(v["seats"][0]["status"], "held", "the hold ended early: {v}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    cluster.local.set_clock_offset(id, 0).await.unwrap();
+}
+
 /// The wall clock, ms since the Unix epoch.
 pub fn boxoffice_now_ms() -> u64 {
     std::time::SystemTime::now()
