@@ -1,14 +1,27 @@
-//! Bearer tokens: HS256 JWTs with the user id in `sub` and an `admin` claim.
+//! Bearer tokens (JWTs) with the user id in `sub`.
+//!
+//! User tokens and admin tokens are verified with separate keys, so whoever can
+//! mint one kind (a login service, say) cannot mint the other. Each kind is
+//! verified either with an HS256 secret (`token_secret`, `admin_token_secret`:
+//! dev clusters and tests) or with public keys only (`auth.user_keys_file`,
+//! `auth.admin_keys_file`: a JWKS document or a PEM key, EdDSA or RS256), so
+//! that nodes hold no signing key. `exp` is required, `nbf` honoured, `iat`
+//! optional; `iss` and `aud` are checked when configured, and a token valid for
+//! longer than `auth.token_lifetime_s_max` is refused.
 //!
 //! The user is always taken from a verified token, never from a request body.
 
+use std::path::Path;
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use boxoffice_api::ProblemCode;
 
+use crate::config::AuthSettings;
 use crate::error::ApiError;
 
 /// Claims in a boxoffice token.
@@ -18,69 +31,286 @@ pub struct Claims {
     pub sub: String,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
-    /// Issued at, seconds since the Unix epoch.
-    pub iat: u64,
-    /// Admin tokens may use the admin API.
-    #[serde(default)]
-    pub admin: bool,
-}
-
-/// Signs and verifies tokens with one shared secret.
-#[derive(Clone)]
-pub struct TokenKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
+    /// Issued at, seconds since the Unix epoch (many identity providers omit it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Not valid before, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
 }
 
 /// Longest accepted user id (bytes).
 pub const USER_ID_LEN_MAX: usize = 128;
 
-impl TokenKeys {
-    /// Keys from a secret.
-    pub fn new(secret: &str) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 5;
-        validation.validate_exp = true;
-        TokenKeys {
-            encoding: EncodingKey::from_secret(secret.as_bytes()),
-            decoding: DecodingKey::from_secret(secret.as_bytes()),
-            validation,
+/// One key a token may be verified with.
+#[derive(Clone)]
+struct VerifyKey {
+    /// The JWKS `kid`, when the key has one: a token naming another kid is not
+    /// tried with it.
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+/// Verifies one kind of token (user or admin).
+#[derive(Clone)]
+pub struct Verifier {
+    /// What the tokens are, for error messages ("user", "admin").
+    kind: &'static str,
+    keys: Vec<VerifyKey>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    lifetime_s_max: u64,
+    leeway_s: u64,
+}
+
+/// Why a verifier could not be built from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The key file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The key file holds no usable key.
+    #[error("{path}: {why}")]
+    Bad {
+        /// The file.
+        path: String,
+        /// Why.
+        why: String,
+    },
+}
+
+impl Verifier {
+    /// A verifier of HS256 tokens signed with `secret`.
+    pub fn hs256(kind: &'static str, secret: &str, auth: &AuthSettings) -> Self {
+        Self::with_keys(
+            kind,
+            vec![VerifyKey {
+                kid: None,
+                algorithm: Algorithm::HS256,
+                key: DecodingKey::from_secret(secret.as_bytes()),
+            }],
+            auth,
+        )
+    }
+
+    /// A verifier of tokens signed by the private halves of the public keys in
+    /// `path`: a JWKS document (JSON, `{"keys": [...]}`, Ed25519 and RSA keys) or
+    /// one PEM public key (Ed25519 → EdDSA, RSA → RS256).
+    pub fn from_key_file(
+        kind: &'static str,
+        path: &Path,
+        auth: &AuthSettings,
+    ) -> Result<Self, KeyError> {
+        let shown = path.display().to_string();
+        let bad = |why: String| KeyError::Bad {
+            path: shown.clone(),
+            why,
+        };
+        let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let keys = if bytes.trim_ascii_start().starts_with(b"{") {
+            let set: JwkSet = serde_json::from_slice(&bytes)
+                .map_err(|e| bad(format!("not a JWKS document: {e}")))?;
+            let mut keys = Vec::new();
+            for jwk in &set.keys {
+                let algorithm = match (&jwk.algorithm, &jwk.common.key_algorithm) {
+                    (AlgorithmParameters::OctetKeyPair(_), None | Some(KeyAlgorithm::EdDSA)) => {
+                        Algorithm::EdDSA
+                    }
+                    (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => {
+                        Algorithm::RS256
+                    }
+                    (_, alg) => {
+                        return Err(bad(format!(
+                            "key {:?}: only Ed25519 (EdDSA) and RSA (RS256) public keys are accepted, not {alg:?}",
+                            jwk.common.key_id
+                        )))
+                    }
+                };
+                let key = DecodingKey::from_jwk(jwk)
+                    .map_err(|e| bad(format!("key {:?}: {e}", jwk.common.key_id)))?;
+                keys.push(VerifyKey {
+                    kid: jwk.common.key_id.clone(),
+                    algorithm,
+                    key,
+                });
+            }
+            keys
+        } else if let Ok(key) = DecodingKey::from_ed_pem(&bytes) {
+            vec![VerifyKey {
+                kid: None,
+                algorithm: Algorithm::EdDSA,
+                key,
+            }]
+        } else if let Ok(key) = DecodingKey::from_rsa_pem(&bytes) {
+            vec![VerifyKey {
+                kid: None,
+                algorithm: Algorithm::RS256,
+                key,
+            }]
+        } else {
+            return Err(bad(
+                "neither a JWKS document nor an Ed25519 or RSA public key in PEM".into(),
+            ));
+        };
+        if keys.is_empty() {
+            return Err(bad("the key set is empty".into()));
+        }
+        Ok(Self::with_keys(kind, keys, auth))
+    }
+
+    fn with_keys(kind: &'static str, keys: Vec<VerifyKey>, auth: &AuthSettings) -> Self {
+        Verifier {
+            kind,
+            keys,
+            issuer: auth.issuer.clone().filter(|s| !s.is_empty()),
+            audience: auth.audience.clone().filter(|s| !s.is_empty()),
+            lifetime_s_max: auth.token_lifetime_s_max,
+            leeway_s: auth.leeway_s,
         }
     }
 
-    /// Mints a token for `user` valid for `ttl_s` seconds.
-    pub fn mint(
-        &self,
-        user: &str,
-        admin: bool,
-        ttl_s: u64,
-    ) -> Result<String, jsonwebtoken::errors::Error> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let claims = Claims {
-            sub: user.to_string(),
-            exp: now + ttl_s,
-            iat: now,
-            admin,
+    /// Verifies a token's signature, algorithm, `exp`, `nbf`, `iss`, `aud` and
+    /// lifetime, and returns its claims.
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let unauthorized = |why: String| {
+            ApiError::new(
+                ProblemCode::Unauthorized,
+                format!("invalid {} token: {why}", self.kind),
+            )
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        let header = jsonwebtoken::decode_header(token).map_err(|e| unauthorized(e.to_string()))?;
+        let mut last = None;
+        for k in self.keys.iter().filter(|k| {
+            k.algorithm == header.alg
+                && match (&k.kid, &header.kid) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                }
+        }) {
+            match jsonwebtoken::decode::<Claims>(token, &k.key, &self.validation(k.algorithm)) {
+                Ok(data) => return self.check(data.claims).map_err(unauthorized),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(unauthorized(match last {
+            Some(e) => e.to_string(),
+            None => format!("no {} key for algorithm {:?}", self.kind, header.alg),
+        }))
     }
 
-    /// Verifies a token's signature, algorithm and expiry.
-    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| ApiError::new(ProblemCode::Unauthorized, format!("invalid token: {e}")))?;
-        let c = data.claims;
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut v = Validation::new(algorithm);
+        v.leeway = self.leeway_s;
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        match &self.issuer {
+            Some(iss) => {
+                v.set_issuer(&[iss]);
+                required.push("iss");
+            }
+            None => v.iss = None,
+        }
+        match &self.audience {
+            Some(aud) => {
+                v.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => v.validate_aud = false,
+        }
+        v.set_required_spec_claims(&required);
+        v
+    }
+
+    /// What the signature does not cover: the subject and the lifetime.
+    fn check(&self, c: Claims) -> Result<Claims, String> {
         if c.sub.is_empty() || c.sub.len() > USER_ID_LEN_MAX {
-            return Err(ApiError::new(
-                ProblemCode::Unauthorized,
-                "token subject must be 1..=128 bytes",
+            return Err(format!("its subject must be 1..={USER_ID_LEN_MAX} bytes"));
+        }
+        let now = unix_now_s();
+        if let Some(iat) = c.iat {
+            if iat > now.saturating_add(self.leeway_s) {
+                return Err("it was issued in the future (iat)".into());
+            }
+        }
+        // From when it was issued (or could first be used) to when it expires;
+        // without either, from now.
+        let start = c.iat.or(c.nbf).unwrap_or(now);
+        let lifetime = c.exp.saturating_sub(start);
+        if lifetime > self.lifetime_s_max.saturating_add(self.leeway_s) {
+            return Err(format!(
+                "its lifetime ({lifetime} s) exceeds auth.token_lifetime_s_max ({} s)",
+                self.lifetime_s_max
             ));
         }
         Ok(c)
+    }
+}
+
+fn unix_now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// Signs HS256 tokens with one secret (dev clusters, tests, `boxoffice token`).
+#[derive(Clone)]
+pub struct Signer {
+    key: EncodingKey,
+}
+
+impl Signer {
+    /// A signer with `secret`.
+    pub fn hs256(secret: &str) -> Self {
+        Signer {
+            key: EncodingKey::from_secret(secret.as_bytes()),
+        }
+    }
+
+    /// Mints a token for `user`, issued now, valid for `ttl_s` seconds.
+    pub fn mint(&self, user: &str, ttl_s: u64) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = unix_now_s();
+        let claims = Claims {
+            sub: user.to_string(),
+            exp: now + ttl_s,
+            iat: Some(now),
+            nbf: None,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.key)
+    }
+}
+
+/// The two verifiers of a node, built from its settings.
+#[derive(Clone)]
+pub struct TokenKeys {
+    /// User tokens.
+    pub user: Verifier,
+    /// Admin tokens.
+    pub admin: Verifier,
+}
+
+impl TokenKeys {
+    /// The verifiers `config` asks for: key files where set, else the secrets.
+    pub fn from_config(config: &crate::config::NodeConfig) -> Result<Self, KeyError> {
+        let auth = &config.auth;
+        let one = |kind, file: &Option<std::path::PathBuf>, secret: &str| match file {
+            Some(path) => Verifier::from_key_file(kind, path, auth),
+            None => Ok(Verifier::hs256(kind, secret, auth)),
+        };
+        Ok(TokenKeys {
+            user: one("user", &auth.user_keys_file, &config.token_secret)?,
+            admin: one("admin", &auth.admin_keys_file, &config.admin_token_secret)?,
+        })
     }
 }
 
@@ -115,77 +345,40 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         })
 }
 
-/// The authenticated caller.
+/// The authenticated caller (a user token).
 #[derive(Clone, Debug)]
 pub struct User(pub Claims);
 
 impl<S: HasTokenKeys + Send + Sync> FromRequestParts<S> for User {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Ok(User(state.token_keys().verify(bearer(parts)?)?))
+        Ok(User(state.token_keys().user.verify(bearer(parts)?)?))
     }
 }
 
-/// An authenticated caller with the admin claim.
+/// An authenticated admin (a token verified with the admin keys).
 #[derive(Clone, Debug)]
 pub struct Admin(pub Claims);
 
 impl<S: HasTokenKeys + Send + Sync> FromRequestParts<S> for Admin {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let claims = state.token_keys().verify(bearer(parts)?)?;
-        if !claims.admin {
-            return Err(ApiError::new(
+        let token = bearer(parts)?;
+        let keys = state.token_keys();
+        match keys.admin.verify(token) {
+            Ok(claims) => Ok(Admin(claims)),
+            // A valid user token is authenticated, but not allowed here.
+            Err(e) if keys.user.verify(token).is_ok() => Err(ApiError::new(
                 ProblemCode::Forbidden,
-                "this endpoint needs an admin token",
-            ));
+                format!(
+                    "this endpoint needs an admin token, not a user token ({})",
+                    e.detail
+                ),
+            )),
+            Err(e) => Err(e),
         }
-        Ok(Admin(claims))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mint_verify_and_reject() {
-        let keys = TokenKeys::new("secret-1");
-        let t = keys.mint("alice", false, 60).unwrap();
-        let c = keys.verify(&t).unwrap();
-        assert_eq!(c.sub, "alice");
-        assert!(!c.admin);
-        // Wrong secret.
-        assert!(TokenKeys::new("secret-2").verify(&t).is_err());
-        // Tampered payload.
-        let mut parts: Vec<&str> = t.split('.').collect();
-        let forged = keys.mint("mallory", true, 60).unwrap();
-        let forged_payload = forged.split('.').nth(1).unwrap().to_string();
-        parts[1] = &forged_payload;
-        assert!(keys.verify(&parts.join(".")).is_err());
-        // Unsigned ("alg": "none").
-        let none = format!(
-            "{}.{}.",
-            "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0",
-            t.split('.').nth(1).unwrap()
-        );
-        assert!(keys.verify(&none).is_err());
-        // Expired (beyond leeway).
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let expired = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &Claims {
-                sub: "bob".into(),
-                exp: now - 3600,
-                iat: now - 7200,
-                admin: false,
-            },
-            &EncodingKey::from_secret(b"secret-1"),
-        )
-        .unwrap();
-        assert!(keys.verify(&expired).is_err());
-    }
-}
+mod tests;

@@ -27,10 +27,19 @@ pub struct NodeConfig {
     pub advertise: Option<String>,
     /// Where RocksDB and snapshots live.
     pub data_dir: PathBuf,
-    /// Secret for verifying HS256 bearer tokens (user and admin).
+    /// HS256 secret of user tokens (at least 32 bytes); leave empty when
+    /// `auth.user_keys_file` gives public keys instead.
+    #[serde(default)]
     pub token_secret: String,
-    /// Secret every node presents on node-to-node requests.
+    /// HS256 secret of admin tokens (at least 32 bytes, unlike the others); leave
+    /// empty when `auth.admin_keys_file` gives public keys instead.
+    #[serde(default)]
+    pub admin_token_secret: String,
+    /// Secret every node presents on node-to-node requests (at least 32 bytes).
     pub cluster_key: String,
+    /// How bearer tokens are verified.
+    #[serde(default)]
+    pub auth: AuthSettings,
     /// Request limits.
     #[serde(default)]
     pub limits: Limits,
@@ -52,6 +61,60 @@ pub struct NodeConfig {
     /// on in production: it lets an admin shift the clock the leader stamps with.
     #[serde(default)]
     pub fault_injection: bool,
+}
+
+/// Bearer-token verification (see `crate::auth`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Public keys of user tokens: a JWKS document or a PEM key (EdDSA or
+    /// RS256), so nodes hold no signing key. Instead of `token_secret`.
+    pub user_keys_file: Option<PathBuf>,
+    /// Public keys of admin tokens, likewise. Instead of `admin_token_secret`.
+    pub admin_keys_file: Option<PathBuf>,
+    /// Required `iss` of every token, when set (empty: not checked).
+    pub issuer: Option<String>,
+    /// Required `aud` of every token, when set (empty: not checked).
+    pub audience: Option<String>,
+    /// Longest a token may be valid, from its `iat` (or `nbf`, or now) to its `exp`.
+    pub token_lifetime_s_max: u64,
+    /// Clock difference allowed when judging `exp`, `nbf` and `iat`.
+    pub leeway_s: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            user_keys_file: None,
+            admin_keys_file: None,
+            issuer: None,
+            audience: None,
+            token_lifetime_s_max: 86_400,
+            leeway_s: 5,
+        }
+    }
+}
+
+/// Shortest secret accepted (bytes): 256 bits, HS256's own key size.
+pub const SECRET_LEN_MIN: usize = 32;
+
+/// Why a secret is refused, if it is: too short, a placeholder, or one byte
+/// repeated.
+fn secret_problem(secret: &str) -> Option<String> {
+    if secret.len() < SECRET_LEN_MIN {
+        return Some(format!("must be at least {SECRET_LEN_MIN} bytes"));
+    }
+    let lower = secret.to_ascii_lowercase();
+    if ["change-me", "changeme", "placeholder", "example"]
+        .iter()
+        .any(|p| lower.contains(p))
+    {
+        return Some("is a placeholder: set a random secret (e.g. `openssl rand -hex 32`)".into());
+    }
+    if secret.bytes().all(|b| b == secret.as_bytes()[0]) {
+        return Some("is one character repeated".into());
+    }
+    None
 }
 
 /// Limits on requests. Each bounds memory or waiting under load.
@@ -239,10 +302,11 @@ pub enum ConfigError {
     },
 }
 
-/// Environment variables the two secrets may come from (below `--set`, above
+/// Environment variables the three secrets may come from (below `--set`, above
 /// the file), so that they need not appear in the process list.
-pub const SECRET_ENV: [(&str, &str); 2] = [
+pub const SECRET_ENV: [(&str, &str); 3] = [
     ("token_secret", "BOXOFFICE_TOKEN_SECRET"),
+    ("admin_token_secret", "BOXOFFICE_ADMIN_TOKEN_SECRET"),
     ("cluster_key", "BOXOFFICE_CLUSTER_KEY"),
 ];
 
@@ -293,8 +357,13 @@ const STRING_SETTINGS: &[&str] = &[
     "advertise",
     "data_dir",
     "token_secret",
+    "admin_token_secret",
     "cluster_key",
     "peer_bind_ip",
+    "auth.user_keys_file",
+    "auth.admin_keys_file",
+    "auth.issuer",
+    "auth.audience",
 ];
 
 /// Sets `name` (dotted: `limits.sse_lag_max`) in `raw` to `value`.
@@ -349,11 +418,48 @@ impl NodeConfig {
         if self.id == 0 {
             return rule("id", "must be at least 1");
         }
-        if self.token_secret.len() < 16 {
-            return rule("token_secret", "must be at least 16 bytes");
+        let a = &self.auth;
+        let secrets = [
+            (
+                "token_secret",
+                &self.token_secret,
+                a.user_keys_file.is_some(),
+            ),
+            (
+                "admin_token_secret",
+                &self.admin_token_secret,
+                a.admin_keys_file.is_some(),
+            ),
+            ("cluster_key", &self.cluster_key, false),
+        ];
+        for (name, secret, keys_file) in secrets {
+            match (secret.is_empty(), keys_file) {
+                (true, true) => continue,
+                (false, true) => {
+                    return rule(
+                        name,
+                        "set either the secret or the public keys file, not both",
+                    )
+                }
+                (true, false) => return rule(name, "must be set"),
+                (false, false) => {}
+            }
+            if let Some(problem) = secret_problem(secret) {
+                return rule(name, &problem);
+            }
         }
-        if self.cluster_key.len() < 16 {
-            return rule("cluster_key", "must be at least 16 bytes");
+        for (i, (a_name, a_secret, _)) in secrets.iter().enumerate() {
+            for (b_name, b_secret, _) in &secrets[i + 1..] {
+                if !a_secret.is_empty() && a_secret == b_secret {
+                    return Err(ConfigError::Rule {
+                        settings: b_name,
+                        rule: format!("must differ from {a_name}"),
+                    });
+                }
+            }
+        }
+        if a.token_lifetime_s_max == 0 {
+            return rule("auth.token_lifetime_s_max", "must be at least 1");
         }
         let l = &self.limits;
         let r = &self.raft;
@@ -517,8 +623,10 @@ mod tests {
             listen: "127.0.0.1:7101".parse().unwrap(),
             advertise: None,
             data_dir: "/tmp/x".into(),
-            token_secret: "0123456789abcdef".into(),
-            cluster_key: "0123456789abcdef".into(),
+            token_secret: "user-0123456789abcdef0123456789abcdef".into(),
+            admin_token_secret: "admin-0123456789abcdef0123456789abcdef".into(),
+            cluster_key: "cluster-0123456789abcdef0123456789abcdef".into(),
+            auth: AuthSettings::default(),
             limits: Limits::default(),
             raft: RaftSettings::default(),
             storage: Default::default(),
@@ -558,7 +666,17 @@ mod tests {
                 "the example documents {optional}"
             );
         }
+        for optional in ["user_keys_file", "admin_keys_file", "issuer", "audience"] {
+            assert!(
+                EXAMPLE.contains(&format!("# {optional} = ")),
+                "the example documents auth.{optional}"
+            );
+        }
+        // Its placeholder secrets are refused as they are.
         let c: NodeConfig = toml::from_str(EXAMPLE).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("placeholder"), "{e}");
+        let c: NodeConfig = toml::from_str(&example_with_secrets()).unwrap();
         c.validate().unwrap();
         assert!(
             !c.fault_injection,
@@ -592,6 +710,61 @@ mod tests {
                 "[{name}] of the example"
             );
         }
+    }
+
+    /// The example with its placeholder secrets replaced by usable ones.
+    fn example_with_secrets() -> String {
+        EXAMPLE
+            .lines()
+            .map(|l| match l.split_once(" = \"change-me") {
+                Some((name, _)) => format!("{name} = \"{name}-0123456789abcdef0123456789abcdef\""),
+                None => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Issue 14: the example's `change-me-...` secrets, 16-byte secrets and one
+    /// secret used for two purposes were all accepted.
+    #[test]
+    fn weak_placeholder_or_shared_secrets_are_refused() {
+        let named = |c: &NodeConfig| match c.validate() {
+            Err(ConfigError::Rule { settings, rule }) => format!("{settings}: {rule}"),
+            other => format!("{other:?}"),
+        };
+        let mut c = sample();
+        c.token_secret = "0123456789abcdef".into();
+        assert_eq!(named(&c), "token_secret: must be at least 32 bytes");
+        let mut c = sample();
+        c.cluster_key = "change-me-cluster-key-of-32-bytes-or-more".into();
+        assert!(
+            named(&c).starts_with("cluster_key: is a placeholder"),
+            "{}",
+            named(&c)
+        );
+        let mut c = sample();
+        c.admin_token_secret = "x".repeat(40);
+        assert_eq!(named(&c), "admin_token_secret: is one character repeated");
+        let mut c = sample();
+        c.admin_token_secret = c.token_secret.clone();
+        assert_eq!(
+            named(&c),
+            "admin_token_secret: must differ from token_secret"
+        );
+        let mut c = sample();
+        c.cluster_key = c.token_secret.clone();
+        assert_eq!(named(&c), "cluster_key: must differ from token_secret");
+        let mut c = sample();
+        c.admin_token_secret = String::new();
+        assert_eq!(named(&c), "admin_token_secret: must be set");
+        // Public keys instead of a secret: the secret must then be absent.
+        c.auth.admin_keys_file = Some("/etc/boxoffice/admin.pem".into());
+        c.validate().unwrap();
+        c.admin_token_secret = "admin-0123456789abcdef0123456789abcdef".into();
+        assert_eq!(
+            named(&c),
+            "admin_token_secret: set either the secret or the public keys file, not both"
+        );
     }
 
     #[test]
@@ -649,7 +822,7 @@ mod tests {
     fn overrides_apply_in_order_over_the_file_and_the_environment() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("node.toml");
-        std::fs::write(&file, EXAMPLE).unwrap();
+        std::fs::write(&file, example_with_secrets()).unwrap();
         let sets: Vec<String> = [
             "id=7",
             "listen=127.0.0.9:7109",
@@ -662,14 +835,19 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let env = |v: &str| (v == "BOXOFFICE_CLUSTER_KEY").then(|| "from-the-environment".into());
+        let env = |v: &str| {
+            (v == "BOXOFFICE_CLUSTER_KEY").then(|| "from-the-environment-0123456789abcdef".into())
+        };
         // A secret of digits stays a string.
         let digits = resolve(
             Some(&file),
-            &["token_secret=12345678901234567890".into()],
+            &["token_secret=1234567890123456789012345678901234567890".into()],
             |_| None,
         );
-        assert_eq!(digits.unwrap().token_secret, "12345678901234567890");
+        assert_eq!(
+            digits.unwrap().token_secret,
+            "1234567890123456789012345678901234567890"
+        );
         let c = resolve(Some(&file), &sets, env).unwrap();
         assert_eq!(c.id, 7);
         assert_eq!(c.listen.to_string(), "127.0.0.9:7109");
@@ -677,13 +855,13 @@ mod tests {
         assert_eq!(c.limits.sse_lag_max, 2048);
         assert_eq!(c.raft.snapshot_logs_since_last, 100);
         assert!(c.fault_injection);
-        assert_eq!(c.cluster_key, "from-the-environment");
+        assert_eq!(c.cluster_key, "from-the-environment-0123456789abcdef");
         // --set wins over the environment.
         let mut more = sets.clone();
-        more.push("cluster_key=from-the-command-line".into());
+        more.push("cluster_key=from-the-command-line-0123456789abcdef".into());
         assert_eq!(
             resolve(Some(&file), &more, env).unwrap().cluster_key,
-            "from-the-command-line"
+            "from-the-command-line-0123456789abcdef"
         );
         for (bad, want) in [
             ("limits.=1", "NotASetting"),

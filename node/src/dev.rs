@@ -9,10 +9,8 @@ use anyhow::Context;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::TokenKeys;
 use crate::local_cluster::{
     Addressing, ClusterSpec, LocalCluster, Secrets, NODE_START_TIMEOUT, READY_TIMEOUT,
-    TOKEN_TTL_S as DEV_TOKEN_TTL_S,
 };
 
 /// Default data directory of the dev cluster.
@@ -66,8 +64,12 @@ pub struct ClusterFile {
     pub user_token: String,
     /// An admin token ("demo-admin").
     pub admin_token: String,
-    /// The HS256 secret (dev clusters only) so scripts can mint tokens.
+    /// The HS256 secret of user tokens (dev clusters only) so scripts can mint them.
     pub token_secret: String,
+    /// The HS256 secret of admin tokens (dev clusters only). Absent in a cluster
+    /// file of an earlier release: a new one is made.
+    #[serde(default)]
+    pub admin_token_secret: String,
     /// The node-to-node key.
     pub cluster_key: String,
     /// Cluster bootstrapped.
@@ -114,6 +116,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         spec.shards = f.shards;
         spec.secrets = Some(Secrets {
             token_secret: f.token_secret.clone(),
+            admin_token_secret: if f.admin_token_secret.is_empty() {
+                Secrets::random().admin_token_secret
+            } else {
+                f.admin_token_secret.clone()
+            },
             cluster_key: f.cluster_key.clone(),
         });
         for n in &f.nodes {
@@ -132,7 +139,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     for &id in &ids {
         cluster.start(id)?;
     }
-    let keys = TokenKeys::new(&cluster.secrets.token_secret);
     let mut file = ClusterFile {
         nodes: cluster
             .nodes
@@ -145,9 +151,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             })
             .collect(),
         shards: cluster.shards,
-        user_token: keys.mint("demo-user", false, DEV_TOKEN_TTL_S)?,
-        admin_token: keys.mint("demo-admin", true, DEV_TOKEN_TTL_S)?,
+        user_token: cluster.token("demo-user", false)?,
+        admin_token: cluster.token("demo-admin", true)?,
         token_secret: cluster.secrets.token_secret.clone(),
+        admin_token_secret: cluster.secrets.admin_token_secret.clone(),
         cluster_key: cluster.secrets.cluster_key.clone(),
         initialized,
         demo_loaded,

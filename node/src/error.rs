@@ -21,6 +21,12 @@ pub struct ApiError {
     pub retry_after_s: Option<u32>,
 }
 
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.detail)
+    }
+}
+
 impl ApiError {
     /// A new error; 503s say when to retry (in a second).
     pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {

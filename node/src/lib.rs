@@ -35,7 +35,7 @@ use anyhow::Context;
 pub async fn run_node(config: config::NodeConfig) -> anyhow::Result<()> {
     let listen = config.listen;
     let send_buffer = config.limits.socket_send_buffer_bytes;
-    let keys = auth::TokenKeys::new(&config.token_secret);
+    let keys = auth::TokenKeys::from_config(&config)?;
     let node = node::Node::open(config).await?;
     let router = app::router(app::AppState {
         node: node.clone(),

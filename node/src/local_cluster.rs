@@ -20,7 +20,7 @@ use anyhow::{bail, Context};
 use boxoffice_api::{ClusterInit, ClusterInitialized, ClusterStatus, Member};
 use serde::Serialize;
 
-use crate::auth::TokenKeys;
+use crate::auth::Signer;
 
 /// Time allowed for a started node to answer `/healthz` (a first start opens
 /// RocksDB and may rebuild the search index).
@@ -33,8 +33,9 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for the bootstrap request (every group initialised).
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(60);
-/// Lifetime of the tokens the launcher mints.
-pub const TOKEN_TTL_S: u64 = 30 * 24 * 3600;
+/// Lifetime of the tokens the launcher mints: a day, the default
+/// `auth.token_lifetime_s_max` (`boxoffice dev` mints new ones at every start).
+pub const TOKEN_TTL_S: u64 = 24 * 3600;
 /// Most nodes of a local cluster (addresses and ports are derived from ids).
 pub const NODES_MAX: u64 = 9;
 
@@ -115,8 +116,10 @@ impl ClusterSpec {
 /// A cluster's shared secrets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Secrets {
-    /// HS256 secret of bearer tokens.
+    /// HS256 secret of user tokens.
     pub token_secret: String,
+    /// HS256 secret of admin tokens.
+    pub admin_token_secret: String,
     /// Key of node-to-node requests.
     pub cluster_key: String,
 }
@@ -133,6 +136,7 @@ impl Secrets {
         };
         Secrets {
             token_secret: r(),
+            admin_token_secret: r(),
             cluster_key: r(),
         }
     }
@@ -239,6 +243,10 @@ impl LocalCluster {
                 toml::Value::String(secrets.token_secret.clone()),
             );
             put(
+                "admin_token_secret",
+                toml::Value::String(secrets.admin_token_secret.clone()),
+            );
+            put(
                 "cluster_key",
                 toml::Value::String(secrets.cluster_key.clone()),
             );
@@ -264,22 +272,27 @@ impl LocalCluster {
             .timeout(ADMIN_TIMEOUT)
             .no_proxy()
             .build()?;
-        let keys = TokenKeys::new(&secrets.token_secret);
         Ok(LocalCluster {
             bin: spec.bin,
             dir: spec.dir,
             nodes,
             shards: spec.shards,
-            admin_token: keys.mint("local-admin", true, TOKEN_TTL_S)?,
+            admin_token: Signer::hs256(&secrets.admin_token_secret)
+                .mint("local-admin", TOKEN_TTL_S)?,
             secrets,
             http,
             detached: false,
         })
     }
 
-    /// Mints a bearer token with the cluster's secret.
+    /// Mints a user token, or an admin token, with the cluster's secrets.
     pub fn token(&self, user: &str, admin: bool) -> anyhow::Result<String> {
-        Ok(TokenKeys::new(&self.secrets.token_secret).mint(user, admin, TOKEN_TTL_S)?)
+        let secret = if admin {
+            &self.secrets.admin_token_secret
+        } else {
+            &self.secrets.token_secret
+        };
+        Ok(Signer::hs256(secret).mint(user, TOKEN_TTL_S)?)
     }
 
     /// Base URLs of every node, in id order.

@@ -39,8 +39,8 @@ struct NodeArgs {
     /// Sets one setting, overriding the file: `NAME=VALUE` with NAME as in the
     /// file (`id=2`, `listen=127.0.0.1:7102`, `limits.sse_lag_max=1024`,
     /// `raft.snapshot_logs_since_last=100`). Repeatable. The secrets may instead
-    /// come from BOXOFFICE_TOKEN_SECRET and BOXOFFICE_CLUSTER_KEY, which keeps them
-    /// out of the process list.
+    /// come from BOXOFFICE_TOKEN_SECRET, BOXOFFICE_ADMIN_TOKEN_SECRET and
+    /// BOXOFFICE_CLUSTER_KEY, which keeps them out of the process list.
     #[arg(long = "set", value_name = "NAME=VALUE")]
     set: Vec<String>,
 }
@@ -50,11 +50,12 @@ struct TokenArgs {
     /// User id (the token's `sub`).
     #[arg(long)]
     user: String,
-    /// Make it an admin token.
+    /// Make it an admin token (signed with the admin secret).
     #[arg(long)]
     admin: bool,
-    /// Signing secret; default: the dev cluster's, read from --dev-dir/cluster.json.
-    #[arg(long, env = "BOXOFFICE_TOKEN_SECRET", hide_env_values = true)]
+    /// Signing secret; default: BOXOFFICE_ADMIN_TOKEN_SECRET (with --admin) or
+    /// BOXOFFICE_TOKEN_SECRET, else the dev cluster's, from --dev-dir/cluster.json.
+    #[arg(long)]
     secret: Option<String>,
     /// Dev cluster directory to read the secret from.
     #[arg(long, default_value = dev::DEFAULT_DEV_DIR)]
@@ -93,22 +94,30 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Dev(args) => rt.block_on(dev::run(args)),
         Cmd::Token(args) => {
-            let secret = match args.secret {
+            let var = if args.admin {
+                "BOXOFFICE_ADMIN_TOKEN_SECRET"
+            } else {
+                "BOXOFFICE_TOKEN_SECRET"
+            };
+            let secret = match args.secret.or_else(|| std::env::var(var).ok()) {
                 Some(s) => s,
                 None => {
-                    dev::read_cluster_file(&args.dev_dir)
-                        .with_context(|| {
-                            format!(
-                                "no --secret given and no dev cluster at {}",
-                                args.dev_dir.display()
-                            )
-                        })?
-                        .token_secret
+                    let file = dev::read_cluster_file(&args.dev_dir).with_context(|| {
+                        format!(
+                            "no --secret given, no {var}, and no dev cluster at {}",
+                            args.dev_dir.display()
+                        )
+                    })?;
+                    if args.admin {
+                        file.admin_token_secret
+                    } else {
+                        file.token_secret
+                    }
                 }
             };
             println!(
                 "{}",
-                auth::TokenKeys::new(&secret).mint(&args.user, args.admin, args.ttl_s)?
+                auth::Signer::hs256(&secret).mint(&args.user, args.ttl_s)?
             );
             Ok(())
         }

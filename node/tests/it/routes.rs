@@ -14,7 +14,7 @@ use boxoffice_node::node::Node;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::support::{mint, new_event, CLUSTER_KEY, SECRET};
+use crate::support::{mint, new_event, ADMIN_SECRET, CLUSTER_KEY, SECRET};
 
 /// One node in this process, with its router.
 struct InProcess {
@@ -40,14 +40,16 @@ impl InProcess {
             "listen=127.0.0.1:9".into(),
             format!("data_dir={}", dir.path().display()),
             format!("token_secret={SECRET}"),
+            format!("admin_token_secret={ADMIN_SECRET}"),
             format!("cluster_key={CLUSTER_KEY}"),
         ];
         sets.extend(settings.iter().map(|s| s.to_string()));
         let config = boxoffice_node::config::resolve(None, &sets, |_| None).unwrap();
+        let keys = TokenKeys::from_config(&config).unwrap();
         let node = Node::open(config).await.unwrap();
         let router = router(AppState {
             node: node.clone(),
-            keys: TokenKeys::new(SECRET),
+            keys,
         });
         let n = InProcess {
             router,
@@ -55,12 +57,22 @@ impl InProcess {
             _dir: dir,
         };
         if bootstrap {
+            n.bootstrap(&mint("ops", true)).await;
+        }
+        n
+    }
+
+    /// Bootstraps the node as a one-node cluster of one shard and waits until
+    /// it is ready.
+    async fn bootstrap(&self, admin_token: &str) {
+        let n = self;
+        {
             let init = json!({"members": [{"id": 1, "addr": "127.0.0.1:9"}], "shards": 1});
             let a = n
                 .call(
                     Method::POST,
                     "/admin/v1/cluster/init",
-                    Some(&mint("ops", true)),
+                    Some(admin_token),
                     None,
                     Some(init.to_string()),
                 )
@@ -80,7 +92,6 @@ impl InProcess {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
-        n
     }
 
     async fn call(
@@ -477,4 +488,163 @@ async fn ready_means_every_replica_can_serve_local_reads() {
         .problem(Method::GET, "/v1/events/1/seats", None, None, None)
         .await;
     assert_eq!(code, ProblemCode::UnknownEvent, "{v}");
+}
+
+/// Issue 14: one secret verified user and admin tokens alike, so whoever could
+/// mint user tokens (a login service) could mint admin tokens too. Now each kind
+/// has its own key: a user token, even one claiming `"admin": true`, is refused
+/// by the admin API, and an admin token is not a user token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_admin_tokens_have_separate_keys() {
+    let n = InProcess::start(true, &[]).await;
+    let venue = serde_json::to_string(&NewVenue::new(
+        "Hall",
+        "Town",
+        1.0,
+        2.0,
+        NewLayout::GeneralAdmission {
+            capacity: 10,
+            price_cents: 500,
+        },
+    ))
+    .unwrap();
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "mallory", "exp": unix_now_s() + 600, "admin": true}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    for user_token in [mint("mallory", false), forged] {
+        let (code, v) = n
+            .problem(
+                Method::POST,
+                "/admin/v1/venues",
+                Some(&user_token),
+                Some("v-1"),
+                Some(venue.clone()),
+            )
+            .await;
+        assert_eq!(code, ProblemCode::Forbidden, "{v}");
+    }
+    let a = n
+        .call(
+            Method::POST,
+            "/admin/v1/venues",
+            Some(&mint("ops", true)),
+            Some("v-1"),
+            Some(venue),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let (code, v) = n
+        .problem(
+            Method::GET,
+            "/v1/bookings?event_id=1",
+            Some(&mint("ops", true)),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(code, ProblemCode::Unauthorized, "{v}");
+}
+
+/// Issue 14: nodes could only verify HS256 tokens, so each held a key able to
+/// mint them. Now user (and admin) tokens may be verified with public keys only
+/// (a JWKS document or a PEM key; EdDSA and RS256), `iss` and `aud` checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_verified_with_public_keys_from_a_jwks_file() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokens");
+    let jwks = format!(
+        "auth.user_keys_file={}",
+        fixtures.join("jwks.json").display()
+    );
+    let n = InProcess::start(
+        false,
+        &[
+            "token_secret=",
+            &jwks,
+            "auth.issuer=https://login.boxoffice.test",
+            "auth.audience=boxoffice",
+        ],
+    )
+    .await;
+    let now = unix_now_s();
+    let sign = |alg, kid: &str, file: &str, iss: &str| {
+        let pem = std::fs::read(fixtures.join(file)).unwrap();
+        let key = match alg {
+            jsonwebtoken::Algorithm::EdDSA => jsonwebtoken::EncodingKey::from_ed_pem(&pem),
+            _ => jsonwebtoken::EncodingKey::from_rsa_pem(&pem),
+        }
+        .unwrap();
+        let mut h = jsonwebtoken::Header::new(alg);
+        h.kid = Some(kid.into());
+        jsonwebtoken::encode(
+            &h,
+            &json!({"sub": "carol", "exp": now + 600, "iss": iss, "aud": "boxoffice"}),
+            &key,
+        )
+        .unwrap()
+    };
+    let iss = "https://login.boxoffice.test";
+    // Admin tokens are checked for the same issuer and audience.
+    let admin = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "ops", "exp": now + 600, "iss": iss, "aud": "boxoffice"}),
+        &jsonwebtoken::EncodingKey::from_secret(ADMIN_SECRET.as_bytes()),
+    )
+    .unwrap();
+    n.bootstrap(&admin).await;
+    for token in [
+        sign(
+            jsonwebtoken::Algorithm::EdDSA,
+            "ed-1",
+            "ed25519-private.pem",
+            iss,
+        ),
+        sign(
+            jsonwebtoken::Algorithm::RS256,
+            "rsa-1",
+            "rsa-private.pem",
+            iss,
+        ),
+    ] {
+        let a = n
+            .call(
+                Method::GET,
+                "/v1/bookings?event_id=1",
+                Some(&token),
+                None,
+                None,
+            )
+            .await;
+        // Authenticated: the answer is about the event, not the token.
+        assert_ne!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+    }
+    for token in [
+        sign(
+            jsonwebtoken::Algorithm::EdDSA,
+            "ed-1",
+            "ed25519-private.pem",
+            "https://other.test",
+        ),
+        mint("carol", false),
+    ] {
+        let (code, v) = n
+            .problem(
+                Method::GET,
+                "/v1/bookings?event_id=1",
+                Some(&token),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(code, ProblemCode::Unauthorized, "{v}");
+    }
+}
+
+fn unix_now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }

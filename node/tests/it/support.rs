@@ -11,14 +11,24 @@ use boxoffice_node::local_cluster::{ClusterSpec, LocalCluster, Secrets};
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_boxoffice");
-pub const SECRET: &str = "test-token-secret-0123456789";
-pub const CLUSTER_KEY: &str = "test-cluster-key-0123456789";
+pub const SECRET: &str = "test-user-token-secret-0123456789abcdef";
+pub const ADMIN_SECRET: &str = "test-admin-token-secret-0123456789abcdef";
+pub const CLUSTER_KEY: &str = "test-cluster-key-0123456789abcdef";
 
 /// A bearer token for `user` (an admin token when `admin`).
 pub fn mint(user: &str, admin: bool) -> String {
-    boxoffice_node::auth::TokenKeys::new(SECRET)
-        .mint(user, admin, 3600)
+    boxoffice_node::auth::Signer::hs256(if admin { ADMIN_SECRET } else { SECRET })
+        .mint(user, 3600)
         .expect("mint a token")
+}
+
+/// The test clusters' secrets.
+pub fn secrets() -> Secrets {
+    Secrets {
+        token_secret: SECRET.into(),
+        admin_token_secret: ADMIN_SECRET.into(),
+        cluster_key: CLUSTER_KEY.into(),
+    }
 }
 
 /// Client settings for tests: patient, with short waits between attempts.
@@ -52,10 +62,7 @@ impl TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let mut spec = ClusterSpec::new(BIN, dir.path(), n, shards);
         spec.settings = settings.to_string();
-        spec.secrets = Some(Secrets {
-            token_secret: SECRET.into(),
-            cluster_key: CLUSTER_KEY.into(),
-        });
+        spec.secrets = Some(secrets());
         let mut local = LocalCluster::create(spec).expect("cluster spec");
         local.start_all().await.expect("nodes start");
         let init = local.init().await.expect("bootstrap");

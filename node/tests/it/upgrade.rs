@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use boxoffice_client::{Consistency, Selection};
-use boxoffice_node::local_cluster::{ClusterSpec, LocalCluster, Secrets};
+use boxoffice_node::local_cluster::{ClusterSpec, LocalCluster};
 use serde_json::Value;
 
 use crate::support::*;
@@ -43,10 +43,7 @@ async fn a_data_directory_of_the_previous_release_keeps_every_booking() {
         .unwrap();
     assert!(status.success());
     let mut spec = ClusterSpec::new(BIN, dir.path(), 1, 2);
-    spec.secrets = Some(Secrets {
-        token_secret: SECRET.into(),
-        cluster_key: CLUSTER_KEY.into(),
-    });
+    spec.secrets = Some(secrets());
     let mut cluster = LocalCluster::create(spec).unwrap();
     cluster.start_all().await.unwrap();
     // Bootstrapped already: its groups come back from its own disk.
