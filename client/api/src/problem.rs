@@ -69,7 +69,8 @@ problem_codes! {
     HoldReleased = ("hold_released", 409, false),
     /// The hold was confirmed already (`booking_id`).
     HoldAlreadyConfirmed = ("hold_already_confirmed", 409, false),
-    /// The hold belongs to another user.
+    /// The hold belongs to another user. The API no longer answers it (another
+    /// user's hold answers `UnknownHold`); kept so that older answers parse.
     NotHoldOwner = ("not_hold_owner", 403, false),
     /// No such event (`event_id`).
     UnknownEvent = ("unknown_event", 404, false),

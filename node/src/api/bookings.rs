@@ -92,11 +92,10 @@ async fn get_booking(
     barrier_if(&state, group, c).await?;
     let tx = st.reader.begin_applied();
     let b = tx.booking(id).ok_or_else(unknown)?;
+    // Another user's booking answers as one that does not exist: booking ids
+    // are sequential, and a 403 would tell a scanner this one exists.
     if b.user != user.sub {
-        return Err(ApiError::new(
-            ProblemCode::Forbidden,
-            "this booking belongs to another user",
-        ));
+        return Err(unknown());
     }
     let mut view = booking_view(&b);
     view.freshness = Some(freshness(group, tx.freshness));

@@ -10,7 +10,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use boxoffice_api::{ConfirmHold, Consistency, Hold, HoldState, HoldStatus, NewHold, ProblemCode};
 use boxoffice_raft::command::{
-    Command, Effect, GrantedHold, HoldId, HoldRequest, Outcome, Selection, Session, HOLD_SEATS_MAX,
+    Command, Effect, GrantedHold, HoldId, HoldRequest, Outcome, Rejection, Selection, Session,
+    HOLD_SEATS_MAX,
 };
 use boxoffice_raft::GroupId;
 use boxoffice_storage::read::HoldPhase;
@@ -147,7 +148,9 @@ async fn confirm_hold(
         user: user.sub,
         payment_ref: body.payment_ref,
     };
-    let (effect, outcome) = write(&state, group, session, command).await?;
+    let (effect, outcome) = write(&state, group, session, command)
+        .await
+        .map_err(|e| hide_others_hold(e, hold_id))?;
     match &effect {
         Effect::Confirmed(b) => {
             let mut view = confirmed_view(b);
@@ -185,7 +188,8 @@ async fn release_hold(
             user: user.sub,
         },
     )
-    .await?;
+    .await
+    .map_err(|e| hide_others_hold(e, hold_id))?;
     let mut resp = (StatusCode::NO_CONTENT, leader_header(&state, group)).into_response();
     for (name, value) in [
         ("x-boxoffice-shard", group.0.to_string()),
@@ -222,14 +226,9 @@ async fn get_hold(
     let st = stores(&state, group)?;
     barrier_if(&state, group, c).await?;
     let tx = st.reader.begin_applied();
-    let (h, phase) = tx.hold(hold_id).ok_or_else(|| {
-        ApiError::new(ProblemCode::UnknownHold, format!("unknown hold {hold_id}"))
-    })?;
+    let (h, phase) = tx.hold(hold_id).ok_or_else(|| unknown_hold(hold_id))?;
     if h.user != user.sub {
-        return Err(ApiError::new(
-            ProblemCode::Forbidden,
-            "this hold belongs to another user",
-        ));
+        return Err(unknown_hold(hold_id));
     }
     let (status, booking_id) = match phase {
         HoldPhase::Active => (HoldState::Active, None),
@@ -250,4 +249,26 @@ async fn get_hold(
         booking_id,
         freshness: freshness(group, tx.freshness),
     }))
+}
+
+/// The answer for a hold that does not exist, given too for another user's hold:
+/// hold ids are sequential, so any other answer would tell a scanner that the id
+/// exists (and whether it was confirmed, released or expired).
+fn unknown_hold(hold_id: HoldId) -> ApiError {
+    Rejection::UnknownHold { hold_id }.into()
+}
+
+/// The state machine refuses another user's hold as `NotHoldOwner` (an outcome
+/// stored in idempotency sessions, so it stays as it is); callers are told what
+/// they would be told of a hold that does not exist, with the same members
+/// (where the refusal was applied, whether it was a replay).
+fn hide_others_hold(e: ApiError, hold_id: HoldId) -> ApiError {
+    if e.code != ProblemCode::NotHoldOwner {
+        return e;
+    }
+    let mut unknown = unknown_hold(hold_id);
+    for (k, v) in e.extra {
+        unknown.extra.entry(k).or_insert(v);
+    }
+    unknown
 }

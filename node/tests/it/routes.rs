@@ -648,3 +648,95 @@ fn unix_now_s() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// Issue 14: another user's hold or booking answered 403, which tells a scanner
+/// walking the sequential ids that the id exists. Now it answers exactly what
+/// an id that was never issued answers, and the hold stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn others_holds_and_bookings_answer_as_if_they_did_not_exist() {
+    let n = InProcess::start(true, &[]).await;
+    let event = n.event().await;
+    let (alice, bob) = (mint("alice", false), mint("bob", false));
+    let hold = n
+        .call(
+            Method::POST,
+            "/v1/holds",
+            Some(&alice),
+            Some("h-1"),
+            Some(json!({"event_id": event, "seat_ids": [1]}).to_string()),
+        )
+        .await;
+    assert_eq!(hold.status, StatusCode::CREATED, "{}", hold.body);
+    let id = hold.body["hold_id"].as_str().unwrap().to_string();
+    // The same shard, a sequence number never issued.
+    let (prefix, _) = id.rsplit_once('-').unwrap();
+    let never = format!("{prefix}-999999");
+    let probes = |hold: &str| {
+        vec![
+            (Method::GET, format!("/v1/holds/{hold}"), None),
+            (
+                Method::POST,
+                format!("/v1/holds/{hold}/confirm"),
+                Some(json!({"payment_ref": "pay-1"}).to_string()),
+            ),
+            (Method::DELETE, format!("/v1/holds/{hold}"), None),
+        ]
+    };
+    for (i, ((m, path, body), (m2, path2, body2))) in
+        probes(&id).into_iter().zip(probes(&never)).enumerate()
+    {
+        let (k, k2) = (format!("k-{i}"), format!("k2-{i}"));
+        let (code, v) = n.problem(m, &path, Some(&bob), Some(&k), body).await;
+        let (code2, v2) = n.problem(m2, &path2, Some(&bob), Some(&k2), body2).await;
+        assert_eq!(code, ProblemCode::UnknownHold, "{path}: {v}");
+        assert_eq!(code2, ProblemCode::UnknownHold, "{path2}: {v2}");
+        let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&v), keys(&v2), "{path}");
+        assert_eq!(
+            v["detail"].as_str().unwrap().replace(&id, "ID"),
+            v2["detail"].as_str().unwrap().replace(&never, "ID"),
+            "{path}"
+        );
+    }
+    let a = n
+        .call(
+            Method::GET,
+            &format!("/v1/holds/{id}"),
+            Some(&alice),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(a.body["status"], "active", "{}", a.body);
+    let booking = n
+        .call(
+            Method::POST,
+            &format!("/v1/holds/{id}/confirm"),
+            Some(&alice),
+            Some("c-1"),
+            Some(json!({"payment_ref": "pay-1"}).to_string()),
+        )
+        .await;
+    assert_eq!(booking.status, StatusCode::CREATED, "{}", booking.body);
+    let booking_id = booking.body["booking_id"].as_str().unwrap();
+    let (code, v) = n
+        .problem(
+            Method::GET,
+            &format!("/v1/bookings/{booking_id}"),
+            Some(&bob),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(code, ProblemCode::UnknownBooking, "{v}");
+    let a = n
+        .call(
+            Method::GET,
+            &format!("/v1/bookings/{booking_id}"),
+            Some(&alice),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+}
