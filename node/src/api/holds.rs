@@ -104,6 +104,7 @@ async fn create_hold(
     let key = require_key(&headers)?;
     let selection = selection(&body)?;
     let group = event_group(&state, body.event_id)?;
+    known_event(&state, group, body.event_id).await?;
     let session = Session {
         client_id: user.sub.clone(),
         idempotency_key: key,
@@ -249,6 +250,25 @@ async fn get_hold(
         booking_id,
         freshness: freshness(group, tx.freshness),
     }))
+}
+
+/// Refuses a hold on an event its shard does not have before anything is
+/// proposed, so that a bot naming random events costs a read, not a log entry
+/// and an idempotency session. An event this replica lacks may only be too new
+/// for it: the answer waits for the leader's read index before it says so.
+async fn known_event(state: &AppState, group: GroupId, event_id: u64) -> ApiResult<()> {
+    let Some(st) = state.node.stores(group) else {
+        // Not hosted here: the leader's state machine decides.
+        return Ok(());
+    };
+    if st.reader.begin_applied().inventory(event_id).is_some() {
+        return Ok(());
+    }
+    state.node.read_barrier(group).await?;
+    if st.reader.begin_applied().inventory(event_id).is_some() {
+        return Ok(());
+    }
+    Err(Rejection::UnknownEvent { event_id }.into())
 }
 
 /// The answer for a hold that does not exist, given too for another user's hold:

@@ -61,7 +61,8 @@ async fn hold_confirm_replay_cap_and_expiry() {
     assert_eq!(p.status, 409);
     assert_eq!(p.extra["seat_ids"], json!([1]));
     let not_mine = bob.confirm(&h.hold_id, "pay").await.unwrap_err();
-    assert_eq!(not_mine.code(), Some(ProblemCode::NotHoldOwner));
+    // Another user's hold answers as one that does not exist.
+    assert_eq!(not_mine.code(), Some(ProblemCode::UnknownHold));
     let booking = alice.confirm(&h.hold_id, "pay-1").await.unwrap();
     assert_eq!(
         (
@@ -77,7 +78,7 @@ async fn hold_confirm_replay_cap_and_expiry() {
     );
     assert_eq!(
         bob.booking(&booking.booking_id).await.unwrap_err().code(),
-        Some(ProblemCode::Forbidden)
+        Some(ProblemCode::UnknownBooking)
     );
     assert_eq!(alice.bookings().await.unwrap().bookings.len(), 1);
     // One event's bookings; another event has none; a bad id is refused.

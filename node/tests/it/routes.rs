@@ -740,3 +740,51 @@ async fn others_holds_and_bookings_answer_as_if_they_did_not_exist() {
         .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
 }
+
+/// Issue 14: a hold on an event that does not exist was proposed, applied as a
+/// refusal and kept for 24 h as an idempotency session, so a bot naming random
+/// events grew the log and the session table. Now the node refuses it before
+/// proposing: the shard's log does not move, and the key is still free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_on_an_unknown_event_is_refused_before_it_is_proposed() {
+    // No ticks during the test: only proposals move the log.
+    let n = InProcess::start(
+        true,
+        &[
+            "raft.tick_interval_ms=600000",
+            "limits.replica_staleness_ms_max=1300000",
+        ],
+    )
+    .await;
+    let event = n.event().await;
+    let applied = |a: Answer| a.body["freshness"]["applied_index"].as_u64().unwrap();
+    let seats = format!("/v1/events/{event}/seats?consistency=linearizable");
+    let before = applied(n.call(Method::GET, &seats, None, None, None).await);
+    let carol = mint("carol", false);
+    for missing in [event + 1, event + 1000, u64::MAX] {
+        let (code, v) = n
+            .problem(
+                Method::POST,
+                "/v1/holds",
+                Some(&carol),
+                Some("key-1"),
+                Some(json!({"event_id": missing, "seat_ids": [1]}).to_string()),
+            )
+            .await;
+        assert_eq!(code, ProblemCode::UnknownEvent, "{v}");
+        assert_eq!(v["event_id"], missing, "{v}");
+    }
+    let after = applied(n.call(Method::GET, &seats, None, None, None).await);
+    assert_eq!(before, after, "refused holds were proposed");
+    // The key was not spent on the refusals.
+    let a = n
+        .call(
+            Method::POST,
+            "/v1/holds",
+            Some(&carol),
+            Some("key-1"),
+            Some(json!({"event_id": event, "seat_ids": [1]}).to_string()),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+}
