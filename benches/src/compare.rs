@@ -240,6 +240,9 @@ async fn start_systems(args: &CompareArgs, dir: &std::path::Path) -> anyhow::Res
             settings,
             secrets: None,
             addrs: Default::default(),
+            // One load generator on one address: the limits a site would set
+            // per client address are not what is measured here.
+            unlimited: true,
         })?;
         let ids: Vec<u64> = c.nodes.keys().copied().collect();
         for &id in &ids {

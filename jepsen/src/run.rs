@@ -399,6 +399,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         settings: HARNESS_SETTINGS.to_string(),
         secrets: None,
         addrs: Default::default(),
+        // The harness tests consistency, not abuse: no rate limits.
+        unlimited: true,
     })?;
     let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
     for &id in &ids {

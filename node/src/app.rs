@@ -18,6 +18,7 @@ use boxoffice_api::ProblemCode;
 use crate::auth::{HasTokenKeys, TokenKeys};
 use crate::error::ApiError;
 use crate::node::Node;
+use crate::rate_limits::{HasRateLimits, RateLimits};
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -26,11 +27,27 @@ pub struct AppState {
     pub node: Arc<Node>,
     /// Token verification.
     pub keys: TokenKeys,
+    /// Rate limits per user and client address (`[rate_limits]`).
+    pub limits: Arc<RateLimits>,
+}
+
+impl AppState {
+    /// The state of `node`'s router, verifying tokens with `keys`.
+    pub fn new(node: Arc<Node>, keys: TokenKeys) -> Self {
+        let limits = Arc::new(RateLimits::new(&node.config.rate_limits));
+        AppState { node, keys, limits }
+    }
 }
 
 impl HasTokenKeys for AppState {
     fn token_keys(&self) -> &TokenKeys {
         &self.keys
+    }
+}
+
+impl HasRateLimits for AppState {
+    fn rate_limits(&self) -> &RateLimits {
+        &self.limits
     }
 }
 
@@ -47,7 +64,12 @@ pub fn router(state: AppState) -> Router {
                 .load_shed()
                 .concurrency_limit(limits.in_flight_max)
                 .timeout(Duration::from_millis(limits.request_timeout_ms)),
-        );
+        )
+        // Outermost: a client over its address's limit costs nothing more.
+        .layer(axum::middleware::from_fn_with_state(
+            state.limits.clone(),
+            crate::rate_limits::by_address,
+        ));
     let cluster = Router::new()
         .merge(boxoffice_raft::server::router(
             boxoffice_raft::server::RaftRpcState {

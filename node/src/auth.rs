@@ -23,6 +23,7 @@ use boxoffice_api::ProblemCode;
 
 use crate::config::AuthSettings;
 use crate::error::ApiError;
+use crate::rate_limits::{classify, HasRateLimits};
 
 /// Claims in a boxoffice token.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -349,10 +350,14 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 #[derive(Clone, Debug)]
 pub struct User(pub Claims);
 
-impl<S: HasTokenKeys + Send + Sync> FromRequestParts<S> for User {
+impl<S: HasTokenKeys + HasRateLimits + Send + Sync> FromRequestParts<S> for User {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Ok(User(state.token_keys().user.verify(bearer(parts)?)?))
+        let claims = state.token_keys().user.verify(bearer(parts)?)?;
+        // Counted once the subject is verified: a forged one spends nobody's.
+        let class = classify(&parts.method, parts.uri.path(), parts.uri.query());
+        state.rate_limits().check_user(class, &claims.sub)?;
+        Ok(User(claims))
     }
 }
 

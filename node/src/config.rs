@@ -40,6 +40,9 @@ pub struct NodeConfig {
     /// How bearer tokens are verified.
     #[serde(default)]
     pub auth: AuthSettings,
+    /// What one user and one client address may do per second.
+    #[serde(default)]
+    pub rate_limits: crate::rate_limits::RateLimitSettings,
     /// Request limits.
     #[serde(default)]
     pub limits: Limits,
@@ -364,6 +367,7 @@ const STRING_SETTINGS: &[&str] = &[
     "auth.admin_keys_file",
     "auth.issuer",
     "auth.audience",
+    "rate_limits.client_address_header",
 ];
 
 /// Sets `name` (dotted: `limits.sse_lag_max`) in `raw` to `value`.
@@ -456,6 +460,18 @@ impl NodeConfig {
                         rule: format!("must differ from {a_name}"),
                     });
                 }
+            }
+        }
+        if self.rate_limits.tracked_keys_max == 0 {
+            return rule("rate_limits.tracked_keys_max", "must be at least 1");
+        }
+        for (name, rate) in self.rate_limits.named() {
+            if rate.per_s > 0 && rate.burst == 0 {
+                return Err(ConfigError::Rule {
+                    settings: name,
+                    rule: "burst must be at least 1 when per_s is (per_s = 0 turns the limit off)"
+                        .into(),
+                });
             }
         }
         if a.token_lifetime_s_max == 0 {
@@ -627,6 +643,7 @@ mod tests {
             admin_token_secret: "admin-0123456789abcdef0123456789abcdef".into(),
             cluster_key: "cluster-0123456789abcdef0123456789abcdef".into(),
             auth: AuthSettings::default(),
+            rate_limits: Default::default(),
             limits: Limits::default(),
             raft: RaftSettings::default(),
             storage: Default::default(),
@@ -666,7 +683,13 @@ mod tests {
                 "the example documents {optional}"
             );
         }
-        for optional in ["user_keys_file", "admin_keys_file", "issuer", "audience"] {
+        for optional in [
+            "user_keys_file",
+            "admin_keys_file",
+            "issuer",
+            "audience",
+            "client_address_header",
+        ] {
             assert!(
                 EXAMPLE.contains(&format!("# {optional} = ")),
                 "the example documents auth.{optional}"
@@ -702,6 +725,16 @@ mod tests {
                 "search",
                 toml::to_string(&c.search),
                 toml::to_string(&crate::search::SearchSettings::default()),
+            ),
+            (
+                "rate_limits",
+                toml::to_string(&c.rate_limits),
+                toml::to_string(&crate::rate_limits::RateLimitSettings::default()),
+            ),
+            (
+                "auth",
+                toml::to_string(&c.auth),
+                toml::to_string(&AuthSettings::default()),
             ),
         ] {
             assert_eq!(

@@ -6,7 +6,8 @@
 //!   barrier); [`proposer`] batches a group's proposals on its leader; [`clock`]
 //!   bounds a leader's stamps by its peers' clocks.
 //! - [`app`]: the HTTP router and its bounds; [`api`]: the handlers, a file per
-//!   resource; [`error`]: problem+json answers; [`auth`]: bearer tokens.
+//!   resource; [`error`]: problem+json answers; [`auth`]: bearer tokens;
+//!   [`rate_limits`]: per user and per client address.
 //! - [`live`]: live seat-map streams; [`search`]: the node's search index;
 //!   [`event_cache`]: rendered event views.
 //! - [`local_cluster`]: real node processes on this machine (the dev cluster, the
@@ -26,6 +27,7 @@ pub mod live;
 pub mod local_cluster;
 pub mod node;
 pub mod proposer;
+pub mod rate_limits;
 pub mod search;
 
 use anyhow::Context;
@@ -37,10 +39,7 @@ pub async fn run_node(config: config::NodeConfig) -> anyhow::Result<()> {
     let send_buffer = config.limits.socket_send_buffer_bytes;
     let keys = auth::TokenKeys::from_config(&config)?;
     let node = node::Node::open(config).await?;
-    let router = app::router(app::AppState {
-        node: node.clone(),
-        keys,
-    });
+    let router = app::router(app::AppState::new(node.clone(), keys));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -59,7 +58,9 @@ pub async fn run_node(config: config::NodeConfig) -> anyhow::Result<()> {
             }
         }
     });
-    axum::serve(listener, router)
+    // The peer's address reaches the handlers for the per-address rate limits.
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     for (g, raft) in node.groups.all() {

@@ -95,6 +95,11 @@ pub struct ClusterSpec {
     pub secrets: Option<Secrets>,
     /// Addresses of nodes that existed before (a restarted dev cluster keeps them).
     pub addrs: BTreeMap<u64, SocketAddr>,
+    /// Turns every rate limit off unless `settings` has a `[rate_limits]` table:
+    /// the fault harness, the benchmarks and the tests drive thousands of
+    /// requests a second from one address and a few users, which the default
+    /// limits exist to stop.
+    pub unlimited: bool,
 }
 
 impl ClusterSpec {
@@ -109,6 +114,7 @@ impl ClusterSpec {
             settings: String::new(),
             secrets: None,
             addrs: BTreeMap::new(),
+            unlimited: false,
         }
     }
 }
@@ -219,7 +225,10 @@ impl LocalCluster {
         }
         std::fs::create_dir_all(&spec.dir)?;
         let secrets = spec.secrets.clone().unwrap_or_else(Secrets::random);
-        let base: toml::Table = toml::from_str(&spec.settings).context("cluster settings")?;
+        let mut base: toml::Table = toml::from_str(&spec.settings).context("cluster settings")?;
+        if spec.unlimited && !base.contains_key("rate_limits") {
+            base.insert("rate_limits".into(), no_rate_limits());
+        }
         let mut nodes = BTreeMap::new();
         for id in 1..=spec.nodes {
             let addr = match spec.addrs.get(&id) {
@@ -673,4 +682,18 @@ impl Drop for LocalCluster {
             self.kill_all();
         }
     }
+}
+
+/// A `[rate_limits]` table with every limit off.
+fn no_rate_limits() -> toml::Value {
+    let off = crate::rate_limits::Rate { per_s: 0, burst: 0 };
+    let mut table = toml::Table::new();
+    for (name, _) in crate::rate_limits::RateLimitSettings::default().named() {
+        let key = name.trim_start_matches("rate_limits.");
+        // A Rate is a two-integer table: it always converts.
+        if let Ok(v) = toml::Value::try_from(off) {
+            table.insert(key.to_string(), v);
+        }
+    }
+    toml::Value::Table(table)
 }

@@ -117,6 +117,9 @@ problem_codes! {
     UnknownGroup = ("unknown_group", 404, false),
     /// A node already belongs to a cluster of another shape.
     ClusterMismatch = ("cluster_mismatch", 409, false),
+    /// The caller (a user, or a client address) is over a rate limit of this
+    /// kind of request; `Retry-After` says when one more will be accepted.
+    RateLimited = ("rate_limited", 429, false),
     // ---- try again (503 with Retry-After) ----
     /// No reachable leader for the group (`leader` names the one known, if any).
     NotLeader = ("not_leader", 503, false),

@@ -6,6 +6,7 @@
 //! router in-process, without a socket. Every load loop is bounded in count and
 //! in time.
 
+mod abuse;
 mod booking;
 mod docs;
 mod faults;

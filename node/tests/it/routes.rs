@@ -47,10 +47,7 @@ impl InProcess {
         let config = boxoffice_node::config::resolve(None, &sets, |_| None).unwrap();
         let keys = TokenKeys::from_config(&config).unwrap();
         let node = Node::open(config).await.unwrap();
-        let router = router(AppState {
-            node: node.clone(),
-            keys,
-        });
+        let router = router(AppState::new(node.clone(), keys));
         let n = InProcess {
             router,
             node,

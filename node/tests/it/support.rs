@@ -62,6 +62,7 @@ impl TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let mut spec = ClusterSpec::new(BIN, dir.path(), n, shards);
         spec.settings = settings.to_string();
+        spec.unlimited = true;
         spec.secrets = Some(secrets());
         let mut local = LocalCluster::create(spec).expect("cluster spec");
         local.start_all().await.expect("nodes start");

@@ -1,0 +1,413 @@
+//! Rate limits per user and per client address, by kind of request.
+//!
+//! A request's kind ([`RequestClass`]) comes from its method and path. Every
+//! public request is first counted against its client address (before its body
+//! is read or its token verified); requests made with a user token are then
+//! counted against the user as well (in the `User` extractor, after the token is
+//! verified, so a forged subject cannot spend someone else's allowance). Over a
+//! limit: 429 `rate_limited` with `Retry-After`. Each limit is a GCRA bucket
+//! (`governor`): `per_s` requests a second, bursts of `burst`; `per_s = 0` turns
+//! it off. The client address is the socket's, or, when the socket's address is
+//! one of `rate_limits.trusted_proxies`, the last address in the
+//! `rate_limits.client_address_header` the proxy set.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use serde::{Deserialize, Serialize};
+
+use boxoffice_api::ProblemCode;
+
+use crate::error::ApiError;
+
+/// One limit: `per_s` requests a second on average, `burst` at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Requests a second (0: no limit).
+    pub per_s: u32,
+    /// Requests accepted at once after a quiet spell (at least 1 when on).
+    pub burst: u32,
+}
+
+impl Rate {
+    const fn new(per_s: u32, burst: u32) -> Self {
+        Rate { per_s, burst }
+    }
+}
+
+/// `[rate_limits]`: what one user and one client address may do.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Holds, confirms and releases by one user.
+    pub user_writes: Rate,
+    /// Linearizable reads by one user (their holds and bookings, and any read
+    /// with `consistency=linearizable`): each costs the leader a round.
+    pub user_linearizable_reads: Rate,
+    /// Writes from one client address.
+    pub address_writes: Rate,
+    /// Linearizable reads from one client address.
+    pub address_linearizable_reads: Rate,
+    /// Local reads (event views, seat maps) from one client address.
+    pub address_reads: Rate,
+    /// Searches from one client address.
+    pub address_searches: Rate,
+    /// Live seat-map streams opened from one client address.
+    pub address_streams: Rate,
+    /// Header carrying the client's address, set by a trusted proxy (e.g.
+    /// `x-forwarded-for`); unset: the socket's address is the client's.
+    pub client_address_header: Option<String>,
+    /// Addresses of proxies whose `client_address_header` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Users and addresses tracked per limit before idle ones are dropped (an
+    /// idle key's bucket is full again, so dropping it changes nothing).
+    pub tracked_keys_max: usize,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            user_writes: Rate::new(10, 20),
+            user_linearizable_reads: Rate::new(50, 100),
+            address_writes: Rate::new(200, 400),
+            address_linearizable_reads: Rate::new(500, 1000),
+            address_reads: Rate::new(2000, 4000),
+            address_searches: Rate::new(100, 200),
+            address_streams: Rate::new(10, 40),
+            client_address_header: None,
+            trusted_proxies: Vec::new(),
+            tracked_keys_max: 100_000,
+        }
+    }
+}
+
+impl RateLimitSettings {
+    /// Every limit with its setting's name.
+    pub fn named(&self) -> [(&'static str, Rate); 7] {
+        [
+            ("rate_limits.user_writes", self.user_writes),
+            (
+                "rate_limits.user_linearizable_reads",
+                self.user_linearizable_reads,
+            ),
+            ("rate_limits.address_writes", self.address_writes),
+            (
+                "rate_limits.address_linearizable_reads",
+                self.address_linearizable_reads,
+            ),
+            ("rate_limits.address_reads", self.address_reads),
+            ("rate_limits.address_searches", self.address_searches),
+            ("rate_limits.address_streams", self.address_streams),
+        ]
+    }
+}
+
+/// The kinds of request that have limits of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestClass {
+    /// Holds, confirms, releases.
+    Write,
+    /// A read that waits for the leader's read index.
+    LinearizableRead,
+    /// A read of this replica.
+    Read,
+    /// `/v1/search`.
+    Search,
+    /// Opening a live seat-map stream.
+    Stream,
+    /// Admin API, health and readiness: not limited here (the admin API has its
+    /// own credential; probes must always answer).
+    Unlimited,
+}
+
+/// The class of a request.
+pub fn classify(method: &Method, path: &str, query: Option<&str>) -> RequestClass {
+    let has = |kv: &str| query.is_some_and(|q| q.split('&').any(|p| p == kv));
+    if !path.starts_with("/v1/") {
+        return RequestClass::Unlimited;
+    }
+    if path == "/v1/search" {
+        return RequestClass::Search;
+    }
+    if path.ends_with("/seats/stream") {
+        return RequestClass::Stream;
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return RequestClass::Write;
+    }
+    // A user's holds and bookings are read linearizably unless asked otherwise.
+    let own = path.starts_with("/v1/holds") || path.starts_with("/v1/bookings");
+    if has("consistency=linearizable") || (own && !has("consistency=local")) {
+        RequestClass::LinearizableRead
+    } else {
+        RequestClass::Read
+    }
+}
+
+struct Limit<K: std::hash::Hash + Eq + Clone> {
+    name: &'static str,
+    limiter: DefaultKeyedRateLimiter<K>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
+    fn new(name: &'static str, rate: Rate) -> Option<Self> {
+        let per_s = NonZeroU32::new(rate.per_s)?;
+        let burst = NonZeroU32::new(rate.burst).unwrap_or(per_s);
+        Some(Limit {
+            name,
+            limiter: DefaultKeyedRateLimiter::keyed(Quota::per_second(per_s).allow_burst(burst)),
+        })
+    }
+
+    fn check(&self, key: &K, keys_max: usize, checks: &AtomicU64) -> Result<(), ApiError> {
+        // Now and then, drop idle keys (their buckets are full) to bound memory.
+        if checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0
+            && self.limiter.len() > keys_max
+        {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+        self.limiter.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let retry_after_s = u32::try_from(wait.as_secs()).unwrap_or(u32::MAX).max(1);
+            let mut e = ApiError::new(
+                ProblemCode::RateLimited,
+                format!(
+                    "over the limit {}; retry in {} ms",
+                    self.name,
+                    wait.as_millis()
+                ),
+            )
+            .with("limit", self.name);
+            e.retry_after_s = Some(retry_after_s);
+            e
+        })
+    }
+}
+
+/// How many checks pass between looks at a limiter's size.
+const SWEEP_EVERY: u64 = 4096;
+
+/// A node's rate limiters.
+pub struct RateLimits {
+    settings: RateLimitSettings,
+    user_writes: Option<Limit<String>>,
+    user_linearizable_reads: Option<Limit<String>>,
+    address_writes: Option<Limit<IpAddr>>,
+    address_linearizable_reads: Option<Limit<IpAddr>>,
+    address_reads: Option<Limit<IpAddr>>,
+    address_searches: Option<Limit<IpAddr>>,
+    address_streams: Option<Limit<IpAddr>>,
+    checks: AtomicU64,
+}
+
+impl RateLimits {
+    /// Limiters for `settings`.
+    pub fn new(settings: &RateLimitSettings) -> Self {
+        let s = settings;
+        RateLimits {
+            settings: s.clone(),
+            user_writes: Limit::new("rate_limits.user_writes", s.user_writes),
+            user_linearizable_reads: Limit::new(
+                "rate_limits.user_linearizable_reads",
+                s.user_linearizable_reads,
+            ),
+            address_writes: Limit::new("rate_limits.address_writes", s.address_writes),
+            address_linearizable_reads: Limit::new(
+                "rate_limits.address_linearizable_reads",
+                s.address_linearizable_reads,
+            ),
+            address_reads: Limit::new("rate_limits.address_reads", s.address_reads),
+            address_searches: Limit::new("rate_limits.address_searches", s.address_searches),
+            address_streams: Limit::new("rate_limits.address_streams", s.address_streams),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one request of `class` by `user`.
+    pub fn check_user(&self, class: RequestClass, user: &str) -> Result<(), ApiError> {
+        let limit = match class {
+            RequestClass::Write => &self.user_writes,
+            RequestClass::LinearizableRead => &self.user_linearizable_reads,
+            _ => &None,
+        };
+        match limit {
+            Some(l) => l.check(
+                &user.to_string(),
+                self.settings.tracked_keys_max,
+                &self.checks,
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts one request of `class` from `addr`.
+    pub fn check_address(&self, class: RequestClass, addr: IpAddr) -> Result<(), ApiError> {
+        let limit = match class {
+            RequestClass::Write => &self.address_writes,
+            RequestClass::LinearizableRead => &self.address_linearizable_reads,
+            RequestClass::Read => &self.address_reads,
+            RequestClass::Search => &self.address_searches,
+            RequestClass::Stream => &self.address_streams,
+            RequestClass::Unlimited => &None,
+        };
+        match limit {
+            Some(l) => l.check(&addr, self.settings.tracked_keys_max, &self.checks),
+            None => Ok(()),
+        }
+    }
+
+    /// The client's address: the socket's, or the one a trusted proxy names.
+    pub fn client_address(&self, socket: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let s = &self.settings;
+        let Some(header) = s.client_address_header.as_deref() else {
+            return socket;
+        };
+        if !s.trusted_proxies.contains(&socket) {
+            return socket;
+        }
+        headers
+            .get_all(header)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+            .next_back()
+            .unwrap_or(socket)
+    }
+}
+
+/// Something that has the node's rate limits (the app state).
+pub trait HasRateLimits {
+    /// The limits.
+    fn rate_limits(&self) -> &RateLimits;
+}
+
+/// Middleware: counts every public request against its client address before
+/// anything else is done with it. Requests without a socket address (the
+/// router driven in-process) are not counted here.
+pub async fn by_address(
+    State(limits): State<std::sync::Arc<RateLimits>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let socket = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(socket) = socket {
+        let class = classify(req.method(), req.uri().path(), req.uri().query());
+        let addr = limits.client_address(socket, req.headers());
+        if let Err(e) = limits.check_address(class, addr) {
+            return e.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_classified_by_method_and_path() {
+        let c = |m: Method, p: &str, q: Option<&str>| classify(&m, p, q);
+        assert_eq!(c(Method::POST, "/v1/holds", None), RequestClass::Write);
+        assert_eq!(
+            c(Method::DELETE, "/v1/holds/h1-2", None),
+            RequestClass::Write
+        );
+        assert_eq!(
+            c(Method::GET, "/v1/holds/h1-2", None),
+            RequestClass::LinearizableRead
+        );
+        assert_eq!(
+            c(
+                Method::GET,
+                "/v1/bookings",
+                Some("event_id=1&consistency=local")
+            ),
+            RequestClass::Read
+        );
+        assert_eq!(
+            c(Method::GET, "/v1/events/3/seats", None),
+            RequestClass::Read
+        );
+        assert_eq!(
+            c(
+                Method::GET,
+                "/v1/events/3/seats",
+                Some("consistency=linearizable")
+            ),
+            RequestClass::LinearizableRead
+        );
+        assert_eq!(
+            c(Method::GET, "/v1/search", Some("q=x")),
+            RequestClass::Search
+        );
+        assert_eq!(
+            c(Method::GET, "/v1/events/3/seats/stream", None),
+            RequestClass::Stream
+        );
+        assert_eq!(
+            c(Method::POST, "/admin/v1/venues", None),
+            RequestClass::Unlimited
+        );
+        assert_eq!(c(Method::GET, "/readyz", None), RequestClass::Unlimited);
+    }
+
+    #[test]
+    fn a_burst_then_429_with_retry_after_and_other_keys_unaffected() {
+        let mut s = RateLimitSettings::default();
+        s.user_writes = Rate::new(1, 3);
+        let l = RateLimits::new(&s);
+        for _ in 0..3 {
+            l.check_user(RequestClass::Write, "bot").unwrap();
+        }
+        let e = l.check_user(RequestClass::Write, "bot").unwrap_err();
+        assert_eq!(e.code, ProblemCode::RateLimited);
+        assert_eq!(e.retry_after_s, Some(1));
+        assert_eq!(e.extra["limit"], "rate_limits.user_writes");
+        l.check_user(RequestClass::Write, "honest").unwrap();
+        // Reads have their own allowance.
+        l.check_user(RequestClass::LinearizableRead, "bot").unwrap();
+        // Off: no limit at all.
+        s.user_writes = Rate::new(0, 0);
+        let off = RateLimits::new(&s);
+        for _ in 0..1000 {
+            off.check_user(RequestClass::Write, "bot").unwrap();
+        }
+    }
+
+    #[test]
+    fn the_client_address_comes_from_a_trusted_proxy_only() {
+        let mut s = RateLimitSettings::default();
+        s.client_address_header = Some("x-forwarded-for".into());
+        s.trusted_proxies = vec!["10.0.0.1".parse().unwrap()];
+        let l = RateLimits::new(&s);
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.2.3.4, 5.6.7.8".parse().unwrap());
+        assert_eq!(
+            l.client_address("10.0.0.1".parse().unwrap(), &h),
+            "5.6.7.8".parse::<IpAddr>().unwrap()
+        );
+        // Anyone else's header is ignored.
+        assert_eq!(
+            l.client_address("10.0.0.2".parse().unwrap(), &h),
+            "10.0.0.2".parse::<IpAddr>().unwrap()
+        );
+        // A trusted proxy without the header: its own address.
+        assert_eq!(
+            l.client_address("10.0.0.1".parse().unwrap(), &HeaderMap::new()),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
+    }
+}

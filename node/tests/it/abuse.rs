@@ -1,0 +1,94 @@
+//! Abuse: rate limits per user and per client address.
+
+use std::time::Duration;
+
+use boxoffice_client::ProblemCode;
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// One `POST /v1/holds` of one seat by `token` through `addr`: status, the
+/// `Retry-After` header, and the body.
+async fn hold(
+    http: &reqwest::Client,
+    addr: &str,
+    token: &str,
+    event: u64,
+    seat: u32,
+    key: &str,
+) -> (u16, Option<String>, Value) {
+    let r = http
+        .post(format!("http://{addr}/v1/holds"))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(&json!({"event_id": event, "seat_ids": [seat]}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, retry, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Issue 14: nothing limited how fast one user or one address could act; a bot
+/// could send holds (or searches) as fast as the network carried them. Now each
+/// user and each client address has a budget per kind of request: over it, 429
+/// `rate_limited` with `Retry-After`, naming the limit, while others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_and_one_address_are_held_to_their_rates() {
+    let cluster = TestCluster::start(
+        3,
+        1,
+        "[rate_limits]\nuser_writes = { per_s = 1, burst = 4 }\naddress_searches = { per_s = 1, burst = 3 }",
+    )
+    .await;
+    let (event, _) = cluster.venue_and_event(40, 60, 40).await;
+    let http = reqwest::Client::new();
+    let addr = cluster.nodes[0].addr.clone();
+    let bot = mint("bot", false);
+    let mut accepted = 0;
+    let mut limited = 0;
+    for seat in 0..12u32 {
+        let (status, retry, body) =
+            hold(&http, &addr, &bot, event, seat, &format!("bot-{seat}")).await;
+        match status {
+            201 => accepted += 1,
+            429 => {
+                limited += 1;
+                assert_eq!(body["code"], ProblemCode::RateLimited.as_str(), "{body}");
+                assert_eq!(body["limit"], "rate_limits.user_writes", "{body}");
+                let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+                assert!((1..=2).contains(&retry), "Retry-After {retry}");
+            }
+            other => panic!("hold answered {other}: {body}"),
+        }
+    }
+    // The burst, and at most what refilled while the loop ran.
+    assert!((4..=6).contains(&accepted), "{accepted} accepted");
+    assert_eq!(accepted + limited, 12);
+    // Another user is not held back by the bot's budget.
+    let (status, _, body) = hold(&http, &addr, &mint("honest", false), event, 39, "honest-1").await;
+    assert_eq!(status, 201, "{body}");
+    // The bot's budget refills.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, _, body) = hold(&http, &addr, &bot, event, 30, "bot-late").await;
+    assert_eq!(status, 201, "{body}");
+    // Searches are limited per client address, token or not.
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        let (status, body) = search(&addr, "q=test").await;
+        if status == 429 {
+            assert_eq!(body["limit"], "rate_limits.address_searches", "{body}");
+        }
+        codes.push(status);
+    }
+    let limited = codes.iter().filter(|s| **s == 429).count();
+    assert!((2..=3).contains(&limited), "{codes:?}");
+    assert!(codes.iter().all(|s| *s == 200 || *s == 429), "{codes:?}");
+    // Each node counts its own clients: another node still answers.
+    let (status, body) = search(&cluster.nodes[1].addr, "q=test").await;
+    assert_eq!(status, 200, "{body}");
+}
