@@ -146,6 +146,10 @@ struct Ring {
 pub struct Feed {
     ring: Mutex<Ring>,
     tx: broadcast::Sender<Arc<FeedItem>>,
+    /// The last position of the last entry the feed has seen: a `Last-Event-ID`
+    /// past it was not sent by this replica (it comes from a replica further
+    /// ahead, or is made up), and gets a fresh snapshot rather than silence.
+    head: std::sync::atomic::AtomicU64,
 }
 
 impl Feed {
@@ -162,6 +166,7 @@ impl Feed {
                 changes: VecDeque::new(),
             }),
             tx,
+            head: std::sync::atomic::AtomicU64::new(start),
         });
         let f = feed.clone();
         tokio::spawn(async move {
@@ -178,6 +183,10 @@ impl Feed {
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
+                f.head.fetch_max(
+                    position_after(c.index),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 if c.snapshot_installed {
                     // The state jumped: nothing before it can be replayed, and every
                     // stream must start over from a snapshot.
@@ -233,7 +242,8 @@ impl Feed {
         // Subscribing under the lock: nothing pushed after this is missed, nothing
         // before it is received live.
         let rx = self.tx.subscribe();
-        let replay = after.filter(|&a| a >= ring.floor).map(|a| {
+        let head = self.head.load(std::sync::atomic::Ordering::Relaxed);
+        let replay = after.filter(|&a| a >= ring.floor && a <= head).map(|a| {
             ring.changes
                 .iter()
                 .filter(|c| c.position() > a)

@@ -149,7 +149,14 @@ async fn get_seats(
     let g = event_group(&state, event_id)?;
     let st = stores(&state, g)?;
     barrier_if(&state, g, c).await?;
-    let tx = st.reader.begin_applied();
+    let mut tx = st.reader.begin_applied();
+    if c == Consistency::Local && tx.inventory(event_id).is_none() {
+        // This replica may only be behind (the event was just created): it
+        // waits once for the leader's read index before it says "unknown".
+        drop(tx);
+        state.node.read_barrier(g).await?;
+        tx = st.reader.begin_applied();
+    }
     check_fresh(&state, g, &tx.freshness, c)?;
     let unknown_event = || {
         ApiError::new(

@@ -46,7 +46,14 @@ async fn seat_stream(
                 })?,
         ),
     };
-    let tx = st.reader.begin_applied();
+    let mut tx = st.reader.begin_applied();
+    if tx.inventory(event_id).is_none() {
+        // Perhaps only too new for this replica: wait once for the leader's
+        // read index before saying it does not exist.
+        drop(tx);
+        state.node.read_barrier(g).await?;
+        tx = st.reader.begin_applied();
+    }
     check_fresh(&state, g, &tx.freshness, Consistency::Local)?;
     if tx.inventory(event_id).is_none() {
         return Err(ApiError::new(
