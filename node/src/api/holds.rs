@@ -19,8 +19,8 @@ use serde::Deserialize;
 
 use super::bookings::confirmed_view;
 use super::{
-    applied, barrier_if, event_group, freshness, idempotency_key, leader_header, parse_consistency,
-    require_key, rfc3339_ms, shard_group, stores, unexpected, write,
+    applied, barrier_if, begin_with_event, event_group, freshness, idempotency_key, leader_header,
+    parse_consistency, require_key, rfc3339_ms, shard_group, stores, unexpected, write,
 };
 use crate::app::{AppState, JsonBody, Params};
 use crate::auth::User;
@@ -261,11 +261,8 @@ async fn known_event(state: &AppState, group: GroupId, event_id: u64) -> ApiResu
         // Not hosted here: the leader's state machine decides.
         return Ok(());
     };
-    if st.reader.begin_applied().inventory(event_id).is_some() {
-        return Ok(());
-    }
-    state.node.read_barrier(group).await?;
-    if st.reader.begin_applied().inventory(event_id).is_some() {
+    let tx = begin_with_event(state, group, &st.reader, event_id).await?;
+    if tx.inventory(event_id).is_some() {
         return Ok(());
     }
     Err(Rejection::UnknownEvent { event_id }.into())

@@ -203,6 +203,25 @@ pub fn stores(state: &AppState, group: GroupId) -> ApiResult<GroupStores> {
     })
 }
 
+/// A read of `reader`'s applied state that holds `event_id`'s inventory if the
+/// shard has it: a replica lacking it may only be behind (the event was just
+/// created), so it waits once for the leader's read index and begins again.
+/// The caller answers `unknown_event` only if the inventory is still missing.
+pub async fn begin_with_event<'a>(
+    state: &AppState,
+    group: GroupId,
+    reader: &'a boxoffice_storage::read::Reader,
+    event_id: u64,
+) -> ApiResult<boxoffice_storage::read::ReadTx<'a>> {
+    let tx = reader.begin_applied();
+    if tx.inventory(event_id).is_some() {
+        return Ok(tx);
+    }
+    drop(tx);
+    state.node.read_barrier(group).await?;
+    Ok(reader.begin_applied())
+}
+
 /// Waits for the leader's read index first when the read must be linearizable.
 pub async fn barrier_if(state: &AppState, group: GroupId, c: Consistency) -> ApiResult<()> {
     if c == Consistency::Linearizable {

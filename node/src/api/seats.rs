@@ -14,8 +14,8 @@ use boxoffice_storage::records;
 use serde::Deserialize;
 
 use super::{
-    barrier_if, check_fresh, event_group, freshness, json_sized, parse_consistency, parse_event_id,
-    stores,
+    barrier_if, begin_with_event, check_fresh, event_group, freshness, json_sized,
+    parse_consistency, parse_event_id, stores,
 };
 use crate::app::{AppState, Params};
 use crate::error::{ApiError, ApiResult};
@@ -149,14 +149,10 @@ async fn get_seats(
     let g = event_group(&state, event_id)?;
     let st = stores(&state, g)?;
     barrier_if(&state, g, c).await?;
-    let mut tx = st.reader.begin_applied();
-    if c == Consistency::Local && tx.inventory(event_id).is_none() {
-        // This replica may only be behind (the event was just created): it
-        // waits once for the leader's read index before it says "unknown".
-        drop(tx);
-        state.node.read_barrier(g).await?;
-        tx = st.reader.begin_applied();
-    }
+    let tx = match c {
+        Consistency::Local => begin_with_event(&state, g, &st.reader, event_id).await?,
+        Consistency::Linearizable => st.reader.begin_applied(),
+    };
     check_fresh(&state, g, &tx.freshness, c)?;
     let unknown_event = || {
         ApiError::new(

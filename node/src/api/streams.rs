@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::Router;
 use boxoffice_api::{Consistency, ProblemCode};
 
-use super::{check_fresh, event_group, parse_event_id, stores};
+use super::{begin_with_event, check_fresh, event_group, parse_event_id, stores};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 
@@ -46,14 +46,7 @@ async fn seat_stream(
                 })?,
         ),
     };
-    let mut tx = st.reader.begin_applied();
-    if tx.inventory(event_id).is_none() {
-        // Perhaps only too new for this replica: wait once for the leader's
-        // read index before saying it does not exist.
-        drop(tx);
-        state.node.read_barrier(g).await?;
-        tx = st.reader.begin_applied();
-    }
+    let tx = begin_with_event(&state, g, &st.reader, event_id).await?;
     check_fresh(&state, g, &tx.freshness, Consistency::Local)?;
     if tx.inventory(event_id).is_none() {
         return Err(ApiError::new(
