@@ -27,12 +27,17 @@ stop_smoke() {
   rm -rf "$smoke_dir"
 }
 trap stop_smoke EXIT
-timeout 120 "$bin/boxoffice" dev --data-dir "$smoke_dir" --base-port 7600 --detach >/dev/null
+timeout 120 "$bin/boxoffice" dev --data-dir "$smoke_dir" --base-port 7600 --no-rate-limits --detach >/dev/null
 timeout 120 "$bin/boxoffice-bench" onsale --cluster-dir "$smoke_dir" --seats 5000 --clients 16 --duration-s 5
 small=(--events 2000 --venues 100 --performers 200)
 timeout 120 "$bin/boxoffice-bench" load-catalogue --cluster-dir "$smoke_dir" "${small[@]}"
 timeout 120 "$bin/boxoffice-bench" search --cluster-dir "$smoke_dir" "${small[@]}" --total 300 --duration-s 10 --no-pg
 timeout 120 "$bin/boxoffice-bench" reads --cluster-dir "$smoke_dir" --duration-s 2 --freshness-samples 20 --trivial-port 7660
+stop_smoke
+# The abuse bench needs the default rate limits on: a cluster of its own.
+smoke_dir="$(mktemp -d)"
+timeout 120 "$bin/boxoffice" dev --data-dir "$smoke_dir" --base-port 7600 --no-demo --detach >/dev/null
+timeout 120 "$bin/boxoffice-bench" abuse --cluster-dir "$smoke_dir" --rounds 1 --phase-s 5 --honest 20 --holds-per-buyer 5
 stop_smoke
 trap - EXIT
 

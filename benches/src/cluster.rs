@@ -8,8 +8,12 @@ use boxoffice_node::dev::read_cluster_file;
 pub struct ClusterInfo {
     /// `host:port` of each node's HTTP API.
     pub addrs: Vec<String>,
+    /// Each node's id, in the order of `addrs`.
+    pub ids: Vec<u64>,
     pub admin_token: String,
     pub user_token: String,
+    /// The HS256 secret of user tokens, to mint one per simulated user.
+    pub token_secret: String,
 }
 
 impl ClusterInfo {
@@ -21,9 +25,11 @@ impl ClusterInfo {
             )
         })?;
         Ok(Self {
+            ids: file.nodes.iter().map(|n| n.id).collect(),
             addrs: file.nodes.into_iter().map(|n| n.http).collect(),
             admin_token: file.admin_token,
             user_token: file.user_token,
+            token_secret: file.token_secret,
         })
     }
 

@@ -1,6 +1,7 @@
 //! `boxoffice-bench`: load generators and peer comparisons against a running
 //! boxoffice cluster (`boxoffice dev` writes the `cluster.json` they read).
 
+mod abuse;
 mod catalogue;
 mod cluster;
 mod compare;
@@ -122,6 +123,28 @@ enum Cmd {
         #[arg(long, default_value_t = 7650)]
         pg_port: u16,
     },
+    /// One abusive user against the default rate limits, beside honest buyers:
+    /// what it gets through, and the honest holds' latency with and without it
+    /// (run against a cluster with its limits on).
+    Abuse {
+        #[arg(long, default_value = "data/dev")]
+        cluster_dir: PathBuf,
+        /// Quiet/abused phase pairs.
+        #[arg(long, default_value_t = 2)]
+        rounds: u32,
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 10)]
+        phase_s: u64,
+        /// Honest buyers per phase.
+        #[arg(long, default_value_t = 50)]
+        honest: usize,
+        /// Holds per honest buyer per phase.
+        #[arg(long, default_value_t = 10)]
+        holds_per_buyer: u32,
+        /// Requests the abuser keeps in flight.
+        #[arg(long, default_value_t = 32)]
+        abuser_in_flight: usize,
+    },
     /// Event view and seat map read throughput: follower reads vs linearizable vs a
     /// trivial axum handler; and freshness of a sale on followers and SSE.
     Reads {
@@ -146,6 +169,24 @@ enum Cmd {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Compare(args) => compare::compare(args).await,
+        Cmd::Abuse {
+            cluster_dir,
+            rounds,
+            phase_s,
+            honest,
+            holds_per_buyer,
+            abuser_in_flight,
+        } => {
+            abuse::abuse(abuse::AbuseArgs {
+                cluster_dir,
+                rounds,
+                phase_s,
+                honest,
+                holds_per_buyer,
+                abuser_in_flight,
+            })
+            .await
+        }
         Cmd::Onsale {
             cluster_dir,
             seats,

@@ -232,19 +232,19 @@ async fn freshness(
         .find(|g| g.group == shard)
         .and_then(|g| g.leader)
         .context("shard leader")?;
-    let addr_of = |id: u64| {
-        cluster
-            .members
-            .iter()
-            .find(|m| m.id == id)
-            .map(|m| m.addr.clone())
-    };
-    let leader_addr = addr_of(leader_id).context("leader address")?;
-    let followers: Vec<String> = info
-        .addrs
+    let leader_addr = info
+        .ids
         .iter()
-        .filter(|a| **a != leader_addr)
-        .cloned()
+        .zip(&info.addrs)
+        .find(|(id, _)| **id == leader_id)
+        .map(|(_, a)| a.clone())
+        .context("leader address")?;
+    let followers: Vec<String> = info
+        .ids
+        .iter()
+        .zip(&info.addrs)
+        .filter(|(id, _)| **id != leader_id)
+        .map(|(_, a)| a.clone())
         .collect();
     anyhow::ensure!(!followers.is_empty(), "no follower to measure");
     let mut lcfg = cfg.clone();

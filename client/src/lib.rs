@@ -39,8 +39,12 @@ pub use types::*;
 /// Settings of a [`Client`].
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// Base URLs of the nodes, e.g. `http://127.0.0.1:7101`.
+    /// Base URLs of the nodes, e.g. `http://127.0.0.1:7101` or
+    /// `https://node1.example:7101`.
     pub nodes: Vec<String>,
+    /// Certificates (PEM) to trust for `https` nodes besides the usual web
+    /// roots: the cluster's own CA, or a node's self-signed certificate.
+    pub ca_certs_pem: Option<Vec<u8>>,
     /// Bearer token (user or admin).
     pub token: String,
     /// Time allowed for one HTTP attempt.
@@ -61,6 +65,7 @@ impl ClientConfig {
     ) -> Self {
         ClientConfig {
             nodes: nodes.into_iter().map(Into::into).collect(),
+            ca_certs_pem: None,
             token: token.into(),
             request_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(1),
@@ -218,13 +223,22 @@ impl Client {
         if config.attempts_max == 0 {
             return Err(Error::Invalid("attempts_max must be at least 1".into()));
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .no_proxy()
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| Error::Invalid(e.to_string()))?;
+            .tcp_nodelay(true);
+        if let Some(pem) = &config.ca_certs_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| Error::Invalid(format!("ca_certs_pem: {e}")))?;
+            if certs.is_empty() {
+                return Err(Error::Invalid("ca_certs_pem holds no certificate".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| Error::Invalid(e.to_string()))?;
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
@@ -294,7 +308,7 @@ impl Client {
             .map(Duration::from_secs);
         let leader = resp
             .headers()
-            .get("x-boxoffice-leader")
+            .get(LEADER_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let bytes = match resp.bytes().await {

@@ -18,7 +18,7 @@ use boxoffice_api::ProblemCode;
 use crate::auth::{HasTokenKeys, TokenKeys};
 use crate::error::ApiError;
 use crate::node::Node;
-use crate::rate_limits::{HasRateLimits, RateLimits};
+use crate::rate_limits::{HasRateLimits, RateLimits, Slots};
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -29,13 +29,32 @@ pub struct AppState {
     pub keys: TokenKeys,
     /// Rate limits per user and client address (`[rate_limits]`).
     pub limits: Arc<RateLimits>,
+    /// Live streams open per user (`limits.sse_streams_per_user_max`).
+    pub streams_per_user: Arc<Slots<String>>,
+    /// Live streams open per client address (`limits.sse_streams_per_address_max`).
+    pub streams_per_address: Arc<Slots<std::net::IpAddr>>,
 }
 
 impl AppState {
     /// The state of `node`'s router, verifying tokens with `keys`.
     pub fn new(node: Arc<Node>, keys: TokenKeys) -> Self {
         let limits = Arc::new(RateLimits::new(&node.config.rate_limits));
-        AppState { node, keys, limits }
+        let l = &node.config.limits;
+        let streams_per_user = Arc::new(Slots::new(
+            "limits.sse_streams_per_user_max",
+            l.sse_streams_per_user_max,
+        ));
+        let streams_per_address = Arc::new(Slots::new(
+            "limits.sse_streams_per_address_max",
+            l.sse_streams_per_address_max,
+        ));
+        AppState {
+            node,
+            keys,
+            limits,
+            streams_per_user,
+            streams_per_address,
+        }
     }
 }
 
@@ -51,12 +70,81 @@ impl HasRateLimits for AppState {
     }
 }
 
-/// The complete router of a node.
+/// The router of the public listener (`listen`): the public API and the health
+/// checks, and the admin API unless `admin_listen` gives it a listener of its
+/// own. Never the cluster's own routes: those are [`peer_router`]'s alone.
 pub fn router(state: AppState) -> Router {
-    let limits = state.node.config.limits.clone();
-    let api = Router::new()
-        .merge(crate::api::routes())
+    let mut routes = crate::api::public_routes();
+    if state.node.config.admin_listen.is_none() {
+        routes = routes.merge(crate::api::admin_routes());
+    }
+    bounded(routes, &state)
+        // Outermost: a client over its address's limit costs nothing more.
+        .layer(axum::middleware::from_fn_with_state(
+            state.limits.clone(),
+            crate::rate_limits::by_address,
+        ))
+        .layer(axum::middleware::map_response_with_state(
+            state.node.id(),
+            name_the_node,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// The router of the admin listener (`admin_listen`): the admin API and the
+/// health checks.
+pub fn admin_router(state: AppState) -> Router {
+    let routes = crate::api::admin_routes().merge(crate::api::cluster::health_routes());
+    bounded(routes, &state)
+        .layer(axum::middleware::map_response_with_state(
+            state.node.id(),
+            name_the_node,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// The router of the peer listener (`peer_listen`): Raft RPC and `/internal`,
+/// behind the cluster key (checked from the headers, before any body is read),
+/// with their own body, concurrency and time limits.
+pub fn peer_router(state: AppState) -> Router {
+    let limits = &state.node.config.limits;
+    let key: Arc<str> = state.node.config.cluster_key.clone().into();
+    let internal = crate::api::internal::routes()
         .with_state(state.clone())
+        .route_layer(axum::middleware::from_fn_with_state(
+            key.clone(),
+            boxoffice_raft::server::require_cluster_key,
+        ));
+    Router::new()
+        .merge(boxoffice_raft::server::router(
+            boxoffice_raft::server::RaftRpcState {
+                groups: state.node.groups.clone(),
+                cluster_key: key,
+            },
+        ))
+        .merge(internal)
+        .fallback(no_such_endpoint)
+        .layer(axum::middleware::map_response_with_state(
+            axum::http::HeaderValue::from_str(&state.node.config.advertised()).ok(),
+            name_the_public_address,
+        ))
+        .layer(DefaultBodyLimit::max(limits.raft_body_bytes_max))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(handle_layer_error))
+                .load_shed()
+                .concurrency_limit(limits.peer_in_flight_max)
+                .timeout(Duration::from_millis(limits.peer_request_timeout_ms)),
+        )
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// `routes` with the public and admin listeners' body, in-flight and time limits.
+fn bounded(routes: Router<AppState>, state: &AppState) -> Router {
+    let limits = &state.node.config.limits;
+    routes
+        .with_state(state.clone())
+        .fallback(no_such_endpoint)
         .layer(DefaultBodyLimit::max(limits.body_bytes_max))
         .layer(
             ServiceBuilder::new()
@@ -65,25 +153,35 @@ pub fn router(state: AppState) -> Router {
                 .concurrency_limit(limits.in_flight_max)
                 .timeout(Duration::from_millis(limits.request_timeout_ms)),
         )
-        // Outermost: a client over its address's limit costs nothing more.
-        .layer(axum::middleware::from_fn_with_state(
-            state.limits.clone(),
-            crate::rate_limits::by_address,
-        ));
-    let cluster = Router::new()
-        .merge(boxoffice_raft::server::router(
-            boxoffice_raft::server::RaftRpcState {
-                groups: state.node.groups.clone(),
-                cluster_key: state.node.config.cluster_key.clone().into(),
-            },
-        ))
-        .merge(crate::api::internal::routes().with_state(state.clone()))
-        .layer(DefaultBodyLimit::max(limits.raft_body_bytes_max));
-    Router::new()
-        .merge(api)
-        .merge(cluster)
-        .fallback(|| async { ApiError::new(ProblemCode::NotFound, "no such endpoint") })
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+async fn no_such_endpoint() -> ApiError {
+    ApiError::new(ProblemCode::NotFound, "no such endpoint")
+}
+
+/// Names this node's public address on every peer answer (see
+/// `boxoffice_raft::network::PUBLIC_ADDR_HEADER`).
+async fn name_the_public_address(
+    axum::extract::State(public): axum::extract::State<Option<axum::http::HeaderValue>>,
+    mut resp: axum::response::Response,
+) -> axum::response::Response {
+    if let Some(v) = public {
+        resp.headers_mut()
+            .insert(boxoffice_raft::network::PUBLIC_ADDR_HEADER, v);
+    }
+    resp
+}
+
+/// Names the answering node on every answer (`x-boxoffice-node`).
+async fn name_the_node(
+    axum::extract::State(id): axum::extract::State<u64>,
+    mut resp: axum::response::Response,
+) -> axum::response::Response {
+    resp.headers_mut().insert(
+        boxoffice_api::NODE_HEADER,
+        axum::http::HeaderValue::from(id),
+    );
+    resp
 }
 
 async fn handle_layer_error(err: BoxError) -> axum::response::Response {

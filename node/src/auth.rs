@@ -361,6 +361,25 @@ impl<S: HasTokenKeys + HasRateLimits + Send + Sync> FromRequestParts<S> for User
     }
 }
 
+/// The caller if it sent a user token (verified, and counted like [`User`]);
+/// `None` without an `Authorization` header. A bad token is still refused.
+#[derive(Clone, Debug)]
+pub struct MaybeUser(pub Option<Claims>);
+
+impl<S: HasTokenKeys + HasRateLimits + Send + Sync> FromRequestParts<S> for MaybeUser {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if !parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION)
+        {
+            return Ok(MaybeUser(None));
+        }
+        let User(claims) = User::from_request_parts(parts, state).await?;
+        Ok(MaybeUser(Some(claims)))
+    }
+}
+
 /// An authenticated admin (a token verified with the admin keys).
 #[derive(Clone, Debug)]
 pub struct Admin(pub Claims);

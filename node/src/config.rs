@@ -20,11 +20,35 @@ use serde::{Deserialize, Serialize};
 pub struct NodeConfig {
     /// This node's id; stable for the life of its data dir. Must be ≥ 1.
     pub id: u64,
-    /// Address the HTTP server (public, admin, node-to-node) listens on.
+    /// Address of the public API (`/v1`, health checks), and of the admin API
+    /// (`/admin/v1`) unless `admin_listen` is set.
     pub listen: SocketAddr,
-    /// Address peers and clients use to reach this node (default: `listen`).
+    /// Address clients use to reach `listen` (default: `listen`); shown in the
+    /// cluster status.
     #[serde(default)]
     pub advertise: Option<String>,
+    /// Address of the cluster's own listener: Raft RPC (`/raft/v1`) and
+    /// node-to-node requests (`/internal/v1`), never served on `listen`. Bind it
+    /// to a private address.
+    #[serde(default = "peer_listen_default")]
+    pub peer_listen: SocketAddr,
+    /// Address peers use to reach `peer_listen` (default: `peer_listen`): the
+    /// address a bootstrap or `add_learner` gives for this node.
+    #[serde(default)]
+    pub peer_advertise: Option<String>,
+    /// When set, the admin API is served on this address only (with the health
+    /// checks), not on `listen`.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
+    /// Cluster addresses `add_learner` accepts besides those already members of
+    /// a group on this node (`host:port`, exact). Anything else is refused unless
+    /// the request sets `allow_unlisted_addr`: a typo would otherwise hand a
+    /// stranger a replica of the data.
+    #[serde(default)]
+    pub peer_addresses_allowed: Vec<String>,
+    /// TLS on the listeners (`[tls]`); off when unset.
+    #[serde(default)]
+    pub tls: TlsSettings,
     /// Where RocksDB and snapshots live.
     pub data_dir: PathBuf,
     /// HS256 secret of user tokens (at least 32 bytes); leave empty when
@@ -64,6 +88,59 @@ pub struct NodeConfig {
     /// on in production: it lets an admin shift the clock the leader stamps with.
     #[serde(default)]
     pub fault_injection: bool,
+}
+
+fn peer_listen_default() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7201))
+}
+
+/// TLS (rustls) on the listeners, from PEM files. The public and admin
+/// listeners and the peer listener have their own certificates: peers verify
+/// each other's against `peer_ca_file`, so a node serving its peer listener
+/// over TLS also calls its peers over TLS.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// Certificate chain of the public and admin listeners (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// Private key of `cert_file` (PEM).
+    pub key_file: Option<PathBuf>,
+    /// Certificate chain of the peer listener (PEM).
+    pub peer_cert_file: Option<PathBuf>,
+    /// Private key of `peer_cert_file` (PEM).
+    pub peer_key_file: Option<PathBuf>,
+    /// Certificates peers' certificates must chain to (PEM).
+    pub peer_ca_file: Option<PathBuf>,
+    /// Time a client gets to finish the TLS handshake.
+    pub handshake_timeout_ms: u64,
+    /// Handshakes in progress at once per listener; more connections wait.
+    pub handshakes_max: usize,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            cert_file: None,
+            key_file: None,
+            peer_cert_file: None,
+            peer_key_file: None,
+            peer_ca_file: None,
+            handshake_timeout_ms: 10_000,
+            handshakes_max: 256,
+        }
+    }
+}
+
+impl TlsSettings {
+    /// Whether the public and admin listeners speak TLS.
+    pub fn public(&self) -> bool {
+        self.cert_file.is_some()
+    }
+
+    /// Whether the peer listener (and calls to peers) speak TLS.
+    pub fn peer(&self) -> bool {
+        self.peer_cert_file.is_some()
+    }
 }
 
 /// Bearer-token verification (see `crate::auth`).
@@ -128,6 +205,12 @@ pub struct Limits {
     pub body_bytes_max: usize,
     /// Largest node-to-node request body (bytes): append entries and snapshot chunks.
     pub raft_body_bytes_max: usize,
+    /// Node-to-node requests handled at once on the peer listener; beyond it → 503
+    /// (the peer retries).
+    pub peer_in_flight_max: usize,
+    /// Time allowed for one node-to-node request on the peer listener; must cover
+    /// a forwarded write and a membership change.
+    pub peer_request_timeout_ms: u64,
     /// Requests handled at once by the public and admin API; beyond it → 503 + Retry-After.
     pub in_flight_max: usize,
     /// Time allowed for one public or admin request end to end.
@@ -150,6 +233,12 @@ pub struct Limits {
     pub membership_timeout_ms: u64,
     /// Live seat-map (SSE) streams served at once; beyond it → 503 + Retry-After.
     pub sse_streams_max: usize,
+    /// Live streams one user (a request with a user token) may hold open on a
+    /// node at once; beyond it → 429.
+    pub sse_streams_per_user_max: usize,
+    /// Live streams one client address may hold open on a node at once (an
+    /// address may be many users behind one NAT); beyond it → 429.
+    pub sse_streams_per_address_max: usize,
     /// Event views cached in memory per node (emptied when full).
     pub event_cache_entries_max: usize,
     /// Seat changes a live-stream consumer may fall behind its shard's feed before
@@ -158,6 +247,10 @@ pub struct Limits {
     /// Longest a live stream waits for a stalled consumer to take an event before
     /// dropping it (ms).
     pub sse_send_timeout_ms: u64,
+    /// A connection whose writes have waited this long for the client to take
+    /// bytes is closed (a consumer that stopped reading, a slow-read attack),
+    /// freeing what was queued for it even when nothing more is sent.
+    pub socket_write_timeout_ms: u64,
     /// Kernel send buffer of each accepted connection (bytes); 0 leaves it to the
     /// OS's autotuning (up to `net.ipv4.tcp_wmem`, often 4 MiB). A consumer that
     /// stops reading pins up to this much kernel memory until it is dropped.
@@ -174,6 +267,8 @@ impl Default for Limits {
         Limits {
             body_bytes_max: 256 * 1024,
             raft_body_bytes_max: 64 << 20,
+            peer_in_flight_max: 1024,
+            peer_request_timeout_ms: 30_000,
             in_flight_max: 4096,
             request_timeout_ms: 15_000,
             write_timeout_ms: 10_000,
@@ -182,10 +277,13 @@ impl Default for Limits {
             peer_connect_timeout_ms: 1_000,
             replica_staleness_ms_max: 5_000,
             sse_streams_max: 10_000,
+            sse_streams_per_user_max: 8,
+            sse_streams_per_address_max: 64,
             membership_timeout_ms: 10_000,
             event_cache_entries_max: 100_000,
             sse_lag_max: 4_096,
             sse_send_timeout_ms: 10_000,
+            socket_write_timeout_ms: 10_000,
             socket_send_buffer_bytes: 0,
             sse_replay_max: 16_384,
             sse_stream_queue_max: 64,
@@ -358,6 +456,14 @@ pub fn resolve(
 const STRING_SETTINGS: &[&str] = &[
     "listen",
     "advertise",
+    "peer_listen",
+    "peer_advertise",
+    "admin_listen",
+    "tls.cert_file",
+    "tls.key_file",
+    "tls.peer_cert_file",
+    "tls.peer_key_file",
+    "tls.peer_ca_file",
     "data_dir",
     "token_secret",
     "admin_token_secret",
@@ -404,11 +510,18 @@ fn set(raw: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigError
 }
 
 impl NodeConfig {
-    /// The address advertised to peers and clients.
+    /// The address advertised to clients.
     pub fn advertised(&self) -> String {
         self.advertise
             .clone()
             .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// The address advertised to peers.
+    pub fn peer_advertised(&self) -> String {
+        self.peer_advertise
+            .clone()
+            .unwrap_or_else(|| self.peer_listen.to_string())
     }
 
     /// Checks every field and the rules between them.
@@ -474,6 +587,13 @@ impl NodeConfig {
                 });
             }
         }
+        let w = self.rate_limits.user_event_holds;
+        if w.max > 0 && w.window_s == 0 {
+            return rule(
+                "rate_limits.user_event_holds",
+                "window_s must be at least 1 when max is (max = 0 turns the limit off)",
+            );
+        }
         if a.token_lifetime_s_max == 0 {
             return rule("auth.token_lifetime_s_max", "must be at least 1");
         }
@@ -484,6 +604,10 @@ impl NodeConfig {
         for (name, v) in [
             ("limits.body_bytes_max", l.body_bytes_max as u64),
             ("limits.raft_body_bytes_max", l.raft_body_bytes_max as u64),
+            ("limits.peer_in_flight_max", l.peer_in_flight_max as u64),
+            ("limits.peer_request_timeout_ms", l.peer_request_timeout_ms),
+            ("tls.handshake_timeout_ms", self.tls.handshake_timeout_ms),
+            ("tls.handshakes_max", self.tls.handshakes_max as u64),
             ("limits.in_flight_max", l.in_flight_max as u64),
             ("limits.request_timeout_ms", l.request_timeout_ms),
             ("limits.write_timeout_ms", l.write_timeout_ms),
@@ -494,6 +618,14 @@ impl NodeConfig {
             ("limits.page_size_max", l.page_size_max as u64),
             ("limits.peer_connect_timeout_ms", l.peer_connect_timeout_ms),
             ("limits.sse_streams_max", l.sse_streams_max as u64),
+            (
+                "limits.sse_streams_per_user_max",
+                l.sse_streams_per_user_max as u64,
+            ),
+            (
+                "limits.sse_streams_per_address_max",
+                l.sse_streams_per_address_max as u64,
+            ),
             ("limits.membership_timeout_ms", l.membership_timeout_ms),
             (
                 "limits.event_cache_entries_max",
@@ -501,6 +633,7 @@ impl NodeConfig {
             ),
             ("limits.sse_lag_max", l.sse_lag_max as u64),
             ("limits.sse_send_timeout_ms", l.sse_send_timeout_ms),
+            ("limits.socket_write_timeout_ms", l.socket_write_timeout_ms),
             ("limits.sse_replay_max", l.sse_replay_max as u64),
             ("limits.sse_stream_queue_max", l.sse_stream_queue_max as u64),
             ("raft.heartbeat_interval_ms", r.heartbeat_interval_ms),
@@ -553,6 +686,37 @@ impl NodeConfig {
             return rule(
                 "raft.clock_reading_age_ms_max",
                 "must be at least twice raft.clock_probe_interval_ms",
+            );
+        }
+        if l.peer_request_timeout_ms < l.write_timeout_ms.max(l.membership_timeout_ms) {
+            return rule(
+                "limits.peer_request_timeout_ms",
+                "must be at least limits.write_timeout_ms and limits.membership_timeout_ms",
+            );
+        }
+        if self.peer_listen == self.listen || Some(self.peer_listen) == self.admin_listen {
+            return rule(
+                "peer_listen",
+                "must differ from listen and admin_listen: the cluster's traffic has its own listener",
+            );
+        }
+        if Some(self.listen) == self.admin_listen {
+            return rule("admin_listen", "must differ from listen (or be left unset)");
+        }
+        let t = &self.tls;
+        if t.cert_file.is_some() != t.key_file.is_some() {
+            return rule("tls.key_file", "tls.cert_file and tls.key_file go together");
+        }
+        if t.peer_cert_file.is_some() != t.peer_key_file.is_some() {
+            return rule(
+                "tls.peer_key_file",
+                "tls.peer_cert_file and tls.peer_key_file go together",
+            );
+        }
+        if t.peer_cert_file.is_some() != t.peer_ca_file.is_some() {
+            return rule(
+                "tls.peer_ca_file",
+                "needed with tls.peer_cert_file (peers verify each other), and only with it",
             );
         }
         if l.write_timeout_ms > l.request_timeout_ms {
@@ -638,6 +802,11 @@ mod tests {
             id: 1,
             listen: "127.0.0.1:7101".parse().unwrap(),
             advertise: None,
+            peer_listen: "127.0.0.1:7201".parse().unwrap(),
+            peer_advertise: None,
+            admin_listen: None,
+            peer_addresses_allowed: Vec::new(),
+            tls: TlsSettings::default(),
             data_dir: "/tmp/x".into(),
             token_secret: "user-0123456789abcdef0123456789abcdef".into(),
             admin_token_secret: "admin-0123456789abcdef0123456789abcdef".into(),
@@ -676,8 +845,18 @@ mod tests {
         let mut gaps = Vec::new();
         missing(&all, &raw, "", &mut gaps);
         assert!(gaps.is_empty(), "deploy/node.example.toml lacks {gaps:?}");
-        // The two optional settings are there, commented out.
-        for optional in ["advertise", "peer_bind_ip"] {
+        // The optional settings are there, commented out.
+        for optional in [
+            "advertise",
+            "peer_advertise",
+            "admin_listen",
+            "peer_bind_ip",
+            "cert_file",
+            "key_file",
+            "peer_cert_file",
+            "peer_key_file",
+            "peer_ca_file",
+        ] {
             assert!(
                 EXAMPLE.contains(&format!("# {optional} = ")),
                 "the example documents {optional}"
@@ -735,6 +914,11 @@ mod tests {
                 "auth",
                 toml::to_string(&c.auth),
                 toml::to_string(&AuthSettings::default()),
+            ),
+            (
+                "tls",
+                toml::to_string(&c.tls),
+                toml::to_string(&TlsSettings::default()),
             ),
         ] {
             assert_eq!(

@@ -25,7 +25,8 @@ pub struct DevArgs {
     /// Cluster directory (node data dirs, logs, cluster.json). Reused on restart.
     #[arg(long, default_value = DEFAULT_DEV_DIR)]
     pub data_dir: PathBuf,
-    /// Node i listens on 127.0.0.1:(base-port + i).
+    /// Node i listens on 127.0.0.1:(base-port + i), its peer listener on
+    /// 127.0.0.1:(base-port + 100 + i).
     #[arg(long, default_value_t = 7100)]
     pub base_port: u16,
     /// Inventory shards (first start only).
@@ -38,6 +39,10 @@ pub struct DevArgs {
     /// (stop them with the pids in cluster.json).
     #[arg(long)]
     pub detach: bool,
+    /// Turn the rate limits off: for benchmarks, which drive a site's worth of
+    /// load from one address and a few users (the limits exist to stop that).
+    #[arg(long)]
+    pub no_rate_limits: bool,
 }
 
 /// One node of a dev cluster, as written to `cluster.json`.
@@ -47,8 +52,11 @@ pub struct NodeEntry {
     pub id: u64,
     /// OS process id of the running node.
     pub pid: u32,
-    /// HTTP address (host:port).
+    /// Public (and admin) API address (host:port).
     pub http: String,
+    /// Cluster address (host:port): Raft RPC and `/internal`.
+    #[serde(default)]
+    pub peer: String,
     /// Data directory.
     pub data_dir: PathBuf,
 }
@@ -102,6 +110,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     spec.addressing = Addressing::Loopback {
         base_port: args.base_port,
     };
+    spec.unlimited = args.no_rate_limits;
     let (mut initialized, mut demo_loaded) = (false, false);
     if let Some(f) = &existing {
         // A restart keeps the cluster as it was: its nodes, addresses and secrets.
@@ -124,11 +133,21 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             cluster_key: f.cluster_key.clone(),
         });
         for n in &f.nodes {
+            let parse = |what: &str, a: &str| -> anyhow::Result<std::net::SocketAddr> {
+                a.parse().with_context(|| {
+                    format!(
+                        "node {} {what} address {a:?} in {}: a cluster from before nodes had a peer listener; delete the directory to start afresh",
+                        n.id,
+                        dir.join("cluster.json").display()
+                    )
+                })
+            };
             spec.addrs.insert(
                 n.id,
-                n.http.parse().with_context(|| {
-                    format!("node {} address {:?} in cluster.json", n.id, n.http)
-                })?,
+                crate::local_cluster::NodeAddrs {
+                    public: parse("public", &n.http)?,
+                    peer: parse("peer", &n.peer)?,
+                },
             );
         }
         initialized = f.initialized;
@@ -147,6 +166,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 id: n.id,
                 pid: n.pid().unwrap_or(0),
                 http: n.addr.to_string(),
+                peer: n.peer_addr.to_string(),
                 data_dir: n.data_dir.clone(),
             })
             .collect(),
@@ -196,9 +216,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
     for n in &file.nodes {
         println!(
-            "  node {}  http://{}  pid {}  data {}  log {}",
+            "  node {}  http://{}  peer {}  pid {}  data {}  log {}",
             n.id,
             n.http,
+            n.peer,
             n.pid,
             n.data_dir.display(),
             dir.join(format!("node-{}.log", n.id)).display()

@@ -277,6 +277,20 @@ fn reset(reason: &str) -> Event {
     )
 }
 
+/// The places a live stream holds while it runs: one of the node's, and one of
+/// its client address's and its user's when those are limited.
+pub struct StreamPermits {
+    /// `limits.sse_streams_max`.
+    pub node: tokio::sync::OwnedSemaphorePermit,
+    /// `limits.sse_streams_per_address_max`.
+    pub address: Option<crate::rate_limits::Slot<std::net::IpAddr>>,
+    /// `limits.sse_streams_per_user_max`.
+    pub user: Option<crate::rate_limits::Slot<String>>,
+}
+
+/// How often a quiet stream looks whether its consumer is still there.
+const CONSUMER_CHECK: Duration = Duration::from_secs(1);
+
 /// Builds the SSE stream for one event.
 pub fn stream(
     feed: Arc<Feed>,
@@ -284,7 +298,7 @@ pub fn stream(
     group: GroupId,
     event_id: u64,
     last_event_id: Option<u64>,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: StreamPermits,
     send_timeout: Duration,
     queue_max: usize,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
@@ -366,10 +380,17 @@ pub fn stream(
             }
         }
         loop {
+            // The consumer is gone (it left, or its connection was closed for
+            // not reading): give its places back, quiet event or not. Looked
+            // at on every wake, which is at least every CONSUMER_CHECK.
+            if out_tx.is_closed() {
+                return;
+            }
             let next_timer = timers.keys().next().copied();
             let sleep_ms = next_timer
                 .map(|t| t.saturating_sub(now_ms()))
-                .unwrap_or(3_600_000);
+                .unwrap_or(u64::MAX)
+                .min(CONSUMER_CHECK.as_millis() as u64);
             tokio::select! {
                 r = rx.recv() => match r {
                     Ok(item) => {
@@ -399,7 +420,7 @@ pub fn stream(
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {
-                    let Some(t) = next_timer else { continue };
+                    let Some(t) = next_timer.filter(|t| *t <= now_ms()) else { continue };
                     let due = timers.remove(&t).unwrap_or_default();
                     for (key, seats, quantity) in due {
                         // Still held by the hold that set this timer?

@@ -42,32 +42,62 @@ pub const NODES_MAX: u64 = 9;
 /// Where the nodes listen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Addressing {
-    /// Node i on 127.0.0.1:(base_port + i).
+    /// Node i on 127.0.0.1:(base_port + i), its peer listener on
+    /// 127.0.0.1:(base_port + PEER_PORT_OFFSET + i).
     Loopback {
         /// Port of node 0 (which does not exist).
         base_port: u16,
     },
-    /// Node i on 127.0.0.(10 + i):(base_port + i), sending to its peers from
-    /// that address (`peer_bind_ip`), so that firewall rules can tell nodes apart.
+    /// Node i on 127.0.0.(10 + i):(base_port + i) (peer listener: + PEER_PORT_OFFSET),
+    /// sending to its peers from that address (`peer_bind_ip`), so that
+    /// firewall rules can tell nodes apart.
     PerNodeIp {
         /// Port of node 0.
         base_port: u16,
     },
-    /// Each node on a port of 127.0.0.1 the OS finds free.
+    /// Each listener on a port of 127.0.0.1 the OS finds free.
     FreePorts,
 }
 
-/// The address node `id` listens on under `addressing`.
-pub fn node_addr(addressing: Addressing, id: u64) -> anyhow::Result<SocketAddr> {
-    Ok(match addressing {
-        Addressing::Loopback { base_port } => {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), base_port + id as u16)
+/// How far above a node's public port its peer listener is, with fixed ports.
+pub const PEER_PORT_OFFSET: u16 = 100;
+
+/// Where one node listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeAddrs {
+    /// Public (and admin) API.
+    pub public: SocketAddr,
+    /// Raft RPC and `/internal`.
+    pub peer: SocketAddr,
+}
+
+/// The addresses of node `id` under `addressing`.
+pub fn node_addrs(addressing: Addressing, id: u64) -> anyhow::Result<NodeAddrs> {
+    let fixed = |ip: Ipv4Addr, base_port: u16| -> anyhow::Result<NodeAddrs> {
+        let port = |offset: u16| {
+            base_port
+                .checked_add(offset)
+                .and_then(|p| p.checked_add(id as u16))
+                .with_context(|| format!("base port {base_port} is too high for node {id}"))
+        };
+        Ok(NodeAddrs {
+            public: SocketAddr::new(ip.into(), port(0)?),
+            peer: SocketAddr::new(ip.into(), port(PEER_PORT_OFFSET)?),
+        })
+    };
+    match addressing {
+        Addressing::Loopback { base_port } => fixed(Ipv4Addr::LOCALHOST, base_port),
+        Addressing::PerNodeIp { base_port } => fixed(node_ip(id), base_port),
+        Addressing::FreePorts => {
+            // Both bound at once, so the OS cannot hand out the same port twice.
+            let a = TcpListener::bind("127.0.0.1:0")?;
+            let b = TcpListener::bind("127.0.0.1:0")?;
+            Ok(NodeAddrs {
+                public: a.local_addr()?,
+                peer: b.local_addr()?,
+            })
         }
-        Addressing::PerNodeIp { base_port } => {
-            SocketAddr::new(node_ip(id).into(), base_port + id as u16)
-        }
-        Addressing::FreePorts => TcpListener::bind("127.0.0.1:0")?.local_addr()?,
-    })
+    }
 }
 
 /// Loopback address of node `id` under [`Addressing::PerNodeIp`].
@@ -94,7 +124,7 @@ pub struct ClusterSpec {
     /// The token secret and cluster key (`None`: fresh random ones).
     pub secrets: Option<Secrets>,
     /// Addresses of nodes that existed before (a restarted dev cluster keeps them).
-    pub addrs: BTreeMap<u64, SocketAddr>,
+    pub addrs: BTreeMap<u64, NodeAddrs>,
     /// Turns every rate limit off unless `settings` has a `[rate_limits]` table:
     /// the fault harness, the benchmarks and the tests drive thousands of
     /// requests a second from one address and a few users, which the default
@@ -152,8 +182,12 @@ impl Secrets {
 pub struct LocalNode {
     /// Node id.
     pub id: u64,
-    /// Where it listens.
+    /// Where its public (and admin) API listens.
     pub addr: SocketAddr,
+    /// Where its peer listener (Raft RPC, `/internal`) listens.
+    pub peer_addr: SocketAddr,
+    /// `http` or `https` (the settings have `tls.cert_file`).
+    pub scheme: &'static str,
     /// Its data directory.
     pub data_dir: PathBuf,
     /// Its settings file.
@@ -165,9 +199,9 @@ pub struct LocalNode {
 }
 
 impl LocalNode {
-    /// Base URL.
+    /// Base URL of its public API.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// True while its process runs (paused or not).
@@ -229,12 +263,37 @@ impl LocalCluster {
         if spec.unlimited && !base.contains_key("rate_limits") {
             base.insert("rate_limits".into(), no_rate_limits());
         }
-        let mut nodes = BTreeMap::new();
+        // Nodes serving TLS are reached over https, trusting their certificate
+        // (self-signed, or whatever `tls.cert_file` chains to by itself).
+        let cert_file = base
+            .get("tls")
+            .and_then(|t| t.get("cert_file"))
+            .and_then(|f| f.as_str())
+            .map(PathBuf::from);
+        let scheme = if cert_file.is_some() { "https" } else { "http" };
+        let mut all_addrs = BTreeMap::new();
         for id in 1..=spec.nodes {
-            let addr = match spec.addrs.get(&id) {
+            let addrs = match spec.addrs.get(&id) {
                 Some(a) => *a,
-                None => node_addr(spec.addressing, id)?,
+                None => node_addrs(spec.addressing, id)?,
             };
+            all_addrs.insert(id, addrs);
+        }
+        // Every node's cluster address may be added back as a learner.
+        if !base.contains_key("peer_addresses_allowed") {
+            base.insert(
+                "peer_addresses_allowed".into(),
+                toml::Value::Array(
+                    all_addrs
+                        .values()
+                        .map(|a| toml::Value::String(a.peer.to_string()))
+                        .collect(),
+                ),
+            );
+        }
+        let mut nodes = BTreeMap::new();
+        for (&id, &addrs) in &all_addrs {
+            let addr = addrs.public;
             let data_dir = spec.dir.join(format!("node-{id}"));
             std::fs::create_dir_all(&data_dir)?;
             let mut table = base.clone();
@@ -243,6 +302,7 @@ impl LocalCluster {
             };
             put("id", toml::Value::Integer(id as i64));
             put("listen", toml::Value::String(addr.to_string()));
+            put("peer_listen", toml::Value::String(addrs.peer.to_string()));
             put(
                 "data_dir",
                 toml::Value::String(data_dir.display().to_string()),
@@ -269,6 +329,8 @@ impl LocalCluster {
                 LocalNode {
                     id,
                     addr,
+                    peer_addr: addrs.peer,
+                    scheme,
                     data_dir,
                     config,
                     log: spec.dir.join(format!("node-{id}.log")),
@@ -277,10 +339,14 @@ impl LocalCluster {
                 },
             );
         }
-        let http = reqwest::Client::builder()
-            .timeout(ADMIN_TIMEOUT)
-            .no_proxy()
-            .build()?;
+        let mut http = reqwest::Client::builder().timeout(ADMIN_TIMEOUT).no_proxy();
+        if let Some(f) = &cert_file {
+            let pem = std::fs::read(f).with_context(|| format!("tls.cert_file {}", f.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build()?;
         Ok(LocalCluster {
             bin: spec.bin,
             dir: spec.dir,
@@ -499,7 +565,7 @@ impl LocalCluster {
             .values()
             .map(|n| Member {
                 id: n.id,
-                addr: n.addr.to_string(),
+                addr: n.peer_addr.to_string(),
             })
             .collect();
         let first = self.nodes.values().next().context("no nodes")?;
@@ -638,10 +704,11 @@ impl LocalCluster {
         action: boxoffice_api::MemberAction,
         timeout: Duration,
     ) -> anyhow::Result<()> {
-        let addr = self.node(id)?.addr.to_string();
+        let addr = self.node(id)?.peer_addr.to_string();
         let body = boxoffice_api::MemberChange {
             action,
             addr: (action == boxoffice_api::MemberAction::AddLearner).then_some(addr),
+            allow_unlisted_addr: false,
         };
         for g in 0..=self.shards {
             self.admin_post(
@@ -694,6 +761,13 @@ fn no_rate_limits() -> toml::Value {
         if let Ok(v) = toml::Value::try_from(off) {
             table.insert(key.to_string(), v);
         }
+    }
+    let off = crate::rate_limits::Window {
+        max: 0,
+        window_s: 0,
+    };
+    if let Ok(v) = toml::Value::try_from(off) {
+        table.insert("user_event_holds".into(), v);
     }
     toml::Value::Table(table)
 }

@@ -1,6 +1,7 @@
 //! One node's runtime: its database, the Raft groups it hosts, and the write and
 //! read-barrier paths that route a command to its group's leader.
 
+use anyhow::Context;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -57,6 +58,14 @@ pub enum ProposeError {
     /// This node does not host the group (not bootstrapped yet).
     #[error("group {0} is not hosted on this node")]
     NoSuchGroup(u16),
+    /// Refused by the leader before proposing: over the named limit.
+    #[error("over the limit {limit}")]
+    RateLimited {
+        /// The setting's name.
+        limit: String,
+        /// Time until the request would be accepted.
+        retry_after_ms: u64,
+    },
 }
 
 /// A running node.
@@ -65,6 +74,8 @@ pub struct Node {
     pub config: NodeConfig,
     /// The node's database.
     pub db: Db,
+    /// Holds per user per event, for the shards this node leads.
+    pub hold_churn: crate::rate_limits::HoldChurn,
     /// Hosted Raft groups.
     pub groups: Arc<Groups>,
     /// Shared node-to-node client.
@@ -118,17 +129,28 @@ impl Node {
     /// Opens the node's data and starts the groups it already belongs to.
     pub async fn open(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
         let db = Db::open(&config.data_dir, &config.storage)?;
+        let tls_ca_pem = match &config.tls.peer_ca_file {
+            None => None,
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("tls.peer_ca_file {}", path.display()))?,
+            ),
+        };
         let rpc = RpcClient::new(RpcConfig {
             cluster_key: config.cluster_key.clone(),
             connect_timeout_ms: config.limits.peer_connect_timeout_ms,
             request_timeout_ms_max: config.limits.request_timeout_ms,
             bind_ip: config.peer_bind_ip,
-        })?;
+            tls_ca_pem,
+        })
+        .map_err(|e| anyhow::anyhow!("node-to-node client: {e}"))?;
         let raft_config = Arc::new(config.openraft().map_err(anyhow::Error::msg)?);
         let streams = Arc::new(tokio::sync::Semaphore::new(config.limits.sse_streams_max));
         let event_cache =
             crate::event_cache::EventCache::new(config.limits.event_cache_entries_max);
+        let hold_churn = crate::rate_limits::HoldChurn::new(&config.rate_limits);
         let node = Arc::new(Node {
+            hold_churn,
             config,
             db,
             groups: Arc::new(Groups::new()),
@@ -330,6 +352,14 @@ impl Node {
         timeout: Duration,
     ) -> Result<Outcome, ProposeError> {
         let proposer = self.proposer(group)?;
+        if let Command::Hold(h) = &command {
+            self.hold_churn.check(h.event_id, &h.user).map_err(|wait| {
+                ProposeError::RateLimited {
+                    limit: "rate_limits.user_event_holds".into(),
+                    retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                }
+            })?;
+        }
         let req = Request {
             stamp_ms: self.stamp(group).await?,
             session,
@@ -369,6 +399,19 @@ impl Node {
                 group.0
             ))
         })
+    }
+
+    /// The cluster address of every member of any hosted group, this node
+    /// included.
+    pub fn member_addresses(&self) -> BTreeMap<NodeId, String> {
+        let mut addrs = BTreeMap::new();
+        for (_, raft) in self.groups.all() {
+            let m = raft.metrics().borrow().membership_config.clone();
+            for (id, node) in m.membership().nodes() {
+                addrs.insert(*id, node.addr.clone());
+            }
+        }
+        addrs
     }
 
     /// Members of any hosted group other than this node, chosen by `wanted`, with
@@ -506,6 +549,13 @@ impl Node {
                 Ok(outcome) => return Ok(outcome),
                 Err(e @ ProposeError::NoSuchGroup(_)) => return Err(e),
                 Err(e @ ProposeError::Unknown(_)) if !retryable => return Err(e),
+                // A refusal, unless an earlier attempt may have been applied.
+                Err(e @ ProposeError::RateLimited { .. }) => {
+                    return Err(match last_err {
+                        u @ ProposeError::Unknown(_) => u,
+                        _ => e,
+                    })
+                }
                 Err(e) => {
                     tracing::debug!(%group, error = %e, "write not done yet; retrying");
                     // An unknown outcome stays unknown unless a later attempt answers.

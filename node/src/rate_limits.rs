@@ -43,6 +43,17 @@ impl Rate {
     }
 }
 
+/// A limit over a longer window: at most `max` in any `window_s` seconds (a
+/// GCRA bucket of `max`, refilled one every `window_s / max` seconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Most in a window (0: no limit).
+    pub max: u32,
+    /// The window's length.
+    pub window_s: u32,
+}
+
 /// `[rate_limits]`: what one user and one client address may do.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -62,6 +73,11 @@ pub struct RateLimitSettings {
     pub address_searches: Rate,
     /// Live seat-map streams opened from one client address.
     pub address_streams: Rate,
+    /// Holds one user may ask for on one event, counted by the shard's leader
+    /// (whichever node took the request): a user who holds and releases, or
+    /// lets holds expire, over and over would otherwise keep seats from
+    /// everyone. Retries count too. A new leader starts counting afresh.
+    pub user_event_holds: Window,
     /// Header carrying the client's address, set by a trusted proxy (e.g.
     /// `x-forwarded-for`); unset: the socket's address is the client's.
     pub client_address_header: Option<String>,
@@ -82,6 +98,10 @@ impl Default for RateLimitSettings {
             address_reads: Rate::new(2000, 4000),
             address_searches: Rate::new(100, 200),
             address_streams: Rate::new(10, 40),
+            user_event_holds: Window {
+                max: 12,
+                window_s: 600,
+            },
             client_address_header: None,
             trusted_proxies: Vec::new(),
             tracked_keys_max: 100_000,
@@ -195,6 +215,111 @@ impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
 
 /// How many checks pass between looks at a limiter's size.
 const SWEEP_EVERY: u64 = 4096;
+
+/// Things held open at once per key (live streams per user, per client
+/// address), each at most `max`; a [`Slot`] gives its place back when dropped.
+pub struct Slots<K: std::hash::Hash + Eq + Clone + Send + 'static> {
+    name: &'static str,
+    max: usize,
+    held: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<K, usize>>>,
+}
+
+/// One place taken in [`Slots`].
+pub struct Slot<K: std::hash::Hash + Eq + Clone + Send + 'static> {
+    key: K,
+    held: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<K, usize>>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone + Send + 'static> Slots<K> {
+    /// At most `max` per key (0: no limit), named by the setting `name`.
+    pub fn new(name: &'static str, max: usize) -> Self {
+        Slots {
+            name,
+            max,
+            held: Default::default(),
+        }
+    }
+
+    /// Takes a place for `key`, or says why not (429 naming the setting).
+    pub fn take(&self, key: K) -> Result<Option<Slot<K>>, ApiError> {
+        if self.max == 0 {
+            return Ok(None);
+        }
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let n = held.entry(key.clone()).or_insert(0);
+        if *n >= self.max {
+            let mut e = ApiError::new(
+                ProblemCode::RateLimited,
+                format!("{} open at once already ({})", self.max, self.name),
+            )
+            .with("limit", self.name);
+            e.retry_after_s = Some(1);
+            return Err(e);
+        }
+        *n += 1;
+        Ok(Some(Slot {
+            key,
+            held: self.held.clone(),
+        }))
+    }
+
+    /// Keys holding at least one place.
+    pub fn keys(&self) -> usize {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone + Send + 'static> Drop for Slot<K> {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// `rate_limits.user_event_holds`, kept by the node for the shards it leads.
+pub struct HoldChurn {
+    limiter: Option<DefaultKeyedRateLimiter<(u64, String)>>,
+    keys_max: usize,
+    checks: AtomicU64,
+}
+
+impl HoldChurn {
+    /// The limit `settings` set (none when `max` is 0).
+    pub fn new(settings: &RateLimitSettings) -> Self {
+        let w = settings.user_event_holds;
+        let limiter = NonZeroU32::new(w.max).and_then(|max| {
+            let period = std::time::Duration::from_secs(u64::from(w.window_s)) / w.max;
+            Quota::with_period(period).map(|q| DefaultKeyedRateLimiter::keyed(q.allow_burst(max)))
+        });
+        HoldChurn {
+            limiter,
+            keys_max: settings.tracked_keys_max,
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a hold by `user` on `event_id`; over the limit, how long until
+    /// the next one would be accepted.
+    pub fn check(&self, event_id: u64, user: &str) -> Result<(), std::time::Duration> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0
+            && limiter.len() > self.keys_max
+        {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        limiter
+            .check_key(&(event_id, user.to_string()))
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
 
 /// A node's rate limiters.
 pub struct RateLimits {

@@ -22,6 +22,13 @@ use crate::types::{GroupId, NodeId, TypeConfig};
 
 /// Header carrying the cluster key on every node-to-node request.
 pub const CLUSTER_KEY_HEADER: &str = "x-boxoffice-cluster-key";
+/// Header on every peer-listener answer naming the answering node's public
+/// address (its `advertise`): how nodes learn where clients reach each other
+/// (the leader hints of write answers) without showing cluster addresses.
+pub const PUBLIC_ADDR_HEADER: &str = "x-boxoffice-public-addr";
+
+/// Peers' public addresses remembered at most (a cluster has far fewer).
+const PUBLIC_ADDRS_MAX: usize = 1024;
 
 /// Settings for node-to-node RPC.
 #[derive(Clone, Debug)]
@@ -34,6 +41,9 @@ pub struct RpcConfig {
     pub request_timeout_ms_max: u64,
     /// Source address for outgoing connections (None: the OS picks).
     pub bind_ip: Option<std::net::IpAddr>,
+    /// When set, peers are called over https and their certificates must chain
+    /// to these (PEM); the usual web roots are not trusted.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 /// The shared HTTP client used for all Raft groups' RPC to all peers.
@@ -41,19 +51,70 @@ pub struct RpcConfig {
 pub struct RpcClient {
     http: reqwest::Client,
     config: RpcConfig,
+    scheme: &'static str,
+    /// Cluster address → public address, as each peer last said.
+    public_addrs: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
 }
 
 impl RpcClient {
-    /// Builds the client. Fails only if the TLS-less HTTP stack cannot initialise.
-    pub fn new(config: RpcConfig) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    /// Builds the client. Fails if `tls_ca_pem` holds no certificate or the HTTP
+    /// stack cannot initialise.
+    pub fn new(config: RpcConfig) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder()
             .http2_prior_knowledge()
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .tcp_nodelay(true)
             .no_proxy()
-            .local_address(config.bind_ip)
-            .build()?;
-        Ok(RpcClient { http, config })
+            .local_address(config.bind_ip);
+        let scheme = match &config.tls_ca_pem {
+            None => "http",
+            Some(pem) => {
+                let certs = reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| format!("peer CA certificates: {e}"))?;
+                if certs.is_empty() {
+                    return Err("the peer CA file holds no certificate".into());
+                }
+                builder = builder.tls_built_in_root_certs(false);
+                for cert in certs {
+                    builder = builder.add_root_certificate(cert);
+                }
+                "https"
+            }
+        };
+        let http = builder.build().map_err(|e| e.to_string())?;
+        Ok(RpcClient {
+            http,
+            config,
+            scheme,
+            public_addrs: Default::default(),
+        })
+    }
+
+    /// The public address of the peer at cluster address `addr`, as its last
+    /// answer said.
+    pub fn public_addr(&self, addr: &str) -> Option<String> {
+        self.public_addrs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(addr)
+            .cloned()
+    }
+
+    fn note_public_addr(&self, addr: &str, headers: &reqwest::header::HeaderMap) {
+        let Some(public) = headers
+            .get(PUBLIC_ADDR_HEADER)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return;
+        };
+        if self.public_addr(addr).as_deref() == Some(public) {
+            return;
+        }
+        let mut map = self.public_addrs.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= PUBLIC_ADDRS_MAX {
+            map.clear();
+        }
+        map.insert(addr.to_string(), public.to_string());
     }
 
     /// The cluster key presented to peers.
@@ -66,7 +127,7 @@ impl RpcClient {
         &self.http
     }
 
-    /// POSTs a codec-encoded body to `http://{addr}{path}` and decodes the reply.
+    /// POSTs a codec-encoded body to `http(s)://{addr}{path}` and decodes the reply.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         addr: &str,
@@ -75,7 +136,7 @@ impl RpcClient {
         timeout: Duration,
     ) -> Result<Resp, CallError> {
         let timeout = timeout.min(Duration::from_millis(self.config.request_timeout_ms_max));
-        let url = format!("http://{addr}{path}");
+        let url = format!("{}://{addr}{path}", self.scheme);
         let resp = self
             .http
             .post(&url)
@@ -95,6 +156,7 @@ impl RpcClient {
                 }
             })?;
         let status = resp.status();
+        self.note_public_addr(addr, resp.headers());
         let bytes = resp.bytes().await.map_err(|e| {
             if e.is_timeout() {
                 CallError::Timeout

@@ -1,4 +1,6 @@
-//! Node-to-node Raft RPC, server side: an axum router under `/raft/v1/{group}/...`.
+//! Node-to-node Raft RPC, server side: an axum router under `/raft/v1/{group}/...`,
+//! mounted on the node's peer listener. The cluster key is checked before a
+//! body is read ([`require_cluster_key`]).
 
 use std::sync::Arc;
 
@@ -24,13 +26,32 @@ pub struct RaftRpcState {
     pub cluster_key: Arc<str>,
 }
 
-/// Routes for Raft RPC. Mount on the node's HTTP server.
+/// Routes for Raft RPC, behind [`require_cluster_key`]. Mount on the node's
+/// peer listener.
 pub fn router(state: RaftRpcState) -> Router {
+    let key = state.cluster_key.clone();
     Router::new()
         .route("/raft/v1/{group}/append", post(append))
         .route("/raft/v1/{group}/vote", post(vote))
         .route("/raft/v1/{group}/snapshot", post(snapshot))
         .with_state(state)
+        .route_layer(axum::middleware::from_fn_with_state(
+            key,
+            require_cluster_key,
+        ))
+}
+
+/// Middleware answering 401 to a request without the cluster key, from its
+/// headers alone: a stranger's body is never read, whatever its length.
+pub async fn require_cluster_key(
+    State(key): State<Arc<str>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match check_cluster_key(req.headers(), &key) {
+        Ok(()) => next.run(req).await,
+        Err(refused) => refused,
+    }
 }
 
 /// Checks the cluster key header; used by every node-to-node endpoint.
@@ -53,11 +74,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn prelude<T: serde::de::DeserializeOwned>(
     state: &RaftRpcState,
-    headers: &HeaderMap,
     group: u16,
     body: &[u8],
 ) -> Result<(crate::Raft, T), Response> {
-    check_cluster_key(headers, &state.cluster_key)?;
     let raft = state.groups.get(GroupId(group)).ok_or_else(|| {
         (
             StatusCode::NOT_FOUND,
@@ -81,24 +100,17 @@ fn reply<T: serde::Serialize>(value: &T) -> Response {
 async fn append(
     State(state): State<RaftRpcState>,
     Path(group): Path<u16>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (raft, req) =
-        match prelude::<AppendEntriesRequest<TypeConfig>>(&state, &headers, group, &body) {
-            Ok(x) => x,
-            Err(r) => return r,
-        };
+    let (raft, req) = match prelude::<AppendEntriesRequest<TypeConfig>>(&state, group, &body) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
     reply(&raft.append_entries(req).await)
 }
 
-async fn vote(
-    State(state): State<RaftRpcState>,
-    Path(group): Path<u16>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let (raft, req) = match prelude::<VoteRequest<NodeId>>(&state, &headers, group, &body) {
+async fn vote(State(state): State<RaftRpcState>, Path(group): Path<u16>, body: Bytes) -> Response {
+    let (raft, req) = match prelude::<VoteRequest<NodeId>>(&state, group, &body) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -108,13 +120,11 @@ async fn vote(
 async fn snapshot(
     State(state): State<RaftRpcState>,
     Path(group): Path<u16>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (raft, req) =
-        match prelude::<InstallSnapshotRequest<TypeConfig>>(&state, &headers, group, &body) {
-            Ok(x) => x,
-            Err(r) => return r,
-        };
+    let (raft, req) = match prelude::<InstallSnapshotRequest<TypeConfig>>(&state, group, &body) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
     reply(&raft.install_snapshot(req).await)
 }

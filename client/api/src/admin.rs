@@ -42,13 +42,13 @@ pub struct Readiness {
 
 // --------------------------------------------------------------- cluster
 
-/// A cluster member: id and the address peers and clients reach it at.
+/// A cluster member: id and the address peers reach it at (its `peer_listen`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Member {
     /// Node id (≥ 1).
     pub id: u64,
-    /// `host:port`.
+    /// `host:port` of its peer listener.
     pub addr: String,
 }
 
@@ -110,8 +110,11 @@ pub struct GroupStatus {
 pub struct ClusterStatus {
     /// The answering node.
     pub node_id: u64,
-    /// Its advertised address.
+    /// Its advertised public address.
     pub addr: String,
+    /// Its advertised cluster address (what its peers and the membership use).
+    #[serde(default)]
+    pub peer_addr: String,
     /// Inventory shards, once bootstrapped.
     pub shards: Option<u16>,
     /// Every member any group knows of.
@@ -153,9 +156,14 @@ pub enum MemberAction {
 pub struct MemberChange {
     /// What to do.
     pub action: MemberAction,
-    /// The node's address, for `add_learner` only.
+    /// The node's cluster address (its `peer_listen`), for `add_learner` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addr: Option<String>,
+    /// Accepts an `add_learner` address that is neither a current member's nor
+    /// in the node's `peer_addresses_allowed` (a new machine). Without it such an
+    /// address is refused: a typo would hand a stranger a replica of the data.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unlisted_addr: bool,
 }
 
 /// The group's membership after a change, as the answering node sees it.

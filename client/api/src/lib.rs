@@ -32,8 +32,11 @@ pub use stream::*;
 
 /// Header carrying a write's idempotency key.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
-/// Header on write answers naming the shard's leader (`host:port`) as the
-/// answering node knows it: where to send the shard's next writes.
+/// Header on write answers naming the shard's leader by its public address
+/// (`host:port`, its `advertise`) as the answering node knows it: where to send
+/// the shard's next writes. Never a cluster (peer) address.
 pub const LEADER_HEADER: &str = "x-boxoffice-leader";
+/// Header on every public and admin answer naming the id of the node that gave it.
+pub const NODE_HEADER: &str = "x-boxoffice-node";
 /// Longest idempotency key accepted (bytes).
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;

@@ -26,11 +26,16 @@ use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult};
 use crate::node::MembershipChange;
 
-/// Routes of the health checks and the cluster admin API.
-pub fn routes() -> Router<AppState> {
+/// Routes of the health checks, served on the public and the admin listener.
+pub fn health_routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+}
+
+/// Routes of the cluster admin API.
+pub fn routes() -> Router<AppState> {
+    Router::new()
         .route("/admin/v1/cluster", get(cluster))
         .route("/admin/v1/cluster/init", post(init))
         .route("/admin/v1/fault/clock", post(fault_clock))
@@ -130,6 +135,7 @@ async fn cluster(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Clus
     Ok(Json(ClusterStatus {
         node_id: node.id(),
         addr: node.config.advertised(),
+        peer_addr: node.config.peer_advertised(),
         shards: node.shards(),
         members: members
             .into_iter()
@@ -343,6 +349,22 @@ async fn change_member(
         (MemberAction::Remove, None) => MembershipChange::Remove(id),
         (MemberAction::Promote, None) => MembershipChange::Promote(id),
         (MemberAction::AddLearner, Some(addr)) if !addr.trim().is_empty() => {
+            let addr = addr.trim().to_string();
+            let members = state.node.member_addresses();
+            if let Some((other, _)) = members.iter().find(|(m, a)| **m != id && **a == addr) {
+                return Err(ApiError::bad_param(
+                    "addr",
+                    format!("{addr:?} is node {other}'s cluster address"),
+                ));
+            }
+            let known = members.get(&id) == Some(&addr)
+                || state.node.config.peer_addresses_allowed.contains(&addr);
+            if !known && !body.allow_unlisted_addr {
+                return Err(ApiError::bad_param(
+                    "addr",
+                    format!("{addr:?} is neither node {id}'s current cluster address nor in peer_addresses_allowed; check it, or set allow_unlisted_addr for a new machine"),
+                ));
+            }
             MembershipChange::AddLearner(id, addr)
         }
         (MemberAction::AddLearner, _) => {

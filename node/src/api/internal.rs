@@ -1,16 +1,16 @@
 //! Node-to-node endpoints besides Raft RPC: bootstrap preparation, forwarded
 //! writes, and read indexes for linearizable follower reads. Bodies are codec
-//! (postcard) encoded; callers present the cluster key.
+//! (postcard) encoded; served on the peer listener behind the cluster key
+//! (checked before the body is read, see `crate::app::peer_router`).
 
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use boxoffice_raft::server::check_cluster_key;
 use boxoffice_raft::{codec, GroupId};
 
 use crate::app::AppState;
@@ -28,8 +28,8 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// This node's clock, read by peers to bound their stamps (see `crate::clock`).
-async fn clock(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let () = match decode(&state, &headers, &body) {
+async fn clock(body: Bytes) -> Response {
+    let () = match decode(&body) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -44,31 +44,21 @@ fn reply<T: serde::Serialize>(v: &T) -> Response {
         .into_response()
 }
 
-fn decode<T: serde::de::DeserializeOwned>(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<T, Response> {
-    check_cluster_key(headers, &state.node.config.cluster_key)?;
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
     codec::decode_message(body)
         .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())
 }
 
-async fn prepare(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let shards: u16 = match decode(&state, &headers, &body) {
+async fn prepare(State(state): State<AppState>, body: Bytes) -> Response {
+    let shards: u16 = match decode(&body) {
         Ok(v) => v,
         Err(r) => return r,
     };
     reply(&state.node.prepare(shards).await)
 }
 
-async fn propose(
-    State(state): State<AppState>,
-    Path(group): Path<u16>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let req: ForwardedProposal = match decode(&state, &headers, &body) {
+async fn propose(State(state): State<AppState>, Path(group): Path<u16>, body: Bytes) -> Response {
+    let req: ForwardedProposal = match decode(&body) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -93,10 +83,9 @@ async fn propose(
 async fn read_index(
     State(state): State<AppState>,
     Path(group): Path<u16>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let () = match decode(&state, &headers, &body) {
+    let () = match decode(&body) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -107,10 +96,9 @@ async fn read_index(
 async fn membership(
     State(state): State<AppState>,
     Path(group): Path<u16>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let change: MembershipChange = match decode(&state, &headers, &body) {
+    let change: MembershipChange = match decode(&body) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -127,11 +115,10 @@ async fn membership(
 async fn initialize(
     State(state): State<AppState>,
     Path(group): Path<u16>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let members: std::collections::BTreeMap<boxoffice_raft::NodeId, openraft::BasicNode> =
-        match decode(&state, &headers, &body) {
+        match decode(&body) {
             Ok(v) => v,
             Err(r) => return r,
         };

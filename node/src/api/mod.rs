@@ -34,8 +34,8 @@ use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::node::{now_ms, GroupStores, ProposeError};
 
-/// Routes of the public and admin API and the health checks.
-pub fn routes() -> Router<AppState> {
+/// Routes of the public API (`/v1`) and the health checks.
+pub fn public_routes() -> Router<AppState> {
     Router::new()
         .merge(events::routes())
         .merge(seats::routes())
@@ -43,6 +43,12 @@ pub fn routes() -> Router<AppState> {
         .merge(bookings::routes())
         .merge(search::routes())
         .merge(streams::routes())
+        .merge(cluster::health_routes())
+}
+
+/// Routes of the admin API (`/admin/v1`).
+pub fn admin_routes() -> Router<AppState> {
+    Router::new()
         .merge(cluster::routes())
         .merge(catalogue::routes())
 }
@@ -104,10 +110,11 @@ impl From<ProposeError> for ApiError {
                 ProblemCode::NotLeader,
                 format!("no reachable leader for group {group}"),
             )
+            // The leader's id only: its address is a cluster address, private.
             .with(
                 "leader",
                 leader
-                    .map(|(id, addr)| json!({"id": id, "addr": addr}))
+                    .map(|(id, _)| json!({ "id": id }))
                     .unwrap_or(serde_json::Value::Null),
             ),
             ProposeError::Unknown(d) => ApiError::new(
@@ -115,6 +122,22 @@ impl From<ProposeError> for ApiError {
                 format!("the write may or may not have been applied; retry with the same Idempotency-Key ({d})"),
             ),
             ProposeError::Unavailable(d) => ApiError::new(ProblemCode::Unavailable, d),
+            ProposeError::RateLimited {
+                limit,
+                retry_after_ms,
+            } => {
+                let mut e = ApiError::new(
+                    ProblemCode::RateLimited,
+                    format!("over the limit {limit}; retry in {retry_after_ms} ms"),
+                )
+                .with("limit", limit);
+                e.retry_after_s = Some(
+                    u32::try_from(retry_after_ms.div_ceil(1000))
+                        .unwrap_or(u32::MAX)
+                        .max(1),
+                );
+                e
+            }
             ProposeError::NoSuchGroup(g) => ApiError::new(
                 ProblemCode::NotReady,
                 format!("group {g} is not running on this node; is the cluster bootstrapped?"),
@@ -249,17 +272,22 @@ pub fn check_fresh(
     Ok(())
 }
 
-/// `x-boxoffice-leader: host:port` of the group's leader as this node knows it
-/// after a write, so that a client can send the group's next writes there
-/// directly instead of through a forwarding node. A hint only: any node still
-/// takes any write.
+/// `x-boxoffice-leader: host:port`, the public address of the group's leader as
+/// this node knows it after a write, so that a client can send the group's next
+/// writes there directly instead of through a forwarding node. A hint only: any
+/// node still takes any write. Never a cluster address: a peer's public address
+/// is what it names on its answers to this node (see
+/// `boxoffice_raft::network::PUBLIC_ADDR_HEADER`); none known, no header.
 pub fn leader_header(state: &AppState, group: GroupId) -> HeaderMap {
     let mut h = HeaderMap::new();
-    if let Some(v) = state
-        .node
-        .leader_of(group)
-        .and_then(|(_, addr)| addr.parse().ok())
-    {
+    let public = state.node.leader_of(group).and_then(|(id, peer_addr)| {
+        if id == state.node.id() {
+            Some(state.node.config.advertised())
+        } else {
+            state.node.rpc.public_addr(&peer_addr)
+        }
+    });
+    if let Some(v) = public.and_then(|a| a.parse().ok()) {
         h.insert(boxoffice_api::LEADER_HEADER, v);
     }
     h

@@ -1,8 +1,8 @@
 //! The live seat map: `GET /v1/events/{id}/seats/stream` (Server-Sent Events,
 //! see [`crate::live`]).
 
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{Extensions, HeaderMap};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -10,6 +10,7 @@ use boxoffice_api::{Consistency, ProblemCode};
 
 use super::{begin_with_event, check_fresh, event_group, parse_event_id, stores};
 use crate::app::AppState;
+use crate::auth::MaybeUser;
 use crate::error::{ApiError, ApiResult};
 
 /// Routes of this resource.
@@ -18,12 +19,28 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `GET /v1/events/{id}/seats/stream`: the live seat map as Server-Sent Events.
+/// Open to anyone; a request with a user token counts against its user's
+/// streams as well as its address's.
 async fn seat_stream(
     State(state): State<AppState>,
     Path(event_id): Path<String>,
+    MaybeUser(user): MaybeUser,
+    extensions: Extensions,
     headers: HeaderMap,
 ) -> ApiResult<impl IntoResponse> {
     let event_id = parse_event_id(&event_id)?;
+    // Taken first and held for the life of the stream.
+    let address_slot = match extensions.get::<ConnectInfo<std::net::SocketAddr>>() {
+        Some(c) => {
+            let addr = state.limits.client_address(c.0.ip(), &headers);
+            state.streams_per_address.take(addr)?
+        }
+        None => None,
+    };
+    let user_slot = match &user {
+        Some(claims) => state.streams_per_user.take(claims.sub.clone())?,
+        None => None,
+    };
     let g = event_group(&state, event_id)?;
     let st = stores(&state, g)?;
     let feed = state.node.feed(g).ok_or_else(|| {
@@ -61,6 +78,11 @@ async fn seat_stream(
         .streams
         .clone()
         .try_acquire_owned()
+        .map(|p| crate::live::StreamPermits {
+            node: p,
+            address: address_slot,
+            user: user_slot,
+        })
         .map_err(|_| {
             ApiError::new(
                 ProblemCode::Overloaded,

@@ -92,3 +92,58 @@ async fn one_user_and_one_address_are_held_to_their_rates() {
     let (status, body) = search(&cluster.nodes[1].addr, "q=test").await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// Issue 14: a user could hold seats, release them (or let them expire) and
+/// hold again without end, keeping seats from everyone with nothing bought.
+/// Now holds per user per event are limited (`rate_limits.user_event_holds`),
+/// counted by the shard's leader whichever node took the request; the user's
+/// other events and other users are not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holding_and_releasing_over_and_over_is_limited_per_user_and_event() {
+    let cluster = TestCluster::start(
+        3,
+        1,
+        "[rate_limits]\nuser_event_holds = { max = 3, window_s = 3600 }",
+    )
+    .await;
+    let (event, _) = cluster.venue_and_event(10, 60, 10).await;
+    let (other_event, _) = cluster.venue_and_event(10, 60, 10).await;
+    let churner = cluster.user("churner");
+    for _ in 0..3 {
+        let h = churner
+            .hold(event, boxoffice_client::Selection::Seats(vec![0]))
+            .await
+            .unwrap();
+        churner.release(&h.hold_id).await.unwrap();
+    }
+    // The fourth, through any node, is refused before anything is proposed.
+    let http = reqwest::Client::new();
+    let token = mint("churner", false);
+    for (i, n) in cluster.nodes.iter().enumerate() {
+        let (status, retry, body) =
+            hold(&http, &n.addr, &token, event, 0, &format!("again-{i}")).await;
+        assert_eq!(status, 429, "node {i}: {body}");
+        assert_eq!(body["limit"], "rate_limits.user_event_holds", "{body}");
+        let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+        assert!((1..=1200).contains(&retry), "Retry-After {retry}");
+    }
+    let seats = cluster
+        .user("viewer")
+        .seats(event, boxoffice_client::Consistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(
+        seats.seats[0].status,
+        boxoffice_client::SeatStatus::Available
+    );
+    // The same user on another event, and another user on this one, go on.
+    churner
+        .hold(other_event, boxoffice_client::Selection::Seats(vec![0]))
+        .await
+        .unwrap();
+    cluster
+        .user("honest")
+        .hold(event, boxoffice_client::Selection::Seats(vec![0]))
+        .await
+        .unwrap();
+}

@@ -49,7 +49,27 @@ async fn membership_remove_add_learner_promote() {
         assert_eq!(v["code"], code, "{v}");
     }
     assert_eq!(change(9, 3, json!({"action": "remove"})).await.0, 404);
-    let addr3 = cluster.nodes[2].addr.clone();
+    // A learner's address must be one the cluster knows (a member's, or in
+    // peer_addresses_allowed): a typo, another member's address or a public
+    // address is refused, and the membership stays as it was. (Before the
+    // peer listener, any address was taken.)
+    for (addr, why) in [
+        ("127.0.0.1:1".to_string(), "neither"),
+        (cluster.nodes[1].peer_addr.clone(), "node 2's"),
+        (cluster.nodes[2].addr.clone(), "neither"),
+    ] {
+        let (s, v) = change(1, 3, json!({"action": "add_learner", "addr": addr})).await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (400, Some("invalid_parameter")),
+            "{v}"
+        );
+        assert!(v["detail"].as_str().unwrap().contains(why), "{v}");
+    }
+    let status = cluster.admin.cluster().await.unwrap();
+    let g1 = status.groups.iter().find(|g| g.group == 1).unwrap();
+    assert_eq!(g1.voters, vec![1, 2], "{status:?}");
+    let addr3 = cluster.nodes[2].peer_addr.clone();
     let (s, v) = change(1, 3, json!({"action": "add_learner", "addr": addr3})).await;
     assert_eq!(s, 200, "{v}");
     let (s, v) = change(1, 3, json!({"action": "promote"})).await;

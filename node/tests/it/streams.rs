@@ -192,7 +192,9 @@ async fn slow_stream_consumer_is_dropped_and_memory_stays_bounded() {
     let cluster = TestCluster::start(
         3,
         1,
-        "[limits]\nsse_lag_max = 2048\nsse_send_timeout_ms = 5000\nsocket_send_buffer_bytes = 65536",
+        // The write deadline is set long here: this consumer is to read its
+        // stream's end (a reset) once it reads again, not have it cut off.
+        "[limits]\nsse_lag_max = 2048\nsse_send_timeout_ms = 5000\nsocket_send_buffer_bytes = 65536\nsocket_write_timeout_ms = 120000",
     )
     .await;
     let (event, _) = cluster.venue_and_event(SEATS, 600, SEATS).await;
@@ -275,9 +277,10 @@ async fn slow_stream_consumer_is_dropped_and_memory_stays_bounded() {
         !kinds.contains("reset"),
         "the keeping-up consumer was not dropped"
     );
-    // The stalled stream was dropped: only the good one holds a slot.
+    // The stalled stream was dropped, and the good one's reader has gone (it
+    // dropped its response): neither holds a slot.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while open_streams().await != 1 {
+    while open_streams().await != 0 {
         assert!(
             Instant::now() < deadline,
             "the stalled stream still holds its slot"
@@ -392,4 +395,122 @@ async fn client_seat_stream_survives_its_node() {
         stream.last_event_id().map(|p| p / 1024),
         Some(seen[9].index)
     );
+}
+
+/// Opens a live stream of `event` through `addr` with `token` (if any): its
+/// status, its problem body if refused, and the open response if accepted
+/// (the stream stays open while it is held).
+async fn open_stream(
+    addr: &str,
+    event: u64,
+    token: Option<&str>,
+) -> (u16, Value, Option<reqwest::Response>) {
+    let mut req =
+        reqwest::Client::new().get(format!("http://{addr}/v1/events/{event}/seats/stream"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    if status == 200 {
+        return (status, Value::Null, Some(resp));
+    }
+    (status, resp.json().await.unwrap_or(Value::Null), None)
+}
+
+/// Issue 14: live streams were capped per node only, so one user or one
+/// address could take every slot. Now each has a cap of its own (429 naming
+/// the setting); a stream given back frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_are_capped_per_user_and_per_address() {
+    let cluster = TestCluster::start(
+        3,
+        1,
+        "[limits]\nsse_streams_per_user_max = 2\nsse_streams_per_address_max = 3",
+    )
+    .await;
+    let (event, _) = cluster.venue_and_event(4, 60, 4).await;
+    let addr = cluster.nodes[0].addr.clone();
+    let alice = mint("alice", false);
+    let (s1, _, a1) = open_stream(&addr, event, Some(&alice)).await;
+    let (s2, _, _a2) = open_stream(&addr, event, Some(&alice)).await;
+    assert_eq!((s1, s2), (200, 200));
+    let (s, v, _) = open_stream(&addr, event, Some(&alice)).await;
+    assert_eq!(
+        (s, v["limit"].as_str()),
+        (429, Some("limits.sse_streams_per_user_max")),
+        "{v}"
+    );
+    // Anonymous streams count against the address only: one more fits.
+    let (s, _, _anon) = open_stream(&addr, event, None).await;
+    assert_eq!(s, 200);
+    let (s, v, _) = open_stream(&addr, event, Some(&mint("bob", false))).await;
+    assert_eq!(
+        (s, v["limit"].as_str()),
+        (429, Some("limits.sse_streams_per_address_max")),
+        "{v}"
+    );
+    // Each node counts its own streams.
+    let (s, _, _other) = open_stream(&cluster.nodes[1].addr, event, Some(&alice)).await;
+    assert_eq!(s, 200);
+    // A stream closed gives its places back.
+    drop(a1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, _, resp) = open_stream(&addr, event, Some(&alice)).await;
+        if s == 200 {
+            drop(resp);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a closed stream's places came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 14: a consumer that stopped reading a quiet event's stream held its
+/// slot (and its snapshot, queued for a socket that never drained) forever:
+/// the stream's deadline only applied to a full queue, and a quiet event never
+/// fills it. Now a write that waits `limits.socket_write_timeout_ms` closes the
+/// connection, and the stream gives its places back with nothing more sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_of_a_quiet_event_is_let_go() {
+    use tokio::io::AsyncWriteExt;
+    let cluster = TestCluster::start(
+        3,
+        1,
+        "[limits]\nsocket_write_timeout_ms = 1000\nsocket_send_buffer_bytes = 4096",
+    )
+    .await;
+    // A seat map far larger than the socket buffers, and nothing happening.
+    let (event, _) = cluster.venue_and_event(20_000, 600, 10).await;
+    let addr = cluster.nodes[1].addr.clone();
+    let node_admin = cluster.client_at(1, "ops", true);
+    let open_streams = || async { node_admin.cluster().await.unwrap().sse_streams_open };
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = sock.connect(addr.parse().unwrap()).await.unwrap();
+    stalled
+        .write_all(
+            format!("GET /v1/events/{event}/seats/stream HTTP/1.1\r\nHost: {addr}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_streams().await < 1 {
+        assert!(Instant::now() < deadline, "the stream opened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while open_streams().await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled reader still holds its stream"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(stalled);
 }

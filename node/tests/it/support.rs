@@ -44,7 +44,10 @@ pub fn client_config(urls: Vec<String>, token: String) -> ClientConfig {
 #[derive(Clone, Debug)]
 pub struct TestNode {
     pub id: u64,
+    /// Public (and admin) API.
     pub addr: String,
+    /// Peer listener (Raft RPC, `/internal`).
+    pub peer_addr: String,
 }
 
 /// A cluster of real node processes on 127.0.0.1, in a temporary directory.
@@ -52,6 +55,9 @@ pub struct TestCluster {
     pub local: LocalCluster,
     pub nodes: Vec<TestNode>,
     pub admin: Client,
+    /// The certificate its clients trust, when the nodes serve TLS
+    /// (`tls.cert_file` of the settings).
+    pub ca_pem: Option<Vec<u8>>,
     _dir: tempfile::TempDir,
 }
 
@@ -87,13 +93,22 @@ impl TestCluster {
             .map(|n| TestNode {
                 id: n.id,
                 addr: n.addr.to_string(),
+                peer_addr: n.peer_addr.to_string(),
             })
             .collect();
-        let admin = Client::new(client_config(local.urls(), mint("admin", true))).unwrap();
+        let settings: toml::Table = toml::from_str(settings).expect("settings");
+        let ca_pem = settings
+            .get("tls")
+            .and_then(|t| t.get("cert_file"))
+            .and_then(|f| f.as_str())
+            .map(|f| std::fs::read(f).expect("tls.cert_file"));
+        let mut admin = client_config(local.urls(), mint("admin", true));
+        admin.ca_certs_pem = ca_pem.clone();
         TestCluster {
             local,
             nodes,
-            admin,
+            admin: Client::new(admin).unwrap(),
+            ca_pem,
             _dir: dir,
         }
     }
@@ -105,13 +120,19 @@ impl TestCluster {
 
     /// A client of user `name` over every node.
     pub fn user(&self, name: &str) -> Client {
-        Client::new(client_config(self.urls(), mint(name, false))).unwrap()
+        self.client(self.urls(), mint(name, false))
     }
 
     /// A client of user `name` (an admin when `admin`) talking to node `i` only.
     pub fn client_at(&self, i: usize, name: &str, admin: bool) -> Client {
-        let url = format!("http://{}", self.nodes[i].addr);
-        Client::new(client_config(vec![url], mint(name, admin))).unwrap()
+        self.client(vec![self.urls()[i].clone()], mint(name, admin))
+    }
+
+    /// A client of `urls` with `token`, trusting the cluster's certificate.
+    pub fn client(&self, urls: Vec<String>, token: String) -> Client {
+        let mut config = client_config(urls, token);
+        config.ca_certs_pem = self.ca_pem.clone();
+        Client::new(config).unwrap()
     }
 
     /// Starts node `i` again (it keeps its data).
