@@ -145,6 +145,20 @@ enum Cmd {
         #[arg(long, default_value_t = 32)]
         abuser_in_flight: usize,
     },
+    /// The abuser of `abuse`, run by it as a child process.
+    #[command(hide = true)]
+    AbuseFlood {
+        #[arg(long)]
+        event: u64,
+        #[arg(long)]
+        in_flight: usize,
+        #[arg(long)]
+        duration_s: u64,
+        #[arg(long)]
+        token: String,
+        #[arg(long = "url")]
+        urls: Vec<String>,
+    },
     /// Event view and seat map read throughput: follower reads vs linearizable vs a
     /// trivial axum handler; and freshness of a sale on followers and SSE.
     Reads {
@@ -169,6 +183,22 @@ enum Cmd {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Compare(args) => compare::compare(args).await,
+        Cmd::AbuseFlood {
+            event,
+            in_flight,
+            duration_s,
+            token,
+            urls,
+        } => {
+            abuse::flood(
+                urls,
+                token,
+                event,
+                in_flight,
+                Duration::from_secs(duration_s),
+            )
+            .await
+        }
         Cmd::Abuse {
             cluster_dir,
             rounds,

@@ -79,16 +79,17 @@ pub fn router(state: AppState) -> Router {
         routes = routes.merge(crate::api::admin_routes());
     }
     bounded(routes, &state)
-        // Outermost: a client over its address's limit costs nothing more.
-        .layer(axum::middleware::from_fn_with_state(
-            state.limits.clone(),
-            crate::rate_limits::by_address,
-        ))
         .layer(axum::middleware::map_response_with_state(
             state.node.id(),
             name_the_node,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Outermost: a client over its address's limit costs nothing more (not
+        // even a trace span): a bot's flood is answered at the least cost.
+        .layer(axum::middleware::from_fn_with_state(
+            state.limits.clone(),
+            crate::rate_limits::by_address,
+        ))
 }
 
 /// The router of the admin listener (`admin_listen`): the admin API and the

@@ -575,6 +575,12 @@ impl NodeConfig {
                 }
             }
         }
+        if self.rate_limits.over_limit_delayed_per_address_max == 0 {
+            return rule(
+                "rate_limits.over_limit_delayed_per_address_max",
+                "must be at least 1 (over_limit_delay_ms = 0 turns delays off)",
+            );
+        }
         if self.rate_limits.tracked_keys_max == 0 {
             return rule("rate_limits.tracked_keys_max", "must be at least 1");
         }

@@ -762,6 +762,7 @@ fn no_rate_limits() -> toml::Value {
             table.insert(key.to_string(), v);
         }
     }
+    table.insert("over_limit_delay_ms".into(), toml::Value::Integer(0));
     let off = crate::rate_limits::Window {
         max: 0,
         window_s: 0,

@@ -78,6 +78,14 @@ pub struct RateLimitSettings {
     /// lets holds expire, over and over would otherwise keep seats from
     /// everyone. Retries count too. A new leader starts counting afresh.
     pub user_event_holds: Window,
+    /// A request over its client address's limit is answered (429) after this
+    /// long rather than at once, so that a flood from one address with a fixed
+    /// number of requests in flight slows to that many a delay, and costs the
+    /// node little; 0 answers at once.
+    pub over_limit_delay_ms: u64,
+    /// Over-limit requests of one address delayed at once; beyond it they are
+    /// answered at once (each delayed one holds a connection and a timer).
+    pub over_limit_delayed_per_address_max: usize,
     /// Header carrying the client's address, set by a trusted proxy (e.g.
     /// `x-forwarded-for`); unset: the socket's address is the client's.
     pub client_address_header: Option<String>,
@@ -102,6 +110,8 @@ impl Default for RateLimitSettings {
                 max: 12,
                 window_s: 600,
             },
+            over_limit_delay_ms: 1000,
+            over_limit_delayed_per_address_max: 64,
             client_address_header: None,
             trusted_proxies: Vec::new(),
             tracked_keys_max: 100_000,
@@ -324,6 +334,7 @@ impl HoldChurn {
 /// A node's rate limiters.
 pub struct RateLimits {
     settings: RateLimitSettings,
+    delayed: Slots<IpAddr>,
     user_writes: Option<Limit<String>>,
     user_linearizable_reads: Option<Limit<String>>,
     address_writes: Option<Limit<IpAddr>>,
@@ -340,6 +351,10 @@ impl RateLimits {
         let s = settings;
         RateLimits {
             settings: s.clone(),
+            delayed: Slots::new(
+                "rate_limits.over_limit_delayed_per_address_max",
+                s.over_limit_delayed_per_address_max,
+            ),
             user_writes: Limit::new("rate_limits.user_writes", s.user_writes),
             user_linearizable_reads: Limit::new(
                 "rate_limits.user_linearizable_reads",
@@ -432,6 +447,14 @@ pub async fn by_address(
         let class = classify(req.method(), req.uri().path(), req.uri().query());
         let addr = limits.client_address(socket, req.headers());
         if let Err(e) = limits.check_address(class, addr) {
+            let delay = limits.settings.over_limit_delay_ms;
+            if delay > 0 {
+                // Held while it waits; none left: answered at once.
+                if let Ok(slot) = limits.delayed.take(addr) {
+                    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                    drop(slot);
+                }
+            }
             return e.into_response();
         }
     }

@@ -42,7 +42,8 @@ async fn one_user_and_one_address_are_held_to_their_rates() {
     let cluster = TestCluster::start(
         3,
         1,
-        "[rate_limits]\nuser_writes = { per_s = 1, burst = 4 }\naddress_searches = { per_s = 1, burst = 3 }",
+        // Over-limit answers at once: the refill while the loops run stays small.
+        "[rate_limits]\nuser_writes = { per_s = 1, burst = 4 }\naddress_searches = { per_s = 1, burst = 3 }\nover_limit_delay_ms = 0",
     )
     .await;
     let (event, _) = cluster.venue_and_event(40, 60, 40).await;
@@ -146,4 +147,45 @@ async fn holding_and_releasing_over_and_over_is_limited_per_user_and_event() {
         .hold(event, boxoffice_client::Selection::Seats(vec![0]))
         .await
         .unwrap();
+}
+
+/// Issue 14 (the abuse figures): a flood from one address was answered as fast
+/// as it came, each 429 costing the node as much as the flood cared to spend.
+/// Now a request over its address's limit is answered after
+/// `rate_limits.over_limit_delay_ms`, at most
+/// `over_limit_delayed_per_address_max` of them at once (the rest at once),
+/// so a bot with a fixed number of requests in flight slows to that many per delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_over_its_address_limit_is_answered_slowly() {
+    let cluster = TestCluster::start(
+        1,
+        1,
+        "[rate_limits]\naddress_searches = { per_s = 1, burst = 1 }\nover_limit_delay_ms = 800\nover_limit_delayed_per_address_max = 2",
+    )
+    .await;
+    let addr = cluster.nodes[0].addr.clone();
+    let (status, body) = search(&addr, "q=test").await;
+    assert_eq!(status, 200, "{body}");
+    let timed = |addr: String| async move {
+        let t = std::time::Instant::now();
+        let (status, body) = search(&addr, "q=test").await;
+        (status, body, t.elapsed())
+    };
+    let answers = futures::future::join_all((0..4).map(|_| timed(addr.clone()))).await;
+    let mut slow = 0;
+    for (status, body, took) in &answers {
+        assert_eq!(*status, 429, "{body}");
+        assert_eq!(body["limit"], "rate_limits.address_searches", "{body}");
+        if *took >= Duration::from_millis(700) {
+            slow += 1;
+        } else {
+            assert!(*took < Duration::from_millis(400), "took {took:?}");
+        }
+    }
+    assert_eq!(
+        slow,
+        2,
+        "{:?}",
+        answers.iter().map(|a| a.2).collect::<Vec<_>>()
+    );
 }
