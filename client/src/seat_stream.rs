@@ -63,7 +63,8 @@ impl Client {
 
 impl SeatStream {
     /// The position to resume from: the SSE id of the last delivered event
-    /// (`log index x 1024 + position within the entry`; opaque, increasing).
+    /// (`shard << 48 | (log index x 1024 + position within the entry)`; opaque,
+    /// increasing).
     pub fn last_event_id(&self) -> Option<u64> {
         self.last_id
     }

@@ -12,13 +12,20 @@
 //! timer's resolution, a few ms), from timers each stream keeps for the holds it
 //! knows. A consumer that falls [``limits.sse_lag_max``] changes behind gets a `reset`
 //! event and is dropped; it reconnects with its `Last-Event-ID`.
+//!
+//! Streams that start from the same applied state of an event share one
+//! serialized snapshot (the feed keeps the last few, by event and applied
+//! index): a crowd opening the seat map of a hot on-sale at once costs one
+//! seat-map read and serialization per state, not one per viewer. Events are
+//! written as SSE frames of shared bytes.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::body::Bytes;
+use axum::response::IntoResponse;
 use boxoffice_api::{
     ProblemCode, SeatChange, SeatChangeKind, SeatStatus, SeatsExpired, StreamError,
     StreamEventKind, StreamReset, StreamSnapshot,
@@ -44,6 +51,25 @@ pub fn position(index: u64, pos: u32) -> u64 {
     index
         .saturating_mul(POS_PER_ENTRY)
         .saturating_add(u64::from(pos).min(POS_PER_ENTRY - 2))
+}
+
+/// Low bits of a stream id that hold the position; the shard is above them, so
+/// that an id from another shard's stream is never read as a position here.
+pub const STREAM_ID_POSITION_BITS: u32 = 48;
+const POSITION_MASK: u64 = (1 << STREAM_ID_POSITION_BITS) - 1;
+
+/// The SSE event id of `position` in `group`'s feed: `shard << 48 | position`
+/// (positions reach 2^48 after 2^38 log entries of one shard, centuries of
+/// entries; past that they stay at the last one).
+pub fn stream_id(group: GroupId, position: u64) -> u64 {
+    (u64::from(group.0) << STREAM_ID_POSITION_BITS) | position.min(POSITION_MASK)
+}
+
+/// The position in `group`'s feed a client's `Last-Event-ID` names, if it
+/// was sent by a stream of `group` (not another shard's, nor an id of the
+/// format before shards were part of it).
+pub fn position_of(group: GroupId, id: u64) -> Option<u64> {
+    (id >> STREAM_ID_POSITION_BITS == u64::from(group.0)).then_some(id & POSITION_MASK)
 }
 
 /// The position just past every change of entry `index` (and before `index + 1`'s).
@@ -150,7 +176,27 @@ pub struct Feed {
     /// past it was not sent by this replica (it comes from a replica further
     /// ahead, or is made up), and gets a fresh snapshot rather than silence.
     head: std::sync::atomic::AtomicU64,
+    /// Serialized snapshots by event: (applied index, frame).
+    snapshots: Mutex<std::collections::HashMap<u64, (u64, Arc<SnapshotFrame>)>>,
+    /// Snapshots serialized so far (each shared by the streams of its state).
+    snapshots_serialized: std::sync::atomic::AtomicU64,
 }
+
+/// A stream's first event, as every stream starting from that state sends it.
+struct SnapshotFrame {
+    /// The SSE frame.
+    bytes: Bytes,
+    /// The stream position just past it.
+    position: u64,
+    /// Held seats and their expiry, for the stream's timers.
+    held: Vec<(u32, u64)>,
+}
+
+/// Events whose last snapshot a feed keeps (emptied when full).
+const SNAPSHOTS_KEPT_MAX: usize = 256;
+
+/// Time without an event after which a stream sends a keep-alive comment.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 impl Feed {
     /// Starts the feed of a shard's state machine.
@@ -167,6 +213,8 @@ impl Feed {
             }),
             tx,
             head: std::sync::atomic::AtomicU64::new(start),
+            snapshots: Mutex::new(Default::default()),
+            snapshots_serialized: std::sync::atomic::AtomicU64::new(0),
         });
         let f = feed.clone();
         tokio::spawn(async move {
@@ -225,6 +273,66 @@ impl Feed {
         feed
     }
 
+    /// Snapshots serialized so far by this feed.
+    pub fn snapshots_serialized(&self) -> u64 {
+        self.snapshots_serialized
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The snapshot frame of `event_id` as `tx` reads it, serialized once per
+    /// applied state; `None` if the event is unknown there.
+    fn snapshot(
+        &self,
+        tx: &boxoffice_storage::read::ReadTx<'_>,
+        group: GroupId,
+        event_id: u64,
+    ) -> Option<Arc<SnapshotFrame>> {
+        let index = tx.freshness.applied_index;
+        {
+            let kept = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((i, frame)) = kept.get(&event_id) {
+                if *i == index {
+                    return Some(frame.clone());
+                }
+            }
+        }
+        let map = crate::api::seats::seat_map(tx, group, event_id, None)?;
+        let position = position_after(index);
+        let held = map
+            .seats
+            .iter()
+            .filter_map(|s| match (s.status, s.held_until_ms) {
+                (SeatStatus::Held, Some(until)) => Some((s.seat_id, until)),
+                _ => None,
+            })
+            .collect();
+        let body = StreamSnapshot {
+            shard: group.0,
+            freshness: map.freshness,
+            seat_map: map,
+        };
+        let frame = Arc::new(SnapshotFrame {
+            bytes: sse_json(
+                StreamEventKind::Snapshot,
+                Some(stream_id(group, position)),
+                &body,
+            ),
+            position,
+            held,
+        });
+        self.snapshots_serialized
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut kept = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= SNAPSHOTS_KEPT_MAX && !kept.contains_key(&event_id) {
+            kept.clear();
+        }
+        // A newer state wins; an older one (a slower reader) does not replace it.
+        if kept.get(&event_id).is_none_or(|(i, _)| *i < index) {
+            kept.insert(event_id, (index, frame.clone()));
+        }
+        Some(frame)
+    }
+
     /// Live changes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedItem>> {
         self.tx.subscribe()
@@ -254,20 +362,29 @@ impl Feed {
     }
 }
 
-fn sse_json<T: Serialize>(kind: StreamEventKind, id: Option<u64>, value: &T) -> Event {
-    let kind = kind.as_str();
-    let e = Event::default()
-        .event(kind)
-        .json_data(value)
-        .unwrap_or_else(|_| Event::default().event(kind));
-    match id {
-        Some(i) => e.id(i.to_string()),
-        None => e,
+/// One SSE frame: `event:`, `id:` if any, and the value as one `data:` line
+/// (compact JSON has no raw newline).
+fn sse_json<T: Serialize>(kind: StreamEventKind, id: Option<u64>, value: &T) -> Bytes {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(256);
+    let _ = write!(out, "event: {}\n", kind.as_str());
+    if let Some(i) = id {
+        let _ = write!(out, "id: {i}\n");
     }
+    out.extend_from_slice(b"data: ");
+    let data_at = out.len();
+    if serde_json::to_writer(&mut out, value).is_err() {
+        // Our own API types always serialize; an empty object rather than a
+        // broken frame all the same.
+        out.truncate(data_at);
+        out.extend_from_slice(b"{}");
+    }
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }
 
 /// A `reset` event: the node ends the stream, saying why.
-fn reset(reason: &str) -> Event {
+fn reset(reason: &str) -> Bytes {
     sse_json(
         StreamEventKind::Reset,
         None,
@@ -301,11 +418,11 @@ pub fn stream(
     permit: StreamPermits,
     send_timeout: Duration,
     queue_max: usize,
-) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
-    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Event>(queue_max.max(1));
+) -> axum::response::Response {
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Bytes>(queue_max.max(1));
     // Queues an event for the consumer; false when it is gone or has taken nothing
     // for `send_timeout` (stalled: drop it rather than hold its slot and memory).
-    let send = move |tx: tokio::sync::mpsc::Sender<Event>, e: Event| async move {
+    let send = move |tx: tokio::sync::mpsc::Sender<Bytes>, e: Bytes| async move {
         match tokio::time::timeout(send_timeout, tx.send(e)).await {
             Ok(Ok(())) => true,
             Ok(Err(_)) => false,
@@ -337,7 +454,11 @@ pub fn stream(
                     }
                     track(&mut timers, &mut held_until, change);
                     last_sent = *position;
-                    let e = sse_json(StreamEventKind::Change, Some(*position), change);
+                    let e = sse_json(
+                        StreamEventKind::Change,
+                        Some(stream_id(group, *position)),
+                        change,
+                    );
                     if !send(out_tx.clone(), e).await {
                         return;
                     }
@@ -345,7 +466,7 @@ pub fn stream(
             }
             None => {
                 let tx = reader.begin_applied();
-                let Some(map) = crate::api::seats::seat_map(&tx, group, event_id, None) else {
+                let Some(frame) = feed.snapshot(&tx, group, event_id) else {
                     let error = StreamError {
                         code: ProblemCode::UnknownEvent,
                         event_id,
@@ -357,24 +478,17 @@ pub fn stream(
                     .await;
                     return;
                 };
-                last_sent = position_after(tx.freshness.applied_index);
-                for s in &map.seats {
-                    if let (SeatStatus::Held, Some(until)) = (s.status, s.held_until_ms) {
-                        timers.entry(until).or_default().push((
-                            format!("seat:{}", s.seat_id),
-                            vec![s.seat_id],
-                            1,
-                        ));
-                        held_until.insert(format!("seat:{}", s.seat_id), until);
-                    }
+                drop(tx);
+                last_sent = frame.position;
+                for &(seat_id, until) in &frame.held {
+                    let key = format!("seat:{seat_id}");
+                    timers
+                        .entry(until)
+                        .or_default()
+                        .push((key.clone(), vec![seat_id], 1));
+                    held_until.insert(key, until);
                 }
-                let body = StreamSnapshot {
-                    shard: group.0,
-                    freshness: map.freshness,
-                    seat_map: map,
-                };
-                let e = sse_json(StreamEventKind::Snapshot, Some(last_sent), &body);
-                if !send(out_tx.clone(), e).await {
+                if !send(out_tx.clone(), frame.bytes.clone()).await {
                     return;
                 }
             }
@@ -406,7 +520,7 @@ pub fn stream(
                         }
                         track(&mut timers, &mut held_until, change);
                         last_sent = position;
-                        let e = sse_json(StreamEventKind::Change, Some(position), change);
+                        let e = sse_json(StreamEventKind::Change, Some(stream_id(group, position)), change);
                         if !send(out_tx.clone(), e).await {
                             return;
                         }
@@ -442,8 +556,37 @@ pub fn stream(
             }
         }
     });
-    let stream = futures::stream::poll_fn(move |cx| out_rx.poll_recv(cx).map(|o| o.map(Ok)));
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    // The body: the queued frames, and a keep-alive comment after KEEP_ALIVE
+    // without one (so proxies and clients can tell a quiet stream from a dead one).
+    let mut idle = Box::pin(tokio::time::sleep(KEEP_ALIVE));
+    let body = futures::stream::poll_fn(move |cx| {
+        use std::future::Future;
+        use std::task::Poll;
+        match out_rx.poll_recv(cx) {
+            Poll::Ready(Some(frame)) => {
+                idle.as_mut()
+                    .reset(tokio::time::Instant::now() + KEEP_ALIVE);
+                Poll::Ready(Some(Ok::<_, Infallible>(frame)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match idle.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    idle.as_mut()
+                        .reset(tokio::time::Instant::now() + KEEP_ALIVE);
+                    Poll::Ready(Some(Ok(Bytes::from_static(b":\n\n"))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    });
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/event-stream"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
 }
 
 /// Keeps a stream's expiry timers in step with a change.
@@ -482,6 +625,18 @@ fn track(
 #[cfg(test)]
 mod position_tests {
     use super::*;
+
+    #[test]
+    fn stream_ids_carry_their_shard() {
+        let (g3, g4) = (GroupId(3), GroupId(4));
+        for p in [0, 1, position(7, 2), position_after(1 << 30)] {
+            assert_eq!(position_of(g3, stream_id(g3, p)), Some(p));
+            assert_eq!(position_of(g4, stream_id(g3, p)), None);
+        }
+        // An id of the format without the shard (a bare position) is no one's.
+        assert_eq!(position_of(g3, position(7, 2)), None);
+        assert!(stream_id(g3, position(7, 2)) < stream_id(g3, position(8, 0)));
+    }
 
     #[test]
     fn positions_order_changes_by_entry_then_within_it() {

@@ -125,6 +125,10 @@ pub struct ClusterStatus {
     pub event_cache_entries: usize,
     /// Live seat-map streams open.
     pub sse_streams_open: usize,
+    /// Stream snapshots serialized since the node started (streams starting
+    /// from the same state share one).
+    #[serde(default)]
+    pub sse_snapshots_serialized: u64,
     /// Fault injection's clock offset (0 unless set).
     pub clock_offset_ms: i64,
 }

@@ -144,6 +144,13 @@ async fn cluster(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Clus
         groups,
         event_cache_entries: node.event_cache.len(),
         sse_streams_open: node.config.limits.sse_streams_max - node.streams.available_permits(),
+        sse_snapshots_serialized: node
+            .groups
+            .all()
+            .into_iter()
+            .filter_map(|(g, _)| node.feed(g))
+            .map(|f| f.snapshots_serialized())
+            .sum(),
         clock_offset_ms: crate::node::clock_offset_ms(),
     }))
 }

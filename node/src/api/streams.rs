@@ -63,6 +63,9 @@ async fn seat_stream(
                 })?,
         ),
     };
+    // An id from another shard's stream (or of the format before stream ids
+    // named their shard) says nothing about this one: a fresh snapshot.
+    let last_event_id = last_event_id.and_then(|id| crate::live::position_of(g, id));
     let tx = begin_with_event(&state, g, &st.reader, event_id).await?;
     check_fresh(&state, g, &tx.freshness, Consistency::Local)?;
     if tx.inventory(event_id).is_none() {

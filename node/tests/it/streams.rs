@@ -390,10 +390,12 @@ async fn client_seat_stream_survives_its_node() {
     assert!(seen
         .iter()
         .all(|c| c.kind == SeatChangeKind::Held && c.expires_at_ms.is_some()));
-    // Stream positions are `log index x 1024 + position within the entry`.
+    // Stream ids are `shard << 48 | (log index x 1024 + position in the entry)`.
     assert_eq!(
-        stream.last_event_id().map(|p| p / 1024),
-        Some(seen[9].index)
+        stream
+            .last_event_id()
+            .map(|p| (p >> 48, (p & ((1 << 48) - 1)) / 1024)),
+        Some((shard_of_hold(&seen[9].hold_id), seen[9].index))
     );
 }
 
@@ -513,4 +515,83 @@ async fn a_stalled_reader_of_a_quiet_event_is_let_go() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(stalled);
+}
+
+/// The shard named by a hold id (`h3-17` → 3).
+fn shard_of_hold(hold_id: &str) -> u64 {
+    hold_id[1..].split('-').next().unwrap().parse().unwrap()
+}
+
+/// Issue 14: stream ids were bare positions in one shard's feed, so a
+/// `Last-Event-ID` from another shard's stream was read as a position of this
+/// one, and the consumer was replayed from the wrong place (or got silence).
+/// Now ids carry their shard, and a foreign (or old-format) id gets a fresh
+/// snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_event_id_of_another_shard_gets_a_fresh_snapshot() {
+    let cluster = TestCluster::start(3, 2, "").await;
+    // Events until one lands on each shard.
+    let mut on_shard = std::collections::BTreeMap::new();
+    while on_shard.len() < 2 {
+        let (event, shard) = cluster.venue_and_event(4, 60, 4).await;
+        on_shard.entry(shard).or_insert(event);
+    }
+    let (a, b) = (on_shard[&1], on_shard[&2]);
+    let addr = cluster.nodes[0].addr.clone();
+    let mut sa = SseReader::open(&addr, a, None).await;
+    let snap = sa.next(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(snap.kind, "snapshot");
+    let id_a = snap.id.unwrap();
+    assert_eq!(id_a >> 48, 1, "shard 1's stream ids name shard 1");
+    // Shard 2's event, resumed with shard 1's id: a snapshot, whatever the numbers.
+    let mut sb = SseReader::open(&addr, b, Some(id_a)).await;
+    let first = sb.next(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(first.kind, "snapshot", "{first:?}");
+    assert_eq!(first.id.unwrap() >> 48, 2);
+    // Its own id resumes: no snapshot, the next change comes.
+    let id_b = first.id.unwrap();
+    drop(sb);
+    let mut again = SseReader::open(&addr, b, Some(id_b)).await;
+    cluster
+        .user("alice")
+        .hold(b, Selection::Seats(vec![1]))
+        .await
+        .unwrap();
+    let next = again.next(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(next.kind, "change", "{next:?}");
+}
+
+/// Issue 14: every stream serialized its own snapshot, so a crowd opening a hot
+/// event's seat map at once cost one full seat-map serialization per viewer.
+/// Now streams starting from the same applied state share one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_from_the_same_state_share_one_snapshot() {
+    let cluster = TestCluster::start(3, 1, "").await;
+    let (event, _) = cluster.venue_and_event(2000, 60, 4).await;
+    let addr = cluster.nodes[1].addr.clone();
+    let node_admin = cluster.client_at(1, "ops", true);
+    let serialized = || async { node_admin.cluster().await.unwrap().sse_snapshots_serialized };
+    let before = serialized().await;
+    let mut streams = Vec::new();
+    let mut ids = BTreeSet::new();
+    for _ in 0..8 {
+        let mut s = SseReader::open(&addr, event, None).await;
+        let snap = s.next(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(snap.kind, "snapshot");
+        assert_eq!(
+            snap.data["seat_map"]["seats"].as_array().unwrap().len(),
+            2000
+        );
+        ids.insert(snap.id.unwrap());
+        streams.push(s);
+    }
+    let made = serialized().await - before;
+    // One per state the streams started from (an idle shard's tick may fall
+    // between two of them); each distinct state was serialized once.
+    assert_eq!(
+        made,
+        ids.len() as u64,
+        "{made} serialized for states {ids:?}"
+    );
+    assert!(made <= 3, "8 streams, {made} snapshots serialized");
 }
