@@ -1005,6 +1005,36 @@ mod tests {
     }
 
     #[test]
+    fn listeners_and_tls_settings_are_checked() {
+        let named = |c: NodeConfig| c.validate().unwrap_err().to_string();
+        let mut bad = sample();
+        bad.peer_listen = bad.listen;
+        assert!(named(bad).contains("peer_listen"));
+        let mut bad = sample();
+        bad.admin_listen = Some(bad.listen);
+        assert!(named(bad).contains("admin_listen"));
+        let mut bad = sample();
+        bad.tls.cert_file = Some("/x.crt".into());
+        assert!(named(bad).contains("tls.key_file"));
+        let mut bad = sample();
+        bad.tls.peer_cert_file = Some("/p.crt".into());
+        bad.tls.peer_key_file = Some("/p.key".into());
+        assert!(named(bad).contains("tls.peer_ca_file"));
+        let mut bad = sample();
+        bad.limits.peer_request_timeout_ms = bad.limits.write_timeout_ms - 1;
+        assert!(named(bad).contains("peer_request_timeout_ms"));
+        let mut bad = sample();
+        bad.rate_limits.user_event_holds.window_s = 0;
+        assert!(named(bad).contains("user_event_holds"));
+        let mut ok = sample();
+        ok.admin_listen = Some("127.0.0.1:7301".parse().unwrap());
+        ok.tls.peer_cert_file = Some("/p.crt".into());
+        ok.tls.peer_key_file = Some("/p.key".into());
+        ok.tls.peer_ca_file = Some("/ca.crt".into());
+        ok.validate().unwrap();
+    }
+
+    #[test]
     fn defaults_validate_and_bad_values_are_named() {
         let c = sample();
         c.validate().unwrap();
