@@ -417,15 +417,8 @@ impl Node {
     /// Members of any hosted group other than this node, chosen by `wanted`, with
     /// their addresses.
     fn peer_addresses(&self, wanted: impl Fn(NodeId) -> bool) -> BTreeMap<NodeId, String> {
-        let mut peers = BTreeMap::new();
-        for (_, raft) in self.groups.all() {
-            let m = raft.metrics().borrow().membership_config.clone();
-            for (id, node) in m.membership().nodes() {
-                if *id != self.id() && wanted(*id) {
-                    peers.insert(*id, node.addr.clone());
-                }
-            }
-        }
+        let mut peers = self.member_addresses();
+        peers.retain(|id, _| *id != self.id() && wanted(*id));
         peers
     }
 

@@ -198,13 +198,7 @@ impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
     }
 
     fn check(&self, key: &K, keys_max: usize, checks: &AtomicU64) -> Result<(), ApiError> {
-        // Now and then, drop idle keys (their buckets are full) to bound memory.
-        if checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0
-            && self.limiter.len() > keys_max
-        {
-            self.limiter.retain_recent();
-            self.limiter.shrink_to_fit();
-        }
+        sweep(&self.limiter, keys_max, checks);
         self.limiter.check_key(key).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             let retry_after_s = u32::try_from(wait.as_secs()).unwrap_or(u32::MAX).max(1);
@@ -225,6 +219,20 @@ impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
 
 /// How many checks pass between looks at a limiter's size.
 const SWEEP_EVERY: u64 = 4096;
+
+/// Now and then (every `SWEEP_EVERY` checks), drops idle keys (their buckets
+/// are full, so forgetting them changes nothing) once there are more than
+/// `keys_max`, to bound memory.
+fn sweep<K: std::hash::Hash + Eq + Clone>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    keys_max: usize,
+    checks: &AtomicU64,
+) {
+    if checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 && limiter.len() > keys_max {
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
+    }
+}
 
 /// Things held open at once per key (live streams per user, per client
 /// address), each at most `max`; a [`Slot`] gives its place back when dropped.
@@ -319,12 +327,7 @@ impl HoldChurn {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
-        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0
-            && limiter.len() > self.keys_max
-        {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
-        }
+        sweep(limiter, self.keys_max, &self.checks);
         limiter
             .check_key(&(event_id, user.to_string()))
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
