@@ -58,6 +58,11 @@ impl ApiError {
     }
 }
 
+/// `Retry-After` of `too_many_sessions`: how long a refused request's answer
+/// is remembered, the soonest a session of a user who keeps being refused ends.
+/// Sessions of accepted requests last 24 h; the exact moment is not tracked.
+pub const TOO_MANY_SESSIONS_RETRY_AFTER_S: u32 = 600;
+
 /// The problem code of a state-machine refusal.
 pub fn rejection_code(r: &Rejection) -> ProblemCode {
     match r {
@@ -74,6 +79,7 @@ pub fn rejection_code(r: &Rejection) -> ProblemCode {
         Rejection::HoldAlreadyConfirmed { .. } => ProblemCode::HoldAlreadyConfirmed,
         Rejection::InvalidInput { .. } => ProblemCode::InvalidInput,
         Rejection::IdempotencyKeyReused => ProblemCode::IdempotencyKeyReused,
+        Rejection::TooManySessions { .. } => ProblemCode::TooManySessions,
     }
 }
 
@@ -101,6 +107,11 @@ impl From<Rejection> for ApiError {
             Rejection::HoldExpired { expired_at_ms } => e.with("expired_at_ms", expired_at_ms),
             Rejection::HoldAlreadyConfirmed { booking_id } => {
                 e.with("booking_id", booking_id.to_string())
+            }
+            Rejection::TooManySessions { max } => {
+                let mut e = e.with("max", max);
+                e.retry_after_s = Some(TOO_MANY_SESSIONS_RETRY_AFTER_S);
+                e
             }
             Rejection::NotHoldOwner
             | Rejection::HoldReleased

@@ -34,6 +34,10 @@ pub mod meta {
 pub mod table {
     /// Applied log id, membership, state-machine time, id counter.
     pub const META: u8 = 0x00;
+    /// The group's feature level (absent: level 0). Written only once a level
+    /// above 0 is enabled, so a group at level 0 stores what the first releases
+    /// read.
+    pub const FEATURES: u8 = 0x01;
     /// Catalogue: venue by id.
     pub const VENUE: u8 = 0x10;
     /// Catalogue: performer by id.
@@ -68,8 +72,14 @@ pub mod table {
     pub const USER_BOOKING: u8 = 0x26;
     /// Exactly-once sessions by client and idempotency key.
     pub const SESSION: u8 = 0x30;
-    /// Session expiry index by expiry time, client, key.
+    /// Session expiry index by expiry time, client, key: the sessions written
+    /// at feature level 0 (drained once a higher level is enabled).
     pub const SESSION_EXPIRY: u8 = 0x31;
+    /// Session expiry index from feature level 1: by expiry time, counted (u8:
+    /// 1 when the session counts against its user's bound), client, key.
+    pub const SESSION_DEADLINE: u8 = 0x32;
+    /// From feature level 1: the live counted sessions of a client, by client.
+    pub const USER_SESSIONS: u8 = 0x33;
 }
 
 /// Builds keys by appending parts.

@@ -19,7 +19,7 @@ use boxoffice_raft::command::*;
 use boxoffice_raft::GroupId;
 use boxoffice_storage::keys::{read_u64, table};
 use boxoffice_storage::kv::MemKv;
-use boxoffice_storage::machine::{apply_entry, read_meta};
+use boxoffice_storage::machine::{apply_entry, read_meta, SESSION_REJECTED_TTL_MS, SESSION_TTL_MS};
 use boxoffice_storage::testing::normal;
 use proptest::prelude::*;
 
@@ -181,6 +181,9 @@ fn simple_command() -> impl Strategy<Value = Command> {
         }),
         4 => (hold_id(), user()).prop_map(|(hold_id, user)| Command::Release { hold_id, user }),
         1 => Just(Command::Tick),
+        // Levels this build knows (a higher one stops apply by design: see
+        // `machine::features`).
+        1 => (0..=FEATURE_LEVEL_MAX).prop_map(|level| Command::EnableFeatures { level }),
         1 => (0..4u64, (proptest::option::of(text()), proptest::option::of(text()), proptest::option::of(text())), proptest::option::of(any::<i64>()))
             .prop_map(|(event_id, (name, description, category), starts_at_ms)| Command::UpdateEvent {
                 event_id,
@@ -193,6 +196,10 @@ fn simple_command() -> impl Strategy<Value = Command> {
 fn stamp_step() -> impl Strategy<Value = Stamp> {
     prop_oneof![
         40 => (0..3_000u64).prop_map(Stamp::After),
+        // Around a refusal's and an answer's lifetime, so sessions end and are
+        // pruned (and counted down) within a case.
+        2 => (SESSION_REJECTED_TTL_MS - 2_000..SESSION_REJECTED_TTL_MS + 2_000).prop_map(Stamp::After),
+        1 => (SESSION_TTL_MS - 2_000..SESSION_TTL_MS + 2_000).prop_map(Stamp::After),
         1 => any::<u64>().prop_map(Stamp::Exactly),
         1 => Just(Stamp::Exactly(u64::MAX)),
     ]
@@ -288,8 +295,11 @@ fn records(kv: &MemKv, group: GroupId) -> BTreeMap<Vec<u8>, Vec<u8>> {
             !matches!(
                 k[2],
                 table::META
+                    | table::FEATURES
                     | table::SESSION
                     | table::SESSION_EXPIRY
+                    | table::SESSION_DEADLINE
+                    | table::USER_SESSIONS
                     | table::EXPIRY
                     | table::EXPIRY_SETTLED
                     | table::INVENTORY_COUNTS
@@ -354,6 +364,55 @@ fn refusal_changed_nothing(
     Ok(())
 }
 
+/// Every remembered answer has exactly one expiry index entry, at its expiry
+/// (in the level-0 index or the deadline index), every index entry has its
+/// answer, and each user's session count is the number of its counted entries.
+fn sessions_are_indexed_and_counted(kv: &MemKv, group: GroupId) -> Result<(), TestCaseError> {
+    let in_table = |t: u8| {
+        kv.map
+            .iter()
+            .filter(move |(k, _)| k[..2] == group.0.to_be_bytes() && k[2] == t)
+    };
+    // Index entries as (session key tail, expiry), and the counted ones per client.
+    let mut indexed: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
+    let mut counted: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+    for (k, _) in in_table(table::SESSION_EXPIRY) {
+        indexed
+            .entry(k[11..].to_vec())
+            .or_default()
+            .push(read_u64(k, 3));
+    }
+    for (k, _) in in_table(table::SESSION_DEADLINE) {
+        let tail = k[12..].to_vec();
+        if k[11] == 1 {
+            let len = usize::from(u16::from_be_bytes([tail[0], tail[1]]));
+            *counted.entry(tail[..2 + len].to_vec()).or_default() += 1;
+        }
+        indexed.entry(tail).or_default().push(read_u64(k, 3));
+    }
+    let mut answers = 0;
+    for (k, v) in in_table(table::SESSION) {
+        answers += 1;
+        let rec: boxoffice_storage::records::SessionRecord =
+            boxoffice_raft::codec::decode(v).unwrap();
+        prop_assert_eq!(
+            indexed.get(&k[3..]),
+            Some(&vec![rec.expires_at_ms]),
+            "a session without its one index entry"
+        );
+    }
+    prop_assert_eq!(answers, indexed.len(), "an index entry without its session");
+    let counts: BTreeMap<Vec<u8>, u32> = in_table(table::USER_SESSIONS)
+        .map(|(k, v)| {
+            let u: boxoffice_storage::records::UserSessions =
+                boxoffice_raft::codec::decode(v).unwrap();
+            (k[3..].to_vec(), u.live)
+        })
+        .collect();
+    prop_assert_eq!(counts, counted, "user session counts");
+    Ok(())
+}
+
 fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let mut kv = MemKv::default();
     let mut time = T0;
@@ -407,6 +466,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
         if single && out.result.is_err() && !out.replayed {
             refusal_changed_nothing(&before, &kv, group, meta.time_ms)?;
         }
+        sessions_are_indexed_and_counted(&kv, group)?;
         // Remember the holds granted, with their owners, for later confirms.
         let outcomes = match (&out.result, &sent.command) {
             (Ok(Effect::Batch(all)), Command::Batch(reqs)) if !single => all

@@ -18,18 +18,22 @@ use boxoffice_storage::records::*;
 use openraft::{BasicNode, CommittedLeaderId, EntryPayload, Membership, Vote};
 
 fn golden() -> BTreeMap<String, Vec<u8>> {
-    include_str!("golden/v1.txt")
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let (name, hex) = l.split_once(' ').expect("name and hex");
-            let bytes = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-                .collect();
-            (name.to_string(), bytes)
-        })
-        .collect()
+    [
+        include_str!("golden/v1.txt"),
+        include_str!("golden/added.txt"),
+    ]
+    .into_iter()
+    .flat_map(str::lines)
+    .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    .map(|l| {
+        let (name, hex) = l.split_once(' ').expect("name and hex");
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect();
+        (name.to_string(), bytes)
+    })
+    .collect()
 }
 
 /// Checks that `name`'s golden bytes decode to `value` and that `value` encodes
@@ -39,9 +43,10 @@ fn check<T: Versioned + PartialEq + std::fmt::Debug>(
     name: &str,
     value: T,
 ) -> String {
-    let bytes = golden
-        .get(name)
-        .unwrap_or_else(|| panic!("no golden bytes for {name}"));
+    let bytes = golden.get(name).unwrap_or_else(|| {
+        let hex: String = encode(&value).iter().map(|b| format!("{b:02x}")).collect();
+        panic!("no golden bytes for {name}; this build writes: {name} {hex}")
+    });
     let decoded: T = decode(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(decoded, value, "{name} decodes to another value");
     assert_eq!(&encode(&value), bytes, "{name} encodes differently");
@@ -233,6 +238,7 @@ fn commands() -> Vec<(&'static str, Command)> {
             "create_inventories",
             Command::CreateInventories(vec![inventory_spec()]),
         ),
+        ("enable_features", Command::EnableFeatures { level: 1 }),
         (
             "batch",
             Command::Batch(vec![
@@ -391,6 +397,10 @@ fn results() -> Vec<(&'static str, Result<Effect, Rejection>)> {
         (
             "idempotency_key_reused",
             Err(Rejection::IdempotencyKeyReused),
+        ),
+        (
+            "too_many_sessions",
+            Err(Rejection::TooManySessions { max: 4096 }),
         ),
     ]
 }
@@ -580,6 +590,15 @@ fn every_record_written_by_the_first_releases_decodes_to_its_value() {
             }),
         },
     ));
+    c(check(
+        &g,
+        "features",
+        Features {
+            level: 1,
+            legacy_session_expiry: true,
+        },
+    ));
+    c(check(&g, "user_sessions", UserSessions { live: 3 }));
     c(check(&g, "vote", Vote::new(3, 2)));
     c(check(&g, "vote.committed", Vote::new_committed(3, 2)));
     c(check(&g, "log_id", lid(3, 2, 40)));
@@ -612,6 +631,7 @@ fn command_variant(c: &Command) -> usize {
         Command::UpdateEvent { .. } => 9,
         Command::CreateInventories(_) => 10,
         Command::Batch(_) => 11,
+        Command::EnableFeatures { .. } => 12,
     }
 }
 
@@ -649,13 +669,14 @@ fn rejection_variant(r: &Rejection) -> usize {
         Rejection::HoldAlreadyConfirmed { .. } => 10,
         Rejection::InvalidInput { .. } => 11,
         Rejection::IdempotencyKeyReused => 12,
+        Rejection::TooManySessions { .. } => 13,
     }
 }
 
 /// Variants of each enum, as numbered above.
-const COMMANDS: usize = 12;
+const COMMANDS: usize = 13;
 const EFFECTS: usize = 12;
-const REJECTIONS: usize = 13;
+const REJECTIONS: usize = 14;
 
 #[test]
 fn every_variant_has_golden_bytes() {

@@ -135,6 +135,21 @@ fn bookings_survive_and_a_retried_confirm_gets_its_first_answer() {
             &Default::default(),
         )
         .unwrap();
+        // The group moves to the newest feature level first: the old sessions
+        // stay in force under it.
+        let applied = *sm.applied().borrow();
+        let enable = normal(
+            applied.index + 1,
+            request(
+                applied.time_ms + 1000,
+                None,
+                Command::EnableFeatures {
+                    level: FEATURE_LEVEL_MAX,
+                },
+            ),
+        );
+        let out = sm.apply([enable]).await.unwrap().pop().unwrap();
+        assert_eq!(out.result, Ok(Effect::Nothing));
         let applied = *sm.applied().borrow();
         let confirm = Command::Confirm {
             hold_id,

@@ -84,6 +84,9 @@ problem_codes! {
     InvalidInput = ("invalid_input", 400, false),
     /// The idempotency key was used before for a different request.
     IdempotencyKeyReused = ("idempotency_key_reused", 422, false),
+    /// The user has as many requests remembered for retries in this shard as a
+    /// user may (`max`); `Retry-After` says when to try again.
+    TooManySessions = ("too_many_sessions", 429, false),
     // ---- refusals by the API (definite: nothing was proposed) ----
     /// A parameter or body field is invalid (`parameter` names it).
     InvalidParameter = ("invalid_parameter", 400, false),

@@ -149,6 +149,10 @@ impl Feed for Command {
                     r.command.feed(f);
                 }
             }
+            Command::EnableFeatures { level } => {
+                f.variant(12);
+                f.put(level);
+            }
         }
     }
 }

@@ -66,6 +66,20 @@ pub const EVENTS_BATCH_MAX: usize = 1000;
 /// stream numbers a batch's changes within their entry and has room for this many.
 pub const BATCH_REQUESTS_MAX: usize = 1000;
 
+/// The highest feature level this build applies (see [`Command::EnableFeatures`]).
+///
+/// A feature level names replicated behaviour that changed after the first
+/// releases: every replica of a group must switch at the same log index, so a
+/// group switches when its log says so, never when a node is upgraded. Levels:
+///
+/// - **0**: the first releases. Every answer is remembered for 24 h.
+/// - **1**: bounded sessions. A refused request's answer is remembered for 10
+///   minutes instead of 24 h, and each user has a bounded number of live
+///   sessions per group (`boxoffice_storage::machine::USER_SESSIONS_MAX`);
+///   past it, a user request is refused with [`Rejection::TooManySessions`]
+///   and leaves nothing behind.
+pub const FEATURE_LEVEL_MAX: u32 = 1;
+
 /// One entry's application payload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Request {
@@ -144,6 +158,15 @@ pub enum Command {
     /// all. Its outcome is [`Effect::Batch`]. The leader puts them in
     /// [`Command::batch_rank`] order; a batch never contains a batch.
     Batch(Vec<Request>),
+    /// Any group: raises the group's feature level (see [`FEATURE_LEVEL_MAX`]).
+    /// Levels never go down; enabling the current level again changes nothing.
+    /// A leader proposes it once every member of the group has said it applies
+    /// that level; a replica whose build does not know the level stops (as it
+    /// would on a command it cannot decode) rather than apply it differently.
+    EnableFeatures {
+        /// The level to reach.
+        level: u32,
+    },
 }
 
 /// Fields of an event that may change after creation; `None` leaves one as is.
@@ -185,6 +208,7 @@ impl Command {
             Command::UpdateEvent { .. } => "update_event",
             Command::CreateInventories(_) => "create_inventories",
             Command::Batch(_) => "batch",
+            Command::EnableFeatures { .. } => "enable_features",
         }
     }
 
@@ -207,12 +231,38 @@ impl Command {
             | Command::CreateEvents(_)
             | Command::UpdateEvent { .. }
             | Command::CreateInventories(_)
-            | Command::Batch(_) => BatchRank::Other,
+            | Command::Batch(_)
+            | Command::EnableFeatures { .. } => BatchRank::Other,
         }
     }
 
-    /// True for commands of the catalogue group; every other command but `Tick`
-    /// (which any group takes) belongs to an inventory shard.
+    /// True for the commands any group takes (the catalogue and every shard).
+    pub fn is_any_group(&self) -> bool {
+        matches!(self, Command::Tick | Command::EnableFeatures { .. })
+    }
+
+    /// The user a user's own request acts for (holds, confirms, releases); `None`
+    /// for the commands of admins and of the cluster itself. From feature level
+    /// 1, the sessions of user requests are counted per user and bounded.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Command::Hold(h) => Some(&h.user),
+            Command::Confirm { user, .. } | Command::Release { user, .. } => Some(user),
+            Command::CreateVenue(_)
+            | Command::CreatePerformer(_)
+            | Command::CreateEvent(_)
+            | Command::CreateInventory(_)
+            | Command::Tick
+            | Command::CreateEvents(_)
+            | Command::UpdateEvent { .. }
+            | Command::CreateInventories(_)
+            | Command::Batch(_)
+            | Command::EnableFeatures { .. } => None,
+        }
+    }
+
+    /// True for commands of the catalogue group; every other command but those
+    /// any group takes ([`Command::is_any_group`]) belongs to an inventory shard.
     pub fn is_catalogue(&self) -> bool {
         match self {
             Command::CreateVenue(_)
@@ -226,7 +276,8 @@ impl Command {
             | Command::Release { .. }
             | Command::Tick
             | Command::CreateInventories(_)
-            | Command::Batch(_) => false,
+            | Command::Batch(_)
+            | Command::EnableFeatures { .. } => false,
         }
     }
 }

@@ -219,4 +219,13 @@ pub enum Rejection {
     /// The idempotency key was used before for a different request.
     #[error("idempotency key already used for a different request")]
     IdempotencyKeyReused,
+    /// The user has as many live sessions in this group as a user may (from
+    /// feature level 1): nothing was done, and nothing is remembered.
+    #[error(
+        "{max} requests of this user are remembered for retries already; a request's answer is kept 24 h (10 min for a refusal)"
+    )]
+    TooManySessions {
+        /// The bound.
+        max: u32,
+    },
 }

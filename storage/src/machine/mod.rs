@@ -11,8 +11,10 @@
 //!
 //! [`apply_entry`] is the one door. The concerns behind it:
 //!
-//! - [`sessions`]: exactly-once answers per (client, idempotency key), and their
-//!   pruning.
+//! - [`features`]: the group's feature level, which switches replicated
+//!   behaviour at one log index on every replica.
+//! - [`sessions`]: exactly-once answers per (client, idempotency key), their
+//!   pruning, and (from level 1) their bound per user.
 //! - [`catalogue`]: venues, performers, events and the events' change feed.
 //! - [`inventory`]: an event's inventory, counts, keys, and the settling of
 //!   expired holds.
@@ -29,16 +31,22 @@ use crate::records::*;
 use sessions::{apply_request, prune_sessions};
 
 mod catalogue;
+mod features;
 mod holds;
 pub(crate) mod inventory;
 mod sessions;
 
+pub use features::read_features;
 pub(crate) use inventory::{due_expiry_range, hold_key, load_inventory};
-pub use sessions::{SESSION_PRUNE_PER_REQUEST, SESSION_TTL_MS};
+pub use sessions::{
+    SESSION_PRUNE_PER_REQUEST, SESSION_REJECTED_TTL_MS, SESSION_TTL_MS, USER_SESSIONS_MAX,
+};
 
 /// Applies one log entry to the group's state and returns its outcome.
 pub fn apply_entry(kv: &mut dyn Kv, group: GroupId, entry: &Entry) -> Outcome {
     let mut meta = read_meta(kv, group);
+    let mut features = features::read_features(kv, group);
+    let features_before = features.clone();
     if let Some(prev) = meta.last_applied {
         assert!(
             entry.log_id.index > prev.index,
@@ -65,14 +73,14 @@ pub fn apply_entry(kv: &mut dyn Kv, group: GroupId, entry: &Entry) -> Outcome {
                 .iter()
                 .map(|req| {
                     advance_time(&mut meta, req);
-                    apply_request(kv, group, &mut meta, entry.log_id.index, req)
+                    apply_request(kv, group, &mut meta, &mut features, entry.log_id.index, req)
                 })
                 .collect();
             (Ok(Effect::Batch(outcomes)), false, None)
         }
         EntryPayload::Normal(req) => {
             advance_time(&mut meta, req);
-            let out = apply_request(kv, group, &mut meta, entry.log_id.index, req);
+            let out = apply_request(kv, group, &mut meta, &mut features, entry.log_id.index, req);
             (out.result, out.replayed, Some(out.applied))
         }
     };
@@ -90,11 +98,16 @@ pub fn apply_entry(kv: &mut dyn Kv, group: GroupId, entry: &Entry) -> Outcome {
         prune_sessions(
             kv,
             group,
+            &mut features,
             meta.time_ms,
             SESSION_PRUNE_PER_REQUEST * requests,
         );
     }
     write_meta(kv, group, &meta);
+    // Only a change is written: a group at level 0 keeps no record of it.
+    if features != features_before {
+        features::write_features(kv, group, &features);
+    }
     Outcome {
         applied: applied.unwrap_or(Applied {
             index: entry.log_id.index,
@@ -154,10 +167,11 @@ pub(super) fn execute(
     kv: &mut dyn Kv,
     group: GroupId,
     meta: &mut SmMeta,
+    features: &mut Features,
     time: u64,
     command: &Command,
 ) -> Result<Effect, Rejection> {
-    if !matches!(command, Command::Tick) && command.is_catalogue() != group.is_catalogue() {
+    if !command.is_any_group() && command.is_catalogue() != group.is_catalogue() {
         return Err(invalid(format!(
             "{} is not a command for {group}",
             command.name()
@@ -201,5 +215,6 @@ pub(super) fn execute(
         } => holds::confirm(kv, group, meta, time, *hold_id, user, payment_ref),
         Command::Release { hold_id, user } => holds::release(kv, group, time, *hold_id, user),
         Command::Tick => Ok(Effect::Nothing),
+        Command::EnableFeatures { level } => features::enable(features, *level),
     }
 }

@@ -17,3 +17,17 @@ pub struct SmMeta {
 }
 
 boxoffice_raft::versioned_v1!(SmMeta => "state-machine meta record");
+
+/// A group's feature level (`table::FEATURES`; see
+/// `boxoffice_raft::command::FEATURE_LEVEL_MAX`). Absent means level 0.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Features {
+    /// The level enabled.
+    pub level: u32,
+    /// True while the level-0 session expiry index (`table::SESSION_EXPIRY`)
+    /// may still hold entries: set when the group leaves level 0, cleared by
+    /// the pruning that finds it empty (no session is added to it after).
+    pub legacy_session_expiry: bool,
+}
+
+boxoffice_raft::versioned_v1!(Features => "feature level record");

@@ -7,10 +7,12 @@
 //! shape); `storage/tests/formats.rs` decodes the bytes those releases wrote
 //! (`storage/tests/golden/v1.txt`).
 //!
-//! - [`meta`]: a group's bookkeeping (applied log id, membership, time, ids).
+//! - [`meta`]: a group's bookkeeping (applied log id, membership, time, ids) and
+//!   its feature level.
 //! - [`catalogue`]: venues, performers, events and the events' change feed.
 //! - [`inventory`]: an event's tickets, holds, bookings and per-user counts.
-//! - [`sessions`]: remembered answers for exactly-once retries.
+//! - [`sessions`]: remembered answers for exactly-once retries, and how many
+//!   each user has.
 
 pub mod catalogue;
 pub mod inventory;
@@ -35,6 +37,8 @@ pub fn check_record(table: u8, value: &[u8]) -> Result<(), String> {
     }
     match table {
         table::META => check::<SmMeta>(value),
+        table::FEATURES => check::<Features>(value),
+        table::USER_SESSIONS => check::<UserSessions>(value),
         table::VENUE => check::<Venue>(value),
         table::PERFORMER => check::<Performer>(value),
         table::EVENT => check::<Event>(value),
@@ -49,12 +53,18 @@ pub fn check_record(table: u8, value: &[u8]) -> Result<(), String> {
         table::USER_EVENT => check::<UserEvent>(value),
         table::SESSION => check::<SessionRecord>(value),
         // Index entries: the key is everything, the value is empty.
-        table::EVENT_CHANGE | table::USER_BOOKING | table::SESSION_EXPIRY if value.is_empty() => {
+        table::EVENT_CHANGE
+        | table::USER_BOOKING
+        | table::SESSION_EXPIRY
+        | table::SESSION_DEADLINE
+            if value.is_empty() =>
+        {
             Ok(())
         }
-        table::EVENT_CHANGE | table::USER_BOOKING | table::SESSION_EXPIRY => {
-            Err(format!("index entry with a {}-byte value", value.len()))
-        }
+        table::EVENT_CHANGE
+        | table::USER_BOOKING
+        | table::SESSION_EXPIRY
+        | table::SESSION_DEADLINE => Err(format!("index entry with a {}-byte value", value.len())),
         other => Err(format!("no sm table {other:#04x}")),
     }
 }

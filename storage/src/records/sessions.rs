@@ -21,3 +21,14 @@ pub struct SessionRecord {
 }
 
 boxoffice_raft::versioned_v1!(SessionRecord => "session record");
+
+/// How many counted sessions a client has live (`table::USER_SESSIONS`, from
+/// feature level 1): one per entry of `table::SESSION_DEADLINE` marked counted.
+/// Absent means none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSessions {
+    /// Live counted sessions.
+    pub live: u32,
+}
+
+boxoffice_raft::versioned_v1!(UserSessions => "user sessions record");
