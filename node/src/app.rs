@@ -126,8 +126,14 @@ pub fn peer_router(state: AppState) -> Router {
         .merge(internal)
         .fallback(no_such_endpoint)
         .layer(axum::middleware::map_response_with_state(
-            axum::http::HeaderValue::from_str(&state.node.config.advertised()).ok(),
-            name_the_public_address,
+            PeerHeaders {
+                public_addr: axum::http::HeaderValue::from_str(&state.node.config.advertised())
+                    .ok(),
+                feature_level: axum::http::HeaderValue::from(
+                    state.node.config.raft.feature_level_max,
+                ),
+            },
+            say_who_answers,
         ))
         .layer(DefaultBodyLimit::max(limits.raft_body_bytes_max))
         .layer(
@@ -160,16 +166,27 @@ async fn no_such_endpoint() -> ApiError {
     ApiError::new(ProblemCode::NotFound, "no such endpoint")
 }
 
-/// Names this node's public address on every peer answer (see
-/// `boxoffice_raft::network::PUBLIC_ADDR_HEADER`).
-async fn name_the_public_address(
-    axum::extract::State(public): axum::extract::State<Option<axum::http::HeaderValue>>,
+/// What every peer answer says of this node.
+#[derive(Clone)]
+struct PeerHeaders {
+    public_addr: Option<axum::http::HeaderValue>,
+    feature_level: axum::http::HeaderValue,
+}
+
+/// Names this node's public address and the feature level it allows on every
+/// peer answer (see `boxoffice_raft::network::PeerFacts`).
+async fn say_who_answers(
+    axum::extract::State(h): axum::extract::State<PeerHeaders>,
     mut resp: axum::response::Response,
 ) -> axum::response::Response {
-    if let Some(v) = public {
-        resp.headers_mut()
-            .insert(boxoffice_raft::network::PUBLIC_ADDR_HEADER, v);
+    let headers = resp.headers_mut();
+    if let Some(v) = h.public_addr {
+        headers.insert(boxoffice_raft::network::PUBLIC_ADDR_HEADER, v);
     }
+    headers.insert(
+        boxoffice_raft::network::FEATURE_LEVEL_HEADER,
+        h.feature_level,
+    );
     resp
 }
 

@@ -334,6 +334,12 @@ pub struct RaftSettings {
     /// Requests waiting for one group's proposer; beyond it writers wait for room
     /// (until their write timeout, then 503 `unavailable`: never proposed).
     pub propose_queue_max: usize,
+    /// The highest feature level this node lets its groups reach (at most the
+    /// build's, `FEATURE_LEVEL_MAX`, the default). A leader raises its group's
+    /// level once every member says it allows it, so a node set lower holds back
+    /// every group it belongs to: set it to the current level before upgrading,
+    /// to keep the older release able to rejoin until the upgrade is done.
+    pub feature_level_max: u32,
 }
 
 impl Default for RaftSettings {
@@ -358,6 +364,7 @@ impl Default for RaftSettings {
             propose_batch_bytes_max: 128 * 1024,
             propose_pipeline_max: 4,
             propose_queue_max: 4096,
+            feature_level_max: boxoffice_raft::command::FEATURE_LEVEL_MAX,
         }
     }
 }
@@ -686,6 +693,12 @@ impl NodeConfig {
             return rule(
                 "limits.replica_staleness_ms_max",
                 "must exceed twice raft.tick_interval_ms",
+            );
+        }
+        if r.feature_level_max > boxoffice_raft::command::FEATURE_LEVEL_MAX {
+            return rule(
+                "raft.feature_level_max",
+                "is above the feature levels this build knows",
             );
         }
         if r.clock_reading_age_ms_max < r.clock_probe_interval_ms * 2 {

@@ -414,6 +414,22 @@ impl Node {
         addrs
     }
 
+    /// The feature level `group` may reach: the lowest any of its members allows
+    /// (this node: `raft.feature_level_max`; a peer: what its last answer said,
+    /// 0 for a release that does not say). `None` until every peer has answered.
+    pub fn feature_level_allowed(&self, group: GroupId) -> Option<u32> {
+        let raft = self.groups.get(group)?;
+        let m = raft.metrics().borrow().membership_config.clone();
+        let mut level = self.config.raft.feature_level_max;
+        for (id, node) in m.membership().nodes() {
+            if *id != self.id() {
+                let said = self.rpc.peer(&node.addr)?.feature_level.unwrap_or(0);
+                level = level.min(said);
+            }
+        }
+        Some(level)
+    }
+
     /// Members of any hosted group other than this node, chosen by `wanted`, with
     /// their addresses.
     fn peer_addresses(&self, wanted: impl Fn(NodeId) -> bool) -> BTreeMap<NodeId, String> {
@@ -803,7 +819,8 @@ async fn clock_prober(node: std::sync::Weak<Node>) {
 }
 
 /// On every group this node leads, appends a time tick when the group has applied
-/// nothing for `raft.tick_interval_ms`, so replicas can measure their lag.
+/// nothing for `raft.tick_interval_ms`, so replicas can measure their lag, and
+/// raises the group's feature level once every member allows a higher one.
 /// A group that has applied no stamped entry yet (a new cluster) gets its first
 /// tick at once, within this, rather than after half a tick interval: until then
 /// its replicas cannot tell how fresh they are, and cannot serve local reads.
@@ -823,10 +840,27 @@ async fn ticker(node: std::sync::Weak<Node>) {
             };
             let time_ms = stores.sm.applied().borrow().time_ms;
             untimed |= time_ms == 0;
+            let leads = n.leader_of(group).map(|(id, _)| id) == Some(n.id());
+            let level = stores.sm.feature_level();
+            match n.feature_level_allowed(group) {
+                Some(allowed) if leads && allowed > level => {
+                    let n2 = n.clone();
+                    tokio::spawn(async move {
+                        let enable = Command::EnableFeatures { level: allowed };
+                        match n2.propose_local(group, None, enable, interval).await {
+                            Ok(_) => {
+                                tracing::info!(%group, level = allowed, "feature level raised")
+                            }
+                            Err(e) => {
+                                tracing::debug!(%group, error = %e, "feature level not raised")
+                            }
+                        }
+                    });
+                }
+                _ => {}
+            }
             let idle_ms = now.saturating_sub(time_ms);
-            if idle_ms >= n.config.raft.tick_interval_ms
-                && n.leader_of(group).map(|(id, _)| id) == Some(n.id())
-            {
+            if idle_ms >= n.config.raft.tick_interval_ms && leads {
                 let n2 = n.clone();
                 // Not awaited in the loop: a group without quorum must not hold up the others.
                 tokio::spawn(async move {

@@ -27,8 +27,23 @@ pub const CLUSTER_KEY_HEADER: &str = "x-boxoffice-cluster-key";
 /// (the leader hints of write answers) without showing cluster addresses.
 pub const PUBLIC_ADDR_HEADER: &str = "x-boxoffice-public-addr";
 
-/// Peers' public addresses remembered at most (a cluster has far fewer).
-const PUBLIC_ADDRS_MAX: usize = 1024;
+/// Header on every peer-listener answer: the highest feature level the
+/// answering node lets its groups reach (`raft.feature_level_max`). A leader
+/// raises a group's level only to what every member said.
+pub const FEATURE_LEVEL_HEADER: &str = "x-boxoffice-feature-level";
+
+/// Peers remembered at most (a cluster has far fewer).
+const PEERS_MAX: usize = 1024;
+
+/// What a peer's last answer said about it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerFacts {
+    /// Its public address (`advertise`).
+    pub public_addr: Option<String>,
+    /// The highest feature level it allows; `None` from a release that does
+    /// not say (level 0).
+    pub feature_level: Option<u32>,
+}
 
 /// Settings for node-to-node RPC.
 #[derive(Clone, Debug)]
@@ -52,8 +67,8 @@ pub struct RpcClient {
     http: reqwest::Client,
     config: RpcConfig,
     scheme: &'static str,
-    /// Cluster address → public address, as each peer last said.
-    public_addrs: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
+    /// Cluster address → what each peer's last answer said.
+    peers: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, PeerFacts>>>,
 }
 
 impl RpcClient {
@@ -86,35 +101,44 @@ impl RpcClient {
             http,
             config,
             scheme,
-            public_addrs: Default::default(),
+            peers: Default::default(),
         })
     }
 
-    /// The public address of the peer at cluster address `addr`, as its last
-    /// answer said.
-    pub fn public_addr(&self, addr: &str) -> Option<String> {
-        self.public_addrs
+    /// What the last answer of the peer at cluster address `addr` said.
+    pub fn peer(&self, addr: &str) -> Option<PeerFacts> {
+        self.peers
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(addr)
             .cloned()
     }
 
-    fn note_public_addr(&self, addr: &str, headers: &reqwest::header::HeaderMap) {
-        let Some(public) = headers
-            .get(PUBLIC_ADDR_HEADER)
-            .and_then(|v| v.to_str().ok())
-        else {
+    /// The public address of the peer at cluster address `addr`, as its last
+    /// answer said.
+    pub fn public_addr(&self, addr: &str) -> Option<String> {
+        self.peer(addr).and_then(|p| p.public_addr)
+    }
+
+    fn note_peer(&self, addr: &str, headers: &reqwest::header::HeaderMap) {
+        let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        // An answer without the address did not come from the peer's routes (an
+        // overload refusal in front of them, say): it says nothing of the peer.
+        let Some(public) = header(PUBLIC_ADDR_HEADER) else {
             return;
         };
-        if self.public_addr(addr).as_deref() == Some(public) {
+        let facts = PeerFacts {
+            public_addr: Some(public.to_string()),
+            feature_level: header(FEATURE_LEVEL_HEADER).and_then(|v| v.parse().ok()),
+        };
+        if self.peer(addr).as_ref() == Some(&facts) {
             return;
         }
-        let mut map = self.public_addrs.write().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= PUBLIC_ADDRS_MAX {
+        let mut map = self.peers.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= PEERS_MAX {
             map.clear();
         }
-        map.insert(addr.to_string(), public.to_string());
+        map.insert(addr.to_string(), facts);
     }
 
     /// The cluster key presented to peers.
@@ -156,7 +180,7 @@ impl RpcClient {
                 }
             })?;
         let status = resp.status();
-        self.note_public_addr(addr, resp.headers());
+        self.note_peer(addr, resp.headers());
         let bytes = resp.bytes().await.map_err(|e| {
             if e.is_timeout() {
                 CallError::Timeout

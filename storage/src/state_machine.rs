@@ -78,6 +78,8 @@ pub struct StateMachineStore {
     db: Db,
     dir: PathBuf,
     applied: Arc<watch::Sender<Applied>>,
+    /// The group's feature level as last applied.
+    feature_level: Arc<std::sync::atomic::AtomicU32>,
     changes: broadcast::Sender<AppliedChange>,
     snapshot_seq: Arc<AtomicU64>,
     /// Apply's cache of this group's records (cleared by snapshot installs).
@@ -103,6 +105,7 @@ impl StateMachineStore {
             db,
             dir,
             applied: Arc::new(watch::Sender::new(Applied::default())),
+            feature_level: Default::default(),
             changes,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             cache: Arc::new(std::sync::Mutex::new(ApplyCache::new(
@@ -126,6 +129,7 @@ impl StateMachineStore {
             index: m.last_applied.map(|l| l.index).unwrap_or(0),
             time_ms: m.time_ms,
         });
+        sm.note_feature_level(&RocksTx::new(&sm.db));
         Ok(sm)
     }
 
@@ -137,6 +141,16 @@ impl StateMachineStore {
     /// Last applied index and state-machine time, updated after every apply.
     pub fn applied(&self) -> watch::Receiver<Applied> {
         self.applied.subscribe()
+    }
+
+    /// The group's feature level as last applied (see `command::FEATURE_LEVEL_MAX`).
+    pub fn feature_level(&self) -> u32 {
+        self.feature_level.load(Ordering::Relaxed)
+    }
+
+    fn note_feature_level(&self, kv: &dyn crate::kv::KvRead) {
+        let level = machine::read_features(kv, self.group).level;
+        self.feature_level.store(level, Ordering::Relaxed);
     }
 
     /// Every applied entry's outcome, in order.
@@ -199,6 +213,7 @@ impl StateMachineStore {
             index: m.last_applied.map(|l| l.index).unwrap_or(0),
             time_ms: m.time_ms,
         };
+        self.note_feature_level(&RocksTx::new(&self.db));
         self.applied.send_replace(applied);
         let outcome = Outcome {
             applied,
@@ -427,6 +442,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
         if let Some(a) = last {
             let m = machine::read_meta(&tx, self.group);
+            self.note_feature_level(&tx);
             self.applied.send_replace(Applied {
                 index: a.index,
                 time_ms: m.time_ms,

@@ -52,6 +52,20 @@ pub struct Member {
     pub addr: String,
 }
 
+/// A member as `GET /admin/v1/cluster` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Node id (≥ 1).
+    pub id: u64,
+    /// `host:port` of its peer listener.
+    pub addr: String,
+    /// The highest feature level it allows, as it last said (the answering
+    /// node: its setting; `None` for a peer not heard from yet, or of a release
+    /// that does not say).
+    #[serde(default)]
+    pub feature_level_max: Option<u32>,
+}
+
 /// `POST /admin/v1/cluster/init`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +117,10 @@ pub struct GroupStatus {
     pub purged_index: Option<u64>,
     /// Voters.
     pub voters: Vec<u64>,
+    /// The group's feature level as this replica has applied it. A leader
+    /// raises it to the lowest `feature_level_max` of the group's members.
+    #[serde(default)]
+    pub feature_level: u32,
 }
 
 /// `GET /admin/v1/cluster`: the answering node's view of the cluster.
@@ -118,7 +136,7 @@ pub struct ClusterStatus {
     /// Inventory shards, once bootstrapped.
     pub shards: Option<u16>,
     /// Every member any group knows of.
-    pub members: Vec<Member>,
+    pub members: Vec<MemberStatus>,
     /// Every group hosted here.
     pub groups: Vec<GroupStatus>,
     /// Event views cached.

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use boxoffice_api::{
     ClockOffset, ClockOffsetSet, ClusterInit, ClusterInitialized, ClusterStatus, GroupMembership,
-    GroupStatus, Health, Member, MemberAction, MemberChange, ProblemCode, Readiness,
+    GroupStatus, Health, MemberAction, MemberChange, MemberStatus, ProblemCode, Readiness,
     SnapshotTriggered,
 };
 use boxoffice_raft::{GroupId, NodeId, SHARDS_DEFAULT};
@@ -130,6 +130,7 @@ async fn cluster(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Clus
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
             voters: m.membership_config.membership().voter_ids().collect(),
+            feature_level: stores.as_ref().map_or(0, |s| s.sm.feature_level()),
         });
     }
     Ok(Json(ClusterStatus {
@@ -139,7 +140,18 @@ async fn cluster(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Clus
         shards: node.shards(),
         members: members
             .into_iter()
-            .map(|(id, addr)| Member { id, addr })
+            .map(|(id, addr)| {
+                let feature_level_max = if id == node.id() {
+                    Some(node.config.raft.feature_level_max)
+                } else {
+                    node.rpc.peer(&addr).and_then(|p| p.feature_level)
+                };
+                MemberStatus {
+                    id,
+                    addr,
+                    feature_level_max,
+                }
+            })
             .collect(),
         groups,
         event_cache_entries: node.event_cache.len(),

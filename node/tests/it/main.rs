@@ -10,6 +10,7 @@ mod abuse;
 mod booking;
 mod docs;
 mod faults;
+mod features;
 mod listeners;
 mod membership;
 mod routes;

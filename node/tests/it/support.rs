@@ -65,12 +65,24 @@ impl TestCluster {
     /// Starts `n` nodes with `settings` (TOML, e.g. `"[raft]\nsnapshot_logs_since_last
     /// = 30"`), bootstraps `shards` shards, and waits until every node is ready.
     pub async fn start(n: u64, shards: u16, settings: &str) -> TestCluster {
+        Self::start_with(n, shards, settings, |_| {}).await
+    }
+
+    /// As [`TestCluster::start`], with `prepare` run on the cluster's files
+    /// before any node starts (to give one node settings of its own, say).
+    pub async fn start_with(
+        n: u64,
+        shards: u16,
+        settings: &str,
+        prepare: impl FnOnce(&LocalCluster),
+    ) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let mut spec = ClusterSpec::new(BIN, dir.path(), n, shards);
         spec.settings = settings.to_string();
         spec.unlimited = true;
         spec.secrets = Some(secrets());
         let mut local = LocalCluster::create(spec).expect("cluster spec");
+        prepare(&local);
         local.start_all().await.expect("nodes start");
         let init = local.init().await.expect("bootstrap");
         // Each shard was initialised, and so first led, by a different member in
