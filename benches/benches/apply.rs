@@ -5,7 +5,11 @@
 //! `cargo bench --workspace --bench apply` (`-- --quick` for a short run). Each
 //! apply iteration is one log entry of [`BATCH`] requests, as the proposer batches
 //! them under load: confirms of the previous entry's holds, then new holds of 1–4
-//! seats, on a 50,000-seat event (a new event when one sells out).
+//! seats, on a 50,000-seat event (a new event when one sells out). First, two
+//! such sales, one at feature level 0 and one at the newest level (level 1
+//! counts each user's sessions and keeps them in another index), apply entries
+//! in turn, and the medians are printed side by side; then criterion measures
+//! the newest level's.
 
 use std::time::{Duration, Instant};
 
@@ -24,8 +28,10 @@ const BATCH: usize = 64;
 const ROW_SEATS: u32 = 50;
 const ROWS: u32 = 1000;
 const SEATS: u32 = ROW_SEATS * ROWS;
-/// Distinct buyers (users with a per-user cap record each).
-const BUYERS: u64 = 256;
+/// Distinct buyers (users with a per-user cap record each). Enough that none
+/// reaches `USER_SESSIONS_MAX` live sessions within a run (state-machine time
+/// moves 5 ms an entry, so no session ends).
+const BUYERS: u64 = 4096;
 /// State-machine time between entries.
 const STEP_MS: u64 = 5;
 const T0: u64 = 1_800_000_000_000;
@@ -62,7 +68,7 @@ struct Sale {
 }
 
 impl Sale {
-    async fn new() -> Sale {
+    async fn new(level: u32) -> Sale {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Db::open(dir.path(), &Default::default()).expect("open RocksDB");
         let sm = StateMachineStore::open(
@@ -83,6 +89,14 @@ impl Sale {
             next_key: 0,
             to_confirm: Vec::new(),
         };
+        let out = s
+            .apply(Request {
+                stamp_ms: T0,
+                session: None,
+                command: Command::EnableFeatures { level },
+            })
+            .await;
+        assert!(out.result.is_ok(), "{out:?}");
         s.new_event().await;
         s
     }
@@ -193,18 +207,55 @@ impl Sale {
     }
 }
 
+/// True under `-- --quick`.
+fn quick() -> bool {
+    std::env::args().any(|a| a == "--quick")
+}
+
 fn apply(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let mut sale = rt.block_on(Sale::new());
-    // Warm up past the first memtable's growth, as a node well into a sale is.
+    // Level 0 and the newest level side by side: entries applied in turn, one
+    // of each, so both see the same machine at the same moment.
+    let mut sales = rt.block_on(async {
+        let mut sales = Vec::new();
+        for level in [0, FEATURE_LEVEL_MAX] {
+            let mut s = Sale::new(level).await;
+            // Warm up past the first memtable's growth, as a node well into a sale is.
+            for _ in 0..2_000 {
+                s.step().await;
+            }
+            sales.push(s);
+        }
+        sales
+    });
+    let rounds = if quick() { 1_000 } else { 5_000 };
+    let mut spent: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
     rt.block_on(async {
-        for _ in 0..2_000 {
-            sale.step().await;
+        for round in 0..rounds {
+            // Alternate which goes first, so neither always follows the other.
+            for k in [round % 2, 1 - round % 2] {
+                let t = Instant::now();
+                sales[k].step().await;
+                spent[k].push(t.elapsed());
+            }
         }
     });
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (m0, m1) = (median(&mut spent[0]), median(&mut spent[1]));
+    println!(
+        "apply, {rounds} entries of {BATCH} each in turn: feature level 0 median {:.0} µs, level {FEATURE_LEVEL_MAX} median {:.0} µs (level {FEATURE_LEVEL_MAX} / level 0 = {:.2})",
+        m0.as_secs_f64() * 1e6,
+        m1.as_secs_f64() * 1e6,
+        m1.as_secs_f64() / m0.as_secs_f64()
+    );
+
+    let mut sale = sales.pop().expect("the newest level's sale");
     let mut g = c.benchmark_group("apply");
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function("entry of 32 confirms + 32 holds", |b| {
