@@ -33,6 +33,13 @@ impl ClusterInfo {
         })
     }
 
+    /// A token (valid an hour) of user `name`, signed with the cluster's user
+    /// secret: each simulated buyer is a user of its own, as on a real site
+    /// (one user's writes are bounded per shard, `USER_SESSIONS_MAX`).
+    pub fn mint_user(&self, name: &str) -> anyhow::Result<String> {
+        Ok(boxoffice_node::auth::Signer::hs256(&self.token_secret).mint(name, 3600)?)
+    }
+
     pub fn urls(&self) -> Vec<String> {
         self.addrs.iter().map(|a| format!("http://{a}")).collect()
     }

@@ -80,6 +80,8 @@ pub async fn onsale(
     let until = start + Duration::from_secs(duration_s);
     let mut tasks = Vec::new();
     for i in 0..clients {
+        // Each buyer a user of its own, new for every run.
+        let user = user.with_token(info.mint_user(&format!("onsale-{event}-{i}"))?);
         let (user, hold_lat, confirm_lat, sold, conflicts, holds_done) = (
             user.clone(),
             hold_lat.clone(),

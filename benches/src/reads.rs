@@ -104,7 +104,9 @@ pub async fn run(
         })
         .await?
         .event_id;
-    cfg.token = info.user_token.clone();
+    // A user of its own for this run's writes (a user's live writes per shard
+    // are bounded; the dev cluster's own user may have used them up).
+    cfg.token = info.mint_user(&format!("reads-bench-{seated}"))?;
     let user = Client::new(cfg.clone())?;
     // Some seats sold and held, so the seat map is not trivial.
     for s in 0..20u32 {

@@ -14,8 +14,10 @@
 //!   answered for the shard as its leader (the `x-boxoffice-leader` hint on write
 //!   answers), which saves the forwarding hop; without a hint, or when the hinted
 //!   node fails, they go to the current node. A node that cannot be reached, answers 503
-//!   (no leader yet, overloaded) or 429 is retried on the next node, after its
-//!   `Retry-After`, up to [`ClientConfig::attempts_max`] times.
+//!   (no leader yet, overloaded) or 429 `rate_limited` is retried on the next
+//!   node, after its `Retry-After`, up to [`ClientConfig::attempts_max`] times
+//!   (429 `too_many_sessions` is the shard's answer, the same on every node, and
+//!   is returned at once).
 //! - Every write carries an idempotency key, generated once per call and reused on
 //!   every retry, so a retry never applies a write twice. A write whose every
 //!   attempt ended without an answer is reported as [`Error::OutcomeUnknown`] with
@@ -325,7 +327,13 @@ impl Client {
             return Attempt::Done(Ok((status, bytes)), leader);
         }
         let problem = problem_from(status, &bytes);
-        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        // The shard's own refusal (the user's sessions are used up): every node
+        // answers the same until some end, so it is the answer, not a retry.
+        let shard_refused = problem.problem_code() == Some(ProblemCode::TooManySessions);
+        if !shard_refused
+            && (status == StatusCode::SERVICE_UNAVAILABLE
+                || status == StatusCode::TOO_MANY_REQUESTS)
+        {
             // Try again elsewhere; the code says whether this attempt may have
             // applied (outcome_unknown, timeout) or not (not_leader, overloaded, ...).
             return Attempt::Retry {

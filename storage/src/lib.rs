@@ -44,6 +44,17 @@ pub enum StorageError {
     /// A snapshot file is damaged or not a snapshot.
     #[error("bad snapshot: {0}")]
     BadSnapshot(String),
+    /// The group's state is at a feature level this build does not apply.
+    #[error(
+        "group {group} is at feature level {level}, and this build applies levels up to {}: run a release that knows it",
+        boxoffice_raft::command::FEATURE_LEVEL_MAX
+    )]
+    FeatureLevel {
+        /// The group.
+        group: u16,
+        /// Its level.
+        level: u32,
+    },
 }
 
 /// Converts any error into openraft's storage error, tagged as a read or write of `subject`.

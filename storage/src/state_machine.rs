@@ -129,7 +129,7 @@ impl StateMachineStore {
             index: m.last_applied.map(|l| l.index).unwrap_or(0),
             time_ms: m.time_ms,
         });
-        sm.note_feature_level(&RocksTx::new(&sm.db));
+        sm.note_feature_level(&RocksTx::new(&sm.db))?;
         Ok(sm)
     }
 
@@ -148,9 +148,18 @@ impl StateMachineStore {
         self.feature_level.load(Ordering::Relaxed)
     }
 
-    fn note_feature_level(&self, kv: &dyn crate::kv::KvRead) {
+    /// Notes the group's feature level; refuses one this build does not know
+    /// (data written by a newer release, or a snapshot from one).
+    fn note_feature_level(&self, kv: &dyn crate::kv::KvRead) -> Result<(), crate::StorageError> {
         let level = machine::read_features(kv, self.group).level;
+        if level > boxoffice_raft::command::FEATURE_LEVEL_MAX {
+            return Err(crate::StorageError::FeatureLevel {
+                group: self.group.0,
+                level,
+            });
+        }
         self.feature_level.store(level, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Every applied entry's outcome, in order.
@@ -213,7 +222,7 @@ impl StateMachineStore {
             index: m.last_applied.map(|l| l.index).unwrap_or(0),
             time_ms: m.time_ms,
         };
-        self.note_feature_level(&RocksTx::new(&self.db));
+        self.note_feature_level(&RocksTx::new(&self.db))?;
         self.applied.send_replace(applied);
         let outcome = Outcome {
             applied,
@@ -442,7 +451,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
         if let Some(a) = last {
             let m = machine::read_meta(&tx, self.group);
-            self.note_feature_level(&tx);
+            // Apply itself stops on a level it does not know.
+            self.note_feature_level(&tx)
+                .map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
             self.applied.send_replace(Applied {
                 index: a.index,
                 time_ms: m.time_ms,

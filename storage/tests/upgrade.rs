@@ -187,3 +187,33 @@ fn bookings_survive_and_a_retried_confirm_gets_its_first_answer() {
         assert_eq!(out.result, Err(Rejection::IdempotencyKeyReused));
     });
 }
+
+/// The other way: a node of an older release opening data a newer one left at a
+/// feature level it does not know refuses to start on it, naming the level,
+/// rather than apply the group's next entries by its own older rules.
+#[test]
+fn data_at_a_feature_level_this_build_does_not_know_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let group = GroupId(1);
+    {
+        let db = Db::open(dir.path(), &Default::default()).unwrap();
+        let newer = boxoffice_storage::records::Features {
+            level: FEATURE_LEVEL_MAX + 1,
+            legacy_session_expiry: false,
+        };
+        let key = boxoffice_storage::keys::Key::sm(group, boxoffice_storage::keys::table::FEATURES)
+            .build();
+        db.raw()
+            .put_cf(db.cf(CF_SM), key, codec::encode(&newer))
+            .unwrap();
+    }
+    let db = Db::open(dir.path(), &Default::default()).unwrap();
+    let err = StateMachineStore::open(db, group, &dir.path().join("snap"), &Default::default())
+        .err()
+        .expect("a level from the future is refused");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("feature level {}", FEATURE_LEVEL_MAX + 1)),
+        "{text}"
+    );
+}

@@ -46,6 +46,11 @@ pub use sessions::{
 pub fn apply_entry(kv: &mut dyn Kv, group: GroupId, entry: &Entry) -> Outcome {
     let mut meta = read_meta(kv, group);
     let mut features = features::read_features(kv, group);
+    assert!(
+        features.level <= FEATURE_LEVEL_MAX,
+        "group {group} is at feature level {}, and this build applies levels up to {FEATURE_LEVEL_MAX}",
+        features.level
+    );
     let features_before = features.clone();
     if let Some(prev) = meta.last_applied {
         assert!(
