@@ -30,6 +30,7 @@ trap stop_smoke EXIT
 timeout 120 "$bin/boxoffice" dev --data-dir "$smoke_dir" --base-port 7600 --no-rate-limits --detach >/dev/null
 timeout 120 "$bin/boxoffice-bench" onsale --cluster-dir "$smoke_dir" --seats 5000 --clients 16 --duration-s 5
 small=(--events 2000 --venues 100 --performers 200)
+timeout 120 "$bin/boxoffice-bench" checkout --cluster-dir "$smoke_dir" --clients 4 --rounds 1 --round-s 3
 timeout 120 "$bin/boxoffice-bench" load-catalogue --cluster-dir "$smoke_dir" "${small[@]}"
 timeout 120 "$bin/boxoffice-bench" search --cluster-dir "$smoke_dir" "${small[@]}" --total 300 --duration-s 10 --no-pg
 timeout 120 "$bin/boxoffice-bench" reads --cluster-dir "$smoke_dir" --duration-s 2 --freshness-samples 20 --trivial-port 7660

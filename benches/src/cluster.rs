@@ -37,7 +37,14 @@ impl ClusterInfo {
     /// secret: each simulated buyer is a user of its own, as on a real site
     /// (one user's writes are bounded per shard, `USER_SESSIONS_MAX`).
     pub fn mint_user(&self, name: &str) -> anyhow::Result<String> {
-        Ok(boxoffice_node::auth::Signer::hs256(&self.token_secret).mint(name, 3600)?)
+        // Box-office tokens: the benches confirm holds directly (see benches/README.md).
+        Ok(
+            boxoffice_node::auth::Signer::hs256(&self.token_secret).mint_with_scope(
+                name,
+                3600,
+                Some(boxoffice_node::auth::BOX_OFFICE_SCOPE),
+            )?,
+        )
     }
 
     pub fn urls(&self) -> Vec<String> {

@@ -254,7 +254,7 @@ async fn start_systems(args: &CompareArgs, dir: &std::path::Path) -> anyhow::Res
         c.init().await?;
         let urls: Vec<String> = c.nodes.values().map(|n| n.url()).collect();
         let users = (0..store::BUYER_USERS)
-            .map(|i| c.token(&format!("bench-buyer-{i}"), false))
+            .map(|i| c.box_office_token(&format!("bench-buyer-{i}")))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let bo = store::Boxoffice::new(urls.clone(), &c.admin_token, &users)?;
         sys.stores.push(Store::Boxoffice(Arc::new(bo)));

@@ -3,6 +3,7 @@
 
 mod abuse;
 mod catalogue;
+mod checkout;
 mod cluster;
 mod compare;
 mod load;
@@ -89,6 +90,22 @@ enum Cmd {
         /// Seed for seat choice.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// The checkout path (checkout, pay in the sandbox, webhook) beside the
+    /// direct confirm, against a running `boxoffice dev` cluster and its sandbox.
+    Checkout {
+        /// The dev cluster's directory (reads cluster.json).
+        #[arg(long, default_value = "data/dev")]
+        cluster_dir: PathBuf,
+        /// Concurrent buyers.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Rounds per path (they alternate).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Length of a round.
+        #[arg(long, default_value_t = 10)]
+        round_s: u64,
     },
     /// Loads a generated catalogue (deterministic for its seed) through the admin API.
     LoadCatalogue {
@@ -225,6 +242,12 @@ async fn main() -> anyhow::Result<()> {
             holds_max,
             seed,
         } => onsale::onsale(cluster_dir, seats, clients, duration_s, holds_max, seed).await,
+        Cmd::Checkout {
+            cluster_dir,
+            clients,
+            rounds,
+            round_s,
+        } => checkout::checkout(cluster_dir, clients, rounds.max(1), round_s).await,
         Cmd::LoadCatalogue {
             cluster_dir,
             catalogue,

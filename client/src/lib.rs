@@ -168,6 +168,16 @@ fn hold_shard(hold_id: &str) -> Option<u16> {
     hold_id.strip_prefix('h')?.split('-').next()?.parse().ok()
 }
 
+/// The shard a booking id names (`b<shard>-<seq>`), to send its writes there.
+fn booking_shard(booking_id: &str) -> Option<u16> {
+    booking_id
+        .strip_prefix('b')?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// A client of a boxoffice cluster. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
@@ -670,6 +680,49 @@ impl Client {
         )
         .await
         .map(|_| ())
+    }
+
+    /// Starts paying for a hold: the provider's payment is created (or the one
+    /// in flight returned) and the hold waits for it. Pass the answer's
+    /// `client_secret` to the provider's client library (or the sandbox's
+    /// confirm); the provider's webhook books the hold once the buyer paid.
+    pub async fn checkout(&self, hold_id: &str) -> Result<Checkout, Error> {
+        check_id(hold_id)?;
+        self.write(
+            Method::POST,
+            &format!("/v1/holds/{hold_id}/checkout"),
+            None,
+            &format!("checkout:{hold_id}:{}", Self::new_idempotency_key()),
+            hold_shard(hold_id).map(Route::Shard),
+        )
+        .await
+    }
+
+    /// Cancels the caller's booking (until the event's cancellation cutoff):
+    /// its seats are available again and its payment is refunded.
+    pub async fn cancel_booking(&self, booking_id: &str) -> Result<Cancelled, Error> {
+        check_id(booking_id)?;
+        self.write(
+            Method::POST,
+            &format!("/v1/bookings/{booking_id}/cancel"),
+            None,
+            &format!("cancel:{booking_id}"),
+            booking_shard(booking_id).map(Route::Shard),
+        )
+        .await
+    }
+
+    /// Cancels any booking (admin token).
+    pub async fn admin_cancel_booking(&self, booking_id: &str) -> Result<Cancelled, Error> {
+        check_id(booking_id)?;
+        self.write(
+            Method::POST,
+            &format!("/admin/v1/bookings/{booking_id}/cancel"),
+            None,
+            &format!("admin-cancel:{booking_id}"),
+            booking_shard(booking_id).map(Route::Shard),
+        )
+        .await
     }
 
     /// A hold's status (the caller's own).

@@ -196,6 +196,8 @@ async fn client(
         let elapsed = sh.t0.elapsed();
         let (node_id, url) = c.nodes[node_i].clone();
         let op = match kind {
+            // Payment buyers run their own loop (`crate::payments`).
+            Workload::Payments => return,
             Workload::Registers => {
                 // Mostly seated events; a quarter general admission (capacity checks).
                 let (event, _) = if rng.gen_bool(0.25) {
@@ -340,7 +342,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let kinds = parse_list(&args.nemesis, &nemesis::Kind::ALL, "nemesis")?;
     let workloads = parse_list(
         &args.workload,
-        &[Workload::Seats, Workload::Registers, Workload::Ga],
+        &[
+            Workload::Seats,
+            Workload::Registers,
+            Workload::Ga,
+            Workload::Payments,
+        ],
         "workload",
     )?;
     if workloads.is_empty() {
@@ -385,6 +392,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     println!("seed {seed}; run directory {}", run_dir.display());
     println!("network: {network}; nemeses: {kinds:?}; workloads: {workloads:?}");
 
+    // The payments sandbox's address, which the nodes' settings name.
+    let (mut payments, payment_settings) = if workloads.contains(&Workload::Payments) {
+        let (p, s) = crate::payments::Payments::bind().await?;
+        (Some(p), s)
+    } else {
+        (None, String::new())
+    };
     // Cluster.
     // Node i on 127.0.0.(10+i), sending from that address, so that firewall rules
     // can tell nodes apart; data dir, settings and log of each under the run dir.
@@ -396,7 +410,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         addressing: Addressing::PerNodeIp {
             base_port: args.base_port,
         },
-        settings: HARNESS_SETTINGS.to_string(),
+        settings: format!("{HARNESS_SETTINGS}{payment_settings}"),
         secrets: None,
         addrs: Default::default(),
         // The harness tests consistency, not abuse: no rate limits.
@@ -430,10 +444,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         plan.ga_events.len()
     );
     let node_urls: Vec<(u64, String)> = cluster.nodes.values().map(|n| (n.id, n.url())).collect();
+    let urls: Vec<String> = node_urls.iter().map(|(_, u)| u.clone()).collect();
+    if let Some(p) = payments.as_mut() {
+        p.start(&urls, &cluster.token("jepsen-admin", true)?)
+            .await?;
+        println!("payments sandbox up; buyers pay through it");
+    }
+    let payments = payments.map(Arc::new);
+    let mut buyer_tokens = Vec::new();
     let mut users = Vec::new();
     for u in 0..args.users.max(1) {
         let name = format!("user-{u}");
-        let token = cluster.token(&name, false)?;
+        let token = cluster.box_office_token(&name)?;
         users.push(UserClient::new(name, token, node_urls.clone(), seed)?);
     }
     let cluster = Arc::new(Mutex::new(cluster));
@@ -469,7 +491,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let mut tasks = Vec::new();
     let mut index = 0usize;
     let mut specs = Vec::new();
-    for &w in &workloads {
+    for &w in workloads.iter().filter(|w| **w != Workload::Payments) {
         let count = if w == Workload::Ga {
             (args.concurrency / 2).max(1)
         } else {
@@ -493,6 +515,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
             seed.wrapping_add(index as u64 + 1),
         )));
         index += 1;
+    }
+
+    // Payment buyers (plain user tokens: they pay, they cannot confirm) and
+    // the sandbox's faults.
+    let mut sandbox_faults = None;
+    if let Some(p) = &payments {
+        let buyers = (args.concurrency / 2).max(2);
+        for b in 0..buyers {
+            let name = format!("buyer-{b}");
+            let token = cluster.lock().await.token(&name, false)?;
+            buyer_tokens.push(token.clone());
+            tasks.push(tokio::spawn(p.clone().buyer(
+                b,
+                token,
+                urls.clone(),
+                sh.deadline,
+                seed.wrapping_add(10_000 + b as u64),
+            )));
+        }
+        sandbox_faults = Some(tokio::spawn(p.clone().faults(sh.deadline, seed)));
     }
 
     // Nemesis.
@@ -604,6 +646,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         ),
     }
     final_state(&sh, &users).await?;
+    let sandbox_fault_counts = match sandbox_faults {
+        Some(t) => t.await.unwrap_or_default(),
+        None => BTreeMap::new(),
+    };
+    let payments_verdict = match &payments {
+        Some(p) => Some(match p.check(&urls, &buyer_tokens).await {
+            Ok(v) => v,
+            Err(e) => crate::checker::Verdict {
+                checker: "payments",
+                violations: vec![format!("{e:#}")],
+                undecided: Vec::new(),
+                notes: Vec::new(),
+            },
+        }),
+        None => None,
+    };
 
     // Check.
     let Shared { tx, .. } = match Arc::try_unwrap(sh) {
@@ -618,7 +676,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         staleness_ms_max: 5000,
         recovery_ms_max: args.recovery_timeout_s * 1000,
     };
-    let verdicts = check_all(&ops, &config);
+    let mut verdicts = check_all(&ops, &config);
+    verdicts.extend(payments_verdict);
     let valid = verdicts.iter().all(|v| v.valid());
     let mut by_outcome: BTreeMap<String, BTreeMap<&str, u64>> = BTreeMap::new();
     for o in ops.iter().filter(|o| o.process != NEMESIS_PROCESS) {
@@ -644,7 +703,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
             .entry(outcome)
             .or_default() += 1;
     }
-    let faults = fault_counts.lock().map(|c| c.clone()).unwrap_or_default();
+    let mut faults = fault_counts.lock().map(|c| c.clone()).unwrap_or_default();
+    faults.extend(sandbox_fault_counts);
     let faults_failed: Vec<String> = ops
         .iter()
         .filter(|o| o.process == NEMESIS_PROCESS && o.outcome == Outcome::Fail)

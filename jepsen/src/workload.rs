@@ -40,6 +40,8 @@ pub enum Workload {
     Seats,
     Registers,
     Ga,
+    /// Checkout and payment through the payments sandbox (`crate::payments`).
+    Payments,
 }
 
 /// The events of a run and when each is in play.

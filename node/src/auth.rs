@@ -38,6 +38,24 @@ pub struct Claims {
     /// Not valid before, seconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+    /// What else the token allows, space-separated (OAuth 2's `scope` claim):
+    /// [`BOX_OFFICE_SCOPE`] lets a box office or back-end service confirm a
+    /// hold with its own payment reference, for sales paid elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// The scope of a box-office (or back-end service) credential: the direct
+/// confirm (`POST /v1/holds/{id}/confirm` with a `payment_ref`) needs it.
+pub const BOX_OFFICE_SCOPE: &str = "box_office";
+
+impl Claims {
+    /// True when the token carries `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scope
+            .as_deref()
+            .is_some_and(|s| s.split(' ').any(|x| x == scope))
+    }
 }
 
 /// Longest accepted user id (bytes).
@@ -280,12 +298,23 @@ impl Signer {
 
     /// Mints a token for `user`, issued now, valid for `ttl_s` seconds.
     pub fn mint(&self, user: &str, ttl_s: u64) -> Result<String, jsonwebtoken::errors::Error> {
+        self.mint_with_scope(user, ttl_s, None)
+    }
+
+    /// Mints a token for `user` with `scope` (space-separated), valid for `ttl_s` seconds.
+    pub fn mint_with_scope(
+        &self,
+        user: &str,
+        ttl_s: u64,
+        scope: Option<&str>,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let now = unix_now_s();
         let claims = Claims {
             sub: user.to_string(),
             exp: now + ttl_s,
             iat: Some(now),
             nbf: None,
+            scope: scope.map(str::to_string),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.key)
     }

@@ -88,6 +88,9 @@ pub struct NodeConfig {
     /// on in production: it lets an admin shift the clock the leader stamps with.
     #[serde(default)]
     pub fault_injection: bool,
+    /// Payments through a provider (`[payments]`); off unless `provider_url` is set.
+    #[serde(default)]
+    pub payments: crate::payments::PaymentSettings,
 }
 
 fn peer_listen_default() -> SocketAddr {
@@ -445,6 +448,24 @@ pub fn resolve(
             raw.insert(setting.to_string(), toml::Value::String(v));
         }
     }
+    for (setting, var) in crate::payments::PAYMENT_SECRET_ENV {
+        if let Some(v) = env(var) {
+            let value = if setting == "webhook_secrets" {
+                toml::Value::Array(
+                    v.split(',')
+                        .map(|s| toml::Value::String(s.trim().to_string()))
+                        .collect(),
+                )
+            } else {
+                toml::Value::String(v)
+            };
+            raw.entry("payments")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| ConfigError::Invalid("payments must be a table".into()))?
+                .insert(setting.to_string(), value);
+        }
+    }
     for kv in sets {
         let (name, value) = kv
             .split_once('=')
@@ -481,6 +502,9 @@ const STRING_SETTINGS: &[&str] = &[
     "auth.issuer",
     "auth.audience",
     "rate_limits.client_address_header",
+    "payments.provider_url",
+    "payments.secret_key",
+    "payments.currency",
 ];
 
 /// Sets `name` (dotted: `limits.sse_lag_max`) in `raw` to `value`.
@@ -785,7 +809,7 @@ impl NodeConfig {
         if !(0.0..=0.25).contains(&st.memtable_bloom_ratio) {
             return rule("storage.memtable_bloom_ratio", "must be between 0 and 0.25");
         }
-        Ok(())
+        self.payments.validate()
     }
 
     /// The openraft config for every group.
@@ -838,6 +862,7 @@ mod tests {
             search: Default::default(),
             peer_bind_ip: None,
             fault_injection: false,
+            payments: Default::default(),
         }
     }
 

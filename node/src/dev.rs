@@ -84,6 +84,54 @@ pub struct ClusterFile {
     pub initialized: bool,
     /// Demo catalogue loaded.
     pub demo_loaded: bool,
+    /// A box-office token ("demo-box-office", scope `box_office`): it may
+    /// confirm holds directly with its own payment reference.
+    #[serde(default)]
+    pub box_office_token: String,
+    /// The payments sandbox the nodes use as their provider.
+    #[serde(default)]
+    pub payments: Option<SandboxEntry>,
+}
+
+/// The dev cluster's payments sandbox, as written to `cluster.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SandboxEntry {
+    /// Its base URL (`payments.provider_url` of every node).
+    pub url: String,
+    /// Its secret API key (`payments.secret_key`).
+    pub secret_key: String,
+    /// The webhook signing secret (`payments.webhook_secrets`).
+    pub webhook_secret: String,
+    /// Its process id.
+    pub pid: u32,
+}
+
+/// Where the sandbox listens: `base_port + SANDBOX_PORT_OFFSET` on loopback.
+pub const SANDBOX_PORT_OFFSET: u16 = 99;
+
+/// Starts `boxoffice payments-sandbox` as a child process delivering webhooks
+/// to every node, logging to `DIR/sandbox.log`.
+fn start_sandbox(
+    dir: &Path,
+    entry: &SandboxEntry,
+    node_urls: &[String],
+) -> anyhow::Result<std::process::Child> {
+    let log = std::fs::File::create(dir.join("sandbox.log"))?;
+    let listen = entry.url.trim_start_matches("http://");
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("payments-sandbox")
+        .arg("--listen")
+        .arg(listen)
+        .env("BOXOFFICE_SANDBOX_SECRET_KEY", &entry.secret_key)
+        .env("BOXOFFICE_SANDBOX_WEBHOOK_SECRET", &entry.webhook_secret)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .stdin(std::process::Stdio::null());
+    for u in node_urls {
+        cmd.arg("--webhook-url")
+            .arg(format!("http://{u}/v1/payments/webhook"));
+    }
+    cmd.spawn().context("starting the payments sandbox")
 }
 
 /// Reads `DIR/cluster.json`.
@@ -153,7 +201,38 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         initialized = f.initialized;
         demo_loaded = f.demo_loaded;
     }
+    let sandbox = match existing.as_ref().and_then(|f| f.payments.clone()) {
+        Some(s) => s,
+        None => {
+            let r = || format!("{:032x}", rand::random::<u128>());
+            SandboxEntry {
+                url: format!(
+                    "http://127.0.0.1:{}",
+                    args.base_port.saturating_add(SANDBOX_PORT_OFFSET)
+                ),
+                secret_key: format!("sk_test_{}", r()),
+                webhook_secret: format!("whsec_{}", r()),
+                pid: 0,
+            }
+        }
+    };
+    let mut payments = toml::Table::new();
+    payments.insert("provider_url".into(), sandbox.url.clone().into());
+    payments.insert("secret_key".into(), sandbox.secret_key.clone().into());
+    payments.insert(
+        "webhook_secrets".into(),
+        toml::Value::Array(vec![sandbox.webhook_secret.clone().into()]),
+    );
+    let mut settings = toml::Table::new();
+    settings.insert("payments".into(), toml::Value::Table(payments));
+    spec.settings = toml::to_string(&settings)?;
     let mut cluster = LocalCluster::create(spec)?;
+    let node_urls: Vec<String> = cluster.nodes.values().map(|n| n.addr.to_string()).collect();
+    let mut sandbox_child = start_sandbox(&dir, &sandbox, &node_urls)?;
+    let sandbox = SandboxEntry {
+        pid: sandbox_child.id(),
+        ..sandbox
+    };
     let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
     for &id in &ids {
         cluster.start(id)?;
@@ -178,6 +257,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         cluster_key: cluster.secrets.cluster_key.clone(),
         initialized,
         demo_loaded,
+        box_office_token: cluster.box_office_token("demo-box-office")?,
+        payments: Some(sandbox.clone()),
     };
     write_cluster_file(&dir, &file)?;
     let result = async {
@@ -206,6 +287,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     .await;
     if let Err(e) = result {
         cluster.stop_all().await;
+        let _ = sandbox_child.kill();
         return Err(e);
     }
 
@@ -226,8 +308,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         );
     }
     println!("\ncluster file: {}", dir.join("cluster.json").display());
+    println!(
+        "payments sandbox: {}  (pid {}, log {})",
+        sandbox.url,
+        sandbox.pid,
+        dir.join("sandbox.log").display()
+    );
     println!("user token  (demo-user):  {}", file.user_token);
     println!("admin token (demo-admin): {}", file.admin_token);
+    println!(
+        "box-office token (demo-box-office): {}",
+        file.box_office_token
+    );
     let base = &file.nodes[0].http;
     let sample_event = first_event_id(base).await.unwrap_or(1);
     println!("\ntry:");
@@ -243,6 +335,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             file.nodes
                 .iter()
                 .map(|n| n.pid.to_string())
+                .chain([sandbox.pid.to_string()])
                 .collect::<Vec<_>>()
                 .join(" ")
         );
@@ -264,6 +357,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     }
     cluster.stop_all().await;
+    let _ = sandbox_child.kill();
+    let _ = sandbox_child.wait();
     Ok(())
 }
 

@@ -62,6 +62,8 @@ impl ApiError {
 /// is remembered, the soonest a session of a user who keeps being refused ends.
 /// Sessions of accepted requests last 24 h; the exact moment is not tracked.
 pub const TOO_MANY_SESSIONS_RETRY_AFTER_S: u32 = 600;
+/// `Retry-After` of `feature_not_enabled`: a rolling upgrade takes minutes.
+pub const FEATURE_NOT_ENABLED_RETRY_AFTER_S: u32 = 30;
 
 /// The problem code of a state-machine refusal.
 pub fn rejection_code(r: &Rejection) -> ProblemCode {
@@ -80,6 +82,13 @@ pub fn rejection_code(r: &Rejection) -> ProblemCode {
         Rejection::InvalidInput { .. } => ProblemCode::InvalidInput,
         Rejection::IdempotencyKeyReused => ProblemCode::IdempotencyKeyReused,
         Rejection::TooManySessions { .. } => ProblemCode::TooManySessions,
+        Rejection::FeatureNotEnabled { .. } => ProblemCode::FeatureNotEnabled,
+        Rejection::PaymentInFlight { .. } => ProblemCode::PaymentInFlight,
+        Rejection::UnknownBooking { .. } => ProblemCode::UnknownBooking,
+        // Another user's booking answers as one that does not exist (see api::bookings).
+        Rejection::NotBookingOwner => ProblemCode::UnknownBooking,
+        Rejection::BookingCancelled => ProblemCode::BookingCancelled,
+        Rejection::CancellationClosed { .. } => ProblemCode::CancellationClosed,
     }
 }
 
@@ -113,10 +122,24 @@ impl From<Rejection> for ApiError {
                 e.retry_after_s = Some(TOO_MANY_SESSIONS_RETRY_AFTER_S);
                 e
             }
+            Rejection::FeatureNotEnabled { needed, level } => {
+                let mut e = e.with("needed", needed).with("level", level);
+                e.retry_after_s = Some(FEATURE_NOT_ENABLED_RETRY_AFTER_S);
+                e
+            }
+            Rejection::PaymentInFlight { payment_id } => e.with("payment_id", payment_id),
+            Rejection::UnknownBooking { booking_id } => {
+                e.with("booking_id", booking_id.to_string())
+            }
+            Rejection::CancellationClosed { closed_at_ms } => e.with("closed_at_ms", closed_at_ms),
+            Rejection::NotBookingOwner => {
+                ApiError::new(ProblemCode::UnknownBooking, "unknown booking")
+            }
             Rejection::NotHoldOwner
             | Rejection::HoldReleased
             | Rejection::InvalidInput { .. }
-            | Rejection::IdempotencyKeyReused => e,
+            | Rejection::IdempotencyKeyReused
+            | Rejection::BookingCancelled => e,
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod listener;
 pub mod live;
 pub mod local_cluster;
 pub mod node;
+pub mod payments;
 pub mod proposer;
 pub mod rate_limits;
 pub mod search;

@@ -30,7 +30,7 @@ use boxoffice_api::{
     ProblemCode, SeatChange, SeatChangeKind, SeatStatus, SeatsExpired, StreamError,
     StreamEventKind, StreamReset, StreamSnapshot,
 };
-use boxoffice_raft::command::{Effect, Outcome};
+use boxoffice_raft::command::{Effect, Outcome, PaymentEffect};
 use boxoffice_raft::GroupId;
 use boxoffice_storage::read::Reader;
 use boxoffice_storage::state_machine::StateMachineStore;
@@ -148,7 +148,59 @@ fn seat_change(index: u64, outcome: &Outcome) -> Option<SeatChange> {
             quantity: *quantity,
             expires_at_ms: None,
         }),
-        Effect::Released { .. }
+        Effect::Payment(PaymentEffect::CheckoutStarted {
+            hold_id,
+            event_id,
+            seat_ids,
+            quantity,
+            expires_at_ms,
+            ..
+        }) => Some(SeatChange {
+            index,
+            time_ms,
+            event_id: *event_id,
+            kind: SeatChangeKind::Extended,
+            hold_id: hold_id.to_string(),
+            seat_ids: seat_ids.clone(),
+            quantity: *quantity,
+            expires_at_ms: Some(*expires_at_ms),
+        }),
+        Effect::Payment(PaymentEffect::Booked { booking: b, .. }) => Some(SeatChange {
+            index,
+            time_ms,
+            event_id: b.event_id,
+            kind: SeatChangeKind::Sold,
+            hold_id: b.hold_id.to_string(),
+            seat_ids: b.seat_ids.clone(),
+            quantity: b.quantity,
+            expires_at_ms: None,
+        }),
+        Effect::Payment(PaymentEffect::BookingCancelled {
+            booking_id,
+            event_id,
+            seat_ids,
+            quantity,
+            ..
+        }) => Some(SeatChange {
+            index,
+            time_ms,
+            event_id: *event_id,
+            kind: SeatChangeKind::Released,
+            hold_id: booking_id.to_string(),
+            seat_ids: seat_ids.clone(),
+            quantity: *quantity,
+            expires_at_ms: None,
+        }),
+        // The others move no seat: a reopened hold keeps its seats and expiry,
+        // a closed one had expired, and refunds are about money.
+        Effect::Payment(
+            PaymentEffect::HoldReopened { .. }
+            | PaymentEffect::HoldClosed { .. }
+            | PaymentEffect::RefundRequired { .. }
+            | PaymentEffect::RefundUpdated { .. }
+            | PaymentEffect::Unchanged { .. },
+        )
+        | Effect::Released { .. }
         | Effect::Nothing
         | Effect::VenueCreated { .. }
         | Effect::PerformerCreated { .. }
@@ -605,7 +657,9 @@ fn track(
     };
     for (key, seats) in keys {
         match (c.kind, c.expires_at_ms) {
-            (SeatChangeKind::Held, Some(exp)) => {
+            // An extension is a new expiry for the same hold: the timer at the
+            // old one no longer matches `held_until` and fires for nothing.
+            (SeatChangeKind::Held | SeatChangeKind::Extended, Some(exp)) => {
                 let qty = if seats.is_empty() { c.quantity } else { 1 };
                 timers
                     .entry(exp)
@@ -615,7 +669,8 @@ fn track(
             }
             // Sold or released (or a hold without an expiry, which apply never
             // makes): no timer of this stream stands for the seat any more.
-            (SeatChangeKind::Held, None) | (SeatChangeKind::Sold | SeatChangeKind::Released, _) => {
+            (SeatChangeKind::Held | SeatChangeKind::Extended, None)
+            | (SeatChangeKind::Sold | SeatChangeKind::Released, _) => {
                 held_until.remove(&key);
             }
         }

@@ -370,6 +370,16 @@ impl LocalCluster {
         Ok(Signer::hs256(secret).mint(user, TOKEN_TTL_S)?)
     }
 
+    /// Mints a box-office user token (scope `box_office`: it may confirm holds
+    /// directly with its own payment reference, for sales paid elsewhere).
+    pub fn box_office_token(&self, user: &str) -> anyhow::Result<String> {
+        Ok(Signer::hs256(&self.secrets.token_secret).mint_with_scope(
+            user,
+            TOKEN_TTL_S,
+            Some(crate::auth::BOX_OFFICE_SCOPE),
+        )?)
+    }
+
     /// Base URLs of every node, in id order.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.values().map(LocalNode::url).collect()

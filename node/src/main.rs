@@ -3,6 +3,7 @@
 //! - `boxoffice node`: run one node (a TOML settings file and/or `--set`).
 //! - `boxoffice dev`: run a local N-node cluster as separate processes, with demo data.
 //! - `boxoffice token`: mint a signed bearer token.
+//! - `boxoffice payments-sandbox`: a local payment provider speaking Stripe's API.
 
 use std::path::PathBuf;
 
@@ -29,6 +30,34 @@ enum Cmd {
     Dev(dev::DevArgs),
     /// Mint a signed bearer token.
     Token(TokenArgs),
+    /// Run a local payment provider that speaks Stripe's API and delivers signed webhooks.
+    PaymentsSandbox(SandboxArgs),
+}
+
+#[derive(Args)]
+struct SandboxArgs {
+    /// Address to listen on (keep it on loopback: the sandbox's fault controls
+    /// take no key).
+    #[arg(long, default_value = "127.0.0.1:7199")]
+    listen: std::net::SocketAddr,
+    /// The secret key callers present (`Authorization: Bearer ...`).
+    #[arg(long, env = "BOXOFFICE_SANDBOX_SECRET_KEY")]
+    secret_key: String,
+    /// Where webhooks are delivered (repeatable: each retry goes to the next).
+    #[arg(long = "webhook-url")]
+    webhook_urls: Vec<String>,
+    /// The webhook signing secret (`whsec_...`).
+    #[arg(long, env = "BOXOFFICE_SANDBOX_WEBHOOK_SECRET")]
+    webhook_secret: String,
+    /// First retry delay of a failed delivery (ms), doubled after each failure.
+    #[arg(long, default_value_t = 500)]
+    retry_base_ms: u64,
+    /// Longest delay between two delivery attempts (ms).
+    #[arg(long, default_value_t = 60_000)]
+    retry_max_ms: u64,
+    /// How long an event is retried before it is given up (s; the provider's is 3 days).
+    #[arg(long, default_value_t = 3 * 24 * 3600)]
+    retry_window_s: u64,
 }
 
 #[derive(Args)]
@@ -63,6 +92,10 @@ struct TokenArgs {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 86_400)]
     ttl_s: u64,
+    /// Scopes, space-separated: `box_office` lets the token confirm holds
+    /// directly with its own payment reference (sales paid elsewhere).
+    #[arg(long)]
+    scope: Option<String>,
 }
 
 /// mimalloc instead of the system allocator: a node's request path allocates and
@@ -117,9 +150,33 @@ fn main() -> anyhow::Result<()> {
             };
             println!(
                 "{}",
-                auth::Signer::hs256(&secret).mint(&args.user, args.ttl_s)?
+                auth::Signer::hs256(&secret).mint_with_scope(
+                    &args.user,
+                    args.ttl_s,
+                    args.scope.as_deref()
+                )?
             );
             Ok(())
         }
+        Cmd::PaymentsSandbox(args) => rt.block_on(async move {
+            use boxoffice_node::payments::sandbox::{serve, Sandbox, SandboxConfig};
+            let config = SandboxConfig {
+                secret_key: args.secret_key,
+                webhook_urls: args.webhook_urls,
+                webhook_secret: args.webhook_secret,
+                retry_base: std::time::Duration::from_millis(args.retry_base_ms.max(1)),
+                retry_max: std::time::Duration::from_millis(args.retry_max_ms.max(1)),
+                retry_window: std::time::Duration::from_secs(args.retry_window_s),
+                ..SandboxConfig::default()
+            };
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("binding {}", args.listen))?;
+            eprintln!("payments sandbox on http://{}", listener.local_addr()?);
+            tokio::select! {
+                r = serve(Sandbox::new(config), listener) => Ok(r?),
+                _ = boxoffice_node::shutdown_signal() => Ok(()),
+            }
+        }),
     }
 }

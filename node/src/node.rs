@@ -99,6 +99,8 @@ pub struct Node {
     proposers: std::sync::Mutex<BTreeMap<GroupId, crate::proposer::Proposer>>,
     /// Peers' clocks as last read, which bound this node's stamps as a leader.
     pub clocks: crate::clock::PeerClocks,
+    /// The payment provider, when `[payments]` configures one.
+    pub payments: Option<Arc<crate::payments::Payments>>,
 }
 
 /// Offset added to the wall clock, set only through the fault-injection API
@@ -149,7 +151,9 @@ impl Node {
         let event_cache =
             crate::event_cache::EventCache::new(config.limits.event_cache_entries_max);
         let hold_churn = crate::rate_limits::HoldChurn::new(&config.rate_limits);
+        let payments = crate::payments::Payments::from_settings(&config.payments)?;
         let node = Arc::new(Node {
+            payments: payments.clone(),
             hold_churn,
             config,
             db,
@@ -173,6 +177,9 @@ impl Node {
         }
         tokio::spawn(ticker(Arc::downgrade(&node)));
         tokio::spawn(clock_prober(Arc::downgrade(&node)));
+        if let Some(p) = payments {
+            tokio::spawn(crate::payments::worker::run(Arc::downgrade(&node), p));
+        }
         Ok(node)
     }
 
@@ -527,7 +534,16 @@ impl Node {
     ) -> Result<Outcome, ProposeError> {
         let timeout = Duration::from_millis(self.config.limits.write_timeout_ms);
         let deadline = Instant::now() + timeout;
-        let retryable = session.is_some() || matches!(command, Command::CreateInventory(_));
+        // Without a session, only commands whose effect is decided by the state
+        // they find (applying one twice changes nothing more) are retried.
+        let retryable = session.is_some()
+            || matches!(
+                command,
+                Command::CreateInventory(_)
+                    | Command::PaymentSucceeded(_)
+                    | Command::PaymentFailed(_)
+                    | Command::RefundUpdate { .. }
+            );
         let mut backoff = Duration::from_millis(20);
         let mut last_err = ProposeError::Unavailable(format!("no leader for {group}"));
         loop {
@@ -911,6 +927,7 @@ async fn invalidate_event_cache(
                     | Effect::Confirmed(_)
                     | Effect::Released { .. }
                     | Effect::InventoriesCreated { .. }
+                    | Effect::Payment(_)
                     | Effect::Batch(_),
                 )
                 | Err(_) => {}

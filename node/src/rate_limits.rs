@@ -167,6 +167,12 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> RequestClas
     if path == "/v1/search" {
         return RequestClass::Search;
     }
+    // The provider's deliveries come from a few addresses in bursts (an
+    // on-sale's payments) and are authenticated by their signature, checked
+    // before anything else (an HMAC: cheap); the node's in-flight bound holds.
+    if path == "/v1/payments/webhook" {
+        return RequestClass::Unlimited;
+    }
     if path.ends_with("/seats/stream") {
         return RequestClass::Stream;
     }

@@ -80,6 +80,21 @@ pub mod table {
     pub const SESSION_DEADLINE: u8 = 0x32;
     /// From feature level 1: the live counted sessions of a client, by client.
     pub const USER_SESSIONS: u8 = 0x33;
+    /// From feature level 2: a hold's payment with the provider, by hold seq.
+    pub const PAYMENT: u8 = 0x40;
+    /// Holds whose payment is in flight, by (hold expiry, hold seq): what the
+    /// reconciler checks with the provider once the expiry has passed.
+    pub const PAYMENT_DUE: u8 = 0x41;
+    /// Refunds owed or made, by payment id.
+    pub const REFUND: u8 = 0x42;
+    /// Refunds not yet paid back, by payment id: what the refund worker issues.
+    pub const REFUND_OPEN: u8 = 0x43;
+    /// Cancelled bookings, by booking seq.
+    pub const BOOKING_CANCEL: u8 = 0x44;
+    /// Provider event ids applied, by id (until when they are remembered).
+    pub const PROVIDER_EVENT: u8 = 0x45;
+    /// Provider event expiry index, by (until, id).
+    pub const PROVIDER_EVENT_DEADLINE: u8 = 0x46;
 }
 
 /// Builds keys by appending parts.

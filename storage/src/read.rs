@@ -71,8 +71,10 @@ pub enum HoldPhase {
     Expired,
     /// It became this booking.
     Confirmed(BookingId),
-    /// Released by its owner.
+    /// Released by its owner (or closed after its payment failed past expiry).
     Released,
+    /// Live, its payment in flight with the provider.
+    PaymentPending,
 }
 
 /// Reads of one group's applied state.
@@ -350,6 +352,10 @@ impl ReadTx<'_> {
                 seq: booking_seq,
             }),
             HoldState::Released => HoldPhase::Released,
+            HoldState::PaymentPending if h.expires_at_ms <= self.freshness.as_of_ms => {
+                HoldPhase::Expired
+            }
+            HoldState::PaymentPending => HoldPhase::PaymentPending,
         };
         Some((h, phase))
     }
@@ -393,6 +399,78 @@ impl ReadTx<'_> {
             if keep(&b) {
                 out.push(b);
             }
+            out.len() < limit
+        });
+        out
+    }
+
+    /// A hold's latest payment with the provider.
+    pub fn hold_payment(&self, hold_seq: u64) -> Option<HoldPayment> {
+        get(
+            &self.view,
+            &machine::payments::payment_key(self.group, hold_seq),
+        )
+    }
+
+    /// A booking's cancellation, if it was cancelled.
+    pub fn booking_cancellation(&self, booking_seq: u64) -> Option<BookingCancellation> {
+        get(
+            &self.view,
+            &machine::payments::booking_cancel_key(self.group, booking_seq),
+        )
+    }
+
+    /// The refund owed or made for a payment.
+    pub fn refund(&self, payment_id: &str) -> Option<Refund> {
+        get(
+            &self.view,
+            &machine::payments::refund_key(self.group, payment_id),
+        )
+    }
+
+    /// Holds whose payment is in flight and whose expiry is at or before
+    /// `until_ms`, earliest first, at most `limit`: what the reconciler checks.
+    pub fn payments_due(&self, until_ms: u64, limit: usize) -> Vec<(Hold, HoldPayment)> {
+        let prefix = Key::sm(self.group, table::PAYMENT_DUE).build();
+        let end = Key::sm(self.group, table::PAYMENT_DUE)
+            .u64(until_ms.saturating_add(1))
+            .build();
+        let mut out = Vec::new();
+        self.view.scan_range(&prefix, &end, &mut |k, _| {
+            let seq = keys::read_u64(k, prefix.len() + 8);
+            let hold: Hold = get(&self.view, &machine::hold_key(self.group, seq))
+                .expect("payment index points at a missing hold");
+            let payment = self
+                .hold_payment(seq)
+                .expect("payment index points at a hold without its payment");
+            out.push((hold, payment));
+            out.len() < limit
+        });
+        out
+    }
+
+    /// Refunds not yet paid back, by payment id, at most `limit`, starting after
+    /// `after` (a payment id): what the refund worker issues.
+    pub fn open_refunds(&self, after: Option<&str>, limit: usize) -> Vec<(String, Refund)> {
+        let prefix = Key::sm(self.group, table::REFUND_OPEN).build();
+        let start = match after {
+            Some(a) => {
+                let mut k = machine::payments::refund_open_key(self.group, a);
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
+        let end = keys::prefix_end(&prefix);
+        let mut out = Vec::new();
+        self.view.scan_range(&start, &end, &mut |k, _| {
+            let len = u16::from_be_bytes([k[prefix.len()], k[prefix.len() + 1]]) as usize;
+            let id =
+                String::from_utf8_lossy(&k[prefix.len() + 2..prefix.len() + 2 + len]).into_owned();
+            let refund = self
+                .refund(&id)
+                .expect("open refund index points at a missing refund");
+            out.push((id, refund));
             out.len() < limit
         });
         out

@@ -22,6 +22,7 @@ pub mod admin;
 pub mod common;
 pub mod problem;
 pub mod public;
+pub mod signature;
 pub mod stream;
 
 pub use admin::*;

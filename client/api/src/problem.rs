@@ -87,6 +87,16 @@ problem_codes! {
     /// The user has as many requests remembered for retries in this shard as a
     /// user may (`max`); `Retry-After` says when to try again.
     TooManySessions = ("too_many_sessions", 429, false),
+    /// The shard has not reached the feature level this needs yet (`needed`,
+    /// `level`): every replica must run a build that has it. Try again later.
+    FeatureNotEnabled = ("feature_not_enabled", 503, false),
+    /// The hold's payment is in flight (`payment_id`): it is booked or reopened
+    /// when the provider says how the payment went.
+    PaymentInFlight = ("payment_in_flight", 409, false),
+    /// The booking was cancelled already.
+    BookingCancelled = ("booking_cancelled", 409, false),
+    /// The event's cancellation cutoff has passed (`closed_at_ms`).
+    CancellationClosed = ("cancellation_closed", 409, false),
     // ---- refusals by the API (definite: nothing was proposed) ----
     /// A parameter or body field is invalid (`parameter` names it).
     InvalidParameter = ("invalid_parameter", 400, false),
@@ -123,6 +133,17 @@ problem_codes! {
     /// The caller (a user, or a client address) is over a rate limit of this
     /// kind of request; `Retry-After` says when one more will be accepted.
     RateLimited = ("rate_limited", 429, false),
+    /// The direct confirm needs a box-office credential (a token with the
+    /// `box_office` scope); buyers check out and pay through the provider.
+    DirectConfirmForbidden = ("direct_confirm_forbidden", 403, false),
+    /// A webhook's signature is missing, malformed, stale or wrong.
+    BadSignature = ("bad_signature", 400, false),
+    /// No payment provider is configured on this cluster (`payments.provider_url`).
+    PaymentsNotConfigured = ("payments_not_configured", 503, false),
+    /// The payment provider did not answer (or failed); nothing was committed.
+    ProviderUnavailable = ("provider_unavailable", 503, false),
+    /// The payment provider refused the request (`provider_code`).
+    ProviderRefused = ("provider_refused", 502, false),
     // ---- try again (503 with Retry-After) ----
     /// No reachable leader for the group (`leader` names the one known, if any).
     NotLeader = ("not_leader", 503, false),
@@ -236,6 +257,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         422 => "Unprocessable Entity",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
         _ => "Error",
     }

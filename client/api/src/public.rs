@@ -316,8 +316,11 @@ pub enum HoldState {
     Expired,
     /// It became a booking (`booking_id`).
     Confirmed,
-    /// Its owner gave it back.
+    /// Its owner gave it back, or it was closed after its payment failed past expiry.
     Released,
+    /// Its payment is in flight with the provider (`payment_id`); live until
+    /// `expires_at_ms`, booked when the provider says the buyer paid.
+    PaymentPending,
 }
 
 /// `GET /v1/holds/{id}`: the caller's hold.
@@ -343,8 +346,87 @@ pub struct HoldStatus {
     pub status: HoldState,
     /// The booking, when confirmed.
     pub booking_id: Option<String>,
+    /// The hold's latest payment with the provider, if it was checked out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<PaymentView>,
+    /// The refund owed for the hold's payment, if one is (a payment that came
+    /// after the hold's seats were taken).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund: Option<RefundView>,
     /// How fresh the shard's replica was.
     pub freshness: Freshness,
+}
+
+/// A hold's payment with the provider.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentView {
+    /// The provider's payment id (`pi_...`).
+    pub payment_id: String,
+    /// `in_flight`, `failed` or `paid`.
+    pub status: String,
+    /// Amount.
+    pub amount_cents: u64,
+    /// Currency.
+    pub currency: String,
+}
+
+/// A refund owed or made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundView {
+    /// The payment refunded.
+    pub payment_id: String,
+    /// `required`, `failed` (to be tried again), `pending` or `refunded`.
+    pub status: String,
+    /// Why it is owed: `late_payment`, `amount_mismatch`, `cancelled_by_user`,
+    /// `cancelled_by_admin`.
+    pub reason: String,
+    /// Amount.
+    pub amount_cents: u64,
+    /// The provider's refund id, once it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_id: Option<String>,
+    /// The last failure, when one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// `POST /v1/holds/{id}/checkout`: the hold's payment, for the front end to collect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkout {
+    /// The hold.
+    pub hold_id: String,
+    /// `payment_pending`.
+    pub status: HoldState,
+    /// The provider's payment id (`pi_...`).
+    pub payment_id: String,
+    /// What the front end passes to the provider's client library to pay
+    /// (Stripe.js `confirmCardPayment`), or to the sandbox's confirm.
+    pub client_secret: String,
+    /// Amount.
+    pub amount_cents: u64,
+    /// Currency.
+    pub currency: String,
+    /// The hold now lives until then (RFC 3339).
+    pub expires_at: String,
+    /// The same, ms since the Unix epoch.
+    pub expires_at_ms: u64,
+}
+
+/// `POST /v1/bookings/{id}/cancel` and the admin cancel: what became of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancelled {
+    /// The booking.
+    pub booking_id: String,
+    /// `cancelled`.
+    pub status: BookingStatus,
+    /// Seats available again.
+    pub seat_ids: Vec<u32>,
+    /// Tickets available again.
+    pub quantity: u32,
+    /// The refund owed, if the booking was paid through the provider (issued
+    /// and tracked by the shard's leader; see the booking's `refund`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_payment_id: Option<String>,
 }
 
 /// `POST /v1/holds/{id}/confirm`.
@@ -363,6 +445,8 @@ pub struct ConfirmHold {
 pub enum BookingStatus {
     /// Booked and paid.
     Confirmed,
+    /// Cancelled: its seats are available again, its payment is refunded.
+    Cancelled,
 }
 
 /// A booking: the answer of a confirm (201, with `applied` and `replayed`) and
@@ -398,6 +482,12 @@ pub struct Booking {
     /// How fresh the shard's replica was (reads only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freshness: Option<Freshness>,
+    /// When it was cancelled (ms), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_at_ms: Option<u64>,
+    /// Its refund, if it was cancelled and paid through the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund: Option<RefundView>,
 }
 
 /// `GET /v1/bookings[?event_id=]`: the caller's bookings, oldest first.

@@ -71,8 +71,10 @@ pub enum SeatChangeKind {
     Held,
     /// A confirm booked them.
     Sold,
-    /// A release gave them back.
+    /// A release gave them back (or a cancelled booking did).
     Released,
+    /// A payment in flight keeps them held longer (until `expires_at_ms`).
+    Extended,
 }
 
 /// `change`: one applied write's effect on an event's seats.

@@ -5,6 +5,7 @@ pub mod follower;
 pub mod holds;
 pub mod linearizable;
 pub mod liveness;
+pub mod payments;
 pub mod sales;
 pub mod seat_log;
 

@@ -25,6 +25,40 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/bookings/{booking_id}", get(get_booking))
 }
 
+/// A refund as the API shows it.
+pub fn refund_view(payment_id: &str, r: &records::Refund) -> boxoffice_api::RefundView {
+    use boxoffice_raft::command::RefundState;
+    let (refund_id, last_error) = match &r.state {
+        RefundState::Required { last_error, .. } => (None, last_error.clone()),
+        RefundState::Pending { refund_id } | RefundState::Refunded { refund_id } => {
+            (Some(refund_id.clone()), None)
+        }
+    };
+    boxoffice_api::RefundView {
+        payment_id: payment_id.to_string(),
+        status: r.state.as_str().to_string(),
+        reason: r.reason.as_str().to_string(),
+        amount_cents: r.amount_cents,
+        refund_id,
+        last_error,
+    }
+}
+
+/// A stored booking as the API shows it at `tx`: with its cancellation and
+/// refund, if it was cancelled.
+pub fn booking_view_at(tx: &boxoffice_storage::read::ReadTx<'_>, b: &records::Booking) -> Booking {
+    let mut view = booking_view(b);
+    if let Some(c) = tx.booking_cancellation(b.booking_id.seq) {
+        view.status = BookingStatus::Cancelled;
+        view.cancelled_at_ms = Some(c.cancelled_at_ms);
+        view.refund = c
+            .refund_payment_id
+            .as_deref()
+            .and_then(|p| Some(refund_view(p, &tx.refund(p)?)));
+    }
+    view
+}
+
 /// A stored booking as the API shows it (no write or read details).
 pub fn booking_view(b: &records::Booking) -> Booking {
     Booking {
@@ -41,6 +75,8 @@ pub fn booking_view(b: &records::Booking) -> Booking {
         applied: None,
         replayed: None,
         freshness: None,
+        cancelled_at_ms: None,
+        refund: None,
     }
 }
 
@@ -60,6 +96,8 @@ pub fn confirmed_view(b: &ConfirmedBooking) -> Booking {
         applied: None,
         replayed: None,
         freshness: None,
+        cancelled_at_ms: None,
+        refund: None,
     }
 }
 
@@ -97,7 +135,7 @@ async fn get_booking(
     if b.user != user.sub {
         return Err(unknown());
     }
-    let mut view = booking_view(&b);
+    let mut view = booking_view_at(&tx, &b);
     view.freshness = Some(freshness(group, tx.freshness));
     Ok(Json(view))
 }
@@ -121,15 +159,20 @@ async fn list_bookings(
         barrier_if(&state, g, c).await?;
         let tx = st.reader.begin_applied();
         // One more than a page, so that a cut is always reported as `truncated`.
-        all.extend(tx.user_bookings_where(&user.sub, max + 1, |b| {
+        let found = tx.user_bookings_where(&user.sub, max + 1, |b| {
             event.is_none_or(|e| b.event_id == e)
-        }));
+        });
+        all.extend(
+            found
+                .iter()
+                .map(|b| (b.confirmed_at_ms, b.booking_id, booking_view_at(&tx, b))),
+        );
     }
-    all.sort_by_key(|b| (b.confirmed_at_ms, b.booking_id));
+    all.sort_by_key(|(at, id, _)| (*at, *id));
     let truncated = all.len() > max;
     all.truncate(max);
     Ok(Json(BookingList {
-        bookings: all.iter().map(booking_view).collect(),
+        bookings: all.into_iter().map(|(_, _, v)| v).collect(),
         truncated,
     }))
 }

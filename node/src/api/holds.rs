@@ -15,6 +15,7 @@ use boxoffice_raft::command::{
 };
 use boxoffice_raft::GroupId;
 use boxoffice_storage::read::HoldPhase;
+use boxoffice_storage::records;
 use serde::Deserialize;
 
 use super::bookings::confirmed_view;
@@ -133,6 +134,12 @@ async fn confirm_hold(
     JsonBody(body): JsonBody<ConfirmHold>,
 ) -> ApiResult<impl IntoResponse> {
     let key = require_key(&headers)?;
+    if !user.has_scope(crate::auth::BOX_OFFICE_SCOPE) {
+        return Err(ApiError::new(
+            ProblemCode::DirectConfirmForbidden,
+            "the direct confirm is for box-office credentials (scope box_office); buyers check out (POST /v1/holds/{id}/checkout) and pay through the provider",
+        ));
+    }
     let (hold_id, group) = parse_hold(&state, &hold_id)?;
     if body.payment_ref.trim().is_empty() {
         return Err(ApiError::bad_param(
@@ -236,7 +243,15 @@ async fn get_hold(
         HoldPhase::Expired => (HoldState::Expired, None),
         HoldPhase::Confirmed(b) => (HoldState::Confirmed, Some(b.to_string())),
         HoldPhase::Released => (HoldState::Released, None),
+        HoldPhase::PaymentPending => (HoldState::PaymentPending, None),
     };
+    let payment = tx.hold_payment(hold_id.seq);
+    let refund = payment.as_ref().and_then(|p| {
+        Some(super::bookings::refund_view(
+            &p.payment_id,
+            &tx.refund(&p.payment_id)?,
+        ))
+    });
     Ok(Json(HoldStatus {
         hold_id: hold_id.to_string(),
         event_id: h.event_id,
@@ -248,6 +263,18 @@ async fn get_hold(
         total_cents: h.total_cents,
         status,
         booking_id,
+        payment: payment.map(|p| boxoffice_api::PaymentView {
+            payment_id: p.payment_id,
+            status: match p.phase {
+                records::PaymentPhase::InFlight => "in_flight",
+                records::PaymentPhase::Failed => "failed",
+                records::PaymentPhase::Paid => "paid",
+            }
+            .to_string(),
+            amount_cents: p.amount_cents,
+            currency: p.currency,
+        }),
+        refund,
         freshness: freshness(group, tx.freshness),
     }))
 }

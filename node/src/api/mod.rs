@@ -2,7 +2,8 @@
 //! `boxoffice-api` crate's.
 //!
 //! Public (`/v1`, user token): [`events`], [`seats`], [`holds`], [`bookings`],
-//! [`search`], [`streams`]. Admin (`/admin/v1`, admin token) and health:
+//! [`payments`] (checkout, the provider's webhook, cancellation), [`search`],
+//! [`streams`]. Admin (`/admin/v1`, admin token) and health:
 //! [`cluster`] (bootstrap, status, membership, snapshots, faults) and
 //! [`catalogue`] (venues, performers, events). Node to node (cluster key):
 //! [`internal`].
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod events;
 pub mod holds;
 pub mod internal;
+pub mod payments;
 pub mod search;
 pub mod seats;
 pub mod streams;
@@ -41,6 +43,7 @@ pub fn public_routes() -> Router<AppState> {
         .merge(seats::routes())
         .merge(holds::routes())
         .merge(bookings::routes())
+        .merge(payments::routes())
         .merge(search::routes())
         .merge(streams::routes())
         .merge(cluster::health_routes())
@@ -51,6 +54,7 @@ pub fn admin_routes() -> Router<AppState> {
     Router::new()
         .merge(cluster::routes())
         .merge(catalogue::routes())
+        .merge(payments::admin_routes())
 }
 
 /// The idempotency key of a request, if it sent one; a malformed one is a 400.

@@ -13,6 +13,7 @@ mod faults;
 mod features;
 mod listeners;
 mod membership;
+mod payments;
 mod routes;
 mod search;
 mod snapshots;

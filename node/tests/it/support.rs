@@ -16,8 +16,17 @@ pub const ADMIN_SECRET: &str = "test-admin-token-secret-0123456789abcdef";
 pub const CLUSTER_KEY: &str = "test-cluster-key-0123456789abcdef";
 
 /// A bearer token for `user` (an admin token when `admin`).
+/// A token: an admin's, or a box-office user's (which may confirm directly).
 pub fn mint(user: &str, admin: bool) -> String {
+    let scope = (!admin).then_some(boxoffice_node::auth::BOX_OFFICE_SCOPE);
     boxoffice_node::auth::Signer::hs256(if admin { ADMIN_SECRET } else { SECRET })
+        .mint_with_scope(user, 3600, scope)
+        .expect("mint a token")
+}
+
+/// A buyer's token: no scope, so it pays through the provider.
+pub fn mint_buyer(user: &str) -> String {
+    boxoffice_node::auth::Signer::hs256(SECRET)
         .mint(user, 3600)
         .expect("mint a token")
 }

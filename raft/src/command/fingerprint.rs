@@ -153,7 +153,67 @@ impl Feed for Command {
                 f.variant(12);
                 f.put(level);
             }
+            Command::Checkout(c) => {
+                f.variant(13);
+                f.put(&c.hold_id);
+                f.put(&c.user);
+                f.put(&c.payment_id);
+                f.put(&c.amount_cents);
+                f.put(&c.currency);
+                f.put(&c.grace_ms);
+                f.put(&c.hold_max_ms);
+            }
+            Command::PaymentSucceeded(n) => {
+                f.variant(14);
+                n.feed(f);
+            }
+            Command::PaymentFailed(n) => {
+                f.variant(15);
+                n.feed(f);
+            }
+            Command::CancelBooking {
+                booking_id,
+                user,
+                not_after_ms,
+            } => {
+                f.variant(16);
+                f.put(booking_id);
+                f.put(user);
+                f.put(not_after_ms);
+            }
+            Command::RefundUpdate {
+                payment_id,
+                report,
+                provider_event,
+            } => {
+                f.variant(17);
+                f.put(payment_id);
+                match report {
+                    RefundReport::Pending { refund_id } => {
+                        f.variant(0);
+                        f.put(refund_id);
+                    }
+                    RefundReport::Succeeded { refund_id } => {
+                        f.variant(1);
+                        f.put(refund_id);
+                    }
+                    RefundReport::Failed { reason } => {
+                        f.variant(2);
+                        f.put(reason);
+                    }
+                }
+                f.put(provider_event);
+            }
         }
+    }
+}
+
+impl Feed for PaymentNotice {
+    fn feed(&self, f: &mut Fingerprint) {
+        f.put(&self.hold_id);
+        f.put(&self.payment_id);
+        f.put(&self.amount_cents);
+        f.put(&self.provider_event);
     }
 }
 

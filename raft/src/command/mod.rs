@@ -9,11 +9,13 @@
 mod fingerprint;
 mod ids;
 mod outcome;
+mod payments;
 mod spec;
 
 pub use fingerprint::{fingerprint, Fingerprint};
 pub use ids::{BookingId, HoldId};
 pub use outcome::*;
+pub use payments::*;
 pub use spec::*;
 
 use serde::{Deserialize, Serialize};
@@ -78,7 +80,13 @@ pub const BATCH_REQUESTS_MAX: usize = 1000;
 ///   sessions per group (`boxoffice_storage::machine::USER_SESSIONS_MAX`);
 ///   past it, a user request is refused with [`Rejection::TooManySessions`]
 ///   and leaves nothing behind.
-pub const FEATURE_LEVEL_MAX: u32 = 1;
+/// - **2**: payments. Checkout, the provider's word on a payment, booking
+///   cancellation and refunds ([`Command::Checkout`] to
+///   [`Command::RefundUpdate`]); below it they are refused with
+///   [`Rejection::FeatureNotEnabled`].
+pub const FEATURE_LEVEL_MAX: u32 = 2;
+/// The feature level payments need.
+pub const FEATURE_LEVEL_PAYMENTS: u32 = 2;
 
 /// One entry's application payload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -167,6 +175,36 @@ pub enum Command {
         /// The level to reach.
         level: u32,
     },
+    /// Inventory (level 2): the hold's payment was created with the provider;
+    /// the hold waits for it (`payment_pending`), a little longer than it would have.
+    Checkout(CheckoutRequest),
+    /// Inventory (level 2): the provider says the payment succeeded. The hold is
+    /// booked; if it expired and its seats are still free they are taken and
+    /// booked at once; otherwise a refund is owed.
+    PaymentSucceeded(PaymentNotice),
+    /// Inventory (level 2): the provider says the payment failed or was
+    /// cancelled. A live hold is active again; an expired one is closed.
+    PaymentFailed(PaymentNotice),
+    /// Inventory (level 2): cancel a booking; its seats are available again and
+    /// its payment, if made through the provider, is owed back.
+    CancelBooking {
+        /// The booking.
+        booking_id: BookingId,
+        /// The owner cancelling it; `None` for an admin.
+        user: Option<String>,
+        /// Refused after this state-machine time (the event's cancellation
+        /// cutoff, worked out by the node from the catalogue); `None`: no cutoff.
+        not_after_ms: Option<u64>,
+    },
+    /// Inventory (level 2): where a refund stands with the provider.
+    RefundUpdate {
+        /// The payment refunded.
+        payment_id: String,
+        /// What the provider said.
+        report: RefundReport,
+        /// The provider event that said so, if it came by webhook.
+        provider_event: Option<String>,
+    },
 }
 
 /// Fields of an event that may change after creation; `None` leaves one as is.
@@ -209,6 +247,11 @@ impl Command {
             Command::CreateInventories(_) => "create_inventories",
             Command::Batch(_) => "batch",
             Command::EnableFeatures { .. } => "enable_features",
+            Command::Checkout(_) => "checkout",
+            Command::PaymentSucceeded(_) => "payment_succeeded",
+            Command::PaymentFailed(_) => "payment_failed",
+            Command::CancelBooking { .. } => "cancel_booking",
+            Command::RefundUpdate { .. } => "refund_update",
         }
     }
 
@@ -221,8 +264,12 @@ impl Command {
     /// seat.
     pub fn batch_rank(&self) -> BatchRank {
         match self {
-            Command::Confirm { .. } | Command::Release { .. } => BatchRank::FreesSeats,
-            Command::Hold(_) => BatchRank::TakesSeats,
+            Command::Confirm { .. }
+            | Command::Release { .. }
+            | Command::PaymentFailed(_)
+            | Command::CancelBooking { .. } => BatchRank::FreesSeats,
+            // A payment that succeeds after its hold expired takes its seats again.
+            Command::Hold(_) | Command::PaymentSucceeded(_) => BatchRank::TakesSeats,
             Command::CreateVenue(_)
             | Command::CreatePerformer(_)
             | Command::CreateEvent(_)
@@ -232,7 +279,9 @@ impl Command {
             | Command::UpdateEvent { .. }
             | Command::CreateInventories(_)
             | Command::Batch(_)
-            | Command::EnableFeatures { .. } => BatchRank::Other,
+            | Command::EnableFeatures { .. }
+            | Command::Checkout(_)
+            | Command::RefundUpdate { .. } => BatchRank::Other,
         }
     }
 
@@ -242,13 +291,18 @@ impl Command {
     }
 
     /// The user a user's own request acts for (holds, confirms, releases); `None`
-    /// for the commands of admins and of the cluster itself. From feature level
+    /// for the commands of admins, of the payment provider and of the cluster itself. From feature level
     /// 1, the sessions of user requests are counted per user and bounded.
     pub fn user(&self) -> Option<&str> {
         match self {
             Command::Hold(h) => Some(&h.user),
             Command::Confirm { user, .. } | Command::Release { user, .. } => Some(user),
-            Command::CreateVenue(_)
+            Command::Checkout(c) => Some(&c.user),
+            Command::CancelBooking { user, .. } => user.as_deref(),
+            Command::PaymentSucceeded(_)
+            | Command::PaymentFailed(_)
+            | Command::RefundUpdate { .. }
+            | Command::CreateVenue(_)
             | Command::CreatePerformer(_)
             | Command::CreateEvent(_)
             | Command::CreateInventory(_)
@@ -277,7 +331,12 @@ impl Command {
             | Command::Tick
             | Command::CreateInventories(_)
             | Command::Batch(_)
-            | Command::EnableFeatures { .. } => false,
+            | Command::EnableFeatures { .. }
+            | Command::Checkout(_)
+            | Command::PaymentSucceeded(_)
+            | Command::PaymentFailed(_)
+            | Command::CancelBooking { .. }
+            | Command::RefundUpdate { .. } => false,
         }
     }
 }

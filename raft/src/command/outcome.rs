@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{BookingId, HoldId, InventorySpec};
+use super::{BookingId, HoldId, InventorySpec, PaymentEffect};
 
 /// Result of applying one entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -88,6 +88,8 @@ pub enum Effect {
     },
     /// The outcomes of a [`Command::Batch`]'s requests, in its order.
     Batch(Vec<Outcome>),
+    /// What a payment command did (feature level 2).
+    Payment(PaymentEffect),
 }
 
 /// One event of a `CreateEvents` batch.
@@ -227,5 +229,39 @@ pub enum Rejection {
     TooManySessions {
         /// The bound.
         max: u32,
+    },
+    /// The command needs a feature level the group has not reached yet (every
+    /// member must allow it first; see `FEATURE_LEVEL_MAX`).
+    #[error("this needs feature level {needed}; the group is at level {level}")]
+    FeatureNotEnabled {
+        /// The level the command needs.
+        needed: u32,
+        /// The group's level.
+        level: u32,
+    },
+    /// The hold's payment is in flight with the provider: it is booked or
+    /// reopened when the provider says how it went, not before.
+    #[error("a payment is in flight for this hold ({payment_id})")]
+    PaymentInFlight {
+        /// The provider's payment id.
+        payment_id: String,
+    },
+    /// No such booking (on this shard).
+    #[error("unknown booking {booking_id}")]
+    UnknownBooking {
+        /// The id asked for.
+        booking_id: BookingId,
+    },
+    /// The booking belongs to another user.
+    #[error("booking belongs to another user")]
+    NotBookingOwner,
+    /// The booking was cancelled already.
+    #[error("booking was cancelled")]
+    BookingCancelled,
+    /// The event's cancellation cutoff has passed.
+    #[error("cancellation closed at {closed_at_ms}")]
+    CancellationClosed {
+        /// The cutoff (state-machine time).
+        closed_at_ms: u64,
     },
 }

@@ -205,7 +205,16 @@ fn best_available(kv: &dyn KvRead, group: GroupId, inv: &Inventory, time: u64, q
     picked
 }
 
-fn load_owned_hold(
+/// The refusal for a hold whose payment is in flight.
+fn payment_in_flight(kv: &dyn KvRead, group: GroupId, hold: &Hold) -> Rejection {
+    let payment: HoldPayment = get(kv, &super::payments::payment_key(group, hold.seq))
+        .expect("payment_pending hold without its payment");
+    Rejection::PaymentInFlight {
+        payment_id: payment.payment_id,
+    }
+}
+
+pub(super) fn load_owned_hold(
     kv: &dyn KvRead,
     group: GroupId,
     hold_id: HoldId,
@@ -248,6 +257,7 @@ pub(super) fn confirm(
             })
         }
         HoldState::Released => return Err(Rejection::HoldReleased),
+        HoldState::PaymentPending => return Err(payment_in_flight(kv, group, &hold)),
         HoldState::Active if hold.expires_at_ms <= time => {
             return Err(Rejection::HoldExpired {
                 expired_at_ms: hold.expires_at_ms,
@@ -255,6 +265,21 @@ pub(super) fn confirm(
         }
         HoldState::Active => {}
     }
+    let booking = sell_live_hold(kv, group, meta, time, &mut hold, payment_ref);
+    Ok(Effect::Confirmed(booking))
+}
+
+/// Books a live hold: its seats (held by it) become sold, its tickets move from
+/// held to sold in the counts and the owner's cap, and the booking is written.
+/// The caller checked the hold is live and neither booked nor released.
+pub(super) fn sell_live_hold(
+    kv: &mut dyn Kv,
+    group: GroupId,
+    meta: &mut SmMeta,
+    time: u64,
+    hold: &mut Hold,
+    payment_ref: &str,
+) -> ConfirmedBooking {
     let mut inv: Inventory =
         load_inventory(kv, group, hold.event_id).expect("hold without inventory");
     settle(kv, group, &mut inv, time);
@@ -285,22 +310,38 @@ pub(super) fn confirm(
     inv.sold += hold.quantity;
     assert!(inv.sold <= inv.capacity, "sold more than capacity");
     save_counts(kv, group, &inv);
-    let ue_key = user_event_key(group, hold.event_id, user);
+    let ue_key = user_event_key(group, hold.event_id, &hold.user);
     let mut ue: UserEvent = get(kv, &ue_key).unwrap_or_default();
     ue.holds
         .retain(|(seq, _, exp)| *seq != hold.seq && *exp > time);
     ue.booked += hold.quantity;
     put(kv, ue_key, &ue);
+    write_booking(kv, group, time, hold, booking_seq, payment_ref)
+}
+
+/// Marks `hold` booked as `booking_seq` and writes the booking and its index
+/// entry; the seats and counts are the caller's.
+pub(super) fn write_booking(
+    kv: &mut dyn Kv,
+    group: GroupId,
+    time: u64,
+    hold: &mut Hold,
+    booking_seq: u64,
+    payment_ref: &str,
+) -> ConfirmedBooking {
     hold.state = HoldState::Confirmed { booking_seq };
-    put(kv, hold_key(group, hold.seq), &hold);
+    put(kv, hold_key(group, hold.seq), &*hold);
     let booking = Booking {
         booking_id: BookingId {
             shard: group.0,
             seq: booking_seq,
         },
-        hold_id,
+        hold_id: HoldId {
+            shard: group.0,
+            seq: hold.seq,
+        },
         event_id: hold.event_id,
-        user: user.to_string(),
+        user: hold.user.clone(),
         seat_ids: hold.seat_ids.clone(),
         quantity: hold.quantity,
         total_cents: hold.total_cents,
@@ -314,12 +355,12 @@ pub(super) fn confirm(
     );
     kv.put(
         Key::sm(group, table::USER_BOOKING)
-            .str(user)
+            .str(&hold.user)
             .u64(booking_seq)
             .build(),
         Vec::new(),
     );
-    Ok(Effect::Confirmed(ConfirmedBooking {
+    ConfirmedBooking {
         booking_id: booking.booking_id,
         hold_id: booking.hold_id,
         event_id: booking.event_id,
@@ -329,7 +370,7 @@ pub(super) fn confirm(
         total_cents: booking.total_cents,
         payment_ref: booking.payment_ref,
         confirmed_at_ms: booking.confirmed_at_ms,
-    }))
+    }
 }
 
 pub(super) fn release(
@@ -357,8 +398,28 @@ pub(super) fn release(
                 quantity: 0,
             })
         }
+        HoldState::PaymentPending => return Err(payment_in_flight(kv, group, &hold)),
         HoldState::Active => {}
     }
+    let (freed, quantity) = close_hold(kv, group, time, &mut hold);
+    Ok(Effect::Released {
+        hold_id,
+        event_id: hold.event_id,
+        seat_ids: freed,
+        quantity,
+    })
+}
+
+/// Closes a hold that is neither booked nor released: a live one gives its
+/// seats and count back at once, an expired one only drops its records (its
+/// seats may belong to another hold by now). Returns the seats and tickets made
+/// available.
+pub(super) fn close_hold(
+    kv: &mut dyn Kv,
+    group: GroupId,
+    time: u64,
+    hold: &mut Hold,
+) -> (Vec<u32>, u32) {
     let mut inv: Inventory =
         load_inventory(kv, group, hold.event_id).expect("hold without inventory");
     settle(kv, group, &mut inv, time);
@@ -390,18 +451,12 @@ pub(super) fn release(
             }
         }
     }
-    let ue_key = user_event_key(group, hold.event_id, user);
+    let ue_key = user_event_key(group, hold.event_id, &hold.user);
     let mut ue: UserEvent = get(kv, &ue_key).unwrap_or_default();
     ue.holds
         .retain(|(seq, _, exp)| *seq != hold.seq && *exp > time);
     put(kv, ue_key, &ue);
     hold.state = HoldState::Released;
-    put(kv, hold_key(group, hold.seq), &hold);
-    let quantity = if live { hold.quantity } else { 0 };
-    Ok(Effect::Released {
-        hold_id,
-        event_id: hold.event_id,
-        seat_ids: freed,
-        quantity,
-    })
+    put(kv, hold_key(group, hold.seq), &*hold);
+    (freed, if live { hold.quantity } else { 0 })
 }

@@ -19,6 +19,8 @@
 //! - [`inventory`]: an event's inventory, counts, keys, and the settling of
 //!   expired holds.
 //! - [`holds`]: holds, confirms and releases.
+//! - [`payments`]: checkout, the provider's word on payments, cancellation
+//!   and refunds (feature level 2).
 
 use boxoffice_raft::codec;
 use boxoffice_raft::command::*;
@@ -34,10 +36,12 @@ mod catalogue;
 mod features;
 mod holds;
 pub(crate) mod inventory;
+pub(crate) mod payments;
 mod sessions;
 
 pub use features::read_features;
 pub(crate) use inventory::{due_expiry_range, hold_key, load_inventory};
+pub use payments::PROVIDER_EVENT_PRUNE_PER_ENTRY;
 pub use sessions::{
     SESSION_PRUNE_PER_REQUEST, SESSION_REJECTED_TTL_MS, SESSION_TTL_MS, USER_SESSIONS_MAX,
 };
@@ -107,6 +111,14 @@ pub fn apply_entry(kv: &mut dyn Kv, group: GroupId, entry: &Entry) -> Outcome {
             meta.time_ms,
             SESSION_PRUNE_PER_REQUEST * requests,
         );
+        if features.level >= FEATURE_LEVEL_PAYMENTS {
+            payments::prune_provider_events(
+                kv,
+                group,
+                meta.time_ms,
+                PROVIDER_EVENT_PRUNE_PER_ENTRY,
+            );
+        }
     }
     write_meta(kv, group, &meta);
     // Only a change is written: a group at level 0 keeps no record of it.
@@ -182,6 +194,20 @@ pub(super) fn execute(
             command.name()
         )));
     }
+    let payments = matches!(
+        command,
+        Command::Checkout(_)
+            | Command::PaymentSucceeded(_)
+            | Command::PaymentFailed(_)
+            | Command::CancelBooking { .. }
+            | Command::RefundUpdate { .. }
+    );
+    if payments && features.level < FEATURE_LEVEL_PAYMENTS {
+        return Err(Rejection::FeatureNotEnabled {
+            needed: FEATURE_LEVEL_PAYMENTS,
+            level: features.level,
+        });
+    }
     match command {
         // A batch is only ever the whole payload of an entry, without a session
         // (see `apply_entry`); anywhere else it is refused.
@@ -221,5 +247,25 @@ pub(super) fn execute(
         Command::Release { hold_id, user } => holds::release(kv, group, time, *hold_id, user),
         Command::Tick => Ok(Effect::Nothing),
         Command::EnableFeatures { level } => features::enable(features, *level),
+        Command::Checkout(req) => payments::checkout(kv, group, time, req),
+        Command::PaymentSucceeded(n) => payments::payment_succeeded(kv, group, meta, time, n),
+        Command::PaymentFailed(n) => payments::payment_failed(kv, group, time, n),
+        Command::CancelBooking {
+            booking_id,
+            user,
+            not_after_ms,
+        } => payments::cancel_booking(kv, group, time, *booking_id, user.as_deref(), *not_after_ms),
+        Command::RefundUpdate {
+            payment_id,
+            report,
+            provider_event,
+        } => payments::refund_update(
+            kv,
+            group,
+            time,
+            payment_id,
+            report,
+            provider_event.as_deref(),
+        ),
     }
 }

@@ -198,8 +198,11 @@ pub enum HoldState {
         /// The booking.
         booking_seq: u64,
     },
-    /// Given back by its owner.
+    /// Given back by its owner, or closed after its payment failed past its expiry.
     Released,
+    /// Its payment is in flight with the provider (from feature level 2; see
+    /// `table::PAYMENT`). Live until it expires, like `Active`.
+    PaymentPending,
 }
 
 /// A booking (`table::BOOKING`).

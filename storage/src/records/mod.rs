@@ -13,15 +13,19 @@
 //! - [`inventory`]: an event's tickets, holds, bookings and per-user counts.
 //! - [`sessions`]: remembered answers for exactly-once retries, and how many
 //!   each user has.
+//! - [`payments`]: a hold's payment with the provider, refunds, cancelled
+//!   bookings and the provider events already applied (feature level 2).
 
 pub mod catalogue;
 pub mod inventory;
 pub mod meta;
+pub mod payments;
 pub mod sessions;
 
 pub use catalogue::*;
 pub use inventory::*;
 pub use meta::*;
+pub use payments::*;
 pub use sessions::*;
 
 use boxoffice_raft::codec::Versioned;
@@ -52,11 +56,18 @@ pub fn check_record(table: u8, value: &[u8]) -> Result<(), String> {
         table::INVENTORY_COUNTS => check::<InventoryCounts>(value),
         table::USER_EVENT => check::<UserEvent>(value),
         table::SESSION => check::<SessionRecord>(value),
+        table::PAYMENT => check::<HoldPayment>(value),
+        table::REFUND => check::<Refund>(value),
+        table::BOOKING_CANCEL => check::<BookingCancellation>(value),
+        table::PROVIDER_EVENT => check::<SeenUntil>(value),
         // Index entries: the key is everything, the value is empty.
         table::EVENT_CHANGE
         | table::USER_BOOKING
         | table::SESSION_EXPIRY
         | table::SESSION_DEADLINE
+        | table::PAYMENT_DUE
+        | table::REFUND_OPEN
+        | table::PROVIDER_EVENT_DEADLINE
             if value.is_empty() =>
         {
             Ok(())
@@ -64,7 +75,12 @@ pub fn check_record(table: u8, value: &[u8]) -> Result<(), String> {
         table::EVENT_CHANGE
         | table::USER_BOOKING
         | table::SESSION_EXPIRY
-        | table::SESSION_DEADLINE => Err(format!("index entry with a {}-byte value", value.len())),
+        | table::SESSION_DEADLINE
+        | table::PAYMENT_DUE
+        | table::REFUND_OPEN
+        | table::PROVIDER_EVENT_DEADLINE => {
+            Err(format!("index entry with a {}-byte value", value.len()))
+        }
         other => Err(format!("no sm table {other:#04x}")),
     }
 }
