@@ -211,9 +211,9 @@ pub async fn checkout(
         println!(
             "checkout → confirmed latency (ms, {} bookings): p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
             lat.len(),
-            percentile(&lat, 50.0) as f64 / 1000.0,
-            percentile(&lat, 90.0) as f64 / 1000.0,
-            percentile(&lat, 99.0) as f64 / 1000.0,
+            percentile(&lat, 0.50) as f64 / 1000.0,
+            percentile(&lat, 0.90) as f64 / 1000.0,
+            percentile(&lat, 0.99) as f64 / 1000.0,
             *lat.last().unwrap() as f64 / 1000.0,
         );
     }
