@@ -57,9 +57,10 @@ cargo test --release --workspace
 # drive is refused anything.
 cargo bench --workspace --bench apply -- --quick
 
-# Jepsen: 90 s of the seats, registers and general-admission workloads under
-# kill -9, pause, partitions (in a network namespace, as root) and clock skew,
-# then heal, liveness and final-state checks. The seed comes from the commit, so a
+# Jepsen: 90 s of the seats, registers, general-admission and payments workloads
+# under kill -9, pause, partitions (in a network namespace, as root), clock skew
+# and the payments sandbox's faults (duplicate, delayed and lost webhooks, API
+# outages), then heal, liveness, final-state and payment checks. The seed comes from the commit, so a
 # failure reproduces with the seed it prints; JEPSEN_SEED overrides it.
 seed="${JEPSEN_SEED:-$(( 16#$(git rev-parse --short=8 HEAD 2>/dev/null || echo 1) ))}"
 jepsen_dir="$(mktemp -d)/jepsen"

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use boxoffice_client::{Client, ClientConfig, HoldState, NewEvent, NewLayout, NewVenue, Selection};
+use boxoffice_client::{Client, ClientConfig, HoldState, NewEvent, Selection};
 
 use crate::stats::percentile;
 
@@ -50,27 +50,7 @@ pub async fn checkout(
     let admin = Client::new(cfg.clone())?;
     let seats = 200_000u32.min((clients * rounds) as u32 * 2_000);
     let rows = seats.div_ceil(50);
-    let venue = admin
-        .create_venue(&NewVenue::new(
-            "Checkout Bench Hall",
-            "Benchtown",
-            0.0,
-            0.0,
-            NewLayout::Seated(
-                (0..rows.div_ceil(100))
-                    .map(|sec| {
-                        (
-                            format!("S{sec}"),
-                            (sec * 100..(sec * 100 + 100).min(rows))
-                                .map(|r| (format!("R{r}"), 50, 5000))
-                                .collect(),
-                        )
-                    })
-                    .collect(),
-            ),
-        ))
-        .await?
-        .venue_id;
+    let venue = crate::onsale::arena(&admin, "Checkout Bench Hall", rows).await?;
     let event = admin
         .create_event(&NewEvent {
             name: "Checkout Bench".into(),

@@ -29,28 +29,7 @@ pub async fn onsale(
     cfg.attempts_max = 20;
     let admin = Client::new(cfg.clone())?;
     let rows = seats.div_ceil(50);
-    let venue = admin
-        .create_venue(&NewVenue::new(
-            format!("Bench Arena {seed}"),
-            "Benchtown",
-            0.0,
-            0.0,
-            // Sections of up to 100 rows of 50 seats.
-            NewLayout::Seated(
-                (0..rows.div_ceil(100))
-                    .map(|sec| {
-                        (
-                            format!("S{sec}"),
-                            (sec * 100..(sec * 100 + 100).min(rows))
-                                .map(|r| (format!("R{r}"), 50, 5000))
-                                .collect(),
-                        )
-                    })
-                    .collect(),
-            ),
-        ))
-        .await?
-        .venue_id;
+    let venue = arena(&admin, &format!("Bench Arena {seed}"), rows).await?;
     let event = admin
         .create_event(&NewEvent {
             name: "Bench On-Sale".into(),
@@ -178,4 +157,30 @@ pub async fn onsale(
         map.counts.sold
     );
     Ok(())
+}
+
+/// A venue of `rows` rows of 50 seats (5,000 cents each), in sections of up to
+/// 100 rows; its id.
+pub async fn arena(admin: &Client, name: &str, rows: u32) -> anyhow::Result<u64> {
+    Ok(admin
+        .create_venue(&NewVenue::new(
+            name,
+            "Benchtown",
+            0.0,
+            0.0,
+            NewLayout::Seated(
+                (0..rows.div_ceil(100))
+                    .map(|sec| {
+                        (
+                            format!("S{sec}"),
+                            (sec * 100..(sec * 100 + 100).min(rows))
+                                .map(|r| (format!("R{r}"), 50, 5000))
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+            ),
+        ))
+        .await?
+        .venue_id)
 }

@@ -200,6 +200,7 @@ fn seat_change(index: u64, outcome: &Outcome) -> Option<SeatChange> {
             | PaymentEffect::RefundUpdated { .. }
             | PaymentEffect::Unchanged { .. },
         )
+        | Effect::Webhooks(_)
         | Effect::Released { .. }
         | Effect::Nothing
         | Effect::VenueCreated { .. }

@@ -178,7 +178,11 @@ impl Node {
         tokio::spawn(ticker(Arc::downgrade(&node)));
         tokio::spawn(clock_prober(Arc::downgrade(&node)));
         if let Some(p) = payments {
-            tokio::spawn(crate::payments::worker::run(Arc::downgrade(&node), p));
+            tokio::spawn(crate::payments::worker::run(
+                Arc::downgrade(&node),
+                p.clone(),
+            ));
+            tokio::spawn(crate::payments::outgoing::run(Arc::downgrade(&node), p));
         }
         Ok(node)
     }
@@ -928,6 +932,7 @@ async fn invalidate_event_cache(
                     | Effect::Released { .. }
                     | Effect::InventoriesCreated { .. }
                     | Effect::Payment(_)
+                    | Effect::Webhooks(_)
                     | Effect::Batch(_),
                 )
                 | Err(_) => {}

@@ -49,6 +49,8 @@ pub mod table {
     pub const EVENT_CHANGE: u8 = 0x13;
     /// Catalogue: log index of each event's last change (to move its feed entry).
     pub const EVENT_CHANGED_AT: u8 = 0x14;
+    /// Catalogue (from feature level 2): an event's own payment settings.
+    pub const EVENT_PAYMENTS: u8 = 0x15;
     /// Inventory: per-event inventory summary.
     pub const INVENTORY: u8 = 0x20;
     /// Inventory: seat state (absent = available), by event and seat.
@@ -95,6 +97,16 @@ pub mod table {
     pub const PROVIDER_EVENT: u8 = 0x45;
     /// Provider event expiry index, by (until, id).
     pub const PROVIDER_EVENT_DEADLINE: u8 = 0x46;
+    /// The outbox: events for the site's webhooks, by outbox seq.
+    pub const OUTBOX: u8 = 0x47;
+    /// The last outbox seq used (one record).
+    pub const OUTBOX_SEQ: u8 = 0x48;
+    /// The site's webhook endpoints, by name.
+    pub const WEBHOOK_ENDPOINT: u8 = 0x49;
+    /// Each outbox event's delivery to each endpoint, by (name, seq).
+    pub const DELIVERY: u8 = 0x4A;
+    /// Pending deliveries by (next attempt time, name, seq).
+    pub const DELIVERY_DUE: u8 = 0x4B;
 }
 
 /// Builds keys by appending parts.

@@ -160,6 +160,14 @@ impl ReadTx<'_> {
         )
     }
 
+    /// An event's own payment settings (catalogue), if it set any.
+    pub fn event_payments(&self, id: u64) -> Option<EventPaymentSettings> {
+        get(
+            &self.view,
+            &Key::sm(self.group, table::EVENT_PAYMENTS).u64(id).build(),
+        )
+    }
+
     /// Events with id > `after`, in id order, at most `limit`.
     pub fn events(&self, after: u64, limit: usize) -> Vec<Event> {
         self.list(table::EVENT, after, limit)
@@ -471,6 +479,80 @@ impl ReadTx<'_> {
                 .refund(&id)
                 .expect("open refund index points at a missing refund");
             out.push((id, refund));
+            out.len() < limit
+        });
+        out
+    }
+
+    /// The site's webhook endpoints, by name.
+    pub fn webhook_endpoints(&self) -> Vec<(String, WebhookEndpoint)> {
+        machine::outbox::endpoints(&self.view, self.group)
+    }
+
+    /// An outbox event.
+    pub fn outbox_event(&self, seq: u64) -> Option<OutboxEvent> {
+        get(&self.view, &machine::outbox::outbox_key(self.group, seq))
+    }
+
+    /// An event's delivery to an endpoint.
+    pub fn delivery(&self, endpoint: &str, seq: u64) -> Option<Delivery> {
+        get(
+            &self.view,
+            &machine::outbox::delivery_key(self.group, endpoint, seq),
+        )
+    }
+
+    /// Deliveries due at or before `until_ms`, earliest first, at most `limit`:
+    /// (endpoint, seq, the event, the endpoint's record).
+    pub fn deliveries_due(
+        &self,
+        until_ms: u64,
+        limit: usize,
+    ) -> Vec<(String, u64, OutboxEvent, WebhookEndpoint)> {
+        let prefix = Key::sm(self.group, table::DELIVERY_DUE).build();
+        let end = Key::sm(self.group, table::DELIVERY_DUE)
+            .u64(until_ms.saturating_add(1))
+            .build();
+        let endpoints: std::collections::BTreeMap<String, WebhookEndpoint> =
+            self.webhook_endpoints().into_iter().collect();
+        let mut out = Vec::new();
+        self.view.scan_range(&prefix, &end, &mut |k, _| {
+            let at = prefix.len() + 8;
+            let len = u16::from_be_bytes([k[at], k[at + 1]]) as usize;
+            let name = String::from_utf8_lossy(&k[at + 2..at + 2 + len]).into_owned();
+            let seq = keys::read_u64(k, at + 2 + len);
+            let event = self
+                .outbox_event(seq)
+                .expect("delivery index points at a missing outbox event");
+            if let Some(e) = endpoints.get(&name) {
+                out.push((name, seq, event, e.clone()));
+            }
+            out.len() < limit
+        });
+        out
+    }
+
+    /// An endpoint's deliveries of outbox entries after `after`, in seq order,
+    /// at most `limit`: (seq, delivery, event).
+    pub fn deliveries(
+        &self,
+        endpoint: &str,
+        after: u64,
+        limit: usize,
+    ) -> Vec<(u64, Delivery, OutboxEvent)> {
+        let prefix = Key::sm(self.group, table::DELIVERY).str(endpoint).build();
+        let start = Key::sm(self.group, table::DELIVERY)
+            .str(endpoint)
+            .u64(after.saturating_add(1))
+            .build();
+        let mut out = Vec::new();
+        self.view.scan(&prefix, &start, &mut |k, v| {
+            let seq = keys::read_u64(k, prefix.len());
+            let d: Delivery = codec::decode(v).expect("corrupt delivery record");
+            let e = self
+                .outbox_event(seq)
+                .expect("delivery of a missing outbox event");
+            out.push((seq, d, e));
             out.len() < limit
         });
         out

@@ -211,6 +211,18 @@ fn payment_command() -> impl Strategy<Value = Command> {
                 text().prop_map(|reason| RefundReport::Failed { reason }),
             ], proptest::option::of((0..6u8).prop_map(|i| format!("evt_{i}"))))
             .prop_map(|(payment_id, report, provider_event)| Command::RefundUpdate { payment_id, report, provider_event }),
+        1 => (prop_oneof![3 => Just("site".to_string()), 1 => text()], prop_oneof![3 => Just("http://127.0.0.1:9/h".to_string()), 1 => text()],
+              prop_oneof![3 => Just("whsec_x".to_string()), 1 => text()], proptest::collection::vec(proptest::sample::select(OutboxKind::ALL.to_vec()), 0..4), any::<bool>())
+            .prop_map(|(name, url, secret, kinds, enabled)| Command::SetWebhookEndpoint(WebhookEndpointSpec { name, url, secret, kinds, enabled })),
+        2 => (prop_oneof![3 => Just("site".to_string()), 1 => text()], small_or_any_u64(6), any::<u16>(), any::<bool>())
+            .prop_map(|(endpoint, seq, status, delivered)| Command::DeliveryReport(DeliveryAttempt { endpoint, seq, status, delivered })),
+        1 => (prop_oneof![3 => Just("site".to_string()), 1 => text()], small_or_any_u64(6))
+            .prop_map(|(endpoint, seq)| Command::ReplayDelivery { endpoint, seq }),
+        1 => (0..4u64, proptest::option::of(small_or_any_u64(600)), proptest::option::of(small_or_any_u64(1800)), proptest::option::of(small_or_any_u64(86_400)))
+            .prop_map(|(event_id, payment_grace_s, payment_hold_max_s, cancel_cutoff_s)| Command::SetEventPayments {
+                event_id,
+                settings: EventPayments { payment_grace_s, payment_hold_max_s, cancel_cutoff_s },
+            }),
     ]
 }
 

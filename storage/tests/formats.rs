@@ -281,6 +281,43 @@ fn commands() -> Vec<(&'static str, Command)> {
             },
         ),
         (
+            "set_webhook_endpoint",
+            Command::SetWebhookEndpoint(WebhookEndpointSpec {
+                name: "site".into(),
+                url: "https://tickets.example/hooks".into(),
+                secret: "whsec_1".into(),
+                kinds: vec![OutboxKind::OrderConfirmed, OutboxKind::RefundSucceeded],
+                enabled: true,
+            }),
+        ),
+        (
+            "delivery_report",
+            Command::DeliveryReport(DeliveryAttempt {
+                endpoint: "site".into(),
+                seq: 12,
+                status: 503,
+                delivered: false,
+            }),
+        ),
+        (
+            "replay_delivery",
+            Command::ReplayDelivery {
+                endpoint: "site".into(),
+                seq: 12,
+            },
+        ),
+        (
+            "set_event_payments",
+            Command::SetEventPayments {
+                event_id: 5,
+                settings: EventPayments {
+                    payment_grace_s: Some(300),
+                    payment_hold_max_s: None,
+                    cancel_cutoff_s: Some(172_800),
+                },
+            },
+        ),
+        (
             "refund_update",
             Command::RefundUpdate {
                 payment_id: "pi_3MtwBwLkdIwHu7ix28a3tqPa".into(),
@@ -458,6 +495,13 @@ fn results() -> Vec<(&'static str, Result<Effect, Rejection>)> {
             Ok(Effect::Payment(PaymentEffect::Booked {
                 booking: confirmed(),
                 late: true,
+            })),
+        ),
+        (
+            "webhooks.attempt_recorded",
+            Ok(Effect::Webhooks(WebhookEffect::AttemptRecorded {
+                delivered: false,
+                next_attempt_ms: Some(1_767_000_001_000),
             })),
         ),
         (
@@ -749,6 +793,55 @@ fn every_record_written_by_the_first_releases_decodes_to_its_value() {
         },
     ));
     c(check(&g, "provider_event", SeenUntil(1_767_345_600_000)));
+    c(check(
+        &g,
+        "webhook_endpoint",
+        WebhookEndpoint {
+            url: "https://tickets.example/hooks".into(),
+            secret: "whsec_1".into(),
+            kinds: vec![OutboxKind::OrderConfirmed],
+            enabled: true,
+            updated_at_ms: 1_767_000_000_000,
+        },
+    ));
+    c(check(
+        &g,
+        "outbox_event",
+        OutboxEvent {
+            kind: OutboxKind::OrderCancelled,
+            created_at_ms: 1_767_000_000_000,
+            event_id: 5,
+            hold_seq: 7,
+            booking_seq: Some(8),
+            user: "alice".into(),
+            payment_id: Some("pi_1".into()),
+            amount_cents: 12_500,
+            seat_ids: vec![1, 2],
+            quantity: 2,
+        },
+    ));
+    c(check(
+        &g,
+        "delivery",
+        Delivery {
+            attempts: 2,
+            last_status: 503,
+            state: DeliveryState::Pending {
+                next_at_ms: 1_767_000_002_000,
+            },
+            queued_at_ms: 1_767_000_000_000,
+        },
+    ));
+    c(check(&g, "outbox_seq", OutboxSeq(12)));
+    c(check(
+        &g,
+        "event_payments",
+        EventPaymentSettings {
+            payment_grace_s: Some(300),
+            payment_hold_max_s: None,
+            cancel_cutoff_s: Some(172_800),
+        },
+    ));
     c(check(&g, "vote", Vote::new(3, 2)));
     c(check(&g, "vote.committed", Vote::new_committed(3, 2)));
     c(check(&g, "log_id", lid(3, 2, 40)));
@@ -795,6 +888,10 @@ fn command_variant(c: &Command) -> usize {
         Command::PaymentFailed(_) => 15,
         Command::CancelBooking { .. } => 16,
         Command::RefundUpdate { .. } => 17,
+        Command::SetWebhookEndpoint(_) => 18,
+        Command::DeliveryReport(_) => 19,
+        Command::ReplayDelivery { .. } => 20,
+        Command::SetEventPayments { .. } => 21,
     }
 }
 
@@ -814,6 +911,7 @@ fn effect_variant(e: &Effect) -> usize {
         Effect::InventoriesCreated { .. } => 10,
         Effect::Batch(_) => 11,
         Effect::Payment(_) => 12,
+        Effect::Webhooks(_) => 13,
     }
 }
 
@@ -844,8 +942,8 @@ fn rejection_variant(r: &Rejection) -> usize {
 }
 
 /// Variants of each enum, as numbered above.
-const COMMANDS: usize = 18;
-const EFFECTS: usize = 13;
+const COMMANDS: usize = 22;
+const EFFECTS: usize = 14;
 const REJECTIONS: usize = 20;
 
 #[test]

@@ -614,6 +614,132 @@ fn provider_events_are_remembered_for_four_days_and_then_forgotten() {
     );
 }
 
+#[test]
+fn the_outbox_queues_each_event_for_the_endpoints_that_want_it_and_retries_it() {
+    use boxoffice_storage::records::DeliveryState;
+    let mut m = Machine::new(2);
+    let endpoint = |name: &str, kinds: Vec<OutboxKind>, enabled: bool| {
+        Command::SetWebhookEndpoint(WebhookEndpointSpec {
+            name: name.into(),
+            url: format!("http://127.0.0.1:9/{name}"),
+            secret: "whsec_t".into(),
+            kinds,
+            enabled,
+        })
+    };
+    m.apply(T0, endpoint("site", vec![], true)).unwrap();
+    m.apply(
+        T0,
+        endpoint("refunds", vec![OutboxKind::RefundSucceeded], true),
+    )
+    .unwrap();
+    m.apply(T0, endpoint("off", vec![], false)).unwrap();
+    assert!(matches!(
+        m.apply(T0, endpoint("Bad Name", vec![], true)),
+        Err(Rejection::InvalidInput { .. })
+    ));
+    let h = m.hold(T0, "ann", SEATED, seats(&[0])).unwrap();
+    m.checkout(T0, &h, "ann", "pi_1").unwrap();
+    let PaymentEffect::Booked { booking, .. } =
+        payment_effect(m.paid(T0 + 1, h.hold_id, "pi_1", h.total_cents, None))
+    else {
+        panic!()
+    };
+    let due = |m: &Machine, t: u64| -> Vec<(String, u64, OutboxKind)> {
+        m.reader
+            .begin(t)
+            .deliveries_due(t, 10)
+            .into_iter()
+            .map(|(n, s, e, _)| (n, s, e.kind))
+            .collect()
+    };
+    assert_eq!(
+        due(&m, T0 + 1),
+        vec![("site".into(), 1, OutboxKind::OrderConfirmed)]
+    );
+    let report = |delivered: bool| {
+        Command::DeliveryReport(DeliveryAttempt {
+            endpoint: "site".into(),
+            seq: 1,
+            status: if delivered { 200 } else { 503 },
+            delivered,
+        })
+    };
+    // Failures are retried after 1 s, then 2 s.
+    m.apply(T0 + 2, report(false)).unwrap();
+    assert!(due(&m, T0 + 1001).is_empty());
+    assert_eq!(due(&m, T0 + 1002).len(), 1);
+    m.apply(T0 + 1002, report(false)).unwrap();
+    assert!(due(&m, T0 + 3001).is_empty());
+    assert_eq!(due(&m, T0 + 3002).len(), 1);
+    m.apply(T0 + 3002, report(true)).unwrap();
+    assert!(due(&m, u64::MAX / 2).is_empty());
+    let d = m.reader.begin(T0 + 3003).delivery("site", 1).unwrap();
+    assert_eq!((d.attempts, d.last_status), (3, 200));
+    assert!(matches!(d.state, DeliveryState::Delivered { .. }));
+    assert!(matches!(
+        m.apply(T0 + 3004, report(true)),
+        Ok(Effect::Webhooks(WebhookEffect::Unchanged { .. }))
+    ));
+    // A cancellation, then its refund: the refunds endpoint hears only of the refund.
+    let t = T0 + 5000;
+    m.apply(
+        t,
+        Command::CancelBooking {
+            booking_id: booking.booking_id,
+            user: None,
+            not_after_ms: None,
+        },
+    )
+    .unwrap();
+    m.apply(
+        t,
+        Command::RefundUpdate {
+            payment_id: "pi_1".into(),
+            report: RefundReport::Succeeded {
+                refund_id: "re_1".into(),
+            },
+            provider_event: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        due(&m, t),
+        // By due time, then endpoint (length-prefixed in the key), then seq.
+        vec![
+            ("site".into(), 2, OutboxKind::OrderCancelled),
+            ("site".into(), 3, OutboxKind::RefundSucceeded),
+            ("refunds".into(), 3, OutboxKind::RefundSucceeded),
+        ]
+    );
+    // An endpoint that never answers is given up after the retry window, and
+    // an admin may queue it again.
+    let fail = Command::DeliveryReport(DeliveryAttempt {
+        endpoint: "refunds".into(),
+        seq: 3,
+        status: 0,
+        delivered: false,
+    });
+    m.apply(t + 1, fail.clone()).unwrap();
+    m.apply(t + DELIVERY_RETRY_WINDOW_MS, fail).unwrap();
+    let d = m
+        .reader
+        .begin(t + DELIVERY_RETRY_WINDOW_MS)
+        .delivery("refunds", 3)
+        .unwrap();
+    assert!(matches!(d.state, DeliveryState::GaveUp { .. }), "{d:?}");
+    let later = t + DELIVERY_RETRY_WINDOW_MS + 10;
+    m.apply(
+        later,
+        Command::ReplayDelivery {
+            endpoint: "refunds".into(),
+            seq: 3,
+        },
+    )
+    .unwrap();
+    assert!(due(&m, later).contains(&("refunds".into(), 3, OutboxKind::RefundSucceeded)));
+}
+
 // ------------------------------------------------------------- the property
 
 #[derive(Clone, Debug)]

@@ -518,3 +518,95 @@ pub struct EventUpdated {
     /// True for a remembered answer.
     pub replayed: bool,
 }
+
+// ---------------------------------------------------------------- webhooks
+
+/// `PUT /admin/v1/webhooks/{name}`: an endpoint of the site's outgoing webhooks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetWebhookEndpoint {
+    /// Where deliveries are POSTed (http or https).
+    pub url: String,
+    /// Event types it receives (`order.confirmed`, `order.cancelled`,
+    /// `refund.succeeded`, `hold.expired`, `payment.late_refunded`); absent or
+    /// empty: all.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// False turns it off (nothing new is queued for it). Default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The signing secret; absent: a new one is made (and answered once).
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An endpoint as the admin API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEndpointView {
+    /// Its name.
+    pub name: String,
+    /// Where deliveries go.
+    pub url: String,
+    /// Event types it receives (empty: all).
+    pub events: Vec<String>,
+    /// On or off.
+    pub enabled: bool,
+    /// The signing secret: only in the answer of the `PUT` that set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// `GET /admin/v1/webhooks`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEndpointList {
+    /// The endpoints, by name.
+    pub endpoints: Vec<WebhookEndpointView>,
+}
+
+/// One event's delivery to one endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryView {
+    /// The event's id (`evt_<shard>_<seq>`), as the site receives it.
+    pub event_id: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `pending`, `delivered` or `gave_up`.
+    pub status: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// The last attempt's HTTP status (0: none, or no answer).
+    pub last_status: u16,
+    /// When it was queued (or replayed), ms.
+    pub queued_at_ms: u64,
+    /// When it is tried next (pending), or was delivered or given up, ms.
+    pub at_ms: u64,
+}
+
+/// `GET /admin/v1/webhooks/{name}/deliveries`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryList {
+    /// Deliveries, by shard then seq.
+    pub deliveries: Vec<DeliveryView>,
+}
+
+/// `PUT` and `GET /admin/v1/events/{id}/payments`: an event's own payment
+/// settings; a setting left out (or `null`) is the cluster's (`[payments]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventPaymentSettings {
+    /// How much longer a hold lives once its payment is in flight (s, 1..=86400).
+    #[serde(default)]
+    pub payment_grace_s: Option<u64>,
+    /// A payment in flight never keeps a hold past this long after it was made
+    /// (s, at most 172800).
+    #[serde(default)]
+    pub payment_hold_max_s: Option<u64>,
+    /// Buyers may cancel until this long before the event starts (s, at most a year).
+    #[serde(default)]
+    pub cancel_cutoff_s: Option<u64>,
+}

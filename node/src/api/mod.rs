@@ -5,7 +5,8 @@
 //! [`payments`] (checkout, the provider's webhook, cancellation), [`search`],
 //! [`streams`]. Admin (`/admin/v1`, admin token) and health:
 //! [`cluster`] (bootstrap, status, membership, snapshots, faults) and
-//! [`catalogue`] (venues, performers, events). Node to node (cluster key):
+//! [`catalogue`] (venues, performers, events), [`webhooks`] (the site's
+//! outgoing webhooks). Node to node (cluster key):
 //! [`internal`].
 //!
 //! Views are served from this node's replica and say how fresh they are; writes go
@@ -23,6 +24,7 @@ pub mod payments;
 pub mod search;
 pub mod seats;
 pub mod streams;
+pub mod webhooks;
 
 use axum::http::HeaderMap;
 use axum::Router;
@@ -55,6 +57,7 @@ pub fn admin_routes() -> Router<AppState> {
         .merge(cluster::routes())
         .merge(catalogue::routes())
         .merge(payments::admin_routes())
+        .merge(webhooks::routes())
 }
 
 /// The idempotency key of a request, if it sent one; a malformed one is a 400.

@@ -44,7 +44,99 @@ pub fn routes() -> Router<AppState> {
 
 /// Admin routes of this resource.
 pub fn admin_routes() -> Router<AppState> {
-    Router::new().route("/admin/v1/bookings/{booking_id}/cancel", post(admin_cancel))
+    Router::new()
+        .route("/admin/v1/bookings/{booking_id}/cancel", post(admin_cancel))
+        .route(
+            "/admin/v1/events/{event_id}/payments",
+            axum::routing::put(set_event_payments).get(get_event_payments),
+        )
+}
+
+/// An event's payment settings as they apply: its own, else the cluster's.
+pub struct EffectiveSettings {
+    /// Grace of a payment in flight (ms).
+    pub grace_ms: u64,
+    /// Longest hold with a payment in flight (ms).
+    pub hold_max_ms: u64,
+    /// Cancellation cutoff (ms before the start).
+    pub cancel_cutoff_ms: u64,
+}
+
+/// The settings of `event_id`, from this node's catalogue replica (the
+/// cluster's defaults where the event sets none, or the replica is not here).
+pub fn effective_settings(state: &AppState, event_id: u64) -> EffectiveSettings {
+    let d = &state.node.config.payments;
+    let own = state
+        .node
+        .stores(GroupId::CATALOGUE)
+        .and_then(|c| c.reader.begin_applied().event_payments(event_id))
+        .unwrap_or_default();
+    EffectiveSettings {
+        grace_ms: own
+            .payment_grace_s
+            .unwrap_or(d.payment_grace_s)
+            .saturating_mul(1000),
+        hold_max_ms: own
+            .payment_hold_max_s
+            .unwrap_or(d.payment_hold_max_s)
+            .saturating_mul(1000),
+        cancel_cutoff_ms: own
+            .cancel_cutoff_s
+            .unwrap_or(d.cancel_cutoff_s)
+            .saturating_mul(1000),
+    }
+}
+
+async fn set_event_payments(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(event_id): Path<String>,
+    headers: HeaderMap,
+    crate::app::JsonBody(body): crate::app::JsonBody<boxoffice_api::EventPaymentSettings>,
+) -> ApiResult<Json<boxoffice_api::EventPaymentSettings>> {
+    let event_id = super::parse_event_id(&event_id)?;
+    let settings = boxoffice_raft::command::EventPayments {
+        payment_grace_s: body.payment_grace_s,
+        payment_hold_max_s: body.payment_hold_max_s,
+        cancel_cutoff_s: body.cancel_cutoff_s,
+    };
+    settings
+        .check()
+        .map_err(|e| ApiError::new(ProblemCode::InvalidInput, e))?;
+    let key = idempotency_key(&headers)?
+        .unwrap_or_else(|| format!("event-payments:{event_id}:{:x}", rand::random::<u64>()));
+    let session = Session {
+        client_id: admin.sub,
+        idempotency_key: key,
+    };
+    write(
+        &state,
+        GroupId::CATALOGUE,
+        session,
+        Command::SetEventPayments { event_id, settings },
+    )
+    .await?;
+    Ok(Json(body))
+}
+
+async fn get_event_payments(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(event_id): Path<String>,
+) -> ApiResult<Json<boxoffice_api::EventPaymentSettings>> {
+    let event_id = super::parse_event_id(&event_id)?;
+    let cat = stores(&state, GroupId::CATALOGUE)?;
+    state.node.read_barrier(GroupId::CATALOGUE).await?;
+    let tx = cat.reader.begin_applied();
+    if tx.event(event_id).is_none() {
+        return Err(Rejection::UnknownEvent { event_id }.into());
+    }
+    let own = tx.event_payments(event_id).unwrap_or_default();
+    Ok(Json(boxoffice_api::EventPaymentSettings {
+        payment_grace_s: own.payment_grace_s,
+        payment_hold_max_s: own.payment_hold_max_s,
+        cancel_cutoff_s: own.cancel_cutoff_s,
+    }))
 }
 
 fn payments(state: &AppState) -> ApiResult<&Payments> {
@@ -149,6 +241,9 @@ async fn checkout(
             metadata: BTreeMap::new(),
         },
     };
+    // The event's own settings, as of now (an admin may just have set them).
+    state.node.read_barrier(GroupId::CATALOGUE).await?;
+    let settings = effective_settings(&state, hold.event_id);
     let key =
         idempotency_key(&headers)?.unwrap_or_else(|| format!("checkout:{hold_id}:{}", payment.id));
     let session = Session {
@@ -161,8 +256,8 @@ async fn checkout(
         payment_id: payment.id.clone(),
         amount_cents: payment.amount,
         currency: payment.currency.clone(),
-        grace_ms: pay.settings.payment_grace_s * 1000,
-        hold_max_ms: pay.settings.payment_hold_max_s * 1000,
+        grace_ms: settings.grace_ms,
+        hold_max_ms: settings.hold_max_ms,
     });
     let (effect, _) = match write(&state, group, session, command).await {
         Ok(r) => r,
@@ -403,12 +498,7 @@ async fn cancel_booking(
         .event(booking.event_id)
         .map(|e| e.starts_at_ms)
         .ok_or_else(|| ApiError::internal(format!("booking {booking_id} of an unknown event")))?;
-    let cutoff_ms = state
-        .node
-        .payments
-        .as_ref()
-        .map_or(24 * 3600, |p| p.settings.cancel_cutoff_s)
-        .saturating_mul(1000);
+    let cutoff_ms = effective_settings(&state, booking.event_id).cancel_cutoff_ms;
     let not_after_ms = u64::try_from(starts_at_ms)
         .unwrap_or(0)
         .saturating_sub(cutoff_ms);

@@ -5,10 +5,14 @@
 //! and refunds). The HTTP side is `api::payments`; the lifecycle itself is the
 //! shard's state machine (`boxoffice_storage::machine::payments`).
 
+pub mod outgoing;
 pub mod provider;
 pub mod sandbox;
 pub mod stripe;
 pub mod worker;
+
+#[cfg(test)]
+mod tests;
 
 /// Webhook signatures (shared with the client library, whose users verify
 /// the store's webhooks the same way).
@@ -65,6 +69,12 @@ pub struct PaymentSettings {
     /// Longest wait before a failed refund is tried again (ms); the wait doubles
     /// from `reconcile_interval_ms` with each failure up to this.
     pub refund_retry_ms_max: u64,
+    /// How often each shard leader sends the outgoing webhooks that are due (ms).
+    pub webhook_delivery_interval_ms: u64,
+    /// Most outgoing webhooks one shard sends per round (at once).
+    pub webhook_delivery_batch_max: usize,
+    /// Timeout of one outgoing webhook delivery (ms).
+    pub webhook_delivery_timeout_ms: u64,
 }
 
 impl Default for PaymentSettings {
@@ -83,6 +93,9 @@ impl Default for PaymentSettings {
             reconcile_interval_ms: 5_000,
             reconcile_batch_max: 64,
             refund_retry_ms_max: 3_600_000,
+            webhook_delivery_interval_ms: 500,
+            webhook_delivery_batch_max: 64,
+            webhook_delivery_timeout_ms: 5_000,
         }
     }
 }
@@ -128,6 +141,18 @@ impl PaymentSettings {
                 self.reconcile_batch_max as u64,
             ),
             ("payments.refund_retry_ms_max", self.refund_retry_ms_max),
+            (
+                "payments.webhook_delivery_interval_ms",
+                self.webhook_delivery_interval_ms,
+            ),
+            (
+                "payments.webhook_delivery_batch_max",
+                self.webhook_delivery_batch_max as u64,
+            ),
+            (
+                "payments.webhook_delivery_timeout_ms",
+                self.webhook_delivery_timeout_ms,
+            ),
         ] {
             if v == 0 {
                 return Err(ConfigError::NotPositive(name));

@@ -161,11 +161,18 @@ fn now_s() -> u64 {
 
 /// An error in Stripe's shape.
 fn stripe_error(status: StatusCode, kind: &str, code: Option<&str>, message: &str) -> Response {
-    let mut err = json!({"type": kind, "message": message});
-    if let Some(c) = code {
-        err["code"] = json!(c);
-    }
-    (status, Json(json!({ "error": err }))).into_response()
+    (status, Json(error_value(kind, code, message))).into_response()
+}
+
+/// The start of every authenticated API call: the key (and the outage
+/// fault), then the form body.
+fn begin(
+    sb: &Sandbox,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, Response> {
+    sb.authorise(headers)?;
+    form_of(body)
 }
 
 fn form_of(body: &[u8]) -> Result<Vec<(String, String)>, Response> {
@@ -427,10 +434,7 @@ async fn create_intent(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = sb.authorise(&headers) {
-        return r;
-    }
-    let form = match form_of(&body) {
+    let form = match begin(&sb, &headers, &body) {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -621,10 +625,7 @@ async fn cancel_intent(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = sb.authorise(&headers) {
-        return r;
-    }
-    let form = match form_of(&body) {
+    let form = match begin(&sb, &headers, &body) {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -668,10 +669,7 @@ async fn create_refund(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = sb.authorise(&headers) {
-        return r;
-    }
-    let form = match form_of(&body) {
+    let form = match begin(&sb, &headers, &body) {
         Ok(f) => f,
         Err(r) => return r,
     };

@@ -48,6 +48,11 @@ impl StripeClient {
         })
     }
 
+    /// The API's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,

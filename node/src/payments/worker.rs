@@ -31,14 +31,21 @@ pub async fn run(node: Weak<Node>, payments: Arc<Payments>) {
     loop {
         tokio::time::sleep(interval).await;
         let Some(n) = node.upgrade() else { return };
-        for (group, _) in n.groups.all() {
-            if group.is_catalogue() || n.leader_of(group).map(|(id, _)| id) != Some(n.id()) {
-                continue;
-            }
+        for group in led_shards(&n) {
             reconcile(&n, &payments, group).await;
             refunds(&n, &payments, group).await;
         }
     }
+}
+
+/// The inventory shards this node leads (as it knows).
+pub fn led_shards(node: &Node) -> Vec<GroupId> {
+    node.groups
+        .all()
+        .into_iter()
+        .map(|(g, _)| g)
+        .filter(|g| !g.is_catalogue() && node.leader_of(*g).map(|(id, _)| id) == Some(node.id()))
+        .collect()
 }
 
 /// Checks the holds of `group` whose payment is in flight past their expiry.

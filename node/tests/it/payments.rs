@@ -99,6 +99,70 @@ impl Setup {
     }
 }
 
+/// A site's webhook receiver: answers 500 to its first delivery, then 200,
+/// and keeps every body whose `Boxoffice-Signature` verifies with `secret`.
+struct Receiver {
+    url: String,
+    seen: Arc<std::sync::Mutex<Vec<Value>>>,
+    secret: Arc<std::sync::Mutex<String>>,
+}
+
+async fn receiver() -> Receiver {
+    use axum::http::{HeaderMap, StatusCode};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let secret = Arc::new(std::sync::Mutex::new(String::new()));
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (s2, k2) = (seen.clone(), secret.clone());
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let (seen, secret, calls) = (s2.clone(), k2.clone(), calls.clone());
+            async move {
+                if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                let header = headers
+                    .get("boxoffice-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let key = secret.lock().unwrap().clone();
+                if signature::verify(&header, &body, &[key], now_s(), 300).is_err() {
+                    return StatusCode::BAD_REQUEST;
+                }
+                seen.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Receiver { url, seen, secret }
+}
+
+/// Waits up to `secs` for `client`'s hold to reach `want`.
+async fn wait_for_status(
+    client: &boxoffice_client::Client,
+    hold_id: &str,
+    want: HoldState,
+    secs: u64,
+    what: &str,
+) {
+    eventually(Duration::from_secs(secs), what, || {
+        let (client, id) = (client.clone(), hold_id.to_string());
+        async move {
+            client
+                .hold_status(&id)
+                .await
+                .is_ok_and(|st| st.status == want)
+        }
+    })
+    .await;
+}
+
 fn now_s() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -110,6 +174,20 @@ fn now_s() -> u64 {
 async fn a_buyer_pays_through_the_provider_and_its_webhook_books_the_hold() {
     let s = setup(30, 60).await;
     let (event, _) = s.cluster.venue_and_event(4, 20, 4).await;
+    // The site's endpoint for outgoing webhooks.
+    let site = receiver().await;
+    let admin_token = mint("admin", true);
+    let r = s
+        .http
+        .put(format!("{}/admin/v1/webhooks/site", s.cluster.urls()[0]))
+        .bearer_auth(&admin_token)
+        .json(&json!({"url": site.url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let view: Value = r.json().await.unwrap();
+    *site.secret.lock().unwrap() = view["secret"].as_str().unwrap().to_string();
     let buyer = s.cluster.client(s.cluster.urls(), mint_buyer("ann"));
     let hold = buyer
         .hold(event, Selection::Seats(vec![0, 1]))
@@ -141,19 +219,12 @@ async fn a_buyer_pays_through_the_provider_and_its_webhook_books_the_hold() {
         s.pay(&c.payment_id, &c.client_secret, "pm_card_visa").await,
         200
     );
-    eventually(
-        Duration::from_secs(20),
+    wait_for_status(
+        &buyer,
+        &hold.hold_id,
+        HoldState::Confirmed,
+        20,
         "the webhook books the hold",
-        || {
-            let buyer = buyer.clone();
-            let id = hold.hold_id.clone();
-            async move {
-                buyer
-                    .hold_status(&id)
-                    .await
-                    .is_ok_and(|st| st.status == HoldState::Confirmed)
-            }
-        },
     )
     .await;
     let booking_id = buyer.hold_status(&hold.hold_id).await.unwrap().booking_id;
@@ -237,6 +308,83 @@ async fn a_buyer_pays_through_the_provider_and_its_webhook_books_the_hold() {
     .await;
     let b = buyer.booking(&booking.booking_id).await.unwrap();
     assert_eq!(b.status, BookingStatus::Cancelled);
+    // The site heard of it all, signed, each event once it answered 2xx (its
+    // first delivery was answered 500 and retried).
+    eventually(
+        Duration::from_secs(20),
+        "the site hears of the order, the cancel and the refund",
+        || {
+            let seen = site.seen.clone();
+            async move {
+                let kinds: Vec<String> = seen
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v["type"].as_str().unwrap().to_string())
+                    .collect();
+                ["order.confirmed", "order.cancelled", "refund.succeeded"]
+                    .iter()
+                    .all(|k| kinds.iter().any(|x| x == k))
+            }
+        },
+    )
+    .await;
+    let confirmed: Vec<Value> = site
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|v| v["type"] == "order.confirmed")
+        .cloned()
+        .collect();
+    assert_eq!(confirmed[0]["data"]["payment_id"], json!(c.payment_id));
+    assert_eq!(
+        confirmed[0]["data"]["booking_id"],
+        json!(booking.booking_id)
+    );
+    let list: Value = s
+        .http
+        .get(format!(
+            "{}/admin/v1/webhooks/site/deliveries",
+            s.cluster.urls()[1]
+        ))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let all = list["deliveries"].as_array().unwrap();
+    assert_eq!(all.len(), 3, "{list}");
+    assert!(all.iter().all(|d| d["status"] == "delivered"), "{list}");
+    assert!(
+        all.iter().any(|d| d["attempts"].as_u64() >= Some(2)),
+        "{list}"
+    );
+    // A replay sends one again.
+    let id = all[0]["event_id"].as_str().unwrap();
+    let r = s
+        .http
+        .post(format!(
+            "{}/admin/v1/webhooks/site/deliveries/{id}/replay",
+            s.cluster.urls()[2]
+        ))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let before = site.seen.lock().unwrap().len();
+    eventually(
+        Duration::from_secs(10),
+        "the replayed delivery arrives",
+        || {
+            let seen = site.seen.clone();
+            async move { seen.lock().unwrap().len() > before }
+        },
+    )
+    .await;
     assert_eq!(
         s.sandbox.state().refunds_by_payment.get(&c.payment_id),
         Some(&1)
@@ -250,8 +398,45 @@ async fn a_buyer_pays_through_the_provider_and_its_webhook_books_the_hold() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declines_late_payments_and_abandoned_checkouts_never_leave_money_without_a_ticket() {
-    let s = setup(2, 3).await;
+    // The cluster's defaults are long; the event sets its own short ones.
+    let s = setup(30, 60).await;
     let (event, _) = s.cluster.venue_and_event(4, 1, 4).await;
+    let admin_token = mint("admin", true);
+    let put = |body: Value| {
+        s.http
+            .put(format!(
+                "{}/admin/v1/events/{event}/payments",
+                s.cluster.urls()[0]
+            ))
+            .bearer_auth(&admin_token)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        put(json!({"payment_grace_s": 0})).await.unwrap().status(),
+        400
+    );
+    assert_eq!(
+        put(json!({"payment_grace_s": 2, "payment_hold_max_s": 3}))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let got: Value = s
+        .http
+        .get(format!(
+            "{}/admin/v1/events/{event}/payments",
+            s.cluster.urls()[1]
+        ))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["payment_grace_s"], 2);
     let ann = s.cluster.client(s.cluster.urls(), mint_buyer("ann"));
     let bob = s.cluster.client(s.cluster.urls(), mint_buyer("bob"));
 
@@ -263,33 +448,25 @@ async fn declines_late_payments_and_abandoned_checkouts_never_leave_money_withou
             .await,
         402
     );
-    eventually(
-        Duration::from_secs(10),
+    wait_for_status(
+        &ann,
+        &h.hold_id,
+        HoldState::Active,
+        10,
         "the decline reopens the hold",
-        || {
-            let ann = ann.clone();
-            let id = h.hold_id.clone();
-            async move {
-                ann.hold_status(&id)
-                    .await
-                    .is_ok_and(|st| st.status == HoldState::Active)
-            }
-        },
     )
     .await;
     assert_eq!(
         s.pay(&c.payment_id, &c.client_secret, "pm_card_visa").await,
         200
     );
-    eventually(Duration::from_secs(10), "the second card books it", || {
-        let ann = ann.clone();
-        let id = h.hold_id.clone();
-        async move {
-            ann.hold_status(&id)
-                .await
-                .is_ok_and(|st| st.status == HoldState::Confirmed)
-        }
-    })
+    wait_for_status(
+        &ann,
+        &h.hold_id,
+        HoldState::Confirmed,
+        10,
+        "the second card books it",
+    )
     .await;
 
     // Late payments: both paid in time, but no word reaches the store (webhook
@@ -322,18 +499,12 @@ async fn declines_late_payments_and_abandoned_checkouts_never_leave_money_withou
     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
     let bobs = bob.hold(event, Selection::Seats(vec![2])).await.unwrap();
     s.sandbox.set_faults(Faults::default());
-    eventually(
-        Duration::from_secs(20),
+    wait_for_status(
+        &ann,
+        &free.hold_id,
+        HoldState::Confirmed,
+        20,
         "the late payment with a free seat is booked",
-        || {
-            let ann = ann.clone();
-            let id = free.hold_id.clone();
-            async move {
-                ann.hold_status(&id)
-                    .await
-                    .is_ok_and(|st| st.status == HoldState::Confirmed)
-            }
-        },
     )
     .await;
     eventually(
@@ -379,18 +550,12 @@ async fn declines_late_payments_and_abandoned_checkouts_never_leave_money_withou
         },
     )
     .await;
-    eventually(
-        Duration::from_secs(10),
+    wait_for_status(
+        &ann,
+        &gone.hold_id,
+        HoldState::Released,
+        10,
         "the abandoned hold is closed",
-        || {
-            let ann = ann.clone();
-            let id = gone.hold_id.clone();
-            async move {
-                ann.hold_status(&id)
-                    .await
-                    .is_ok_and(|st| st.status == HoldState::Released)
-            }
-        },
     )
     .await;
     assert_eq!(

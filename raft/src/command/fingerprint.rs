@@ -204,6 +204,33 @@ impl Feed for Command {
                 }
                 f.put(provider_event);
             }
+            Command::SetWebhookEndpoint(s) => {
+                f.variant(18);
+                f.put(&s.name);
+                f.put(&s.url);
+                f.put(&s.secret);
+                f.put(&s.kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>());
+                f.put(&s.enabled);
+            }
+            Command::DeliveryReport(a) => {
+                f.variant(19);
+                f.put(&a.endpoint);
+                f.put(&a.seq);
+                f.put(&a.status);
+                f.put(&a.delivered);
+            }
+            Command::ReplayDelivery { endpoint, seq } => {
+                f.variant(20);
+                f.put(endpoint);
+                f.put(seq);
+            }
+            Command::SetEventPayments { event_id, settings } => {
+                f.variant(21);
+                f.put(event_id);
+                f.put(&settings.payment_grace_s);
+                f.put(&settings.payment_hold_max_s);
+                f.put(&settings.cancel_cutoff_s);
+            }
         }
     }
 }

@@ -205,6 +205,27 @@ pub enum Command {
         /// The provider event that said so, if it came by webhook.
         provider_event: Option<String>,
     },
+    /// Inventory (level 2): register or change an endpoint of the site's
+    /// outgoing webhooks (an admin's; proposed to every shard).
+    SetWebhookEndpoint(WebhookEndpointSpec),
+    /// Inventory (level 2): what a delivery attempt of an outgoing webhook got.
+    DeliveryReport(DeliveryAttempt),
+    /// Inventory (level 2): queue an outgoing webhook again (an admin's replay).
+    ReplayDelivery {
+        /// The endpoint.
+        endpoint: String,
+        /// The outbox entry.
+        seq: u64,
+    },
+    /// Catalogue (level 2): an event's own payment settings (grace, maximum
+    /// hold with a payment in flight, cancellation cutoff), read by the node
+    /// that makes a checkout or a cancellation.
+    SetEventPayments {
+        /// The event.
+        event_id: u64,
+        /// The settings.
+        settings: EventPayments,
+    },
 }
 
 /// Fields of an event that may change after creation; `None` leaves one as is.
@@ -252,6 +273,10 @@ impl Command {
             Command::PaymentFailed(_) => "payment_failed",
             Command::CancelBooking { .. } => "cancel_booking",
             Command::RefundUpdate { .. } => "refund_update",
+            Command::SetWebhookEndpoint(_) => "set_webhook_endpoint",
+            Command::DeliveryReport(_) => "delivery_report",
+            Command::ReplayDelivery { .. } => "replay_delivery",
+            Command::SetEventPayments { .. } => "set_event_payments",
         }
     }
 
@@ -281,7 +306,11 @@ impl Command {
             | Command::Batch(_)
             | Command::EnableFeatures { .. }
             | Command::Checkout(_)
-            | Command::RefundUpdate { .. } => BatchRank::Other,
+            | Command::RefundUpdate { .. }
+            | Command::SetWebhookEndpoint(_)
+            | Command::DeliveryReport(_)
+            | Command::ReplayDelivery { .. }
+            | Command::SetEventPayments { .. } => BatchRank::Other,
         }
     }
 
@@ -302,6 +331,10 @@ impl Command {
             Command::PaymentSucceeded(_)
             | Command::PaymentFailed(_)
             | Command::RefundUpdate { .. }
+            | Command::SetWebhookEndpoint(_)
+            | Command::DeliveryReport(_)
+            | Command::ReplayDelivery { .. }
+            | Command::SetEventPayments { .. }
             | Command::CreateVenue(_)
             | Command::CreatePerformer(_)
             | Command::CreateEvent(_)
@@ -323,7 +356,8 @@ impl Command {
             | Command::CreatePerformer(_)
             | Command::CreateEvent(_)
             | Command::CreateEvents(_)
-            | Command::UpdateEvent { .. } => true,
+            | Command::UpdateEvent { .. }
+            | Command::SetEventPayments { .. } => true,
             Command::CreateInventory(_)
             | Command::Hold(_)
             | Command::Confirm { .. }
@@ -336,7 +370,39 @@ impl Command {
             | Command::PaymentSucceeded(_)
             | Command::PaymentFailed(_)
             | Command::CancelBooking { .. }
-            | Command::RefundUpdate { .. } => false,
+            | Command::RefundUpdate { .. }
+            | Command::SetWebhookEndpoint(_)
+            | Command::DeliveryReport(_)
+            | Command::ReplayDelivery { .. } => false,
+        }
+    }
+
+    /// The feature level a group must be at to apply this command (below it,
+    /// [`Rejection::FeatureNotEnabled`]).
+    pub fn level_needed(&self) -> u32 {
+        match self {
+            Command::Checkout(_)
+            | Command::PaymentSucceeded(_)
+            | Command::PaymentFailed(_)
+            | Command::CancelBooking { .. }
+            | Command::RefundUpdate { .. }
+            | Command::SetWebhookEndpoint(_)
+            | Command::DeliveryReport(_)
+            | Command::ReplayDelivery { .. }
+            | Command::SetEventPayments { .. } => FEATURE_LEVEL_PAYMENTS,
+            Command::CreateVenue(_)
+            | Command::CreatePerformer(_)
+            | Command::CreateEvent(_)
+            | Command::CreateInventory(_)
+            | Command::Hold(_)
+            | Command::Confirm { .. }
+            | Command::Release { .. }
+            | Command::Tick
+            | Command::CreateEvents(_)
+            | Command::UpdateEvent { .. }
+            | Command::CreateInventories(_)
+            | Command::Batch(_)
+            | Command::EnableFeatures { .. } => 0,
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{BookingId, HoldId, InventorySpec, PaymentEffect};
+use super::{BookingId, HoldId, InventorySpec, PaymentEffect, WebhookEffect};
 
 /// Result of applying one entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -90,6 +90,8 @@ pub enum Effect {
     Batch(Vec<Outcome>),
     /// What a payment command did (feature level 2).
     Payment(PaymentEffect),
+    /// What a webhook command did (feature level 2).
+    Webhooks(WebhookEffect),
 }
 
 /// One event of a `CreateEvents` batch.

@@ -248,3 +248,193 @@ pub fn check_currency(currency: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Longest webhook endpoint name (bytes).
+pub const ENDPOINT_NAME_LEN_MAX: usize = 64;
+/// Longest webhook endpoint URL (bytes).
+pub const ENDPOINT_URL_LEN_MAX: usize = 2000;
+/// Longest webhook signing secret (bytes).
+pub const ENDPOINT_SECRET_LEN_MAX: usize = 200;
+/// Most webhook endpoints a shard keeps.
+pub const ENDPOINTS_MAX: usize = 16;
+/// How long an outgoing webhook is retried before it is given up (3 days of
+/// state-machine time, as payment providers retry theirs).
+pub const DELIVERY_RETRY_WINDOW_MS: u64 = 3 * 24 * 3600 * 1000;
+
+/// The kinds of outgoing webhooks, as the site receives them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum OutboxKind {
+    /// A hold was booked (`order.confirmed`).
+    OrderConfirmed,
+    /// A booking was cancelled (`order.cancelled`).
+    OrderCancelled,
+    /// A cancelled booking's refund was paid back (`refund.succeeded`).
+    RefundSucceeded,
+    /// A hold whose payment was in flight expired unpaid and was closed (`hold.expired`).
+    HoldExpired,
+    /// A payment that came after its hold's seats were taken was paid back
+    /// (`payment.late_refunded`).
+    PaymentLateRefunded,
+}
+
+impl OutboxKind {
+    /// Every kind.
+    pub const ALL: [OutboxKind; 5] = [
+        OutboxKind::OrderConfirmed,
+        OutboxKind::OrderCancelled,
+        OutboxKind::RefundSucceeded,
+        OutboxKind::HoldExpired,
+        OutboxKind::PaymentLateRefunded,
+    ];
+
+    /// The event type the site sees.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxKind::OrderConfirmed => "order.confirmed",
+            OutboxKind::OrderCancelled => "order.cancelled",
+            OutboxKind::RefundSucceeded => "refund.succeeded",
+            OutboxKind::HoldExpired => "hold.expired",
+            OutboxKind::PaymentLateRefunded => "payment.late_refunded",
+        }
+    }
+
+    /// The kind named `s`.
+    pub fn parse(s: &str) -> Option<OutboxKind> {
+        OutboxKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// `Command::SetWebhookEndpoint`: where the shard sends its outgoing webhooks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEndpointSpec {
+    /// The endpoint's name (its id).
+    pub name: String,
+    /// Where deliveries are POSTed.
+    pub url: String,
+    /// The signing secret (`whsec_...`).
+    pub secret: String,
+    /// The kinds it receives (empty: every kind).
+    pub kinds: Vec<OutboxKind>,
+    /// False turns it off: nothing new is queued for it.
+    pub enabled: bool,
+}
+
+/// What one delivery attempt of an outgoing webhook got (`Command::DeliveryReport`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryAttempt {
+    /// The endpoint.
+    pub endpoint: String,
+    /// The outbox entry.
+    pub seq: u64,
+    /// The HTTP status (0: no answer).
+    pub status: u16,
+    /// True on a 2xx.
+    pub delivered: bool,
+}
+
+/// Checks an endpoint spec.
+pub fn check_endpoint(spec: &WebhookEndpointSpec) -> Result<(), String> {
+    check_endpoint_name(&spec.name)?;
+    if spec.url.len() > ENDPOINT_URL_LEN_MAX
+        || !(spec.url.starts_with("https://") || spec.url.starts_with("http://"))
+    {
+        return Err(format!(
+            "url must be an http(s) URL of at most {ENDPOINT_URL_LEN_MAX} bytes"
+        ));
+    }
+    if spec.secret.is_empty() || spec.secret.len() > ENDPOINT_SECRET_LEN_MAX {
+        return Err(format!(
+            "secret must be 1..={ENDPOINT_SECRET_LEN_MAX} bytes"
+        ));
+    }
+    if spec.kinds.len() > OutboxKind::ALL.len() {
+        return Err("kinds lists a kind twice".into());
+    }
+    Ok(())
+}
+
+/// Checks an endpoint name: 1..=64 bytes of `[a-z0-9_-]`.
+pub fn check_endpoint_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > ENDPOINT_NAME_LEN_MAX
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "an endpoint name is 1..={ENDPOINT_NAME_LEN_MAX} bytes of a-z, 0-9, - and _"
+        ));
+    }
+    Ok(())
+}
+
+/// What a webhook command did (`Effect::Webhooks`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WebhookEffect {
+    /// The endpoint is registered (or changed).
+    EndpointSet {
+        /// Its name.
+        name: String,
+    },
+    /// A delivery attempt was recorded: delivered, to be retried at
+    /// `next_attempt_ms`, or given up after the retry window.
+    AttemptRecorded {
+        /// True once delivered.
+        delivered: bool,
+        /// When it is tried next (none: delivered or given up).
+        next_attempt_ms: Option<u64>,
+    },
+    /// The delivery is queued again, now.
+    Replayed,
+    /// Nothing changed (a report for a delivery no longer pending). Why.
+    Unchanged {
+        /// Why.
+        why: String,
+    },
+}
+
+/// Longest cancellation cutoff an event may set (a year, in seconds).
+pub const CANCEL_CUTOFF_S_MAX: u64 = 365 * 24 * 3600;
+
+/// An event's own payment settings (`Command::SetEventPayments`); `None`
+/// leaves a setting at the cluster's default (`[payments]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventPayments {
+    /// How much longer a hold lives once its payment is in flight (s).
+    pub payment_grace_s: Option<u64>,
+    /// A payment in flight never keeps a hold past this long after it was made (s).
+    pub payment_hold_max_s: Option<u64>,
+    /// Buyers may cancel until this long before the event starts (s).
+    pub cancel_cutoff_s: Option<u64>,
+}
+
+impl EventPayments {
+    /// Checks the bounds.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(g) = self.payment_grace_s {
+            if g == 0 || g.saturating_mul(1000) > PAYMENT_GRACE_MS_MAX {
+                return Err(format!(
+                    "payment_grace_s must be 1..={}",
+                    PAYMENT_GRACE_MS_MAX / 1000
+                ));
+            }
+        }
+        if let Some(m) = self.payment_hold_max_s {
+            if m.saturating_mul(1000) > PAYMENT_HOLD_MAX_MS_MAX {
+                return Err(format!(
+                    "payment_hold_max_s must be at most {}",
+                    PAYMENT_HOLD_MAX_MS_MAX / 1000
+                ));
+            }
+        }
+        if self
+            .cancel_cutoff_s
+            .is_some_and(|c| c > CANCEL_CUTOFF_S_MAX)
+        {
+            return Err(format!(
+                "cancel_cutoff_s must be at most {CANCEL_CUTOFF_S_MAX}"
+            ));
+        }
+        Ok(())
+    }
+}

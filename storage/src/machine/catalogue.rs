@@ -190,3 +190,25 @@ pub(super) fn create_events(
         .collect();
     Ok(Effect::EventsCreated { events })
 }
+
+/// Sets an event's own payment settings (feature level 2).
+pub(super) fn set_event_payments(
+    kv: &mut dyn Kv,
+    group: GroupId,
+    event_id: u64,
+    settings: &EventPayments,
+) -> Result<Effect, Rejection> {
+    settings.check().map_err(invalid)?;
+    if kv
+        .get(&Key::sm(group, table::EVENT).u64(event_id).build())
+        .is_none()
+    {
+        return Err(Rejection::UnknownEvent { event_id });
+    }
+    put(
+        kv,
+        Key::sm(group, table::EVENT_PAYMENTS).u64(event_id).build(),
+        &EventPaymentSettings::from(settings),
+    );
+    Ok(Effect::EventUpdated { event_id })
+}

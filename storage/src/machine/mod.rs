@@ -21,6 +21,8 @@
 //! - [`holds`]: holds, confirms and releases.
 //! - [`payments`]: checkout, the provider's word on payments, cancellation
 //!   and refunds (feature level 2).
+//! - [`outbox`]: the site's webhook endpoints, the events for them and their
+//!   deliveries (feature level 2).
 
 use boxoffice_raft::codec;
 use boxoffice_raft::command::*;
@@ -36,11 +38,13 @@ mod catalogue;
 mod features;
 mod holds;
 pub(crate) mod inventory;
+pub(crate) mod outbox;
 pub(crate) mod payments;
 mod sessions;
 
 pub use features::read_features;
 pub(crate) use inventory::{due_expiry_range, hold_key, load_inventory};
+pub use outbox::{DELIVERY_RETRY_BASE_MS, DELIVERY_RETRY_MAX_MS};
 pub use payments::PROVIDER_EVENT_PRUNE_PER_ENTRY;
 pub use sessions::{
     SESSION_PRUNE_PER_REQUEST, SESSION_REJECTED_TTL_MS, SESSION_TTL_MS, USER_SESSIONS_MAX,
@@ -194,17 +198,10 @@ pub(super) fn execute(
             command.name()
         )));
     }
-    let payments = matches!(
-        command,
-        Command::Checkout(_)
-            | Command::PaymentSucceeded(_)
-            | Command::PaymentFailed(_)
-            | Command::CancelBooking { .. }
-            | Command::RefundUpdate { .. }
-    );
-    if payments && features.level < FEATURE_LEVEL_PAYMENTS {
+    let needed = command.level_needed();
+    if features.level < needed {
         return Err(Rejection::FeatureNotEnabled {
-            needed: FEATURE_LEVEL_PAYMENTS,
+            needed,
             level: features.level,
         });
     }
@@ -267,5 +264,13 @@ pub(super) fn execute(
             report,
             provider_event.as_deref(),
         ),
+        Command::SetWebhookEndpoint(spec) => outbox::set_endpoint(kv, group, time, spec),
+        Command::DeliveryReport(a) => outbox::report(kv, group, time, a),
+        Command::ReplayDelivery { endpoint, seq } => {
+            outbox::replay(kv, group, time, endpoint, *seq)
+        }
+        Command::SetEventPayments { event_id, settings } => {
+            catalogue::set_event_payments(kv, group, *event_id, settings)
+        }
     }
 }

@@ -19,6 +19,7 @@ use boxoffice_raft::GroupId;
 
 use super::holds::{close_hold, load_owned_hold, sell_live_hold, write_booking};
 use super::inventory::*;
+use super::outbox;
 use super::{get, invalid, next_id, put};
 use crate::keys::{table, Key};
 use crate::kv::{Kv, KvRead};
@@ -355,6 +356,7 @@ pub(super) fn payment_succeeded(
             }
             let booking = sell_live_hold(kv, group, meta, time, &mut hold, &n.payment_id);
             mark_paid(kv, group, time, &hold, n);
+            emit_booked(kv, group, time, &booking);
             return Ok(Effect::Payment(PaymentEffect::Booked {
                 booking,
                 late: false,
@@ -367,6 +369,7 @@ pub(super) fn payment_succeeded(
         match book_late(kv, group, meta, time, &mut hold, &n.payment_id) {
             Some(booking) => {
                 mark_paid(kv, group, time, &hold, n);
+                emit_booked(kv, group, time, &booking);
                 Ok(Effect::Payment(PaymentEffect::Booked {
                     booking,
                     late: true,
@@ -387,6 +390,26 @@ pub(super) fn payment_succeeded(
             }
         }
     })
+}
+
+/// Tells the site a hold was booked.
+fn emit_booked(kv: &mut dyn Kv, group: GroupId, time: u64, b: &ConfirmedBooking) {
+    outbox::emit(
+        kv,
+        group,
+        OutboxEvent {
+            kind: OutboxKind::OrderConfirmed,
+            created_at_ms: time,
+            event_id: b.event_id,
+            hold_seq: b.hold_id.seq,
+            booking_seq: Some(b.booking_id.seq),
+            user: b.user.clone(),
+            payment_id: Some(b.payment_ref.clone()),
+            amount_cents: b.total_cents,
+            seat_ids: b.seat_ids.clone(),
+            quantity: b.quantity,
+        },
+    );
 }
 
 /// Records that the hold was booked with this payment.
@@ -564,6 +587,24 @@ pub(super) fn payment_failed(
         }
         clear_pending(kv, group, time, &mut hold, &n.payment_id);
         let hold_id = n.hold_id;
+        if hold.state != HoldState::Active {
+            outbox::emit(
+                kv,
+                group,
+                OutboxEvent {
+                    kind: OutboxKind::HoldExpired,
+                    created_at_ms: time,
+                    event_id: hold.event_id,
+                    hold_seq: hold.seq,
+                    booking_seq: None,
+                    user: hold.user.clone(),
+                    payment_id: Some(n.payment_id.clone()),
+                    amount_cents: hold.total_cents,
+                    seat_ids: hold.seat_ids.clone(),
+                    quantity: hold.quantity,
+                },
+            );
+        }
         Ok(Effect::Payment(if hold.state == HoldState::Active {
             PaymentEffect::HoldReopened {
                 hold_id,
@@ -672,6 +713,22 @@ pub(super) fn cancel_booking(
             refund_payment_id: refund_payment_id.clone(),
         },
     );
+    outbox::emit(
+        kv,
+        group,
+        OutboxEvent {
+            kind: OutboxKind::OrderCancelled,
+            created_at_ms: time,
+            event_id: booking.event_id,
+            hold_seq: booking.hold_id.seq,
+            booking_seq: Some(booking_id.seq),
+            user: booking.user.clone(),
+            payment_id: refund_payment_id.clone(),
+            amount_cents: booking.total_cents,
+            seat_ids: booking.seat_ids.clone(),
+            quantity: booking.quantity,
+        },
+    );
     Ok(Effect::Payment(PaymentEffect::BookingCancelled {
         booking_id,
         event_id: booking.event_id,
@@ -744,6 +801,32 @@ pub(super) fn refund_update(
         refund.state = next.clone();
         refund.updated_at_ms = time;
         put(kv, key, &refund);
+        if next.is_final() {
+            let kind = match refund.reason {
+                RefundReason::CancelledByUser | RefundReason::CancelledByAdmin => {
+                    OutboxKind::RefundSucceeded
+                }
+                RefundReason::LatePayment | RefundReason::AmountMismatch => {
+                    OutboxKind::PaymentLateRefunded
+                }
+            };
+            outbox::emit(
+                kv,
+                group,
+                OutboxEvent {
+                    kind,
+                    created_at_ms: time,
+                    event_id: refund.event_id,
+                    hold_seq: refund.hold_seq,
+                    booking_seq: refund.booking_seq,
+                    user: refund.user.clone(),
+                    payment_id: Some(payment_id.to_string()),
+                    amount_cents: refund.amount_cents,
+                    seat_ids: Vec::new(),
+                    quantity: 0,
+                },
+            );
+        }
         Ok(Effect::Payment(PaymentEffect::RefundUpdated {
             payment_id: payment_id.to_string(),
             state: next,

@@ -13,18 +13,22 @@
 //! - [`inventory`]: an event's tickets, holds, bookings and per-user counts.
 //! - [`sessions`]: remembered answers for exactly-once retries, and how many
 //!   each user has.
+//! - [`outbox`]: the site's webhook endpoints, the events for them and their
+//!   deliveries (feature level 2).
 //! - [`payments`]: a hold's payment with the provider, refunds, cancelled
 //!   bookings and the provider events already applied (feature level 2).
 
 pub mod catalogue;
 pub mod inventory;
 pub mod meta;
+pub mod outbox;
 pub mod payments;
 pub mod sessions;
 
 pub use catalogue::*;
 pub use inventory::*;
 pub use meta::*;
+pub use outbox::*;
 pub use payments::*;
 pub use sessions::*;
 
@@ -60,6 +64,11 @@ pub fn check_record(table: u8, value: &[u8]) -> Result<(), String> {
         table::REFUND => check::<Refund>(value),
         table::BOOKING_CANCEL => check::<BookingCancellation>(value),
         table::PROVIDER_EVENT => check::<SeenUntil>(value),
+        table::OUTBOX => check::<OutboxEvent>(value),
+        table::EVENT_PAYMENTS => check::<EventPaymentSettings>(value),
+        table::OUTBOX_SEQ => check::<OutboxSeq>(value),
+        table::WEBHOOK_ENDPOINT => check::<WebhookEndpoint>(value),
+        table::DELIVERY => check::<Delivery>(value),
         // Index entries: the key is everything, the value is empty.
         table::EVENT_CHANGE
         | table::USER_BOOKING
@@ -68,6 +77,7 @@ pub fn check_record(table: u8, value: &[u8]) -> Result<(), String> {
         | table::PAYMENT_DUE
         | table::REFUND_OPEN
         | table::PROVIDER_EVENT_DEADLINE
+        | table::DELIVERY_DUE
             if value.is_empty() =>
         {
             Ok(())
@@ -78,9 +88,8 @@ pub fn check_record(table: u8, value: &[u8]) -> Result<(), String> {
         | table::SESSION_DEADLINE
         | table::PAYMENT_DUE
         | table::REFUND_OPEN
-        | table::PROVIDER_EVENT_DEADLINE => {
-            Err(format!("index entry with a {}-byte value", value.len()))
-        }
+        | table::PROVIDER_EVENT_DEADLINE
+        | table::DELIVERY_DUE => Err(format!("index entry with a {}-byte value", value.len())),
         other => Err(format!("no sm table {other:#04x}")),
     }
 }

@@ -74,7 +74,30 @@ pub struct BookingCancellation {
 #[serde(transparent)]
 pub struct SeenUntil(pub u64);
 
+/// An event's own payment settings (`table::EVENT_PAYMENTS`, catalogue); `None`
+/// leaves one at the cluster's default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventPaymentSettings {
+    /// How much longer a hold lives once its payment is in flight (s).
+    pub payment_grace_s: Option<u64>,
+    /// A payment in flight never keeps a hold past this long after it was made (s).
+    pub payment_hold_max_s: Option<u64>,
+    /// Buyers may cancel until this long before the event starts (s).
+    pub cancel_cutoff_s: Option<u64>,
+}
+
+impl From<&boxoffice_raft::command::EventPayments> for EventPaymentSettings {
+    fn from(p: &boxoffice_raft::command::EventPayments) -> Self {
+        EventPaymentSettings {
+            payment_grace_s: p.payment_grace_s,
+            payment_hold_max_s: p.payment_hold_max_s,
+            cancel_cutoff_s: p.cancel_cutoff_s,
+        }
+    }
+}
+
 boxoffice_raft::versioned_v1! {
+    EventPaymentSettings => "event payment settings record",
     HoldPayment => "hold payment record",
     Refund => "refund record",
     BookingCancellation => "booking cancellation record",
