@@ -20,7 +20,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::checker::payments::{payments, FinalBooking, FinalRefund, PaymentFacts};
+use crate::checker::payments::{
+    outgoing_webhooks, payments, FinalBooking, FinalRefund, PaymentFacts, Received,
+};
 use crate::checker::Verdict;
 
 /// Seats in the payments event.
@@ -52,6 +54,67 @@ pub struct Payments {
     /// (booking id, buyer) of every booking a buyer saw.
     bookings: Mutex<BTreeSet<(String, usize)>>,
     event: Mutex<Option<u64>>,
+    /// What the site's receiver got.
+    received: Arc<Mutex<Received>>,
+}
+
+/// The site's webhook endpoint, run by the harness: it verifies each delivery's
+/// signature, answers 500 to one in five (so deliveries are retried), and
+/// records the rest.
+async fn site_receiver(
+    secret: String,
+    received: Arc<Mutex<Received>>,
+    seed: u64,
+) -> anyhow::Result<String> {
+    use axum::http::{HeaderMap, StatusCode};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/site-hooks", listener.local_addr()?);
+    let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed ^ 0x5173)));
+    let app = axum::Router::new().route(
+        "/site-hooks",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let (secret, received, rng) = (secret.clone(), received.clone(), rng.clone());
+            async move {
+                if rng.lock().unwrap().gen_bool(0.2) {
+                    return StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                let header = headers
+                    .get("boxoffice-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let mut r = received.lock().unwrap();
+                // A delivery may have been signed before a clock fault moved
+                // the sender's clock: the tolerance is wide, the key is what counts.
+                if boxoffice_api::signature::verify(header, &body, &[secret], now, 3600).is_err() {
+                    r.bad_signatures += 1;
+                    return StatusCode::BAD_REQUEST;
+                }
+                let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+                    return StatusCode::BAD_REQUEST;
+                };
+                let kind = v["type"].as_str().unwrap_or_default().to_string();
+                let data = &v["data"];
+                match kind.as_str() {
+                    "order.confirmed" | "order.cancelled" => {
+                        r.orders
+                            .insert((kind, data["booking_id"].as_str().unwrap_or_default().into()));
+                    }
+                    "refund.succeeded" | "payment.late_refunded" => {
+                        r.refunds
+                            .insert((kind, data["payment_id"].as_str().unwrap_or_default().into()));
+                    }
+                    _ => {}
+                }
+                StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(url)
 }
 
 impl Payments {
@@ -78,6 +141,7 @@ impl Payments {
                 holds: Mutex::new(Vec::new()),
                 bookings: Mutex::new(BTreeSet::new()),
                 event: Mutex::new(None),
+                received: Arc::new(Mutex::new(Received::default())),
             },
             settings,
         ))
@@ -159,6 +223,28 @@ impl Payments {
         )
         .await?;
         *self.event.lock().unwrap() = event["event_id"].as_u64();
+        // The site's endpoint for the store's outgoing webhooks.
+        let secret = format!("whsec_site_{:016x}", rand::random::<u64>());
+        let url = site_receiver(secret.clone(), self.received.clone(), rand::random()).await?;
+        let http = self.http.clone();
+        let mut set = false;
+        for attempt in 0..40 {
+            let r = http
+                .put(format!(
+                    "{}/admin/v1/webhooks/site",
+                    nodes[attempt % nodes.len()]
+                ))
+                .bearer_auth(admin_token)
+                .json(&json!({"url": url, "secret": secret}))
+                .send()
+                .await;
+            if r.is_ok_and(|r| r.status().is_success()) {
+                set = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        anyhow::ensure!(set, "the site's webhook endpoint could not be set");
         Ok(())
     }
 
@@ -312,7 +398,12 @@ impl Payments {
 
     /// After the heal: waits (bounded) until nothing is in flight, then reads the
     /// provider's books and the store's final state and checks them.
-    pub async fn check(&self, nodes: &[String], tokens: &[String]) -> anyhow::Result<Verdict> {
+    pub async fn check(
+        &self,
+        nodes: &[String],
+        tokens: &[String],
+        admin_token: &str,
+    ) -> anyhow::Result<Vec<Verdict>> {
         self.sandbox.set_faults(Faults::default());
         let event = self.event().context("no payments event")?;
         let holds = self.holds.lock().unwrap().clone();
@@ -423,7 +514,35 @@ impl Payments {
             "sandbox: {} intents, {} events, {} deliveries answered, {} attempts, {} given up",
             state.payment_intents, state.events, state.delivered, state.attempts, state.given_up
         ));
-        Ok(v)
+        // The site's webhooks: wait (bounded) until every delivery is delivered.
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        let (mut delivered, mut attempts) = (0usize, 0u64);
+        loop {
+            let list = get(
+                "/admin/v1/webhooks/site/deliveries?limit=1000".to_string(),
+                admin_token.to_string(),
+            )
+            .await;
+            let all: Vec<Value> = list
+                .as_ref()
+                .and_then(|l| l["deliveries"].as_array().cloned())
+                .unwrap_or_default();
+            if list.is_some() && all.iter().all(|d| d["status"] == "delivered") {
+                delivered = all.len();
+                attempts = all.iter().filter_map(|d| d["attempts"].as_u64()).sum();
+                break;
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let received = self.received.lock().unwrap().clone();
+        let mut w = outgoing_webhooks(&facts, &received);
+        w.notes.push(format!(
+            "{delivered} deliveries delivered in {attempts} attempts"
+        ));
+        Ok(vec![v, w])
     }
 }
 

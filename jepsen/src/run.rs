@@ -445,9 +445,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     );
     let node_urls: Vec<(u64, String)> = cluster.nodes.values().map(|n| (n.id, n.url())).collect();
     let urls: Vec<String> = node_urls.iter().map(|(_, u)| u.clone()).collect();
+    let payments_admin = cluster.token("jepsen-admin", true)?;
     if let Some(p) = payments.as_mut() {
-        p.start(&urls, &cluster.token("jepsen-admin", true)?)
-            .await?;
+        p.start(&urls, &payments_admin).await?;
         println!("payments sandbox up; buyers pay through it");
     }
     let payments = payments.map(Arc::new);
@@ -651,16 +651,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         None => BTreeMap::new(),
     };
     let payments_verdict = match &payments {
-        Some(p) => Some(match p.check(&urls, &buyer_tokens).await {
+        Some(p) => match p.check(&urls, &buyer_tokens, &payments_admin).await {
             Ok(v) => v,
-            Err(e) => crate::checker::Verdict {
+            Err(e) => vec![crate::checker::Verdict {
                 checker: "payments",
                 violations: vec![format!("{e:#}")],
                 undecided: Vec::new(),
                 notes: Vec::new(),
-            },
-        }),
-        None => None,
+            }],
+        },
+        None => Vec::new(),
     };
 
     // Check.

@@ -110,3 +110,56 @@ fn a_cancelled_bookings_seat_still_sold_is_caught() {
     f.succeeded.remove("pi_d");
     fails_with(&f, "was cancelled and no live booking has it");
 }
+
+fn received_all(f: &PaymentFacts) -> jepsen::checker::payments::Received {
+    let mut r = jepsen::checker::payments::Received::default();
+    for b in &f.bookings {
+        r.orders
+            .insert(("order.confirmed".into(), b.booking_id.clone()));
+        if b.cancelled {
+            r.orders
+                .insert(("order.cancelled".into(), b.booking_id.clone()));
+        }
+    }
+    r.refunds.insert(("refund.succeeded".into(), "pi_b".into()));
+    r.refunds
+        .insert(("payment.late_refunded".into(), "pi_c".into()));
+    r
+}
+
+#[test]
+fn the_site_hearing_of_everything_passes_and_each_gap_is_caught() {
+    use jepsen::checker::payments::outgoing_webhooks;
+    let f = valid();
+    let r = received_all(&f);
+    assert!(
+        outgoing_webhooks(&f, &r).valid(),
+        "{:?}",
+        outgoing_webhooks(&f, &r).violations
+    );
+    let mut lost = r.clone();
+    lost.orders
+        .remove(&("order.confirmed".into(), "b1-3".into()));
+    assert!(outgoing_webhooks(&f, &lost)
+        .violations
+        .iter()
+        .any(|v| v.contains("never heard order.confirmed of booking b1-3")));
+    let mut lost = r.clone();
+    lost.refunds
+        .remove(&("payment.late_refunded".into(), "pi_c".into()));
+    assert!(outgoing_webhooks(&f, &lost)
+        .violations
+        .iter()
+        .any(|v| v.contains("payment.late_refunded of payment pi_c")));
+    let mut phantom = r.clone();
+    phantom
+        .orders
+        .insert(("order.confirmed".into(), "b1-77".into()));
+    assert!(outgoing_webhooks(&f, &phantom)
+        .violations
+        .iter()
+        .any(|v| v.contains("does not explain")));
+    let mut forged = r;
+    forged.bad_signatures = 1;
+    assert!(!outgoing_webhooks(&f, &forged).valid());
+}

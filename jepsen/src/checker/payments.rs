@@ -148,3 +148,74 @@ pub fn payments(f: &PaymentFacts) -> Verdict {
         )],
     }
 }
+
+/// What the site's receiver got: (event type, booking id or payment id).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Received {
+    /// `order.confirmed` and `order.cancelled`, by booking id.
+    pub orders: BTreeSet<(String, String)>,
+    /// `refund.succeeded` and `payment.late_refunded`, by payment id.
+    pub refunds: BTreeSet<(String, String)>,
+    /// Deliveries that arrived with a signature that did not verify.
+    pub bad_signatures: usize,
+}
+
+/// The site heard of everything, at least once, signed: every booking's
+/// `order.confirmed`, every cancelled booking's `order.cancelled`, every
+/// refund's `refund.succeeded` (a cancellation's) or `payment.late_refunded`;
+/// and nothing else.
+pub fn outgoing_webhooks(f: &PaymentFacts, r: &Received) -> Verdict {
+    let mut violations = Vec::new();
+    let mut want_orders = BTreeSet::new();
+    for b in &f.bookings {
+        want_orders.insert(("order.confirmed".to_string(), b.booking_id.clone()));
+        if b.cancelled {
+            want_orders.insert(("order.cancelled".to_string(), b.booking_id.clone()));
+        }
+    }
+    let want_refunds: BTreeSet<(String, String)> = f
+        .refunds
+        .iter()
+        .filter(|(_, x)| x.status == "refunded")
+        .map(|(p, x)| {
+            let kind = if x.reason.starts_with("cancelled") {
+                "refund.succeeded"
+            } else {
+                "payment.late_refunded"
+            };
+            (kind.to_string(), p.clone())
+        })
+        .collect();
+    for (kind, id) in want_orders.difference(&r.orders) {
+        violations.push(format!("the site never heard {kind} of booking {id}"));
+    }
+    for (kind, id) in r.orders.difference(&want_orders) {
+        violations.push(format!(
+            "the site heard {kind} of booking {id}, which the final state does not explain"
+        ));
+    }
+    for (kind, id) in want_refunds.difference(&r.refunds) {
+        violations.push(format!("the site never heard {kind} of payment {id}"));
+    }
+    for (kind, id) in r.refunds.difference(&want_refunds) {
+        violations.push(format!(
+            "the site heard {kind} of payment {id}, which the final state does not explain"
+        ));
+    }
+    if r.bad_signatures > 0 {
+        violations.push(format!(
+            "{} deliveries had a signature that did not verify",
+            r.bad_signatures
+        ));
+    }
+    Verdict {
+        checker: "outgoing webhooks",
+        violations,
+        undecided: Vec::new(),
+        notes: vec![format!(
+            "{} order and {} refund events received (distinct)",
+            r.orders.len(),
+            r.refunds.len()
+        )],
+    }
+}
