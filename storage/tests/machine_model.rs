@@ -62,6 +62,24 @@ enum HoldState {
     Active,
     Confirmed(u64),
     Released,
+    /// Its payment (the last of `payments`) is in flight.
+    PaymentPending,
+}
+
+/// A payment in flight adds this to a hold's life...
+const GRACE: u64 = 700;
+/// ...but never keeps it past this long after it was made.
+const HOLD_MAX: u64 = 1500;
+
+#[derive(Clone, Debug)]
+struct MBooking {
+    hold: u64,
+    event: u64,
+    user: String,
+    seats: Vec<u32>,
+    qty: u32,
+    payment_ref: String,
+    cancelled: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -74,6 +92,12 @@ struct MHold {
     expires: u64,
     total: u64,
     state: HoldState,
+    /// When it was made.
+    made: u64,
+    /// The payments of its checkouts, in order.
+    payments: Vec<String>,
+    /// The payment it was booked with, through the provider.
+    paid: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +116,11 @@ struct Model {
     ga_sold: u32,
     sold_by: BTreeMap<(u64, String), u32>,
     sessions: BTreeMap<(String, String), (Command, Outcome)>,
+    /// The group's feature level.
+    level: u32,
+    bookings: BTreeMap<u64, MBooking>,
+    /// Refunds owed, by payment.
+    refunds: BTreeMap<String, RefundReason>,
 }
 
 impl Model {
@@ -104,9 +133,11 @@ impl Model {
         }
     }
     fn live_holds(&self, event: u64, t: u64) -> impl Iterator<Item = &MHold> {
-        self.holds
-            .values()
-            .filter(move |h| h.event == event && h.state == HoldState::Active && h.expires > t)
+        self.holds.values().filter(move |h| {
+            h.event == event
+                && matches!(h.state, HoldState::Active | HoldState::PaymentPending)
+                && h.expires > t
+        })
     }
     fn current(&self, event: u64, user: &str, t: u64) -> u32 {
         self.sold_by
@@ -262,6 +293,9 @@ impl Model {
                         expires: t + TTL,
                         total,
                         state: HoldState::Active,
+                        made: t,
+                        payments: Vec::new(),
+                        paid: None,
                     },
                 );
                 Ok(Effect::Held(GrantedHold {
@@ -292,6 +326,7 @@ impl Model {
                         })
                     }
                     HoldState::Released => return Err(Rejection::HoldReleased),
+                    HoldState::PaymentPending => return Err(in_flight(&h)),
                     HoldState::Active if h.expires <= t => {
                         return Err(Rejection::HoldExpired {
                             expired_at_ms: h.expires,
@@ -299,30 +334,7 @@ impl Model {
                     }
                     HoldState::Active => {}
                 }
-                self.last_id += 1;
-                let b = self.last_id;
-                for &s in &h.seats {
-                    self.seats.insert(s, Owner::Sold);
-                }
-                if h.event == GA {
-                    self.ga_sold += h.qty;
-                }
-                *self.sold_by.entry((h.event, user.clone())).or_default() += h.qty;
-                self.holds.get_mut(&h.seq).unwrap().state = HoldState::Confirmed(b);
-                Ok(Effect::Confirmed(ConfirmedBooking {
-                    booking_id: BookingId {
-                        shard: GROUP.0,
-                        seq: b,
-                    },
-                    hold_id: *hold_id,
-                    event_id: h.event,
-                    user: user.clone(),
-                    seat_ids: h.seats.clone(),
-                    quantity: h.qty,
-                    total_cents: h.total,
-                    payment_ref: payment_ref.clone(),
-                    confirmed_at_ms: t,
-                }))
+                Ok(Effect::Confirmed(self.book(&h, t, payment_ref)))
             }
             Command::Release { hold_id, user } => {
                 let h = self.owned(*hold_id, user)?;
@@ -343,6 +355,7 @@ impl Model {
                             quantity: 0,
                         })
                     }
+                    HoldState::PaymentPending => return Err(in_flight(&h)),
                     HoldState::Active => {}
                 }
                 let live = h.expires > t;
@@ -363,8 +376,252 @@ impl Model {
                     quantity: if live { h.qty } else { 0 },
                 })
             }
+            Command::Checkout(_)
+            | Command::PaymentSucceeded(_)
+            | Command::PaymentFailed(_)
+            | Command::CancelBooking { .. }
+                if self.level < FEATURE_LEVEL_PAYMENTS =>
+            {
+                Err(Rejection::FeatureNotEnabled {
+                    needed: FEATURE_LEVEL_PAYMENTS,
+                    level: self.level,
+                })
+            }
+            Command::Checkout(c) => {
+                let h = self.owned(c.hold_id, &c.user)?;
+                match h.state {
+                    HoldState::Confirmed(b) => {
+                        return Err(Rejection::HoldAlreadyConfirmed {
+                            booking_id: BookingId {
+                                shard: GROUP.0,
+                                seq: b,
+                            },
+                        })
+                    }
+                    HoldState::Released => return Err(Rejection::HoldReleased),
+                    HoldState::PaymentPending => {
+                        if h.payments.last() != Some(&c.payment_id) {
+                            return Err(in_flight(&h));
+                        }
+                        if h.expires <= t {
+                            return Err(Rejection::HoldExpired {
+                                expired_at_ms: h.expires,
+                            });
+                        }
+                        return Ok(started(&h));
+                    }
+                    HoldState::Active if h.expires <= t => {
+                        return Err(Rejection::HoldExpired {
+                            expired_at_ms: h.expires,
+                        })
+                    }
+                    HoldState::Active => {}
+                }
+                if c.amount_cents != h.total || h.payments.contains(&c.payment_id) {
+                    return Err(invalid("bad checkout"));
+                }
+                let new = h.expires.max((t + c.grace_ms).min(h.made + c.hold_max_ms));
+                for &s in &h.seats {
+                    self.seats.insert(s, Owner::Held(h.seq, new));
+                }
+                let m = self.holds.get_mut(&h.seq).unwrap();
+                m.expires = new;
+                m.state = HoldState::PaymentPending;
+                m.payments.push(c.payment_id.clone());
+                Ok(started(m))
+            }
+            Command::PaymentSucceeded(n) => {
+                let h = self.hold_of(n.hold_id)?;
+                if self.refunds.contains_key(&n.payment_id) {
+                    return Ok(unchanged());
+                }
+                if let HoldState::Confirmed(b) = h.state {
+                    if self.bookings[&b].payment_ref == n.payment_id {
+                        return Ok(unchanged());
+                    }
+                    return Ok(self.refund(&h, n, RefundReason::LatePayment));
+                }
+                if n.amount_cents != h.total {
+                    self.clear_pending(&h, &n.payment_id, t);
+                    return Ok(self.refund(&h, n, RefundReason::AmountMismatch));
+                }
+                let live = matches!(h.state, HoldState::Active | HoldState::PaymentPending)
+                    && h.expires > t;
+                // An expired or closed hold is booked only if its seats are
+                // free and the buyer's cap allows (it is not live, so not counted).
+                let free = live || {
+                    let cap = if h.event == GA { 3 } else { 4 };
+                    let room = if h.event == GA {
+                        self.ga_available(t) >= h.qty
+                    } else {
+                        h.seats
+                            .iter()
+                            .all(|&s| self.seat_status(s, t) == SeatStatus::Available)
+                    };
+                    self.current(h.event, &h.user, t) + h.qty <= cap && room
+                };
+                if free {
+                    let booking = self.book(&h, t, &n.payment_id);
+                    self.holds.get_mut(&h.seq).unwrap().paid = Some(n.payment_id.clone());
+                    return Ok(Effect::Payment(PaymentEffect::Booked {
+                        booking,
+                        late: !live,
+                    }));
+                }
+                if h.state != HoldState::Released {
+                    self.close(&h);
+                }
+                Ok(self.refund(&h, n, RefundReason::LatePayment))
+            }
+            Command::PaymentFailed(n) => {
+                let h = self.hold_of(n.hold_id)?;
+                if h.state != HoldState::PaymentPending || h.payments.last() != Some(&n.payment_id)
+                {
+                    return Ok(unchanged());
+                }
+                self.clear_pending(&h, &n.payment_id, t);
+                Ok(Effect::Payment(if h.expires > t {
+                    PaymentEffect::HoldReopened {
+                        hold_id: n.hold_id,
+                        expires_at_ms: h.expires,
+                    }
+                } else {
+                    PaymentEffect::HoldClosed { hold_id: n.hold_id }
+                }))
+            }
+            Command::CancelBooking {
+                booking_id, user, ..
+            } => {
+                let b = self
+                    .bookings
+                    .get(&booking_id.seq)
+                    .filter(|_| booking_id.shard == GROUP.0)
+                    .cloned()
+                    .ok_or(Rejection::UnknownBooking {
+                        booking_id: *booking_id,
+                    })?;
+                if user.as_ref().is_some_and(|u| *u != b.user) {
+                    return Err(Rejection::NotBookingOwner);
+                }
+                if b.cancelled {
+                    return Err(Rejection::BookingCancelled);
+                }
+                for s in &b.seats {
+                    self.seats.remove(s);
+                }
+                if b.event == GA {
+                    self.ga_sold -= b.qty;
+                }
+                *self.sold_by.get_mut(&(b.event, b.user.clone())).unwrap() -= b.qty;
+                self.bookings.get_mut(&booking_id.seq).unwrap().cancelled = true;
+                let h = &self.holds[&b.hold];
+                let refund = (h.paid.as_deref() == Some(b.payment_ref.as_str())
+                    && !self.refunds.contains_key(&b.payment_ref))
+                .then(|| b.payment_ref.clone());
+                if let Some(p) = &refund {
+                    let reason = if user.is_some() {
+                        RefundReason::CancelledByUser
+                    } else {
+                        RefundReason::CancelledByAdmin
+                    };
+                    self.refunds.insert(p.clone(), reason);
+                }
+                Ok(Effect::Payment(PaymentEffect::BookingCancelled {
+                    booking_id: *booking_id,
+                    event_id: b.event,
+                    seat_ids: b.seats.clone(),
+                    quantity: b.qty,
+                    refund_payment_id: refund,
+                }))
+            }
             other => panic!("model does not do {other:?}"),
         }
+    }
+
+    /// Books `h`: its seats sold, its tickets counted, the booking recorded.
+    fn book(&mut self, h: &MHold, t: u64, payment_ref: &str) -> ConfirmedBooking {
+        self.last_id += 1;
+        let b = self.last_id;
+        for &s in &h.seats {
+            self.seats.insert(s, Owner::Sold);
+        }
+        if h.event == GA {
+            self.ga_sold += h.qty;
+        }
+        *self.sold_by.entry((h.event, h.user.clone())).or_default() += h.qty;
+        self.holds.get_mut(&h.seq).unwrap().state = HoldState::Confirmed(b);
+        self.bookings.insert(
+            b,
+            MBooking {
+                hold: h.seq,
+                event: h.event,
+                user: h.user.clone(),
+                seats: h.seats.clone(),
+                qty: h.qty,
+                payment_ref: payment_ref.to_string(),
+                cancelled: false,
+            },
+        );
+        ConfirmedBooking {
+            booking_id: BookingId {
+                shard: GROUP.0,
+                seq: b,
+            },
+            hold_id: HoldId {
+                shard: GROUP.0,
+                seq: h.seq,
+            },
+            event_id: h.event,
+            user: h.user.clone(),
+            seat_ids: h.seats.clone(),
+            quantity: h.qty,
+            total_cents: h.total,
+            payment_ref: payment_ref.to_string(),
+            confirmed_at_ms: t,
+        }
+    }
+
+    /// Closes a hold (released); an expired one's seats were free already.
+    fn close(&mut self, h: &MHold) {
+        for &s in &h.seats {
+            if matches!(self.seats.get(&s), Some(Owner::Held(seq, _)) if *seq == h.seq) {
+                self.seats.remove(&s);
+            }
+        }
+        self.holds.get_mut(&h.seq).unwrap().state = HoldState::Released;
+    }
+
+    /// The hold no longer waits for `payment`: active again if live, else closed.
+    fn clear_pending(&mut self, h: &MHold, payment: &str, t: u64) {
+        if h.state != HoldState::PaymentPending
+            || h.payments.last().map(String::as_str) != Some(payment)
+        {
+            return;
+        }
+        if h.expires > t {
+            self.holds.get_mut(&h.seq).unwrap().state = HoldState::Active;
+        } else {
+            self.close(h);
+        }
+    }
+
+    fn refund(&mut self, h: &MHold, n: &PaymentNotice, reason: RefundReason) -> Effect {
+        self.refunds.insert(n.payment_id.clone(), reason);
+        Effect::Payment(PaymentEffect::RefundRequired {
+            payment_id: n.payment_id.clone(),
+            hold_id: n.hold_id,
+            event_id: h.event,
+            amount_cents: n.amount_cents,
+            reason,
+        })
+    }
+
+    fn hold_of(&self, id: HoldId) -> Result<MHold, Rejection> {
+        self.holds
+            .get(&id.seq)
+            .filter(|_| id.shard == GROUP.0)
+            .cloned()
+            .ok_or(Rejection::UnknownHold { hold_id: id })
     }
 
     fn owned(&self, id: HoldId, user: &str) -> Result<MHold, Rejection> {
@@ -380,12 +637,45 @@ impl Model {
     }
 }
 
+fn in_flight(h: &MHold) -> Rejection {
+    Rejection::PaymentInFlight {
+        payment_id: h.payments.last().cloned().unwrap_or_default(),
+    }
+}
+
+fn started(h: &MHold) -> Effect {
+    Effect::Payment(PaymentEffect::CheckoutStarted {
+        hold_id: HoldId {
+            shard: GROUP.0,
+            seq: h.seq,
+        },
+        event_id: h.event,
+        seat_ids: h.seats.clone(),
+        quantity: h.qty,
+        payment_id: h.payments.last().cloned().unwrap_or_default(),
+        expires_at_ms: h.expires,
+    })
+}
+
+fn unchanged() -> Effect {
+    Effect::Payment(PaymentEffect::Unchanged { why: String::new() })
+}
+
 #[derive(Clone, Debug)]
 enum Kind {
     HoldSeats(u64, Vec<u32>),
     HoldQty(u64, u32),
     Confirm(usize),
     Release(usize),
+    /// Check out the n-th hold: a new payment, or (`.1`) its last one again.
+    Checkout(usize, bool),
+    /// The provider says the n-th hold's last payment succeeded (for the
+    /// wrong amount when `.1`).
+    Paid(usize, bool),
+    /// The provider says the n-th hold's last payment failed.
+    Failed(usize),
+    /// Cancel the n-th booking, as its owner or (`.1`) an admin.
+    Cancel(usize, bool),
 }
 
 #[derive(Clone, Debug)]
@@ -406,6 +696,10 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (event, 0u32..5).prop_map(|(e, q)| Kind::HoldQty(e, q)),
         3 => (0usize..8).prop_map(Kind::Confirm),
         2 => (0usize..8).prop_map(Kind::Release),
+        3 => (0usize..8, proptest::bool::weighted(0.2)).prop_map(|(i, r)| Kind::Checkout(i, r)),
+        3 => (0usize..8, proptest::bool::weighted(0.1)).prop_map(|(i, w)| Kind::Paid(i, w)),
+        1 => (0usize..8).prop_map(Kind::Failed),
+        1 => (0usize..8, any::<bool>()).prop_map(|(i, a)| Kind::Cancel(i, a)),
     ];
     (
         -300i64..1300,
@@ -423,10 +717,12 @@ fn op() -> impl Strategy<Value = Op> {
         })
 }
 
-/// Invalid-input reasons are prose; compare them by code only.
+/// Invalid-input reasons and why nothing changed are prose; compare them by code only.
 fn normalize(mut o: Outcome) -> Outcome {
-    if let Err(Rejection::InvalidInput { reason }) = &mut o.result {
-        reason.clear();
+    match &mut o.result {
+        Err(Rejection::InvalidInput { reason }) => reason.clear(),
+        Ok(Effect::Payment(PaymentEffect::Unchanged { why })) => why.clear(),
+        _ => {}
     }
     o
 }
@@ -483,6 +779,7 @@ fn run_case(ops: Vec<Op>, level: u32) -> Result<(), TestCaseError> {
         }
         let mut model = Model {
             time: T0,
+            level,
             ..Default::default()
         };
         let mut stamp = T0 as i64;
@@ -537,6 +834,66 @@ fn run_case(ops: Vec<Op>, level: u32) -> Result<(), TestCaseError> {
                         hold_id: pick(*i),
                         user: user.clone(),
                     },
+                    Kind::Checkout(i, reuse) => {
+                        let id = pick(*i);
+                        let h = model.holds.get(&id.seq);
+                        let n = h.map_or(0, |h| h.payments.len());
+                        let payment_id = match (reuse, h.and_then(|h| h.payments.last())) {
+                            (true, Some(last)) => last.clone(),
+                            _ => format!("pi_{}_{n}", id.seq),
+                        };
+                        Command::Checkout(CheckoutRequest {
+                            hold_id: id,
+                            // Mostly as the owner.
+                            user: h
+                                .filter(|_| op.user != 2)
+                                .map_or(user.clone(), |h| h.user.clone()),
+                            payment_id,
+                            amount_cents: h.map_or(0, |h| h.total),
+                            currency: "usd".into(),
+                            grace_ms: GRACE,
+                            hold_max_ms: HOLD_MAX,
+                        })
+                    }
+                    Kind::Paid(i, _) | Kind::Failed(i) => {
+                        let id = pick(*i);
+                        let h = model.holds.get(&id.seq);
+                        let notice = PaymentNotice {
+                            hold_id: id,
+                            payment_id: h
+                                .and_then(|h| h.payments.last().cloned())
+                                .unwrap_or_else(|| format!("pi_{}_x", id.seq)),
+                            amount_cents: h.map_or(0, |h| h.total)
+                                + u64::from(matches!(op.kind, Kind::Paid(_, true))),
+                            provider_event: None,
+                        };
+                        if matches!(op.kind, Kind::Paid(..)) {
+                            Command::PaymentSucceeded(notice)
+                        } else {
+                            Command::PaymentFailed(notice)
+                        }
+                    }
+                    Kind::Cancel(i, admin) => {
+                        let ids: Vec<u64> = model.bookings.keys().copied().collect();
+                        let seq = if ids.is_empty() {
+                            999
+                        } else {
+                            ids[i % ids.len()]
+                        };
+                        Command::CancelBooking {
+                            booking_id: BookingId {
+                                shard: GROUP.0,
+                                seq,
+                            },
+                            user: (!admin).then(|| {
+                                model
+                                    .bookings
+                                    .get(&seq)
+                                    .map_or(user.clone(), |b| b.user.clone())
+                            }),
+                            not_after_ms: None,
+                        }
+                    }
                 };
                 let key = match op.key {
                     Some(k) => format!("k{k}"),
