@@ -107,6 +107,8 @@ pub mod table {
     pub const DELIVERY: u8 = 0x4A;
     /// Pending deliveries by (next attempt time, name, seq).
     pub const DELIVERY_DUE: u8 = 0x4B;
+    /// What the shard's payments came to (one record).
+    pub const PAYMENT_COUNTS: u8 = 0x4C;
 }
 
 /// Builds keys by appending parts.

@@ -484,6 +484,15 @@ impl ReadTx<'_> {
         out
     }
 
+    /// What the group's payments came to (all zero before any).
+    pub fn payment_counts(&self) -> PaymentCounts {
+        get(
+            &self.view,
+            &Key::sm(self.group, table::PAYMENT_COUNTS).build(),
+        )
+        .unwrap_or_default()
+    }
+
     /// The site's webhook endpoints, by name.
     pub fn webhook_endpoints(&self) -> Vec<(String, WebhookEndpoint)> {
         machine::outbox::endpoints(&self.view, self.group)

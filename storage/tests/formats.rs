@@ -835,6 +835,21 @@ fn every_record_written_by_the_first_releases_decodes_to_its_value() {
     c(check(&g, "outbox_seq", OutboxSeq(12)));
     c(check(
         &g,
+        "payment_counts",
+        PaymentCounts {
+            checkouts: 9,
+            booked: 5,
+            booked_late: 1,
+            late_refunds: 1,
+            mismatch_refunds: 0,
+            failed: 2,
+            cancelled: 1,
+            refunded: 2,
+            refund_failures: 1,
+        },
+    ));
+    c(check(
+        &g,
         "event_payments",
         EventPaymentSettings {
             payment_grace_s: Some(300),

@@ -483,6 +483,19 @@ fn a_late_success_is_booked_if_the_seats_are_free_and_refunded_if_not() {
     );
     assert!(matches!(payment_effect(r), PaymentEffect::Unchanged { .. }));
     let tx = m.reader.begin(after + 8);
+    let c = tx.payment_counts();
+    assert_eq!(
+        (
+            c.checkouts,
+            c.booked_late,
+            c.late_refunds,
+            c.refunded,
+            c.refund_failures,
+            c.booked
+        ),
+        (2, 1, 1, 1, 1, 0),
+        "{c:?}"
+    );
     assert!(tx.open_refunds(None, 10).is_empty());
     assert_eq!(
         tx.refund("pi_taken").unwrap().state,

@@ -121,6 +121,33 @@ pub struct GroupStatus {
     /// raises it to the lowest `feature_level_max` of the group's members.
     #[serde(default)]
     pub feature_level: u32,
+    /// What the shard's payments came to, as this replica has applied them
+    /// (shards at feature level 2; absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payments: Option<PaymentCountsView>,
+}
+
+/// A shard's payment counts (counted by apply, the same on every replica).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentCountsView {
+    /// Checkouts that put a payment in flight.
+    pub checkouts: u64,
+    /// Holds booked by a payment while live.
+    pub booked: u64,
+    /// Holds booked by a payment that came after they expired.
+    pub booked_late: u64,
+    /// Payments that came after their seats were taken (refunded).
+    pub late_refunds: u64,
+    /// Payments of the wrong amount (refunded).
+    pub mismatch_refunds: u64,
+    /// Payments that failed or were cancelled.
+    pub failed: u64,
+    /// Bookings cancelled.
+    pub cancelled: u64,
+    /// Refunds paid back.
+    pub refunded: u64,
+    /// Refund attempts that failed.
+    pub refund_failures: u64,
 }
 
 /// `GET /admin/v1/cluster`: the answering node's view of the cluster.

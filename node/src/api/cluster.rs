@@ -17,6 +17,7 @@ use boxoffice_api::{
     GroupStatus, Health, MemberAction, MemberChange, MemberStatus, ProblemCode, Readiness,
     SnapshotTriggered,
 };
+use boxoffice_raft::command::FEATURE_LEVEL_PAYMENTS;
 use boxoffice_raft::{GroupId, NodeId, SHARDS_DEFAULT};
 use openraft::BasicNode;
 
@@ -131,6 +132,23 @@ async fn cluster(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Clus
             purged_index: m.purged.map(|l| l.index),
             voters: m.membership_config.membership().voter_ids().collect(),
             feature_level: stores.as_ref().map_or(0, |s| s.sm.feature_level()),
+            payments: stores
+                .as_ref()
+                .filter(|s| !g.is_catalogue() && s.sm.feature_level() >= FEATURE_LEVEL_PAYMENTS)
+                .map(|s| {
+                    let c = s.reader.begin_applied().payment_counts();
+                    boxoffice_api::PaymentCountsView {
+                        checkouts: c.checkouts,
+                        booked: c.booked,
+                        booked_late: c.booked_late,
+                        late_refunds: c.late_refunds,
+                        mismatch_refunds: c.mismatch_refunds,
+                        failed: c.failed,
+                        cancelled: c.cancelled,
+                        refunded: c.refunded,
+                        refund_failures: c.refund_failures,
+                    }
+                }),
         });
     }
     Ok(Json(ClusterStatus {

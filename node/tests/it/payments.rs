@@ -563,6 +563,28 @@ async fn declines_late_payments_and_abandoned_checkouts_never_leave_money_withou
             .await,
         400
     );
+    // The shard counts what its payments came to, on every replica.
+    let status: Value = s
+        .http
+        .get(format!("{}/admin/v1/cluster", s.cluster.urls()[2]))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let shard = status["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == 1)
+        .unwrap()
+        .clone();
+    let counts = &shard["payments"];
+    assert!(counts["booked_late"].as_u64() >= Some(1), "{counts}");
+    assert!(counts["late_refunds"].as_u64() >= Some(1), "{counts}");
+    assert!(counts["failed"].as_u64() >= Some(2), "{counts}");
     // Every payment that succeeded has its booking or its refund.
     let state = s.sandbox.state();
     assert_eq!(state.succeeded, 3, "{state:?}");

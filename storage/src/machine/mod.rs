@@ -244,26 +244,36 @@ pub(super) fn execute(
         Command::Release { hold_id, user } => holds::release(kv, group, time, *hold_id, user),
         Command::Tick => Ok(Effect::Nothing),
         Command::EnableFeatures { level } => features::enable(features, *level),
-        Command::Checkout(req) => payments::checkout(kv, group, time, req),
-        Command::PaymentSucceeded(n) => payments::payment_succeeded(kv, group, meta, time, n),
-        Command::PaymentFailed(n) => payments::payment_failed(kv, group, time, n),
+        Command::Checkout(req) => {
+            payments::counted(kv, group, |kv| payments::checkout(kv, group, time, req))
+        }
+        Command::PaymentSucceeded(n) => payments::counted(kv, group, |kv| {
+            payments::payment_succeeded(kv, group, meta, time, n)
+        }),
+        Command::PaymentFailed(n) => {
+            payments::counted(kv, group, |kv| payments::payment_failed(kv, group, time, n))
+        }
         Command::CancelBooking {
             booking_id,
             user,
             not_after_ms,
-        } => payments::cancel_booking(kv, group, time, *booking_id, user.as_deref(), *not_after_ms),
+        } => payments::counted(kv, group, |kv| {
+            payments::cancel_booking(kv, group, time, *booking_id, user.as_deref(), *not_after_ms)
+        }),
         Command::RefundUpdate {
             payment_id,
             report,
             provider_event,
-        } => payments::refund_update(
-            kv,
-            group,
-            time,
-            payment_id,
-            report,
-            provider_event.as_deref(),
-        ),
+        } => payments::counted(kv, group, |kv| {
+            payments::refund_update(
+                kv,
+                group,
+                time,
+                payment_id,
+                report,
+                provider_event.as_deref(),
+            )
+        }),
         Command::SetWebhookEndpoint(spec) => outbox::set_endpoint(kv, group, time, spec),
         Command::DeliveryReport(a) => outbox::report(kv, group, time, a),
         Command::ReplayDelivery { endpoint, seq } => {

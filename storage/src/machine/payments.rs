@@ -118,6 +118,53 @@ pub(super) fn prune_provider_events(kv: &mut dyn Kv, group: GroupId, time: u64, 
     }
 }
 
+/// Counts an outcome in the shard's payment counts.
+fn count(kv: &mut dyn Kv, group: GroupId, bump: impl FnOnce(&mut PaymentCounts)) {
+    let key = Key::sm(group, table::PAYMENT_COUNTS).build();
+    let mut c: PaymentCounts = get(kv, &key).unwrap_or_default();
+    bump(&mut c);
+    put(kv, key, &c);
+}
+
+/// Counts what a payment command did (called once per effect that changed something).
+fn count_effect(kv: &mut dyn Kv, group: GroupId, effect: &Effect) {
+    let Effect::Payment(e) = effect else { return };
+    match e {
+        PaymentEffect::CheckoutStarted { .. } => count(kv, group, |c| c.checkouts += 1),
+        PaymentEffect::Booked { late: false, .. } => count(kv, group, |c| c.booked += 1),
+        PaymentEffect::Booked { late: true, .. } => count(kv, group, |c| c.booked_late += 1),
+        PaymentEffect::RefundRequired {
+            reason: RefundReason::AmountMismatch,
+            ..
+        } => count(kv, group, |c| c.mismatch_refunds += 1),
+        PaymentEffect::RefundRequired { .. } => count(kv, group, |c| c.late_refunds += 1),
+        PaymentEffect::HoldReopened { .. } | PaymentEffect::HoldClosed { .. } => {
+            count(kv, group, |c| c.failed += 1)
+        }
+        PaymentEffect::BookingCancelled { .. } => count(kv, group, |c| c.cancelled += 1),
+        PaymentEffect::RefundUpdated {
+            state: RefundState::Refunded { .. },
+            ..
+        } => count(kv, group, |c| c.refunded += 1),
+        PaymentEffect::RefundUpdated {
+            state: RefundState::Required { .. },
+            ..
+        } => count(kv, group, |c| c.refund_failures += 1),
+        PaymentEffect::RefundUpdated { .. } | PaymentEffect::Unchanged { .. } => {}
+    }
+}
+
+/// Runs a payment command and counts what it did.
+pub(super) fn counted(
+    kv: &mut dyn Kv,
+    group: GroupId,
+    run: impl FnOnce(&mut dyn Kv) -> Result<Effect, Rejection>,
+) -> Result<Effect, Rejection> {
+    let effect = run(kv)?;
+    count_effect(kv, group, &effect);
+    Ok(effect)
+}
+
 fn unchanged(why: impl Into<String>) -> Effect {
     Effect::Payment(PaymentEffect::Unchanged { why: why.into() })
 }

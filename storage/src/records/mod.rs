@@ -65,6 +65,7 @@ pub fn check_record(table: u8, value: &[u8]) -> Result<(), String> {
         table::BOOKING_CANCEL => check::<BookingCancellation>(value),
         table::PROVIDER_EVENT => check::<SeenUntil>(value),
         table::OUTBOX => check::<OutboxEvent>(value),
+        table::PAYMENT_COUNTS => check::<PaymentCounts>(value),
         table::EVENT_PAYMENTS => check::<EventPaymentSettings>(value),
         table::OUTBOX_SEQ => check::<OutboxSeq>(value),
         table::WEBHOOK_ENDPOINT => check::<WebhookEndpoint>(value),

@@ -69,6 +69,31 @@ pub struct BookingCancellation {
     pub refund_payment_id: Option<String>,
 }
 
+/// What a shard's payments came to, counted by apply (`table::PAYMENT_COUNTS`,
+/// one record; absent: all zero): the same on every replica, so any replica
+/// can report them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentCounts {
+    /// Checkouts that put a payment in flight.
+    pub checkouts: u64,
+    /// Holds booked by a payment, while live.
+    pub booked: u64,
+    /// Holds booked by a payment that came after they expired (seats still free).
+    pub booked_late: u64,
+    /// Payments that came after their seats were taken: refunded.
+    pub late_refunds: u64,
+    /// Payments of the wrong amount: refunded.
+    pub mismatch_refunds: u64,
+    /// Payments that failed or were cancelled.
+    pub failed: u64,
+    /// Bookings cancelled.
+    pub cancelled: u64,
+    /// Refunds paid back.
+    pub refunded: u64,
+    /// Refund attempts that failed.
+    pub refund_failures: u64,
+}
+
 /// Until when a provider event id is remembered (`table::PROVIDER_EVENT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -97,6 +122,7 @@ impl From<&boxoffice_raft::command::EventPayments> for EventPaymentSettings {
 }
 
 boxoffice_raft::versioned_v1! {
+    PaymentCounts => "payment counts record",
     EventPaymentSettings => "event payment settings record",
     HoldPayment => "hold payment record",
     Refund => "refund record",
