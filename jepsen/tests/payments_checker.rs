@@ -103,6 +103,14 @@ fn a_refund_left_unpaid_or_paid_only_on_paper_is_caught() {
 }
 
 #[test]
+fn a_seat_sold_twice_through_payments_is_caught() {
+    let mut f = valid();
+    f.succeeded.insert("pi_e".into());
+    f.bookings.push(booking("b1-4", 0, "pi_e", false));
+    fails_with(&f, "in two live bookings");
+}
+
+#[test]
 fn a_cancelled_bookings_seat_still_sold_is_caught() {
     let mut f = valid();
     // Seat 1 was not re-sold: the cancel left it sold.

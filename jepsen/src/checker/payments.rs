@@ -8,7 +8,8 @@
 //!   made is one the store owed;
 //! - every refund the store owes has been paid back;
 //! - a cancelled booking's seats are free again, or sold to a booking that is
-//!   not cancelled.
+//!   not cancelled;
+//! - no seat is in two live bookings (no double sale through payments).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -118,12 +119,17 @@ pub fn payments(f: &PaymentFacts) -> Verdict {
             ));
         }
     }
-    let live: BTreeSet<(u64, u32)> = f
-        .bookings
-        .iter()
-        .filter(|b| !b.cancelled)
-        .flat_map(|b| b.seats.iter().map(move |s| (b.event, *s)))
-        .collect();
+    let mut live: BTreeSet<(u64, u32)> = BTreeSet::new();
+    for b in f.bookings.iter().filter(|b| !b.cancelled) {
+        for s in &b.seats {
+            if !live.insert((b.event, *s)) {
+                violations.push(format!(
+                    "seat {s} of event {} is in two live bookings (one is {})",
+                    b.event, b.booking_id
+                ));
+            }
+        }
+    }
     for b in f.bookings.iter().filter(|b| b.cancelled) {
         for s in &b.seats {
             if f.sold.contains(&(b.event, *s)) && !live.contains(&(b.event, *s)) {
