@@ -20,8 +20,22 @@ bin="$target_dir/release"
 smoke_dir="$(mktemp -d)"
 stop_smoke() {
   if [ -f "$smoke_dir/cluster.json" ]; then
-    for pid in $(grep -o '"pid": *[0-9]*' "$smoke_dir/cluster.json" | grep -o '[0-9]*$'); do
+    pids=$(grep -o '"pid": *[0-9]*' "$smoke_dir/cluster.json" | grep -o '[0-9]*$' | grep -v '^0$' || true)
+    for pid in $pids; do
       kill "$pid" 2>/dev/null || true
+    done
+    # A node still writing its database while the directory is removed makes rm
+    # fail: wait (at most 20 s) for every process to be gone, then force it.
+    for _ in $(seq 1 100); do
+      alive=0
+      for pid in $pids; do
+        if kill -0 "$pid" 2>/dev/null; then alive=1; fi
+      done
+      [ "$alive" = 0 ] && break
+      sleep 0.2
+    done
+    for pid in $pids; do
+      kill -9 "$pid" 2>/dev/null || true
     done
   fi
   rm -rf "$smoke_dir"
