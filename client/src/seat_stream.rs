@@ -187,8 +187,8 @@ impl SeatStream {
                 p.extra.insert("event_id".into(), e.event_id.into());
                 return Err(Error::Api(Box::new(p)));
             }
-            // A kind this version does not know: skip it.
-            None => return Ok(None),
+            // A kind this version does not know (or another stream's): skip it.
+            Some(StreamEventKind::Place) | None => return Ok(None),
         };
         if id.is_some() {
             self.last_id = id;

@@ -33,6 +33,8 @@ pub struct AppState {
     pub streams_per_user: Arc<Slots<String>>,
     /// Live streams open per client address (`limits.sse_streams_per_address_max`).
     pub streams_per_address: Arc<Slots<std::net::IpAddr>>,
+    /// Mints and verifies queue admissions (keys derived from the cluster key).
+    pub admissions: Arc<crate::queue::admission::AdmissionKeys>,
 }
 
 impl AppState {
@@ -48,7 +50,11 @@ impl AppState {
             "limits.sse_streams_per_address_max",
             l.sse_streams_per_address_max,
         ));
+        let admissions = Arc::new(crate::queue::admission::AdmissionKeys::from_cluster_key(
+            &node.config.cluster_key,
+        ));
         AppState {
+            admissions,
             node,
             keys,
             limits,

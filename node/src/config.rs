@@ -91,6 +91,9 @@ pub struct NodeConfig {
     /// Payments through a provider (`[payments]`); off unless `provider_url` is set.
     #[serde(default)]
     pub payments: crate::payments::PaymentSettings,
+    /// The virtual waiting room on this node (`[queue]`).
+    #[serde(default)]
+    pub queue: crate::queue::QueueNodeSettings,
 }
 
 fn peer_listen_default() -> SocketAddr {
@@ -809,7 +812,8 @@ impl NodeConfig {
         if !(0.0..=0.25).contains(&st.memtable_bloom_ratio) {
             return rule("storage.memtable_bloom_ratio", "must be between 0 and 0.25");
         }
-        self.payments.validate()
+        self.payments.validate()?;
+        self.queue.validate()
     }
 
     /// The openraft config for every group.
@@ -863,6 +867,7 @@ mod tests {
             peer_bind_ip: None,
             fault_injection: false,
             payments: Default::default(),
+            queue: Default::default(),
         }
     }
 

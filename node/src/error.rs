@@ -89,6 +89,11 @@ pub fn rejection_code(r: &Rejection) -> ProblemCode {
         Rejection::NotBookingOwner => ProblemCode::UnknownBooking,
         Rejection::BookingCancelled => ProblemCode::BookingCancelled,
         Rejection::CancellationClosed { .. } => ProblemCode::CancellationClosed,
+        Rejection::NoQueue { .. } => ProblemCode::NoQueue,
+        Rejection::QueueNotOpen { .. } => ProblemCode::QueueNotOpen,
+        Rejection::QueueClosed => ProblemCode::QueueClosed,
+        Rejection::QueueFull { .. } => ProblemCode::QueueFull,
+        Rejection::QueueAdmissionRequired { .. } => ProblemCode::QueueAdmissionRequired,
     }
 }
 
@@ -132,6 +137,10 @@ impl From<Rejection> for ApiError {
                 e.with("booking_id", booking_id.to_string())
             }
             Rejection::CancellationClosed { closed_at_ms } => e.with("closed_at_ms", closed_at_ms),
+            Rejection::NoQueue { event_id } => e.with("event_id", event_id),
+            Rejection::QueueNotOpen { opens_at_ms } => e.with("opens_at_ms", opens_at_ms),
+            Rejection::QueueFull { max } => e.with("max", max),
+            Rejection::QueueAdmissionRequired { reason } => e.with("reason", reason),
             Rejection::NotBookingOwner => {
                 ApiError::new(ProblemCode::UnknownBooking, "unknown booking")
             }
@@ -139,7 +148,8 @@ impl From<Rejection> for ApiError {
             | Rejection::HoldReleased
             | Rejection::InvalidInput { .. }
             | Rejection::IdempotencyKeyReused
-            | Rejection::BookingCancelled => e,
+            | Rejection::BookingCancelled
+            | Rejection::QueueClosed => e,
         }
     }
 }

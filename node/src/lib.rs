@@ -30,6 +30,7 @@ pub mod local_cluster;
 pub mod node;
 pub mod payments;
 pub mod proposer;
+pub mod queue;
 pub mod rate_limits;
 pub mod search;
 

@@ -201,6 +201,7 @@ fn seat_change(index: u64, outcome: &Outcome) -> Option<SeatChange> {
             | PaymentEffect::Unchanged { .. },
         )
         | Effect::Webhooks(_)
+        | Effect::Queue(_)
         | Effect::Released { .. }
         | Effect::Nothing
         | Effect::VenueCreated { .. }
@@ -417,7 +418,7 @@ impl Feed {
 
 /// One SSE frame: `event:`, `id:` if any, and the value as one `data:` line
 /// (compact JSON has no raw newline).
-fn sse_json<T: Serialize>(kind: StreamEventKind, id: Option<u64>, value: &T) -> Bytes {
+pub(crate) fn sse_json<T: Serialize>(kind: StreamEventKind, id: Option<u64>, value: &T) -> Bytes {
     use std::io::Write;
     let mut out = Vec::with_capacity(256);
     let _ = write!(out, "event: {}\n", kind.as_str());
@@ -472,7 +473,7 @@ pub fn stream(
     send_timeout: Duration,
     queue_max: usize,
 ) -> axum::response::Response {
-    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Bytes>(queue_max.max(1));
+    let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Bytes>(queue_max.max(1));
     // Queues an event for the consumer; false when it is gone or has taken nothing
     // for `send_timeout` (stalled: drop it rather than hold its slot and memory).
     let send = move |tx: tokio::sync::mpsc::Sender<Bytes>, e: Bytes| async move {
@@ -611,6 +612,14 @@ pub fn stream(
     });
     // The body: the queued frames, and a keep-alive comment after KEEP_ALIVE
     // without one (so proxies and clients can tell a quiet stream from a dead one).
+    sse_response(out_rx)
+}
+
+/// The SSE answer that sends what `out_rx` receives, with a keep-alive comment
+/// whenever the stream has been quiet for `KEEP_ALIVE`.
+pub(crate) fn sse_response(
+    mut out_rx: tokio::sync::mpsc::Receiver<Bytes>,
+) -> axum::response::Response {
     let mut idle = Box::pin(tokio::time::sleep(KEEP_ALIVE));
     let body = futures::stream::poll_fn(move |cx| {
         use std::future::Future;

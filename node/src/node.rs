@@ -177,6 +177,7 @@ impl Node {
         }
         tokio::spawn(ticker(Arc::downgrade(&node)));
         tokio::spawn(clock_prober(Arc::downgrade(&node)));
+        tokio::spawn(crate::queue::ticker(Arc::downgrade(&node)));
         if let Some(p) = payments {
             tokio::spawn(crate::payments::worker::run(
                 Arc::downgrade(&node),
@@ -363,7 +364,7 @@ impl Node {
         timeout: Duration,
     ) -> Result<Outcome, ProposeError> {
         let proposer = self.proposer(group)?;
-        if let Command::Hold(h) = &command {
+        if let Command::Hold(h) | Command::AdmittedHold { hold: h, .. } = &command {
             self.hold_churn.check(h.event_id, &h.user).map_err(|wait| {
                 ProposeError::RateLimited {
                     limit: "rate_limits.user_event_holds".into(),
@@ -544,6 +545,8 @@ impl Node {
             || matches!(
                 command,
                 Command::CreateInventory(_)
+                    | Command::JoinQueue { .. }
+                    | Command::AdmitQueue { .. }
                     | Command::PaymentSucceeded(_)
                     | Command::PaymentFailed(_)
                     | Command::RefundUpdate { .. }
@@ -933,6 +936,7 @@ async fn invalidate_event_cache(
                     | Effect::InventoriesCreated { .. }
                     | Effect::Payment(_)
                     | Effect::Webhooks(_)
+                    | Effect::Queue(_)
                     | Effect::Batch(_),
                 )
                 | Err(_) => {}

@@ -71,8 +71,11 @@ pub struct RateLimitSettings {
     pub address_reads: Rate,
     /// Searches from one client address.
     pub address_searches: Rate,
-    /// Live seat-map streams opened from one client address.
+    /// Live streams (seat maps, queue positions) opened from one client address.
     pub address_streams: Rate,
+    /// Joins of waiting rooms from one client address (each is one place for
+    /// one account; a bot farm behind one address gets few).
+    pub address_queue_joins: Rate,
     /// Holds one user may ask for on one event, counted by the shard's leader
     /// (whichever node took the request): a user who holds and releases, or
     /// lets holds expire, over and over would otherwise keep seats from
@@ -106,6 +109,7 @@ impl Default for RateLimitSettings {
             address_reads: Rate::new(2000, 4000),
             address_searches: Rate::new(100, 200),
             address_streams: Rate::new(10, 40),
+            address_queue_joins: Rate::new(5, 20),
             user_event_holds: Window {
                 max: 12,
                 window_s: 600,
@@ -121,7 +125,7 @@ impl Default for RateLimitSettings {
 
 impl RateLimitSettings {
     /// Every limit with its setting's name.
-    pub fn named(&self) -> [(&'static str, Rate); 7] {
+    pub fn named(&self) -> [(&'static str, Rate); 8] {
         [
             ("rate_limits.user_writes", self.user_writes),
             (
@@ -136,6 +140,7 @@ impl RateLimitSettings {
             ("rate_limits.address_reads", self.address_reads),
             ("rate_limits.address_searches", self.address_searches),
             ("rate_limits.address_streams", self.address_streams),
+            ("rate_limits.address_queue_joins", self.address_queue_joins),
         ]
     }
 }
@@ -151,8 +156,10 @@ pub enum RequestClass {
     Read,
     /// `/v1/search`.
     Search,
-    /// Opening a live seat-map stream.
+    /// Opening a live stream (seat map, queue position).
     Stream,
+    /// Joining an event's waiting room.
+    QueueJoin,
     /// Admin API, health and readiness: not limited here (the admin API has its
     /// own credential; probes must always answer).
     Unlimited,
@@ -173,8 +180,11 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> RequestClas
     if path == "/v1/payments/webhook" {
         return RequestClass::Unlimited;
     }
-    if path.ends_with("/seats/stream") {
+    if path.ends_with("/seats/stream") || path.ends_with("/queue/me/stream") {
         return RequestClass::Stream;
+    }
+    if method == Method::POST && path.starts_with("/v1/events/") && path.ends_with("/queue") {
+        return RequestClass::QueueJoin;
     }
     if method != Method::GET && method != Method::HEAD {
         return RequestClass::Write;
@@ -351,6 +361,7 @@ pub struct RateLimits {
     address_reads: Option<Limit<IpAddr>>,
     address_searches: Option<Limit<IpAddr>>,
     address_streams: Option<Limit<IpAddr>>,
+    address_queue_joins: Option<Limit<IpAddr>>,
     checks: AtomicU64,
 }
 
@@ -377,6 +388,10 @@ impl RateLimits {
             address_reads: Limit::new("rate_limits.address_reads", s.address_reads),
             address_searches: Limit::new("rate_limits.address_searches", s.address_searches),
             address_streams: Limit::new("rate_limits.address_streams", s.address_streams),
+            address_queue_joins: Limit::new(
+                "rate_limits.address_queue_joins",
+                s.address_queue_joins,
+            ),
             checks: AtomicU64::new(0),
         }
     }
@@ -384,7 +399,7 @@ impl RateLimits {
     /// Counts one request of `class` by `user`.
     pub fn check_user(&self, class: RequestClass, user: &str) -> Result<(), ApiError> {
         let limit = match class {
-            RequestClass::Write => &self.user_writes,
+            RequestClass::Write | RequestClass::QueueJoin => &self.user_writes,
             RequestClass::LinearizableRead => &self.user_linearizable_reads,
             _ => &None,
         };
@@ -406,6 +421,7 @@ impl RateLimits {
             RequestClass::Read => &self.address_reads,
             RequestClass::Search => &self.address_searches,
             RequestClass::Stream => &self.address_streams,
+            RequestClass::QueueJoin => &self.address_queue_joins,
             RequestClass::Unlimited => &None,
         };
         match limit {
@@ -519,6 +535,18 @@ mod tests {
             RequestClass::Unlimited
         );
         assert_eq!(c(Method::GET, "/readyz", None), RequestClass::Unlimited);
+        assert_eq!(
+            c(Method::POST, "/v1/events/7/queue", None),
+            RequestClass::QueueJoin
+        );
+        assert_eq!(
+            c(Method::GET, "/v1/events/7/queue/me/stream", None),
+            RequestClass::Stream
+        );
+        assert_eq!(
+            c(Method::GET, "/v1/events/7/queue/me", None),
+            RequestClass::Read
+        );
     }
 
     #[test]

@@ -109,6 +109,13 @@ pub mod table {
     pub const DELIVERY_DUE: u8 = 0x4B;
     /// What the shard's payments came to (one record).
     pub const PAYMENT_COUNTS: u8 = 0x4C;
+    /// From feature level 3: an event's waiting room, by event.
+    pub const QUEUE: u8 = 0x50;
+    /// A user's place in an event's queue, by (event, user).
+    pub const QUEUE_JOIN: u8 = 0x51;
+    /// The users one tick admitted, by (event, last position admitted): a
+    /// forward seek from a position finds the batch that admitted it.
+    pub const QUEUE_BATCH: u8 = 0x52;
 }
 
 /// Builds keys by appending parts.

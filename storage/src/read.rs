@@ -493,6 +493,46 @@ impl ReadTx<'_> {
         .unwrap_or_default()
     }
 
+    /// An event's queue.
+    pub fn queue(&self, event_id: u64) -> Option<Queue> {
+        get(&self.view, &machine::queue::queue_key(self.group, event_id))
+    }
+
+    /// Every event of this shard with a queue, and the queue (in event order).
+    pub fn queues(&self) -> Vec<(u64, Queue)> {
+        let prefix = Key::sm(self.group, table::QUEUE).build();
+        let mut out = Vec::new();
+        self.view.scan(&prefix, &prefix, &mut |k, v| {
+            let id = u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8-byte event id"));
+            out.push((id, codec::decode(v).expect("corrupt queue record")));
+            true
+        });
+        out
+    }
+
+    /// A user's place in an event's queue, and where they stand (judged at
+    /// this read's time).
+    pub fn queue_place(
+        &self,
+        event_id: u64,
+        q: &Queue,
+        user: &str,
+    ) -> Option<(QueueJoin, machine::queue::Standing)> {
+        let join: QueueJoin = get(
+            &self.view,
+            &machine::queue::join_key(self.group, event_id, user),
+        )?;
+        let standing = machine::queue::standing(
+            &self.view,
+            self.group,
+            event_id,
+            q,
+            &join,
+            self.freshness.as_of_ms,
+        );
+        Some((join, standing))
+    }
+
     /// The site's webhook endpoints, by name.
     pub fn webhook_endpoints(&self) -> Vec<(String, WebhookEndpoint)> {
         machine::outbox::endpoints(&self.view, self.group)

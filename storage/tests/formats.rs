@@ -318,6 +318,40 @@ fn commands() -> Vec<(&'static str, Command)> {
             },
         ),
         (
+            "set_queue",
+            Command::SetQueue {
+                event_id: 5,
+                spec: queue_spec(),
+                seed: 0x0123_4567_89ab_cdef,
+            },
+        ),
+        (
+            "queue_control",
+            Command::QueueControl {
+                event_id: 5,
+                action: QueueAction::Pause,
+            },
+        ),
+        (
+            "join_queue",
+            Command::JoinQueue {
+                event_id: 5,
+                user: "alice".into(),
+            },
+        ),
+        ("admit_queue", Command::AdmitQueue { event_id: 5 }),
+        (
+            "admitted_hold",
+            Command::AdmittedHold {
+                hold: HoldRequest {
+                    event_id: 5,
+                    user: "alice".into(),
+                    selection: Selection::Quantity(2),
+                },
+                ticket: 41,
+            },
+        ),
+        (
             "refund_update",
             Command::RefundUpdate {
                 payment_id: "pi_3MtwBwLkdIwHu7ix28a3tqPa".into(),
@@ -346,6 +380,17 @@ fn commands() -> Vec<(&'static str, Command)> {
             ]),
         ),
     ]
+}
+
+fn queue_spec() -> QueueSpec {
+    QueueSpec {
+        prequeue_opens_at_ms: 1_767_000_000_000,
+        sale_starts_at_ms: 1_767_003_600_000,
+        admit_per_minute: 600,
+        active_max: 2000,
+        session_ttl_ms: 600_000,
+        order: QueueOrder::RandomPrequeue,
+    }
 }
 
 fn granted() -> GrantedHold {
@@ -529,6 +574,50 @@ fn results() -> Vec<(&'static str, Result<Effect, Rejection>)> {
             "cancellation_closed",
             Err(Rejection::CancellationClosed {
                 closed_at_ms: 1_767_900_000_000,
+            }),
+        ),
+        (
+            "queue_configured",
+            Ok(Effect::Queue(QueueEffect::Configured { event_id: 5 })),
+        ),
+        (
+            "queue_controlled",
+            Ok(Effect::Queue(QueueEffect::Controlled {
+                event_id: 5,
+                status: QueueStatus::Paused,
+            })),
+        ),
+        (
+            "queue_joined",
+            Ok(Effect::Queue(QueueEffect::Joined {
+                event_id: 5,
+                ticket: 41,
+                joined_at_ms: 1_767_000_000_000,
+                new: true,
+            })),
+        ),
+        (
+            "queue_ticked",
+            Ok(Effect::Queue(QueueEffect::Ticked {
+                event_id: 5,
+                watermark: 120,
+                admitted: 10,
+                expired: 3,
+            })),
+        ),
+        ("no_queue", Err(Rejection::NoQueue { event_id: 5 })),
+        (
+            "queue_not_open",
+            Err(Rejection::QueueNotOpen {
+                opens_at_ms: 1_767_000_000_000,
+            }),
+        ),
+        ("queue_closed", Err(Rejection::QueueClosed)),
+        ("queue_full", Err(Rejection::QueueFull { max: 100_000_000 })),
+        (
+            "queue_admission_required",
+            Err(Rejection::QueueAdmissionRequired {
+                reason: "no admission was given".into(),
             }),
         ),
     ]
@@ -857,6 +946,43 @@ fn every_record_written_by_the_first_releases_decodes_to_its_value() {
             cancel_cutoff_s: Some(172_800),
         },
     ));
+    c(check(
+        &g,
+        "queue",
+        Queue {
+            spec: queue_spec(),
+            seed: 0x0123_4567_89ab_cdef,
+            status: QueueStatus::Running,
+            joined: 5000,
+            prequeue: Some(4000),
+            watermark: 120,
+            active: 100,
+            credit: 30_000,
+            last_tick_ms: 1_767_003_700_000,
+            expired_through: 10,
+            finished: 8,
+            no_shows: 2,
+            rate_samples: vec![(1_767_003_640_000, 20), (1_767_003_700_000, 120)],
+        },
+    ));
+    c(check(
+        &g,
+        "queue_join",
+        QueueJoin {
+            ticket: 41,
+            joined_at_ms: 1_767_000_000_000,
+            finished_at_ms: Some(1_767_003_900_000),
+        },
+    ));
+    c(check(
+        &g,
+        "admission_batch",
+        AdmissionBatch {
+            first: 111,
+            admitted_at_ms: 1_767_003_700_000,
+            finished: 4,
+        },
+    ));
     c(check(&g, "vote", Vote::new(3, 2)));
     c(check(&g, "vote.committed", Vote::new_committed(3, 2)));
     c(check(&g, "log_id", lid(3, 2, 40)));
@@ -907,6 +1033,11 @@ fn command_variant(c: &Command) -> usize {
         Command::DeliveryReport(_) => 19,
         Command::ReplayDelivery { .. } => 20,
         Command::SetEventPayments { .. } => 21,
+        Command::SetQueue { .. } => 22,
+        Command::QueueControl { .. } => 23,
+        Command::JoinQueue { .. } => 24,
+        Command::AdmitQueue { .. } => 25,
+        Command::AdmittedHold { .. } => 26,
     }
 }
 
@@ -927,6 +1058,7 @@ fn effect_variant(e: &Effect) -> usize {
         Effect::Batch(_) => 11,
         Effect::Payment(_) => 12,
         Effect::Webhooks(_) => 13,
+        Effect::Queue(_) => 14,
     }
 }
 
@@ -953,13 +1085,18 @@ fn rejection_variant(r: &Rejection) -> usize {
         Rejection::NotBookingOwner => 17,
         Rejection::BookingCancelled => 18,
         Rejection::CancellationClosed { .. } => 19,
+        Rejection::NoQueue { .. } => 20,
+        Rejection::QueueNotOpen { .. } => 21,
+        Rejection::QueueClosed => 22,
+        Rejection::QueueFull { .. } => 23,
+        Rejection::QueueAdmissionRequired { .. } => 24,
     }
 }
 
 /// Variants of each enum, as numbered above.
-const COMMANDS: usize = 22;
-const EFFECTS: usize = 14;
-const REJECTIONS: usize = 20;
+const COMMANDS: usize = 27;
+const EFFECTS: usize = 15;
+const REJECTIONS: usize = 25;
 
 #[test]
 fn every_variant_has_golden_bytes() {

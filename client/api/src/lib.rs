@@ -22,6 +22,7 @@ pub mod admin;
 pub mod common;
 pub mod problem;
 pub mod public;
+pub mod queue;
 pub mod signature;
 pub mod stream;
 
@@ -29,6 +30,7 @@ pub use admin::*;
 pub use common::*;
 pub use problem::{Problem, ProblemCode};
 pub use public::*;
+pub use queue::*;
 pub use stream::*;
 
 /// Header carrying a write's idempotency key.

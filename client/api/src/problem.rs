@@ -97,6 +97,17 @@ problem_codes! {
     BookingCancelled = ("booking_cancelled", 409, false),
     /// The event's cancellation cutoff has passed (`closed_at_ms`).
     CancellationClosed = ("cancellation_closed", 409, false),
+    /// The event has no waiting room (`event_id`).
+    NoQueue = ("no_queue", 404, false),
+    /// The queue takes joins from a later time (`opens_at_ms`).
+    QueueNotOpen = ("queue_not_open", 409, false),
+    /// The queue takes no more joins.
+    QueueClosed = ("queue_closed", 409, false),
+    /// The queue has handed out as many places as a queue may (`max`).
+    QueueFull = ("queue_full", 409, false),
+    /// The event's queue is on: a hold needs the admission of an open session
+    /// (`Boxoffice-Admission` header; `reason` says what is missing).
+    QueueAdmissionRequired = ("queue_admission_required", 403, false),
     // ---- refusals by the API (definite: nothing was proposed) ----
     /// A parameter or body field is invalid (`parameter` names it).
     InvalidParameter = ("invalid_parameter", 400, false),

@@ -23,6 +23,8 @@ pub enum StreamEventKind {
     Reset,
     /// [`StreamError`]: the stream cannot go on (the event is unknown).
     Error,
+    /// [`crate::QueuePlace`]: the user's place in a queue (the queue stream's only kind).
+    Place,
 }
 
 impl StreamEventKind {
@@ -33,6 +35,7 @@ impl StreamEventKind {
         StreamEventKind::Expired,
         StreamEventKind::Reset,
         StreamEventKind::Error,
+        StreamEventKind::Place,
     ];
 
     /// The SSE `event:` name.
@@ -43,6 +46,7 @@ impl StreamEventKind {
             StreamEventKind::Expired => "expired",
             StreamEventKind::Reset => "reset",
             StreamEventKind::Error => "error",
+            StreamEventKind::Place => "place",
         }
     }
 

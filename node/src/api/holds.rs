@@ -110,11 +110,15 @@ async fn create_hold(
         client_id: user.sub.clone(),
         idempotency_key: key,
     };
-    let command = Command::Hold(HoldRequest {
+    let hold = HoldRequest {
         event_id: body.event_id,
         user: user.sub,
         selection,
-    });
+    };
+    let command = match admission(&state, group, &headers, &hold)? {
+        Some(ticket) => Command::AdmittedHold { hold, ticket },
+        None => Command::Hold(hold),
+    };
     let (effect, outcome) = write(&state, group, session, command).await?;
     match &effect {
         Effect::Held(h) => Ok((
@@ -124,6 +128,55 @@ async fn create_hold(
         )),
         other => Err(unexpected("hold", other)),
     }
+}
+
+/// The queue ticket of the hold's admission (`Boxoffice-Admission`), verified
+/// here so that forged and stale admissions never reach the log. Without one,
+/// a hold on an event whose queue is on (as this replica has it) is refused
+/// here too; the shard's state machine decides in the end either way.
+fn admission(
+    state: &AppState,
+    group: GroupId,
+    headers: &HeaderMap,
+    hold: &HoldRequest,
+) -> ApiResult<Option<u64>> {
+    let refuse = |reason: String| {
+        ApiError::new(
+            ProblemCode::QueueAdmissionRequired,
+            format!("a hold on this event needs an admission from its queue: {reason}"),
+        )
+        .with("reason", reason)
+        .with("event_id", hold.event_id)
+    };
+    let Some(raw) = headers.get(boxoffice_api::ADMISSION_HEADER) else {
+        let queued = state.node.stores(group).is_some_and(|st| {
+            st.reader
+                .begin_applied()
+                .queue(hold.event_id)
+                .is_some_and(|q| q.status != boxoffice_raft::command::QueueStatus::Open)
+        });
+        if queued {
+            return Err(refuse(format!(
+                "join the queue (POST /v1/events/{}/queue) and send the admission_token you get once admitted in the {} header",
+                hold.event_id,
+                boxoffice_api::ADMISSION_HEADER
+            )));
+        }
+        return Ok(None);
+    };
+    let token = raw
+        .to_str()
+        .map_err(|_| refuse("the admission header is not text".into()))?;
+    state
+        .admissions
+        .verify(
+            token.trim(),
+            hold.event_id,
+            &hold.user,
+            crate::node::now_ms(),
+        )
+        .map(Some)
+        .map_err(|e| refuse(e.to_string()))
 }
 
 async fn confirm_hold(

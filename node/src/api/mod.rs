@@ -21,6 +21,7 @@ pub mod events;
 pub mod holds;
 pub mod internal;
 pub mod payments;
+pub mod queue;
 pub mod search;
 pub mod seats;
 pub mod streams;
@@ -48,6 +49,7 @@ pub fn public_routes() -> Router<AppState> {
         .merge(payments::routes())
         .merge(search::routes())
         .merge(streams::routes())
+        .merge(queue::routes())
         .merge(cluster::health_routes())
 }
 
@@ -58,6 +60,7 @@ pub fn admin_routes() -> Router<AppState> {
         .merge(catalogue::routes())
         .merge(payments::admin_routes())
         .merge(webhooks::routes())
+        .merge(queue::admin_routes())
 }
 
 /// The idempotency key of a request, if it sent one; a malformed one is a 400.

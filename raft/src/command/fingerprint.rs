@@ -93,18 +93,7 @@ impl Feed for Command {
             }
             Command::Hold(req) => {
                 f.variant(4);
-                f.put(&req.event_id);
-                f.put(&req.user);
-                match &req.selection {
-                    Selection::Seats(seats) => {
-                        f.variant(0);
-                        f.put(seats);
-                    }
-                    Selection::Quantity(q) => {
-                        f.variant(1);
-                        f.put(q);
-                    }
-                }
+                req.feed(f);
             }
             Command::Confirm {
                 hold_id,
@@ -230,6 +219,65 @@ impl Feed for Command {
                 f.put(&settings.payment_grace_s);
                 f.put(&settings.payment_hold_max_s);
                 f.put(&settings.cancel_cutoff_s);
+            }
+            Command::SetQueue {
+                event_id,
+                spec,
+                seed,
+            } => {
+                f.variant(22);
+                f.put(event_id);
+                f.put(&spec.prequeue_opens_at_ms);
+                f.put(&spec.sale_starts_at_ms);
+                f.put(&spec.admit_per_minute);
+                f.put(&spec.active_max);
+                f.put(&spec.session_ttl_ms);
+                f.variant(match spec.order {
+                    QueueOrder::RandomPrequeue => 0,
+                    QueueOrder::Fifo => 1,
+                });
+                f.put(seed);
+            }
+            Command::QueueControl { event_id, action } => {
+                f.variant(23);
+                f.put(event_id);
+                f.variant(match action {
+                    QueueAction::Pause => 0,
+                    QueueAction::Resume => 1,
+                    QueueAction::Close => 2,
+                    QueueAction::Open => 3,
+                });
+            }
+            Command::JoinQueue { event_id, user } => {
+                f.variant(24);
+                f.put(event_id);
+                f.put(user);
+            }
+            Command::AdmitQueue { event_id } => {
+                f.variant(25);
+                f.put(event_id);
+            }
+            Command::AdmittedHold { hold, ticket } => {
+                f.variant(26);
+                hold.feed(f);
+                f.put(ticket);
+            }
+        }
+    }
+}
+
+impl Feed for HoldRequest {
+    fn feed(&self, f: &mut Fingerprint) {
+        f.put(&self.event_id);
+        f.put(&self.user);
+        match &self.selection {
+            Selection::Seats(seats) => {
+                f.variant(0);
+                f.put(seats);
+            }
+            Selection::Quantity(q) => {
+                f.variant(1);
+                f.put(q);
             }
         }
     }

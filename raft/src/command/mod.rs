@@ -10,12 +10,14 @@ mod fingerprint;
 mod ids;
 mod outcome;
 mod payments;
+mod queue;
 mod spec;
 
 pub use fingerprint::{fingerprint, Fingerprint};
 pub use ids::{BookingId, HoldId};
 pub use outcome::*;
 pub use payments::*;
+pub use queue::*;
 pub use spec::*;
 
 use serde::{Deserialize, Serialize};
@@ -84,7 +86,10 @@ pub const BATCH_REQUESTS_MAX: usize = 1000;
 ///   cancellation and refunds ([`Command::Checkout`] to
 ///   [`Command::RefundUpdate`]); below it they are refused with
 ///   [`Rejection::FeatureNotEnabled`].
-pub const FEATURE_LEVEL_MAX: u32 = 2;
+/// - **3**: the virtual waiting room ([`Command::SetQueue`] to
+///   [`Command::AdmittedHold`]); below it they are refused with
+///   [`Rejection::FeatureNotEnabled`], and no hold needs an admission.
+pub const FEATURE_LEVEL_MAX: u32 = 3;
 /// The feature level payments need.
 pub const FEATURE_LEVEL_PAYMENTS: u32 = 2;
 
@@ -226,6 +231,46 @@ pub enum Command {
         /// The settings.
         settings: EventPayments,
     },
+    /// Inventory (level 3): create or change an event's waiting room. The
+    /// sale's start and the order may change only until the sale starts.
+    SetQueue {
+        /// The event.
+        event_id: u64,
+        /// How it runs.
+        spec: QueueSpec,
+        /// Shuffles the pre-queue (drawn by the node that proposes; only the
+        /// first configuration's is kept, and it is never shown).
+        seed: u64,
+    },
+    /// Inventory (level 3): pause, resume, close or open an event's queue.
+    QueueControl {
+        /// The event.
+        event_id: u64,
+        /// What to do.
+        action: QueueAction,
+    },
+    /// Inventory (level 3): a user takes a place in an event's queue, or is
+    /// told the one they hold. Proposed without a session: it is idempotent.
+    JoinQueue {
+        /// The event.
+        event_id: u64,
+        /// The authenticated user.
+        user: String,
+    },
+    /// Inventory (level 3): the shard leader's tick of an event's queue: ends
+    /// the sessions whose time is up and admits users at the queue's rate.
+    AdmitQueue {
+        /// The event.
+        event_id: u64,
+    },
+    /// Inventory (level 3): a hold by an admitted user; while the event's
+    /// queue is on, a plain [`Command::Hold`] is refused.
+    AdmittedHold {
+        /// The hold.
+        hold: HoldRequest,
+        /// The queue ticket the user's admission names.
+        ticket: u64,
+    },
 }
 
 /// Fields of an event that may change after creation; `None` leaves one as is.
@@ -277,6 +322,11 @@ impl Command {
             Command::DeliveryReport(_) => "delivery_report",
             Command::ReplayDelivery { .. } => "replay_delivery",
             Command::SetEventPayments { .. } => "set_event_payments",
+            Command::SetQueue { .. } => "set_queue",
+            Command::QueueControl { .. } => "queue_control",
+            Command::JoinQueue { .. } => "join_queue",
+            Command::AdmitQueue { .. } => "admit_queue",
+            Command::AdmittedHold { .. } => "admitted_hold",
         }
     }
 
@@ -294,7 +344,9 @@ impl Command {
             | Command::PaymentFailed(_)
             | Command::CancelBooking { .. } => BatchRank::FreesSeats,
             // A payment that succeeds after its hold expired takes its seats again.
-            Command::Hold(_) | Command::PaymentSucceeded(_) => BatchRank::TakesSeats,
+            Command::Hold(_) | Command::PaymentSucceeded(_) | Command::AdmittedHold { .. } => {
+                BatchRank::TakesSeats
+            }
             Command::CreateVenue(_)
             | Command::CreatePerformer(_)
             | Command::CreateEvent(_)
@@ -310,7 +362,11 @@ impl Command {
             | Command::SetWebhookEndpoint(_)
             | Command::DeliveryReport(_)
             | Command::ReplayDelivery { .. }
-            | Command::SetEventPayments { .. } => BatchRank::Other,
+            | Command::SetEventPayments { .. }
+            | Command::SetQueue { .. }
+            | Command::QueueControl { .. }
+            | Command::JoinQueue { .. }
+            | Command::AdmitQueue { .. } => BatchRank::Other,
         }
     }
 
@@ -328,6 +384,11 @@ impl Command {
             Command::Confirm { user, .. } | Command::Release { user, .. } => Some(user),
             Command::Checkout(c) => Some(&c.user),
             Command::CancelBooking { user, .. } => user.as_deref(),
+            Command::JoinQueue { user, .. } => Some(user),
+            Command::AdmittedHold { hold, .. } => Some(&hold.user),
+            Command::SetQueue { .. }
+            | Command::QueueControl { .. }
+            | Command::AdmitQueue { .. } => None,
             Command::PaymentSucceeded(_)
             | Command::PaymentFailed(_)
             | Command::RefundUpdate { .. }
@@ -373,7 +434,12 @@ impl Command {
             | Command::RefundUpdate { .. }
             | Command::SetWebhookEndpoint(_)
             | Command::DeliveryReport(_)
-            | Command::ReplayDelivery { .. } => false,
+            | Command::ReplayDelivery { .. }
+            | Command::SetQueue { .. }
+            | Command::QueueControl { .. }
+            | Command::JoinQueue { .. }
+            | Command::AdmitQueue { .. }
+            | Command::AdmittedHold { .. } => false,
         }
     }
 
@@ -390,6 +456,11 @@ impl Command {
             | Command::DeliveryReport(_)
             | Command::ReplayDelivery { .. }
             | Command::SetEventPayments { .. } => FEATURE_LEVEL_PAYMENTS,
+            Command::SetQueue { .. }
+            | Command::QueueControl { .. }
+            | Command::JoinQueue { .. }
+            | Command::AdmitQueue { .. }
+            | Command::AdmittedHold { .. } => FEATURE_LEVEL_QUEUE,
             Command::CreateVenue(_)
             | Command::CreatePerformer(_)
             | Command::CreateEvent(_)

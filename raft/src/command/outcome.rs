@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{BookingId, HoldId, InventorySpec, PaymentEffect, WebhookEffect};
+use super::{BookingId, HoldId, InventorySpec, PaymentEffect, QueueEffect, WebhookEffect};
 
 /// Result of applying one entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -92,6 +92,8 @@ pub enum Effect {
     Payment(PaymentEffect),
     /// What a webhook command did (feature level 2).
     Webhooks(WebhookEffect),
+    /// What a waiting-room command did (feature level 3).
+    Queue(QueueEffect),
 }
 
 /// One event of a `CreateEvents` batch.
@@ -265,5 +267,32 @@ pub enum Rejection {
     CancellationClosed {
         /// The cutoff (state-machine time).
         closed_at_ms: u64,
+    },
+    /// The event has no waiting room.
+    #[error("event {event_id} has no queue")]
+    NoQueue {
+        /// The event.
+        event_id: u64,
+    },
+    /// The queue takes joins from a later time.
+    #[error("the queue opens at {opens_at_ms}")]
+    QueueNotOpen {
+        /// When it opens (ms since the Unix epoch).
+        opens_at_ms: u64,
+    },
+    /// The queue takes no more joins.
+    #[error("the queue is closed")]
+    QueueClosed,
+    /// The queue has handed out as many places as a queue may.
+    #[error("the queue is full ({max} places)")]
+    QueueFull {
+        /// The bound.
+        max: u64,
+    },
+    /// The event's queue is on and this hold has no admitted, live session.
+    #[error("a hold on this event needs an admission from its queue: {reason}")]
+    QueueAdmissionRequired {
+        /// Why the admission given (if any) does not do.
+        reason: String,
     },
 }

@@ -24,12 +24,14 @@ pub(super) fn hold(
     meta: &mut SmMeta,
     time: u64,
     req: &HoldRequest,
+    admission: Option<u64>,
 ) -> Result<Effect, Rejection> {
     validate_user(&req.user)?;
     let mut inv: Inventory =
         load_inventory(kv, group, req.event_id).ok_or(Rejection::UnknownEvent {
             event_id: req.event_id,
         })?;
+    super::queue::check_hold(kv, group, time, req.event_id, &req.user, admission)?;
     // Check the request's shape.
     let requested = match &req.selection {
         Selection::Seats(seats) => {
@@ -353,6 +355,7 @@ pub(super) fn write_booking(
         Key::sm(group, table::BOOKING).u64(booking_seq).build(),
         &booking,
     );
+    super::queue::session_finished(kv, group, time, hold.event_id, &hold.user);
     kv.put(
         Key::sm(group, table::USER_BOOKING)
             .str(&hold.user)

@@ -23,6 +23,8 @@
 //!   and refunds (feature level 2).
 //! - [`outbox`]: the site's webhook endpoints, the events for them and their
 //!   deliveries (feature level 2).
+//! - [`queue`]: the virtual waiting room: joins, the leader's admission
+//!   ticks, and the admission a hold needs while a queue is on (feature level 3).
 
 use boxoffice_raft::codec;
 use boxoffice_raft::command::*;
@@ -40,6 +42,7 @@ mod holds;
 pub(crate) mod inventory;
 pub(crate) mod outbox;
 pub(crate) mod payments;
+pub mod queue;
 mod sessions;
 
 pub use features::read_features;
@@ -235,7 +238,10 @@ pub(super) fn execute(
                 event_ids: specs.iter().map(|s| s.event_id).collect(),
             })
         }
-        Command::Hold(req) => holds::hold(kv, group, meta, time, req),
+        Command::Hold(req) => holds::hold(kv, group, meta, time, req, None),
+        Command::AdmittedHold { hold, ticket } => {
+            holds::hold(kv, group, meta, time, hold, Some(*ticket))
+        }
         Command::Confirm {
             hold_id,
             user,
@@ -282,5 +288,15 @@ pub(super) fn execute(
         Command::SetEventPayments { event_id, settings } => {
             catalogue::set_event_payments(kv, group, *event_id, settings)
         }
+        Command::SetQueue {
+            event_id,
+            spec,
+            seed,
+        } => queue::set_queue(kv, group, time, *event_id, spec, *seed),
+        Command::QueueControl { event_id, action } => {
+            queue::control(kv, group, time, *event_id, *action)
+        }
+        Command::JoinQueue { event_id, user } => queue::join(kv, group, time, *event_id, user),
+        Command::AdmitQueue { event_id } => queue::tick(kv, group, time, *event_id),
     }
 }

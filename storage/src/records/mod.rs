@@ -17,12 +17,15 @@
 //!   deliveries (feature level 2).
 //! - [`payments`]: a hold's payment with the provider, refunds, cancelled
 //!   bookings and the provider events already applied (feature level 2).
+//! - [`queue`]: an event's waiting room, its places and admissions (feature
+//!   level 3).
 
 pub mod catalogue;
 pub mod inventory;
 pub mod meta;
 pub mod outbox;
 pub mod payments;
+pub mod queue;
 pub mod sessions;
 
 pub use catalogue::*;
@@ -30,6 +33,7 @@ pub use inventory::*;
 pub use meta::*;
 pub use outbox::*;
 pub use payments::*;
+pub use queue::*;
 pub use sessions::*;
 
 use boxoffice_raft::codec::Versioned;
@@ -70,6 +74,9 @@ pub fn check_record(table: u8, value: &[u8]) -> Result<(), String> {
         table::OUTBOX_SEQ => check::<OutboxSeq>(value),
         table::WEBHOOK_ENDPOINT => check::<WebhookEndpoint>(value),
         table::DELIVERY => check::<Delivery>(value),
+        table::QUEUE => check::<Queue>(value),
+        table::QUEUE_JOIN => check::<QueueJoin>(value),
+        table::QUEUE_BATCH => check::<AdmissionBatch>(value),
         // Index entries: the key is everything, the value is empty.
         table::EVENT_CHANGE
         | table::USER_BOOKING
