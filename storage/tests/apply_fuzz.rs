@@ -226,9 +226,40 @@ fn payment_command() -> impl Strategy<Value = Command> {
     ]
 }
 
+fn queue_spec() -> impl Strategy<Value = QueueSpec> {
+    (
+        (small_or_any_u64(T0 + 5_000), small_or_any_u64(T0 + 20_000)),
+        (small_or_any_u32(120), small_or_any_u32(3)),
+        small_or_any_u64(QUEUE_SESSION_TTL_MS_MIN + 5_000),
+        prop_oneof![Just(QueueOrder::Fifo), Just(QueueOrder::RandomPrequeue)],
+    )
+        .prop_map(|((opens, starts), (rate, active), ttl, order)| QueueSpec {
+            prequeue_opens_at_ms: opens.min(starts),
+            sale_starts_at_ms: starts,
+            admit_per_minute: rate,
+            active_max: active,
+            session_ttl_ms: ttl,
+            order,
+        })
+}
+
+fn queue_command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        2 => (0..4u64, queue_spec(), any::<u64>()).prop_map(|(event_id, spec, seed)| Command::SetQueue { event_id, spec, seed }),
+        1 => (0..4u64, prop_oneof![Just(QueueAction::Pause), Just(QueueAction::Resume), Just(QueueAction::Close), Just(QueueAction::Open)])
+            .prop_map(|(event_id, action)| Command::QueueControl { event_id, action }),
+        4 => (0..4u64, user()).prop_map(|(event_id, user)| Command::JoinQueue { event_id, user }),
+        4 => (0..4u64).prop_map(|event_id| Command::AdmitQueue { event_id }),
+        4 => (0..4u64, user(), selection(), small_or_any_u64(4)).prop_map(|(event_id, user, selection, ticket)| {
+            Command::AdmittedHold { hold: HoldRequest { event_id, user, selection }, ticket }
+        }),
+    ]
+}
+
 fn simple_command() -> impl Strategy<Value = Command> {
     prop_oneof![
         8 => payment_command(),
+        6 => queue_command(),
         2 => ((text(), text()), coordinate(), coordinate(), layout()).prop_map(|((name, city), lat, lon, layout)| {
             Command::CreateVenue(VenueSpec { name, city, lat, lon, layout })
         }),

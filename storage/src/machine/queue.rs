@@ -22,8 +22,9 @@ use crate::records::*;
 
 /// One admitted user, in units of [`Queue::credit`] (user-ms a minute).
 const CREDIT_PER_USER: u64 = 60_000;
-/// Most admission credit a queue banks, in ms of its rate: a tick after a long
-/// gap (a leader change, a stalled leader) admits at most this much at once.
+/// Most admission credit a queue banks, in ms of its rate (and at least one
+/// user's worth): a tick after a long gap (a leader change, a stalled leader)
+/// admits at most this much at once.
 pub const QUEUE_CREDIT_MAX_MS: u64 = 5_000;
 
 /// Key of an event's queue.
@@ -192,11 +193,12 @@ fn load(kv: &dyn KvRead, group: GroupId, event_id: u64) -> Result<Queue, Rejecti
 }
 
 /// The sale starts at the first entry at or after `sale_starts_at_ms`: the
-/// pre-queue is closed with the joins it has.
+/// pre-queue is closed with the joins it has, and admission credit is earned
+/// from the start's time on.
 fn start_if_due(q: &mut Queue, time: u64) {
     if q.prequeue.is_none() && time >= q.spec.sale_starts_at_ms {
         q.prequeue = Some(q.joined);
-        q.last_tick_ms = time;
+        q.last_tick_ms = q.spec.sale_starts_at_ms;
         q.credit = 0;
     }
 }
@@ -256,6 +258,7 @@ pub(super) fn control(
     action: QueueAction,
 ) -> Result<Effect, Rejection> {
     let mut q = load(kv, group, event_id)?;
+    start_if_due(&mut q, time);
     let to = match action {
         QueueAction::Pause => QueueStatus::Paused,
         QueueAction::Resume => QueueStatus::Running,
@@ -265,7 +268,7 @@ pub(super) fn control(
     if q.status == QueueStatus::Open && to != QueueStatus::Open {
         return Err(invalid("the queue has ended (opened); it cannot run again"));
     }
-    if q.status != to {
+    if q.status != to || q.prequeue.is_some() {
         q.status = to;
         // Credit is earned only while running: nobody is owed the pause.
         q.credit = 0;
@@ -389,7 +392,8 @@ pub(super) fn tick(
     let mut admitted = 0;
     if q.status == QueueStatus::Running && q.prequeue.is_some() {
         let rate = u64::from(q.spec.admit_per_minute);
-        let cap = rate * QUEUE_CREDIT_MAX_MS;
+        // At least one user's worth, or a slow queue would never admit anyone.
+        let cap = (rate * QUEUE_CREDIT_MAX_MS).max(CREDIT_PER_USER);
         q.credit = q
             .credit
             .saturating_add(rate.saturating_mul(elapsed))
