@@ -23,6 +23,7 @@
 //!   attempt ended without an answer is reported as [`Error::OutcomeUnknown`] with
 //!   its key: it may have been applied; retry it with `*_with_key` to find out.
 
+mod queue_stream;
 mod seat_stream;
 mod types;
 
@@ -35,6 +36,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub use queue_stream::QueueStream;
 pub use seat_stream::{SeatStream, StreamEvent, STREAM_IDLE_TIMEOUT};
 pub use types::*;
 
@@ -288,6 +290,7 @@ impl Client {
         path: &str,
         body: Option<&Value>,
         key: Option<&str>,
+        headers: &[(&str, &str)],
     ) -> Attempt {
         let mut req = self
             .inner
@@ -296,6 +299,9 @@ impl Client {
             .bearer_auth(&self.inner.config.token);
         if let Some(k) = key {
             req = req.header("Idempotency-Key", k);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         if let Some(b) = body {
             req = req.json(b);
@@ -476,6 +482,18 @@ impl Client {
         key: Option<&str>,
         route: Option<Route>,
     ) -> Result<(StatusCode, Bytes), Error> {
+        self.call_with(method, path, body, key, route, &[]).await
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        key: Option<&str>,
+        route: Option<Route>,
+        headers: &[(&str, &str)],
+    ) -> Result<(StatusCode, Bytes), Error> {
         let cfg = &self.inner.config;
         let mut maybe_applied = false;
         let mut last = String::new();
@@ -493,7 +511,10 @@ impl Client {
                     (Some(i), n)
                 }
             };
-            match self.attempt(node, &method, path, body.as_ref(), key).await {
+            match self
+                .attempt(node, &method, path, body.as_ref(), key, headers)
+                .await
+            {
                 Attempt::Done(r, leader) => {
                     if let (Some(route), Ok((_, v))) = (route, &r) {
                         self.learn(route, v, leader.as_deref());
@@ -637,6 +658,85 @@ impl Client {
             Some(to_body(&NewHold::new(event_id, selection))?),
             key,
             Some(Route::Event(event_id)),
+        )
+        .await
+    }
+
+    /// Holds on an event whose waiting room is on, with the `admission_token`
+    /// the user's place showed once admitted (see [`Client::queue_place`]).
+    pub async fn hold_admitted(
+        &self,
+        event_id: u64,
+        selection: Selection,
+        admission_token: &str,
+    ) -> Result<Hold, Error> {
+        let (_, answer) = self
+            .call_with(
+                Method::POST,
+                "/v1/holds",
+                Some(to_body(&NewHold::new(event_id, selection))?),
+                Some(&Self::new_idempotency_key()),
+                Some(Route::Event(event_id)),
+                &[(boxoffice_api::ADMISSION_HEADER, admission_token)],
+            )
+            .await?;
+        decode(&answer)
+    }
+
+    /// Joins an event's waiting room (or is told the place already held: a
+    /// join never moves anyone), and answers the place.
+    pub async fn join_queue(&self, event_id: u64) -> Result<QueuePlace, Error> {
+        // Idempotent by itself: retried without a key.
+        let (_, answer) = self
+            .call_routed(
+                Method::POST,
+                &format!("/v1/events/{event_id}/queue"),
+                None,
+                None,
+                Some(Route::Event(event_id)),
+            )
+            .await?;
+        decode(&answer)
+    }
+
+    /// The caller's place in an event's queue, as the answering replica has it
+    /// (with the `admission_token` once admitted).
+    pub async fn queue_place(&self, event_id: u64) -> Result<QueuePlace, Error> {
+        self.get(&format!("/v1/events/{event_id}/queue/me")).await
+    }
+
+    /// Sets an event's waiting room up, or changes it (admin token).
+    pub async fn set_queue(
+        &self,
+        event_id: u64,
+        settings: &QueueSettings,
+    ) -> Result<QueueStats, Error> {
+        self.write(
+            Method::PUT,
+            &format!("/admin/v1/events/{event_id}/queue"),
+            Some(to_body(settings)?),
+            &Self::new_idempotency_key(),
+            None,
+        )
+        .await
+    }
+
+    /// An event's queue figures (admin token).
+    pub async fn queue_stats(&self, event_id: u64) -> Result<QueueStats, Error> {
+        self.get(&format!("/admin/v1/events/{event_id}/queue"))
+            .await
+    }
+
+    /// Pauses, resumes, closes or opens an event's queue (admin token):
+    /// `action` is `pause`, `resume`, `close` or `open`.
+    pub async fn queue_action(&self, event_id: u64, action: &str) -> Result<QueueStats, Error> {
+        check_id(action)?;
+        self.write(
+            Method::POST,
+            &format!("/admin/v1/events/{event_id}/queue/{action}"),
+            None,
+            &Self::new_idempotency_key(),
+            None,
         )
         .await
     }

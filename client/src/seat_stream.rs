@@ -61,6 +61,19 @@ impl Client {
     }
 }
 
+/// The `event:` name (default `message`) and the `data:` of one SSE block.
+pub(crate) fn sse_fields(block: &str) -> (&str, String) {
+    let (mut kind, mut data) = ("message", String::new());
+    for line in block.lines() {
+        if let Some(v) = line.strip_prefix("event:") {
+            kind = v.trim();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push_str(v.trim_start());
+        }
+    }
+    (kind, data)
+}
+
 impl SeatStream {
     /// The position to resume from: the SSE id of the last delivered event
     /// (`shard << 48 | (log index x 1024 + position within the entry)`; opaque,
@@ -141,16 +154,11 @@ impl SeatStream {
     }
 
     fn parse(&mut self, block: &str) -> Result<Option<StreamEvent>, Error> {
-        let (mut kind, mut id, mut data) = ("message", None, String::new());
-        for line in block.lines() {
-            if let Some(v) = line.strip_prefix("event:") {
-                kind = v.trim();
-            } else if let Some(v) = line.strip_prefix("id:") {
-                id = v.trim().parse::<u64>().ok();
-            } else if let Some(v) = line.strip_prefix("data:") {
-                data.push_str(v.trim_start());
-            }
-        }
+        let (kind, data) = sse_fields(block);
+        let id = block
+            .lines()
+            .find_map(|l| l.strip_prefix("id:"))
+            .and_then(|v| v.trim().parse::<u64>().ok());
         if data.is_empty() {
             return Ok(None); // keep-alive comment
         }

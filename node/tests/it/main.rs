@@ -14,6 +14,7 @@ mod features;
 mod listeners;
 mod membership;
 mod payments;
+mod queue;
 mod routes;
 mod search;
 mod snapshots;
