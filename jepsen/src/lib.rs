@@ -11,5 +11,6 @@ pub mod history;
 pub mod nemesis;
 pub mod net;
 pub mod payments;
+pub mod queue;
 pub mod run;
 pub mod workload;

@@ -197,7 +197,7 @@ async fn client(
         let (node_id, url) = c.nodes[node_i].clone();
         let op = match kind {
             // Payment buyers run their own loop (`crate::payments`).
-            Workload::Payments => return,
+            Workload::Payments | Workload::Queue => return,
             Workload::Registers => {
                 // Mostly seated events; a quarter general admission (capacity checks).
                 let (event, _) = if rng.gen_bool(0.25) {
@@ -347,6 +347,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
             Workload::Registers,
             Workload::Ga,
             Workload::Payments,
+            Workload::Queue,
         ],
         "workload",
     )?;
@@ -451,6 +452,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         println!("payments sandbox up; buyers pay through it");
     }
     let payments = payments.map(Arc::new);
+    let t0 = Instant::now();
+    let queue = if workloads.contains(&Workload::Queue) {
+        let q = crate::queue::QueueRun::setup(&urls, &payments_admin, t0).await?;
+        println!("waiting room up: {} users join it", crate::queue::USERS);
+        Some(Arc::new(q))
+    } else {
+        None
+    };
     let mut buyer_tokens = Vec::new();
     let mut users = Vec::new();
     for u in 0..args.users.max(1) {
@@ -476,7 +485,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         all
     });
 
-    let t0 = Instant::now();
     let sh = Arc::new(Shared {
         t0,
         deadline: t0 + Duration::from_secs(args.time_limit),
@@ -491,7 +499,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let mut tasks = Vec::new();
     let mut index = 0usize;
     let mut specs = Vec::new();
-    for &w in workloads.iter().filter(|w| **w != Workload::Payments) {
+    for &w in workloads
+        .iter()
+        .filter(|w| !matches!(w, Workload::Payments | Workload::Queue))
+    {
         let count = if w == Workload::Ga {
             (args.concurrency / 2).max(1)
         } else {
@@ -535,6 +546,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
             )));
         }
         sandbox_faults = Some(tokio::spawn(p.clone().faults(sh.deadline, seed)));
+    }
+
+    // Waiting-room users (box-office tokens: once admitted they book directly).
+    let mut queue_tokens = Vec::new();
+    if let Some(q) = &queue {
+        for u in 0..crate::queue::USERS {
+            let token = cluster
+                .lock()
+                .await
+                .box_office_token(&format!("queue-user-{u}"))?;
+            queue_tokens.push(token.clone());
+            tasks.push(tokio::spawn(q.clone().user(
+                u,
+                token,
+                urls.clone(),
+                sh.deadline,
+                seed.wrapping_add(20_000 + u as u64),
+            )));
+        }
     }
 
     // Nemesis.
@@ -662,6 +692,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         },
         None => Vec::new(),
     };
+    let queue_verdicts = match &queue {
+        Some(q) => match q.check(&urls, &queue_tokens, &payments_admin).await {
+            Ok(v) => v,
+            Err(e) => vec![crate::checker::Verdict {
+                checker: "queue",
+                violations: vec![format!("{e:#}")],
+                undecided: Vec::new(),
+                notes: Vec::new(),
+            }],
+        },
+        None => Vec::new(),
+    };
 
     // Check.
     let Shared { tx, .. } = match Arc::try_unwrap(sh) {
@@ -678,6 +720,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     };
     let mut verdicts = check_all(&ops, &config);
     verdicts.extend(payments_verdict);
+    verdicts.extend(queue_verdicts);
     let valid = verdicts.iter().all(|v| v.valid());
     let mut by_outcome: BTreeMap<String, BTreeMap<&str, u64>> = BTreeMap::new();
     for o in ops.iter().filter(|o| o.process != NEMESIS_PROCESS) {

@@ -42,6 +42,8 @@ pub enum Workload {
     Ga,
     /// Checkout and payment through the payments sandbox (`crate::payments`).
     Payments,
+    /// A virtual waiting room: join, wait, get admitted, hold (`crate::queue`).
+    Queue,
 }
 
 /// The events of a run and when each is in play.

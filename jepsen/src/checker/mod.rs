@@ -6,6 +6,7 @@ pub mod holds;
 pub mod linearizable;
 pub mod liveness;
 pub mod payments;
+pub mod queue;
 pub mod sales;
 pub mod seat_log;
 
