@@ -573,6 +573,28 @@ mod tests {
     }
 
     #[test]
+    fn queue_joins_from_one_address_have_their_own_limit() {
+        let mut s = RateLimitSettings::default();
+        s.address_queue_joins = Rate::new(1, 2);
+        let l = RateLimits::new(&s);
+        let bots: IpAddr = "10.0.0.7".parse().unwrap();
+        for _ in 0..2 {
+            l.check_address(RequestClass::QueueJoin, bots).unwrap();
+        }
+        let e = l.check_address(RequestClass::QueueJoin, bots).unwrap_err();
+        assert_eq!(e.extra["limit"], "rate_limits.address_queue_joins");
+        // Other writes and other addresses are unaffected.
+        l.check_address(RequestClass::Write, bots).unwrap();
+        l.check_address(RequestClass::QueueJoin, "10.0.0.8".parse().unwrap())
+            .unwrap();
+        // A join counts against the user's writes too.
+        s.user_writes = Rate::new(1, 1);
+        let l = RateLimits::new(&s);
+        l.check_user(RequestClass::QueueJoin, "bot").unwrap();
+        assert!(l.check_user(RequestClass::Write, "bot").is_err());
+    }
+
+    #[test]
     fn the_client_address_comes_from_a_trusted_proxy_only() {
         let mut s = RateLimitSettings::default();
         s.client_address_header = Some("x-forwarded-for".into());

@@ -259,7 +259,14 @@ async fn join(
     };
     let st = stores(&state, group)?;
     wait_applied(&st, outcome.applied.index).await;
-    let view = place(&state, group, &st, event_id, &user.sub, new)?;
+    let view = match place(&state, group, &st, event_id, &user.sub, new) {
+        Ok(v) => v,
+        // This replica is still behind the join: catch up with the leader once.
+        Err(_) => {
+            state.node.read_barrier(group).await?;
+            place(&state, group, &st, event_id, &user.sub, new)?
+        }
+    };
     let status = if new {
         StatusCode::CREATED
     } else {

@@ -68,8 +68,10 @@ impl QueueNodeSettings {
 }
 
 /// Ticks the queues of every shard this node leads, every `queue.tick_ms`,
-/// until the node is dropped. A queue that has ended (`open`), or whose sale is
-/// more than a tick away with nobody admitted, is left alone.
+/// until the node is dropped. A queue that has ended (`open`), whose sale is
+/// more than a tick away, or with nobody to admit and no session open, is left
+/// alone (a tick after a gap admits at most the few seconds of credit a queue
+/// banks).
 pub async fn ticker(node: Weak<Node>) {
     let interval = {
         let Some(n) = node.upgrade() else { return };
@@ -89,9 +91,14 @@ pub async fn ticker(node: Weak<Node>) {
                 .queues()
                 .into_iter()
                 .filter(|(_, q)| {
-                    q.status != QueueStatus::Open
-                        && (q.prequeue.is_some()
-                            || now + interval.as_millis() as u64 >= q.spec.sale_starts_at_ms)
+                    // Nothing to admit and no session to end: no entry.
+                    let idle = q.active == 0
+                        && (q.joined == q.watermark || q.status != QueueStatus::Running);
+                    let due = match q.prequeue {
+                        Some(_) => !idle,
+                        None => now + interval.as_millis() as u64 >= q.spec.sale_starts_at_ms,
+                    };
+                    q.status != QueueStatus::Open && due
                 })
                 .map(|(id, _)| id)
                 .collect();
