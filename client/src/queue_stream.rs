@@ -5,8 +5,6 @@
 //! the next node, when one dies) starts again from the place as that node's
 //! replica has it: nothing is lost by missing events in between.
 
-use std::time::Duration;
-
 use crate::{Client, Error, QueuePlace, StreamEventKind, STREAM_IDLE_TIMEOUT};
 
 /// A live stream of the caller's place in an event's queue.
@@ -36,41 +34,10 @@ impl Client {
 
 impl QueueStream {
     async fn connect(&mut self) -> Result<(), Error> {
-        let cfg = &self.client.inner.config;
-        let mut last = String::new();
-        for attempt in 0..cfg.attempts_max {
-            let (i, node) = self.client.current_node();
-            let req = self
-                .client
-                .inner
-                .http
-                .get(format!(
-                    "{node}/v1/events/{}/queue/me/stream",
-                    self.event_id
-                ))
-                .bearer_auth(&cfg.token)
-                .timeout(Duration::from_secs(365 * 24 * 3600));
-            match req.send().await {
-                Ok(r) if r.status().is_success() => {
-                    self.resp = Some(r);
-                    self.buf.clear();
-                    return Ok(());
-                }
-                Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
-                    return Err(crate::problem_of(r).await);
-                }
-                Ok(r) => last = format!("{node}: {}", r.status()),
-                Err(e) => last = format!("{node}: {e}"),
-            }
-            self.client.move_past(i);
-            if attempt + 1 < cfg.attempts_max {
-                self.client.back_off(attempt, None).await;
-            }
-        }
-        Err(Error::Unavailable {
-            attempts: cfg.attempts_max,
-            last,
-        })
+        let path = format!("/v1/events/{}/queue/me/stream", self.event_id);
+        self.resp = Some(crate::seat_stream::open_sse(&self.client, &path, None).await?);
+        self.buf.clear();
+        Ok(())
     }
 
     /// The place as it is now (first) or as it next changes.

@@ -61,6 +61,47 @@ impl Client {
     }
 }
 
+/// Opens the SSE stream at `path` on the current node, moving on to the next
+/// (with the client's back-off) until one answers or the attempts run out; a
+/// client error other than 429 is the answer.
+pub(crate) async fn open_sse(
+    client: &Client,
+    path: &str,
+    last_id: Option<u64>,
+) -> Result<reqwest::Response, Error> {
+    let cfg = &client.inner.config;
+    let mut last = String::new();
+    for attempt in 0..cfg.attempts_max {
+        let (i, node) = client.current_node();
+        let mut req = client
+            .inner
+            .http
+            .get(format!("{node}{path}"))
+            .bearer_auth(&cfg.token)
+            // The stream is long-lived: no whole-request timeout.
+            .timeout(Duration::from_secs(365 * 24 * 3600));
+        if let Some(id) = last_id {
+            req = req.header("Last-Event-ID", id.to_string());
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => return Ok(r),
+            Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
+                return Err(crate::problem_of(r).await);
+            }
+            Ok(r) => last = format!("{node}: {}", r.status()),
+            Err(e) => last = format!("{node}: {e}"),
+        }
+        client.move_past(i);
+        if attempt + 1 < cfg.attempts_max {
+            client.back_off(attempt, None).await;
+        }
+    }
+    Err(Error::Unavailable {
+        attempts: cfg.attempts_max,
+        last,
+    })
+}
+
 /// The `event:` name (default `message`) and the `data:` of one SSE block.
 pub(crate) fn sse_fields(block: &str) -> (&str, String) {
     let (mut kind, mut data) = ("message", String::new());
@@ -83,42 +124,10 @@ impl SeatStream {
     }
 
     async fn connect(&mut self) -> Result<(), Error> {
-        let cfg = &self.client.inner.config;
-        let mut last = String::new();
-        for attempt in 0..cfg.attempts_max {
-            let (i, node) = self.client.current_node();
-            let mut req = self
-                .client
-                .inner
-                .http
-                .get(format!("{node}/v1/events/{}/seats/stream", self.event_id))
-                .bearer_auth(&cfg.token)
-                // The stream is long-lived: no whole-request timeout.
-                .timeout(Duration::from_secs(365 * 24 * 3600));
-            if let Some(id) = self.last_id {
-                req = req.header("Last-Event-ID", id.to_string());
-            }
-            match req.send().await {
-                Ok(r) if r.status().is_success() => {
-                    self.resp = Some(r);
-                    self.buf.clear();
-                    return Ok(());
-                }
-                Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
-                    return Err(crate::problem_of(r).await);
-                }
-                Ok(r) => last = format!("{node}: {}", r.status()),
-                Err(e) => last = format!("{node}: {e}"),
-            }
-            self.client.move_past(i);
-            if attempt + 1 < cfg.attempts_max {
-                self.client.back_off(attempt, None).await;
-            }
-        }
-        Err(Error::Unavailable {
-            attempts: cfg.attempts_max,
-            last,
-        })
+        let path = format!("/v1/events/{}/seats/stream", self.event_id);
+        self.resp = Some(open_sse(&self.client, &path, self.last_id).await?);
+        self.buf.clear();
+        Ok(())
     }
 
     /// Reconnects after the current connection failed or was reset.

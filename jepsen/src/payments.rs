@@ -24,6 +24,7 @@ use crate::checker::payments::{
     outgoing_webhooks, payments, FinalBooking, FinalRefund, PaymentFacts, Received,
 };
 use crate::checker::Verdict;
+use crate::workload::answer;
 
 /// Seats in the payments event.
 pub const SEATS: u32 = 40;
@@ -170,29 +171,15 @@ impl Payments {
         tokio::spawn(
             async move { boxoffice_node::payments::sandbox::serve(sandbox, listener).await },
         );
-        let admin = |path: &str, body: Value| {
-            let http = self.http.clone();
-            let nodes = nodes.to_vec();
-            let path = path.to_string();
-            async move {
-                for attempt in 0..40 {
-                    let url = &nodes[attempt % nodes.len()];
-                    let r = http
-                        .post(format!("{url}{path}"))
-                        .bearer_auth(admin_token)
-                        .header("Idempotency-Key", format!("jepsen-payments-{path}"))
-                        .json(&body)
-                        .send()
-                        .await;
-                    if let Ok(r) = r {
-                        if r.status().is_success() {
-                            return r.json::<Value>().await.context("admin answer");
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                anyhow::bail!("admin {path} failed")
-            }
+        let admin = |path: &'static str, body: Value| {
+            crate::workload::admin_call(
+                &self.http,
+                nodes,
+                admin_token,
+                reqwest::Method::POST,
+                path,
+                body,
+            )
         };
         let venue = admin(
             "/admin/v1/venues",
@@ -544,13 +531,4 @@ impl Payments {
         ));
         Ok(vec![v, w])
     }
-}
-
-/// The JSON of a 2xx answer.
-async fn answer(r: Result<reqwest::Response, reqwest::Error>) -> Option<Value> {
-    let r = r.ok()?;
-    if !r.status().is_success() {
-        return None;
-    }
-    r.json().await.ok()
 }

@@ -19,6 +19,7 @@ use crate::checker::queue::{
     check, AdmissionUsed, FinalPlace, HoldAttempt, Observation, QueueFacts,
 };
 use crate::checker::Verdict;
+use crate::workload::answer;
 
 /// Users of the queue.
 pub const USERS: usize = 40;
@@ -61,14 +62,6 @@ fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
-async fn answer(r: Result<reqwest::Response, reqwest::Error>) -> Option<Value> {
-    let r = r.ok()?;
-    if !r.status().is_success() {
-        return None;
-    }
-    r.json().await.ok()
-}
-
 impl QueueRun {
     /// Creates the event and its queue through `nodes` with `admin_token`.
     pub async fn setup(nodes: &[String], admin_token: &str, t0: Instant) -> anyhow::Result<Self> {
@@ -78,23 +71,8 @@ impl QueueRun {
             .build()?;
         let call = |method: reqwest::Method, path: String, body: Value| {
             let http = http.clone();
-            let nodes = nodes.to_vec();
             async move {
-                for attempt in 0..40 {
-                    let url = &nodes[attempt % nodes.len()];
-                    let r = http
-                        .request(method.clone(), format!("{url}{path}"))
-                        .bearer_auth(admin_token)
-                        .header("Idempotency-Key", format!("jepsen-queue-{path}"))
-                        .json(&body)
-                        .send()
-                        .await;
-                    if let Some(v) = answer(r).await {
-                        return Ok(v);
-                    }
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                anyhow::bail!("admin {path} failed")
+                crate::workload::admin_call(&http, nodes, admin_token, method, &path, body).await
             }
         };
         let venue = call(

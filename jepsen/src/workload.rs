@@ -585,3 +585,47 @@ pub fn fill_read(op: &mut Op, node_id: u64, b: &SeatMap) {
             .collect();
     }
 }
+
+/// The JSON of a 2xx answer (`None` for anything else, a failure included).
+pub async fn answer(r: Result<reqwest::Response, reqwest::Error>) -> Option<serde_json::Value> {
+    let r = r.ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.json().await.ok()
+}
+
+/// An admin request for a workload's setup, to each node in turn until one
+/// answers 2xx (at most 40 attempts, 250 ms apart), under one idempotency key.
+pub async fn admin_call(
+    http: &reqwest::Client,
+    nodes: &[String],
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    // One key per request (path and body), so that two workloads' setups
+    // never share one, and a retry of either is a retry.
+    let key = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (path, body.to_string()).hash(&mut h);
+        format!("jepsen-setup-{:016x}", h.finish())
+    };
+    for attempt in 0..40 {
+        let url = &nodes[attempt % nodes.len()];
+        let r = http
+            .request(method.clone(), format!("{url}{path}"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", &key)
+            .json(&body)
+            .send()
+            .await;
+        if let Some(v) = answer(r).await {
+            return Ok(v);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    anyhow::bail!("admin {path} failed")
+}

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -100,22 +100,39 @@ async fn set_queue(
     let event_id = parse_event_id(&event_id)?;
     let spec = spec_of(&body)?;
     let group = event_group(&state, event_id)?;
-    let key = idempotency_key(&headers)?
-        .unwrap_or_else(|| format!("queue:{event_id}:{:x}", rand::random::<u64>()));
-    let session = Session {
-        client_id: admin.sub,
-        idempotency_key: key,
-    };
     let command = Command::SetQueue {
         event_id,
         spec,
         seed: rand::random(),
     };
-    let (effect, outcome) = write(&state, group, session, command).await?;
-    if !matches!(effect, Effect::Queue(QueueEffect::Configured { .. })) {
-        return Err(unexpected("set_queue", &effect));
+    admin_write(&state, group, event_id, admin.sub, &headers, command).await
+}
+
+/// Proposes an admin's queue command (with the request's idempotency key, or
+/// a fresh one) and answers the queue's figures after it.
+async fn admin_write(
+    state: &AppState,
+    group: GroupId,
+    event_id: u64,
+    admin: String,
+    headers: &HeaderMap,
+    command: Command,
+) -> ApiResult<Json<QueueStats>> {
+    let key = idempotency_key(headers)?
+        .unwrap_or_else(|| format!("queue:{event_id}:{:x}", rand::random::<u64>()));
+    let session = Session {
+        client_id: admin,
+        idempotency_key: key,
+    };
+    let name = command.name();
+    let (effect, outcome) = write(state, group, session, command).await?;
+    if !matches!(
+        effect,
+        Effect::Queue(QueueEffect::Configured { .. } | QueueEffect::Controlled { .. })
+    ) {
+        return Err(unexpected(name, &effect));
     }
-    let st = stores(&state, group)?;
+    let st = stores(state, group)?;
     wait_applied(&st, outcome.applied.index).await;
     let q = st.reader.begin_applied().queue(event_id);
     let q = q.ok_or_else(|| no_queue(event_id))?;
@@ -163,31 +180,8 @@ async fn control(
         }
     };
     let group = event_group(&state, event_id)?;
-    let key = idempotency_key(&headers)?
-        .unwrap_or_else(|| format!("queue:{event_id}:{:x}", rand::random::<u64>()));
-    let session = Session {
-        client_id: admin.sub,
-        idempotency_key: key,
-    };
-    let (effect, outcome) = write(
-        &state,
-        group,
-        session,
-        Command::QueueControl { event_id, action },
-    )
-    .await?;
-    if !matches!(effect, Effect::Queue(QueueEffect::Controlled { .. })) {
-        return Err(unexpected("queue_control", &effect));
-    }
-    let st = stores(&state, group)?;
-    wait_applied(&st, outcome.applied.index).await;
-    let q = st.reader.begin_applied().queue(event_id);
-    let q = q.ok_or_else(|| no_queue(event_id))?;
-    Ok(Json(stats_view(
-        event_id,
-        &q,
-        applied(group, outcome.applied),
-    )))
+    let command = Command::QueueControl { event_id, action };
+    admin_write(&state, group, event_id, admin.sub, &headers, command).await
 }
 
 /// Waits (a little) until this replica has applied `index`.
@@ -309,29 +303,12 @@ async fn me_stream(
     headers: HeaderMap,
 ) -> ApiResult<impl IntoResponse> {
     let event_id = parse_event_id(&event_id)?;
-    let address_slot = match extensions.get::<ConnectInfo<std::net::SocketAddr>>() {
-        Some(c) => {
-            let addr = state.limits.client_address(c.0.ip(), &headers);
-            state.streams_per_address.take(addr)?
-        }
-        None => None,
-    };
-    let user_slot = state.streams_per_user.take(user.sub.clone())?;
+    let slots = super::streams::stream_slots(&state, &extensions, &headers, Some(&user.sub))?;
     let group = event_group(&state, event_id)?;
     let st = stores(&state, group)?;
     // Refused now (no queue, not in it) rather than as a stream that ends.
     let first = place(&state, group, &st, event_id, &user.sub, false)?;
-    let permit = state
-        .node
-        .streams
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| {
-            ApiError::new(
-                ProblemCode::Overloaded,
-                "too many live streams on this node; retry shortly",
-            )
-        })?;
+    let permit = super::streams::node_stream_permit(&state)?;
     let send_timeout = Duration::from_millis(state.node.config.limits.sse_send_timeout_ms);
     let (out_tx, out_rx) =
         tokio::sync::mpsc::channel(state.node.config.limits.sse_stream_queue_max.max(1));
@@ -339,7 +316,7 @@ async fn me_stream(
     let frame =
         |p: &QueuePlace| crate::live::sse_json(StreamEventKind::Place, Some(p.applied.index), p);
     tokio::spawn(async move {
-        let _permits = (permit, address_slot, user_slot);
+        let _permits = (permit, slots);
         let same = |a: &QueuePlace, b: &QueuePlace| {
             let strip = |p: &QueuePlace| QueuePlace {
                 applied: boxoffice_api::Applied {

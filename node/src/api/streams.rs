@@ -13,6 +13,41 @@ use crate::app::AppState;
 use crate::auth::MaybeUser;
 use crate::error::{ApiError, ApiResult};
 
+/// The places a live stream takes for its client address and its user (when
+/// those are limited), held for the life of the stream.
+pub(crate) fn stream_slots(
+    state: &AppState,
+    extensions: &Extensions,
+    headers: &HeaderMap,
+    user: Option<&str>,
+) -> ApiResult<(
+    Option<crate::rate_limits::Slot<std::net::IpAddr>>,
+    Option<crate::rate_limits::Slot<String>>,
+)> {
+    let address = match extensions.get::<ConnectInfo<std::net::SocketAddr>>() {
+        Some(c) => {
+            let addr = state.limits.client_address(c.0.ip(), headers);
+            state.streams_per_address.take(addr)?
+        }
+        None => None,
+    };
+    let user = match user {
+        Some(u) => state.streams_per_user.take(u.to_string())?,
+        None => None,
+    };
+    Ok((address, user))
+}
+
+/// One of the node's live-stream places (`limits.sse_streams_max`).
+pub(crate) fn node_stream_permit(state: &AppState) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+    state.node.streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            ProblemCode::Overloaded,
+            "too many live streams on this node; retry shortly",
+        )
+    })
+}
+
 /// Routes of this resource.
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/events/{event_id}/seats/stream", get(seat_stream))
@@ -30,17 +65,12 @@ async fn seat_stream(
 ) -> ApiResult<impl IntoResponse> {
     let event_id = parse_event_id(&event_id)?;
     // Taken first and held for the life of the stream.
-    let address_slot = match extensions.get::<ConnectInfo<std::net::SocketAddr>>() {
-        Some(c) => {
-            let addr = state.limits.client_address(c.0.ip(), &headers);
-            state.streams_per_address.take(addr)?
-        }
-        None => None,
-    };
-    let user_slot = match &user {
-        Some(claims) => state.streams_per_user.take(claims.sub.clone())?,
-        None => None,
-    };
+    let (address_slot, user_slot) = stream_slots(
+        &state,
+        &extensions,
+        &headers,
+        user.as_ref().map(|c| c.sub.as_str()),
+    )?;
     let g = event_group(&state, event_id)?;
     let st = stores(&state, g)?;
     let feed = state.node.feed(g).ok_or_else(|| {
@@ -76,22 +106,11 @@ async fn seat_stream(
         .with("event_id", event_id));
     }
     drop(tx);
-    let permit = state
-        .node
-        .streams
-        .clone()
-        .try_acquire_owned()
-        .map(|p| crate::live::StreamPermits {
-            node: p,
-            address: address_slot,
-            user: user_slot,
-        })
-        .map_err(|_| {
-            ApiError::new(
-                ProblemCode::Overloaded,
-                "too many live seat-map streams on this node; retry shortly",
-            )
-        })?;
+    let permit = crate::live::StreamPermits {
+        node: node_stream_permit(&state)?,
+        address: address_slot,
+        user: user_slot,
+    };
     let send_timeout =
         std::time::Duration::from_millis(state.node.config.limits.sse_send_timeout_ms);
     Ok(crate::live::stream(
