@@ -40,6 +40,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest the harness looks for the final places after the heal.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The order the harness gives the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Order {
+    /// Shuffled at the start: what a real on-sale uses.
+    RandomPrequeue,
+    /// Join order: the pre-queue checker must fail it.
+    Fifo,
+}
+
 /// A run's waiting room: its event and what the users saw.
 pub struct QueueRun {
     http: reqwest::Client,
@@ -64,7 +73,12 @@ fn wall_ms() -> u64 {
 
 impl QueueRun {
     /// Creates the event and its queue through `nodes` with `admin_token`.
-    pub async fn setup(nodes: &[String], admin_token: &str, t0: Instant) -> anyhow::Result<Self> {
+    pub async fn setup(
+        nodes: &[String],
+        admin_token: &str,
+        t0: Instant,
+        order: Order,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .no_proxy()
@@ -113,7 +127,10 @@ impl QueueRun {
             admit_per_minute: ADMIT_PER_MINUTE,
             active_max: ACTIVE_MAX,
             session_ttl_s: Some(SESSION_TTL_S),
-            order: Some(boxoffice_api::QueueOrderName::RandomPrequeue),
+            order: Some(match order {
+                Order::RandomPrequeue => boxoffice_api::QueueOrderName::RandomPrequeue,
+                Order::Fifo => boxoffice_api::QueueOrderName::Fifo,
+            }),
         };
         call(
             reqwest::Method::PUT,
@@ -128,6 +145,7 @@ impl QueueRun {
             facts: Mutex::new(QueueFacts {
                 admit_per_minute: ADMIT_PER_MINUTE,
                 active_max: ACTIVE_MAX,
+                // What the checker expects of a waiting room: shuffled.
                 shuffled: true,
                 ..QueueFacts::default()
             }),

@@ -60,9 +60,13 @@ pub struct RunArgs {
     /// Faults to schedule: `all`, `none`, or a comma list of kill,pause,partition,clock.
     #[arg(long, default_value = "all")]
     pub nemesis: String,
-    /// Workloads: `all` or a comma list of seats,registers,ga.
+    /// Workloads: `all` or a comma list of seats,registers,ga,payments,queue.
     #[arg(long, default_value = "all")]
     pub workload: String,
+    /// The waiting room's pre-queue order: `random-prequeue`, or `fifo` to
+    /// show that the pre-queue checker fails a queue that keeps join order.
+    #[arg(long, value_enum, default_value_t = crate::queue::Order::RandomPrequeue)]
+    pub queue_order: crate::queue::Order,
     /// Seed of the fault schedule and the clients' choices (default: random, printed).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -454,7 +458,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let payments = payments.map(Arc::new);
     let t0 = Instant::now();
     let queue = if workloads.contains(&Workload::Queue) {
-        let q = crate::queue::QueueRun::setup(&urls, &payments_admin, t0).await?;
+        let q = crate::queue::QueueRun::setup(&urls, &payments_admin, t0, args.queue_order).await?;
         println!("waiting room up: {} users join it", crate::queue::USERS);
         Some(Arc::new(q))
     } else {

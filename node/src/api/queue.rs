@@ -266,7 +266,7 @@ async fn join(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(view)))
+    Ok((status, super::leader_header(&state, group), Json(view)))
 }
 
 async fn me(
