@@ -48,6 +48,7 @@ timeout 120 "$bin/boxoffice-bench" checkout --cluster-dir "$smoke_dir" --clients
 timeout 120 "$bin/boxoffice-bench" load-catalogue --cluster-dir "$smoke_dir" "${small[@]}"
 timeout 120 "$bin/boxoffice-bench" search --cluster-dir "$smoke_dir" "${small[@]}" --total 300 --duration-s 10 --no-pg
 timeout 120 "$bin/boxoffice-bench" reads --cluster-dir "$smoke_dir" --duration-s 2 --freshness-samples 20 --trivial-port 7660
+timeout 120 "$bin/boxoffice-bench" queue --cluster-dir "$smoke_dir" --users 5000 --admit-per-minute 12000 --drain-s 10 --slice-s 2 --sample-eta 200 --streams 20
 stop_smoke
 # The abuse bench needs the default rate limits on: a cluster of its own.
 smoke_dir="$(mktemp -d)"

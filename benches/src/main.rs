@@ -11,6 +11,7 @@ mod onsale;
 mod pg;
 mod plot;
 mod procs;
+mod queue_bench;
 mod readers;
 mod reads;
 mod search_bench;
@@ -176,6 +177,11 @@ enum Cmd {
         #[arg(long = "url")]
         urls: Vec<String>,
     },
+    /// The virtual waiting room: many users join one event's queue (the
+    /// pre-queue), then it drains at a set rate while the waiting users read
+    /// their place; joins/s, position reads beside seat-map reads, admission
+    /// rate and ETA accuracy (against a running `boxoffice dev` cluster).
+    Queue(queue_bench::QueueArgs),
     /// Event view and seat map read throughput: follower reads vs linearizable vs a
     /// trivial axum handler; and freshness of a sale on followers and SSE.
     Reads {
@@ -200,6 +206,7 @@ enum Cmd {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Compare(args) => compare::compare(args).await,
+        Cmd::Queue(args) => queue_bench::run(args).await,
         Cmd::AbuseFlood {
             event,
             in_flight,
