@@ -8,11 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use boxoffice_raft::command::*;
 use boxoffice_raft::GroupId;
-use boxoffice_storage::read::{HoldPhase, Reader};
+use boxoffice_storage::read::HoldPhase;
 use boxoffice_storage::records::{HoldState, SeatStatus};
-use boxoffice_storage::testing::{normal, request};
-use boxoffice_storage::{Db, StateMachineStore};
-use openraft::storage::RaftStateMachine;
+use boxoffice_storage::testing::TestMachine;
 use proptest::prelude::*;
 
 const GROUP: GroupId = GroupId(1);
@@ -23,36 +21,25 @@ const T0: u64 = 1_000_000_000;
 const GRACE: u64 = 600_000;
 const HOLD_MAX: u64 = 1_800_000;
 
-struct Machine {
-    _dir: tempfile::TempDir,
-    sm: StateMachineStore,
-    reader: Reader,
-    index: u64,
-    rt: tokio::runtime::Runtime,
+/// The shared test state machine, with this file's helpers.
+struct Machine(TestMachine);
+
+impl std::ops::Deref for Machine {
+    type Target = TestMachine;
+    fn deref(&self) -> &TestMachine {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Machine {
+    fn deref_mut(&mut self) -> &mut TestMachine {
+        &mut self.0
+    }
 }
 
 impl Machine {
     fn new(level: u32) -> Machine {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), &Default::default()).unwrap();
-        let sm = StateMachineStore::open(
-            db.clone(),
-            GROUP,
-            &dir.path().join("snap"),
-            &Default::default(),
-        )
-        .unwrap();
-        let mut m = Machine {
-            _dir: dir,
-            sm,
-            reader: Reader::new(db, GROUP),
-            index: 0,
-            rt,
-        };
+        let mut m = Machine(TestMachine::open(GROUP));
         for c in [
             Command::EnableFeatures { level },
             Command::CreateInventory(InventorySpec {
@@ -87,18 +74,6 @@ impl Machine {
 
     fn apply(&mut self, stamp: u64, command: Command) -> Result<Effect, Rejection> {
         self.apply_as(stamp, None, command)
-    }
-
-    fn apply_as(
-        &mut self,
-        stamp: u64,
-        session: Option<(&str, &str)>,
-        command: Command,
-    ) -> Result<Effect, Rejection> {
-        self.index += 1;
-        let e = normal(self.index, request(stamp, session, command));
-        let out = self.rt.block_on(self.sm.apply([e])).unwrap();
-        out[0].result.clone()
     }
 
     fn hold(

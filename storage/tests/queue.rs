@@ -10,11 +10,8 @@ use std::collections::BTreeSet;
 use boxoffice_raft::command::*;
 use boxoffice_raft::GroupId;
 use boxoffice_storage::machine::queue::{position, shuffled, Standing};
-use boxoffice_storage::read::Reader;
 use boxoffice_storage::records::Queue;
-use boxoffice_storage::testing::{normal, request};
-use boxoffice_storage::{Db, StateMachineStore};
-use openraft::storage::RaftStateMachine;
+use boxoffice_storage::testing::TestMachine;
 use proptest::prelude::*;
 
 const GROUP: GroupId = GroupId(1);
@@ -24,12 +21,20 @@ const OPENS: u64 = T0 + 1000;
 const START: u64 = T0 + 60_000;
 const TTL: u64 = 120_000;
 
-struct Machine {
-    _dir: tempfile::TempDir,
-    sm: StateMachineStore,
-    reader: Reader,
-    index: u64,
-    rt: tokio::runtime::Runtime,
+/// The shared test state machine, with this file's helpers.
+struct Machine(TestMachine);
+
+impl std::ops::Deref for Machine {
+    type Target = TestMachine;
+    fn deref(&self) -> &TestMachine {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Machine {
+    fn deref_mut(&mut self) -> &mut TestMachine {
+        &mut self.0
+    }
 }
 
 fn spec(order: QueueOrder, per_minute: u32, active_max: u32) -> QueueSpec {
@@ -45,26 +50,7 @@ fn spec(order: QueueOrder, per_minute: u32, active_max: u32) -> QueueSpec {
 
 impl Machine {
     fn new(level: u32) -> Machine {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), &Default::default()).unwrap();
-        let sm = StateMachineStore::open(
-            db.clone(),
-            GROUP,
-            &dir.path().join("snap"),
-            &Default::default(),
-        )
-        .unwrap();
-        let mut m = Machine {
-            _dir: dir,
-            sm,
-            reader: Reader::new(db, GROUP),
-            index: 0,
-            rt,
-        };
+        let mut m = Machine(TestMachine::open(GROUP));
         for c in [
             Command::EnableFeatures { level },
             Command::CreateInventory(InventorySpec {
@@ -83,10 +69,7 @@ impl Machine {
     }
 
     fn apply(&mut self, stamp: u64, command: Command) -> Result<Effect, Rejection> {
-        self.index += 1;
-        let e = normal(self.index, request(stamp, None, command));
-        let out = self.rt.block_on(self.sm.apply([e])).unwrap();
-        out[0].result.clone()
+        self.apply_as(stamp, None, command)
     }
 
     fn configure(&mut self, spec: QueueSpec) {
