@@ -249,6 +249,7 @@ impl QueueRun {
                 user: name.clone(),
                 start_us,
                 end_us,
+                applied_index: v["applied"]["index"].as_u64().unwrap_or(0),
                 phase: phase.clone(),
                 position: v["position"].as_u64(),
                 admitted_at_ms: v["admitted_at_ms"].as_u64(),

@@ -7,8 +7,8 @@
 //!   user was admitted at one time only (every observation agrees).
 //! - [`admission_order`]: the admitted users are exactly the first positions,
 //!   admitted in position order; a user who joined after the start is at
-//!   `ticket + 1`; and no user was seen waiting after someone behind them was
-//!   seen admitted.
+//!   `ticket + 1`; and no replica state (log index) showed a user waiting at
+//!   or after the state that showed someone behind them admitted.
 //! - [`admission_rate`]: no minute admits more than the configured rate (plus
 //!   the credit a queue may bank), and open sessions never exceed `active_max`.
 //! - [`holds_need_admission`]: no hold on the queue's event succeeded without
@@ -38,6 +38,9 @@ pub struct Observation {
     pub user: String,
     pub start_us: u64,
     pub end_us: u64,
+    /// The applied log index of the replica that answered: every replica of
+    /// the shard applies the same log, so equal indices are the same state.
+    pub applied_index: u64,
     pub phase: String,
     pub position: Option<u64>,
     pub admitted_at_ms: Option<u64>,
@@ -198,7 +201,10 @@ pub fn admission_order(f: &QueueFacts) -> Verdict {
             }
         }
     }
-    // Real time: seen admitted, then someone ahead seen still waiting.
+    // Replica states: someone seen admitted at log index j, and someone ahead
+    // of them seen waiting at an index >= j. (Reads are served by any replica,
+    // so a lagging one may show an earlier state after a fresher one did:
+    // the log index, not real time, orders what was seen.)
     let pos_of: BTreeMap<&str, u64> = f
         .final_places
         .iter()
@@ -211,7 +217,7 @@ pub fn admission_order(f: &QueueFacts) -> Verdict {
         .filter_map(|o| {
             pos_of
                 .get(o.user.as_str())
-                .map(|&p| (o.end_us, p, o.user.as_str()))
+                .map(|&p| (o.applied_index, p, o.user.as_str()))
         })
         .collect();
     admitted_seen.sort();
@@ -222,12 +228,12 @@ pub fn admission_order(f: &QueueFacts) -> Verdict {
         // Any admission of someone behind `o.user` completed before `o` began?
         if let Some((end, pb, ub)) = admitted_seen
             .iter()
-            .take_while(|(end, _, _)| *end < o.start_us)
+            .take_while(|(at, _, _)| *at <= o.applied_index)
             .find(|(_, pb, _)| *pb > pa)
         {
             v.violations.push(format!(
-                "{ub} (position {pb}) was seen admitted at {end} µs, and {} (position {pa}) was seen waiting after, at {} µs",
-                o.user, o.start_us
+                "{ub} (position {pb}) was seen admitted at log index {end}, and {} (position {pa}) was seen waiting at index {}, a state as late or later",
+                o.user, o.applied_index
             ));
             break;
         }
