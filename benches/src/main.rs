@@ -6,6 +6,7 @@ mod catalogue;
 mod checkout;
 mod cluster;
 mod compare;
+mod lean_http;
 mod load;
 mod onsale;
 mod pg;
@@ -25,6 +26,12 @@ use std::time::Duration;
 
 use boxoffice_client::{Client, ClientConfig};
 use clap::{Args, Parser, Subcommand};
+
+/// mimalloc, as in the node: the load generator shares the machine with the
+/// systems it drives, so every microsecond it spends allocating is taken from
+/// them (the same for every peer it drives).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use crate::catalogue::{Catalogue, Sizes};
 use crate::cluster::ClusterInfo;

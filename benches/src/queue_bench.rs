@@ -32,10 +32,12 @@ use boxoffice_client::{
     QueuePlace, QueueSettings, QueueStats, Selection,
 };
 use futures::StreamExt;
+use hyper::Method;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::cluster::ClusterInfo;
+use crate::lean_http::Conn;
 use crate::stats::{percentile, summarize, Summary};
 
 /// Where joins are sent.
@@ -269,7 +271,6 @@ struct Joins {
 
 #[allow(clippy::too_many_arguments)]
 async fn joins(
-    http: &reqwest::Client,
     urls: Arc<Vec<String>>,
     event: u64,
     tokens: Arc<Vec<String>>,
@@ -303,8 +304,7 @@ async fn joins(
     };
     let mut tasks = Vec::new();
     for _ in 0..clients.max(1) {
-        let (http, urls, tokens, next, done, retries, violations) = (
-            http.clone(),
+        let (urls, tokens, next, done, retries, violations) = (
             urls.clone(),
             tokens.clone(),
             next.clone(),
@@ -316,6 +316,9 @@ async fn joins(
             let mut lat = Vec::new();
             let mut got = Vec::new();
             let mut failed = Vec::new();
+            // One connection per node, kept by this joiner (see `lean_http`).
+            let mut conns: Vec<Conn> = urls.iter().map(|u| Conn::new(u)).collect();
+            let path = format!("/v1/events/{event}/queue");
             loop {
                 let u = next.fetch_add(1, Ordering::Relaxed);
                 if u >= tokens.len() || Instant::now() >= deadline {
@@ -334,27 +337,16 @@ async fn joins(
                         tokio::time::sleep(wait).await;
                     }
                     // A retry moves on to the next node.
-                    let url = &urls[(u + attempt as usize) % urls.len()];
-                    let r = http
-                        .post(format!("{url}/v1/events/{event}/queue"))
-                        .bearer_auth(&tokens[u])
-                        .send()
-                        .await;
-                    let r = match r {
-                        Ok(r) => r,
-                        Err(e) => {
-                            last = format!("{url}: {e}");
-                            continue;
-                        }
-                    };
-                    let status = r.status();
-                    let body = match r.bytes().await {
-                        Ok(b) => b,
-                        Err(e) => {
-                            last = format!("{url}: reading the answer: {e}");
-                            continue;
-                        }
-                    };
+                    let n = (u + attempt as usize) % urls.len();
+                    let url = &urls[n];
+                    let (status, body) =
+                        match conns[n].send(Method::POST, &path, &tokens[u]).await {
+                            Ok(r) => r,
+                            Err(e) => {
+                                last = e;
+                                continue;
+                            }
+                        };
                     let text = || String::from_utf8_lossy(&body[..body.len().min(300)]).to_string();
                     if status.as_u16() == 429 || status.is_server_error() {
                         last = format!("{url}: {status} {}", text());
@@ -864,7 +856,6 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
         JoinRoute::Leader => vec![leader_url.clone()],
     });
     let j = joins(
-        &http,
         join_urls,
         event,
         tokens.clone(),

@@ -20,9 +20,20 @@ use crate::error::ApiError;
 use crate::node::Node;
 use crate::rate_limits::{HasRateLimits, RateLimits, Slots};
 
-/// Shared state of every handler.
+/// Shared state of every handler: one reference-counted [`Shared`], since axum
+/// clones the state for every extractor of every request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What every handler shares (see [`AppState`]).
+pub struct Shared {
     /// The node.
     pub node: Arc<Node>,
     /// Token verification.
@@ -53,14 +64,14 @@ impl AppState {
         let admissions = Arc::new(crate::queue::admission::AdmissionKeys::from_cluster_key(
             &node.config.cluster_key,
         ));
-        AppState {
+        AppState(Arc::new(Shared {
             admissions,
             node,
             keys,
             limits,
             streams_per_user,
             streams_per_address,
-        }
+        }))
     }
 }
 
