@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building boxoffice needs on a Debian/Ubuntu machine:
 # libclang (bindgen for librocksdb-sys) and a C/C++ toolchain (RocksDB's C++);
+# protoc (the benchmark's etcd gRPC client);
 # iproute2 and iptables for the jepsen harness's network partitions.
 # Needs a Rust toolchain (cargo) already on PATH.
 set -euo pipefail
@@ -10,6 +11,8 @@ dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The benchmark's etcd client (etcd-client) compiles etcd's gRPC definitions.
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 # The jepsen harness runs its cluster in a network namespace and partitions it
 # with iptables (root only; without them it runs on loopback without partitions).
 if [ "$(id -u)" -eq 0 ]; then

@@ -15,6 +15,8 @@ use boxoffice_client::{Client, ClientConfig, Consistency, SearchQuery};
 use boxoffice_node::local_cluster::{Addressing, ClusterSpec, LocalCluster, NODE_START_TIMEOUT};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -28,19 +30,34 @@ pub struct CompareArgs {
     /// Scenarios: 1 hot on-sale, 2 many events, 3 reads under a sale, 4 failover.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
     pub scenarios: Vec<u8>,
-    /// Systems: boxoffice, postgres, postgres-async, redis, etcd.
+    /// Systems: boxoffice, postgres, postgres-async, postgres-ha, redis,
+    /// redis-replicated, redis-pg, etcd.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "boxoffice,postgres,postgres-async,redis,etcd"
+        default_value = "boxoffice,postgres,postgres-async,postgres-ha,redis,redis-replicated,redis-pg,etcd"
     )]
     pub systems: Vec<String>,
     /// A few minutes in all: smaller events, fewer buyer counts, short runs.
     #[arg(long)]
     pub quick: bool,
-    /// Runs per figure (the median is reported) [default: 3].
+    /// Runs per figure (the median is reported) [default: 3; quick 1].
     #[arg(long)]
     pub runs: Option<usize>,
+    /// PostgreSQL pool sizes swept in scenario 1 for each buyer count (each
+    /// PostgreSQL-backed system is then measured with its best) [default:
+    /// 8,16,32,64,128; quick 32].
+    #[arg(long, value_delimiter = ',')]
+    pub pg_pools: Option<Vec<usize>>,
+    /// Length of one pool-sweep run, seconds.
+    #[arg(long, default_value_t = 10)]
+    pub sweep_s: u64,
+    /// Scenario 1: a system that sells the event out faster than this is measured
+    /// again on a larger event (up to 2,000,000 seats), so that every figure is
+    /// from a steady-state window of at least this long [default: 10; quick 0,
+    /// off].
+    #[arg(long)]
+    pub min_run_s: Option<u64>,
     /// Seats of the hot event (scenarios 1, 3, 4) [default: 50000; quick 2000].
     #[arg(long)]
     pub seats: Option<u32>,
@@ -69,7 +86,7 @@ pub struct CompareArgs {
     /// selling well after the kill.
     #[arg(long, default_value_t = 150_000)]
     pub failover_seats: u32,
-    /// Failover runs per system in scenario 4 [default: 5; quick 3].
+    /// Failover runs per system in scenario 4 [default: 5; quick 2].
     #[arg(long)]
     pub failover_runs: Option<usize>,
     /// Stop any run after this many hold attempts.
@@ -97,6 +114,9 @@ pub struct CompareArgs {
     /// etcd members' client ports are base+1..=base+3, peer ports base+11..=base+13.
     #[arg(long, default_value_t = 7680)]
     pub etcd_port: u16,
+    /// `postgres-ha`'s primary; its standbys listen on the next two ports.
+    #[arg(long, default_value_t = 7660)]
+    pub pg_ha_port: u16,
 }
 
 /// Settings after `--quick` and the defaults are applied.
@@ -114,6 +134,9 @@ struct Plan {
     reads_per_write: u64,
     failover_runs: usize,
     failover_seats: u32,
+    pg_pools: Vec<usize>,
+    sweep_s: u64,
+    min_run_s: u64,
     quick: bool,
 }
 
@@ -122,7 +145,7 @@ impl CompareArgs {
         let q = self.quick;
         let p = Plan {
             scenarios: self.scenarios.clone(),
-            runs: self.runs.unwrap_or(3),
+            runs: self.runs.unwrap_or(if q { 1 } else { 3 }),
             seats: self.seats.unwrap_or(if q { 2_000 } else { 50_000 }),
             buyers: self.buyers.clone().unwrap_or(if q {
                 vec![64, 256]
@@ -143,8 +166,15 @@ impl CompareArgs {
                 self.readers
             },
             reads_per_write: self.reads_per_write,
-            failover_runs: self.failover_runs.unwrap_or(if q { 3 } else { 5 }),
+            failover_runs: self.failover_runs.unwrap_or(if q { 2 } else { 5 }),
             failover_seats: self.failover_seats,
+            pg_pools: self.pg_pools.clone().unwrap_or(if q {
+                vec![32]
+            } else {
+                vec![8, 16, 32, 64, 128]
+            }),
+            sweep_s: self.sweep_s,
+            min_run_s: self.min_run_s.unwrap_or(if q { 0 } else { 10 }),
             quick: q,
         };
         anyhow::ensure!(
@@ -167,10 +197,20 @@ impl CompareArgs {
             p.buyers.iter().all(|&b| (1..=4096).contains(&b)) && !p.buyers.is_empty(),
             "--buyers: between 1 and 4096 each"
         );
+        anyhow::ensure!(
+            !p.pg_pools.is_empty()
+                && p.pg_pools
+                    .iter()
+                    .all(|&n| (1..=store::PG_POOL_MAX).contains(&n)),
+            "--pg-pools: between 1 and {} each",
+            store::PG_POOL_MAX
+        );
+        anyhow::ensure!(p.sweep_s >= 1, "--sweep-s must be at least 1");
         for s in &self.systems {
             anyhow::ensure!(
-                ["boxoffice", "postgres", "postgres-async", "redis", "etcd"].contains(&s.as_str()),
-                "unknown system {s:?} (boxoffice, postgres, postgres-async, redis, etcd)"
+                store::SYSTEMS.contains(&s.as_str()),
+                "unknown system {s:?} ({})",
+                store::SYSTEMS.join(", ")
             );
         }
         Ok(p)
@@ -185,16 +225,55 @@ pub struct Systems {
     bo: Option<Arc<Mutex<LocalCluster>>>,
     bo_urls: Vec<String>,
     pg: Option<crate::pg::Postgres>,
-    _redis: Option<crate::procs::RedisServer>,
+    /// `postgres-ha`: the primary, then its standbys.
+    pg_ha: Vec<crate::pg::Postgres>,
+    /// Redis servers by group (`redis`, `redis-replicated`: primary first,
+    /// `redis-lock`: redis-pg's).
+    redis: Vec<(&'static str, crate::procs::RedisServer)>,
     etcd: Option<Arc<Mutex<crate::procs::EtcdCluster>>>,
+    /// Server groups stopped (SIGSTOP) while another system is measured, with
+    /// the processes stopped.
+    paused: std::sync::Mutex<BTreeMap<&'static str, Vec<u32>>>,
 }
 
 /// Scenario 3's runs: the read:write mix, and its writes alone at the same rate.
 const MIXED: &str = "mixed";
 const ALONE: &str = "writes alone";
+/// Scenario 1's pool-sweep runs (not in the medians).
+const SWEEP: &str = "pool sweep";
 
-/// Time allowed for a restarted node or member to rejoin before the next run.
+/// Time allowed for a restarted node or member to rejoin before the next run,
+/// and for a resumed system to serve again.
 const REJOIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Before a run, the machine counts as quiet once its busy share over
+/// [`QUIET_WINDOW`] is at most this...
+const QUIET_BUSY_MAX: f64 = 0.15;
+const QUIET_WINDOW: Duration = Duration::from_millis(500);
+/// ... or after this long, whichever comes first.
+const QUIET_WAIT_MAX: Duration = Duration::from_secs(20);
+/// Pause after resuming a stopped system, before asking whether it serves: its
+/// timers all fire at once, and a leader it reports may be about to change.
+const RESUME_SETTLE: Duration = Duration::from_secs(1);
+/// Largest event scenario 1 grows to for a steady-state window.
+const MAX_SCALED_SEATS: u32 = 2_000_000;
+/// Seats of the event of a pool-sweep run (full mode): enough that no pool size
+/// sells it out within the sweep run.
+const SWEEP_SEATS: u32 = 200_000;
+/// The PostgreSQL pool of runs with no sweep result for their buyer count.
+const DEFAULT_PG_POOL: usize = 32;
+
+/// Settings every PostgreSQL server runs with: memory for the working set, no
+/// checkpoint mid-run (`max_wal_size`, `checkpoint_timeout`), compressed full-page
+/// writes, fsync on.
+const PG_SETTINGS: &[(&str, &str)] = &[
+    ("shared_buffers", "1GB"),
+    ("max_connections", "600"),
+    ("jit", "off"),
+    ("fsync", "on"),
+    ("max_wal_size", "16GB"),
+    ("checkpoint_timeout", "30min"),
+    ("wal_compression", "on"),
+];
 
 async fn start_systems(args: &CompareArgs, dir: &std::path::Path) -> anyhow::Result<Systems> {
     let want = |s: &str| args.systems.iter().any(|x| x == s);
@@ -204,9 +283,19 @@ async fn start_systems(args: &CompareArgs, dir: &std::path::Path) -> anyhow::Res
         bo: None,
         bo_urls: vec![],
         pg: None,
-        _redis: None,
+        pg_ha: vec![],
+        redis: vec![],
         etcd: None,
+        paused: Default::default(),
     };
+    let buyers_max = args
+        .buyers
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .chain([args.steady_buyers, 1024])
+        .max()
+        .unwrap_or(1024);
     if want("boxoffice") {
         let bin = match &args.bin {
             Some(b) => b.clone(),
@@ -261,20 +350,16 @@ async fn start_systems(args: &CompareArgs, dir: &std::path::Path) -> anyhow::Res
         sys.bo_urls = urls;
         sys.bo = Some(Arc::new(Mutex::new(c)));
     }
-    if want("postgres") || want("postgres-async") {
-        match crate::pg::Postgres::start(
-            args.pg_port,
-            &[
-                ("shared_buffers", "1GB"),
-                ("max_connections", "400"),
-                ("jit", "off"),
-                ("fsync", "on"),
-            ],
-        ) {
+    if want("postgres") || want("postgres-async") || want("redis-pg") {
+        match crate::pg::Postgres::start(args.pg_port, PG_SETTINGS) {
             Ok(pg) => {
-                for (name, sync) in [("postgres", true), ("postgres-async", false)] {
+                for (name, variant) in [
+                    ("postgres", store::PgVariant::Sync),
+                    ("postgres-async", store::PgVariant::Async),
+                ] {
                     if want(name) {
-                        let s = store::Postgres::new(&pg, store::PG_POOL_MAX, sync).await?;
+                        let s =
+                            store::Postgres::new(&pg, variant, DEFAULT_PG_POOL, pg.port).await?;
                         sys.stores.push(Store::Postgres(Arc::new(s)));
                     }
                 }
@@ -283,20 +368,85 @@ async fn start_systems(args: &CompareArgs, dir: &std::path::Path) -> anyhow::Res
             Err(e) => sys.missing.push(("postgres".into(), format!("{e:#}"))),
         }
     }
+    if want("postgres-ha") {
+        match start_pg_ha(args.pg_ha_port).await {
+            Ok(servers) => {
+                let s = store::Postgres::new(
+                    &servers[0],
+                    store::PgVariant::Ha,
+                    DEFAULT_PG_POOL,
+                    servers[1].port,
+                )
+                .await?;
+                sys.stores.push(Store::Postgres(Arc::new(s)));
+                sys.pg_ha = servers;
+            }
+            Err(e) => sys.missing.push(("postgres-ha".into(), format!("{e:#}"))),
+        }
+    }
+    use crate::procs::{RedisOpts, RedisServer};
+    let durable = RedisOpts {
+        aof_always: true,
+        replica_of: None,
+    };
     if want("redis") {
-        match crate::procs::RedisServer::start(args.redis_port).await {
+        match RedisServer::start(args.redis_port, durable).await {
             Ok(r) => {
-                sys.stores
-                    .push(Store::Redis(Arc::new(store::Redis::new(&r).await?)));
-                sys._redis = Some(r);
+                let st = store::Redis::new(&r, false, buyers_max).await?;
+                sys.stores.push(Store::Redis(Arc::new(st)));
+                sys.redis.push(("redis", r));
             }
             Err(e) => sys.missing.push(("redis".into(), format!("{e:#}"))),
+        }
+    }
+    if want("redis-replicated") {
+        let port = args.redis_port + 1;
+        let started: anyhow::Result<Vec<RedisServer>> = async {
+            let mut servers = vec![RedisServer::start(port, durable).await?];
+            for i in 1..=2 {
+                let opts = RedisOpts {
+                    aof_always: true,
+                    replica_of: Some(port),
+                };
+                servers.push(RedisServer::start(port + i, opts).await?);
+            }
+            servers[0].wait_replicas(2).await?;
+            Ok(servers)
+        }
+        .await;
+        match started {
+            Ok(servers) => {
+                let st = store::Redis::new(&servers[0], true, buyers_max).await?;
+                sys.stores.push(Store::Redis(Arc::new(st)));
+                sys.redis
+                    .extend(servers.into_iter().map(|s| ("redis-replicated", s)));
+            }
+            Err(e) => sys
+                .missing
+                .push(("redis-replicated".into(), format!("{e:#}"))),
+        }
+    }
+    if want("redis-pg") {
+        let lock = RedisOpts {
+            aof_always: false,
+            replica_of: None,
+        };
+        match (&sys.pg, RedisServer::start(args.redis_port + 5, lock).await) {
+            (Some(pg), Ok(r)) => {
+                let st = store::RedisPg::new(&r, pg, DEFAULT_PG_POOL).await?;
+                sys.stores.push(Store::RedisPg(Arc::new(st)));
+                sys.redis.push(("redis-lock", r));
+            }
+            (None, _) => sys
+                .missing
+                .push(("redis-pg".into(), "PostgreSQL did not start".into())),
+            (_, Err(e)) => sys.missing.push(("redis-pg".into(), format!("{e:#}"))),
         }
     }
     if want("etcd") {
         match crate::procs::EtcdCluster::start(args.etcd_port).await {
             Ok(e) => {
-                let st = store::Etcd::new(&e, 4096)?;
+                let st = store::Etcd::new(&e).await?;
                 sys.stores.push(Store::Etcd(Arc::new(st)));
                 sys.etcd = Some(Arc::new(Mutex::new(e)));
             }
@@ -306,7 +456,63 @@ async fn start_systems(args: &CompareArgs, dir: &std::path::Path) -> anyhow::Res
     for (name, why) in &sys.missing {
         eprintln!("MISSING {name}: {why}");
     }
+    // Measured runs resume what they use; until then every server is stopped.
+    for g in sys.groups() {
+        let pids = sys.pids(g).await;
+        crate::cpu::signal(&pids, "STOP");
+        sys.paused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(g, pids);
+    }
     Ok(sys)
+}
+
+/// `postgres-ha`'s servers: a primary on `port` and two hot standbys on the next
+/// two ports, streaming from it; commits wait for either standby's flush.
+async fn start_pg_ha(port: u16) -> anyhow::Result<Vec<crate::pg::Postgres>> {
+    let primary = crate::pg::Postgres::start(port, PG_SETTINGS)?;
+    let mut servers = vec![];
+    for i in 1..=2u16 {
+        servers.push(crate::pg::Postgres::standby(
+            &primary,
+            port + i,
+            &format!("standby{i}"),
+            PG_SETTINGS,
+        )?);
+    }
+    let c = primary.connect().await?;
+    // One statement per call: ALTER SYSTEM refuses to run in a transaction.
+    c.batch_execute("ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 (standby1, standby2)'")
+        .await?;
+    c.batch_execute("SELECT pg_reload_conf()").await?;
+    servers.insert(0, primary);
+    wait_pg_standbys(&servers[0]).await?;
+    Ok(servers)
+}
+
+/// Waits until both standbys stream from `primary` as quorum candidates.
+async fn wait_pg_standbys(primary: &crate::pg::Postgres) -> anyhow::Result<()> {
+    let c = primary.connect().await?;
+    let deadline = Instant::now() + REJOIN_TIMEOUT;
+    loop {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_replication
+                 WHERE state = 'streaming' AND sync_state = 'quorum'",
+                &[],
+            )
+            .await?
+            .get(0);
+        if n >= 2 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "postgres-ha: {n} of 2 standbys streaming within {REJOIN_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// One measured run, labelled.
@@ -319,6 +525,10 @@ struct Row {
     /// Scenario 3: with readers or not.
     variant: &'static str,
     run: usize,
+    /// Seats per event.
+    seats: u32,
+    /// PostgreSQL pool size, for the systems that have one.
+    pool: Option<usize>,
     r: RunResult,
     reads: Option<ReadStats>,
 }
@@ -360,7 +570,15 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
     let mut total = 0u64;
     for s in &plan.scenarios {
         total += match s {
-            1 => (plan.buyers.len() * plan.runs * n) as u64,
+            1 => {
+                let pooled = sys.stores.iter().filter(|s| s.pg_pool().is_some()).count();
+                let sweep = if plan.pg_pools.len() > 1 {
+                    plan.pg_pools.len()
+                } else {
+                    0
+                };
+                (plan.buyers.len() * (plan.runs * n + pooled * sweep)) as u64
+            }
             2 => (plan.runs * n) as u64,
             3 => (plan.runs * 2 * sys.stores.iter().filter(|s| readable(s)).count()) as u64,
             _ => {
@@ -375,40 +593,114 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut rows: Vec<Row> = Vec::new();
+    let mut best_pool: BTreeMap<(String, usize), usize> = BTreeMap::new();
     let duration = Duration::from_secs(plan.duration_s);
     let started = Instant::now();
+    let mut order_rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    let mut ordered = |stores: &[Store]| -> Vec<Store> {
+        let mut v = stores.to_vec();
+        v.shuffle(&mut order_rng);
+        v
+    };
+    let mut seats_for: BTreeMap<(String, usize), u32> = BTreeMap::new();
     let outcome: anyhow::Result<()> = async {
         if plan.scenarios.contains(&1) {
             for &c in &plan.buyers {
+                // The pool sweep: each PostgreSQL-backed system at each pool size,
+                // a short run each; the best is what its measured runs use.
+                let pooled: Vec<Store> = sys.stores.iter().filter(|s| s.pg_pool().is_some()).cloned().collect();
+                if plan.pg_pools.len() > 1 {
+                    for st in ordered(&pooled) {
+                        let pool = st.pg_pool().context("a pooled system")?;
+                        let mut best = (0.0, DEFAULT_PG_POOL);
+                        for &n in &plan.pg_pools {
+                            bar.set_message(format!("1: {} {} buyers, pool {n}", st.name(), c));
+                            pool.set_size(n);
+                            let seats = if plan.quick { plan.seats } else { plan.seats.max(SWEEP_SEATS) };
+                            sys.focus(&st).await?;
+                            let events = st.create_events(1, seats).await?;
+                            let shape = Shape {
+                                events,
+                                seats,
+                                buyers: c,
+                                duration: Duration::from_secs(plan.sweep_s),
+                                holds_max: args.holds_max,
+                                seed: args.seed,
+                                pace: Pace::Free,
+                            };
+                            let r = surge::run(&st, &shape, None).await?;
+                            if r.holds_per_s() > best.0 {
+                                best = (r.holds_per_s(), n);
+                            }
+                            rows.push(row(1, &st, c, SWEEP, 0, seats, r, None));
+                            bar.inc(1);
+                        }
+                        pool.set_size(best.1);
+                        best_pool.insert((st.name(), c), best.1);
+                    }
+                }
                 for run in 0..plan.runs {
-                    for st in &sys.stores {
-                        bar.set_message(format!("1: {} {} buyers, run {}", st.name(), c, run + 1));
-                        let events = st.create_events(1, plan.seats).await?;
-                        let shape = Shape {
-                            events,
-                            seats: plan.seats,
-                            buyers: c,
-                            duration,
-                            holds_max: args.holds_max,
-                            seed: args.seed + run as u64,
-                            pace: Pace::Free,
-                        };
-                        let r = surge::run(st, &shape, None).await?;
-                        rows.push(row(1, st, c, "", run, r, None));
+                    for st in ordered(&sys.stores) {
+                        if let Some(pool) = st.pg_pool() {
+                            pool.set_size(best_pool.get(&(st.name(), c)).copied().unwrap_or(plan.pg_pools[0]));
+                        }
+                        // A run that sells out before `min_run_s` is done again on a
+                        // larger event (the rule is the same for every system).
+                        let key = (st.name(), c);
+                        loop {
+                            let seats = *seats_for.get(&key).unwrap_or(&plan.seats);
+                            bar.set_message(format!("1: {} {} buyers, run {}, {seats} seats", st.name(), c, run + 1));
+                            sys.focus(&st).await?;
+                            let events = st.create_events(1, seats).await?;
+                            let shape = Shape {
+                                events,
+                                seats,
+                                buyers: c,
+                                duration,
+                                holds_max: args.holds_max,
+                                seed: args.seed + run as u64,
+                                pace: Pace::Free,
+                            };
+                            let r = surge::run(&st, &shape, None).await?;
+                            match r.sold_out_s {
+                                Some(t) if t < plan.min_run_s as f64 && seats < MAX_SCALED_SEATS && r.check.is_ok() => {
+                                    let grow = (plan.min_run_s as f64 * 1.5 / t.max(0.05)).ceil() as u32;
+                                    let bigger = seats.saturating_mul(grow.max(2)).min(MAX_SCALED_SEATS);
+                                    eprintln!("  {} sold {seats} seats out in {t:.1} s: again with {bigger}", st.name());
+                                    seats_for.insert(key.clone(), bigger);
+                                }
+                                _ => {
+                                    rows.push(row(1, &st, c, "", run, seats, r, None));
+                                    break;
+                                }
+                            }
+                        }
                         bar.inc(1);
                     }
                 }
             }
         }
+        let steady_pool = |st: &Store| {
+            if let Some(pool) = st.pg_pool() {
+                pool.set_size(
+                    best_pool
+                        .get(&(st.name(), plan.steady_buyers))
+                        .copied()
+                        .unwrap_or(plan.pg_pools[0]),
+                );
+            }
+        };
         if plan.scenarios.contains(&2) {
             for run in 0..plan.runs {
-                for st in &sys.stores {
+                for st in ordered(&sys.stores) {
                     bar.set_message(format!(
                         "2: {} {} events, run {}",
                         st.name(),
                         plan.events,
                         run + 1
                     ));
+                    steady_pool(&st);
+                    sys.focus(&st).await?;
                     let events = st.create_events(plan.events, plan.event_seats).await?;
                     let shape = Shape {
                         events,
@@ -419,15 +711,16 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                         seed: args.seed + run as u64,
                         pace: Pace::Free,
                     };
-                    let r = surge::run(st, &shape, None).await?;
-                    rows.push(row(2, st, plan.steady_buyers, "", run, r, None));
+                    let r = surge::run(&st, &shape, None).await?;
+                    rows.push(row(2, &st, plan.steady_buyers, "", run, plan.event_seats, r, None));
                     bar.inc(1);
                 }
             }
         }
         if plan.scenarios.contains(&3) {
+            let readable_stores: Vec<Store> = sys.stores.iter().filter(|s| readable(s)).cloned().collect();
             for run in 0..plan.runs {
-                for st in sys.stores.iter().filter(|s| readable(s)) {
+                for st in ordered(&readable_stores) {
                     // The mix: readers (closed loop, as fast as answers come) and
                     // buyers that may start one write per `reads_per_write` reads
                     // answered.
@@ -437,9 +730,11 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                         plan.reads_per_write,
                         run + 1
                     ));
+                    steady_pool(&st);
+                    sys.focus(&st).await?;
                     let events = st.create_events(1, plan.seats).await?;
                     let readers =
-                        crate::readers::Readers::new(st, &sys, events[0], plan.seats).await?;
+                        crate::readers::Readers::new(&st, &sys, events[0], plan.seats).await?;
                     let gate = Arc::new(tokio::sync::Semaphore::new(0));
                     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
                     let handle = readers.spawn(
@@ -457,16 +752,17 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                         seed: args.seed + run as u64,
                         pace: Pace::Gate(gate),
                     };
-                    let mixed = surge::run(st, &shape, None).await?;
+                    let mixed = surge::run(&st, &shape, None).await?;
                     stop.store(true, std::sync::atomic::Ordering::Relaxed);
                     let (samples, errors, secs) = handle.await?;
                     let rate = mixed.writes_per_s();
                     rows.push(row(
                         3,
-                        st,
+                        &st,
                         plan.steady_buyers,
                         MIXED,
                         run,
+                        plan.seats,
                         mixed,
                         Some(read_stats(samples, errors, secs)),
                     ));
@@ -478,6 +774,7 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                         st.name(),
                         run + 1
                     ));
+                    quiet().await;
                     let events = st.create_events(1, plan.seats).await?;
                     let (pace, feeder) = surge::rate_gate(rate, duration);
                     let shape = Shape {
@@ -485,20 +782,22 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                         pace,
                         ..shape
                     };
-                    let alone = surge::run(st, &shape, None).await;
+                    let alone = surge::run(&st, &shape, None).await;
                     feeder.abort();
-                    rows.push(row(3, st, plan.steady_buyers, ALONE, run, alone?, None));
+                    rows.push(row(3, &st, plan.steady_buyers, ALONE, run, plan.seats, alone?, None));
                     bar.inc(1);
                 }
             }
         }
         if plan.scenarios.contains(&4) {
             let fo_duration = duration.max(Duration::from_secs(6));
+            let capable: Vec<Store> = sys.stores.iter().filter(|s| failover_capable(s)).cloned().collect();
             for run in 0..plan.failover_runs {
-                for st in sys.stores.iter().filter(|s| failover_capable(s)) {
+                for st in ordered(&capable) {
                     bar.set_message(format!("4: {} failover, run {}", st.name(), run + 1));
+                    sys.focus(&st).await?;
                     let events = st.create_events(1, plan.failover_seats).await?;
-                    let kill = kill_for(st, &sys, events[0]).await?;
+                    let kill = kill_for(&st, &sys, events[0]).await?;
                     let shape = Shape {
                         events,
                         seats: plan.failover_seats,
@@ -509,7 +808,7 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                         pace: Pace::Free,
                     };
                     let r = surge::run(
-                        st,
+                        &st,
                         &shape,
                         Some(Kill {
                             at: kill_at(fo_duration),
@@ -517,8 +816,8 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                         }),
                     )
                     .await?;
-                    rejoin(st, &sys).await?;
-                    rows.push(row(4, st, plan.steady_buyers, "", run, r, None));
+                    rejoin(&st, &sys).await?;
+                    rows.push(row(4, &st, plan.steady_buyers, "", run, plan.failover_seats, r, None));
                     bar.inc(1);
                 }
             }
@@ -555,12 +854,14 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn row(
     scenario: u8,
     st: &Store,
     buyers: usize,
     variant: &'static str,
     run: usize,
+    seats: u32,
     r: RunResult,
     reads: Option<ReadStats>,
 ) -> Row {
@@ -574,6 +875,8 @@ fn row(
         buyers,
         variant,
         run,
+        seats,
+        pool: st.pg_pool().map(|p| p.size()),
         r,
         reads,
     }
@@ -705,8 +1008,154 @@ impl Systems {
             .collect()
     }
 
-    pub fn pg(&self) -> Option<&crate::pg::Postgres> {
-        self.pg.as_ref()
+    /// The server groups started here.
+    fn groups(&self) -> Vec<&'static str> {
+        let mut g: Vec<&'static str> = self
+            .stores
+            .iter()
+            .flat_map(|s| s.servers())
+            .copied()
+            .collect();
+        g.sort_unstable();
+        g.dedup();
+        g
+    }
+
+    /// The processes of a server group now.
+    async fn pids(&self, group: &str) -> Vec<u32> {
+        let trees = |servers: &mut dyn Iterator<Item = &crate::pg::Postgres>| -> Vec<u32> {
+            servers
+                .filter_map(|p| p.pid())
+                .flat_map(crate::cpu::process_tree)
+                .collect()
+        };
+        match group {
+            "boxoffice" => match &self.bo {
+                Some(c) => c
+                    .lock()
+                    .await
+                    .nodes
+                    .values()
+                    .filter_map(|n| n.pid())
+                    .collect(),
+                None => vec![],
+            },
+            "postgres" => trees(&mut self.pg.iter()),
+            "postgres-ha" => trees(&mut self.pg_ha.iter()),
+            "etcd" => match &self.etcd {
+                Some(e) => e
+                    .lock()
+                    .await
+                    .members
+                    .iter()
+                    .filter_map(|m| m.pid())
+                    .collect(),
+                None => vec![],
+            },
+            g => self
+                .redis
+                .iter()
+                .filter(|(name, _)| *name == g)
+                .filter_map(|(_, r)| r.pid())
+                .collect(),
+        }
+    }
+
+    /// Before a run of `st`: every other system's servers stopped (SIGSTOP), its
+    /// own resumed (SIGCONT) and serving, and the machine quiet.
+    async fn focus(&self, st: &Store) -> anyhow::Result<()> {
+        let mine = st.servers();
+        let mut resumed = false;
+        for g in self.groups() {
+            let stopped = self
+                .paused
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(g);
+            if mine.contains(&g) && stopped {
+                let pids = self
+                    .paused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(g)
+                    .unwrap_or_default();
+                crate::cpu::signal(&pids, "CONT");
+                resumed = true;
+            } else if !mine.contains(&g) && !stopped {
+                let pids = self.pids(g).await;
+                crate::cpu::signal(&pids, "STOP");
+                self.paused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(g, pids);
+            }
+        }
+        if resumed {
+            tokio::time::sleep(RESUME_SETTLE).await;
+            self.settle(st).await?;
+        }
+        quiet().await;
+        Ok(())
+    }
+
+    /// Waits until a resumed system serves again: every boxoffice group has a
+    /// leader, every etcd member is healthy, every replica or standby streams.
+    async fn settle(&self, st: &Store) -> anyhow::Result<()> {
+        match st {
+            Store::Boxoffice(_) => {
+                let Some(c) = &self.bo else { return Ok(()) };
+                let c = c.lock().await;
+                let deadline = Instant::now() + REJOIN_TIMEOUT;
+                while c.leaders().await.len() < usize::from(c.shards) + 1 {
+                    anyhow::ensure!(
+                        Instant::now() < deadline,
+                        "boxoffice groups without a leader after resuming"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            Store::Etcd(_) => {
+                if let Some(e) = &self.etcd {
+                    let e = e.lock().await;
+                    for i in 0..e.members.len() {
+                        e.wait_healthy(i).await?;
+                    }
+                }
+            }
+            Store::Postgres(p) if p.variant == store::PgVariant::Ha => {
+                if let Some(primary) = self.pg_ha.first() {
+                    wait_pg_standbys(primary).await?;
+                }
+            }
+            Store::Redis(r) if r.replicated => {
+                if let Some((_, primary)) =
+                    self.redis.iter().find(|(g, _)| *g == "redis-replicated")
+                {
+                    primary.wait_replicas(2).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Systems {
+    /// Stopped servers are resumed, so that each shuts down as it should.
+    fn drop(&mut self) {
+        let paused = std::mem::take(&mut *self.paused.lock().unwrap_or_else(|e| e.into_inner()));
+        for pids in paused.values() {
+            crate::cpu::signal(pids, "CONT");
+        }
+    }
+}
+
+/// Waits (at most [`QUIET_WAIT_MAX`]) for the machine to go quiet: what the last
+/// run left behind (compactions, checkpoints, connections closing) is not
+/// measured in the next.
+async fn quiet() {
+    let deadline = Instant::now() + QUIET_WAIT_MAX;
+    while crate::cpu::busy_share(QUIET_WINDOW).await > QUIET_BUSY_MAX && Instant::now() < deadline {
     }
 }
 
@@ -723,6 +1172,11 @@ struct Agg {
     checks_ok: usize,
     reads: Option<(f64, Summary, BTreeMap<&'static str, f64>)>,
     window: Option<(f64, f64, f64)>,
+    /// Machine CPU ms per confirmed booking, and the load generator's part of it.
+    cpu_ms: f64,
+    gen_cpu_ms: f64,
+    seats: u32,
+    pool: Option<usize>,
 }
 
 fn aggregate(rows: &[&Row]) -> Agg {
@@ -780,6 +1234,10 @@ fn aggregate(rows: &[&Row]) -> Agg {
         checks_ok: rows.iter().filter(|r| r.r.check.is_ok()).count(),
         reads,
         window,
+        cpu_ms: m(&|r| 1000.0 * r.r.cpu_per_booking()),
+        gen_cpu_ms: m(&|r| 1000.0 * r.r.gen_cpu_s / r.r.confirms.max(1) as f64),
+        seats: rows.iter().map(|r| r.seats).max().unwrap_or(0),
+        pool: rows.iter().find_map(|r| r.pool),
     }
 }
 
@@ -847,7 +1305,7 @@ impl Report<'_> {
             );
         }
         if p.scenarios.contains(&1) {
-            let _ = writeln!(s, "## Scenario 1 — hot on-sale: one event of {} seats\n\n| system | buyers | holds/s | confirms/s | hold attempts/s | hold p50 / p99 / p999 | confirm p50 / p99 / p999 | sold out in | failed holds / unknown confirms | checks |\n|---|---|---|---|---|---|---|---|---|---|", p.seats);
+            let _ = writeln!(s, "## Scenario 1 — hot on-sale: one event\n\nOne event of {} seats, or more for a system that sells it out in less than {} s (a steady-state window; the `seats` column says). CPU = the whole machine's busy CPU time (every server and the load generator, from /proc/stat) per confirmed booking, its hold included; in brackets the load generator's part. Systems run in a random order per round; the others are stopped (SIGSTOP) meanwhile, and each run waits for the machine to go quiet first.\n\n| system | buyers | seats | pool | holds/s | confirms/s | hold attempts/s | hold p50 / p99 / p999 | confirm p50 / p99 / p999 | CPU ms/booking (load gen) | sold out in | failed holds / unknown confirms | checks |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|", p.seats, p.min_run_s);
             for &c in &p.buyers {
                 for n in self.names {
                     let rows = self.select(1, n, Some(c), "");
@@ -857,12 +1315,16 @@ impl Report<'_> {
                     let a = aggregate(&rows);
                     let _ = writeln!(
                         s,
-                        "| {n} | {c} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} / {} | {}/{} ok |",
+                        "| {n} | {c} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.2} ({:.2}) | {} | {} / {} | {}/{} ok |",
+                        a.seats,
+                        a.pool.map(|p| p.to_string()).unwrap_or("—".into()),
                         a.holds_s,
                         a.confirms_s,
                         a.attempts_s,
                         lat(a.hold),
                         lat(a.confirm),
+                        a.cpu_ms,
+                        a.gen_cpu_ms,
                         a.sold_out_s
                             .map(|t| format!("{t:.1} s"))
                             .unwrap_or(format!("— ({:.0}% sold)", a.sold_pct)),
@@ -874,9 +1336,36 @@ impl Report<'_> {
                 }
             }
             s.push('\n');
+            let sweep: Vec<&Row> = self.rows.iter().filter(|r| r.variant == SWEEP).collect();
+            if !sweep.is_empty() {
+                let _ = writeln!(s, "### PostgreSQL pool sweep\n\nHolds/s of one {} s run per pool size; the best (bold) is what the runs above use.\n\n| system | buyers | {} |\n|---|---|{}", p.sweep_s, p.pg_pools.iter().map(|n| format!("pool {n}")).collect::<Vec<_>>().join(" | "), "---|".repeat(p.pg_pools.len()));
+                for &c in &p.buyers {
+                    for n in self.names {
+                        let mine: Vec<&&Row> = sweep
+                            .iter()
+                            .filter(|r| &r.system == n && r.buyers == c)
+                            .collect();
+                        if mine.is_empty() {
+                            continue;
+                        }
+                        let best = mine.iter().map(|r| r.r.holds_per_s()).fold(0.0, f64::max);
+                        let cells: Vec<String> = p
+                            .pg_pools
+                            .iter()
+                            .map(|&k| match mine.iter().find(|r| r.pool == Some(k)) {
+                                Some(r) if r.r.holds_per_s() == best => format!("**{:.0}**", best),
+                                Some(r) => format!("{:.0}", r.r.holds_per_s()),
+                                None => "—".into(),
+                            })
+                            .collect();
+                        let _ = writeln!(s, "| {n} | {c} | {} |", cells.join(" | "));
+                    }
+                }
+                s.push('\n');
+            }
         }
         if p.scenarios.contains(&2) {
-            let _ = writeln!(s, "## Scenario 2 — many events: {} events of {} seats, {} buyers\n\n| system | holds/s | confirms/s | vs scenario 1 (same buyers) | hold p50 / p99 / p999 | confirm p50 / p99 / p999 | checks |\n|---|---|---|---|---|---|---|", p.events, p.event_seats, p.steady_buyers);
+            let _ = writeln!(s, "## Scenario 2 — many events: {} events of {} seats, {} buyers\n\n| system | holds/s | confirms/s | vs scenario 1 (same buyers) | hold p50 / p99 / p999 | confirm p50 / p99 / p999 | CPU ms/booking (load gen) | checks |\n|---|---|---|---|---|---|---|---|", p.events, p.event_seats, p.steady_buyers);
             for n in self.names {
                 let rows = self.select(2, n, None, "");
                 if rows.is_empty() {
@@ -891,11 +1380,13 @@ impl Report<'_> {
                 };
                 let _ = writeln!(
                     s,
-                    "| {n} | {:.0} | {:.0} | {vs} | {} | {} | {}/{} ok |",
+                    "| {n} | {:.0} | {:.0} | {vs} | {} | {} | {:.2} ({:.2}) | {}/{} ok |",
                     a.holds_s,
                     a.confirms_s,
                     lat(a.hold),
                     lat(a.confirm),
+                    a.cpu_ms,
+                    a.gen_cpu_ms,
                     a.checks_ok,
                     a.runs
                 );
@@ -903,7 +1394,7 @@ impl Report<'_> {
             s.push('\n');
         }
         if p.scenarios.contains(&3) {
-            let _ = writeln!(s, "## Scenario 3 — reads under a sale: {} readers and {} buyers on one event of {} seats, one write per {} reads\n\nReaders ask, in turn, for the event view, one section's seat map and a search, as fast as answers come; buyers may start a write (hold or confirm) for every {} reads answered. boxoffice readers use the hot shard's followers (local reads); PostgreSQL readers use the server the buyers write to. Then the same writes run alone at the rate the mix reached: the write latency with and without the reads is what the reads cost the writes.\n\n| system | reads/s | reads per write | read p50 / p99 / p999 | p99 by kind | writes/s | hold p50 / p99 with reads | hold p50 / p99 alone | confirm p50 / p99 with reads | confirm p50 / p99 alone | write p99 with ÷ without reads | checks |\n|---|---|---|---|---|---|---|---|---|---|---|---|", p.readers, p.steady_buyers, p.seats, p.reads_per_write, p.reads_per_write);
+            let _ = writeln!(s, "## Scenario 3 — reads under a sale: {} readers and {} buyers on one event of {} seats, one write per {} reads\n\nReaders ask, in turn, for the event view, one section's seat map and a search, as fast as answers come; buyers may start a write (hold or confirm) for every {} reads answered. boxoffice readers use the hot shard's followers (local reads); PostgreSQL readers use the server the buyers write to (postgres-ha: a hot standby). Then the same writes run alone at the rate the mix reached: the write latency with and without the reads is what the reads cost the writes.\n\n| system | reads/s | reads per write | read p50 / p99 / p999 | p99 by kind | writes/s | hold p50 / p99 with reads | hold p50 / p99 alone | confirm p50 / p99 with reads | confirm p50 / p99 alone | write p99 with ÷ without reads | checks |\n|---|---|---|---|---|---|---|---|---|---|---|---|", p.readers, p.steady_buyers, p.seats, p.reads_per_write, p.reads_per_write);
             for n in self.names {
                 let with = self.select(3, n, None, MIXED);
                 let alone = self.select(3, n, None, ALONE);
@@ -968,9 +1459,12 @@ impl Report<'_> {
                 );
             }
             for n in self.names {
-                if !["boxoffice", "etcd"].contains(&n.as_str()) {
-                    let _ = writeln!(s, "| {n} | — | single node: no failover; writes stop until it is restarted | | | |");
-                }
+                let why = match n.as_str() {
+                    "boxoffice" | "etcd" => continue,
+                    "postgres-ha" | "redis-replicated" => "replicas but no automatic failover (it takes an external manager: Patroni, Sentinel); writes stop until the primary is back",
+                    _ => "single node: no failover; writes stop until it is restarted",
+                };
+                let _ = writeln!(s, "| {n} | — | {why} | | | |");
             }
             s.push('\n');
         }
@@ -1026,6 +1520,16 @@ impl Report<'_> {
                         (!r.is_empty()).then(|| aggregate(&r).holds_s)
                     },
                     true,
+                );
+            }
+            for &c in &p.buyers {
+                line(
+                    format!("1 hot on-sale | CPU per booking, {c} buyers"),
+                    &|n| {
+                        let r = self.select(1, n, Some(c), "");
+                        (!r.is_empty()).then(|| aggregate(&r).cpu_ms)
+                    },
+                    false,
                 );
             }
             let c = p.buyers[p.buyers.len() / 2];
@@ -1092,6 +1596,10 @@ impl Report<'_> {
                 "buyers": r.buyers,
                 "variant": r.variant,
                 "run": r.run,
+                "seats": r.seats,
+                "pg_pool": r.pool,
+                "cpu_s": r.r.cpu_s,
+                "load_generator_cpu_s": r.r.gen_cpu_s,
                 "elapsed_s": r.r.elapsed_s,
                 "hold_attempts": r.r.hold_attempts,
                 "holds_granted": r.r.holds_granted,

@@ -6,6 +6,7 @@ mod catalogue;
 mod checkout;
 mod cluster;
 mod compare;
+mod cpu;
 mod lean_http;
 mod load;
 mod onsale;

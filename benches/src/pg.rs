@@ -1,6 +1,7 @@
-//! A throwaway PostgreSQL server for peer comparisons: initialised in a fresh
-//! directory, bound to loopback only, stopped (and its directory removed) when the
-//! handle is dropped, whatever happened in between.
+//! Throwaway PostgreSQL servers for peer comparisons: a primary initialised in a
+//! fresh directory, or a streaming standby cloned from one with `pg_basebackup`;
+//! bound to loopback only, stopped (and the directory removed) when the handle is
+//! dropped, whatever happened in between.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,6 +35,67 @@ impl Postgres {
     /// Installs PostgreSQL with apt-get if it is missing (root only), then starts
     /// a fresh server on `127.0.0.1:port` with the given extra settings.
     pub fn start(port: u16, settings: &[(&str, &str)]) -> anyhow::Result<Postgres> {
+        let pg = Postgres::fresh(port)?;
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &pg.data().to_string_lossy(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        )?;
+        pg.pg_ctl_start(settings)?;
+        Ok(pg)
+    }
+
+    /// A hot standby of `primary` on `127.0.0.1:port`, streaming from it under
+    /// `application_name = name` (what `synchronous_standby_names` lists).
+    pub fn standby(
+        primary: &Postgres,
+        port: u16,
+        name: &str,
+        settings: &[(&str, &str)],
+    ) -> anyhow::Result<Postgres> {
+        let pg = Postgres::fresh(port)?;
+        pg.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                &pg.data().to_string_lossy(),
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+                "-R",
+            ],
+        )?;
+        // Later lines of postgresql.auto.conf win over what -R wrote.
+        let conf = pg.data().join("postgresql.auto.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap_or_default();
+        text.push_str(&format!(
+            "primary_conninfo = 'host=127.0.0.1 port={} user=postgres application_name={name}'\nhot_standby = on\n",
+            primary.port
+        ));
+        std::fs::write(&conf, text)?;
+        pg.pg_ctl_start(settings)?;
+        Ok(pg)
+    }
+
+    /// An empty directory for a server on `port`, owned by the user it runs as.
+    fn fresh(port: u16) -> anyhow::Result<Postgres> {
         let bin = match find_bin() {
             Some(b) => b,
             None => {
@@ -74,34 +136,25 @@ impl Postgres {
                 .success();
             anyhow::ensure!(ok, "chown of the PostgreSQL directory failed");
         }
-        pg.run(
-            "initdb",
-            &[
-                "-D",
-                &pg.data().to_string_lossy(),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ],
-        )?;
+        Ok(pg)
+    }
+
+    fn pg_ctl_start(&self, settings: &[(&str, &str)]) -> anyhow::Result<()> {
         let mut opts = format!(
-            "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={}",
-            pg.dir.display()
+            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={}",
+            self.port,
+            self.dir.display()
         );
         for (k, v) in settings {
             opts.push_str(&format!(" -c {k}={v}"));
         }
-        pg.run(
+        self.run(
             "pg_ctl",
             &[
                 "-D",
-                &pg.data().to_string_lossy(),
+                &self.data().to_string_lossy(),
                 "-l",
-                &pg.dir.join("server.log").to_string_lossy(),
+                &self.dir.join("server.log").to_string_lossy(),
                 "-o",
                 &opts,
                 "-w",
@@ -109,8 +162,29 @@ impl Postgres {
                 &PG_START_TIMEOUT.as_secs().to_string(),
                 "start",
             ],
-        )?;
-        Ok(pg)
+        )
+    }
+
+    /// The postmaster's pid (the first line of `postmaster.pid`).
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Creates database `name` (dropping any of that name first).
+    pub async fn create_database(&self, name: &str) -> anyhow::Result<()> {
+        let c = self.connect().await?;
+        // One statement per call: several would run as one transaction, which
+        // DROP DATABASE refuses.
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await?;
+        c.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+        Ok(())
     }
 
     fn data(&self) -> PathBuf {
@@ -139,31 +213,33 @@ impl Postgres {
         Ok(())
     }
 
-    /// A connection (its driver task runs on the current runtime).
+    /// A connection to database `postgres` (its driver task runs on the current runtime).
     pub async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
-        let deadline = Instant::now() + PG_START_TIMEOUT;
-        loop {
-            match tokio_postgres::connect(
-                &format!(
-                    "host=127.0.0.1 port={} user=postgres dbname=postgres",
-                    self.port
-                ),
-                tokio_postgres::NoTls,
-            )
-            .await
-            {
-                Ok((client, conn)) => {
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
-                    return Ok(client);
-                }
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => return Err(e.into()),
+        connect(self.port, "postgres").await
+    }
+}
+
+/// A connection to database `db` of the server on `127.0.0.1:port`, retried until
+/// [`PG_START_TIMEOUT`] (its driver task runs on the current runtime).
+pub async fn connect(port: u16, db: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let deadline = Instant::now() + PG_START_TIMEOUT;
+    loop {
+        match tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={port} user=postgres dbname={db}"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        {
+            Ok((client, conn)) => {
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                return Ok(client);
             }
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -84,6 +84,10 @@ impl Proc {
         Ok(())
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// kill -9 and reap.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -107,8 +111,17 @@ fn fresh_dir(name: &str) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Redis 7 with an append-only file fsynced before every reply
-/// (`appendfsync always`), RDB snapshots off.
+/// How a Redis server keeps its data and whom it follows.
+#[derive(Clone, Copy, Debug)]
+pub struct RedisOpts {
+    /// An append-only file fsynced before every reply (`appendfsync always`);
+    /// otherwise memory only (`appendonly no`). RDB snapshots are off either way.
+    pub aof_always: bool,
+    /// A replica of the server on this port.
+    pub replica_of: Option<u16>,
+}
+
+/// A Redis 7 server on loopback.
 pub struct RedisServer {
     pub proc: Proc,
     pub port: u16,
@@ -117,7 +130,7 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    pub async fn start(port: u16) -> anyhow::Result<Self> {
+    pub async fn start(port: u16, opts: RedisOpts) -> anyhow::Result<Self> {
         let exe = ensure_installed("redis-server", &["redis-server"])?;
         let version = Command::new(&exe)
             .arg("--version")
@@ -130,7 +143,7 @@ impl RedisServer {
             })
             .unwrap_or_default();
         let dir = fresh_dir(&format!("boxoffice-bench-redis-{port}"))?;
-        let args = [
+        let mut args: Vec<String> = [
             "--bind",
             "127.0.0.1",
             "--port",
@@ -138,7 +151,7 @@ impl RedisServer {
             "--dir",
             &dir.to_string_lossy(),
             "--appendonly",
-            "yes",
+            if opts.aof_always { "yes" } else { "no" },
             "--appendfsync",
             "always",
             "--save",
@@ -151,6 +164,13 @@ impl RedisServer {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if let Some(primary) = opts.replica_of {
+            args.extend([
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                primary.to_string(),
+            ]);
+        }
         let mut proc = Proc::new("redis", &exe, args, dir.join("redis.log"));
         proc.start()?;
         let server = RedisServer {
@@ -177,6 +197,34 @@ impl RedisServer {
         }
     }
 
+    /// The pid of the server process.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
+    /// Waits until `n` replicas are connected and in sync (`INFO replication`).
+    pub async fn wait_replicas(&self, n: usize) -> anyhow::Result<()> {
+        let mut c = self.connect().await?;
+        let deadline = Instant::now() + PEER_START_TIMEOUT;
+        loop {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut c)
+                .await?;
+            let online = info
+                .lines()
+                .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+                .count();
+            if online >= n {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("redis on port {}: {online} of {n} replicas online within {PEER_START_TIMEOUT:?}", self.port);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn connect(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
         let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?;
         Ok(client.get_multiplexed_async_connection().await?)
@@ -190,7 +238,7 @@ impl Drop for RedisServer {
     }
 }
 
-/// etcd 3.4 with three members on loopback (client ports `base+1..=base+3`, peer
+/// etcd with three members on loopback (client ports `base+1..=base+3`, peer
 /// ports `base+11..=base+13`), fsync on (the default).
 pub struct EtcdCluster {
     pub members: Vec<Proc>,
@@ -241,6 +289,19 @@ impl EtcdCluster {
                 "zap".into(),
                 "--log-level".into(),
                 "warn".into(),
+                // boxoffice's Raft timing (50 ms heartbeats, elections after
+                // 300-600 ms), history compacted as etcd's operators run it, and
+                // room for every run's keys.
+                "--heartbeat-interval".into(),
+                "50".into(),
+                "--election-timeout".into(),
+                "300".into(),
+                "--auto-compaction-mode".into(),
+                "periodic".into(),
+                "--auto-compaction-retention".into(),
+                "5m".into(),
+                "--quota-backend-bytes".into(),
+                (8u64 << 30).to_string(),
             ];
             let mut p = Proc::new(
                 &format!("etcd e{i}"),

@@ -37,6 +37,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::cluster::ClusterInfo;
+use crate::cpu::{cpu_line, cpu_snap};
 use crate::lean_http::Conn;
 use crate::stats::{percentile, summarize, Summary};
 
@@ -103,8 +104,6 @@ const SALE_LEAD_MS: u64 = 2_000;
 const RATE_SLACK: u64 = 1;
 /// The credit a queue may bank (ms of its rate, `QUEUE_CREDIT_MAX_MS` in storage).
 const CREDIT_MAX_MS: u64 = 5_000;
-/// Clock ticks a second of `/proc` CPU times (USER_HZ, 100 on Linux).
-const CLK_TCK: f64 = 100.0;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -138,70 +137,6 @@ impl Violations {
     fn total(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
-}
-
-/// CPU seconds of processes and of the machine, from `/proc`.
-#[derive(Clone)]
-struct CpuSnap {
-    at: Instant,
-    procs: Vec<f64>,
-    busy: f64,
-    total: f64,
-}
-
-fn proc_cpu_s(pid: &str) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return f64::NAN;
-    };
-    // Fields after the command name (which may hold spaces): state is the first.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return f64::NAN;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let t = |i: usize| {
-        f.get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    (t(11) + t(12)) / CLK_TCK
-}
-
-fn cpu_snap(pids: &[String]) -> CpuSnap {
-    let (mut busy, mut total) = (f64::NAN, f64::NAN);
-    if let Ok(s) = std::fs::read_to_string("/proc/stat") {
-        if let Some(line) = s.lines().next() {
-            let v: Vec<f64> = line
-                .split_whitespace()
-                .skip(1)
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            if v.len() >= 5 {
-                total = v.iter().sum::<f64>() / CLK_TCK;
-                busy = total - (v[3] + v[4]) / CLK_TCK;
-            }
-        }
-    }
-    CpuSnap {
-        at: Instant::now(),
-        procs: pids.iter().map(|p| proc_cpu_s(p)).collect(),
-        busy,
-        total,
-    }
-}
-
-/// Cores used by each process and the machine's busy share between two snapshots.
-fn cpu_line(names: &[String], a: &CpuSnap, b: &CpuSnap) -> String {
-    let secs = (b.at - a.at).as_secs_f64().max(0.001);
-    let mut parts: Vec<String> = names
-        .iter()
-        .zip(a.procs.iter().zip(&b.procs))
-        .map(|(n, (x, y))| format!("{n} {:.2}", (y - x) / secs))
-        .collect();
-    parts.push(format!(
-        "machine {:.0}% busy",
-        100.0 * (b.busy - a.busy) / (b.total - a.total).max(0.001)
-    ));
-    parts.join(", ")
 }
 
 /// A place as read, with the wall time the answer arrived.

@@ -3,8 +3,9 @@
 //!
 //! boxoffice readers talk only to the hot shard's followers, with local reads,
 //! and take the compact seat map (`view=rows`). PostgreSQL readers query the
-//! server the buyers write to, as the classic design serves its pages: the event's
-//! row, the section's ticket rows, and full-text search over the events table.
+//! variant's database as the classic design serves its pages (the event's row,
+//! the section's ticket rows, full-text search over the events table): on the
+//! server the buyers write to, or for `postgres-ha` on a hot standby.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,11 +63,11 @@ impl Readers {
                     sections: seats.div_ceil(SECTION_SEATS),
                 })
             }
-            Store::Postgres(_) => {
-                let pg = sys.pg().context("no PostgreSQL server")?;
+            Store::Postgres(p) => {
+                let (port, db) = p.read_target();
                 let mut conns = Vec::new();
                 for _ in 0..crate::store::PG_READ_CONNECTIONS {
-                    conns.push(tokio::sync::Mutex::new(pg.connect().await?));
+                    conns.push(tokio::sync::Mutex::new(crate::pg::connect(port, db).await?));
                 }
                 Ok(Readers::Postgres {
                     conns: Arc::new(conns),

@@ -129,6 +129,11 @@ pub struct RunResult {
     /// Confirmed bookings per [`BUCKET_MS`] bucket.
     pub confirms_series: Vec<u64>,
     pub failover: Option<Failover>,
+    /// CPU seconds the whole machine spent over the run (every server and the
+    /// load generator; from `/proc/stat`).
+    pub cpu_s: f64,
+    /// CPU seconds of the load generator alone over the run.
+    pub gen_cpu_s: f64,
     /// The sales check: `Ok(summary)` or the violation.
     pub check: Result<String, String>,
 }
@@ -142,6 +147,10 @@ impl RunResult {
     }
     pub fn attempts_per_s(&self) -> f64 {
         self.hold_attempts as f64 / self.elapsed_s
+    }
+    /// Machine CPU seconds per confirmed booking (its hold included).
+    pub fn cpu_per_booking(&self) -> f64 {
+        self.cpu_s / self.confirms.max(1) as f64
     }
     /// Write requests (holds and confirms, whatever their answer) per second.
     pub fn writes_per_s(&self) -> f64 {
@@ -241,6 +250,8 @@ pub async fn run(store: &Store, shape: &Shape, kill: Option<Kill>) -> anyhow::Re
     const REFUSED: usize = 3;
     const UNKNOWN: usize = 4;
     const CONFIRMED: usize = 5;
+    let self_pid = std::process::id().to_string();
+    let cpu0 = crate::cpu::cpu_snap(std::slice::from_ref(&self_pid));
     let start = Instant::now();
     let until = start + shape.duration;
     let killed_at = Arc::new(Mutex::new(None::<(f64, String)>));
@@ -347,6 +358,7 @@ pub async fn run(store: &Store, shape: &Shape, kill: Option<Kill>) -> anyhow::Re
         t.await?;
     }
     let elapsed_s = start.elapsed().as_secs_f64();
+    let cpu1 = crate::cpu::cpu_snap(std::slice::from_ref(&self_pid));
     if let Some(k) = killer {
         k.abort();
         let _ = k.await;
@@ -410,6 +422,8 @@ pub async fn run(store: &Store, shape: &Shape, kill: Option<Kill>) -> anyhow::Re
         confirm_lat: summarize(log.confirm_lat),
         confirms_series: buckets(&log.confirmed_at, BUCKET_MS, (elapsed_s * 1000.0) as u64),
         failover,
+        cpu_s: cpu1.busy - cpu0.busy,
+        gen_cpu_s: cpu1.procs[0] - cpu0.procs[0],
         check,
     })
 }
