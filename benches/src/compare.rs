@@ -944,6 +944,19 @@ async fn kill_for(
     }
 }
 
+/// Waits (at most [`REJOIN_TIMEOUT`]) until every boxoffice group has a leader.
+async fn wait_leaders(c: &LocalCluster) -> anyhow::Result<()> {
+    let deadline = Instant::now() + REJOIN_TIMEOUT;
+    while c.leaders().await.len() < usize::from(c.shards) + 1 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "boxoffice groups without a leader after {REJOIN_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
 /// Restarts what scenario 4 killed and waits until it serves again.
 async fn rejoin(st: &Store, sys: &Systems) -> anyhow::Result<()> {
     match st {
@@ -957,14 +970,7 @@ async fn rejoin(st: &Store, sys: &Systems) -> anyhow::Result<()> {
                     c.wait_healthy(id, REJOIN_TIMEOUT).await?;
                 }
             }
-            let deadline = Instant::now() + REJOIN_TIMEOUT;
-            while c.leaders().await.len() < usize::from(c.shards) + 1 {
-                anyhow::ensure!(
-                    Instant::now() < deadline,
-                    "boxoffice groups without a leader"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            wait_leaders(&c).await?;
         }
         Store::Etcd(_) => {
             let etcd = sys.etcd.clone().context("no etcd cluster")?;
@@ -1104,15 +1110,7 @@ impl Systems {
         match st {
             Store::Boxoffice(_) => {
                 let Some(c) = &self.bo else { return Ok(()) };
-                let c = c.lock().await;
-                let deadline = Instant::now() + REJOIN_TIMEOUT;
-                while c.leaders().await.len() < usize::from(c.shards) + 1 {
-                    anyhow::ensure!(
-                        Instant::now() < deadline,
-                        "boxoffice groups without a leader after resuming"
-                    );
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+                wait_leaders(&*c.lock().await).await?;
             }
             Store::Etcd(_) => {
                 if let Some(e) = &self.etcd {

@@ -188,6 +188,13 @@ impl PgPool {
         self.size.load(Ordering::Relaxed)
     }
 
+    /// The seat ids `query` (with the event id as `$1`) answers.
+    pub async fn seats(&self, query: &str, event: u64) -> anyhow::Result<Vec<u32>> {
+        let c = self.get(0).lock().await;
+        let rows = c.client.query(query, &[&(event as i64)]).await?;
+        Ok(rows.iter().map(|r| r.get::<_, i32>(0) as u32).collect())
+    }
+
     /// Buyer `worker`'s connection.
     pub fn get(&self, worker: usize) -> &Mutex<PgConn> {
         &self.conns[worker % self.size()]
@@ -336,15 +343,12 @@ impl Postgres {
     }
 
     pub(super) async fn sold_seats(&self, event: u64) -> anyhow::Result<Vec<u32>> {
-        let c = self.pool.get(0).lock().await;
-        let rows = c
-            .client
-            .query(
+        self.pool
+            .seats(
                 "SELECT seat_id FROM tickets WHERE event_id = $1 AND status = 'sold' ORDER BY seat_id",
-                &[&(event as i64)],
+                event,
             )
-            .await?;
-        Ok(rows.iter().map(|r| r.get::<_, i32>(0) as u32).collect())
+            .await
     }
 }
 

@@ -196,14 +196,11 @@ impl RedisPg {
 
     /// The seats booked in PostgreSQL (the system of record).
     pub(super) async fn sold_seats(&self, event: u64) -> anyhow::Result<Vec<u32>> {
-        let c = self.pool.get(0).lock().await;
-        let rows = c
-            .client
-            .query(
+        self.pool
+            .seats(
                 "SELECT seat_id FROM booked_seats WHERE event_id = $1 ORDER BY seat_id",
-                &[&(event as i64)],
+                event,
             )
-            .await?;
-        Ok(rows.iter().map(|r| r.get::<_, i32>(0) as u32).collect())
+            .await
     }
 }
