@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use boxoffice_client::{Client, ClientConfig, Consistency, SearchQuery};
+use boxoffice_client::{Client, ClientConfig, Consistency};
 use boxoffice_node::local_cluster::{Addressing, ClusterSpec, LocalCluster, NODE_START_TIMEOUT};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -20,6 +20,7 @@ use rand::SeedableRng;
 use serde_json::json;
 use tokio::sync::Mutex;
 
+use crate::catalogue::{Catalogue, Sizes};
 use crate::plot::{line_chart, Chart, Series};
 use crate::stats::{median, summarize, Summary};
 use crate::store::{self, Store};
@@ -79,9 +80,14 @@ pub struct CompareArgs {
     /// Concurrent readers in scenario 3.
     #[arg(long, default_value_t = 64)]
     pub readers: usize,
-    /// Scenario 3's mix: buyers may start one write per this many reads answered.
-    #[arg(long, default_value_t = 100)]
-    pub reads_per_write: u64,
+    /// Scenario 3's writes per second (holds and confirms, open loop), the same
+    /// for every system [default: 1000; quick 300].
+    #[arg(long)]
+    pub write_rate: Option<f64>,
+    /// Events of scenario 3's search data set, loaded into each readable system
+    /// [default: 10000; quick 1000].
+    #[arg(long)]
+    pub search_events: Option<usize>,
     /// Seats of the event in scenario 4: enough that the fastest system is still
     /// selling well after the kill.
     #[arg(long, default_value_t = 150_000)]
@@ -131,7 +137,8 @@ struct Plan {
     event_seats: u32,
     steady_buyers: usize,
     readers: usize,
-    reads_per_write: u64,
+    write_rate: f64,
+    search_events: usize,
     failover_runs: usize,
     failover_seats: u32,
     pg_pools: Vec<usize>,
@@ -165,7 +172,8 @@ impl CompareArgs {
             } else {
                 self.readers
             },
-            reads_per_write: self.reads_per_write,
+            write_rate: self.write_rate.unwrap_or(if q { 300.0 } else { 1_000.0 }),
+            search_events: self.search_events.unwrap_or(if q { 1_000 } else { 10_000 }),
             failover_runs: self.failover_runs.unwrap_or(if q { 2 } else { 5 }),
             failover_seats: self.failover_seats,
             pg_pools: self.pg_pools.clone().unwrap_or(if q {
@@ -182,8 +190,12 @@ impl CompareArgs {
             "--scenarios takes 1, 2, 3 and 4"
         );
         anyhow::ensure!(
-            p.reads_per_write >= 1,
-            "--reads-per-write must be at least 1"
+            p.write_rate.is_finite() && (1.0..=100_000.0).contains(&p.write_rate),
+            "--write-rate: between 1 and 100000 writes/s"
+        );
+        anyhow::ensure!(
+            (100..=1_000_000).contains(&p.search_events),
+            "--search-events: between 100 and 1000000"
         );
         anyhow::ensure!(
             p.runs >= 1 && p.failover_runs >= 1,
@@ -458,12 +470,7 @@ async fn start_systems(args: &CompareArgs, dir: &std::path::Path) -> anyhow::Res
     }
     // Measured runs resume what they use; until then every server is stopped.
     for g in sys.groups() {
-        let pids = sys.pids(g).await;
-        crate::cpu::signal(&pids, "STOP");
-        sys.paused
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(g, pids);
+        sys.stop_group(g).await;
     }
     Ok(sys)
 }
@@ -719,30 +726,41 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         }
         if plan.scenarios.contains(&3) {
             let readable_stores: Vec<Store> = sys.stores.iter().filter(|s| readable(s)).cloned().collect();
+            // Each system's own search data set, from the same catalogue.
+            let cat = Catalogue::new(
+                args.seed,
+                Sizes {
+                    venues: SEARCH_VENUES,
+                    performers: SEARCH_PERFORMERS,
+                    events: plan.search_events,
+                },
+            );
+            let searches = crate::search_bench::queries(&cat, SEARCH_QUERIES, args.seed);
+            for st in &readable_stores {
+                bar.set_message(format!("3: {} loading {} events to search", st.name(), plan.search_events));
+                sys.focus(st).await?;
+                crate::readers::load_search_data(st, &cat)
+                    .await
+                    .with_context(|| format!("loading {}'s search data set", st.name()))?;
+            }
             for run in 0..plan.runs {
                 for st in ordered(&readable_stores) {
                     // The mix: readers (closed loop, as fast as answers come) and
-                    // buyers that may start one write per `reads_per_write` reads
-                    // answered.
+                    // buyers writing at the same fixed rate on every system.
                     bar.set_message(format!(
-                        "3: {} 1 write per {} reads, run {}",
+                        "3: {} reads under {:.0} writes/s, run {}",
                         st.name(),
-                        plan.reads_per_write,
+                        plan.write_rate,
                         run + 1
                     ));
                     steady_pool(&st);
                     sys.focus(&st).await?;
                     let events = st.create_events(1, plan.seats).await?;
                     let readers =
-                        crate::readers::Readers::new(&st, &sys, events[0], plan.seats).await?;
-                    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+                        crate::readers::Readers::new(&st, &sys, events[0], plan.seats, &searches).await?;
                     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                    let handle = readers.spawn(
-                        plan.readers,
-                        duration + Duration::from_secs(5),
-                        stop.clone(),
-                        Some((gate.clone(), plan.reads_per_write)),
-                    );
+                    let handle = readers.spawn(plan.readers, duration + Duration::from_secs(5), stop.clone());
+                    let (pace, feeder) = surge::rate_gate(plan.write_rate, duration);
                     let shape = Shape {
                         events,
                         seats: plan.seats,
@@ -750,12 +768,12 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                         duration,
                         holds_max: args.holds_max,
                         seed: args.seed + run as u64,
-                        pace: Pace::Gate(gate),
+                        pace,
                     };
-                    let mixed = surge::run(&st, &shape, None).await?;
+                    let mixed = surge::run(&st, &shape, None).await;
+                    feeder.abort();
                     stop.store(true, std::sync::atomic::Ordering::Relaxed);
                     let (samples, errors, secs) = handle.await?;
-                    let rate = mixed.writes_per_s();
                     rows.push(row(
                         3,
                         &st,
@@ -763,20 +781,21 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                         MIXED,
                         run,
                         plan.seats,
-                        mixed,
+                        mixed?,
                         Some(read_stats(samples, errors, secs)),
                     ));
                     bar.inc(1);
                     // The same writes at the same rate, without the readers: what
                     // the reads cost the writes.
                     bar.set_message(format!(
-                        "3: {} writes alone at {rate:.0}/s, run {}",
+                        "3: {} {:.0} writes/s alone, run {}",
                         st.name(),
+                        plan.write_rate,
                         run + 1
                     ));
                     quiet().await;
                     let events = st.create_events(1, plan.seats).await?;
-                    let (pace, feeder) = surge::rate_gate(rate, duration);
+                    let (pace, feeder) = surge::rate_gate(plan.write_rate, duration);
                     let shape = Shape {
                         events,
                         pace,
@@ -884,8 +903,17 @@ fn row(
 
 /// Systems with reads in scenario 3 (the others are lock stores, not catalogues).
 fn readable(s: &Store) -> bool {
-    matches!(s, Store::Boxoffice(_) | Store::Postgres(_))
+    matches!(
+        s,
+        Store::Boxoffice(_) | Store::Postgres(_) | Store::RedisPg(_)
+    )
 }
+
+/// Venues, performers and queries of scenario 3's search data set (its events
+/// are `--search-events`).
+const SEARCH_VENUES: usize = 500;
+const SEARCH_PERFORMERS: usize = 5_000;
+const SEARCH_QUERIES: usize = 1_000;
 
 /// Systems with more than one replica, so that a kill is a failover.
 fn failover_capable(s: &Store) -> bool {
@@ -1067,6 +1095,16 @@ impl Systems {
         }
     }
 
+    /// Stops (SIGSTOP) server group `g`'s processes and remembers them.
+    async fn stop_group(&self, g: &'static str) {
+        let pids = self.pids(g).await;
+        crate::cpu::signal(&pids, "STOP");
+        self.paused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(g, pids);
+    }
+
     /// Before a run of `st`: every other system's servers stopped (SIGSTOP), its
     /// own resumed (SIGCONT) and serving, and the machine quiet.
     async fn focus(&self, st: &Store) -> anyhow::Result<()> {
@@ -1088,12 +1126,7 @@ impl Systems {
                 crate::cpu::signal(&pids, "CONT");
                 resumed = true;
             } else if !mine.contains(&g) && !stopped {
-                let pids = self.pids(g).await;
-                crate::cpu::signal(&pids, "STOP");
-                self.paused
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(g, pids);
+                self.stop_group(g).await;
             }
         }
         if resumed {
@@ -1392,7 +1425,7 @@ impl Report<'_> {
             s.push('\n');
         }
         if p.scenarios.contains(&3) {
-            let _ = writeln!(s, "## Scenario 3 — reads under a sale: {} readers and {} buyers on one event of {} seats, one write per {} reads\n\nReaders ask, in turn, for the event view, one section's seat map and a search, as fast as answers come; buyers may start a write (hold or confirm) for every {} reads answered. boxoffice readers use the hot shard's followers (local reads); PostgreSQL readers use the server the buyers write to (postgres-ha: a hot standby). Then the same writes run alone at the rate the mix reached: the write latency with and without the reads is what the reads cost the writes.\n\n| system | reads/s | reads per write | read p50 / p99 / p999 | p99 by kind | writes/s | hold p50 / p99 with reads | hold p50 / p99 alone | confirm p50 / p99 with reads | confirm p50 / p99 alone | write p99 with ÷ without reads | checks |\n|---|---|---|---|---|---|---|---|---|---|---|---|", p.readers, p.steady_buyers, p.seats, p.reads_per_write, p.reads_per_write);
+            let _ = writeln!(s, "## Scenario 3 — reads under a sale: {} readers, and {} buyers writing {:.0} holds and confirms a second (open loop, the same rate on every system) on one event of {} seats\n\nReaders ask, in turn, for the event view, one section's seat map (a status string per row, built by the server: boxoffice `view=rows`, PostgreSQL `string_agg` per row, redis-pg from its seat locks) and a search (a mixed set of {SEARCH_QUERIES} queries: keywords, typos, dates, geo, category, available only), as fast as answers come. Each system searches its own copy of the same generated catalogue of {} events. boxoffice readers use the hot shard's followers (local reads); PostgreSQL readers use the server the buyers write to (postgres-ha: a hot standby); redis-pg reads its PostgreSQL database and its Redis locks. Then the same writes run alone at the same rate: the write latency with and without the reads is what the reads cost the writes.\n\n| system | reads/s | reads per write | read p50 / p99 / p999 | p99 by kind | writes/s | hold p50 / p99 with reads | hold p50 / p99 alone | confirm p50 / p99 with reads | confirm p50 / p99 alone | write p99 with ÷ without reads | checks |\n|---|---|---|---|---|---|---|---|---|---|---|---|", p.readers, p.steady_buyers, p.write_rate, p.seats, p.search_events);
             for n in self.names {
                 let with = self.select(3, n, None, MIXED);
                 let alone = self.select(3, n, None, ALONE);
@@ -1786,15 +1819,4 @@ pub fn reader_client(urls: Vec<String>, token: &str) -> anyhow::Result<Client> {
     let mut cfg = ClientConfig::new(urls, token);
     cfg.attempts_max = 2;
     Ok(Client::new(cfg)?)
-}
-
-/// The words scenario 3's readers search for (the bench events' names).
-pub const BENCH_SEARCH_WORDS: &str = "bench on-sale";
-
-/// Search of scenario 3.
-pub fn bench_search() -> SearchQuery {
-    SearchQuery {
-        q: Some(BENCH_SEARCH_WORDS.into()),
-        ..Default::default()
-    }
 }

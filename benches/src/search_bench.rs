@@ -162,6 +162,26 @@ impl Query {
     }
 }
 
+impl Query {
+    /// The same query for the client library (`Client::search`).
+    pub fn to_search_query(&self) -> boxoffice_client::SearchQuery {
+        boxoffice_client::SearchQuery {
+            q: self.q.clone(),
+            from: self.from_ms.map(rfc3339),
+            to: self.to_ms.map(rfc3339),
+            category: self.category.map(str::to_string),
+            near: self.near.map(|(lat, lon)| (lat, lon, Some(GEO_RADIUS_KM))),
+            sort: self
+                .q
+                .is_none()
+                .then_some(boxoffice_client::SearchSort::Date),
+            available_only: self.available_only,
+            page_size: Some(PAGE_SIZE as u32),
+            ..Default::default()
+        }
+    }
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| {

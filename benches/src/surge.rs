@@ -29,8 +29,8 @@ pub enum Pace {
     /// Whenever the previous answer came back: as fast as the system answers.
     #[default]
     Free,
-    /// One write per permit: scenario 3 adds one for every N reads answered (the
-    /// read:write mix), or at a fixed rate ([`rate_gate`]). A buyer takes two
+    /// One write per permit, the permits given at a fixed rate ([`rate_gate`]:
+    /// scenario 3's open-loop writes). A buyer takes two
     /// before a hold, for the hold and its confirm, so a confirm never waits
     /// behind other buyers' holds.
     Gate(Arc<Semaphore>),

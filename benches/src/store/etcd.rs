@@ -102,41 +102,63 @@ impl Etcd {
             }
         }
         let ttl = (HOLD_TTL_S + LEASE_SHARE.as_secs().max(1)) as i64;
-        let id = self.client(worker).lease_grant(ttl, None).await?.id();
+        // Like every write, across a leader change: a grant whose answer was
+        // lost only leaves an unused lease to expire.
+        let id = self
+            .on_leader(
+                worker,
+                |mut c| async move { c.lease_grant(ttl, None).await },
+            )
+            .await?
+            .id();
         *l = Some((Instant::now(), id));
         Ok(id)
     }
 
-    /// Runs `txn` (built afresh per attempt) until it is answered, moving to the
-    /// new leader after a failure; the answer: did its comparisons hold, and the
-    /// values its failure branch read.
-    async fn txn(
-        &self,
-        worker: usize,
-        build: impl Fn() -> Txn,
-    ) -> anyhow::Result<(bool, Vec<Option<Vec<u8>>>)> {
+    /// Runs `call` on a client of the member believed to lead until it is
+    /// answered, at most [`ETCD_ATTEMPTS`] times, asking the members which of
+    /// them leads before each retry.
+    async fn on_leader<T, F, Fut>(&self, worker: usize, call: F) -> anyhow::Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
         let mut last = None;
         for attempt in 0..ETCD_ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(ETCD_RETRY_PAUSE).await;
                 let _ = self.find_leader().await;
             }
-            match self.client(worker).txn(build()).await {
-                Ok(r) => {
-                    let read = r
-                        .op_responses()
-                        .into_iter()
-                        .map(|op| match op {
-                            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
-                            _ => None,
-                        })
-                        .collect();
-                    return Ok((r.succeeded(), read));
-                }
+            match call(self.client(worker)).await {
+                Ok(r) => return Ok(r),
                 Err(e) => last = Some(e),
             }
         }
         Err(last.context("no attempt")?.into())
+    }
+
+    /// Runs `txn` (built afresh per attempt) on the leader (see [`Self::on_leader`]);
+    /// the answer: did its comparisons hold, and the values its failure branch read.
+    async fn txn(
+        &self,
+        worker: usize,
+        build: impl Fn() -> Txn,
+    ) -> anyhow::Result<(bool, Vec<Option<Vec<u8>>>)> {
+        let r = self
+            .on_leader(worker, |mut c| {
+                let t = build();
+                async move { c.txn(t).await }
+            })
+            .await?;
+        let read = r
+            .op_responses()
+            .into_iter()
+            .map(|op| match op {
+                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+                _ => None,
+            })
+            .collect();
+        Ok((r.succeeded(), read))
     }
 
     pub(super) async fn hold(&self, worker: usize, event: u64, seats: &[u32]) -> HoldOutcome {

@@ -27,13 +27,13 @@ use std::sync::Arc;
 pub use boxoffice::Boxoffice;
 pub use etcd::Etcd;
 pub use postgres::{PgPool, PgVariant, Postgres, PG_POOL_MAX};
-pub use redis::Redis;
+pub use redis::{seat_key, Redis};
 pub use redis_pg::RedisPg;
 
 /// Lifetime of a hold, the same on every system.
 pub const HOLD_TTL_S: u64 = 120;
 /// Seats per row when boxoffice venues are laid out (sections of 100 rows).
-const ROW_SEATS: u32 = 50;
+pub const ROW_SEATS: u32 = 50;
 /// Seats per section (100 rows): section `S{k}` holds seats `k*5000 ..`.
 pub const SECTION_SEATS: u32 = ROW_SEATS * 100;
 /// Distinct boxoffice users the buyers act as (buyer w is user `w % BUYER_USERS`).

@@ -54,7 +54,7 @@ impl PgVariant {
 }
 
 /// The schema: one row per seat (pages kept 30% free for in-place updates),
-/// bookings in their own table, events with a full-text index for scenario 3,
+/// bookings in their own table, events (the page scenario 3 reads),
 /// and the two functions buyers call.
 pub const PG_SCHEMA: &str = "
 CREATE TABLE tickets (
@@ -80,11 +80,8 @@ CREATE TABLE events (
     category    text NOT NULL,
     venue       text NOT NULL,
     city        text NOT NULL,
-    starts_at   timestamptz NOT NULL,
-    search      tsvector GENERATED ALWAYS AS
-                (to_tsvector('simple', name || ' ' || venue || ' ' || description)) STORED
+    starts_at   timestamptz NOT NULL
 );
-CREATE INDEX events_search ON events USING gin (search);
 
 -- A hold: every seat free (or its hold expired), or nothing. A plain read first
 -- refuses a taken seat without a lock or a WAL record; then the free seats are

@@ -36,8 +36,14 @@ CREATE TABLE booked_seats (
     PRIMARY KEY (event_id, seat_id)
 );
 CREATE TABLE events (
-    event_id bigint PRIMARY KEY,
-    seats    integer NOT NULL
+    event_id    bigint PRIMARY KEY,
+    seats       integer NOT NULL,
+    name        text NOT NULL,
+    description text NOT NULL DEFAULT 'benchmark',
+    category    text NOT NULL DEFAULT 'concert',
+    venue       text NOT NULL DEFAULT 'Bench Arena',
+    city        text NOT NULL DEFAULT 'Benchtown',
+    starts_at   timestamptz NOT NULL DEFAULT '2030-06-01T20:00:00Z'
 );";
 
 /// The booking, one statement: the booking row and a row per seat.
@@ -66,6 +72,7 @@ pub struct RedisPg {
     check_sha: String,
     sold_sha: String,
     pub pool: PgPool,
+    pg_port: u16,
     redis_version: String,
     pg_version: String,
 }
@@ -99,6 +106,7 @@ impl RedisPg {
             check_sha,
             sold_sha,
             pool,
+            pg_port: pg.port,
             redis_version: redis.version.clone(),
             pg_version: pg.version.clone(),
         })
@@ -111,6 +119,16 @@ impl RedisPg {
         )
     }
 
+    /// The database of scenario 3's readers: `(port, database)`.
+    pub fn read_target(&self) -> (u16, &'static str) {
+        (self.pg_port, REDIS_PG_DATABASE)
+    }
+
+    /// The Redis connections (multiplexed), for scenario 3's seat-map readers.
+    pub fn redis_connections(&self) -> Vec<MultiplexedConnection> {
+        self.redis.clone()
+    }
+
     fn redis(&self, worker: usize) -> MultiplexedConnection {
         self.redis[worker % self.redis.len()].clone()
     }
@@ -120,8 +138,8 @@ impl RedisPg {
         let rows = c
             .client
             .query(
-                "INSERT INTO events (event_id, seats)
-                 SELECT coalesce((SELECT max(event_id) FROM events), 0) + i, $2
+                "INSERT INTO events (event_id, seats, name)
+                 SELECT coalesce((SELECT max(event_id) FROM events), 0) + i, $2, 'Bench On-Sale ' || i
                  FROM generate_series(1, $1::int) i RETURNING event_id",
                 &[&(n as i32), &(seats as i32)],
             )
