@@ -266,8 +266,6 @@ const QUIET_WAIT_MAX: Duration = Duration::from_secs(20);
 /// Pause after resuming a stopped system, before asking whether it serves: its
 /// timers all fire at once, and a leader it reports may be about to change.
 const RESUME_SETTLE: Duration = Duration::from_secs(1);
-/// Largest event scenario 1 grows to for a steady-state window.
-const MAX_SCALED_SEATS: u32 = 2_000_000;
 /// Seats of the event of a pool-sweep run (full mode): enough that no pool size
 /// sells it out within the sweep run.
 const SWEEP_SEATS: u32 = 200_000;
@@ -670,9 +668,9 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                             };
                             let r = surge::run(&st, &shape, None).await?;
                             match r.sold_out_s {
-                                Some(t) if t < plan.min_run_s as f64 && seats < MAX_SCALED_SEATS && r.check.is_ok() => {
+                                Some(t) if t < plan.min_run_s as f64 && seats < st.max_event_seats() && r.check.is_ok() => {
                                     let grow = (plan.min_run_s as f64 * 1.5 / t.max(0.05)).ceil() as u32;
-                                    let bigger = seats.saturating_mul(grow.max(2)).min(MAX_SCALED_SEATS);
+                                    let bigger = seats.saturating_mul(grow.max(2)).min(st.max_event_seats());
                                     eprintln!("  {} sold {seats} seats out in {t:.1} s: again with {bigger}", st.name());
                                     seats_for.insert(key.clone(), bigger);
                                 }

@@ -5,18 +5,32 @@
 //! writes over the RocksDB `sm` column family and turns them into one write batch;
 //! [`MemKv`] is a plain ordered map for tests and models.
 
-use std::collections::BTreeMap;
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use rocksdb::{ReadOptions, WriteBatch};
 
 use crate::db::{Db, CF_SM};
 use crate::keys::prefix_end;
 
+/// A record decoded by [`KvRead::get_decoded`].
+pub type Decoded = Arc<dyn Any + Send + Sync>;
+
 /// Ordered read access.
 pub trait KvRead {
     /// The value at `key`.
     fn get(&self, key: &[u8]) -> Option<Vec<u8>>;
+
+    /// The value at `key` as `decode` makes it of the bytes. `decode` must be a
+    /// pure function of the bytes and the same for every call with this key: a
+    /// store may hand back an earlier decoding of the same record instead of
+    /// reading and decoding it again (apply's cache does, for records that are
+    /// large and read on every request, such as an event's inventory).
+    fn get_decoded(&self, key: &[u8], decode: &dyn Fn(&[u8]) -> Decoded) -> Option<Decoded> {
+        self.get(key).map(|b| decode(&b))
+    }
     /// Visits keys in `[start, end)`, in order, until `visit` returns false. The
     /// store never looks past `end`, so deleted keys beyond it cost nothing.
     fn scan_range(&self, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool);
@@ -103,6 +117,11 @@ impl Kv for MemKv {
 /// cleared.
 pub struct ApplyCache {
     map: lru::LruCache<Vec<u8>, Vec<u8>>,
+    /// Records read through [`KvRead::get_decoded`], decoded; each equals the
+    /// decoding of what the `sm` column family holds for its key (dropped when
+    /// the key is written, emptied with the cache, and when
+    /// [`DECODED_MAX`] are kept).
+    decoded: HashMap<Vec<u8>, Decoded>,
     bytes: usize,
     /// Most records kept (`storage.apply_cache_entries_max`).
     entries_max: usize,
@@ -116,6 +135,7 @@ impl ApplyCache {
     pub fn new(entries_max: usize, bytes_max: usize) -> Self {
         ApplyCache {
             map: lru::LruCache::unbounded(),
+            decoded: HashMap::new(),
             bytes: 0,
             entries_max,
             bytes_max,
@@ -144,8 +164,21 @@ impl ApplyCache {
         }
     }
 
+    /// A record decoded earlier, if kept.
+    fn get_decoded(&self, key: &[u8]) -> Option<Decoded> {
+        self.decoded.get(key).cloned()
+    }
+
+    fn insert_decoded(&mut self, key: Vec<u8>, value: Decoded) {
+        if self.decoded.len() >= DECODED_MAX {
+            self.decoded.clear();
+        }
+        self.decoded.insert(key, value);
+    }
+
     /// A written record: kept current if cached (`None`: deleted).
     fn written(&mut self, key: &[u8], value: Option<&Vec<u8>>) {
+        self.decoded.remove(key);
         let Some(cached) = self.map.peek_mut(key) else {
             return;
         };
@@ -165,6 +198,7 @@ impl ApplyCache {
     /// Forgets everything (the group's records were replaced).
     pub fn clear(&mut self) {
         self.map.clear();
+        self.decoded.clear();
         self.bytes = 0;
     }
 
@@ -178,6 +212,10 @@ impl ApplyCache {
         self.map.is_empty()
     }
 }
+
+/// Decoded records [`ApplyCache`] keeps at most (emptied when full): a few
+/// per event on sale.
+const DECODED_MAX: usize = 1024;
 
 /// Buffered writes over the RocksDB state-machine column family.
 pub struct RocksTx<'a> {
@@ -261,6 +299,22 @@ impl KvRead for RocksTx<'_> {
             cache.borrow_mut().insert(key.to_vec(), v.clone());
         }
         v
+    }
+
+    fn get_decoded(&self, key: &[u8], decode: &dyn Fn(&[u8]) -> Decoded) -> Option<Decoded> {
+        // A pending write is decoded as it is; only committed records are kept.
+        if let Some(v) = self.overlay.get(key) {
+            return v.as_deref().map(decode);
+        }
+        let Some(cache) = &self.cache else {
+            return self.db_get(key).map(|b| decode(&b));
+        };
+        if let Some(d) = cache.borrow().get_decoded(key) {
+            return Some(d);
+        }
+        let d = decode(&self.db_get(key)?);
+        cache.borrow_mut().insert_decoded(key.to_vec(), d.clone());
+        Some(d)
     }
 
     fn scan_range(&self, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
@@ -450,6 +504,67 @@ mod tests {
             plain.get(&0u32.to_be_bytes())
         );
         assert_eq!(cached.get(&[7, 3]), Some(vec![30]));
+    }
+
+    #[test]
+    fn decoded_records_are_kept_until_written() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), &Default::default()).unwrap();
+        let mut cache = ApplyCache::new(100, 1 << 20);
+        let decodes = AtomicUsize::new(0);
+        // Decodes a record as the sum of its bytes, counting the calls.
+        let sum = |b: &[u8]| -> Decoded {
+            decodes.fetch_add(1, Ordering::Relaxed);
+            Arc::new(b.iter().map(|&x| u32::from(x)).sum::<u32>())
+        };
+        let read = |kv: &dyn KvRead, k: &[u8]| {
+            kv.get_decoded(k, &sum)
+                .map(|d| *d.downcast_ref::<u32>().unwrap())
+        };
+        let mut tx = RocksTx::with_cache(&db, &mut cache);
+        tx.put(vec![5, 1], vec![1, 2]);
+        // A pending write is decoded as it is, and not kept.
+        assert_eq!(read(&tx, &[5, 1]), Some(3));
+        tx.write().unwrap();
+        let tx = RocksTx::with_cache(&db, &mut cache);
+        assert_eq!(read(&tx, &[5, 1]), Some(3));
+        assert_eq!(read(&tx, &[5, 1]), Some(3));
+        assert_eq!(read(&tx, &[5, 9]), None);
+        assert_eq!(
+            decodes.load(Ordering::Relaxed),
+            2,
+            "the second read is kept"
+        );
+        drop(tx);
+        // A write of the key drops its decoding; the next read sees the new record.
+        let mut tx = RocksTx::with_cache(&db, &mut cache);
+        tx.put(vec![5, 1], vec![7]);
+        assert_eq!(read(&tx, &[5, 1]), Some(7));
+        tx.write().unwrap();
+        let mut tx = RocksTx::with_cache(&db, &mut cache);
+        assert_eq!(read(&tx, &[5, 1]), Some(7));
+        tx.delete(vec![5, 1]);
+        tx.write().unwrap();
+        let tx = RocksTx::with_cache(&db, &mut cache);
+        assert_eq!(read(&tx, &[5, 1]), None);
+        drop(tx);
+        // Without the cache every read decodes.
+        let before = decodes.load(Ordering::Relaxed);
+        let mut tx = RocksTx::new(&db);
+        tx.put(vec![5, 2], vec![4]);
+        tx.write().unwrap();
+        assert_eq!(read(&tx, &[5, 2]), Some(4));
+        assert_eq!(read(&tx, &[5, 2]), Some(4));
+        assert_eq!(decodes.load(Ordering::Relaxed), before + 2);
+        // Cleared with the cache.
+        let tx = RocksTx::with_cache(&db, &mut cache);
+        assert_eq!(read(&tx, &[5, 2]), Some(4));
+        drop(tx);
+        cache.clear();
+        let tx = RocksTx::with_cache(&db, &mut cache);
+        assert_eq!(read(&tx, &[5, 2]), Some(4));
+        assert_eq!(decodes.load(Ordering::Relaxed), before + 4);
     }
 }
 

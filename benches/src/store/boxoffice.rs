@@ -98,9 +98,10 @@ impl Boxoffice {
                 starts_at: "2030-06-01T20:00:00Z".into(),
                 hold_ttl_s: Some(HOLD_TTL_S),
                 // A buyer may buy many times in a run: a cap above the event's
-                // size (plus the largest hold) never refuses, as the peers have no
-                // caps; it is still checked and counted on every hold.
-                per_user_cap: Some(seats + 4),
+                // size (plus the largest hold; at most the largest cap, which no
+                // venue exceeds) never refuses, as the peers have no caps; it is
+                // still checked and counted on every hold.
+                per_user_cap: Some((seats + 4).min(boxoffice_raft::command::PER_USER_CAP_MAX)),
             })
             .collect();
         for chunk in all.chunks(400) {

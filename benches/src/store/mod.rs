@@ -36,6 +36,8 @@ pub const HOLD_TTL_S: u64 = 120;
 pub const ROW_SEATS: u32 = 50;
 /// Seats per section (100 rows): section `S{k}` holds seats `k*5000 ..`.
 pub const SECTION_SEATS: u32 = ROW_SEATS * 100;
+/// Largest event scenario 1 grows to for a system without a venue size limit.
+pub const MAX_SCALED_SEATS: u32 = 2_000_000;
 /// Distinct boxoffice users the buyers act as (buyer w is user `w % BUYER_USERS`).
 pub const BUYER_USERS: usize = 4096;
 /// PostgreSQL connections of scenario 3's readers (besides the buyers' pool).
@@ -126,6 +128,15 @@ impl Store {
             Store::Postgres(p) => Some(&p.pool),
             Store::RedisPg(r) => Some(&r.pool),
             _ => None,
+        }
+    }
+
+    /// The largest event scenario 1 grows to for a steady-state window: a
+    /// boxoffice venue's most seats, or [`MAX_SCALED_SEATS`].
+    pub fn max_event_seats(&self) -> u32 {
+        match self {
+            Store::Boxoffice(_) => boxoffice_raft::command::VENUE_SEATS_MAX,
+            _ => MAX_SCALED_SEATS,
         }
     }
 

@@ -44,8 +44,17 @@ pub(super) fn create_inventories(
 
 /// The event's inventory with its current counts.
 pub(crate) fn load_inventory(kv: &dyn KvRead, group: GroupId, event_id: u64) -> Option<Inventory> {
-    let bytes = kv.get(&inventory_key(group, event_id))?;
-    let mut inv = decode_inventory(&bytes);
+    let key = inventory_key(group, event_id);
+    // Apply's cache keeps the decoding (no copy or hash of the record per
+    // request); other readers go through the content-keyed cache below.
+    let decoded = kv.get_decoded(&key, &|bytes| {
+        std::sync::Arc::new(decode_inventory(bytes)) as crate::kv::Decoded
+    })?;
+    let mut inv = match decoded.downcast_ref::<Inventory>() {
+        Some(inv) => inv.clone(),
+        // Only inventories are read by this key; decode afresh all the same.
+        None => decode_inventory(&kv.get(&key)?),
+    };
     if let Some(c) = get::<InventoryCounts>(kv, &inventory_counts_key(group, event_id)) {
         inv.sold = c.sold;
         inv.held_unsettled = c.held_unsettled;

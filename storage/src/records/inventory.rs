@@ -38,8 +38,9 @@ pub struct Inventory {
     /// `table::EXPIRY`).
     pub held_unsettled: u32,
     /// Prefix sums of seats per row, to map a seat id to its row: `row_starts[i]` is
-    /// the first seat id of the i-th row in section/row order.
-    pub row_starts: Vec<u32>,
+    /// the first seat id of the i-th row in section/row order (shared like the
+    /// layout; encoded exactly as a plain list).
+    pub row_starts: Arc<Vec<u32>>,
 }
 
 impl Inventory {
@@ -65,7 +66,7 @@ impl Inventory {
             capacity,
             sold: 0,
             held_unsettled: 0,
-            row_starts,
+            row_starts: Arc::new(row_starts),
         }
     }
 
