@@ -812,6 +812,12 @@ impl NodeConfig {
         if !(0.0..=0.25).contains(&st.memtable_bloom_ratio) {
             return rule("storage.memtable_bloom_ratio", "must be between 0 and 0.25");
         }
+        if !(1 << 20..=1 << 30).contains(&st.memtable_bytes) {
+            return rule(
+                "storage.memtable_bytes",
+                "must be between 1 MiB (1048576) and 1 GiB (1073741824)",
+            );
+        }
         self.payments.validate()?;
         self.queue.validate()
     }
@@ -1102,6 +1108,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("write_timeout_ms"));
+        let mut bad = sample();
+        bad.storage.memtable_bytes = 4096;
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Rule {
+                settings: "storage.memtable_bytes",
+                ..
+            })
+        ));
         let mut bad = sample();
         bad.raft.propose_queue_max = 0;
         assert!(matches!(
