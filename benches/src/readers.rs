@@ -60,7 +60,7 @@ pub enum Readers {
         searches: Arc<Vec<SearchQuery>>,
     },
     Sql {
-        conns: Arc<Vec<tokio::sync::Mutex<tokio_postgres::Client>>>,
+        conns: Arc<Vec<tokio::sync::Mutex<SqlConn>>>,
         event: u64,
         seats: u32,
         searches: Arc<Vec<Query>>,
@@ -108,20 +108,40 @@ async fn pg_catalogue(pool: &PgPool, cat: &Catalogue) -> anyhow::Result<()> {
     loaded
 }
 
+/// A reader's PostgreSQL connection, with the page statements prepared on it.
+pub struct SqlConn {
+    client: tokio_postgres::Client,
+    event_view: tokio_postgres::Statement,
+    /// The section map from `tickets` (absent where the map comes from Redis).
+    section_rows: Option<tokio_postgres::Statement>,
+}
+
 /// `n` connections to database `db` on `port` that find the catalogue's table
-/// first and the on-sale tables by their schema.
+/// first and the on-sale tables by their schema, with the event view (and for
+/// [`SeatSource::Tickets`] the section map) prepared on each.
 async fn sql_readers(
     port: u16,
     db: &str,
     n: usize,
-) -> anyhow::Result<Arc<Vec<tokio::sync::Mutex<tokio_postgres::Client>>>> {
+    map: &SeatSource,
+) -> anyhow::Result<Arc<Vec<tokio::sync::Mutex<SqlConn>>>> {
     let mut conns = Vec::new();
     for _ in 0..n {
-        let c = crate::pg::connect(port, db).await?;
-        c.batch_execute(&format!("SET search_path TO {CATALOGUE_SCHEMA}, public"))
+        let client = crate::pg::connect(port, db).await?;
+        client
+            .batch_execute(&format!("SET search_path TO {CATALOGUE_SCHEMA}, public"))
             .await
             .map_err(pg_err)?;
-        conns.push(tokio::sync::Mutex::new(c));
+        let event_view = client.prepare(PG_EVENT_VIEW).await.map_err(pg_err)?;
+        let section_rows = match map {
+            SeatSource::Tickets => Some(client.prepare(PG_SECTION_ROWS).await.map_err(pg_err)?),
+            SeatSource::RedisLocks(_) => None,
+        };
+        conns.push(tokio::sync::Mutex::new(SqlConn {
+            client,
+            event_view,
+            section_rows,
+        }));
     }
     Ok(Arc::new(conns))
 }
@@ -155,24 +175,21 @@ impl Readers {
                     searches: Arc::new(searches.iter().map(Query::to_search_query).collect()),
                 })
             }
-            Store::Postgres(p) => {
-                let (port, db) = p.read_target();
+            Store::Postgres(_) | Store::RedisPg(_) => {
+                let ((port, db), map) = match st {
+                    Store::Postgres(p) => (p.read_target(), SeatSource::Tickets),
+                    Store::RedisPg(r) => (
+                        r.read_target(),
+                        SeatSource::RedisLocks(r.redis_connections()),
+                    ),
+                    _ => unreachable!("matched above"),
+                };
                 Ok(Readers::Sql {
-                    conns: sql_readers(port, db, n).await?,
+                    conns: sql_readers(port, db, n, &map).await?,
                     event,
                     seats,
                     searches: Arc::new(searches.to_vec()),
-                    map: SeatSource::Tickets,
-                })
-            }
-            Store::RedisPg(r) => {
-                let (port, db) = r.read_target();
-                Ok(Readers::Sql {
-                    conns: sql_readers(port, db, n).await?,
-                    event,
-                    seats,
-                    searches: Arc::new(searches.to_vec()),
-                    map: SeatSource::RedisLocks(r.redis_connections()),
+                    map,
                 })
             }
             _ => anyhow::bail!("{} serves no reads in this scenario", st.name()),
@@ -220,19 +237,22 @@ impl Readers {
                 match (i % 3, map) {
                     (0, _) => {
                         let c = conns[w % conns.len()].lock().await;
-                        c.query_one(PG_EVENT_VIEW, &[&(*event as i64)])
+                        c.client
+                            .query_one(&c.event_view, &[&(*event as i64)])
                             .await
                             .map_err(pg_err)?;
                         Ok("event view")
                     }
                     (1, SeatSource::Tickets) => {
                         let c = conns[w % conns.len()].lock().await;
-                        c.query(
-                            PG_SECTION_ROWS,
-                            &[&(*event as i64), &(lo as i32), &(hi as i32)],
-                        )
-                        .await
-                        .map_err(pg_err)?;
+                        let stmt = c
+                            .section_rows
+                            .as_ref()
+                            .context("no section-map statement on this connection")?;
+                        c.client
+                            .query(stmt, &[&(*event as i64), &(lo as i32), &(hi as i32)])
+                            .await
+                            .map_err(pg_err)?;
                         Ok("section map")
                     }
                     (1, SeatSource::RedisLocks(redis)) => {
@@ -247,7 +267,7 @@ impl Readers {
                     }
                     _ => {
                         let c = conns[w % conns.len()].lock().await;
-                        pg_query(&c, &searches[nth as usize % searches.len()]).await?;
+                        pg_query(&c.client, &searches[nth as usize % searches.len()]).await?;
                         Ok("search")
                     }
                 }
