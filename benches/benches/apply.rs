@@ -5,11 +5,12 @@
 //! `cargo bench --workspace --bench apply` (`-- --quick` for a short run). Each
 //! apply iteration is one log entry of [`BATCH`] requests, as the proposer batches
 //! them under load: confirms of the previous entry's holds, then new holds of 1–4
-//! seats, on a 50,000-seat event (a new event when one sells out). First, two
-//! such sales, one at feature level 0 and one at the newest level (level 1
-//! counts each user's sessions and keeps them in another index), apply entries
-//! in turn, and the medians are printed side by side; then criterion measures
-//! the newest level's.
+//! seats, on a 50,000-seat event (a new event when one sells out). First, three
+//! such sales apply entries in turn and the medians are printed side by side:
+//! feature level 0 and the newest level (level 1 counts each user's sessions
+//! and keeps them in another index) with the records in RocksDB, and the
+//! newest level with them in memory (`storage.state_machine`, the default);
+//! then criterion measures the last.
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use boxoffice_node::api::seats;
 use boxoffice_raft::command::*;
 use boxoffice_raft::GroupId;
 use boxoffice_storage::read::Reader;
-use boxoffice_storage::{Db, StateMachineStore};
+use boxoffice_storage::{Db, StateMachineBackend, StateMachineStore, StorageSettings};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use openraft::storage::RaftStateMachine;
 
@@ -68,19 +69,18 @@ struct Sale {
 }
 
 impl Sale {
-    async fn new(level: u32) -> Sale {
+    async fn new(level: u32, backend: StateMachineBackend) -> Sale {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = Db::open(dir.path(), &Default::default()).expect("open RocksDB");
-        let sm = StateMachineStore::open(
-            db.clone(),
-            GROUP,
-            &dir.path().join("snap"),
-            &Default::default(),
-        )
-        .expect("open state machine");
+        let settings = StorageSettings {
+            state_machine: backend,
+            ..Default::default()
+        };
+        let db = Db::open(dir.path(), &settings).expect("open RocksDB");
+        let sm = StateMachineStore::open(db, GROUP, &dir.path().join("snap"), &settings)
+            .expect("open state machine");
         let mut s = Sale {
+            reader: sm.reader(),
             sm,
-            reader: Reader::new(db, GROUP),
             _dir: dir,
             index: 0,
             time: T0,
@@ -217,12 +217,19 @@ fn apply(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    // Level 0 and the newest level side by side: entries applied in turn, one
-    // of each, so both see the same machine at the same moment.
+    // The machines side by side, applying entries in turn, so that each sees
+    // the same machine at the same moment: feature level 0 and the newest
+    // level with the records in RocksDB, and the newest level with them in
+    // memory (the default).
+    let configs = [
+        (0, StateMachineBackend::Rocksdb),
+        (FEATURE_LEVEL_MAX, StateMachineBackend::Rocksdb),
+        (FEATURE_LEVEL_MAX, StateMachineBackend::Memory),
+    ];
     let mut sales = rt.block_on(async {
         let mut sales = Vec::new();
-        for level in [0, FEATURE_LEVEL_MAX] {
-            let mut s = Sale::new(level).await;
+        for (level, backend) in configs {
+            let mut s = Sale::new(level, backend).await;
             // Warm up past the first memtable's growth, as a node well into a sale is.
             for _ in 0..2_000 {
                 s.step().await;
@@ -232,30 +239,38 @@ fn apply(c: &mut Criterion) {
         sales
     });
     let rounds = if quick() { 1_000 } else { 5_000 };
-    let mut spent: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let mut spent: Vec<Vec<Duration>> = vec![Vec::new(); configs.len()];
     rt.block_on(async {
         for round in 0..rounds {
-            // Alternate which goes first, so neither always follows the other.
-            for k in [round % 2, 1 - round % 2] {
+            // Rotate which goes first, so none always follows another.
+            for i in 0..configs.len() {
+                let k = (round + i) % configs.len();
                 let t = Instant::now();
                 sales[k].step().await;
                 spent[k].push(t.elapsed());
             }
         }
     });
-    let median = |v: &mut Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2]
-    };
-    let (m0, m1) = (median(&mut spent[0]), median(&mut spent[1]));
-    println!(
-        "apply, {rounds} entries of {BATCH} each in turn: feature level 0 median {:.0} µs, level {FEATURE_LEVEL_MAX} median {:.0} µs (level {FEATURE_LEVEL_MAX} / level 0 = {:.2})",
-        m0.as_secs_f64() * 1e6,
-        m1.as_secs_f64() * 1e6,
-        m1.as_secs_f64() / m0.as_secs_f64()
-    );
+    let medians: Vec<Duration> = spent
+        .iter_mut()
+        .map(|v| {
+            v.sort();
+            v[v.len() / 2]
+        })
+        .collect();
+    // The newest level in RocksDB is what the others are compared with.
+    let base = medians[1].as_secs_f64();
+    println!("apply, {rounds} entries of {BATCH} requests each, in turn (median per entry):");
+    for ((level, backend), m) in configs.iter().zip(&medians) {
+        println!(
+            "  feature level {level}, records in {backend:?}: {:.0} µs per entry, {:.1} µs per request ({:.2} × level {FEATURE_LEVEL_MAX} in Rocksdb)",
+            m.as_secs_f64() * 1e6,
+            m.as_secs_f64() * 1e6 / BATCH as f64,
+            m.as_secs_f64() / base
+        );
+    }
 
-    let mut sale = sales.pop().expect("the newest level's sale");
+    let mut sale = sales.pop().expect("the newest level's sale in memory");
     let mut g = c.benchmark_group("apply");
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function("entry of 32 confirms + 32 holds", |b| {

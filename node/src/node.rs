@@ -257,7 +257,7 @@ impl Node {
                 &snapshot_root,
                 &self.config.storage,
             )?;
-            let reader = Reader::new(self.db.clone(), group);
+            let reader = sm.reader();
             let raft = Raft::new(
                 self.config.id,
                 self.raft_config.clone(),

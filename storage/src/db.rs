@@ -24,10 +24,28 @@ pub const CF_META: &str = "meta";
 /// Column family for state-machine records.
 pub const CF_SM: &str = "sm";
 
+/// Where each group's applied state (the state machine's records) lives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateMachineBackend {
+    /// In memory, persisted by the Raft log and snapshot files: apply writes
+    /// no RocksDB records (see `memory`). A restart loads the last snapshot
+    /// and applies the log after it again; the state must fit in memory.
+    #[default]
+    Memory,
+    /// In RocksDB's `sm` column family: apply writes every record to the
+    /// memtable and WAL (not synced), a restart reads it back.
+    Rocksdb,
+}
+
 /// Storage settings of a node (`[storage]` in its settings file).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSettings {
+    /// Where each group's applied state lives (`"memory"` or `"rocksdb"`). A
+    /// node may switch between them across restarts: it starts from whichever
+    /// of the two holds the later state.
+    pub state_machine: StateMachineBackend,
     /// Most durability requests waiting for the WAL syncer; a full queue makes
     /// appenders wait (back-pressure) rather than grow memory.
     pub wal_sync_queue_max: usize,
@@ -60,6 +78,7 @@ pub struct StorageSettings {
 impl Default for StorageSettings {
     fn default() -> Self {
         StorageSettings {
+            state_machine: StateMachineBackend::default(),
             wal_sync_queue_max: 4096,
             wal_sync_batch_max: 1024,
             block_cache_bytes: 64 << 20,

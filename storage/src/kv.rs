@@ -119,9 +119,8 @@ pub struct ApplyCache {
     map: lru::LruCache<Vec<u8>, Vec<u8>>,
     /// Records read through [`KvRead::get_decoded`], decoded; each equals the
     /// decoding of what the `sm` column family holds for its key (dropped when
-    /// the key is written, emptied with the cache, and when
-    /// [`DECODED_MAX`] are kept).
-    decoded: HashMap<Vec<u8>, Decoded>,
+    /// the key is written, emptied with the cache).
+    decoded: DecodedCache,
     bytes: usize,
     /// Most records kept (`storage.apply_cache_entries_max`).
     entries_max: usize,
@@ -135,7 +134,7 @@ impl ApplyCache {
     pub fn new(entries_max: usize, bytes_max: usize) -> Self {
         ApplyCache {
             map: lru::LruCache::unbounded(),
-            decoded: HashMap::new(),
+            decoded: DecodedCache::default(),
             bytes: 0,
             entries_max,
             bytes_max,
@@ -166,13 +165,10 @@ impl ApplyCache {
 
     /// A record decoded earlier, if kept.
     fn get_decoded(&self, key: &[u8]) -> Option<Decoded> {
-        self.decoded.get(key).cloned()
+        self.decoded.get(key)
     }
 
     fn insert_decoded(&mut self, key: Vec<u8>, value: Decoded) {
-        if self.decoded.len() >= DECODED_MAX {
-            self.decoded.clear();
-        }
         self.decoded.insert(key, value);
     }
 
@@ -213,9 +209,42 @@ impl ApplyCache {
     }
 }
 
-/// Decoded records [`ApplyCache`] keeps at most (emptied when full): a few
+/// Decoded records a [`DecodedCache`] keeps at most (emptied when full): a few
 /// per event on sale.
 const DECODED_MAX: usize = 1024;
+
+/// Records apply read through [`KvRead::get_decoded`], decoded, by key; the
+/// owner drops a key's decoding whenever the key is written. At most
+/// [`DECODED_MAX`] are kept.
+#[derive(Default)]
+pub struct DecodedCache {
+    map: HashMap<Vec<u8>, Decoded>,
+}
+
+impl DecodedCache {
+    /// The decoding kept for `key`.
+    pub fn get(&self, key: &[u8]) -> Option<Decoded> {
+        self.map.get(key).cloned()
+    }
+
+    /// Keeps `value` as the decoding of `key`'s record.
+    pub fn insert(&mut self, key: Vec<u8>, value: Decoded) {
+        if self.map.len() >= DECODED_MAX {
+            self.map.clear();
+        }
+        self.map.insert(key, value);
+    }
+
+    /// Drops `key`'s decoding (the key was written).
+    pub fn remove(&mut self, key: &[u8]) {
+        self.map.remove(key);
+    }
+
+    /// Drops every decoding.
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+}
 
 /// Buffered writes over the RocksDB state-machine column family.
 pub struct RocksTx<'a> {

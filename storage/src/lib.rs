@@ -9,6 +9,8 @@
 //!   a module per concern behind `apply_entry`.
 //! - [`kv`]: the key-value seam the machine runs on (RocksDB batch with overlay, or
 //!   an in-memory map in tests).
+//! - [`memory`]: a group's records in memory, when the state machine is kept
+//!   there (`storage.state_machine = "memory"`), persisted by the log and snapshots.
 //! - [`state_machine`]: openraft's `RaftStateMachine` for one group, and snapshots.
 //! - [`read`]: read-only views of applied state for the node's query paths.
 //! - [`testing`]: builders of log entries for tests and benchmarks.
@@ -20,12 +22,13 @@ pub mod keys;
 pub mod kv;
 pub mod log_store;
 pub mod machine;
+pub mod memory;
 pub mod read;
 pub mod records;
 pub mod state_machine;
 pub mod testing;
 
-pub use db::{Db, StorageSettings};
+pub use db::{Db, StateMachineBackend, StorageSettings};
 pub use log_store::LogStore;
 pub use state_machine::StateMachineStore;
 

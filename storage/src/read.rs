@@ -1,8 +1,11 @@
 //! Read-only views of a group's applied state, for the node's query paths.
 //!
-//! Every view reads one RocksDB snapshot, so the data and the freshness it reports
+//! Every view reads one consistent version of the state (a RocksDB snapshot, or
+//! a version of the in-memory records), so the data and the freshness it reports
 //! (applied index and time) agree. Seat status is judged at
 //! `max(reader's clock, applied time)`: never earlier than the replica's own time.
+
+use std::sync::Arc;
 
 use boxoffice_raft::codec;
 use boxoffice_raft::command::{BookingId, HoldId};
@@ -12,6 +15,7 @@ use crate::db::Db;
 use crate::keys::{self, table, Key};
 use crate::kv::{KvRead, SnapshotView};
 use crate::machine::{self, get};
+use crate::memory::{MemState, MemView};
 use crate::records::*;
 
 /// How fresh a read is.
@@ -80,22 +84,61 @@ pub enum HoldPhase {
 /// Reads of one group's applied state.
 #[derive(Clone)]
 pub struct Reader {
-    db: Db,
+    source: Source,
     group: GroupId,
+}
+
+/// Where a group's applied state is (`storage.state_machine`).
+#[derive(Clone)]
+enum Source {
+    Rocks(Db),
+    Memory(Arc<MemState>),
+}
+
+/// One consistent version of the applied state.
+enum View<'a> {
+    Rocks(SnapshotView<'a>),
+    Memory(MemView),
+}
+
+impl KvRead for View<'_> {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            View::Rocks(v) => v.get(key),
+            View::Memory(v) => v.get(key),
+        }
+    }
+    fn scan_range(&self, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
+        match self {
+            View::Rocks(v) => v.scan_range(start, end, visit),
+            View::Memory(v) => v.scan_range(start, end, visit),
+        }
+    }
 }
 
 /// A read at one consistent point.
 pub struct ReadTx<'a> {
-    view: SnapshotView<'a>,
+    view: View<'a>,
     group: GroupId,
     /// Freshness of this read.
     pub freshness: Freshness,
 }
 
 impl Reader {
-    /// Reads of `group` in `db`.
+    /// Reads of `group` kept in `db` (`storage.state_machine = "rocksdb"`).
     pub fn new(db: Db, group: GroupId) -> Self {
-        Reader { db, group }
+        Reader {
+            source: Source::Rocks(db),
+            group,
+        }
+    }
+
+    /// Reads of `group` kept in memory (`storage.state_machine = "memory"`).
+    pub fn in_memory(state: Arc<MemState>, group: GroupId) -> Self {
+        Reader {
+            source: Source::Memory(state),
+            group,
+        }
     }
 
     /// Starts a consistent read judged at the state-machine time of the last applied
@@ -107,7 +150,10 @@ impl Reader {
 
     /// Starts a consistent read judged at `max(now_ms, applied time)`.
     pub fn begin(&self, now_ms: u64) -> ReadTx<'_> {
-        let view = SnapshotView::new(&self.db);
+        let view = match &self.source {
+            Source::Rocks(db) => View::Rocks(SnapshotView::new(db)),
+            Source::Memory(state) => View::Memory(state.view()),
+        };
         let meta = machine::read_meta(&view, self.group);
         let freshness = Freshness {
             applied_index: meta.last_applied.map(|l| l.index).unwrap_or(0),

@@ -1,5 +1,6 @@
-//! openraft's state machine for one group: apply into RocksDB, and snapshots as
-//! files that openraft streams to followers in chunks.
+//! openraft's state machine for one group: apply into memory or RocksDB
+//! (`storage.state_machine`), and snapshots as files that openraft streams to
+//! followers in chunks.
 //!
 //! ## Snapshot file format
 //!
@@ -32,14 +33,16 @@ use boxoffice_raft::{
 };
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{ErrorSubject, ErrorVerb, StorageError};
-use rocksdb::{Direction, IteratorMode, WriteBatch};
+use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
-use crate::db::{Db, CF_META, CF_SM};
+use crate::db::{Db, StateMachineBackend, CF_META, CF_SM};
 use crate::keys::{self, meta, Key};
-use crate::kv::{ApplyCache, RocksTx};
+use crate::kv::{ApplyCache, Kv, KvRead, RocksTx, SnapshotView};
 use crate::machine;
+use crate::memory::{MemState, Records};
+use crate::read::Reader;
 use crate::sto_err;
 
 const MAGIC: &[u8; 8] = b"BOXSNAP1";
@@ -77,20 +80,33 @@ pub struct StateMachineStore {
     group: GroupId,
     db: Db,
     dir: PathBuf,
+    state: State,
     applied: Arc<watch::Sender<Applied>>,
     /// The group's feature level as last applied.
     feature_level: Arc<std::sync::atomic::AtomicU32>,
     changes: broadcast::Sender<AppliedChange>,
     snapshot_seq: Arc<AtomicU64>,
-    /// Apply's cache of this group's records (cleared by snapshot installs).
-    cache: Arc<std::sync::Mutex<ApplyCache>>,
     /// Records per write batch while installing a snapshot.
     install_batch_records: usize,
 }
 
+/// Where the group's records are (`storage.state_machine`).
+#[derive(Clone)]
+enum State {
+    /// In the `sm` column family, read by apply through its cache (cleared by
+    /// snapshot installs).
+    Rocks(Arc<std::sync::Mutex<ApplyCache>>),
+    /// In memory; the `sm` column family holds nothing newer than the last
+    /// snapshot file (what a run with `"rocksdb"` left, until a snapshot drops it).
+    Memory(Arc<MemState>),
+}
+
 impl StateMachineStore {
     /// Opens `group`'s state machine; snapshots live under `snapshot_root/g{group}`.
-    /// Finishes an interrupted snapshot install first.
+    /// Starts from the later of the two persisted states, the `sm` column
+    /// family and the last snapshot file (a node may have run with the other
+    /// `storage.state_machine` before), finishing an interrupted snapshot
+    /// install first.
     pub fn open(
         db: Db,
         group: GroupId,
@@ -100,42 +116,92 @@ impl StateMachineStore {
         let dir = snapshot_root.join(format!("g{}", group.0));
         fs::create_dir_all(&dir)?;
         let (changes, _) = broadcast::channel(settings.changes_capacity.max(1));
+        let state = match settings.state_machine {
+            StateMachineBackend::Rocksdb => {
+                State::Rocks(Arc::new(std::sync::Mutex::new(ApplyCache::new(
+                    settings.apply_cache_entries_max,
+                    settings.apply_cache_bytes_max,
+                ))))
+            }
+            StateMachineBackend::Memory => State::Memory(Arc::new(MemState::new(Records::new()))),
+        };
         let sm = StateMachineStore {
             group,
             db,
             dir,
+            state,
             applied: Arc::new(watch::Sender::new(Applied::default())),
             feature_level: Default::default(),
             changes,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
-            cache: Arc::new(std::sync::Mutex::new(ApplyCache::new(
-                settings.apply_cache_entries_max,
-                settings.apply_cache_bytes_max,
-            ))),
             install_batch_records: settings.snapshot_install_batch_records.max(1),
         };
-        if sm
+        let installing = sm
             .db
             .raw()
             .get_cf(sm.db.cf(CF_META), keys::meta(group.0, meta::INSTALLING))?
-            .is_some()
-        {
+            .is_some();
+        // The `sm` column family's state, unless an install into it was cut short.
+        let rocks_applied = if installing {
             tracing::warn!(%group, "finishing an interrupted snapshot install");
-            let path = sm.current_path();
-            sm.load_snapshot_file(&path)?;
+            None
+        } else {
+            Some(machine::read_meta(&RocksTx::new(&sm.db), group).last_applied)
+        };
+        let path = sm.current_path();
+        let snapshot_applied = if path.exists() {
+            Some(read_header(&path)?.meta.last_log_id)
+        } else {
+            None
+        };
+        match (&sm.state, rocks_applied) {
+            (State::Rocks(_), Some(rocks)) => {
+                if snapshot_applied.is_some_and(|snap| snap > rocks) {
+                    tracing::info!(%group, "the state machine is behind its last snapshot (kept in memory before): loading the snapshot");
+                    sm.load_snapshot_file(&path)?;
+                }
+            }
+            // Without a snapshot file, whatever the column family holds (nothing,
+            // or the records of a run with "rocksdb" that never took a snapshot).
+            (State::Memory(mem), Some(rocks))
+                if snapshot_applied.is_none() || rocks > snapshot_applied.flatten() =>
+            {
+                tracing::info!(%group, "the state machine's records in RocksDB are later than its last snapshot (kept there before): loading them");
+                mem.replace(rocks_records(&sm.db, group));
+            }
+            _ if snapshot_applied.is_some() => {
+                sm.load_snapshot_file(&path)?;
+            }
+            _ => {}
         }
-        let m = machine::read_meta(&RocksTx::new(&sm.db), group);
+        let m = sm.with_view(|kv| machine::read_meta(kv, group));
         sm.applied.send_replace(Applied {
             index: m.last_applied.map(|l| l.index).unwrap_or(0),
             time_ms: m.time_ms,
         });
-        sm.note_feature_level(&RocksTx::new(&sm.db))?;
+        sm.with_view(|kv| sm.note_feature_level(kv))?;
         Ok(sm)
     }
 
     /// The group.
     pub fn group(&self) -> GroupId {
         self.group
+    }
+
+    /// Reads of the group's applied state.
+    pub fn reader(&self) -> Reader {
+        match &self.state {
+            State::Rocks(_) => Reader::new(self.db.clone(), self.group),
+            State::Memory(mem) => Reader::in_memory(mem.clone(), self.group),
+        }
+    }
+
+    /// Runs `f` on a consistent view of the applied state.
+    fn with_view<R>(&self, f: impl FnOnce(&dyn KvRead) -> R) -> R {
+        match &self.state {
+            State::Rocks(_) => f(&SnapshotView::new(&self.db)),
+            State::Memory(mem) => f(&mem.view()),
+        }
     }
 
     /// Last applied index and state-machine time, updated after every apply.
@@ -150,7 +216,7 @@ impl StateMachineStore {
 
     /// Notes the group's feature level; refuses one this build does not know
     /// (data written by a newer release, or a snapshot from one).
-    fn note_feature_level(&self, kv: &dyn crate::kv::KvRead) -> Result<(), crate::StorageError> {
+    fn note_feature_level(&self, kv: &dyn KvRead) -> Result<(), crate::StorageError> {
         let level = machine::read_features(kv, self.group).level;
         if level > boxoffice_raft::command::FEATURE_LEVEL_MAX {
             return Err(crate::StorageError::FeatureLevel {
@@ -180,40 +246,53 @@ impl StateMachineStore {
                 header.group, self.group.0
             )));
         }
-        let mut marker = WriteBatch::default();
-        marker.put_cf(
-            self.db.cf(CF_META),
-            keys::meta(self.group.0, meta::INSTALLING),
-            [1u8],
-        );
-        self.db.write_sync(marker)?;
-
-        // Every record of the group is replaced: the cache would lie about them.
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let prefix = Key::group(self.group).build();
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.db.cf(CF_SM), prefix.clone(), keys::prefix_end(&prefix));
         let mut r = BufReader::new(File::open(path)?);
         skip_header(&mut r)?;
-        let mut n = 0usize;
-        while let Some((k, v)) = read_record(&mut r)? {
-            let mut key = prefix.clone();
-            key.extend_from_slice(&k);
-            batch.put_cf(self.db.cf(CF_SM), key, v);
-            n += 1;
-            if n % self.install_batch_records == 0 {
-                self.db.write_nosync(std::mem::take(&mut batch))?;
+        match &self.state {
+            State::Rocks(cache) => {
+                let mut marker = WriteBatch::default();
+                marker.put_cf(
+                    self.db.cf(CF_META),
+                    keys::meta(self.group.0, meta::INSTALLING),
+                    [1u8],
+                );
+                self.db.write_sync(marker)?;
+
+                // Every record of the group is replaced: the cache would lie about them.
+                cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                let mut batch = WriteBatch::default();
+                batch.delete_range_cf(self.db.cf(CF_SM), prefix.clone(), keys::prefix_end(&prefix));
+                let mut n = 0usize;
+                while let Some((k, v)) = read_record(&mut r)? {
+                    let mut key = prefix.clone();
+                    key.extend_from_slice(&k);
+                    batch.put_cf(self.db.cf(CF_SM), key, v);
+                    n += 1;
+                    if n % self.install_batch_records == 0 {
+                        self.db.write_nosync(std::mem::take(&mut batch))?;
+                    }
+                }
+                self.db.write_nosync(batch)?;
+                let mut clear = WriteBatch::default();
+                clear.delete_cf(
+                    self.db.cf(CF_META),
+                    keys::meta(self.group.0, meta::INSTALLING),
+                );
+                self.db.write_sync(clear)?;
+            }
+            State::Memory(mem) => {
+                let mut records = Records::new();
+                while let Some((k, v)) = read_record(&mut r)? {
+                    let mut key = prefix.clone();
+                    key.extend_from_slice(&k);
+                    records.insert(key.into(), v.into());
+                }
+                mem.replace(records);
             }
         }
-        self.db.write_nosync(batch)?;
-        let mut clear = WriteBatch::default();
-        clear.delete_cf(
-            self.db.cf(CF_META),
-            keys::meta(self.group.0, meta::INSTALLING),
-        );
-        self.db.write_sync(clear)?;
 
-        let m = machine::read_meta(&RocksTx::new(&self.db), self.group);
+        let m = self.with_view(|kv| machine::read_meta(kv, self.group));
         assert_eq!(
             m.last_applied, header.meta.last_log_id,
             "installed state does not match its snapshot meta"
@@ -222,7 +301,7 @@ impl StateMachineStore {
             index: m.last_applied.map(|l| l.index).unwrap_or(0),
             time_ms: m.time_ms,
         };
-        self.note_feature_level(&RocksTx::new(&self.db))?;
+        self.with_view(|kv| self.note_feature_level(kv))?;
         self.applied.send_replace(applied);
         let outcome = Outcome {
             applied,
@@ -241,13 +320,23 @@ impl StateMachineStore {
     }
 
     fn build(&self) -> Result<Snapshot<TypeConfig>, crate::StorageError> {
-        let snap = self.db.raw().snapshot();
+        let snapshot = self.with_view(|kv| self.write_snapshot(kv))?;
+        if let State::Memory(_) = &self.state {
+            // What a run with "rocksdb" left in the column family is older than
+            // this snapshot now: drop it (a range deletion; nothing when empty).
+            let prefix = Key::group(self.group).build();
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(self.db.cf(CF_SM), prefix.clone(), keys::prefix_end(&prefix));
+            self.db.write_nosync(batch)?;
+        }
+        Ok(snapshot)
+    }
+
+    /// Writes the state `kv` shows as the current snapshot file (fsynced, then
+    /// renamed into place and the directory fsynced).
+    fn write_snapshot(&self, kv: &dyn KvRead) -> Result<Snapshot<TypeConfig>, crate::StorageError> {
         let prefix = Key::group(self.group).build();
-        let meta_key = Key::sm(self.group, crate::keys::table::META).build();
-        let m: crate::records::SmMeta = match snap.get_cf(self.db.cf(CF_SM), &meta_key)? {
-            Some(b) => codec::decode(&b)?,
-            None => Default::default(),
-        };
+        let m = machine::read_meta(kv, self.group);
         let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match m.last_applied {
             Some(l) => format!("{}-{}-{}-{}", self.group.0, l.leader_id.term, l.index, seq),
@@ -268,20 +357,25 @@ impl StateMachineStore {
             });
             w.write_all(&(header.len() as u32).to_le_bytes())?;
             w.write_all(&header)?;
-            let end = keys::prefix_end(&prefix);
-            for item in snap.iterator_cf(
-                self.db.cf(CF_SM),
-                IteratorMode::From(&prefix, Direction::Forward),
-            ) {
-                let (k, v) = item?;
-                if k.as_ref() >= end.as_slice() {
-                    break;
-                }
+            let mut failed = None;
+            kv.scan(&prefix, &prefix, &mut |k, v| {
                 let k = &k[prefix.len()..];
-                w.write_all(&(k.len() as u32).to_le_bytes())?;
-                w.write_all(k)?;
-                w.write_all(&(v.len() as u32).to_le_bytes())?;
-                w.write_all(&v)?;
+                let written = (|| {
+                    w.write_all(&(k.len() as u32).to_le_bytes())?;
+                    w.write_all(k)?;
+                    w.write_all(&(v.len() as u32).to_le_bytes())?;
+                    w.write_all(v)
+                })();
+                match written {
+                    Ok(()) => true,
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e.into());
             }
             w.write_all(&END_MARK.to_le_bytes())?;
             let sum = w.hasher.digest();
@@ -298,6 +392,46 @@ impl StateMachineStore {
             snapshot: Box::new(tokio::fs::File::from_std(f)),
         })
     }
+
+    /// Applies `entries` through `kv`: each entry's outcome by index, and the
+    /// last applied position with the state-machine time (`None` for no entries).
+    fn apply_in(
+        &self,
+        kv: &mut dyn Kv,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<(Vec<(u64, Outcome)>, Option<Applied>), crate::StorageError> {
+        let mut outcomes = Vec::new();
+        let mut last = None;
+        for entry in entries {
+            let outcome = machine::apply_entry(kv, self.group, &entry);
+            last = Some(entry.log_id.index);
+            outcomes.push((entry.log_id.index, outcome));
+        }
+        let Some(index) = last else {
+            return Ok((outcomes, None));
+        };
+        let m = machine::read_meta(kv, self.group);
+        // Apply itself stops on a level it does not know.
+        self.note_feature_level(kv)?;
+        Ok((
+            outcomes,
+            Some(Applied {
+                index,
+                time_ms: m.time_ms,
+            }),
+        ))
+    }
+}
+
+/// The group's records in the `sm` column family, as a map.
+fn rocks_records(db: &Db, group: GroupId) -> Records {
+    let prefix = Key::group(group).build();
+    let mut records = Records::new();
+    SnapshotView::new(db).scan(&prefix, &prefix, &mut |k, v| {
+        records.insert(k.into(), v.into());
+        true
+    });
+    records
 }
 
 /// Writer that hashes what passes through it.
@@ -366,6 +500,11 @@ fn read_record(r: &mut impl Read) -> Result<Option<(Vec<u8>, Vec<u8>)>, crate::S
 }
 
 /// Checks a snapshot file's structure and checksum; returns its header.
+/// A snapshot file's header, without checking the rest of the file.
+fn read_header(path: &Path) -> Result<SnapshotHeader, crate::StorageError> {
+    skip_header(&mut BufReader::new(File::open(path)?))
+}
+
 fn verify_snapshot_file(path: &Path) -> Result<SnapshotHeader, crate::StorageError> {
     let len = fs::metadata(path)?.len();
     if len < 8 + 4 + 4 + 8 {
@@ -424,7 +563,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn applied_state(
         &mut self,
     ) -> Result<(Option<LogId>, StoredMembership), StorageError<NodeId>> {
-        let m = machine::read_meta(&RocksTx::new(&self.db), self.group);
+        let m = self.with_view(|kv| machine::read_meta(kv, self.group));
         Ok((m.last_applied, m.membership))
     }
 
@@ -433,34 +572,27 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let mut tx = RocksTx::with_cache(&self.db, &mut cache);
-        let mut outcomes = Vec::new();
-        let mut last = None;
-        for entry in entries {
-            let outcome = machine::apply_entry(&mut tx, self.group, &entry);
-            last = Some(Applied {
-                index: entry.log_id.index,
-                time_ms: outcome.applied.time_ms.max(self.applied.borrow().time_ms),
-            });
-            outcomes.push((entry.log_id.index, outcome));
-        }
-        // Not synced: the log entries are durable; a crash loses at most a suffix of
-        // applied state, which is re-applied from the log on restart.
-        tx.write()
-            .map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
+        let applied = match &self.state {
+            State::Rocks(cache) => {
+                let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+                let mut tx = RocksTx::with_cache(&self.db, &mut cache);
+                let applied = self.apply_in(&mut tx, entries);
+                // Not synced: the log entries are durable; a crash loses at most a
+                // suffix of applied state, which is re-applied from the log on restart.
+                tx.write()
+                    .map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
+                applied
+            }
+            // Published whole when the entries are applied; a restart re-applies
+            // everything after the last snapshot.
+            State::Memory(mem) => mem.apply(|tx| self.apply_in(tx, entries)),
+        };
+        let (outcomes, last) =
+            applied.map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+        // Only now that readers see the entries' writes.
         if let Some(a) = last {
-            let m = machine::read_meta(&tx, self.group);
-            // Apply itself stops on a level it does not know.
-            self.note_feature_level(&tx)
-                .map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
-            self.applied.send_replace(Applied {
-                index: a.index,
-                time_ms: m.time_ms,
-            });
+            self.applied.send_replace(a);
         }
-        drop(tx);
-        drop(cache);
         let mut out = Vec::with_capacity(outcomes.len());
         for (index, outcome) in outcomes {
             // One change per request: a batch's requests each get theirs, numbered

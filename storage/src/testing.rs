@@ -58,7 +58,7 @@ impl TestMachine {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let db = crate::Db::open(dir.path(), &Default::default()).expect("a test database");
         let sm = crate::StateMachineStore::open(
-            db.clone(),
+            db,
             group,
             &dir.path().join("snap"),
             &Default::default(),
@@ -66,8 +66,8 @@ impl TestMachine {
         .expect("a test state machine");
         TestMachine {
             _dir: dir,
+            reader: sm.reader(),
             sm,
-            reader: crate::read::Reader::new(db, group),
             index: 0,
             rt,
         }

@@ -51,17 +51,12 @@ impl Fixture {
     fn new(group: GroupId) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path(), &Default::default()).unwrap();
-        let sm = StateMachineStore::open(
-            db.clone(),
-            group,
-            &dir.path().join("snap"),
-            &Default::default(),
-        )
-        .unwrap();
+        let sm = StateMachineStore::open(db, group, &dir.path().join("snap"), &Default::default())
+            .unwrap();
         Self {
             _dir: dir,
+            reader: sm.reader(),
             sm,
-            reader: Reader::new(db, group),
             index: 0,
         }
     }

@@ -13,9 +13,8 @@ use std::collections::BTreeMap;
 
 use boxoffice_raft::command::*;
 use boxoffice_raft::GroupId;
-use boxoffice_storage::read::Reader;
 use boxoffice_storage::records::SeatStatus;
-use boxoffice_storage::{Db, StateMachineStore};
+use boxoffice_storage::{Db, StateMachineBackend, StateMachineStore, StorageSettings};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::EntryPayload;
 use proptest::prelude::*;
@@ -729,22 +728,34 @@ fn normalize(mut o: Outcome) -> Outcome {
 
 use boxoffice_storage::testing::entry;
 
-fn run_case(ops: Vec<Op>, level: u32) -> Result<(), TestCaseError> {
+/// Storage settings keeping the records in `backend`.
+fn kept_in(backend: StateMachineBackend) -> StorageSettings {
+    StorageSettings {
+        state_machine: backend,
+        ..Default::default()
+    }
+}
+
+/// The other place to keep the records.
+fn other(backend: StateMachineBackend) -> StateMachineBackend {
+    match backend {
+        StateMachineBackend::Memory => StateMachineBackend::Rocksdb,
+        StateMachineBackend::Rocksdb => StateMachineBackend::Memory,
+    }
+}
+
+fn run_case(ops: Vec<Op>, level: u32, backend: StateMachineBackend) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), &Default::default()).unwrap();
-        let mut sm = StateMachineStore::open(
-            db.clone(),
-            GROUP,
-            &dir.path().join("snap"),
-            &Default::default(),
-        )
-        .unwrap();
-        let reader = Reader::new(db.clone(), GROUP);
+        let settings = kept_in(backend);
+        let db = Db::open(dir.path(), &settings).unwrap();
+        let mut sm =
+            StateMachineStore::open(db, GROUP, &dir.path().join("snap"), &settings).unwrap();
+        let reader = sm.reader();
         let setup = [
             Command::EnableFeatures { level },
             Command::CreateInventory(InventorySpec {
@@ -1021,7 +1032,8 @@ fn run_case(ops: Vec<Op>, level: u32) -> Result<(), TestCaseError> {
             }
         }
 
-        // Snapshot: build, install elsewhere, compare every record.
+        // Snapshot: build, install elsewhere (with the records kept in the other
+        // place: the file is the same), compare every record.
         let snap = sm
             .get_snapshot_builder()
             .await
@@ -1029,20 +1041,16 @@ fn run_case(ops: Vec<Op>, level: u32) -> Result<(), TestCaseError> {
             .await
             .unwrap();
         let dir2 = tempfile::tempdir().unwrap();
-        let db2 = Db::open(dir2.path(), &Default::default()).unwrap();
-        let mut sm2 = StateMachineStore::open(
-            db2.clone(),
-            GROUP,
-            &dir2.path().join("snap"),
-            &Default::default(),
-        )
-        .unwrap();
+        let settings2 = kept_in(other(backend));
+        let db2 = Db::open(dir2.path(), &settings2).unwrap();
+        let mut sm2 =
+            StateMachineStore::open(db2, GROUP, &dir2.path().join("snap"), &settings2).unwrap();
         let mut recv = sm2.begin_receiving_snapshot().await.unwrap();
         let mut src = snap.snapshot;
         tokio::io::copy(&mut src, &mut *recv).await.unwrap();
         sm2.install_snapshot(&snap.meta, recv).await.unwrap();
-        let a = Reader::new(db.clone(), GROUP).begin(0).dump();
-        let b = Reader::new(db2.clone(), GROUP).begin(0).dump();
+        let a = sm.reader().begin(0).dump();
+        let b = sm2.reader().begin(0).dump();
         prop_assert!(!a.is_empty());
         prop_assert_eq!(a, b, "state after snapshot install differs");
         prop_assert_eq!(
@@ -1056,8 +1064,17 @@ fn run_case(ops: Vec<Op>, level: u32) -> Result<(), TestCaseError> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
     #[test]
-    fn machine_agrees_with_model(ops in proptest::collection::vec(op(), 1..60), level in 0..=FEATURE_LEVEL_MAX) {
-        run_case(ops, level)?;
+    fn machine_agrees_with_model(
+        ops in proptest::collection::vec(op(), 1..60),
+        level in 0..=FEATURE_LEVEL_MAX,
+        in_memory in any::<bool>(),
+    ) {
+        let backend = if in_memory {
+            StateMachineBackend::Memory
+        } else {
+            StateMachineBackend::Rocksdb
+        };
+        run_case(ops, level, backend)?;
     }
 }
 

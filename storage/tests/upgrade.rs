@@ -15,7 +15,7 @@ use boxoffice_storage::keys::{meta, NODE_GROUP};
 use boxoffice_storage::read::Reader;
 use boxoffice_storage::records::check_record;
 use boxoffice_storage::testing::{normal, request};
-use boxoffice_storage::{Db, StateMachineStore};
+use boxoffice_storage::{Db, StateMachineBackend, StateMachineStore, StorageSettings};
 use openraft::storage::RaftStateMachine;
 use serde_json::Value;
 
@@ -126,15 +126,34 @@ fn bookings_survive_and_a_retried_confirm_gets_its_first_answer() {
     let first = answer("confirm-bob-1");
     let hold_id: HoldId = first["hold_id"].as_str().unwrap().parse().unwrap();
     let group = GroupId(hold_id.shard);
+    // With the records kept in memory (loaded from the old `sm` column family,
+    // which is later than the old snapshots) and in RocksDB as they were. The
+    // first run writes nothing to the column family: the second starts from
+    // the same data.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mut sm = StateMachineStore::open(
-            db.clone(),
-            group,
-            &data.join("snapshots"),
-            &Default::default(),
-        )
-        .unwrap();
+    for backend in [StateMachineBackend::Memory, StateMachineBackend::Rocksdb] {
+        let settings = StorageSettings {
+            state_machine: backend,
+            ..Default::default()
+        };
+        rt.block_on(bob_retries_his_confirm(
+            &db, &data, group, hold_id, &first, &settings,
+        ));
+    }
+}
+
+/// Bob's confirm retried against the old data: its first answer, replayed.
+async fn bob_retries_his_confirm(
+    db: &Db,
+    data: &Path,
+    group: GroupId,
+    hold_id: HoldId,
+    first: &Value,
+    settings: &StorageSettings,
+) {
+    {
+        let mut sm =
+            StateMachineStore::open(db.clone(), group, &data.join("snapshots"), settings).unwrap();
         // The group moves to the newest feature level first: the old sessions
         // stay in force under it.
         let applied = *sm.applied().borrow();
@@ -185,7 +204,7 @@ fn bookings_survive_and_a_retried_confirm_gets_its_first_answer() {
         );
         let out = sm.apply([other]).await.unwrap().pop().unwrap();
         assert_eq!(out.result, Err(Rejection::IdempotencyKeyReused));
-    });
+    }
 }
 
 /// The other way: a node of an older release opening data a newer one left at a

@@ -168,8 +168,10 @@ impl TestCluster {
 
     /// Waits until node `i` answers `/healthz`.
     pub async fn wait_healthy(&self, i: usize) {
+        // As long as `wait_ready`: a restarted node replays its log (and may
+        // install a snapshot) while the other tests' clusters share the cores.
         self.local
-            .wait_healthy(self.nodes[i].id, Duration::from_secs(30))
+            .wait_healthy(self.nodes[i].id, Duration::from_secs(60))
             .await
             .expect("healthy");
     }

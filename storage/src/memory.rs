@@ -1,0 +1,257 @@
+//! A group's state-machine records held in memory (`storage.state_machine =
+//! "memory"`), persisted by the Raft log and snapshot files instead of RocksDB.
+//!
+//! The records are a persistent ordered map ([`imbl::OrdMap`]): cloning it is
+//! O(1) and shares every node, and a clone that is written copies only the
+//! nodes on the written keys' paths. So:
+//!
+//! - a read ([`MemState::view`]) clones the map once and reads that version
+//!   for as long as it likes, without holding any lock and without seeing
+//!   later applies;
+//! - apply ([`MemState::apply`]) clones the map, writes the clone in place,
+//!   and publishes it whole when the entries are applied, so a read sees all
+//!   of an apply's writes or none;
+//! - a snapshot is built from a clone while apply goes on.
+//!
+//! Nothing here is durable. What makes the state survive a restart is what
+//! makes any Raft state machine survive: the last snapshot file (written and
+//! fsynced by the snapshot builder) and the log entries after it, which
+//! openraft keeps (it purges only what a snapshot covers) and applies again
+//! on start. See `state_machine` for how a node picks its starting state.
+
+use std::cell::RefCell;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::kv::{DecodedCache, Kv, KvRead};
+
+/// A key or a value: shared, so that copying a map node copies pointers.
+pub type Bytes = Arc<[u8]>;
+
+/// One group's records, keys with their group prefix as in the `sm` column
+/// family.
+pub type Records = imbl::OrdMap<Bytes, Bytes>;
+
+/// One group's records in memory. Apply is the only writer (and snapshot
+/// installs, which replace everything); openraft runs them one at a time.
+pub struct MemState {
+    records: RwLock<Records>,
+    /// Decodings of large records apply reads on every request (an event's
+    /// inventory); each equals the decoding of the published record at its
+    /// key. Its lock also makes applies and replacements one at a time.
+    decoded: Mutex<DecodedCache>,
+}
+
+impl MemState {
+    /// A state holding `records`.
+    pub fn new(records: Records) -> Self {
+        MemState {
+            records: RwLock::new(records),
+            decoded: Mutex::new(DecodedCache::default()),
+        }
+    }
+
+    /// The records as last published: a version that later applies do not change.
+    pub fn records(&self) -> Records {
+        self.records
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A read-only view of the records as last published.
+    pub fn view(&self) -> MemView {
+        MemView {
+            records: self.records(),
+        }
+    }
+
+    /// Runs `f` over a writable version of the records and publishes it when `f`
+    /// returns: readers see all of `f`'s writes at once, or none.
+    pub fn apply<R>(&self, f: impl FnOnce(&mut MemTx<'_>) -> R) -> R {
+        let mut decoded = self.decoded.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tx = MemTx {
+            records: self.records(),
+            decoded: RefCell::new(&mut decoded),
+        };
+        let out = f(&mut tx);
+        let records = tx.records;
+        *self.records.write().unwrap_or_else(|e| e.into_inner()) = records;
+        out
+    }
+
+    /// Replaces every record (a snapshot install).
+    pub fn replace(&self, records: Records) {
+        let mut decoded = self.decoded.lock().unwrap_or_else(|e| e.into_inner());
+        decoded.clear();
+        *self.records.write().unwrap_or_else(|e| e.into_inner()) = records;
+    }
+}
+
+/// Visits `records` in `[start, end)` until `visit` returns false.
+fn scan(records: &Records, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
+    if start >= end {
+        return;
+    }
+    for (k, v) in records.range::<_, [u8]>((Bound::Included(start), Bound::Excluded(end))) {
+        if !visit(k, v) {
+            return;
+        }
+    }
+}
+
+/// A consistent read-only version of one group's records.
+pub struct MemView {
+    records: Records,
+}
+
+impl KvRead for MemView {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.records.get(key).map(|v| v.to_vec())
+    }
+    fn scan_range(&self, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
+        scan(&self.records, start, end, visit)
+    }
+}
+
+/// Apply's writable version of the records: reads see its own writes.
+pub struct MemTx<'a> {
+    records: Records,
+    decoded: RefCell<&'a mut DecodedCache>,
+}
+
+impl KvRead for MemTx<'_> {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.records.get(key).map(|v| v.to_vec())
+    }
+    fn get_decoded(
+        &self,
+        key: &[u8],
+        decode: &dyn Fn(&[u8]) -> crate::kv::Decoded,
+    ) -> Option<crate::kv::Decoded> {
+        if let Some(d) = self.decoded.borrow().get(key) {
+            return Some(d);
+        }
+        let d = decode(self.records.get(key)?);
+        self.decoded.borrow_mut().insert(key.to_vec(), d.clone());
+        Some(d)
+    }
+    fn scan_range(&self, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
+        scan(&self.records, start, end, visit)
+    }
+}
+
+impl Kv for MemTx<'_> {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        // The cache holds decodings of what is published once this version is:
+        // a decoding of the old value must go now.
+        self.decoded.get_mut().remove(&key);
+        self.records.insert(key.into(), value.into());
+    }
+    fn delete(&mut self, key: Vec<u8>) {
+        self.decoded.get_mut().remove(&key);
+        self.records.remove(key.as_slice());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::MemKv;
+    use proptest::prelude::*;
+
+    fn collect(kv: &dyn KvRead, start: &[u8], end: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        kv.scan_range(start, end, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            true
+        });
+        out
+    }
+
+    proptest! {
+        /// Whatever apply writes, a view taken before it still shows the old
+        /// version, one taken after shows exactly what a plain map would, and
+        /// the two agree with the model on every point read and range scan.
+        #[test]
+        fn versions_agree_with_a_plain_map(
+            first in proptest::collection::vec((0u8..6, 0u8..6, proptest::option::of(0u8..9)), 0..40),
+            second in proptest::collection::vec((0u8..6, 0u8..6, proptest::option::of(0u8..9)), 0..40),
+            (a, b) in (0u8..7, 0u8..7),
+        ) {
+            let state = MemState::new(Records::new());
+            let mut model = MemKv::default();
+            let write = |kv: &mut dyn Kv, ops: &[(u8, u8, Option<u8>)]| {
+                for &(k1, k2, v) in ops {
+                    match v {
+                        Some(v) => kv.put(vec![k1, k2], vec![v]),
+                        None => kv.delete(vec![k1, k2]),
+                    }
+                }
+            };
+            state.apply(|tx| write(tx, &first));
+            write(&mut model, &first);
+            let before = state.view();
+            let model_before = model.clone();
+            state.apply(|tx| {
+                write(tx, &second);
+                // Apply reads its own writes.
+                for &(k1, k2, _) in &second {
+                    assert_eq!(tx.get(&[k1, k2]), {
+                        let mut m = model.clone();
+                        write(&mut m, &second);
+                        m.get(&[k1, k2])
+                    });
+                }
+            });
+            write(&mut model, &second);
+            let after = state.view();
+            let (lo, hi) = ([a], [b]);
+            prop_assert_eq!(collect(&before, &lo, &hi), collect(&model_before, &lo, &hi));
+            prop_assert_eq!(collect(&after, &lo, &hi), collect(&model, &lo, &hi));
+            for k1 in 0..6u8 {
+                for k2 in 0..6u8 {
+                    prop_assert_eq!(before.get(&[k1, k2]), model_before.get(&[k1, k2]));
+                    prop_assert_eq!(after.get(&[k1, k2]), model.get(&[k1, k2]));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn decodings_follow_writes() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let state = MemState::new(Records::new());
+        let decodes = AtomicUsize::new(0);
+        let decode = |b: &[u8]| -> crate::kv::Decoded {
+            decodes.fetch_add(1, Ordering::Relaxed);
+            Arc::new(b[0])
+        };
+        let read = |tx: &MemTx<'_>| {
+            tx.get_decoded(&[1], &decode)
+                .map(|d| *d.downcast_ref::<u8>().expect("a u8"))
+        };
+        state.apply(|tx| {
+            assert_eq!(read(tx), None);
+            tx.put(vec![1], vec![7]);
+            assert_eq!(read(tx), Some(7));
+        });
+        // Kept across applies.
+        state.apply(|tx| assert_eq!(read(tx), Some(7)));
+        assert_eq!(decodes.load(Ordering::Relaxed), 1);
+        // A write drops it; a delete too.
+        state.apply(|tx| {
+            tx.put(vec![1], vec![8]);
+            assert_eq!(read(tx), Some(8));
+            tx.delete(vec![1]);
+            assert_eq!(read(tx), None);
+        });
+        // A replacement empties it.
+        let mut records = Records::new();
+        records.insert(Arc::from(&[1u8][..]), Arc::from(&[9u8][..]));
+        state.apply(|tx| tx.put(vec![1], vec![3]));
+        state.apply(|tx| assert_eq!(read(tx), Some(3)));
+        state.replace(records);
+        state.apply(|tx| assert_eq!(read(tx), Some(9)));
+    }
+}
