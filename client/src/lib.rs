@@ -23,6 +23,7 @@
 //!   attempt ended without an answer is reported as [`Error::OutcomeUnknown`] with
 //!   its key: it may have been applied; retry it with `*_with_key` to find out.
 
+mod batching;
 mod queue_stream;
 mod seat_stream;
 mod types;
@@ -59,10 +60,18 @@ pub struct ClientConfig {
     pub attempts_max: u32,
     /// Longest wait between attempts (caps `Retry-After`).
     pub retry_wait_max: Duration,
+    /// Most writes sent to a node in one `POST /v1/batch` (at most the
+    /// node's `limits.batch_requests_max`); 1 sends every write alone. Writes
+    /// are batched only when they would otherwise wait (see the next field).
+    pub batch_writes_max: usize,
+    /// Requests in flight to one node before further writes wait and are
+    /// batched.
+    pub batch_in_flight_max: usize,
 }
 
 impl ClientConfig {
-    /// Defaults: 15 s per attempt, 1 s to connect, 8 attempts, waits of at most 1 s.
+    /// Defaults: 15 s per attempt, 1 s to connect, 8 attempts, waits of at most 1 s,
+    /// writes batched 32 at most once 4 requests to a node are in flight.
     pub fn new<S: Into<String>>(
         nodes: impl IntoIterator<Item = S>,
         token: impl Into<String>,
@@ -75,6 +84,8 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(1),
             attempts_max: 8,
             retry_wait_max: Duration::from_secs(1),
+            batch_writes_max: 32,
+            batch_in_flight_max: 4,
         }
     }
 }
@@ -145,6 +156,8 @@ struct Inner {
     /// Shared by the clients [`Client::with_token`] makes: leaders are the
     /// cluster's, whoever the caller is.
     routes: Arc<std::sync::Mutex<Routes>>,
+    /// Writes made at the same time, batched per node (shared like `routes`).
+    batcher: Arc<batching::Batcher>,
 }
 
 /// Events whose shard a client remembers for routing (forgotten all at once past this).
@@ -237,6 +250,11 @@ impl Client {
         if config.attempts_max == 0 {
             return Err(Error::Invalid("attempts_max must be at least 1".into()));
         }
+        if config.batch_writes_max == 0 || config.batch_in_flight_max == 0 {
+            return Err(Error::Invalid(
+                "batch_writes_max and batch_in_flight_max must be at least 1".into(),
+            ));
+        }
         let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
@@ -256,9 +274,13 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
-                config,
                 next: AtomicUsize::new(0),
                 routes: Default::default(),
+                batcher: Arc::new(batching::Batcher::new(
+                    config.batch_writes_max,
+                    config.batch_in_flight_max,
+                )),
+                config,
             }),
         })
     }
@@ -274,6 +296,7 @@ impl Client {
                 config,
                 next: AtomicUsize::new(self.inner.next.load(Ordering::Relaxed)),
                 routes: self.inner.routes.clone(),
+                batcher: self.inner.batcher.clone(),
             }),
         }
     }
@@ -292,73 +315,28 @@ impl Client {
         key: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Attempt {
-        let mut req = self
-            .inner
-            .http
-            .request(method.clone(), format!("{node}{path}"))
-            .bearer_auth(&self.inner.config.token);
+        let mut all: Vec<(String, String)> = Vec::with_capacity(headers.len() + 2);
+        all.push((
+            "authorization".into(),
+            format!("Bearer {}", self.inner.config.token),
+        ));
         if let Some(k) = key {
-            req = req.header("Idempotency-Key", k);
+            all.push((IDEMPOTENCY_KEY_HEADER.into(), k.to_string()));
         }
         for (name, value) in headers {
-            req = req.header(*name, *value);
+            all.push((name.to_ascii_lowercase(), value.to_string()));
         }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                // A connect failure never reached the node; anything later might have.
-                return Attempt::Retry {
-                    last: format!("{node}: {e}"),
-                    maybe_applied: !e.is_connect(),
-                    wait: None,
-                };
-            }
+        let write = batching::Write {
+            method: method.clone(),
+            path: path.to_string(),
+            headers: all,
+            body: body.cloned(),
         };
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let leader = resp
-            .headers()
-            .get(LEADER_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                return Attempt::Retry {
-                    last: format!("{node}: reading answer: {e}"),
-                    maybe_applied: true,
-                    wait: None,
-                }
-            }
-        };
-        if status.is_success() {
-            return Attempt::Done(Ok((status, bytes)), leader);
+        // Writes made at the same time share batches (`batch_writes_max`).
+        if key.is_some() && method != Method::GET && self.inner.batcher.enabled() {
+            return self.inner.batcher.send(&self.inner.http, node, write).await;
         }
-        let problem = problem_from(status, &bytes);
-        // The shard's own refusal (the user's sessions are used up): every node
-        // answers the same until some end, so it is the answer, not a retry.
-        let shard_refused = problem.problem_code() == Some(ProblemCode::TooManySessions);
-        if !shard_refused
-            && (status == StatusCode::SERVICE_UNAVAILABLE
-                || status == StatusCode::TOO_MANY_REQUESTS)
-        {
-            // Try again elsewhere; the code says whether this attempt may have
-            // applied (outcome_unknown, timeout) or not (not_leader, overloaded, ...).
-            return Attempt::Retry {
-                last: format!("{node}: {} {}", problem.code, problem.detail),
-                maybe_applied: problem.may_have_applied(),
-                wait: retry_after,
-            };
-        }
-        Attempt::Done(Err(Error::Api(Box::new(problem))), leader)
+        batching::send_one(&self.inner.http, node, &write).await
     }
 
     /// The configured node the shard of `route` was last led by, if known.

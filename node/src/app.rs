@@ -95,7 +95,24 @@ pub fn router(state: AppState) -> Router {
     if state.node.config.admin_listen.is_none() {
         routes = routes.merge(crate::api::admin_routes());
     }
-    bounded(routes, &state)
+    let public = bounded(routes, &state);
+    // A batch's writes each go through the public router as requests of
+    // their own (limits, tokens, answers); the batch itself is counted too.
+    let batch = axum::Router::new()
+        .route(
+            boxoffice_api::BATCH_PATH,
+            axum::routing::post(crate::api::batch::run),
+        )
+        .with_state(state.clone())
+        .layer(axum::Extension(crate::api::batch::BatchTarget(
+            outer_layers(public.clone(), &state),
+        )));
+    outer_layers(batch.fallback_service(public), &state)
+}
+
+/// What every answer of the public listener goes through.
+fn outer_layers(router: Router, state: &AppState) -> Router {
+    router
         .layer(axum::middleware::map_response_with_state(
             state.node.id(),
             name_the_node,

@@ -208,7 +208,11 @@ fn secret_problem(secret: &str) -> Option<String> {
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest request body accepted by the public and admin API (bytes); larger → 413.
+    /// A batch (`POST /v1/batch`) is one body.
     pub body_bytes_max: usize,
+    /// Most writes in one `POST /v1/batch`; more → 400. Each is a request in
+    /// flight of its own (`in_flight_max`) while it runs.
+    pub batch_requests_max: usize,
     /// Largest node-to-node request body (bytes): append entries and snapshot chunks.
     pub raft_body_bytes_max: usize,
     /// Node-to-node requests handled at once on the peer listener; beyond it → 503
@@ -272,6 +276,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             body_bytes_max: 256 * 1024,
+            batch_requests_max: 64,
             raft_body_bytes_max: 64 << 20,
             peer_in_flight_max: 1024,
             peer_request_timeout_ms: 30_000,
@@ -643,6 +648,7 @@ impl NodeConfig {
         let se = &self.search;
         for (name, v) in [
             ("limits.body_bytes_max", l.body_bytes_max as u64),
+            ("limits.batch_requests_max", l.batch_requests_max as u64),
             ("limits.raft_body_bytes_max", l.raft_body_bytes_max as u64),
             ("limits.peer_in_flight_max", l.peer_in_flight_max as u64),
             ("limits.peer_request_timeout_ms", l.peer_request_timeout_ms),

@@ -5,13 +5,22 @@
 //! O(1) and shares every node, and a clone that is written copies only the
 //! nodes on the written keys' paths. So:
 //!
-//! - a read ([`MemState::view`]) clones the map once and reads that version
-//!   for as long as it likes, without holding any lock and without seeing
-//!   later applies;
-//! - apply ([`MemState::apply`]) clones the map, writes the clone in place,
-//!   and publishes it whole when the entries are applied, so a read sees all
-//!   of an apply's writes or none;
+//! - apply ([`MemState::apply`]) writes the one current map in place, under
+//!   the state's lock, for a whole batch of entries: a read sees all of an
+//!   apply's writes or none. A node that no version shares is written where it
+//!   is, without a copy;
+//! - a read that keeps a version ([`MemState::view`]) clones the map under the
+//!   lock and then reads that version for as long as it likes, without the lock
+//!   and without seeing later applies; apply then copies only the nodes it
+//!   writes that such a version still shares, once each;
+//! - a short read ([`MemState::peek`]) reads the current map under the lock
+//!   and keeps no version, so it costs apply no copies (the hold path's checks);
 //! - a snapshot is built from a clone while apply goes on.
+//!
+//! An earlier version cloned the map for every apply and published the clone,
+//! so every apply copied every node it wrote and dropped the old ones: path
+//! copies and their frees were half of apply on a busy shard (benches/README,
+//! "Where the write path's time goes").
 //!
 //! Nothing here is durable. What makes the state survive a restart is what
 //! makes any Raft state machine survive: the last snapshot file (written and
@@ -21,7 +30,7 @@
 
 use std::cell::RefCell;
 use std::ops::Bound;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::kv::{DecodedCache, Kv, KvRead};
 
@@ -35,56 +44,69 @@ pub type Records = imbl::OrdMap<Bytes, Bytes>;
 /// One group's records in memory. Apply is the only writer (and snapshot
 /// installs, which replace everything); openraft runs them one at a time.
 pub struct MemState {
-    records: RwLock<Records>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    records: Records,
     /// Decodings of large records apply reads on every request (an event's
-    /// inventory); each equals the decoding of the published record at its
-    /// key. Its lock also makes applies and replacements one at a time.
-    decoded: Mutex<DecodedCache>,
+    /// inventory); each equals the decoding of the current record at its key.
+    decoded: DecodedCache,
 }
 
 impl MemState {
     /// A state holding `records`.
     pub fn new(records: Records) -> Self {
         MemState {
-            records: RwLock::new(records),
-            decoded: Mutex::new(DecodedCache::default()),
+            inner: Mutex::new(Inner {
+                records,
+                decoded: DecodedCache::default(),
+            }),
         }
     }
 
-    /// The records as last published: a version that later applies do not change.
-    pub fn records(&self) -> Records {
-        self.records
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while the lock is held ends the process (`abort_on_panic`);
+        // in tests the state left behind is still a map.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A read-only view of the records as last published.
+    /// The records as last applied: a version that later applies do not change.
+    pub fn records(&self) -> Records {
+        self.lock().records.clone()
+    }
+
+    /// A read-only version of the records as last applied, kept as long as the
+    /// view lives.
     pub fn view(&self) -> MemView {
         MemView {
             records: self.records(),
         }
     }
 
-    /// Runs `f` over a writable version of the records and publishes it when `f`
-    /// returns: readers see all of `f`'s writes at once, or none.
+    /// Runs `f` over the records as last applied, under the lock (so keep it
+    /// short: apply waits), without keeping a version.
+    pub fn peek<R>(&self, f: impl FnOnce(&Records) -> R) -> R {
+        f(&self.lock().records)
+    }
+
+    /// Runs `f` over the records, writing them in place, under the lock:
+    /// readers see all of `f`'s writes at once, or none.
     pub fn apply<R>(&self, f: impl FnOnce(&mut MemTx<'_>) -> R) -> R {
-        let mut decoded = self.decoded.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.lock();
+        let Inner { records, decoded } = &mut *inner;
         let mut tx = MemTx {
-            records: self.records(),
-            decoded: RefCell::new(&mut decoded),
+            records,
+            decoded: RefCell::new(decoded),
         };
-        let out = f(&mut tx);
-        let records = tx.records;
-        *self.records.write().unwrap_or_else(|e| e.into_inner()) = records;
-        out
+        f(&mut tx)
     }
 
     /// Replaces every record (a snapshot install).
     pub fn replace(&self, records: Records) {
-        let mut decoded = self.decoded.lock().unwrap_or_else(|e| e.into_inner());
-        decoded.clear();
-        *self.records.write().unwrap_or_else(|e| e.into_inner()) = records;
+        let mut inner = self.lock();
+        inner.decoded.clear();
+        inner.records = records;
     }
 }
 
@@ -114,9 +136,21 @@ impl KvRead for MemView {
     }
 }
 
+/// Reads of the records a [`MemState::peek`] lends.
+pub struct MemRef<'a>(pub &'a Records);
+
+impl KvRead for MemRef<'_> {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.get(key).map(|v| v.to_vec())
+    }
+    fn scan_range(&self, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
+        scan(self.0, start, end, visit)
+    }
+}
+
 /// Apply's writable version of the records: reads see its own writes.
 pub struct MemTx<'a> {
-    records: Records,
+    records: &'a mut Records,
     decoded: RefCell<&'a mut DecodedCache>,
 }
 
@@ -137,14 +171,14 @@ impl KvRead for MemTx<'_> {
         Some(d)
     }
     fn scan_range(&self, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
-        scan(&self.records, start, end, visit)
+        scan(self.records, start, end, visit)
     }
 }
 
 impl Kv for MemTx<'_> {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        // The cache holds decodings of what is published once this version is:
-        // a decoding of the old value must go now.
+        // The cache holds decodings of the current records: a decoding of the
+        // old value must go now.
         self.decoded.get_mut().remove(&key);
         self.records.insert(key.into(), value.into());
     }
@@ -209,6 +243,9 @@ mod tests {
             let (lo, hi) = ([a], [b]);
             prop_assert_eq!(collect(&before, &lo, &hi), collect(&model_before, &lo, &hi));
             prop_assert_eq!(collect(&after, &lo, &hi), collect(&model, &lo, &hi));
+            // A peek reads the current records without keeping a version.
+            let peeked = state.peek(|r| collect(&MemRef(r), &lo, &hi));
+            prop_assert_eq!(peeked, collect(&model, &lo, &hi));
             for k1 in 0..6u8 {
                 for k2 in 0..6u8 {
                     prop_assert_eq!(before.get(&[k1, k2]), model_before.get(&[k1, k2]));

@@ -15,7 +15,7 @@ use crate::db::Db;
 use crate::keys::{self, table, Key};
 use crate::kv::{KvRead, SnapshotView};
 use crate::machine::{self, get};
-use crate::memory::{MemState, MemView};
+use crate::memory::{MemRef, MemState, MemView};
 use crate::records::*;
 
 /// How fresh a read is.
@@ -99,6 +99,8 @@ enum Source {
 enum View<'a> {
     Rocks(SnapshotView<'a>),
     Memory(MemView),
+    /// The current records, lent by [`MemState::peek`] for one short read.
+    MemoryRef(MemRef<'a>),
 }
 
 impl KvRead for View<'_> {
@@ -106,12 +108,14 @@ impl KvRead for View<'_> {
         match self {
             View::Rocks(v) => v.get(key),
             View::Memory(v) => v.get(key),
+            View::MemoryRef(v) => v.get(key),
         }
     }
     fn scan_range(&self, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
         match self {
             View::Rocks(v) => v.scan_range(start, end, visit),
             View::Memory(v) => v.scan_range(start, end, visit),
+            View::MemoryRef(v) => v.scan_range(start, end, visit),
         }
     }
 }
@@ -154,6 +158,24 @@ impl Reader {
             Source::Rocks(db) => View::Rocks(SnapshotView::new(db)),
             Source::Memory(state) => View::Memory(state.view()),
         };
+        self.read_at(view, now_ms)
+    }
+
+    /// Runs `f` over a read of the applied state judged at its time, as
+    /// [`Reader::begin_applied`] does, but for a short read: in memory it reads
+    /// the current records under the state's lock (apply waits meanwhile) and
+    /// keeps no version of them, so it costs apply no copies. For checks on the
+    /// write path (an event's inventory, its queue), not for rendering.
+    pub fn peek<R>(&self, f: impl FnOnce(&ReadTx<'_>) -> R) -> R {
+        match &self.source {
+            Source::Rocks(_) => f(&self.begin_applied()),
+            Source::Memory(state) => {
+                state.peek(|records| f(&self.read_at(View::MemoryRef(MemRef(records)), 0)))
+            }
+        }
+    }
+
+    fn read_at<'a>(&self, view: View<'a>, now_ms: u64) -> ReadTx<'a> {
         let meta = machine::read_meta(&view, self.group);
         let freshness = Freshness {
             applied_index: meta.last_applied.map(|l| l.index).unwrap_or(0),
@@ -270,6 +292,13 @@ impl ReadTx<'_> {
     /// Performers with id > `after`.
     pub fn performers(&self, after: u64, limit: usize) -> Vec<Performer> {
         self.list(table::PERFORMER, after, limit)
+    }
+
+    /// Whether the shard has the event's inventory (without reading it).
+    pub fn has_inventory(&self, event_id: u64) -> bool {
+        self.view
+            .get(&machine::inventory::inventory_key(self.group, event_id))
+            .is_some()
     }
 
     /// An event's inventory summary (inventory shard).

@@ -13,12 +13,15 @@
 //! - [`public`]: events, seat maps, holds, bookings, search.
 //! - [`stream`]: the live seat-map stream (`GET /v1/events/{id}/seats/stream`).
 //! - [`admin`]: catalogue writes, cluster bootstrap and status, membership, faults.
+//! - [`batch`]: several writes in one request (`POST /v1/batch`).
 //!
 //! Ids of holds and bookings travel as their rendered strings (`h3-17`, `b3-18`);
 //! times as ms since the Unix epoch, with an RFC 3339 twin where people read them.
-//! This crate depends on serde alone: clients need nothing of the server.
+//! This crate depends on serde (and serde_json for raw bodies, the webhook
+//! signature's hashes): clients need nothing of the server.
 
 pub mod admin;
+pub mod batch;
 pub mod common;
 pub mod problem;
 pub mod public;
@@ -27,6 +30,7 @@ pub mod signature;
 pub mod stream;
 
 pub use admin::*;
+pub use batch::*;
 pub use common::*;
 pub use problem::{Problem, ProblemCode};
 pub use public::*;

@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 use super::bookings::confirmed_view;
 use super::{
-    applied, barrier_if, begin_with_event, event_group, freshness, idempotency_key, leader_header,
-    parse_consistency, require_key, rfc3339_ms, shard_group, stores, unexpected, write,
+    applied, barrier_if, event_group, freshness, idempotency_key, leader_header, parse_consistency,
+    require_key, rfc3339_ms, shard_group, stores, unexpected, write,
 };
 use crate::app::{AppState, JsonBody, Params};
 use crate::auth::User;
@@ -150,10 +150,10 @@ fn admission(
     };
     let Some(raw) = headers.get(boxoffice_api::ADMISSION_HEADER) else {
         let queued = state.node.stores(group).is_some_and(|st| {
-            st.reader
-                .begin_applied()
-                .queue(hold.event_id)
-                .is_some_and(|q| q.status != boxoffice_raft::command::QueueStatus::Open)
+            st.reader.peek(|tx| {
+                tx.queue(hold.event_id)
+                    .is_some_and(|q| q.status != boxoffice_raft::command::QueueStatus::Open)
+            })
         });
         if queued {
             return Err(refuse(format!(
@@ -341,8 +341,15 @@ async fn known_event(state: &AppState, group: GroupId, event_id: u64) -> ApiResu
         // Not hosted here: the leader's state machine decides.
         return Ok(());
     };
-    let tx = begin_with_event(state, group, &st.reader, event_id).await?;
-    if tx.inventory(event_id).is_some() {
+    // A short read that keeps no version of the state (see `Reader::peek`): it
+    // runs on every hold.
+    let known = || st.reader.peek(|tx| tx.has_inventory(event_id));
+    if known() {
+        return Ok(());
+    }
+    // This replica may only be behind (the event was just created).
+    state.node.read_barrier(group).await?;
+    if known() {
         return Ok(());
     }
     Err(Rejection::UnknownEvent { event_id }.into())

@@ -3,7 +3,7 @@
 //!
 //! Public (`/v1`, user token): [`events`], [`seats`], [`holds`], [`bookings`],
 //! [`payments`] (checkout, the provider's webhook, cancellation), [`search`],
-//! [`streams`]. Admin (`/admin/v1`, admin token) and health:
+//! [`streams`], and [`batch`] (several writes in one request). Admin (`/admin/v1`, admin token) and health:
 //! [`cluster`] (bootstrap, status, membership, snapshots, faults) and
 //! [`catalogue`] (venues, performers, events), [`webhooks`] (the site's
 //! outgoing webhooks). Node to node (cluster key):
@@ -14,6 +14,7 @@
 //! several resources share: idempotency keys, consistency, freshness, and the
 //! write path's mapping of outcomes to answers.
 
+pub mod batch;
 pub mod bookings;
 pub mod catalogue;
 pub mod cluster;
@@ -247,7 +248,7 @@ pub async fn begin_with_event<'a>(
     event_id: u64,
 ) -> ApiResult<boxoffice_storage::read::ReadTx<'a>> {
     let tx = reader.begin_applied();
-    if tx.inventory(event_id).is_some() {
+    if tx.has_inventory(event_id) {
         return Ok(tx);
     }
     drop(tx);
