@@ -14,6 +14,7 @@
 //! itself but 429/503) gets this client's writes one by one from then on.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,6 +50,27 @@ pub(crate) struct Batcher {
     senders: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
     /// Nodes that refused a batch: written to one write at a time.
     unbatched: Arc<Mutex<HashSet<String>>>,
+    counts: Arc<Counts>,
+}
+
+/// What a client's writes went as, so far (see [`crate::Client::batch_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// `POST /v1/batch` requests answered with 200.
+    pub batches: u64,
+    /// Writes in those.
+    pub batched_writes: u64,
+    /// Writes sent as requests of their own.
+    pub single_writes: u64,
+    /// Nodes that refused a batch and get writes one by one since.
+    pub unbatched_nodes: u64,
+}
+
+#[derive(Default)]
+struct Counts {
+    batches: AtomicU64,
+    batched_writes: AtomicU64,
+    single_writes: AtomicU64,
 }
 
 impl Batcher {
@@ -58,7 +80,29 @@ impl Batcher {
             in_flight_max: in_flight_max.max(1),
             senders: Mutex::new(HashMap::new()),
             unbatched: Default::default(),
+            counts: Default::default(),
         }
+    }
+
+    /// What writes went as so far.
+    pub fn stats(&self) -> BatchStats {
+        let c = &self.counts;
+        BatchStats {
+            batches: c.batches.load(Ordering::Relaxed),
+            batched_writes: c.batched_writes.load(Ordering::Relaxed),
+            single_writes: c.single_writes.load(Ordering::Relaxed),
+            unbatched_nodes: self
+                .unbatched
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len() as u64,
+        }
+    }
+
+    /// Sends `write` to `node` as a request of its own.
+    pub async fn send_alone(&self, http: &reqwest::Client, node: &str, write: &Write) -> Attempt {
+        self.counts.single_writes.fetch_add(1, Ordering::Relaxed);
+        send_one(http, node, write).await
     }
 
     /// Whether writes are batched at all (`batch_writes_max` > 1).
@@ -74,7 +118,7 @@ impl Batcher {
             .unwrap_or_else(|e| e.into_inner())
             .contains(node)
         {
-            return send_one(http, node, &write).await;
+            return self.send_alone(http, node, &write).await;
         }
         let (tx, rx) = oneshot::channel();
         let queued = {
@@ -88,6 +132,7 @@ impl Batcher {
                     self.writes_max,
                     self.in_flight_max,
                     self.unbatched.clone(),
+                    self.counts.clone(),
                 ));
                 stx
             });
@@ -107,7 +152,7 @@ impl Batcher {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(node);
-                send_one(http, node, &job.write).await
+                self.send_alone(http, node, &job.write).await
             }
         }
     }
@@ -123,6 +168,7 @@ async fn run(
     writes_max: usize,
     in_flight_max: usize,
     unbatched: Arc<Mutex<HashSet<String>>>,
+    counts: Arc<Counts>,
 ) {
     let permits = Arc::new(Semaphore::new(in_flight_max));
     loop {
@@ -140,9 +186,14 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let (http, node, unbatched) = (http.clone(), node.clone(), unbatched.clone());
+        let (http, node, unbatched, counts) = (
+            http.clone(),
+            node.clone(),
+            unbatched.clone(),
+            counts.clone(),
+        );
         tokio::spawn(async move {
-            send_jobs(&http, &node, jobs, &unbatched).await;
+            send_jobs(&http, &node, jobs, &unbatched, &counts).await;
             drop(permit);
         });
     }
@@ -154,11 +205,13 @@ async fn send_jobs(
     node: &str,
     mut jobs: Vec<Job>,
     unbatched: &Mutex<HashSet<String>>,
+    counts: &Counts,
 ) {
     // A caller that stopped waiting (its future was dropped) is left out.
     jobs.retain(|j| !j.tx.is_closed());
     if jobs.len() <= 1 {
         if let Some(job) = jobs.pop() {
+            counts.single_writes.fetch_add(1, Ordering::Relaxed);
             let _ = job.tx.send(send_one(http, node, &job.write).await);
         }
         return;
@@ -184,7 +237,7 @@ async fn send_jobs(
         Ok(r) => r,
         Err(_) => {
             // A body that does not serialize alone fails alone.
-            return send_each(http, node, jobs).await;
+            return send_each(http, node, jobs, counts).await;
         }
     };
     let resp = match http
@@ -240,7 +293,7 @@ async fn send_jobs(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(node.to_string());
-        return send_each(http, node, jobs).await;
+        return send_each(http, node, jobs, counts).await;
     }
     let answer = match serde_json::from_slice::<BatchAnswer>(&bytes) {
         Ok(a) if a.responses.len() == jobs.len() => a,
@@ -260,6 +313,10 @@ async fn send_jobs(
             return;
         }
     };
+    counts.batches.fetch_add(1, Ordering::Relaxed);
+    counts
+        .batched_writes
+        .fetch_add(jobs.len() as u64, Ordering::Relaxed);
     for (job, a) in jobs.into_iter().zip(answer.responses) {
         let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let retry_after = a
@@ -279,7 +336,10 @@ async fn send_jobs(
 }
 
 /// Sends each job on its own, all at once.
-async fn send_each(http: &reqwest::Client, node: &str, jobs: Vec<Job>) {
+async fn send_each(http: &reqwest::Client, node: &str, jobs: Vec<Job>, counts: &Counts) {
+    counts
+        .single_writes
+        .fetch_add(jobs.len() as u64, Ordering::Relaxed);
     let mut sends = tokio::task::JoinSet::new();
     for job in jobs {
         let (http, node) = (http.clone(), node.to_string());

@@ -37,6 +37,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub use batching::BatchStats;
 pub use queue_stream::QueueStream;
 pub use seat_stream::{SeatStream, StreamEvent, STREAM_IDLE_TIMEOUT};
 pub use types::*;
@@ -301,6 +302,12 @@ impl Client {
         }
     }
 
+    /// What this client's writes (and those of the clients
+    /// [`Client::with_token`] made from it) went as so far: in batches or alone.
+    pub fn batch_stats(&self) -> BatchStats {
+        self.inner.batcher.stats()
+    }
+
     /// A fresh idempotency key.
     pub fn new_idempotency_key() -> String {
         uuid::Uuid::new_v4().to_string()
@@ -333,10 +340,12 @@ impl Client {
             body: body.cloned(),
         };
         // Writes made at the same time share batches (`batch_writes_max`).
-        if key.is_some() && method != Method::GET && self.inner.batcher.enabled() {
-            return self.inner.batcher.send(&self.inner.http, node, write).await;
+        let batcher = &self.inner.batcher;
+        match (key.is_some() && method != Method::GET, batcher.enabled()) {
+            (true, true) => batcher.send(&self.inner.http, node, write).await,
+            (true, false) => batcher.send_alone(&self.inner.http, node, &write).await,
+            (false, _) => batching::send_one(&self.inner.http, node, &write).await,
         }
-        batching::send_one(&self.inner.http, node, &write).await
     }
 
     /// The configured node the shard of `route` was last led by, if known.

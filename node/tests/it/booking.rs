@@ -291,3 +291,75 @@ async fn concurrent_clients_race_for_the_same_seats() {
     assert_eq!(sold, holders.keys().copied().collect::<BTreeSet<_>>());
     assert_eq!(map.counts.sold as usize, sold.len());
 }
+
+/// The writes of one client's users (one `Client`, `with_token` per user) made
+/// at the same time go in batches (`POST /v1/batch`) and race exactly as
+/// separate requests do; a node whose `limits.batch_requests_max` is below the
+/// client's batches refuses them, and the client sends its writes one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_writes_race_as_single_ones_and_a_refused_batch_falls_back() {
+    let cluster = TestCluster::start(3, 2, "[limits]\nbatch_requests_max = 8").await;
+    let (event, _) = cluster.venue_and_event(8, 600, 8).await;
+    for (round, batch_writes_max) in [(0, 8), (1, 32)] {
+        let mut cfg = client_config(cluster.urls(), mint_buyer("base"));
+        cfg.batch_writes_max = batch_writes_max;
+        // One request in flight per node: everything else waits and is batched.
+        cfg.batch_in_flight_max = 1;
+        let base = Client::new(cfg).unwrap();
+        let clients: Vec<Client> = (0..24)
+            .map(|i| base.with_token(mint_buyer(&format!("batcher-{round}-{i}"))))
+            .collect();
+        let mut tasks = Vec::new();
+        for (i, c) in clients.into_iter().enumerate() {
+            tasks.push(tokio::spawn(async move {
+                let seats = vec![i as u32 % 8, (i as u32 + 1) % 8];
+                match c.hold(event, Selection::Seats(seats)).await {
+                    Ok(h) => Some((c, h)),
+                    Err(e) => {
+                        assert_eq!(e.code(), Some(ProblemCode::SeatUnavailable), "{e}");
+                        None
+                    }
+                }
+            }));
+        }
+        let mut held: BTreeMap<u32, String> = BTreeMap::new();
+        let mut holds = Vec::new();
+        for t in tasks {
+            if let Some((c, h)) = t.await.unwrap() {
+                for s in &h.seat_ids {
+                    assert!(
+                        held.insert(*s, h.hold_id.clone()).is_none(),
+                        "seat {s} held twice"
+                    );
+                }
+                holds.push((c, h));
+            }
+        }
+        assert!(!holds.is_empty());
+        let stats = base.batch_stats();
+        assert_eq!(stats.batched_writes + stats.single_writes, 24, "{stats:?}");
+        if round == 0 {
+            assert!(stats.batches > 0, "no batch was sent: {stats:?}");
+            assert_eq!(stats.unbatched_nodes, 0, "{stats:?}");
+        } else {
+            // A batch of more than 8 was refused whole; its writes went alone.
+            assert!(stats.unbatched_nodes > 0, "{stats:?}");
+        }
+        // Release them all again (also batched), for the next round.
+        let mut releases = Vec::new();
+        for (c, h) in holds {
+            releases.push(tokio::spawn(
+                async move { c.release(&h.hold_id).await.unwrap() },
+            ));
+        }
+        for r in releases {
+            r.await.unwrap();
+        }
+        let map = cluster
+            .admin
+            .seats(event, Consistency::Linearizable)
+            .await
+            .unwrap();
+        assert_eq!(map.counts.held, 0, "round {round}");
+    }
+}

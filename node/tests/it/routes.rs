@@ -785,3 +785,132 @@ async fn a_hold_on_an_unknown_event_is_refused_before_it_is_proposed() {
         .await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
 }
+
+/// `POST /v1/batch`: each write gets exactly the answer it would get alone
+/// (a hold, a refusal, a bad token's 401, a replay of its key), in order; a
+/// batch that breaks the rules is refused whole and runs none of its writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_answers_each_write_as_alone_and_a_bad_batch_runs_none() {
+    let n = InProcess::start(true, &["limits.batch_requests_max=4"]).await;
+    let event = n.event().await;
+    let carol = mint("carol", false);
+    let dave = mint("dave", false);
+    let item = |token: &str, key: &str, seats: Value| {
+        json!({
+            "method": "POST",
+            "path": "/v1/holds",
+            "headers": {"authorization": format!("Bearer {token}"), "idempotency-key": key},
+            "body": {"event_id": event, "seat_ids": seats},
+        })
+    };
+    let batch = |items: Vec<Value>| Some(json!({ "requests": items }).to_string());
+
+    // Refused whole: nothing in these runs, so the seats stay free.
+    let before = n.seat_statuses(event).await;
+    let good = item(&carol, "c-1", json!([1]));
+    let too_many = vec![
+        good.clone(),
+        good.clone(),
+        good.clone(),
+        good.clone(),
+        good.clone(),
+    ];
+    let read = json!({"method": "GET", "path": format!("/v1/events/{event}/seats")});
+    let nested = json!({"method": "POST", "path": "/v1/batch", "body": {"requests": []}});
+    let admin = json!({"method": "POST", "path": "/admin/v1/venues", "body": {}});
+    let webhook = json!({"method": "POST", "path": "/v1/payments/webhook", "body": {}});
+    let header =
+        json!({"method": "POST", "path": "/v1/holds", "headers": {"x-forwarded-for": "1.2.3.4"}});
+    let cases: Vec<(&str, Option<String>, ProblemCode)> = vec![
+        ("malformed", Some("{".into()), ProblemCode::MalformedJson),
+        (
+            "unknown field",
+            Some(json!({"requests": [], "x": 1}).to_string()),
+            ProblemCode::MalformedJson,
+        ),
+        ("empty", batch(vec![]), ProblemCode::InvalidParameter),
+        (
+            "over batch_requests_max",
+            batch(too_many),
+            ProblemCode::InvalidParameter,
+        ),
+        (
+            "a read",
+            batch(vec![good.clone(), read]),
+            ProblemCode::InvalidInput,
+        ),
+        (
+            "a batch in a batch",
+            batch(vec![good.clone(), nested]),
+            ProblemCode::InvalidInput,
+        ),
+        (
+            "an admin route",
+            batch(vec![good.clone(), admin]),
+            ProblemCode::InvalidInput,
+        ),
+        (
+            "the provider's webhook",
+            batch(vec![good.clone(), webhook]),
+            ProblemCode::InvalidInput,
+        ),
+        (
+            "a header of its own",
+            batch(vec![good.clone(), header]),
+            ProblemCode::InvalidInput,
+        ),
+    ];
+    for (what, body, want) in cases {
+        let (code, v) = n.problem(Method::POST, "/v1/batch", None, None, body).await;
+        assert_eq!(code, want, "{what}: {v}");
+    }
+    assert_eq!(
+        n.seat_statuses(event).await,
+        before,
+        "a refused batch ran nothing"
+    );
+
+    // Each write as alone: granted, taken by the one before it, no token, a
+    // replay of the first write's key.
+    let forged = format!("{}x", dave);
+    let a = n
+        .call(
+            Method::POST,
+            "/v1/batch",
+            None,
+            None,
+            batch(vec![
+                item(&carol, "c-1", json!([1, 2])),
+                item(&dave, "d-1", json!([2, 3])),
+                item(&forged, "d-2", json!([5])),
+                item(&carol, "c-1", json!([1, 2])),
+            ]),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let r = a.body["responses"].as_array().unwrap();
+    assert_eq!(r.len(), 4, "{}", a.body);
+    let statuses: Vec<u64> = r.iter().map(|x| x["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses[2], 401, "{}", a.body);
+    assert_eq!(r[2]["body"]["code"], "unauthorized");
+    // The first and the last are one write (the same key): one answer, given
+    // twice. It and the second want seat 2: exactly one of them has it.
+    assert_eq!(statuses[0], statuses[3], "{}", a.body);
+    assert_eq!(r[0]["body"]["hold_id"], r[3]["body"]["hold_id"]);
+    let (won, lost) = if statuses[0] == 201 { (0, 1) } else { (1, 0) };
+    assert_eq!(statuses[won], 201, "{}", a.body);
+    assert!(
+        r[won]["headers"]["x-boxoffice-leader"].is_string(),
+        "{}",
+        a.body
+    );
+    assert_eq!(statuses[lost], 409, "{}", a.body);
+    assert_eq!(r[lost]["body"]["code"], "seat_unavailable");
+    let seats = n.seat_statuses(event).await;
+    let held: Vec<usize> = (0..10).filter(|&i| seats[i] == "held").collect();
+    assert_eq!(
+        held,
+        if won == 0 { vec![1, 2] } else { vec![2, 3] },
+        "{seats}"
+    );
+}
