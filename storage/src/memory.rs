@@ -39,7 +39,98 @@ pub type Bytes = Arc<[u8]>;
 
 /// One group's records, keys with their group prefix as in the `sm` column
 /// family.
-pub type Records = imbl::OrdMap<Bytes, Bytes>;
+pub type Records = imbl::OrdMap<MapKey, Bytes>;
+
+/// Longest key kept inside the map's nodes (most keys: a ticket's is 15
+/// bytes, an idempotency session's about 60).
+pub const KEY_INLINE_BYTES: usize = 62;
+
+/// A key of [`Records`], ordered as its bytes. Short keys live inside the map's
+/// node, so that a lookup's binary search compares bytes next to each other
+/// instead of following a pointer per key compared (with keys behind `Arc`s,
+/// those comparisons were most of apply's reads and inserts); longer ones are
+/// shared.
+#[derive(Clone)]
+pub enum MapKey {
+    /// `len` bytes at the start of `bytes`.
+    Inline { len: u8, bytes: [u8; KEY_INLINE_BYTES] },
+    /// A key longer than [`KEY_INLINE_BYTES`].
+    Shared(Bytes),
+}
+
+impl MapKey {
+    /// The key's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            MapKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            MapKey::Shared(b) => b,
+        }
+    }
+}
+
+impl From<&[u8]> for MapKey {
+    fn from(key: &[u8]) -> Self {
+        match u8::try_from(key.len()) {
+            Ok(len) if key.len() <= KEY_INLINE_BYTES => {
+                let mut bytes = [0u8; KEY_INLINE_BYTES];
+                bytes[..key.len()].copy_from_slice(key);
+                MapKey::Inline { len, bytes }
+            }
+            _ => MapKey::Shared(key.into()),
+        }
+    }
+}
+
+impl From<Vec<u8>> for MapKey {
+    fn from(key: Vec<u8>) -> Self {
+        MapKey::from(key.as_slice())
+    }
+}
+
+impl From<Box<[u8]>> for MapKey {
+    fn from(key: Box<[u8]>) -> Self {
+        MapKey::from(&key[..])
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for MapKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl std::ops::Deref for MapKey {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl PartialEq for MapKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for MapKey {}
+
+impl PartialOrd for MapKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for MapKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
+
+impl std::fmt::Debug for MapKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_slice().fmt(f)
+    }
+}
 
 /// One group's records in memory. Apply is the only writer (and snapshot
 /// installs, which replace everything); openraft runs them one at a time.
@@ -255,6 +346,33 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// Keys order as their bytes, inline or not (both sides of
+        /// `KEY_INLINE_BYTES`), and are found by their bytes.
+        #[test]
+        fn keys_order_as_their_bytes(
+            keys in proptest::collection::vec(
+                proptest::collection::vec(0u8..4, 0..(KEY_INLINE_BYTES + 6)), 1..30),
+        ) {
+            let mut sorted = keys.clone();
+            sorted.sort();
+            sorted.dedup();
+            let mut map = Records::new();
+            for k in &keys {
+                map.insert(MapKey::from(k.clone()), Arc::from(&k[..]));
+            }
+            let in_map: Vec<Vec<u8>> = map.keys().map(|k| k.to_vec()).collect();
+            prop_assert_eq!(&in_map, &sorted);
+            for k in &keys {
+                prop_assert_eq!(map.get(k.as_slice()).map(|v| v.to_vec()), Some(k.clone()));
+                prop_assert_eq!(
+                    MapKey::from(k.clone()).cmp(&MapKey::from(sorted[0].clone())),
+                    k.cmp(&sorted[0])
+                );
+            }
+        }
+    }
+
     #[test]
     fn decodings_follow_writes() {
         use std::sync::atomic::{AtomicUsize, Ordering};
@@ -285,7 +403,7 @@ mod tests {
         });
         // A replacement empties it.
         let mut records = Records::new();
-        records.insert(Arc::from(&[1u8][..]), Arc::from(&[9u8][..]));
+        records.insert(MapKey::from(&[1u8][..]), Arc::from(&[9u8][..]));
         state.apply(|tx| tx.put(vec![1], vec![3]));
         state.apply(|tx| assert_eq!(read(tx), Some(3)));
         state.replace(records);
