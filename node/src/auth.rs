@@ -81,6 +81,44 @@ pub struct Verifier {
     audience: Option<String>,
     lifetime_s_max: u64,
     leeway_s: u64,
+    /// Tokens verified before, by their exact text (`auth.verified_tokens_max`).
+    verified: std::sync::Arc<VerifiedTokens>,
+}
+
+/// Tokens that passed every check, with their claims. A token that passed
+/// stays valid until its `exp` (plus leeway): its signature, issuer, audience,
+/// subject and lifetime do not change, and its `nbf` and `iat` only recede; the
+/// keys are fixed for the process's life. So a remembered token is answered
+/// with its claims until then, without its signature being checked again.
+struct VerifiedTokens {
+    max: usize,
+    map: std::sync::Mutex<std::collections::HashMap<Box<str>, Claims>>,
+}
+
+impl VerifiedTokens {
+    fn get(&self, token: &str, now_s: u64, leeway_s: u64) -> Option<Claims> {
+        if self.max == 0 {
+            return None;
+        }
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let claims = map.get(token)?;
+        if now_s > claims.exp.saturating_add(leeway_s) {
+            map.remove(token);
+            return None;
+        }
+        Some(claims.clone())
+    }
+
+    fn insert(&self, token: &str, claims: &Claims) {
+        if self.max == 0 {
+            return;
+        }
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= self.max {
+            map.clear();
+        }
+        map.insert(token.into(), claims.clone());
+    }
 }
 
 /// Why a verifier could not be built from its settings.
@@ -194,12 +232,25 @@ impl Verifier {
             audience: auth.audience.clone().filter(|s| !s.is_empty()),
             lifetime_s_max: auth.token_lifetime_s_max,
             leeway_s: auth.leeway_s,
+            verified: std::sync::Arc::new(VerifiedTokens {
+                max: auth.verified_tokens_max,
+                map: Default::default(),
+            }),
         }
     }
 
     /// Verifies a token's signature, algorithm, `exp`, `nbf`, `iss`, `aud` and
     /// lifetime, and returns its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        if let Some(c) = self.verified.get(token, unix_now_s(), self.leeway_s) {
+            return Ok(c);
+        }
+        let claims = self.verify_signed(token)?;
+        self.verified.insert(token, &claims);
+        Ok(claims)
+    }
+
+    fn verify_signed(&self, token: &str) -> Result<Claims, ApiError> {
         let unauthorized = |why: String| {
             ApiError::new(
                 ProblemCode::Unauthorized,

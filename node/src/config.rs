@@ -166,6 +166,10 @@ pub struct AuthSettings {
     pub token_lifetime_s_max: u64,
     /// Clock difference allowed when judging `exp`, `nbf` and `iat`.
     pub leeway_s: u64,
+    /// Tokens a node remembers as verified (by their exact text, until their
+    /// `exp`), so that a user's next request skips the signature check; the
+    /// memory is emptied when full. 0 verifies every request afresh.
+    pub verified_tokens_max: usize,
 }
 
 impl Default for AuthSettings {
@@ -177,6 +181,7 @@ impl Default for AuthSettings {
             audience: None,
             token_lifetime_s_max: 86_400,
             leeway_s: 5,
+            verified_tokens_max: 65_536,
         }
     }
 }

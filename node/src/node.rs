@@ -342,7 +342,9 @@ impl Node {
     /// The leader of `group` as this node knows it: (id, address).
     pub fn leader_of(&self, group: GroupId) -> Option<(NodeId, String)> {
         let raft = self.groups.get(group)?;
-        let m = raft.metrics().borrow().clone();
+        // Borrowed, not cloned: this runs on every write (twice).
+        let m = raft.metrics();
+        let m = m.borrow();
         let leader = m.current_leader?;
         let addr = m
             .membership_config

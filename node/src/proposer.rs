@@ -69,21 +69,34 @@ impl Proposer {
         let deadline = Instant::now() + timeout;
         let (tx, rx) = oneshot::channel();
         let pending = Pending {
-            size: codec::encode_message(&req).len(),
+            size: codec::encoded_message_len(&req),
             req,
             deadline,
             tx,
         };
-        match tokio::time::timeout_at(deadline, self.tx.send(pending)).await {
-            // Never queued, so never proposed.
-            Err(_) => {
-                return Err(ProposeError::Unavailable(format!(
-                    "the group's proposal queue stayed full for {} ms",
-                    timeout.as_millis()
-                )))
+        // Queued at once when there is room (no timer to set up); else it waits
+        // for room until the deadline.
+        let pending = match self.tx.try_send(pending) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(p)) => Some(p),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(ProposeError::Unavailable("the group is stopping".into()))
             }
-            Ok(Err(_)) => return Err(ProposeError::Unavailable("the group is stopping".into())),
-            Ok(Ok(())) => {}
+        };
+        if let Some(pending) = pending {
+            match tokio::time::timeout_at(deadline, self.tx.send(pending)).await {
+                // Never queued, so never proposed.
+                Err(_) => {
+                    return Err(ProposeError::Unavailable(format!(
+                        "the group's proposal queue stayed full for {} ms",
+                        timeout.as_millis()
+                    )))
+                }
+                Ok(Err(_)) => {
+                    return Err(ProposeError::Unavailable("the group is stopping".into()))
+                }
+                Ok(Ok(())) => {}
+            }
         }
         match tokio::time::timeout_at(deadline, rx).await {
             Err(_) => Err(ProposeError::Unknown(format!(

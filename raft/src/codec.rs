@@ -155,12 +155,23 @@ pub fn postcard_exact<T: DeserializeOwned>(
 }
 
 fn frame<T: Serialize + ?Sized>(version: u8, value: &T) -> Vec<u8> {
-    let mut out = vec![version];
+    let mut out = Vec::with_capacity(64);
+    out.push(version);
     // Serializing our own plain data types into a Vec cannot fail: postcard only
     // fails on unsupported serde features (e.g. unknown-length sequences), which
     // none of the encoded types use. A failure is a programming error.
-    postcard::to_io(value, &mut out).expect("postcard encoding of an in-memory value");
-    out
+    postcard::to_extend(value, out).expect("postcard encoding of an in-memory value")
+}
+
+/// The length of [`encode_message`]'s bytes for `value`, counted without
+/// writing them.
+pub fn encoded_message_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    // As in `frame`: cannot fail for our types.
+    1 + postcard::serialize_with_flavor::<T, postcard::ser_flavors::Size, usize>(
+        value,
+        postcard::ser_flavors::Size::default(),
+    )
+    .expect("postcard size of an in-memory value")
 }
 
 /// Encodes a stored value: its type's current version, then its body.
@@ -251,6 +262,17 @@ mod tests {
         }
     }
     versioned_v1!(ThingV1 => "thing v1");
+
+    #[test]
+    fn a_message_length_is_counted_as_written() {
+        for b in ["", "x", &"long ".repeat(100)] {
+            let t = Thing {
+                a: 300_000,
+                b: b.into(),
+            };
+            assert_eq!(encoded_message_len(&t), encode_message(&t).len());
+        }
+    }
 
     #[test]
     fn versions_decode_through_their_own_shape_and_refuse_what_they_cannot_read() {

@@ -53,7 +53,10 @@ pub const KEY_INLINE_BYTES: usize = 62;
 #[derive(Clone)]
 pub enum MapKey {
     /// `len` bytes at the start of `bytes`.
-    Inline { len: u8, bytes: [u8; KEY_INLINE_BYTES] },
+    Inline {
+        len: u8,
+        bytes: [u8; KEY_INLINE_BYTES],
+    },
     /// A key longer than [`KEY_INLINE_BYTES`].
     Shared(Bytes),
 }

@@ -13,12 +13,8 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json, Router};
-use boxoffice_api::{
-    BatchAnswer, BatchRequest, BatchedAnswer, BatchedRequest, ProblemCode, BATCH_PATH,
-    BATCH_REQUEST_HEADERS,
-};
-use serde_json::value::RawValue;
+use axum::{Extension, Router};
+use boxoffice_api::{BatchRequest, BatchedRequest, ProblemCode, BATCH_PATH, BATCH_REQUEST_HEADERS};
 use tower::ServiceExt;
 
 use crate::app::AppState;
@@ -104,7 +100,7 @@ pub async fn run(
             .map(|req| answer_of(router.clone().oneshot(req))),
     )
     .await;
-    Ok(Json(BatchAnswer { responses: answers }).into_response())
+    Ok(batch_answer(&answers))
 }
 
 /// The HTTP request write `i` of a batch stands for, checked.
@@ -171,10 +167,18 @@ fn request_of(i: usize, item: BatchedRequest, body_bytes_max: usize) -> ApiResul
         .map_err(|e| refuse(format!("not a valid request: {e}")))
 }
 
+/// One write's answer, ready to be written into the batch's answer.
+struct Answered {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    /// JSON (the answer's own bytes when it says it is JSON), or empty.
+    body: axum::body::Bytes,
+}
+
 /// What one write's answer becomes in the batch's answer.
 async fn answer_of(
     answer: impl std::future::Future<Output = Result<Response, std::convert::Infallible>>,
-) -> BatchedAnswer {
+) -> Answered {
     let resp = match answer.await {
         Ok(r) => r,
         Err(never) => match never {},
@@ -190,11 +194,26 @@ async fn answer_of(
             headers.insert(n.to_string(), v.to_string());
         }
     }
+    // Every answer of the API is JSON (answer types and problems); anything
+    // else is carried as a JSON string of its text.
+    let json = parts
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.starts_with("application/json") || v.starts_with("application/problem+json")
+        });
     match axum::body::to_bytes(body, ANSWER_BYTES_MAX).await {
-        Ok(b) => BatchedAnswer {
+        Ok(b) => Answered {
             status: parts.status.as_u16(),
             headers,
-            body: (!b.is_empty()).then(|| raw_json(&b)),
+            body: if json || b.is_empty() {
+                b
+            } else {
+                serde_json::to_vec(&String::from_utf8_lossy(&b))
+                    .unwrap_or_default()
+                    .into()
+            },
         },
         Err(e) => {
             // The write ran (or may have): its outcome is not known to the caller.
@@ -203,29 +222,39 @@ async fn answer_of(
                 ProblemCode::Internal,
                 "internal error; see the node's log",
             );
-            BatchedAnswer {
+            Answered {
                 status: ProblemCode::Internal.status(),
                 headers: BTreeMap::new(),
-                body: serde_json::to_string(&problem)
-                    .ok()
-                    .map(|t| raw_json(t.as_bytes())),
+                body: serde_json::to_vec(&problem).unwrap_or_default().into(),
             }
         }
     }
 }
 
-/// `bytes` as a JSON value: as they are if they are JSON (every answer of the
-/// API is), else as a JSON string of their text.
-fn raw_json(bytes: &[u8]) -> Box<RawValue> {
-    let text = String::from_utf8_lossy(bytes).into_owned();
-    match RawValue::from_string(text) {
-        Ok(raw) => raw,
-        Err(_) => {
-            let quoted = serde_json::to_string(&String::from_utf8_lossy(bytes))
-                .unwrap_or_else(|_| "null".into());
-            // A JSON string is JSON.
-            RawValue::from_string(quoted)
-                .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"))
+/// The batch's answer ([`boxoffice_api::BatchAnswer`]), written straight from
+/// the answers' own bytes rather than parsed and written again.
+fn batch_answer(answers: &[Answered]) -> Response {
+    let mut out = Vec::with_capacity(answers.iter().map(|a| a.body.len() + 96).sum::<usize>() + 16);
+    out.extend_from_slice(b"{\"responses\":[");
+    for (i, a) in answers.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
+        out.extend_from_slice(format!("{{\"status\":{},\"headers\":", a.status).as_bytes());
+        // A map of strings always serializes.
+        serde_json::to_writer(&mut out, &a.headers).unwrap_or_default();
+        out.extend_from_slice(b",\"body\":");
+        if a.body.is_empty() {
+            out.extend_from_slice(b"null");
+        } else {
+            out.extend_from_slice(&a.body);
+        }
+        out.push(b'}');
     }
+    out.extend_from_slice(b"]}");
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        out,
+    )
+        .into_response()
 }

@@ -195,3 +195,36 @@ fn unusable_key_files_are_refused_with_their_path() {
     let e = Verifier::from_key_file("user", &empty, &s).err().unwrap();
     assert!(e.to_string().contains("empty"), "{e}");
 }
+
+#[test]
+fn a_verified_token_is_remembered_until_it_expires_and_only_by_its_exact_text() {
+    let v = Verifier::hs256("user", "secret-1", &settings());
+    let t = Signer::hs256("secret-1").mint("alice", 60).unwrap();
+    assert_eq!(v.verify(&t).unwrap().sub, "alice");
+    assert!(v.verified.get(&t, now(), 5).is_some(), "remembered");
+    // A tampered copy is not the remembered token: checked, and refused.
+    let mut tampered = t.clone();
+    tampered.push('A');
+    assert!(v.verify(&tampered).is_err());
+    assert!(v.verified.get(&tampered, now(), 5).is_none());
+    // Past its exp (plus leeway) it is forgotten, and then refused afresh.
+    let exp = v.verified.get(&t, now(), 5).unwrap().exp;
+    assert!(
+        v.verified.get(&t, exp + 6, 5).is_none(),
+        "forgotten once expired"
+    );
+    assert!(v.verified.get(&t, now(), 5).is_none(), "and dropped");
+    let expired = sign(
+        Algorithm::HS256,
+        None,
+        &EncodingKey::from_secret(b"secret-1"),
+        &serde_json::json!({"sub": "bob", "exp": now() - 100, "iat": now() - 200}),
+    );
+    assert!(v.verify(&expired).is_err());
+    // Off: nothing remembered.
+    let mut off = settings();
+    off.verified_tokens_max = 0;
+    let v = Verifier::hs256("user", "secret-1", &off);
+    assert!(v.verify(&t).is_ok());
+    assert!(v.verified.get(&t, now(), 5).is_none());
+}
