@@ -108,6 +108,15 @@ pub struct CompareArgs {
     /// The boxoffice binary [default: next to this one].
     #[arg(long)]
     pub bin: Option<PathBuf>,
+    /// Most writes the boxoffice client sends to a node in one `POST
+    /// /v1/batch` (`ClientConfig::batch_writes_max`; 1 sends every write alone)
+    /// [default: the client's].
+    #[arg(long)]
+    pub bo_batch_writes: Option<usize>,
+    /// Requests in flight to a node before the boxoffice client batches writes
+    /// (`ClientConfig::batch_in_flight_max`) [default: the client's].
+    #[arg(long)]
+    pub bo_batch_in_flight: Option<usize>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// First port of the boxoffice nodes (node i listens on 127.0.0.(10+i):port+i).
@@ -355,7 +364,15 @@ async fn start_systems(args: &CompareArgs, dir: &std::path::Path) -> anyhow::Res
         let users = (0..store::BUYER_USERS)
             .map(|i| c.box_office_token(&format!("bench-buyer-{i}")))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let bo = store::Boxoffice::new(urls.clone(), &c.admin_token, &users)?;
+        let bo = store::Boxoffice::new(
+            urls.clone(),
+            &c.admin_token,
+            &users,
+            store::BatchSettings {
+                writes_max: args.bo_batch_writes,
+                in_flight_max: args.bo_batch_in_flight,
+            },
+        )?;
         sys.stores.push(Store::Boxoffice(Arc::new(bo)));
         sys.bo_urls = urls;
         sys.bo = Some(Arc::new(Mutex::new(c)));

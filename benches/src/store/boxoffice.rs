@@ -8,6 +8,13 @@ use tokio::sync::Mutex;
 
 use super::{ConfirmOutcome, HoldOutcome, HOLD_TTL_S, ROW_SEATS};
 
+/// The buyers' client's batching (`None`: the client library's default).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BatchSettings {
+    pub writes_max: Option<usize>,
+    pub in_flight_max: Option<usize>,
+}
+
 pub struct Boxoffice {
     pub admin: Client,
     /// One client per buyer user (sharing connections and leader hints), as a
@@ -24,6 +31,7 @@ impl Boxoffice {
         urls: Vec<String>,
         admin_token: &str,
         user_tokens: &[String],
+        batch: BatchSettings,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(!user_tokens.is_empty(), "no buyer tokens");
         let mut cfg = ClientConfig::new(urls, admin_token);
@@ -31,6 +39,12 @@ impl Boxoffice {
         let admin = Client::new(cfg.clone())?;
         cfg.token = user_tokens[0].clone();
         cfg.attempts_max = ClientConfig::new(Vec::<String>::new(), "").attempts_max;
+        if let Some(n) = batch.writes_max {
+            cfg.batch_writes_max = n;
+        }
+        if let Some(n) = batch.in_flight_max {
+            cfg.batch_in_flight_max = n;
+        }
         let first = Client::new(cfg)?;
         let buyers = user_tokens
             .iter()

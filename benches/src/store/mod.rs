@@ -24,7 +24,7 @@ mod redis_pg;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use boxoffice::Boxoffice;
+pub use boxoffice::{BatchSettings, Boxoffice};
 pub use etcd::Etcd;
 pub use postgres::{PgPool, PgVariant, Postgres, PG_POOL_MAX};
 pub use redis::{seat_key, Redis};
