@@ -6,6 +6,10 @@
 //! - *registers*: linearizable and follower reads of the same seats' statuses.
 //! - *general admission*: quantity holds against a small capacity with a per-user cap.
 //!
+//! Every other write of a user goes inside a `POST /v1/batch` (as the client
+//! library sends writes made at the same time), so that the batch endpoint's
+//! answers are checked under every fault as plain writes are.
+//!
 //! Events rotate every `rotate` so that contention stays high for the whole run
 //! (a sold-out event goes quiet) while each seat's history stays small enough to
 //! check.
@@ -14,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use boxoffice_api::{
-    Booking, BookingList, ConfirmHold, EventsCreated, Hold, NewEvent, NewEvents, NewHold,
-    NewSection, NewVenue, Problem, SeatMap, Selection, VenueCreated, IDEMPOTENCY_KEY_HEADER,
+    BatchAnswer, BatchRequest, BatchedRequest, Booking, BookingList, ConfirmHold, EventsCreated,
+    Hold, NewEvent, NewEvents, NewHold, NewSection, NewVenue, Problem, SeatMap, Selection,
+    VenueCreated, BATCH_PATH, BATCH_REQUEST_HEADERS, IDEMPOTENCY_KEY_HEADER,
 };
 use boxoffice_node::local_cluster::LocalCluster;
 use serde::de::DeserializeOwned;
@@ -215,6 +220,25 @@ pub async fn setup(cluster: &LocalCluster, p: &SetupParams) -> anyhow::Result<Pl
     })
 }
 
+/// An answer: status and headers, and its body to read.
+struct Answered {
+    status: reqwest::StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<bytes::Bytes, reqwest::Error>> + Send>,
+    >,
+}
+
+impl Answered {
+    fn of(resp: reqwest::Response) -> Answered {
+        Answered {
+            status: resp.status(),
+            headers: resp.headers().clone(),
+            body: Box::pin(resp.bytes()),
+        }
+    }
+}
+
 /// An HTTP client for one user.
 #[derive(Clone)]
 pub struct UserClient {
@@ -293,7 +317,13 @@ impl UserClient {
         req: reqwest::RequestBuilder,
         t0: Instant,
     ) -> Option<(Value, reqwest::header::HeaderMap)> {
-        let r = req.bearer_auth(&self.token).send().await;
+        let r = match req.bearer_auth(&self.token).build() {
+            Ok(built) if self.counter % 2 == 0 && built.method() != reqwest::Method::GET => {
+                self.send_batched(built).await
+            }
+            Ok(built) => self.http.execute(built).await.map(Answered::of),
+            Err(e) => Err(e),
+        };
         let resp = match r {
             Ok(r) => r,
             Err(e) => {
@@ -307,9 +337,9 @@ impl UserClient {
                 return None;
             }
         };
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body: Value = match resp.bytes().await {
+        let status = resp.status;
+        let headers = resp.headers;
+        let body: Value = match resp.body.await {
             Ok(b) if b.is_empty() => Value::Null,
             Ok(b) => serde_json::from_slice(&b).unwrap_or(Value::Null),
             Err(_) => {
@@ -344,6 +374,91 @@ impl UserClient {
             code
         });
         None
+    }
+
+    /// Sends `req` (a write) as the one write of a `POST /v1/batch` to the
+    /// same node, and answers with that write's own answer; a batch refused
+    /// whole (its status not 200) ran nothing, and its answer is the write's.
+    async fn send_batched(&self, req: reqwest::Request) -> Result<Answered, reqwest::Error> {
+        let url = req.url();
+        let base = format!("{}://{}", url.scheme(), url.authority());
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        let headers: std::collections::BTreeMap<String, String> = req
+            .headers()
+            .iter()
+            .filter(|(n, _)| BATCH_REQUEST_HEADERS.contains(&n.as_str()))
+            .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let body = req
+            .body()
+            .and_then(|b| b.as_bytes())
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|t| serde_json::value::RawValue::from_string(t.to_string()).ok());
+        let batch = BatchRequest {
+            requests: vec![BatchedRequest {
+                method: req.method().as_str().to_string(),
+                path,
+                headers,
+                body,
+            }],
+        };
+        let resp = self
+            .http
+            .post(format!("{base}{BATCH_PATH}"))
+            .json(&batch)
+            .send()
+            .await?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return Ok(Answered::of(resp));
+        }
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let answered = resp.bytes().await.map(|bytes| {
+            match serde_json::from_slice::<BatchAnswer>(&bytes) {
+                Ok(mut a) if a.responses.len() == 1 => {
+                    let one = a.responses.remove(0);
+                    let mut h = reqwest::header::HeaderMap::new();
+                    for (n, v) in &one.headers {
+                        if let (Ok(n), Ok(v)) = (
+                            reqwest::header::HeaderName::from_bytes(n.as_bytes()),
+                            reqwest::header::HeaderValue::from_str(v),
+                        ) {
+                            h.insert(n, v);
+                        }
+                    }
+                    (
+                        reqwest::StatusCode::from_u16(one.status)
+                            .unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR),
+                        h,
+                        one.body
+                            .map(|b| bytes::Bytes::from(b.get().to_string()))
+                            .unwrap_or_default(),
+                    )
+                }
+                // The write ran, but what it got cannot be told: an answer that
+                // is no problem body, with a 5xx status, reads as unknown.
+                _ => (
+                    reqwest::StatusCode::BAD_GATEWAY,
+                    headers.clone(),
+                    bytes::Bytes::from_static(b"unreadable batch answer"),
+                ),
+            }
+        });
+        Ok(match answered {
+            Ok((status, headers, body)) => Answered {
+                status,
+                headers,
+                body: Box::pin(std::future::ready(Ok(body))),
+            },
+            Err(e) => Answered {
+                status,
+                headers,
+                body: Box::pin(std::future::ready(Err(e))),
+            },
+        })
     }
 
     fn new_op(&self, process: u64, call: Call, t0: Instant) -> Op {

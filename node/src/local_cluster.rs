@@ -88,16 +88,57 @@ pub fn node_addrs(addressing: Addressing, id: u64) -> anyhow::Result<NodeAddrs> 
     match addressing {
         Addressing::Loopback { base_port } => fixed(Ipv4Addr::LOCALHOST, base_port),
         Addressing::PerNodeIp { base_port } => fixed(node_ip(id), base_port),
-        Addressing::FreePorts => {
-            // Both bound at once, so the OS cannot hand out the same port twice.
-            let a = TcpListener::bind("127.0.0.1:0")?;
-            let b = TcpListener::bind("127.0.0.1:0")?;
-            Ok(NodeAddrs {
-                public: a.local_addr()?,
-                peer: b.local_addr()?,
-            })
+        Addressing::FreePorts => Ok(NodeAddrs {
+            public: free_port()?,
+            peer: free_port()?,
+        }),
+    }
+}
+
+/// Lowest port [`Addressing::FreePorts`] hands out: its ports lie between this
+/// and the kernel's ephemeral range, above every fixed port the dev cluster,
+/// benchmarks and harness use.
+pub const FREE_PORTS_LOW: u16 = 20_000;
+
+/// A port of 127.0.0.1 that is free now and that nothing else should take
+/// before a node binds it. Ports the OS hands out for port 0 come from its
+/// ephemeral range, which every outgoing connection draws from too: one of
+/// them could take such a port between its choice and the node's start. So
+/// ports are taken from below that range instead, each checked free by binding
+/// it, and a process-wide cursor (starting at a place drawn from the pid)
+/// keeps concurrent clusters of one process apart.
+fn free_port() -> anyhow::Result<SocketAddr> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CURSOR: AtomicU32 = AtomicU32::new(u32::MAX);
+    let high = ephemeral_low().saturating_sub(1);
+    if high <= FREE_PORTS_LOW + 1_000 {
+        // No room below the ephemeral range: let the OS choose.
+        return Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?);
+    }
+    let span = u32::from(high - FREE_PORTS_LOW);
+    let _ = CURSOR.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let at = CURSOR.fetch_add(1, Ordering::Relaxed) % span;
+        // `at < span`, and span fits a u16 above FREE_PORTS_LOW.
+        let port = FREE_PORTS_LOW + at as u16;
+        if let Ok(l) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            return Ok(l.local_addr()?);
         }
     }
+    bail!("no free port of 127.0.0.1 between {FREE_PORTS_LOW} and {high}")
+}
+
+/// First port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Loopback address of node `id` under [`Addressing::PerNodeIp`].
@@ -781,4 +822,25 @@ fn no_rate_limits() -> toml::Value {
         table.insert("user_event_holds".into(), v);
     }
     toml::Value::Table(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_and_below_the_ephemeral_range() {
+        let low = ephemeral_low();
+        let mut seen = std::collections::BTreeSet::new();
+        for id in 1..=NODES_MAX {
+            let a = node_addrs(Addressing::FreePorts, id).expect("free ports");
+            for addr in [a.public, a.peer] {
+                assert!(addr.ip().is_loopback(), "{addr}");
+                if low > FREE_PORTS_LOW + 1_000 {
+                    assert!((FREE_PORTS_LOW..low).contains(&addr.port()), "{addr}");
+                }
+                assert!(seen.insert(addr.port()), "{addr} handed out twice");
+            }
+        }
+    }
 }
