@@ -19,13 +19,24 @@ use boxoffice_storage::{Db, StateMachineBackend, StateMachineStore, StorageSetti
 use openraft::storage::RaftStateMachine;
 use serde_json::Value;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1");
+/// The crate's directory as cargo gives it to the running test (a build moved
+/// from another checkout keeps its compile-time path), else the compile-time one.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+}
+
+/// The fixture: a data directory of the first release and its answers.
+fn fixture() -> String {
+    format!("{}/tests/fixtures/v1", manifest_dir().display())
+}
 
 /// Unpacks the fixture's data directory into `dir`; returns the node's data dir.
 pub fn unpack(dir: &Path) -> PathBuf {
     let status = std::process::Command::new("tar")
         .arg("-xzf")
-        .arg(format!("{FIXTURE}/node-1.tar.gz"))
+        .arg(format!("{}/node-1.tar.gz", fixture()))
         .arg("-C")
         .arg(dir)
         .status()
@@ -35,7 +46,7 @@ pub fn unpack(dir: &Path) -> PathBuf {
 }
 
 fn answer(name: &str) -> Value {
-    let text = std::fs::read_to_string(format!("{FIXTURE}/answers/{name}.json")).unwrap();
+    let text = std::fs::read_to_string(format!("{}/answers/{name}.json", fixture())).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 

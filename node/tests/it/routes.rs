@@ -550,7 +550,7 @@ async fn user_and_admin_tokens_have_separate_keys() {
 /// (a JWKS document or a PEM key; EdDSA and RS256), `iss` and `aud` checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_verified_with_public_keys_from_a_jwks_file() {
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokens");
+    let fixtures = crate::support::manifest_dir().join("tests/fixtures/tokens");
     let jwks = format!(
         "auth.user_keys_file={}",
         fixtures.join("jwks.json").display()

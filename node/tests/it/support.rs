@@ -10,6 +10,14 @@ use boxoffice_client::{Client, ClientConfig, NewEvent, NewLayout, NewVenue, Seat
 use boxoffice_node::local_cluster::{ClusterSpec, LocalCluster, Secrets};
 use serde_json::Value;
 
+/// The crate's directory as cargo gives it to the running test (a build moved
+/// from another checkout keeps its compile-time path), else the compile-time one.
+pub fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+}
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_boxoffice");
 pub const SECRET: &str = "test-user-token-secret-0123456789abcdef";
 pub const ADMIN_SECRET: &str = "test-admin-token-secret-0123456789abcdef";

@@ -12,10 +12,16 @@ use serde_json::Value;
 
 use crate::support::*;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../storage/tests/fixtures/v1");
+/// The storage crate's fixture: a data directory of the first release and its answers.
+fn fixture() -> String {
+    format!(
+        "{}/../storage/tests/fixtures/v1",
+        crate::support::manifest_dir().display()
+    )
+}
 
 fn answer(name: &str) -> Value {
-    let text = std::fs::read_to_string(format!("{FIXTURE}/answers/{name}.json")).unwrap();
+    let text = std::fs::read_to_string(format!("{}/answers/{name}.json", fixture())).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -36,7 +42,7 @@ async fn a_data_directory_of_the_previous_release_keeps_every_booking() {
     let dir = tempfile::tempdir().unwrap();
     let status = std::process::Command::new("tar")
         .arg("-xzf")
-        .arg(format!("{FIXTURE}/node-1.tar.gz"))
+        .arg(format!("{}/node-1.tar.gz", fixture()))
         .arg("-C")
         .arg(dir.path())
         .status()
@@ -86,7 +92,7 @@ async fn a_data_directory_of_the_previous_release_keeps_every_booking() {
         };
         assert_eq!(sold(&got), sold(&want), "event {e}");
     }
-    let fixture_files = std::fs::read_dir(format!("{FIXTURE}/answers")).unwrap();
+    let fixture_files = std::fs::read_dir(format!("{}/answers", fixture())).unwrap();
     let mut statuses = 0;
     for f in fixture_files {
         let name = f.unwrap().file_name().into_string().unwrap();
