@@ -2,7 +2,8 @@
 # Installs what building boxoffice needs on a Debian/Ubuntu machine:
 # libclang (bindgen for librocksdb-sys) and a C/C++ toolchain (RocksDB's C++);
 # protoc (the benchmark's etcd gRPC client);
-# iproute2 and iptables for the jepsen harness's network partitions.
+# iproute2 and iptables for the jepsen harness's network partitions;
+# promtool (package prometheus) to check the nodes' metrics.
 # Needs a Rust toolchain (cargo) already on PATH.
 set -euo pipefail
 
@@ -11,6 +12,8 @@ dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The test command checks a live node's /metrics with promtool (Prometheus's).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # The benchmark's etcd client (etcd-client) compiles etcd's gRPC definitions.
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 # The jepsen harness runs its cluster in a network namespace and partitions it

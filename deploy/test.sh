@@ -49,6 +49,14 @@ timeout 120 "$bin/boxoffice-bench" load-catalogue --cluster-dir "$smoke_dir" "${
 timeout 120 "$bin/boxoffice-bench" search --cluster-dir "$smoke_dir" "${small[@]}" --total 300 --duration-s 10 --no-pg
 timeout 120 "$bin/boxoffice-bench" reads --cluster-dir "$smoke_dir" --duration-s 2 --freshness-samples 20 --trivial-port 7660
 timeout 120 "$bin/boxoffice-bench" queue --cluster-dir "$smoke_dir" --users 5000 --admit-per-minute 12000 --drain-s 10 --slice-s 2 --sample-eta 200 --streams 20
+# Every node's metrics, after all that traffic, pass Prometheus's own checker
+# (format and naming lint).
+for port in 7601 7602 7603; do
+  metrics="$(curl -sf --max-time 10 "http://127.0.0.1:$port/metrics")"
+  grep -q '^boxoffice_http_requests_total' <<<"$metrics"
+  grep -q '^boxoffice_raft_applied_index' <<<"$metrics"
+  promtool check metrics <<<"$metrics"
+done
 stop_smoke
 # The abuse bench needs the default rate limits on: a cluster of its own.
 smoke_dir="$(mktemp -d)"

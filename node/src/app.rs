@@ -104,6 +104,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(crate::api::batch::run),
         )
         .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            state.node.clone(),
+            crate::metrics::track,
+        ))
         .layer(axum::Extension(crate::api::batch::BatchTarget(
             outer_layers(public.clone(), &state),
         )));
@@ -194,6 +198,11 @@ fn bounded(routes: Router<AppState>, state: &AppState) -> Router {
                 .concurrency_limit(limits.in_flight_max)
                 .timeout(Duration::from_millis(limits.request_timeout_ms)),
         )
+        // Each route's own layer, so it sees the matched route (its label).
+        .layer(axum::middleware::from_fn_with_state(
+            state.node.clone(),
+            crate::metrics::track,
+        ))
 }
 
 async fn no_such_endpoint() -> ApiError {

@@ -157,6 +157,7 @@ impl From<Rejection> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let code = self.code;
         let mut problem = Problem::new(self.code, self.detail);
         problem.extra = self.extra;
         let mut resp = (status, serde_json::to_vec(&problem).unwrap_or_default()).into_response();
@@ -172,6 +173,9 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        // For the metrics layer: writes counted by their problem code.
+        resp.extensions_mut()
+            .insert(crate::metrics::AnsweredProblem(code.as_str()));
         resp
     }
 }

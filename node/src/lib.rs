@@ -27,6 +27,7 @@ pub mod event_cache;
 pub mod listener;
 pub mod live;
 pub mod local_cluster;
+pub mod metrics;
 pub mod node;
 pub mod payments;
 pub mod proposer;

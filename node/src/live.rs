@@ -457,6 +457,8 @@ pub struct StreamPermits {
     pub address: Option<crate::rate_limits::Slot<std::net::IpAddr>>,
     /// `limits.sse_streams_per_user_max`.
     pub user: Option<crate::rate_limits::Slot<String>>,
+    /// Streams the node ended, by reason (`boxoffice_streams_dropped_total`).
+    pub dropped: prometheus::IntCounterVec,
 }
 
 /// How often a quiet stream looks whether its consumer is still there.
@@ -476,14 +478,20 @@ pub fn stream(
     let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Bytes>(queue_max.max(1));
     // Queues an event for the consumer; false when it is gone or has taken nothing
     // for `send_timeout` (stalled: drop it rather than hold its slot and memory).
-    let send = move |tx: tokio::sync::mpsc::Sender<Bytes>, e: Bytes| async move {
-        match tokio::time::timeout(send_timeout, tx.send(e)).await {
-            Ok(Ok(())) => true,
-            Ok(Err(_)) => false,
-            Err(_) => {
-                // Best effort: tell it why, should it ever read again.
-                let _ = tx.try_send(reset("consumer stalled; reconnect with Last-Event-ID"));
-                false
+    let dropped = permit.dropped.clone();
+    let stalled = dropped.with_label_values(&["stalled"]);
+    let send = move |tx: tokio::sync::mpsc::Sender<Bytes>, e: Bytes| {
+        let stalled = stalled.clone();
+        async move {
+            match tokio::time::timeout(send_timeout, tx.send(e)).await {
+                Ok(Ok(())) => true,
+                Ok(Err(_)) => false,
+                Err(_) => {
+                    stalled.inc();
+                    // Best effort: tell it why, should it ever read again.
+                    let _ = tx.try_send(reset("consumer stalled; reconnect with Last-Event-ID"));
+                    false
+                }
             }
         }
     };
@@ -564,6 +572,7 @@ pub fn stream(
                     Ok(item) => {
                         let (position, change) = match &*item {
                             FeedItem::Reset { .. } => {
+                                dropped.with_label_values(&["snapshot"]).inc();
                                 let _ = send(out_tx.clone(), reset("replica installed a snapshot; reconnect")).await;
                                 return;
                             }
@@ -582,6 +591,7 @@ pub fn stream(
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // Best effort: a stalled consumer's queue is full, and waiting
                         // for it is what this drop avoids.
+                        dropped.with_label_values(&["slow"]).inc();
                         let _ = out_tx.try_send(reset("consumer too slow; reconnect with Last-Event-ID"));
                         return;
                     }

@@ -101,6 +101,8 @@ pub struct Node {
     pub clocks: crate::clock::PeerClocks,
     /// The payment provider, when `[payments]` configures one.
     pub payments: Option<Arc<crate::payments::Payments>>,
+    /// What `GET /metrics` reports.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Offset added to the wall clock, set only through the fault-injection API
@@ -152,7 +154,9 @@ impl Node {
             crate::event_cache::EventCache::new(config.limits.event_cache_entries_max);
         let hold_churn = crate::rate_limits::HoldChurn::new(&config.rate_limits);
         let payments = crate::payments::Payments::from_settings(&config.payments)?;
+        let metrics = crate::metrics::Metrics::new(db.metrics())?;
         let node = Arc::new(Node {
+            metrics,
             payments: payments.clone(),
             hold_churn,
             config,
@@ -470,6 +474,12 @@ impl Node {
         futures::future::join_all(reads).await;
     }
 
+    /// Requests queued in each group's proposer on this node.
+    pub fn proposer_queues(&self) -> Vec<(GroupId, usize)> {
+        let map = self.proposers.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(g, p)| (*g, p.queued())).collect()
+    }
+
     /// The proposer of `group`, started on first use.
     fn proposer(&self, group: GroupId) -> Result<crate::proposer::Proposer, ProposeError> {
         let mut map = self.proposers.lock().unwrap_or_else(|e| e.into_inner());
@@ -487,6 +497,9 @@ impl Node {
                 pipeline_max: r.propose_pipeline_max,
                 queue_max: r.propose_queue_max,
             },
+            self.metrics
+                .proposer_batch
+                .with_label_values(&[&group.0.to_string()]),
         );
         map.insert(group, p.clone());
         Ok(p)

@@ -42,6 +42,9 @@ pub struct Settings {
     pub queue_max: usize,
 }
 
+/// Requests per proposed entry, for the metrics (one group's series).
+pub type BatchSizes = prometheus::Histogram;
+
 /// A request waiting for its group's next entry.
 struct Pending {
     req: Request,
@@ -54,14 +57,21 @@ struct Pending {
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Pending>,
+    queue_max: usize,
 }
 
 impl Proposer {
     /// Starts the proposer of `group`. The task ends when every handle is dropped.
-    pub fn start(group: GroupId, raft: Raft, settings: Settings) -> Proposer {
-        let (tx, rx) = mpsc::channel(settings.queue_max.max(1));
-        tokio::spawn(run(group, raft, rx, settings));
-        Proposer { tx }
+    pub fn start(group: GroupId, raft: Raft, settings: Settings, sizes: BatchSizes) -> Proposer {
+        let queue_max = settings.queue_max.max(1);
+        let (tx, rx) = mpsc::channel(queue_max);
+        tokio::spawn(run(group, raft, rx, settings, sizes));
+        Proposer { tx, queue_max }
+    }
+
+    /// Requests queued and not yet taken into an entry.
+    pub fn queued(&self) -> usize {
+        self.queue_max.saturating_sub(self.tx.capacity())
     }
 
     /// Proposes `req` and waits until it is applied or `timeout` passes.
@@ -110,7 +120,13 @@ impl Proposer {
     }
 }
 
-async fn run(group: GroupId, raft: Raft, mut rx: mpsc::Receiver<Pending>, s: Settings) {
+async fn run(
+    group: GroupId,
+    raft: Raft,
+    mut rx: mpsc::Receiver<Pending>,
+    s: Settings,
+    sizes: BatchSizes,
+) {
     let permits = Arc::new(Semaphore::new(s.pipeline_max.max(1)));
     // A request that did not fit in the previous batch's byte budget.
     let mut carry: Option<Pending> = None;
@@ -141,6 +157,7 @@ async fn run(group: GroupId, raft: Raft, mut rx: mpsc::Receiver<Pending>, s: Set
                 Err(_) => break,
             }
         }
+        sizes.observe(batch.len() as f64);
         let raft = raft.clone();
         tokio::spawn(async move {
             propose_batch(group, &raft, batch).await;

@@ -302,6 +302,22 @@ impl SearchIndex {
         self.synced_through.load(Ordering::Relaxed)
     }
 
+    /// Catalogue entries applied on this replica and not yet searchable: 0
+    /// when no event changed past the index's position (an entry without a
+    /// catalogue change, such as a leader's first, does not wake the indexer).
+    pub fn lag(&self, reader: &Reader) -> u64 {
+        let tx = reader.begin_applied();
+        let behind = tx
+            .freshness
+            .applied_index
+            .saturating_sub(self.indexed_through());
+        if behind == 0 || tx.events_changed_after(self.cursor(), 1).is_empty() {
+            0
+        } else {
+            behind
+        }
+    }
+
     fn cursor(&self) -> (u64, u64) {
         *self.cursor.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -23,6 +23,8 @@ pub const CF_LOG: &str = "log";
 pub const CF_META: &str = "meta";
 /// Column family for state-machine records.
 pub const CF_SM: &str = "sm";
+/// Every column family of the database.
+pub const COLUMN_FAMILIES: [&str; 3] = [CF_LOG, CF_META, CF_SM];
 
 /// Where each group's applied state (the state machine's records) lives.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +103,7 @@ pub struct Db {
     inner: Arc<DB>,
     syncer: mpsc::SyncSender<SyncCallback>,
     path: PathBuf,
+    metrics: crate::metrics::StorageMetrics,
 }
 
 impl Db {
@@ -133,15 +136,23 @@ impl Db {
 
         let (tx, rx) = mpsc::sync_channel::<SyncCallback>(config.wal_sync_queue_max);
         let weak = Arc::downgrade(&db);
+        let metrics = crate::metrics::StorageMetrics::new();
         thread::Builder::new().name("wal-sync".into()).spawn({
             let batch_max = config.wal_sync_batch_max.max(1);
-            move || wal_sync_loop(weak, rx, batch_max)
+            let metrics = metrics.clone();
+            move || wal_sync_loop(weak, rx, batch_max, metrics)
         })?;
         Ok(Db {
             inner: db,
             syncer: tx,
             path,
+            metrics,
         })
+    }
+
+    /// What this database's users measure (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &crate::metrics::StorageMetrics {
+        &self.metrics
     }
 
     /// The RocksDB handle.
@@ -208,7 +219,12 @@ impl Db {
     }
 }
 
-fn wal_sync_loop(db: std::sync::Weak<DB>, rx: mpsc::Receiver<SyncCallback>, batch_max: usize) {
+fn wal_sync_loop(
+    db: std::sync::Weak<DB>,
+    rx: mpsc::Receiver<SyncCallback>,
+    batch_max: usize,
+    metrics: crate::metrics::StorageMetrics,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < batch_max {
@@ -218,7 +234,12 @@ fn wal_sync_loop(db: std::sync::Weak<DB>, rx: mpsc::Receiver<SyncCallback>, batc
             }
         }
         let Some(db) = db.upgrade() else { return };
+        let started = std::time::Instant::now();
         let result = db.flush_wal(true);
+        metrics
+            .wal_fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics.wal_fsync_batch.observe(batch.len() as f64);
         drop(db);
         if let Err(e) = &result {
             tracing::error!(error = %e, "WAL sync failed");

@@ -23,6 +23,7 @@ pub mod kv;
 pub mod log_store;
 pub mod machine;
 pub mod memory;
+pub mod metrics;
 pub mod read;
 pub mod records;
 pub mod state_machine;

@@ -198,7 +198,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.db
             .write_nosync(batch)
             .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        let started = std::time::Instant::now();
+        let timer = self
+            .db
+            .metrics()
+            .log_append_seconds
+            .with_label_values(&[&self.group.0.to_string()]);
         self.db.when_durable(Box::new(move |res| {
+            timer.observe(started.elapsed().as_secs_f64());
             callback.log_io_completed(res.map_err(|e| std::io::Error::other(e.to_string())));
         }));
         Ok(())

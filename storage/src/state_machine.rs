@@ -572,6 +572,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let started = std::time::Instant::now();
         let applied = match &self.state {
             State::Rocks(cache) => {
                 let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -589,6 +590,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         let (outcomes, last) =
             applied.map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+        let metrics = self.db.metrics();
+        let group = self.group.0.to_string();
+        metrics
+            .apply_seconds
+            .with_label_values(&[&group])
+            .observe(started.elapsed().as_secs_f64());
+        metrics
+            .applied_entries
+            .with_label_values(&[&group])
+            .inc_by(outcomes.len() as u64);
         // Only now that readers see the entries' writes.
         if let Some(a) = last {
             self.applied.send_replace(a);

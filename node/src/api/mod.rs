@@ -62,6 +62,9 @@ pub fn admin_routes() -> Router<AppState> {
         .merge(payments::admin_routes())
         .merge(webhooks::routes())
         .merge(queue::admin_routes())
+        // Without a token, for Prometheus; `admin_listen` keeps it off the
+        // public listener.
+        .route("/metrics", axum::routing::get(crate::metrics::serve))
 }
 
 /// The idempotency key of a request, if it sent one; a malformed one is a 400.

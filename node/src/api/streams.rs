@@ -110,6 +110,7 @@ async fn seat_stream(
         node: node_stream_permit(&state)?,
         address: address_slot,
         user: user_slot,
+        dropped: state.node.metrics.streams_dropped.clone(),
     };
     let send_timeout =
         std::time::Duration::from_millis(state.node.config.limits.sse_send_timeout_ms);

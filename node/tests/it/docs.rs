@@ -53,3 +53,58 @@ fn the_readme_lists_every_problem_code_with_its_status() {
     );
     assert_eq!(documented, actual, "README's statuses and flags");
 }
+
+/// The `boxoffice_…` names in `text` (only those right after a `"` when
+/// `quoted`: string literals of the sources), histogram sample suffixes taken
+/// off.
+fn metric_names(text: &str, quoted: bool) -> std::collections::BTreeSet<String> {
+    let pattern = if quoted { "\"boxoffice_" } else { "boxoffice_" };
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(pattern) {
+        let tail = &rest[at + pattern.len() - "boxoffice_".len()..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let name = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        names.insert(name.to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+/// Every metric the Grafana dashboard and the README's metrics table name is
+/// one the node registers, and the README lists every one it registers.
+fn the_dashboard_and_the_readme_name_registered_metrics() {
+    let registered = metric_names(
+        concat!(
+            include_str!("../../src/metrics.rs"),
+            include_str!("../../../storage/src/metrics.rs"),
+        ),
+        true,
+    );
+    assert!(registered.len() >= 20, "{registered:?}");
+    let dashboard = include_str!("../../../deploy/grafana/boxoffice.json");
+    let used = metric_names(dashboard, false);
+    let unknown: Vec<_> = used.difference(&registered).collect();
+    assert!(
+        unknown.is_empty(),
+        "the dashboard uses unknown metrics {unknown:?}"
+    );
+    let start = README
+        .find("| metric | type | labels | what |")
+        .expect("the README has the metrics table");
+    let table: String = README[start..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let listed = metric_names(&table, false);
+    assert_eq!(listed, registered, "README metrics table vs the code");
+}

@@ -13,6 +13,7 @@ mod faults;
 mod features;
 mod listeners;
 mod membership;
+mod metrics;
 mod payments;
 mod queue;
 mod routes;
