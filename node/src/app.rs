@@ -178,7 +178,11 @@ pub fn peer_router(state: AppState) -> Router {
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(handle_layer_error))
                 .load_shed()
-                .concurrency_limit(limits.peer_in_flight_max)
+                // Global: a router's layers wrap each route on its own, and a
+                // plain concurrency limit would then count per route.
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    limits.peer_in_flight_max,
+                ))
                 .timeout(Duration::from_millis(limits.peer_request_timeout_ms)),
         )
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -195,7 +199,10 @@ fn bounded(routes: Router<AppState>, state: &AppState) -> Router {
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(handle_layer_error))
                 .load_shed()
-                .concurrency_limit(limits.in_flight_max)
+                // One count for every route of the listener (see `peer_router`).
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    limits.in_flight_max,
+                ))
                 .timeout(Duration::from_millis(limits.request_timeout_ms)),
         )
         // Each route's own layer, so it sees the matched route (its label).

@@ -189,3 +189,53 @@ async fn a_flood_over_its_address_limit_is_answered_slowly() {
         answers.iter().map(|a| a.2).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+/// `limits.in_flight_max` counts every route of a listener together: while a
+/// write waits for a quorum that is gone, a health check on the same node is
+/// shed with 503 `overloaded`, and answered again once the write has ended.
+async fn in_flight_max_counts_every_route_of_a_listener() {
+    let mut cluster = TestCluster::start(
+        3,
+        1,
+        "[limits]\nin_flight_max = 1\nwrite_timeout_ms = 4000\n",
+    )
+    .await;
+    let (event, _) = cluster.venue_and_event(10, 60, 4).await;
+    cluster.kill(1);
+    cluster.kill(2);
+    let http = reqwest::Client::new();
+    let addr = cluster.nodes[0].addr.clone();
+    let token = mint("alice", false);
+    let write = tokio::spawn({
+        let http = http.clone();
+        let addr = addr.clone();
+        async move { hold(&http, &addr, &token, event, 1, "slow-1").await }
+    });
+    // The write is in flight (it waits up to write_timeout_ms for a quorum).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !write.is_finished(),
+        "the write should still wait for a quorum"
+    );
+    let r = http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(
+        (status, &body["code"]),
+        (503, &json!("overloaded")),
+        "{body}"
+    );
+    let (status, _, body) = write.await.unwrap();
+    assert_ne!(status, 200, "no quorum, no hold: {body}");
+    let r = http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
