@@ -14,6 +14,12 @@ command -v make >/dev/null 2>&1 || need+=(make)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 # The test command checks a live node's /metrics with promtool (Prometheus's).
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# The test command verifies the systemd unit (systemd-analyze) and validates the
+# Kubernetes manifests with a PyPI tool in a virtualenv (python3-venv).
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+command -v objcopy >/dev/null 2>&1 || need+=(binutils)
 # The benchmark's etcd client (etcd-client) compiles etcd's gRPC definitions.
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 # The jepsen harness runs its cluster in a network namespace and partitions it
@@ -28,6 +34,12 @@ if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# PyPI tools of the test command, in a virtualenv outside the clone.
+venv="${BOXOFFICE_VENV:-$HOME/.cache/boxoffice-venv}"
+if [ ! -x "$venv/bin/kubernetes-validate" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q 'kubernetes-validate==1.37.0'
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
 # The test command checks formatting.

@@ -108,3 +108,31 @@ fn the_dashboard_and_the_readme_name_registered_metrics() {
     let listed = metric_names(&table, false);
     assert_eq!(listed, registered, "README metrics table vs the code");
 }
+
+#[test]
+/// The Dockerfile builds as a machine does (deploy/prereqs.sh, the workspace's
+/// release build, deploy/package.sh's stripped binary) and runs as a non-root
+/// user.
+fn the_dockerfile_builds_as_a_machine_does_and_runs_unprivileged() {
+    let dockerfile = include_str!("../../../Dockerfile");
+    let test_sh = include_str!("../../../deploy/test.sh");
+    for step in [
+        "RUN bash deploy/prereqs.sh",
+        "RUN cargo build --release --locked --workspace --bins",
+        "RUN bash deploy/package.sh /out",
+        "COPY --from=build /out/boxoffice /usr/local/bin/boxoffice",
+    ] {
+        assert!(dockerfile.contains(step), "the Dockerfile lacks {step:?}");
+    }
+    assert!(test_sh.contains("bash deploy/prereqs.sh"));
+    assert!(test_sh.contains("cargo build --release --workspace --bins"));
+    let last_stage = dockerfile.rsplit("\nFROM ").next().unwrap_or_default();
+    let user = last_stage
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("the image names its user");
+    assert!(
+        !user.starts_with("root") && !user.starts_with("0"),
+        "{user}"
+    );
+}
