@@ -351,6 +351,8 @@ async fn start_systems(args: &CompareArgs, dir: &std::path::Path) -> anyhow::Res
             // One load generator on one address: the limits a site would set
             // per client address are not what is measured here.
             unlimited: true,
+            log_filter: boxoffice_node::local_cluster::LOG_FILTER_DEFAULT.into(),
+            log_json: false,
         })?;
         let ids: Vec<u64> = c.nodes.keys().copied().collect();
         for &id in &ids {

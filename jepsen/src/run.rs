@@ -420,6 +420,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         addrs: Default::default(),
         // The harness tests consistency, not abuse: no rate limits.
         unlimited: true,
+        log_filter: boxoffice_node::local_cluster::LOG_FILTER_DEFAULT.into(),
+        log_json: false,
     })?;
     let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
     for &id in &ids {

@@ -122,6 +122,11 @@ fn outer_layers(router: Router, state: &AppState) -> Router {
             name_the_node,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Around the trace span, so every line logged for the request names it.
+        .layer(axum::middleware::from_fn_with_state(
+            state.node.id(),
+            crate::request_id::at_the_edge,
+        ))
         // Outermost: a client over its address's limit costs nothing more (not
         // even a trace span): a bot's flood is answered at the least cost.
         .layer(axum::middleware::from_fn_with_state(
@@ -140,6 +145,10 @@ pub fn admin_router(state: AppState) -> Router {
             name_the_node,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(
+            state.node.id(),
+            crate::request_id::at_the_edge,
+        ))
 }
 
 /// The router of the peer listener (`peer_listen`): Raft RPC and `/internal`,
@@ -153,6 +162,10 @@ pub fn peer_router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             key.clone(),
             boxoffice_raft::server::require_cluster_key,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.node.id(),
+            crate::request_id::from_a_peer,
         ));
     Router::new()
         .merge(boxoffice_raft::server::router(

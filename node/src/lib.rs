@@ -33,6 +33,7 @@ pub mod payments;
 pub mod proposer;
 pub mod queue;
 pub mod rate_limits;
+pub mod request_id;
 pub mod search;
 
 use anyhow::Context;

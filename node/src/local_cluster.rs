@@ -171,7 +171,14 @@ pub struct ClusterSpec {
     /// requests a second from one address and a few users, which the default
     /// limits exist to stop.
     pub unlimited: bool,
+    /// The nodes' `RUST_LOG`.
+    pub log_filter: String,
+    /// Logs as JSON lines (`--log-format json`) instead of text.
+    pub log_json: bool,
 }
+
+/// The nodes' `RUST_LOG` unless a spec says otherwise.
+pub const LOG_FILTER_DEFAULT: &str = "info,openraft=warn";
 
 impl ClusterSpec {
     /// `nodes` nodes of `bin` under `dir` with default settings and fresh secrets.
@@ -186,6 +193,8 @@ impl ClusterSpec {
             secrets: None,
             addrs: BTreeMap::new(),
             unlimited: false,
+            log_filter: LOG_FILTER_DEFAULT.into(),
+            log_json: false,
         }
     }
 }
@@ -287,6 +296,8 @@ pub struct LocalCluster {
     pub admin_token: String,
     http: reqwest::Client,
     detached: bool,
+    log_filter: String,
+    log_json: bool,
 }
 
 impl LocalCluster {
@@ -398,6 +409,8 @@ impl LocalCluster {
             secrets,
             http,
             detached: false,
+            log_filter: spec.log_filter,
+            log_json: spec.log_json,
         })
     }
 
@@ -444,10 +457,11 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(&node.log)?;
+        let format = if self.log_json { "json" } else { "text" };
         let child = Command::new(&self.bin)
-            .args(["node", "--config"])
+            .args(["node", "--log-format", format, "--config"])
             .arg(&node.config)
-            .env("RUST_LOG", "info,openraft=warn")
+            .env("RUST_LOG", &self.log_filter)
             .env("NO_COLOR", "1")
             .env_remove("BOXOFFICE_TOKEN_SECRET")
             .env_remove("BOXOFFICE_CLUSTER_KEY")

@@ -18,8 +18,19 @@ use clap::{Args, Parser, Subcommand};
     about = "Replicated ticket inventory, holds and bookings"
 )]
 struct Cli {
+    /// Log lines as text, or as one JSON object per line (with the fields of
+    /// every span they are in: request id, node, group).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "BOXOFFICE_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Cmd,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -106,15 +117,18 @@ struct TokenArgs {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_span_list(true).init(),
+    }
     boxoffice_node::abort_on_panic();
-    let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -25,6 +25,7 @@ use boxoffice_raft::{GroupId, Raft};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::node::ProposeError;
 
@@ -48,6 +49,8 @@ pub type BatchSizes = prometheus::Histogram;
 /// A request waiting for its group's next entry.
 struct Pending {
     req: Request,
+    /// The client request it serves (for the logs of its entry).
+    request_id: Option<Arc<str>>,
     size: usize,
     deadline: Instant,
     tx: oneshot::Sender<Result<Outcome, ProposeError>>,
@@ -79,6 +82,7 @@ impl Proposer {
         let deadline = Instant::now() + timeout;
         let (tx, rx) = oneshot::channel();
         let pending = Pending {
+            request_id: boxoffice_raft::request_id::current(),
             size: codec::encoded_message_len(&req),
             req,
             deadline,
@@ -159,10 +163,25 @@ async fn run(
         }
         sizes.observe(batch.len() as f64);
         let raft = raft.clone();
-        tokio::spawn(async move {
-            propose_batch(group, &raft, batch).await;
-            drop(permit);
-        });
+        // The entry's span names the requests in it, so a request's id leads
+        // to its entry's log lines.
+        let ids: Vec<&str> = batch
+            .iter()
+            .filter_map(|p| p.request_id.as_deref())
+            .collect();
+        let span = tracing::info_span!(
+            "propose",
+            group = group.0,
+            requests = batch.len(),
+            request_ids = %ids.join(","),
+        );
+        tokio::spawn(
+            async move {
+                propose_batch(group, &raft, batch).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
     }
 }
 

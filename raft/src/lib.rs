@@ -14,6 +14,7 @@ pub mod codec;
 pub mod command;
 pub mod groups;
 pub mod network;
+pub mod request_id;
 pub mod server;
 pub mod types;
 

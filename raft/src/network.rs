@@ -161,11 +161,16 @@ impl RpcClient {
     ) -> Result<Resp, CallError> {
         let timeout = timeout.min(Duration::from_millis(self.config.request_timeout_ms_max));
         let url = format!("{}://{addr}{path}", self.scheme);
-        let resp = self
+        let mut req = self
             .http
             .post(&url)
             .header(CLUSTER_KEY_HEADER, &self.config.cluster_key)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+        // The request this call serves, if any, so the peer's logs name it too.
+        if let Some(id) = crate::request_id::current() {
+            req = req.header(crate::request_id::REQUEST_ID_HEADER, &*id);
+        }
+        let resp = req
             .timeout(timeout)
             .body(codec::encode_message(body))
             .send()

@@ -12,6 +12,7 @@ mod docs;
 mod faults;
 mod features;
 mod listeners;
+mod logs;
 mod membership;
 mod metrics;
 mod payments;

@@ -93,11 +93,24 @@ impl TestCluster {
         settings: &str,
         prepare: impl FnOnce(&LocalCluster),
     ) -> TestCluster {
+        Self::start_with_spec(n, shards, settings, |_| {}, prepare).await
+    }
+
+    /// As [`TestCluster::start_with`], with `spec` changing the launcher's
+    /// spec first (the nodes' log filter and format, say).
+    pub async fn start_with_spec(
+        n: u64,
+        shards: u16,
+        settings: &str,
+        spec_fn: impl FnOnce(&mut ClusterSpec),
+        prepare: impl FnOnce(&LocalCluster),
+    ) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let mut spec = ClusterSpec::new(BIN, dir.path(), n, shards);
         spec.settings = settings.to_string();
         spec.unlimited = true;
         spec.secrets = Some(secrets());
+        spec_fn(&mut spec);
         let mut local = LocalCluster::create(spec).expect("cluster spec");
         prepare(&local);
         local.start_all().await.expect("nodes start");
