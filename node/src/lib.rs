@@ -20,6 +20,7 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod ctl;
 pub mod dev;
 pub mod dev_demo;
 pub mod error;

@@ -3,6 +3,7 @@
 //! - `boxoffice node`: run one node (a TOML settings file and/or `--set`).
 //! - `boxoffice dev`: run a local N-node cluster as separate processes, with demo data.
 //! - `boxoffice token`: mint a signed bearer token.
+//! - `boxoffice ctl`: operate a running cluster (status, members, snapshots).
 //! - `boxoffice payments-sandbox`: a local payment provider speaking Stripe's API.
 
 use std::path::PathBuf;
@@ -41,6 +42,8 @@ enum Cmd {
     Dev(dev::DevArgs),
     /// Mint a signed bearer token.
     Token(TokenArgs),
+    /// Operate a running cluster through its admin API (status, members, snapshots, tokens).
+    Ctl(boxoffice_node::ctl::CtlArgs),
     /// Run a local payment provider that speaks Stripe's API and delivers signed webhooks.
     PaymentsSandbox(SandboxArgs),
 }
@@ -140,6 +143,14 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(boxoffice_node::run_node(config))
         }
         Cmd::Dev(args) => rt.block_on(dev::run(args)),
+        Cmd::Ctl(args) => {
+            // An operator's mistake gets its message and hint, not a backtrace.
+            if let Err(e) = rt.block_on(boxoffice_node::ctl::run(args)) {
+                eprintln!("error: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Cmd::Token(args) => {
             let var = if args.admin {
                 "BOXOFFICE_ADMIN_TOKEN_SECRET"

@@ -8,6 +8,7 @@
 
 mod abuse;
 mod booking;
+mod ctl;
 mod docs;
 mod faults;
 mod features;

@@ -1,0 +1,369 @@
+//! `boxoffice ctl`: the operator's command line over the admin API.
+//!
+//! Where it connects, and with which token, comes from (first found): the
+//! flags `--endpoint` and `--token`; the environment (`BOXOFFICE_ENDPOINT`,
+//! `BOXOFFICE_ADMIN_TOKEN`, or `BOXOFFICE_ADMIN_TOKEN_SECRET` to mint a
+//! short-lived admin token); a config file (`--config`, TOML with `endpoint`
+//! and `token`); and last a dev cluster's `cluster.json` (`--dev-dir`). Every
+//! command prints a table, or JSON with `--output json`. A node that cannot be
+//! reached, or a token it refuses, is an error that says what to check.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use boxoffice_api::{ClusterStatus, GroupMembership, MemberAction, MemberChange, Problem};
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Time allowed for one admin request (a membership change waits for the
+/// group's leader: `limits.membership_timeout_ms` is 10 s by default).
+pub const CTL_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lifetime of a token `ctl` mints from `BOXOFFICE_ADMIN_TOKEN_SECRET`.
+pub const CTL_TOKEN_TTL_S: u64 = 300;
+
+/// `boxoffice ctl`.
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// A node's public (or admin) API, e.g. `http://10.0.0.1:7100`.
+    #[arg(long, env = "BOXOFFICE_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// An admin token.
+    #[arg(long, env = "BOXOFFICE_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A TOML file with `endpoint` and `token` (used for what the flags and
+    /// the environment leave unset).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// A dev cluster's directory, used last (its cluster.json).
+    #[arg(long, default_value = crate::dev::DEFAULT_DEV_DIR)]
+    pub dev_dir: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlCmd,
+}
+
+/// How a command prints its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// The API's JSON, for scripts.
+    Json,
+}
+
+/// `boxoffice ctl` commands.
+#[derive(Subcommand, Debug)]
+pub enum CtlCmd {
+    /// The cluster as the endpoint's node sees it: members and every group's
+    /// leader, term, log positions and lag.
+    Status,
+    /// Change a group's members.
+    Members {
+        /// The change.
+        #[command(subcommand)]
+        change: MembersCmd,
+    },
+    /// Make a group's replica on the endpoint's node take a snapshot now.
+    Snapshot {
+        /// The group (0: the catalogue; 1..: shards).
+        group: u16,
+    },
+    /// Mint a token with a secret from the environment
+    /// (`BOXOFFICE_TOKEN_SECRET`, or `BOXOFFICE_ADMIN_TOKEN_SECRET` with `--admin`).
+    Token {
+        /// The token's user (`sub`).
+        #[arg(long)]
+        user: String,
+        /// An admin token.
+        #[arg(long)]
+        admin: bool,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl_s: u64,
+    },
+}
+
+/// `boxoffice ctl members`.
+#[derive(Subcommand, Debug)]
+pub enum MembersCmd {
+    /// Add node `id` to `group` as a learner at `addr` (its `peer_listen`).
+    Add {
+        /// The group.
+        group: u16,
+        /// The node's id.
+        id: u64,
+        /// Its cluster address.
+        #[arg(long)]
+        addr: String,
+        /// Accept an address that is neither a member's nor in
+        /// `peer_addresses_allowed` (a new machine).
+        #[arg(long)]
+        allow_unlisted_addr: bool,
+    },
+    /// Make learner `id` of `group` a voter.
+    Promote {
+        /// The group.
+        group: u16,
+        /// The node's id.
+        id: u64,
+    },
+    /// Remove node `id` from `group`.
+    Remove {
+        /// The group.
+        group: u16,
+        /// The node's id.
+        id: u64,
+    },
+}
+
+/// `--config`'s file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CtlFile {
+    endpoint: Option<String>,
+    token: Option<String>,
+}
+
+/// Runs `boxoffice ctl`; what it prints goes to stdout.
+pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
+    if let CtlCmd::Token { user, admin, ttl_s } = &args.command {
+        let var = if *admin {
+            "BOXOFFICE_ADMIN_TOKEN_SECRET"
+        } else {
+            "BOXOFFICE_TOKEN_SECRET"
+        };
+        let secret = std::env::var(var).with_context(|| format!("set {var} to mint a token"))?;
+        let token = crate::auth::Signer::hs256(&secret).mint(user, *ttl_s)?;
+        match args.output {
+            Output::Table => println!("{token}"),
+            Output::Json => println!("{}", serde_json::json!({ "token": token })),
+        }
+        return Ok(());
+    }
+    let conn = Connection::resolve(&args)?;
+    match &args.command {
+        CtlCmd::Status => {
+            let v = conn.get("/admin/v1/cluster").await?;
+            let status: ClusterStatus =
+                serde_json::from_value(v.clone()).context("the node's cluster status")?;
+            print(args.output, &v, || status_table(&status))
+        }
+        CtlCmd::Members { change } => {
+            let (group, id, body) = match change {
+                MembersCmd::Add {
+                    group,
+                    id,
+                    addr,
+                    allow_unlisted_addr,
+                } => (
+                    group,
+                    id,
+                    MemberChange {
+                        action: MemberAction::AddLearner,
+                        addr: Some(addr.clone()),
+                        allow_unlisted_addr: *allow_unlisted_addr,
+                    },
+                ),
+                MembersCmd::Promote { group, id } => (
+                    group,
+                    id,
+                    MemberChange {
+                        action: MemberAction::Promote,
+                        addr: None,
+                        allow_unlisted_addr: false,
+                    },
+                ),
+                MembersCmd::Remove { group, id } => (
+                    group,
+                    id,
+                    MemberChange {
+                        action: MemberAction::Remove,
+                        addr: None,
+                        allow_unlisted_addr: false,
+                    },
+                ),
+            };
+            let v = conn
+                .post(
+                    &format!("/admin/v1/groups/{group}/members/{id}"),
+                    &serde_json::to_value(&body)?,
+                )
+                .await?;
+            let m: GroupMembership =
+                serde_json::from_value(v.clone()).context("the group's membership")?;
+            print(args.output, &v, || {
+                format!(
+                    "group {}: voters {:?}, learners {:?}\n",
+                    group, m.voters, m.learners
+                )
+            })
+        }
+        CtlCmd::Snapshot { group } => {
+            let v = conn
+                .post(&format!("/admin/v1/groups/{group}/snapshot"), &Value::Null)
+                .await?;
+            print(args.output, &v, || format!("group {group}: {v}\n"))
+        }
+        CtlCmd::Token { .. } => unreachable!("answered above"),
+    }
+}
+
+/// Prints `json` or the table `table` makes.
+fn print(output: Output, json: &Value, table: impl FnOnce() -> String) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(json)?),
+        Output::Table => print!("{}", table()),
+    }
+    Ok(())
+}
+
+/// `ctl status` as text: the node, its members, then a row per group.
+pub fn status_table(s: &ClusterStatus) -> String {
+    let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    let mut out = format!(
+        "node {} ({}), shards {}\n\nMEMBER  ADDRESS\n",
+        s.node_id,
+        s.addr,
+        s.shards
+            .map_or_else(|| "- (not bootstrapped)".into(), |n| n.to_string())
+    );
+    for m in &s.members {
+        out += &format!("{:<7} {}\n", m.id, m.addr);
+    }
+    out += "\nGROUP      LEADER  STATE      TERM  LAST LOG  COMMITTED  APPLIED  LAG  VOTERS\n";
+    for g in &s.groups {
+        let lag = match (g.last_log_index, g.applied_index) {
+            (Some(l), Some(a)) => l.saturating_sub(a).to_string(),
+            (Some(l), None) => l.to_string(),
+            _ => "-".into(),
+        };
+        out += &format!(
+            "{:<10} {:<7} {:<10} {:<5} {:<9} {:<10} {:<8} {:<4} {:?}\n",
+            g.name,
+            opt(g.leader),
+            g.state,
+            g.term,
+            opt(g.last_log_index),
+            opt(g.committed_index),
+            opt(g.applied_index),
+            lag,
+            g.voters
+        );
+    }
+    out
+}
+
+/// Where `ctl` sends requests, with which token.
+struct Connection {
+    endpoint: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Connection {
+    fn resolve(args: &CtlArgs) -> anyhow::Result<Connection> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --config {}", path.display()))?;
+                toml::from_str::<CtlFile>(&text)
+                    .with_context(|| format!("--config {}", path.display()))?
+            }
+            None => CtlFile::default(),
+        };
+        let dev = std::fs::read_to_string(args.dev_dir.join("cluster.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<crate::dev::ClusterFile>(&t).ok());
+        let endpoint = args
+            .endpoint
+            .clone()
+            .or(file.endpoint)
+            .or_else(|| {
+                dev.as_ref()
+                    .and_then(|d| d.nodes.first())
+                    .map(|n| n.http.clone())
+            })
+            .context(
+                "no endpoint: give --endpoint URL (or BOXOFFICE_ENDPOINT, or endpoint in --config)",
+            )?;
+        let endpoint = if endpoint.contains("://") {
+            endpoint
+        } else {
+            format!("http://{endpoint}")
+        };
+        let minted = match std::env::var("BOXOFFICE_ADMIN_TOKEN_SECRET") {
+            Ok(secret) => Some(crate::auth::Signer::hs256(&secret).mint("ctl", CTL_TOKEN_TTL_S)?),
+            Err(_) => None,
+        };
+        let token = args
+            .token
+            .clone()
+            .or(minted)
+            .or(file.token)
+            .or_else(|| dev.map(|d| d.admin_token))
+            .context(
+                "no admin token: give --token (or BOXOFFICE_ADMIN_TOKEN, or \
+                 BOXOFFICE_ADMIN_TOKEN_SECRET to mint one, or token in --config)",
+            )?;
+        let http = reqwest::Client::builder()
+            .timeout(CTL_REQUEST_TIMEOUT)
+            .no_proxy()
+            .build()?;
+        Ok(Connection {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}{path}", self.endpoint)))
+            .await
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let req = self.http.post(format!("{}{path}", self.endpoint));
+        let req = if body.is_null() { req } else { req.json(body) };
+        self.send(req).await
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let resp = match req.bearer_auth(&self.token).send().await {
+            Ok(r) => r,
+            Err(e) if e.is_connect() || e.is_timeout() => bail!(
+                "cannot reach {}: {e}\nhint: is the node running, and is this its public or \
+                 admin listener (`listen` or `admin_listen`, not `peer_listen`)?",
+                self.endpoint
+            ),
+            Err(e) => bail!("request to {} failed: {e}", self.endpoint),
+        };
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("reading the answer")?;
+        if status.is_success() {
+            if bytes.is_empty() {
+                return Ok(Value::Null);
+            }
+            return serde_json::from_slice(&bytes).context("the answer is not JSON");
+        }
+        let problem = serde_json::from_slice::<Problem>(&bytes).ok();
+        let detail = problem.as_ref().map_or_else(
+            || String::from_utf8_lossy(&bytes).into_owned(),
+            |p| format!("{} ({}): {}", p.code, p.status, p.detail),
+        );
+        let hint = match status.as_u16() {
+            401 => {
+                "\nhint: the token is missing, expired or not signed with the cluster's admin \
+                    secret (mint one with `boxoffice ctl token --admin`)"
+            }
+            403 => "\nhint: this is a user token; admin commands need an admin token",
+            404 => "\nhint: is the endpoint a boxoffice node of this release?",
+            _ => "",
+        };
+        bail!("{} answered {detail}{hint}", self.endpoint)
+    }
+}
