@@ -73,6 +73,26 @@ pub enum CtlCmd {
         /// The group (0: the catalogue; 1..: shards).
         group: u16,
     },
+    /// Create the venues, performers and events of a JSON or TOML file:
+    /// `venues`, `performers` and `events`, each a list of the admin API's
+    /// bodies (`POST /admin/v1/venues`, ...). An event may name its venue by
+    /// `venue_name` (a venue of the same file) instead of `venue_id`.
+    Create {
+        /// The file (`.toml`, else JSON).
+        file: PathBuf,
+    },
+    /// Print an event's live seat map as it changes (the SSE stream's events,
+    /// one JSON line each), until `--events` have come or `--seconds` passed.
+    Tail {
+        /// The event.
+        event: u64,
+        /// Stop after this many stream events.
+        #[arg(long, default_value_t = 100)]
+        events: u64,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Mint a token with a secret from the environment
     /// (`BOXOFFICE_TOKEN_SECRET`, or `BOXOFFICE_ADMIN_TOKEN_SECRET` with `--admin`).
     Token {
@@ -209,8 +229,156 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 .await?;
             print(args.output, &v, || format!("group {group}: {v}\n"))
         }
+        CtlCmd::Create { file } => {
+            let v = create(&conn, file).await?;
+            print(args.output, &v, || {
+                let count = |k: &str| v[k].as_array().map_or(0, Vec::len);
+                format!(
+                    "created {} venues, {} performers, {} events\n",
+                    count("venues"),
+                    count("performers"),
+                    count("events")
+                )
+            })
+        }
+        CtlCmd::Tail {
+            event,
+            events,
+            seconds,
+        } => tail(&conn, *event, *events, Duration::from_secs(*seconds)).await,
         CtlCmd::Token { .. } => unreachable!("answered above"),
     }
+}
+
+/// `ctl create`: venues first (so events can name them), then performers,
+/// then events; answers what each creation answered.
+async fn create(conn: &Connection, file: &std::path::Path) -> anyhow::Result<Value> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let doc: Value = if file.extension().is_some_and(|e| e == "toml") {
+        let t: toml::Value =
+            toml::from_str(&text).with_context(|| format!("{} is not TOML", file.display()))?;
+        serde_json::to_value(t)?
+    } else {
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?
+    };
+    let Some(obj) = doc.as_object() else {
+        bail!(
+            "{}: expected a table of venues, performers and events",
+            file.display()
+        );
+    };
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !["venues", "performers", "events"].contains(&k.as_str()))
+    {
+        bail!(
+            "{}: unknown key {k:?} (known: venues, performers, events)",
+            file.display()
+        );
+    }
+    let list = |k: &str| -> anyhow::Result<Vec<Value>> {
+        match obj.get(k) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(a)) => Ok(a.clone()),
+            Some(_) => bail!("{}: {k} must be a list", file.display()),
+        }
+    };
+    let mut venue_ids = std::collections::BTreeMap::new();
+    let mut out = serde_json::Map::new();
+    let mut created = Vec::new();
+    for v in list("venues")? {
+        let name = v["name"].as_str().map(str::to_owned);
+        let answer = conn.post("/admin/v1/venues", &v).await?;
+        if let (Some(name), Some(id)) = (name, answer["venue_id"].as_u64()) {
+            venue_ids.insert(name, id);
+        }
+        created.push(answer);
+    }
+    out.insert("venues".into(), Value::Array(created));
+    let mut created = Vec::new();
+    for p in list("performers")? {
+        created.push(conn.post("/admin/v1/performers", &p).await?);
+    }
+    out.insert("performers".into(), Value::Array(created));
+    let mut created = Vec::new();
+    for mut e in list("events")? {
+        if let Some(map) = e.as_object_mut() {
+            if let Some(name) = map.remove("venue_name") {
+                let name = name.as_str().unwrap_or_default().to_string();
+                let id = venue_ids
+                    .get(&name)
+                    .with_context(|| format!("event names venue {name:?}, not in the file"))?;
+                map.insert("venue_id".into(), Value::from(*id));
+            }
+        }
+        created.push(conn.post("/admin/v1/events", &e).await?);
+    }
+    out.insert("events".into(), Value::Array(created));
+    Ok(Value::Object(out))
+}
+
+/// `ctl tail`: the event's seat stream, one JSON line per stream event
+/// (`{"event": kind, "id": .., "data": ..}`), bounded in count and time.
+async fn tail(conn: &Connection, event: u64, max: u64, time: Duration) -> anyhow::Result<()> {
+    let url = format!("{}/v1/events/{event}/seats/stream", conn.endpoint);
+    let mut resp = match reqwest::Client::builder()
+        .no_proxy()
+        .build()?
+        .get(&url)
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => bail!(
+            "cannot reach {}: {e}\nhint: is the node running?",
+            conn.endpoint
+        ),
+    };
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        bail!("{} answered {status}: {body}", conn.endpoint);
+    }
+    let deadline = tokio::time::Instant::now() + time;
+    let mut buf = String::new();
+    let mut seen = 0u64;
+    let (mut kind, mut id, mut data) = (String::new(), String::new(), String::new());
+    while seen < max {
+        let chunk = match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Err(_) => break,
+            Ok(c) => match c.context("reading the stream")? {
+                Some(c) => c,
+                None => break,
+            },
+        };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(at) = buf.find('\n') {
+            let line: String = buf.drain(..=at).collect();
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                if !data.is_empty() {
+                    let data_json: Value =
+                        serde_json::from_str(&data).unwrap_or(Value::String(data.clone()));
+                    println!(
+                        "{}",
+                        serde_json::json!({"event": kind, "id": id, "data": data_json})
+                    );
+                    seen += 1;
+                }
+                kind.clear();
+                id.clear();
+                data.clear();
+            } else if let Some(v) = line.strip_prefix("event:") {
+                kind = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("id:") {
+                id = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Prints `json` or the table `table` makes.
