@@ -164,17 +164,22 @@ async fn run(
         sizes.observe(batch.len() as f64);
         let raft = raft.clone();
         // The entry's span names the requests in it, so a request's id leads
-        // to its entry's log lines.
-        let ids: Vec<&str> = batch
-            .iter()
-            .filter_map(|p| p.request_id.as_deref())
-            .collect();
-        let span = tracing::info_span!(
-            "propose",
-            group = group.0,
-            requests = batch.len(),
-            request_ids = %ids.join(","),
-        );
+        // to its entry's log lines; at debug level, and built only when
+        // enabled (a span per entry has a cost on a busy leader).
+        let span = if tracing::enabled!(tracing::Level::DEBUG) {
+            let ids: Vec<&str> = batch
+                .iter()
+                .filter_map(|p| p.request_id.as_deref())
+                .collect();
+            tracing::debug_span!(
+                "propose",
+                group = group.0,
+                requests = batch.len(),
+                request_ids = %ids.join(","),
+            )
+        } else {
+            tracing::Span::none()
+        };
         tokio::spawn(
             async move {
                 propose_batch(group, &raft, batch).await;
