@@ -34,6 +34,16 @@ fn given(req: &Request) -> Option<Arc<str>> {
 /// Public and admin listeners: keeps or makes the id, answers with it, and
 /// serves the request in its span and scope.
 pub async fn at_the_edge(State(node): State<u64>, req: Request, next: Next) -> Response {
+    // A batch's writes pass this layer again inside the batch's own scope:
+    // they keep its id, span and scope rather than make new ones.
+    if let (None, Some(id)) = (given(&req), request_id::current()) {
+        let header = HeaderValue::from_str(&id).ok();
+        let mut resp = next.run(req).await;
+        if let Some(v) = header {
+            resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+        }
+        return resp;
+    }
     let id = given(&req).unwrap_or_else(|| make(node));
     let span = tracing::debug_span!(
         "request",
