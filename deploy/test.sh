@@ -71,6 +71,15 @@ for port in 7601 7602 7603; do
   grep -q '^boxoffice_raft_applied_index' <<<"$metrics"
   promtool check metrics <<<"$metrics"
 done
+# The operator console (/console) in headless Chromium on the same cluster, after
+# all that traffic: the cluster, the charts, an event's seat map, a hold shown
+# live through the seat stream, the waiting rooms and payments, each checked
+# against the API (node/tests/console/console_test.py). Its screenshots are kept.
+console_shots="$target_dir/console-screenshots"
+rm -rf "$console_shots"
+timeout 300 "${BOXOFFICE_VENV:-$HOME/.cache/boxoffice-venv}/bin/python" \
+  node/tests/console/console_test.py --cluster-dir "$smoke_dir" --screenshots "$console_shots"
+echo "console screenshots: $console_shots"
 stop_smoke
 # The abuse bench needs the default rate limits on: a cluster of its own.
 smoke_dir="$(mktemp -d)"

@@ -136,9 +136,16 @@ fn outer_layers(router: Router, state: &AppState) -> Router {
 }
 
 /// The router of the admin listener (`admin_listen`): the admin API and the
-/// health checks.
+/// health checks, and the public reads the console (`/console`, served with
+/// the admin API) makes, so that its page asks nothing of another origin: the
+/// events (`GET /v1/events` and `/v1/events/{id}`, its picker and titles) and
+/// the live seat-map stream. They are read-only and open to anyone on the
+/// public listener already.
 pub fn admin_router(state: AppState) -> Router {
-    let routes = crate::api::admin_routes().merge(crate::api::cluster::health_routes());
+    let routes = crate::api::admin_routes()
+        .merge(crate::api::cluster::health_routes())
+        .merge(crate::api::events::routes())
+        .merge(crate::api::streams::routes());
     bounded(routes, &state)
         .layer(axum::middleware::map_response_with_state(
             state.node.id(),

@@ -275,6 +275,10 @@ pub struct Limits {
     pub sse_replay_max: usize,
     /// Events queued between a live stream's task and its HTTP body.
     pub sse_stream_queue_max: usize,
+    /// Backup exports (`GET /admin/v1/groups/{g}/backup`) a node writes at once;
+    /// beyond it → 503 + Retry-After. Each holds a copy of a group's state on
+    /// disk while it streams.
+    pub backup_exports_max: usize,
 }
 
 impl Default for Limits {
@@ -293,6 +297,7 @@ impl Default for Limits {
             peer_connect_timeout_ms: 1_000,
             replica_staleness_ms_max: 5_000,
             sse_streams_max: 10_000,
+            backup_exports_max: 1,
             sse_streams_per_user_max: 8,
             sse_streams_per_address_max: 64,
             membership_timeout_ms: 10_000,
@@ -669,6 +674,7 @@ impl NodeConfig {
             ("limits.page_size_max", l.page_size_max as u64),
             ("limits.peer_connect_timeout_ms", l.peer_connect_timeout_ms),
             ("limits.sse_streams_max", l.sse_streams_max as u64),
+            ("limits.backup_exports_max", l.backup_exports_max as u64),
             (
                 "limits.sse_streams_per_user_max",
                 l.sse_streams_per_user_max as u64,

@@ -43,6 +43,10 @@ pub struct DevArgs {
     /// load from one address and a few users (the limits exist to stop that).
     #[arg(long)]
     pub no_rate_limits: bool,
+    /// On first start, restore this backup (`boxoffice ctl backup`) into the new
+    /// cluster instead of bootstrapping an empty one (no demo catalogue).
+    #[arg(long)]
+    pub restore_from: Option<PathBuf>,
 }
 
 /// One node of a dev cluster, as written to `cluster.json`.
@@ -226,7 +230,32 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut settings = toml::Table::new();
     settings.insert("payments".into(), toml::Value::Table(payments));
     spec.settings = toml::to_string(&settings)?;
+    let restore = match (&args.restore_from, &existing) {
+        (Some(from), None) => {
+            let m = crate::backup::verify(from)?;
+            spec.shards = m.shards;
+            Some(from.clone())
+        }
+        (Some(_), Some(_)) => anyhow::bail!(
+            "{} already holds a cluster: restore into a new directory",
+            dir.display()
+        ),
+        (None, _) => None,
+    };
     let mut cluster = LocalCluster::create(spec)?;
+    if let Some(from) = &restore {
+        let members: std::collections::BTreeMap<u64, String> = cluster
+            .nodes
+            .values()
+            .map(|n| (n.id, n.peer_addr.to_string()))
+            .collect();
+        for n in cluster.nodes.values() {
+            crate::backup::restore_data_dir(from, &n.data_dir, n.id, &members)
+                .with_context(|| format!("restoring node {}", n.id))?;
+        }
+        println!("restored {} into {} nodes", from.display(), members.len());
+        (initialized, demo_loaded) = (true, true);
+    }
     let node_urls: Vec<String> = cluster.nodes.values().map(|n| n.addr.to_string()).collect();
     let mut sandbox_child = start_sandbox(&dir, &sandbox, &node_urls)?;
     let sandbox = SandboxEntry {

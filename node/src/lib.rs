@@ -9,6 +9,9 @@
 //!   bounds; [`listener`]: TLS and write deadlines on them; [`api`]: the handlers, a file per
 //!   resource; [`error`]: problem+json answers; [`auth`]: bearer tokens;
 //!   [`rate_limits`]: per user and per client address.
+//! - [`console`]: the operator console (`/console`, served with the admin API).
+//! - [`backup`]: backups on disk (manifest, checks) and restoring one into a new
+//!   node's data directory; [`ctl`]: `boxoffice ctl`, the operator's command line.
 //! - [`live`]: live seat-map streams; [`search`]: the node's search index;
 //!   [`event_cache`]: rendered event views.
 //! - [`local_cluster`]: real node processes on this machine (the dev cluster, the
@@ -18,8 +21,10 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod ctl;
 pub mod dev;
 pub mod dev_demo;
@@ -30,6 +35,7 @@ pub mod live;
 pub mod local_cluster;
 pub mod metrics;
 pub mod node;
+pub mod openapi;
 pub mod payments;
 pub mod proposer;
 pub mod queue;

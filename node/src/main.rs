@@ -46,6 +46,8 @@ enum Cmd {
     Ctl(boxoffice_node::ctl::CtlArgs),
     /// Run a local payment provider that speaks Stripe's API and delivers signed webhooks.
     PaymentsSandbox(SandboxArgs),
+    /// Print the API's OpenAPI 3.1 document (what `GET /openapi.json` serves).
+    Openapi,
 }
 
 #[derive(Args)]
@@ -143,6 +145,10 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(boxoffice_node::run_node(config))
         }
         Cmd::Dev(args) => rt.block_on(dev::run(args)),
+        Cmd::Openapi => {
+            println!("{}", boxoffice_node::openapi::rendered());
+            Ok(())
+        }
         Cmd::Ctl(args) => {
             // An operator's mistake gets its message and hint, not a backtrace.
             if let Err(e) = rt.block_on(boxoffice_node::ctl::run(args)) {

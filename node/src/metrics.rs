@@ -410,6 +410,13 @@ fn gauge_value(v: u64) -> i64 {
 }
 
 /// `GET /metrics`.
+/// `GET /metrics` in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(serve))]
+pub struct Doc;
+
+#[utoipa::path(get, path = "/metrics", tag = "cluster",
+    responses((status = 200, description = "Prometheus text format 0.0.4 (see the README's Metrics table)", content_type = "text/plain", body = String)))]
 pub async fn serve(State(state): State<crate::app::AppState>) -> Response {
     let node = state.node.clone();
     let body = node.metrics.render(&node);

@@ -93,6 +93,8 @@ pub struct Node {
     feeds: RwLock<BTreeMap<GroupId, Arc<crate::live::Feed>>>,
     /// Permits for live seat-map streams (`limits.sse_streams_max`).
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// Backup exports in progress (`limits.backup_exports_max`).
+    pub backups: Arc<tokio::sync::Semaphore>,
     /// Rendered event views, kept in step with the catalogue's change stream.
     pub event_cache: crate::event_cache::EventCache,
     /// Each group's proposal batcher, started on the first write this node leads.
@@ -150,6 +152,9 @@ impl Node {
         .map_err(|e| anyhow::anyhow!("node-to-node client: {e}"))?;
         let raft_config = Arc::new(config.openraft().map_err(anyhow::Error::msg)?);
         let streams = Arc::new(tokio::sync::Semaphore::new(config.limits.sse_streams_max));
+        let backups = Arc::new(tokio::sync::Semaphore::new(
+            config.limits.backup_exports_max,
+        ));
         let event_cache =
             crate::event_cache::EventCache::new(config.limits.event_cache_entries_max);
         let hold_churn = crate::rate_limits::HoldChurn::new(&config.rate_limits);
@@ -172,6 +177,7 @@ impl Node {
             search: std::sync::OnceLock::new(),
             feeds: RwLock::new(BTreeMap::new()),
             streams,
+            backups,
             event_cache,
             clocks: crate::clock::PeerClocks::default(),
         });

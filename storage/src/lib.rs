@@ -12,11 +12,14 @@
 //! - [`memory`]: a group's records in memory, when the state machine is kept
 //!   there (`storage.state_machine = "memory"`), persisted by the log and snapshots.
 //! - [`state_machine`]: openraft's `RaftStateMachine` for one group, and snapshots.
+//! - [`backup`]: restoring a group from a backup (an exported snapshot file)
+//!   into an empty data directory.
 //! - [`read`]: read-only views of applied state for the node's query paths.
 //! - [`testing`]: builders of log entries for tests and benchmarks.
 //!
 //! Storage knows nothing about HTTP. Apply never reads a clock.
 
+pub mod backup;
 pub mod db;
 pub mod keys;
 pub mod kv;

@@ -113,7 +113,7 @@ impl StateMachineStore {
         snapshot_root: &Path,
         settings: &crate::StorageSettings,
     ) -> Result<Self, crate::StorageError> {
-        let dir = snapshot_root.join(format!("g{}", group.0));
+        let dir = group_dir(snapshot_root, group);
         fs::create_dir_all(&dir)?;
         let (changes, _) = broadcast::channel(settings.changes_capacity.max(1));
         let state = match settings.state_machine {
@@ -234,7 +234,7 @@ impl StateMachineStore {
     }
 
     fn current_path(&self) -> PathBuf {
-        self.dir.join("current.snap")
+        current_snapshot_path(&self.dir)
     }
 
     /// Replaces the group's state with the records of a verified snapshot file.
@@ -335,7 +335,6 @@ impl StateMachineStore {
     /// Writes the state `kv` shows as the current snapshot file (fsynced, then
     /// renamed into place and the directory fsynced).
     fn write_snapshot(&self, kv: &dyn KvRead) -> Result<Snapshot<TypeConfig>, crate::StorageError> {
-        let prefix = Key::group(self.group).build();
         let m = machine::read_meta(kv, self.group);
         let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match m.last_applied {
@@ -348,48 +347,32 @@ impl StateMachineStore {
             snapshot_id,
         };
         let tmp = self.dir.join(format!("build-{seq}.tmp"));
-        {
-            let mut w = HashingWriter::new(BufWriter::new(File::create(&tmp)?));
-            w.write_all(MAGIC)?;
-            let header = codec::encode(&SnapshotHeader {
-                group: self.group.0,
-                meta: meta.clone(),
-            });
-            w.write_all(&(header.len() as u32).to_le_bytes())?;
-            w.write_all(&header)?;
-            let mut failed = None;
-            kv.scan(&prefix, &prefix, &mut |k, v| {
-                let k = &k[prefix.len()..];
-                let written = (|| {
-                    w.write_all(&(k.len() as u32).to_le_bytes())?;
-                    w.write_all(k)?;
-                    w.write_all(&(v.len() as u32).to_le_bytes())?;
-                    w.write_all(v)
-                })();
-                match written {
-                    Ok(()) => true,
-                    Err(e) => {
-                        failed = Some(e);
-                        false
-                    }
-                }
-            });
-            if let Some(e) = failed {
-                return Err(e.into());
-            }
-            w.write_all(&END_MARK.to_le_bytes())?;
-            let sum = w.hasher.digest();
-            let mut inner = w.inner;
-            inner.write_all(&sum.to_le_bytes())?;
-            let f = inner.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()?;
-        }
+        write_view(kv, self.group, &meta, &tmp)?;
         fs::rename(&tmp, self.current_path())?;
         File::open(&self.dir)?.sync_all()?;
         let f = File::open(self.current_path())?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(tokio::fs::File::from_std(f)),
+        })
+    }
+
+    /// Writes the applied state as it is now to `path`, in the snapshot file
+    /// format (fsynced), without touching the group's own snapshot: an online
+    /// backup of this replica. Every entry it covers is committed.
+    pub fn export(&self, path: &Path) -> Result<SnapshotMeta, crate::StorageError> {
+        self.with_view(|kv| {
+            let m = machine::read_meta(kv, self.group);
+            let meta = SnapshotMeta {
+                last_log_id: m.last_applied,
+                last_membership: m.membership.clone(),
+                snapshot_id: match m.last_applied {
+                    Some(l) => format!("{}-{}-{}-export", self.group.0, l.leader_id.term, l.index),
+                    None => format!("{}-none-export", self.group.0),
+                },
+            };
+            write_view(kv, self.group, &meta, path)?;
+            Ok(meta)
         })
     }
 
@@ -424,6 +407,109 @@ impl StateMachineStore {
 }
 
 /// The group's records in the `sm` column family, as a map.
+/// Where a group's snapshot directory keeps its current snapshot.
+pub(crate) fn current_snapshot_path(group_dir: &Path) -> PathBuf {
+    group_dir.join("current.snap")
+}
+
+/// A group's snapshot directory under the node's snapshot root.
+pub(crate) fn group_dir(snapshot_root: &Path, group: GroupId) -> PathBuf {
+    snapshot_root.join(format!("g{}", group.0))
+}
+
+/// Writes a snapshot file: magic and header, then records, then the end mark
+/// and checksum. `finish` fsyncs it.
+pub(crate) struct SnapshotWriter {
+    w: HashingWriter<BufWriter<File>>,
+}
+
+impl SnapshotWriter {
+    /// Creates `path` and writes the header of `group`'s snapshot `meta`.
+    pub(crate) fn create(
+        path: &Path,
+        group: GroupId,
+        meta: &SnapshotMeta,
+    ) -> Result<Self, crate::StorageError> {
+        let mut w = HashingWriter::new(BufWriter::new(File::create(path)?));
+        w.write_all(MAGIC)?;
+        let header = codec::encode(&SnapshotHeader {
+            group: group.0,
+            meta: meta.clone(),
+        });
+        w.write_all(&(header.len() as u32).to_le_bytes())?;
+        w.write_all(&header)?;
+        Ok(SnapshotWriter { w })
+    }
+
+    /// One record: its key without the group prefix, and its value.
+    pub(crate) fn record(&mut self, k: &[u8], v: &[u8]) -> std::io::Result<()> {
+        self.w.write_all(&(k.len() as u32).to_le_bytes())?;
+        self.w.write_all(k)?;
+        self.w.write_all(&(v.len() as u32).to_le_bytes())?;
+        self.w.write_all(v)
+    }
+
+    /// Ends the file and fsyncs it.
+    pub(crate) fn finish(mut self) -> Result<(), crate::StorageError> {
+        self.w.write_all(&END_MARK.to_le_bytes())?;
+        let sum = self.w.hasher.digest();
+        let mut inner = self.w.inner;
+        inner.write_all(&sum.to_le_bytes())?;
+        let f = inner.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        Ok(())
+    }
+}
+
+/// Writes every record of `group` that `kv` shows to a snapshot file at `path`.
+fn write_view(
+    kv: &dyn KvRead,
+    group: GroupId,
+    meta: &SnapshotMeta,
+    path: &Path,
+) -> Result<(), crate::StorageError> {
+    let prefix = Key::group(group).build();
+    let mut w = SnapshotWriter::create(path, group, meta)?;
+    let mut failed = None;
+    kv.scan(
+        &prefix,
+        &prefix,
+        &mut |k, v| match w.record(&k[prefix.len()..], v) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        },
+    );
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    w.finish()
+}
+
+/// Reads a snapshot file's records in order, after checking it whole
+/// (structure and checksum): its header's group and meta, and each record's key
+/// (without the group prefix) and value.
+pub(crate) fn read_snapshot_file(
+    path: &Path,
+    mut each: impl FnMut(Vec<u8>, Vec<u8>) -> Result<(), crate::StorageError>,
+) -> Result<(u16, SnapshotMeta), crate::StorageError> {
+    verify_snapshot_file(path)?;
+    let mut r = BufReader::new(File::open(path)?);
+    let header = skip_header(&mut r)?;
+    while let Some((k, v)) = read_record(&mut r)? {
+        each(k, v)?;
+    }
+    Ok((header.group, header.meta))
+}
+
+/// Checks a snapshot file (structure and checksum) and answers its group and meta.
+pub fn verify_file(path: &Path) -> Result<(u16, SnapshotMeta), crate::StorageError> {
+    let h = verify_snapshot_file(path)?;
+    Ok((h.group, h.meta))
+}
+
 fn rocks_records(db: &Db, group: GroupId) -> Records {
     let prefix = Key::group(group).build();
     let mut records = Records::new();

@@ -10,6 +10,7 @@ use crate::common::Applied;
 
 /// `GET /healthz`: the process answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// Always `ok`.
     pub status: String,
@@ -20,6 +21,7 @@ pub struct Health {
 /// `GET /readyz`: 200 when bootstrapped and every group has a leader this node
 /// knows, 503 otherwise (with `reason`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Readiness {
     /// Ready to serve.
     pub ready: bool,
@@ -44,6 +46,7 @@ pub struct Readiness {
 
 /// A cluster member: id and the address peers reach it at (its `peer_listen`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Member {
     /// Node id (≥ 1).
@@ -54,6 +57,7 @@ pub struct Member {
 
 /// A member as `GET /admin/v1/cluster` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemberStatus {
     /// Node id (≥ 1).
     pub id: u64,
@@ -68,6 +72,7 @@ pub struct MemberStatus {
 
 /// `POST /admin/v1/cluster/init`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClusterInit {
     /// Every first member, the receiving node among them.
@@ -79,6 +84,7 @@ pub struct ClusterInit {
 
 /// The answer of a cluster bootstrap.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClusterInitialized {
     /// Inventory shards.
     pub shards: u16,
@@ -92,6 +98,7 @@ pub struct ClusterInitialized {
 
 /// One group as `GET /admin/v1/cluster` shows it (this node's view).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GroupStatus {
     /// Group id (0 = catalogue).
     pub group: u16,
@@ -129,6 +136,7 @@ pub struct GroupStatus {
 
 /// A shard's payment counts (counted by apply, the same on every replica).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PaymentCountsView {
     /// Checkouts that put a payment in flight.
     pub checkouts: u64,
@@ -152,6 +160,7 @@ pub struct PaymentCountsView {
 
 /// `GET /admin/v1/cluster`: the answering node's view of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClusterStatus {
     /// The answering node.
     pub node_id: u64,
@@ -180,6 +189,7 @@ pub struct ClusterStatus {
 
 /// `POST /admin/v1/groups/{g}/snapshot` (202).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SnapshotTriggered {
     /// The group.
     pub group: u16,
@@ -189,6 +199,7 @@ pub struct SnapshotTriggered {
 
 /// What to do to a node's membership of one group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MemberAction {
     /// Drop it from the voters (and from replication).
@@ -201,6 +212,7 @@ pub enum MemberAction {
 
 /// `POST /admin/v1/groups/{g}/members/{id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MemberChange {
     /// What to do.
@@ -217,6 +229,7 @@ pub struct MemberChange {
 
 /// The group's membership after a change, as the answering node sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GroupMembership {
     /// The group.
     pub group: u16,
@@ -230,6 +243,7 @@ pub struct GroupMembership {
 
 /// `POST /admin/v1/fault/clock` (nodes with `fault_injection = true` only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClockOffset {
     /// Offset added to the node's wall clock, ms (within ± one day).
@@ -238,6 +252,7 @@ pub struct ClockOffset {
 
 /// The answer of a clock-offset change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClockOffsetSet {
     /// The offset now.
     pub clock_offset_ms: i64,
@@ -249,6 +264,7 @@ pub struct ClockOffsetSet {
 
 /// One row of a new seated venue.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewRow {
     /// Row name, e.g. `A`.
@@ -261,6 +277,7 @@ pub struct NewRow {
 
 /// One section of a new seated venue.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewSection {
     /// Section name.
@@ -288,6 +305,7 @@ impl NewSection {
 
 /// A general-admission venue's capacity and price.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewGeneralAdmission {
     /// Tickets.
@@ -298,6 +316,7 @@ pub struct NewGeneralAdmission {
 
 /// `POST /admin/v1/venues`: exactly one of `sections` and `general_admission`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewVenue {
     /// Display name.
@@ -417,6 +436,7 @@ impl NewVenue {
 
 /// The answer of a venue creation (201).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VenueCreated {
     /// Its id.
     pub venue_id: u64,
@@ -428,6 +448,7 @@ pub struct VenueCreated {
 
 /// `POST /admin/v1/performers`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewPerformer {
     /// Display name.
@@ -439,6 +460,7 @@ pub struct NewPerformer {
 
 /// The answer of a performer creation (201).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PerformerCreated {
     /// Its id.
     pub performer_id: u64,
@@ -450,6 +472,7 @@ pub struct PerformerCreated {
 
 /// `POST /admin/v1/events` (and each item of a batch).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewEvent {
     /// Display name.
@@ -476,6 +499,7 @@ pub struct NewEvent {
 
 /// The answer of an event creation (201).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventCreated {
     /// Its id.
     pub event_id: u64,
@@ -491,6 +515,7 @@ pub struct EventCreated {
 
 /// `POST /admin/v1/events/batch`: up to 1000 events, all or none.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewEvents {
     /// The events.
@@ -499,6 +524,7 @@ pub struct NewEvents {
 
 /// An event of a batch: its id and shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventPlaced {
     /// Its id.
     pub event_id: u64,
@@ -508,6 +534,7 @@ pub struct EventPlaced {
 
 /// The answer of a batch creation (201).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventsCreated {
     /// The events, in request order.
     pub events: Vec<EventPlaced>,
@@ -519,6 +546,7 @@ pub struct EventsCreated {
 
 /// `PATCH /admin/v1/events/{id}`: `None` leaves a field as is; at least one.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EventUpdate {
     /// New name.
@@ -537,6 +565,7 @@ pub struct EventUpdate {
 
 /// The answer of an event update.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventUpdated {
     /// The event.
     pub event_id: u64,
@@ -550,6 +579,7 @@ pub struct EventUpdated {
 
 /// `PUT /admin/v1/webhooks/{name}`: an endpoint of the site's outgoing webhooks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetWebhookEndpoint {
     /// Where deliveries are POSTed (http or https).
@@ -573,6 +603,7 @@ fn yes() -> bool {
 
 /// An endpoint as the admin API shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WebhookEndpointView {
     /// Its name.
     pub name: String,
@@ -589,6 +620,7 @@ pub struct WebhookEndpointView {
 
 /// `GET /admin/v1/webhooks`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WebhookEndpointList {
     /// The endpoints, by name.
     pub endpoints: Vec<WebhookEndpointView>,
@@ -596,6 +628,7 @@ pub struct WebhookEndpointList {
 
 /// One event's delivery to one endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeliveryView {
     /// The event's id (`evt_<shard>_<seq>`), as the site receives it.
     pub event_id: String,
@@ -616,6 +649,7 @@ pub struct DeliveryView {
 
 /// `GET /admin/v1/webhooks/{name}/deliveries`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeliveryList {
     /// Deliveries, by shard then seq.
     pub deliveries: Vec<DeliveryView>,
@@ -624,6 +658,7 @@ pub struct DeliveryList {
 /// `PUT` and `GET /admin/v1/events/{id}/payments`: an event's own payment
 /// settings; a setting left out (or `null`) is the cluster's (`[payments]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EventPaymentSettings {
     /// How much longer a hold lives once its payment is in flight (s, 1..=86400).

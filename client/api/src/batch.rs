@@ -36,6 +36,7 @@ pub const BATCH_REQUEST_HEADERS: [&str; 3] = [
 
 /// The body of `POST /v1/batch`.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// The writes, answered in this order.
@@ -44,6 +45,7 @@ pub struct BatchRequest {
 
 /// One write of a batch: what its own HTTP request would have been.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BatchedRequest {
     /// `POST`, `PUT` or `DELETE`.
@@ -55,11 +57,13 @@ pub struct BatchedRequest {
     pub headers: BTreeMap<String, String>,
     /// Its JSON body, if it has one.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub body: Option<Box<RawValue>>,
 }
 
 /// The answer of `POST /v1/batch` (200 once every write is answered).
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchAnswer {
     /// One answer per request, in the request's order.
     pub responses: Vec<BatchedAnswer>,
@@ -68,6 +72,7 @@ pub struct BatchAnswer {
 /// The answer one write of a batch got: what its own HTTP answer would have
 /// been.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchedAnswer {
     /// Its HTTP status.
     pub status: u16,
@@ -77,5 +82,6 @@ pub struct BatchedAnswer {
     pub headers: BTreeMap<String, String>,
     /// Its body (an answer type, or a problem), `null` if it had none.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub body: Option<Box<RawValue>>,
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where and when a write was applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Applied {
     /// Group (0 = catalogue, 1.. = inventory shard).
     pub shard: u16,
@@ -19,6 +20,7 @@ pub struct Applied {
 /// How fresh a read is: which replica state it saw, and how far that state
 /// trails the answering node's clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Freshness {
     /// Group read.
     pub shard: u16,
@@ -40,6 +42,7 @@ pub struct Freshness {
 
 /// Read consistency, `?consistency=`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Consistency {
     /// From the answering node's replica (fast; says how fresh it is).

@@ -207,8 +207,24 @@ impl<'de> Deserialize<'de> for ProblemCode {
     }
 }
 
+/// In the OpenAPI document a code is one of the strings of [`ProblemCode::ALL`].
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ProblemCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(ProblemCode::ALL.iter().map(|c| c.as_str())))
+            .description(Some("A stable problem code"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ProblemCode {}
+
 /// A problem body as the API sends it (RFC 9457).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// `urn:boxoffice:problem:<code>`.
     #[serde(rename = "type")]

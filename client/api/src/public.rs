@@ -10,6 +10,7 @@ use crate::common::{Applied, Freshness};
 
 /// An event's own fields, as views show them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventInfo {
     /// Id.
     pub event_id: u64,
@@ -33,6 +34,7 @@ pub struct EventInfo {
 
 /// A venue as event views show it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VenueInfo {
     /// Id.
     pub venue_id: u64,
@@ -52,6 +54,7 @@ pub struct VenueInfo {
 
 /// A performer as event views show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PerformerInfo {
     /// Id.
     pub performer_id: u64,
@@ -63,6 +66,7 @@ pub struct PerformerInfo {
 
 /// An event with its venue and performers (an item of [`EventPage`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventDetails {
     /// The event.
     pub event: EventInfo,
@@ -74,6 +78,7 @@ pub struct EventDetails {
 
 /// `GET /v1/events/{id}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventView {
     /// The event.
     pub event: EventInfo,
@@ -99,6 +104,7 @@ impl EventView {
 
 /// `GET /v1/events?after=&limit=`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventPage {
     /// Events in id order.
     pub events: Vec<EventDetails>,
@@ -112,6 +118,7 @@ pub struct EventPage {
 
 /// A seat's status at the read's time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SeatStatus {
     /// Can be held.
@@ -145,6 +152,7 @@ impl SeatStatus {
 
 /// An event's ticket counts at the read's time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SeatCounts {
     /// The event.
     pub event_id: u64,
@@ -168,12 +176,15 @@ pub struct SeatCounts {
 
 /// One seat of a seat map.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Seat {
     /// Seat id, used in hold requests.
     pub seat_id: u32,
     /// Section name (shared by the section's seats: one allocation per section).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub section: Arc<str>,
     /// Row name (shared by the row's seats).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub row: Arc<str>,
     /// Seat number in the row, from 1.
     pub number: u32,
@@ -188,6 +199,7 @@ pub struct Seat {
 
 /// `GET /v1/events/{id}/seats`: an event's availability, seat by seat.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SeatMap {
     /// The event's counts (always the whole event's, even for one section).
     #[serde(flatten)]
@@ -201,10 +213,13 @@ pub struct SeatMap {
 
 /// One row of a compact seat map: its seats' statuses as one string.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SeatRow {
     /// Section name.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub section: Arc<str>,
     /// Row name.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub row: Arc<str>,
     /// Seat id of the row's seat number 1; seat number n is `first_seat_id + n - 1`.
     pub first_seat_id: u32,
@@ -228,6 +243,7 @@ impl SeatRow {
 /// without hold expiry times, in about a thirtieth of the bytes, for drawing
 /// large venues.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SeatRows {
     /// The event's counts.
     #[serde(flatten)]
@@ -252,6 +268,7 @@ pub enum Selection {
 
 /// `POST /v1/holds`: exactly one of `seat_ids` and `quantity`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewHold {
     /// The event.
@@ -285,6 +302,7 @@ impl NewHold {
 
 /// A granted hold (`POST /v1/holds` → 201).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Hold {
     /// Id, e.g. `h3-17`: it names its shard.
     pub hold_id: String,
@@ -308,6 +326,7 @@ pub struct Hold {
 
 /// A hold's lifecycle state as its owner sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HoldState {
     /// Live until `expires_at_ms`.
@@ -325,6 +344,7 @@ pub enum HoldState {
 
 /// `GET /v1/holds/{id}`: the caller's hold.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HoldStatus {
     /// Id.
     pub hold_id: String,
@@ -359,6 +379,7 @@ pub struct HoldStatus {
 
 /// A hold's payment with the provider.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PaymentView {
     /// The provider's payment id (`pi_...`).
     pub payment_id: String,
@@ -372,6 +393,7 @@ pub struct PaymentView {
 
 /// A refund owed or made.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefundView {
     /// The payment refunded.
     pub payment_id: String,
@@ -392,6 +414,7 @@ pub struct RefundView {
 
 /// `POST /v1/holds/{id}/checkout`: the hold's payment, for the front end to collect.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Checkout {
     /// The hold.
     pub hold_id: String,
@@ -414,6 +437,7 @@ pub struct Checkout {
 
 /// `POST /v1/bookings/{id}/cancel` and the admin cancel: what became of it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Cancelled {
     /// The booking.
     pub booking_id: String,
@@ -431,6 +455,7 @@ pub struct Cancelled {
 
 /// `POST /v1/holds/{id}/confirm`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmHold {
     /// The payment reference recorded with the booking.
@@ -441,6 +466,7 @@ pub struct ConfirmHold {
 
 /// A booking's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BookingStatus {
     /// Booked and paid.
@@ -452,6 +478,7 @@ pub enum BookingStatus {
 /// A booking: the answer of a confirm (201, with `applied` and `replayed`) and
 /// of `GET /v1/bookings/{id}` (with `freshness`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Booking {
     /// Id, e.g. `b3-18`: it names its shard.
     pub booking_id: String,
@@ -492,6 +519,7 @@ pub struct Booking {
 
 /// `GET /v1/bookings[?event_id=]`: the caller's bookings, oldest first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BookingList {
     /// At most `limits.page_size_max` of them.
     pub bookings: Vec<Booking>,
@@ -619,6 +647,7 @@ impl SearchQuery {
 
 /// One search result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SearchHit {
     /// Event id.
     pub event_id: u64,
@@ -646,6 +675,7 @@ pub struct SearchHit {
 
 /// How fresh the answering node's search index is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SearchFreshness {
     /// Catalogue log index the index has caught up with.
     pub indexed_through_index: u64,
@@ -657,6 +687,7 @@ pub struct SearchFreshness {
 
 /// `GET /v1/search`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SearchPage {
     /// Hits, best first (or in the asked order).
     pub results: Vec<SearchHit>,

@@ -10,6 +10,7 @@ pub const ADMISSION_HEADER: &str = "boxoffice-admission";
 
 /// `PUT /admin/v1/events/{id}/queue`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct QueueSettings {
     /// Joins are taken from this time (RFC 3339).
@@ -30,6 +31,7 @@ pub struct QueueSettings {
 
 /// The order of the pre-queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum QueueOrderName {
     /// Shuffled at the start; later joins in arrival order.
@@ -40,6 +42,7 @@ pub enum QueueOrderName {
 
 /// Where a queue stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum QueueStatusName {
     /// Taking joins; admitting once the sale has started.
@@ -54,6 +57,7 @@ pub enum QueueStatusName {
 
 /// `GET /admin/v1/events/{id}/queue`: a queue's settings and live figures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueStats {
     /// The event.
     pub event_id: u64,
@@ -85,6 +89,7 @@ pub struct QueueStats {
 
 /// A user's phase in a queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum QueuePhase {
     /// Joined before the sale; the position is fixed when it starts (a range
@@ -105,6 +110,7 @@ pub enum QueuePhase {
 /// `POST /v1/events/{id}/queue` and `GET /v1/events/{id}/queue/me` (and each
 /// event of the position stream): where the user stands.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueuePlace {
     /// The event.
     pub event_id: u64,

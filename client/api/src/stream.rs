@@ -58,6 +58,7 @@ impl StreamEventKind {
 
 /// `snapshot`: the seat map the stream starts from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StreamSnapshot {
     /// The event's shard.
     pub shard: u16,
@@ -69,6 +70,7 @@ pub struct StreamSnapshot {
 
 /// What a change did to its seats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SeatChangeKind {
     /// A hold took them (until `expires_at_ms`).
@@ -83,6 +85,7 @@ pub enum SeatChangeKind {
 
 /// `change`: one applied write's effect on an event's seats.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SeatChange {
     /// Applied log index (several changes can share one: a leader batches
     /// requests into one entry; the SSE id tells them apart).
@@ -107,6 +110,7 @@ pub struct SeatChange {
 
 /// `expired`: a hold's tickets became available because it expired.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SeatsExpired {
     /// The event.
     pub event_id: u64,
@@ -121,6 +125,7 @@ pub struct SeatsExpired {
 
 /// `reset`: why the node ends the stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StreamReset {
     /// For people.
     pub reason: String,
@@ -128,6 +133,7 @@ pub struct StreamReset {
 
 /// `error`: why the stream cannot go on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StreamError {
     /// A problem code (`unknown_event`).
     pub code: crate::ProblemCode,

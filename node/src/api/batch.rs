@@ -34,6 +34,14 @@ const NOT_BATCHED: [&str; 2] = ["/v1/payments/webhook", "/stream"];
 const ANSWER_BYTES_MAX: usize = 64 * 1024;
 
 /// `POST /v1/batch`.
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(run))]
+pub struct Doc;
+
+#[utoipa::path(post, path = "/v1/batch", tag = "holds",
+    request_body = boxoffice_api::BatchRequest,
+    responses((status = 200, description = "Every write's own answer, in order", body = boxoffice_api::BatchAnswer), crate::openapi::Problems))]
 pub async fn run(
     State(state): State<AppState>,
     Extension(BatchTarget(router)): Extension<BatchTarget>,

@@ -25,6 +25,11 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/bookings/{booking_id}", get(get_booking))
 }
 
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(get_booking, list_bookings))]
+pub struct Doc;
+
 /// A refund as the API shows it.
 pub fn refund_view(payment_id: &str, r: &records::Refund) -> boxoffice_api::RefundView {
     use boxoffice_raft::command::RefundState;
@@ -108,6 +113,9 @@ struct BookingQuery {
     event_id: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/bookings/{booking_id}", tag = "bookings",
+    params(("booking_id" = String, Path, pattern = "^b[0-9]{1,5}-[0-9]{1,20}$", description = "A booking id, `b<shard>-<n>`"), ("consistency" = Option<boxoffice_api::Consistency>, Query, description = "`local` (default: this replica, says how fresh) or `linearizable` (after a read index)")),
+    responses((status = 200, body = boxoffice_api::Booking), crate::openapi::Problems), security(("user" = [])))]
 async fn get_booking(
     State(state): State<AppState>,
     User(user): User,
@@ -140,6 +148,9 @@ async fn get_booking(
     Ok(Json(view))
 }
 
+#[utoipa::path(get, path = "/v1/bookings", tag = "bookings",
+    params(("consistency" = Option<boxoffice_api::Consistency>, Query, description = "`local` (default: this replica, says how fresh) or `linearizable` (after a read index)"), ("event_id" = Option<u64>, Query, description = "Only this event's")),
+    responses((status = 200, body = boxoffice_api::BookingList), crate::openapi::Problems), security(("user" = [])))]
 async fn list_bookings(
     State(state): State<AppState>,
     User(user): User,

@@ -36,6 +36,17 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/v1/events/{id}", patch(update_event))
 }
 
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    create_venue,
+    create_performer,
+    create_event,
+    create_events,
+    update_event
+))]
+pub struct Doc;
+
 /// The session of an admin write: the admin's own key, or a fresh one (which
 /// still makes the node's own retries exactly-once).
 fn admin_session(admin: &Admin, headers: &HeaderMap) -> ApiResult<Session> {
@@ -84,6 +95,10 @@ fn layout(body: &NewVenue) -> ApiResult<Layout> {
     Ok(layout)
 }
 
+#[utoipa::path(post, path = "/admin/v1/venues", tag = "catalogue",
+    params(("Idempotency-Key" = Option<String>, Header, description = "The write's idempotency key (1 to 128 visible ASCII bytes)")),
+    request_body = boxoffice_api::NewVenue,
+    responses((status = 201, body = boxoffice_api::VenueCreated), crate::openapi::Problems), security(("admin" = [])))]
 async fn create_venue(
     State(state): State<AppState>,
     admin: Admin,
@@ -114,6 +129,10 @@ async fn create_venue(
     }
 }
 
+#[utoipa::path(post, path = "/admin/v1/performers", tag = "catalogue",
+    params(("Idempotency-Key" = Option<String>, Header, description = "The write's idempotency key (1 to 128 visible ASCII bytes)")),
+    request_body = boxoffice_api::NewPerformer,
+    responses((status = 201, body = boxoffice_api::PerformerCreated), crate::openapi::Problems), security(("admin" = [])))]
 async fn create_performer(
     State(state): State<AppState>,
     admin: Admin,
@@ -180,6 +199,10 @@ fn invalid_input(reason: impl Into<String>) -> ApiError {
     ApiError::new(ProblemCode::InvalidInput, reason)
 }
 
+#[utoipa::path(post, path = "/admin/v1/events", tag = "catalogue",
+    params(("Idempotency-Key" = Option<String>, Header, description = "The write's idempotency key (1 to 128 visible ASCII bytes)")),
+    request_body = boxoffice_api::NewEvent,
+    responses((status = 201, body = boxoffice_api::EventCreated), crate::openapi::Problems), security(("admin" = [])))]
 async fn create_event(
     State(state): State<AppState>,
     admin: Admin,
@@ -222,6 +245,10 @@ async fn create_event(
 /// `POST /admin/v1/events/batch`: up to `EVENTS_BATCH_MAX` events in one catalogue
 /// entry (all or none), then their inventories, one entry per shard. For bulk
 /// loading; a retry with the same idempotency key is exactly-once throughout.
+#[utoipa::path(post, path = "/admin/v1/events/batch", tag = "catalogue",
+    params(("Idempotency-Key" = Option<String>, Header, description = "The write's idempotency key (1 to 128 visible ASCII bytes)")),
+    request_body = boxoffice_api::NewEvents,
+    responses((status = 201, body = boxoffice_api::EventsCreated), crate::openapi::Problems), security(("admin" = [])))]
 async fn create_events(
     State(state): State<AppState>,
     admin: Admin,
@@ -284,6 +311,10 @@ async fn create_events(
 
 /// `PATCH /admin/v1/events/{id}`: changes an event's name, description, category
 /// or start time. Search and cached views follow through the change stream.
+#[utoipa::path(patch, path = "/admin/v1/events/{id}", tag = "catalogue",
+    params(("id" = u64, Path, description = "The event"), ("Idempotency-Key" = Option<String>, Header, description = "The write's idempotency key (1 to 128 visible ASCII bytes)")),
+    request_body = boxoffice_api::EventUpdate,
+    responses((status = 200, body = boxoffice_api::EventUpdated), crate::openapi::Problems), security(("admin" = [])))]
 async fn update_event(
     State(state): State<AppState>,
     admin: Admin,

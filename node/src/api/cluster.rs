@@ -27,11 +27,13 @@ use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult};
 use crate::node::MembershipChange;
 
-/// Routes of the health checks, served on the public and the admin listener.
+/// Routes of the health checks and the API's OpenAPI document, served on the
+/// public and the admin listener.
 pub fn health_routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(crate::openapi::serve))
 }
 
 /// Routes of the cluster admin API.
@@ -45,6 +47,22 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/v1/groups/{group}/snapshot", post(snapshot))
 }
 
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    healthz,
+    readyz,
+    cluster,
+    fault_clock,
+    fault_panic,
+    init,
+    snapshot,
+    change_member
+))]
+pub struct Doc;
+
+#[utoipa::path(get, path = "/healthz", tag = "cluster",
+    responses((status = 200, description = "The process serves requests", body = boxoffice_api::Health)))]
 async fn healthz(State(state): State<AppState>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
@@ -53,6 +71,11 @@ async fn healthz(State(state): State<AppState>) -> Json<Health> {
 }
 
 /// Ready when bootstrapped and every group has a leader this node knows.
+#[utoipa::path(get, path = "/readyz", tag = "cluster",
+    responses(
+        (status = 200, description = "Every group has a leader and this node is caught up", body = boxoffice_api::Readiness),
+        (status = 503, description = "Not ready: why, and which groups", body = boxoffice_api::Readiness),
+    ))]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let node = &state.node;
     let not_ready = |reason: &str, groups: Option<Vec<u16>>| {
@@ -108,6 +131,8 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+#[utoipa::path(get, path = "/admin/v1/cluster", tag = "cluster",
+    responses((status = 200, body = boxoffice_api::ClusterStatus), crate::openapi::Problems), security(("admin" = [])))]
 async fn cluster(State(state): State<AppState>, _: Admin) -> ApiResult<Json<ClusterStatus>> {
     let node = &state.node;
     let mut members = BTreeMap::new();
@@ -191,6 +216,9 @@ const CLOCK_OFFSET_MS_MAX: i64 = 86_400_000;
 
 /// Fault injection: shifts this node's clock (what it stamps commands with as
 /// leader and judges hold expiry with on reads). Only with `fault_injection = true`.
+#[utoipa::path(post, path = "/admin/v1/fault/clock", tag = "cluster",
+    request_body = boxoffice_api::ClockOffset,
+    responses((status = 200, description = "Only on nodes started with `fault_injection = true`", body = boxoffice_api::ClockOffsetSet), crate::openapi::Problems), security(("admin" = [])))]
 async fn fault_clock(
     State(state): State<AppState>,
     _: Admin,
@@ -225,6 +253,8 @@ async fn fault_clock(
 /// in apply would panic openraft's task), shortly after answering. The process
 /// must end (see `abort_on_panic`) rather than stay up without the task. Only
 /// with `fault_injection = true`.
+#[utoipa::path(post, path = "/admin/v1/fault/panic", tag = "cluster",
+    responses((status = 202, description = "A node task will panic (only with `fault_injection = true`)"), crate::openapi::Problems), security(("admin" = [])))]
 async fn fault_panic(State(state): State<AppState>, _: Admin) -> ApiResult<impl IntoResponse> {
     if !state.node.config.fault_injection {
         return Err(ApiError::new(
@@ -242,6 +272,9 @@ async fn fault_panic(State(state): State<AppState>, _: Admin) -> ApiResult<impl 
 
 /// Bootstraps a new cluster: every member prepares all groups, then each group is
 /// initialised with every member as a voter. Idempotent for the same members.
+#[utoipa::path(post, path = "/admin/v1/cluster/init", tag = "cluster",
+    request_body = boxoffice_api::ClusterInit,
+    responses((status = 200, body = boxoffice_api::ClusterInitialized), crate::openapi::Problems), security(("admin" = [])))]
 async fn init(
     State(state): State<AppState>,
     _: Admin,
@@ -343,6 +376,9 @@ async fn init(
     }))
 }
 
+#[utoipa::path(post, path = "/admin/v1/groups/{group}/snapshot", tag = "cluster",
+    params(("group" = u16, Path, description = "The group (0 = catalogue)")),
+    responses((status = 202, body = boxoffice_api::SnapshotTriggered), crate::openapi::Problems), security(("admin" = [])))]
 async fn snapshot(
     State(state): State<AppState>,
     _: Admin,
@@ -369,6 +405,10 @@ async fn snapshot(
 
 /// Changes one group's membership through its leader: remove a voter, add a node
 /// back as a learner, or promote a learner to voter. Idempotent.
+#[utoipa::path(post, path = "/admin/v1/groups/{group}/members/{id}", tag = "cluster",
+    params(("group" = u16, Path, description = "The group (0 = catalogue)"), ("id" = u64, Path, description = "The node")),
+    request_body = boxoffice_api::MemberChange,
+    responses((status = 200, body = boxoffice_api::GroupMembership), crate::openapi::Problems), security(("admin" = [])))]
 async fn change_member(
     State(state): State<AppState>,
     _: Admin,

@@ -28,6 +28,11 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/events/{event_id}", get(get_event))
 }
 
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list_events, get_event))]
+pub struct Doc;
+
 /// An event with its venue and performers, from a catalogue read.
 pub fn event_details(state: &AppState, tx: &ReadTx<'_>, e: &Event) -> EventDetails {
     let venue = tx.venue(e.venue_id).map(|v| VenueInfo {
@@ -74,6 +79,13 @@ struct ListQuery {
     consistency: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/events", tag = "events",
+    params(
+        ("after" = Option<u64>, Query, description = "Events with a larger id than this"),
+        ("limit" = Option<u32>, Query, minimum = 1, description = "At most this many (up to `limits.page_size_max`)"),
+        ("consistency" = Option<boxoffice_api::Consistency>, Query, description = "`local` (default: this replica, says how fresh) or `linearizable` (after a read index)"),
+    ),
+    responses((status = 200, body = boxoffice_api::EventPage), crate::openapi::Problems))]
 async fn list_events(
     State(state): State<AppState>,
     Params(q): Params<ListQuery>,
@@ -125,6 +137,9 @@ struct EventQuery {
     consistency: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/events/{event_id}", tag = "events",
+    params(("event_id" = u64, Path, description = "The event"), ("consistency" = Option<boxoffice_api::Consistency>, Query, description = "`local` (default: this replica, says how fresh) or `linearizable` (after a read index)")),
+    responses((status = 200, body = boxoffice_api::EventView), crate::openapi::Problems))]
 async fn get_event(
     State(state): State<AppState>,
     Path(event_id): Path<String>,

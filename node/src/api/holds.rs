@@ -35,6 +35,11 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/holds/{hold_id}/confirm", post(confirm_hold))
 }
 
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create_hold, confirm_hold, release_hold, get_hold))]
+pub struct Doc;
+
 /// A hold id from a path, with the shard it names.
 fn parse_hold(state: &AppState, raw: &str) -> ApiResult<(HoldId, GroupId)> {
     let id: HoldId = raw
@@ -96,6 +101,10 @@ fn selection(body: &NewHold) -> ApiResult<Selection> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/holds", tag = "holds",
+    params(("Idempotency-Key" = String, Header, description = "The write's idempotency key (1 to 128 visible ASCII bytes): a retry with the same key gets the first answer"), ("x-boxoffice-admission" = Option<String>, Header, description = "The waiting room's admission token, for an event with a queue")),
+    request_body = boxoffice_api::NewHold,
+    responses((status = 201, body = boxoffice_api::Hold), crate::openapi::Problems), security(("user" = [])))]
 async fn create_hold(
     State(state): State<AppState>,
     User(user): User,
@@ -179,6 +188,10 @@ fn admission(
         .map_err(|e| refuse(e.to_string()))
 }
 
+#[utoipa::path(post, path = "/v1/holds/{hold_id}/confirm", tag = "holds",
+    params(("hold_id" = String, Path, pattern = "^h[0-9]{1,5}-[0-9]{1,20}$", description = "A hold id, `h<shard>-<n>`"), ("Idempotency-Key" = String, Header, description = "The write's idempotency key (1 to 128 visible ASCII bytes): a retry with the same key gets the first answer")),
+    request_body = boxoffice_api::ConfirmHold,
+    responses((status = 201, body = boxoffice_api::Booking), crate::openapi::Problems), security(("user" = [])))]
 async fn confirm_hold(
     State(state): State<AppState>,
     User(user): User,
@@ -227,6 +240,9 @@ async fn confirm_hold(
     }
 }
 
+#[utoipa::path(delete, path = "/v1/holds/{hold_id}", tag = "holds",
+    params(("hold_id" = String, Path, pattern = "^h[0-9]{1,5}-[0-9]{1,20}$", description = "A hold id, `h<shard>-<n>`"), ("Idempotency-Key" = Option<String>, Header, description = "The write's idempotency key (1 to 128 visible ASCII bytes)")),
+    responses((status = 204, description = "Released (or already gone)"), crate::openapi::Problems), security(("user" = [])))]
 async fn release_hold(
     State(state): State<AppState>,
     User(user): User,
@@ -276,6 +292,9 @@ struct HoldQuery {
     consistency: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/holds/{hold_id}", tag = "holds",
+    params(("hold_id" = String, Path, pattern = "^h[0-9]{1,5}-[0-9]{1,20}$", description = "A hold id, `h<shard>-<n>`"), ("consistency" = Option<boxoffice_api::Consistency>, Query, description = "`local` (default: this replica, says how fresh) or `linearizable` (after a read index)")),
+    responses((status = 200, body = boxoffice_api::HoldStatus), crate::openapi::Problems), security(("user" = [])))]
 async fn get_hold(
     State(state): State<AppState>,
     User(user): User,

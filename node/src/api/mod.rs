@@ -4,7 +4,8 @@
 //! Public (`/v1`, user token): [`events`], [`seats`], [`holds`], [`bookings`],
 //! [`payments`] (checkout, the provider's webhook, cancellation), [`search`],
 //! [`streams`], and [`batch`] (several writes in one request). Admin (`/admin/v1`, admin token) and health:
-//! [`cluster`] (bootstrap, status, membership, snapshots, faults) and
+//! [`cluster`] (bootstrap, status, membership, snapshots, faults), [`backup`]
+//! (a group's state for `boxoffice ctl backup`) and
 //! [`catalogue`] (venues, performers, events), [`webhooks`] (the site's
 //! outgoing webhooks). Node to node (cluster key):
 //! [`internal`].
@@ -14,6 +15,7 @@
 //! several resources share: idempotency keys, consistency, freshness, and the
 //! write path's mapping of outcomes to answers.
 
+pub mod backup;
 pub mod batch;
 pub mod bookings;
 pub mod catalogue;
@@ -58,10 +60,12 @@ pub fn public_routes() -> Router<AppState> {
 pub fn admin_routes() -> Router<AppState> {
     Router::new()
         .merge(cluster::routes())
+        .merge(backup::routes())
         .merge(catalogue::routes())
         .merge(payments::admin_routes())
         .merge(webhooks::routes())
         .merge(queue::admin_routes())
+        .merge(crate::console::routes())
         // Without a token, for Prometheus; `admin_listen` keeps it off the
         // public listener.
         .route("/metrics", axum::routing::get(crate::metrics::serve))

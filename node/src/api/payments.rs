@@ -52,6 +52,18 @@ pub fn admin_routes() -> Router<AppState> {
         )
 }
 
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    set_event_payments,
+    get_event_payments,
+    checkout,
+    webhook,
+    cancel_booking,
+    admin_cancel
+))]
+pub struct Doc;
+
 /// An event's payment settings as they apply: its own, else the cluster's.
 pub struct EffectiveSettings {
     /// Grace of a payment in flight (ms).
@@ -87,6 +99,10 @@ pub fn effective_settings(state: &AppState, event_id: u64) -> EffectiveSettings 
     }
 }
 
+#[utoipa::path(put, path = "/admin/v1/events/{event_id}/payments", tag = "payments",
+    params(("event_id" = u64, Path, description = "The event"), ("Idempotency-Key" = Option<String>, Header, description = "The write's idempotency key (1 to 128 visible ASCII bytes)")),
+    request_body = boxoffice_api::EventPaymentSettings,
+    responses((status = 200, body = boxoffice_api::EventPaymentSettings), crate::openapi::Problems), security(("admin" = [])))]
 async fn set_event_payments(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -119,6 +135,9 @@ async fn set_event_payments(
     Ok(Json(body))
 }
 
+#[utoipa::path(get, path = "/admin/v1/events/{event_id}/payments", tag = "payments",
+    params(("event_id" = u64, Path, description = "The event")),
+    responses((status = 200, body = boxoffice_api::EventPaymentSettings), crate::openapi::Problems), security(("admin" = [])))]
 async fn get_event_payments(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -179,6 +198,9 @@ fn parse_hold(state: &AppState, raw: &str) -> ApiResult<(HoldId, GroupId)> {
     Ok((id, g))
 }
 
+#[utoipa::path(post, path = "/v1/holds/{hold_id}/checkout", tag = "payments",
+    params(("hold_id" = String, Path, pattern = "^h[0-9]{1,5}-[0-9]{1,20}$", description = "A hold id, `h<shard>-<n>`"), ("Idempotency-Key" = Option<String>, Header, description = "The write's idempotency key (1 to 128 visible ASCII bytes)")),
+    responses((status = 200, body = boxoffice_api::Checkout), crate::openapi::Problems), security(("user" = [])))]
 async fn checkout(
     State(state): State<AppState>,
     User(user): User,
@@ -323,6 +345,10 @@ fn webhook_ack(what: &str) -> axum::response::Response {
         .into_response()
 }
 
+#[utoipa::path(post, path = "/v1/payments/webhook", tag = "payments",
+    params(("Stripe-Signature" = String, Header, description = "The provider's signature of the body (`t=...,v1=...`)")),
+    request_body(content = Object, description = "The provider's event, verified against its signature"),
+    responses((status = 200, description = "Received", body = crate::openapi::WebhookAck), crate::openapi::Problems))]
 async fn webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -468,6 +494,9 @@ fn cancelled_view(effect: &Effect) -> ApiResult<Cancelled> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/bookings/{booking_id}/cancel", tag = "payments",
+    params(("booking_id" = String, Path, pattern = "^b[0-9]{1,5}-[0-9]{1,20}$", description = "A booking id, `b<shard>-<n>`"), ("Idempotency-Key" = Option<String>, Header, description = "The write's idempotency key (1 to 128 visible ASCII bytes)")),
+    responses((status = 200, body = boxoffice_api::Cancelled), crate::openapi::Problems), security(("user" = [])))]
 async fn cancel_booking(
     State(state): State<AppState>,
     User(user): User,
@@ -516,6 +545,9 @@ async fn cancel_booking(
     Ok((leader_header(&state, group), Json(cancelled_view(&effect)?)))
 }
 
+#[utoipa::path(post, path = "/admin/v1/bookings/{booking_id}/cancel", tag = "payments",
+    params(("booking_id" = String, Path, pattern = "^b[0-9]{1,5}-[0-9]{1,20}$", description = "A booking id, `b<shard>-<n>`"), ("Idempotency-Key" = Option<String>, Header, description = "The write's idempotency key (1 to 128 visible ASCII bytes)")),
+    responses((status = 200, body = boxoffice_api::Cancelled), crate::openapi::Problems), security(("admin" = [])))]
 async fn admin_cancel(
     State(state): State<AppState>,
     Admin(admin): Admin,

@@ -54,6 +54,11 @@ pub fn admin_routes() -> Router<AppState> {
         .route("/admin/v1/events/{event_id}/queue/{action}", post(control))
 }
 
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(set_queue, stats, control, join, me, me_stream))]
+pub struct Doc;
+
 fn no_queue(event_id: u64) -> ApiError {
     ApiError::new(
         ProblemCode::NoQueue,
@@ -90,6 +95,10 @@ fn spec_of(body: &QueueSettings) -> ApiResult<QueueSpec> {
     Ok(spec)
 }
 
+#[utoipa::path(put, path = "/admin/v1/events/{event_id}/queue", tag = "queue",
+    params(("event_id" = u64, Path, description = "The event"), ("Idempotency-Key" = Option<String>, Header, description = "The write's idempotency key (1 to 128 visible ASCII bytes)")),
+    request_body = boxoffice_api::QueueSettings,
+    responses((status = 200, body = boxoffice_api::QueueStats), crate::openapi::Problems), security(("admin" = [])))]
 async fn set_queue(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -143,6 +152,9 @@ async fn admin_write(
     )))
 }
 
+#[utoipa::path(get, path = "/admin/v1/events/{event_id}/queue", tag = "queue",
+    params(("event_id" = u64, Path, description = "The event")),
+    responses((status = 200, body = boxoffice_api::QueueStats), crate::openapi::Problems), security(("admin" = [])))]
 async fn stats(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -160,6 +172,9 @@ async fn stats(
     Ok(Json(stats_view(event_id, &q, applied(group, at))))
 }
 
+#[utoipa::path(post, path = "/admin/v1/events/{event_id}/queue/{action}", tag = "queue",
+    params(("event_id" = u64, Path, description = "The event"), ("action" = String, Path, description = "`pause`, `resume` or `close`"), ("Idempotency-Key" = Option<String>, Header, description = "The write's idempotency key (1 to 128 visible ASCII bytes)")),
+    responses((status = 200, body = boxoffice_api::QueueStats), crate::openapi::Problems), security(("admin" = [])))]
 async fn control(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -226,6 +241,9 @@ fn place(
     Ok(place_view(&cx, &q, &join, &standing, new))
 }
 
+#[utoipa::path(post, path = "/v1/events/{event_id}/queue", tag = "queue",
+    params(("event_id" = u64, Path, description = "The event")),
+    responses((status = 201, description = "Joined", body = boxoffice_api::QueuePlace), (status = 200, description = "Already in the queue", body = boxoffice_api::QueuePlace), crate::openapi::Problems), security(("user" = [])))]
 async fn join(
     State(state): State<AppState>,
     User(user): User,
@@ -269,6 +287,9 @@ async fn join(
     Ok((status, super::leader_header(&state, group), Json(view)))
 }
 
+#[utoipa::path(get, path = "/v1/events/{event_id}/queue/me", tag = "queue",
+    params(("event_id" = u64, Path, description = "The event")),
+    responses((status = 200, body = boxoffice_api::QueuePlace), crate::openapi::Problems), security(("user" = [])))]
 async fn me(
     State(state): State<AppState>,
     User(user): User,
@@ -295,6 +316,9 @@ const STREAM_RECHECK: Duration = Duration::from_secs(1);
 /// Events (`event: place`), sent first and then whenever it changes. Every
 /// event is the whole place, so a stream resumed on any node (with or without
 /// `Last-Event-ID`) starts from the place as that replica has it.
+#[utoipa::path(get, path = "/v1/events/{event_id}/queue/me/stream", tag = "queue",
+    params(("event_id" = u64, Path, description = "The event")),
+    responses((status = 200, description = "Server-Sent Events: the caller's place (`QueuePlace`) as it changes", content_type = "text/event-stream", body = String), crate::openapi::Problems), security(("user" = [])))]
 async fn me_stream(
     State(state): State<AppState>,
     User(user): User,

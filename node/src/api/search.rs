@@ -20,6 +20,11 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/search", get(search))
 }
 
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(search))]
+pub struct Doc;
+
 fn parse_f64_param(
     q: &HashMap<String, String>,
     name: &str,
@@ -58,6 +63,24 @@ fn parse_time_param(q: &HashMap<String, String>, name: &str) -> ApiResult<Option
 
 /// `GET /v1/search`: keyword (typo-tolerant, prefix on the last word), date range,
 /// city, category, performer, venue; sorted by relevance or date; paged.
+#[utoipa::path(get, path = "/v1/search", tag = "search",
+    params(
+        ("q" = Option<String>, Query, description = "Keywords (typo-tolerant; the last word also matches as a prefix)"),
+        ("from" = Option<String>, Query, format = DateTime, description = "Start time lower bound, RFC 3339"),
+        ("to" = Option<String>, Query, format = DateTime, description = "Start time upper bound, RFC 3339"),
+        ("city" = Option<String>, Query, description = "City (exact, case-insensitive)"),
+        ("category" = Option<String>, Query, description = "Category (exact, case-insensitive)"),
+        ("performer_id" = Option<u64>, Query, description = "Performer id"),
+        ("venue_id" = Option<u64>, Query, description = "Venue id"),
+        ("lat" = Option<f64>, Query, minimum = -90, maximum = 90, description = "Near this latitude (with lon)"),
+        ("lon" = Option<f64>, Query, minimum = -180, maximum = 180, description = "Near this longitude (with lat)"),
+        ("radius_km" = Option<f64>, Query, minimum = 0, description = "Within this distance of lat/lon (default 50)"),
+        ("available_only" = Option<bool>, Query, description = "Only events with tickets available"),
+        ("sort" = Option<String>, Query, description = "`relevance` (default), `date` or `distance`"),
+        ("page_size" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Results per page (default 20)"),
+        ("page_token" = Option<String>, Query, description = "`next_page_token` of the previous page"),
+    ),
+    responses((status = 200, body = boxoffice_api::SearchPage), crate::openapi::Problems))]
 async fn search(
     State(state): State<AppState>,
     Params(q): Params<HashMap<String, String>>,

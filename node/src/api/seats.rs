@@ -25,6 +25,11 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/events/{event_id}/seats", get(get_seats))
 }
 
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(get_seats))]
+pub struct Doc;
+
 /// A stored seat status as the API shows it.
 pub fn status(s: records::SeatStatus) -> SeatStatus {
     match s {
@@ -128,6 +133,13 @@ struct SeatsQuery {
     section: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/events/{event_id}/seats", tag = "events",
+    params(
+        ("event_id" = u64, Path, description = "The event"), ("consistency" = Option<boxoffice_api::Consistency>, Query, description = "`local` (default: this replica, says how fresh) or `linearizable` (after a read index)"),
+        ("view" = Option<String>, Query, description = "`rows`: one status string per row instead of a seat list"),
+        ("section" = Option<String>, Query, description = "Only this section"),
+    ),
+    responses((status = 200, body = crate::openapi::SeatsAnswer), crate::openapi::Problems))]
 async fn get_seats(
     State(state): State<AppState>,
     Path(event_id): Path<String>,

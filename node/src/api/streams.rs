@@ -53,9 +53,21 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/events/{event_id}/seats/stream", get(seat_stream))
 }
 
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(seat_stream))]
+pub struct Doc;
+
 /// `GET /v1/events/{id}/seats/stream`: the live seat map as Server-Sent Events.
 /// Open to anyone; a request with a user token counts against its user's
 /// streams as well as its address's.
+#[utoipa::path(get, path = "/v1/events/{event_id}/seats/stream", tag = "events",
+    params(
+        ("event_id" = u64, Path, description = "The event"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event of an earlier stream"),
+    ),
+    responses((status = 200, description = "Server-Sent Events: `snapshot`, `seat`, `expired`, `reset`, `error` (see `StreamEventKind`)", content_type = "text/event-stream", body = String), crate::openapi::Problems),
+    security((), ("user" = [])))]
 async fn seat_stream(
     State(state): State<AppState>,
     Path(event_id): Path<String>,

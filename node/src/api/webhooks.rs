@@ -37,11 +37,20 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(set, list, deliveries, replay))]
+pub struct Doc;
+
 fn name_of(raw: &str) -> ApiResult<String> {
     check_endpoint_name(raw).map_err(|e| ApiError::bad_param("name", e))?;
     Ok(raw.to_string())
 }
 
+#[utoipa::path(put, path = "/admin/v1/webhooks/{name}", tag = "webhooks",
+    params(("name" = String, Path, description = "The endpoint's name"), ("Idempotency-Key" = Option<String>, Header, description = "The write's idempotency key (1 to 128 visible ASCII bytes)")),
+    request_body = boxoffice_api::SetWebhookEndpoint,
+    responses((status = 200, body = boxoffice_api::WebhookEndpointView), crate::openapi::Problems), security(("admin" = [])))]
 async fn set(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -100,6 +109,8 @@ async fn set(
     }))
 }
 
+#[utoipa::path(get, path = "/admin/v1/webhooks", tag = "webhooks",
+    responses((status = 200, body = boxoffice_api::WebhookEndpointList), crate::openapi::Problems), security(("admin" = [])))]
 async fn list(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -132,6 +143,13 @@ struct DeliveryQuery {
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/admin/v1/webhooks/{name}/deliveries", tag = "webhooks",
+    params(("name" = String, Path, description = "The endpoint's name"),
+        ("shard" = Option<u16>, Query, description = "Only this shard's"),
+        ("after" = Option<u64>, Query, description = "After this sequence number"),
+        ("limit" = Option<u32>, Query, minimum = 1, description = "At most this many"),
+    ),
+    responses((status = 200, body = boxoffice_api::DeliveryList), crate::openapi::Problems), security(("admin" = [])))]
 async fn deliveries(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -175,6 +193,9 @@ async fn deliveries(
     Ok(Json(DeliveryList { deliveries: out }))
 }
 
+#[utoipa::path(post, path = "/admin/v1/webhooks/{name}/deliveries/{event_id}/replay", tag = "webhooks",
+    params(("name" = String, Path, description = "The endpoint's name"), ("event_id" = String, Path, description = "A delivery's event id, `evt_<shard>_<seq>`")),
+    responses((status = 200, description = "Queued again", body = Object), crate::openapi::Problems), security(("admin" = [])))]
 async fn replay(
     State(state): State<AppState>,
     Admin(admin): Admin,

@@ -8,6 +8,8 @@
 //! command prints a table, or JSON with `--output json`. A node that cannot be
 //! reached, or a token it refuses, is an error that says what to check.
 
+mod backup;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -93,6 +95,38 @@ pub enum CtlCmd {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Take an online backup of every group into a new (or empty) directory:
+    /// each group's state from the endpoint's node after a read barrier (so
+    /// every write acknowledged before the command started is in it), the
+    /// shards first and the catalogue last, each file checksummed, and
+    /// `manifest.json` written when all are.
+    Backup {
+        /// The directory to create.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore a backup into a new node's data directory. Offline: run it on
+    /// every member of the new cluster before any of them first starts; they
+    /// then start bootstrapped, with the backup's state (no `cluster/init`).
+    /// With `--check`, only check the backup.
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// Only check the backup (every file's size and checksums).
+        #[arg(long)]
+        check: bool,
+        /// The new node's `data_dir` (must hold no database yet).
+        #[arg(long, required_unless_present = "check")]
+        data_dir: Option<PathBuf>,
+        /// The new node's `id`.
+        #[arg(long, required_unless_present = "check")]
+        node_id: Option<u64>,
+        /// Every member of the new cluster, `ID=HOST:PORT` (their
+        /// `peer_listen` address), comma separated.
+        #[arg(long, required_unless_present = "check")]
+        members: Option<String>,
+    },
     /// Mint a token with a secret from the environment
     /// (`BOXOFFICE_TOKEN_SECRET`, or `BOXOFFICE_ADMIN_TOKEN_SECRET` with `--admin`).
     Token {
@@ -164,6 +198,23 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             Output::Json => println!("{}", serde_json::json!({ "token": token })),
         }
         return Ok(());
+    }
+    if let CtlCmd::Restore {
+        from,
+        check,
+        data_dir,
+        node_id,
+        members,
+    } = &args.command
+    {
+        return backup::restore(
+            args.output,
+            from,
+            *check,
+            data_dir.as_deref(),
+            *node_id,
+            members.as_deref(),
+        );
     }
     let conn = Connection::resolve(&args)?;
     match &args.command {
@@ -246,7 +297,12 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             events,
             seconds,
         } => tail(&conn, *event, *events, Duration::from_secs(*seconds)).await,
-        CtlCmd::Token { .. } => unreachable!("answered above"),
+        CtlCmd::Backup { to } => {
+            let m = backup::backup(&conn, to).await?;
+            let v = serde_json::to_value(&m)?;
+            print(args.output, &v, || backup::manifest_table(&m, to))
+        }
+        CtlCmd::Token { .. } | CtlCmd::Restore { .. } => unreachable!("answered above"),
     }
 }
 
@@ -427,7 +483,7 @@ pub fn status_table(s: &ClusterStatus) -> String {
 }
 
 /// Where `ctl` sends requests, with which token.
-struct Connection {
+pub(crate) struct Connection {
     endpoint: String,
     token: String,
     http: reqwest::Client,
@@ -501,6 +557,17 @@ impl Connection {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let resp = self.answer(req).await?;
+        let bytes = resp.bytes().await.context("reading the answer")?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).context("the answer is not JSON")
+    }
+
+    /// Sends `req` with the token; a success's answer, or an error saying what
+    /// went wrong with a hint.
+    async fn answer(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let resp = match req.bearer_auth(&self.token).send().await {
             Ok(r) => r,
             Err(e) if e.is_connect() || e.is_timeout() => bail!(
@@ -511,13 +578,10 @@ impl Connection {
             Err(e) => bail!("request to {} failed: {e}", self.endpoint),
         };
         let status = resp.status();
-        let bytes = resp.bytes().await.context("reading the answer")?;
         if status.is_success() {
-            if bytes.is_empty() {
-                return Ok(Value::Null);
-            }
-            return serde_json::from_slice(&bytes).context("the answer is not JSON");
+            return Ok(resp);
         }
+        let bytes = resp.bytes().await.context("reading the answer")?;
         let problem = serde_json::from_slice::<Problem>(&bytes).ok();
         let detail = problem.as_ref().map_or_else(
             || String::from_utf8_lossy(&bytes).into_owned(),
