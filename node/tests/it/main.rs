@@ -7,6 +7,7 @@
 //! in time.
 
 mod abuse;
+mod backup;
 mod booking;
 mod ctl;
 mod docs;

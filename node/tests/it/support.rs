@@ -125,6 +125,50 @@ impl TestCluster {
             );
         }
         assert!(init.first_leaders.contains_key(&0), "{init:?}");
+        Self::finish(local, settings, dir).await
+    }
+
+    /// A cluster of `n` new nodes each restored (`boxoffice ctl restore`) from
+    /// the backup in `from` before it first starts: bootstrapped by the
+    /// restore, not by `cluster/init`.
+    pub async fn start_restored(n: u64, from: &std::path::Path) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = ClusterSpec::new(BIN, dir.path(), n, 1);
+        spec.unlimited = true;
+        spec.secrets = Some(secrets());
+        let mut local = LocalCluster::create(spec).expect("cluster spec");
+        let members: Vec<String> = local
+            .nodes
+            .values()
+            .map(|n| format!("{}={}", n.id, n.peer_addr))
+            .collect();
+        for node in local.nodes.values() {
+            let out = std::process::Command::new(BIN)
+                .args(["ctl", "restore", "--from"])
+                .arg(from)
+                .arg("--data-dir")
+                .arg(&node.data_dir)
+                .args([
+                    "--node-id",
+                    &node.id.to_string(),
+                    "--members",
+                    &members.join(","),
+                ])
+                .output()
+                .expect("run boxoffice ctl restore");
+            assert!(
+                out.status.success(),
+                "restore of node {}: {}",
+                node.id,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        local.start_all().await.expect("nodes start");
+        Self::finish(local, "", dir).await
+    }
+
+    /// Waits for a started cluster to be ready and makes its clients.
+    async fn finish(local: LocalCluster, settings: &str, dir: tempfile::TempDir) -> TestCluster {
         local
             .wait_ready(Duration::from_secs(60))
             .await
