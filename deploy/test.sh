@@ -80,6 +80,12 @@ rm -rf "$console_shots"
 timeout 300 "${BOXOFFICE_VENV:-$HOME/.cache/boxoffice-venv}/bin/python" \
   node/tests/console/console_test.py --cluster-dir "$smoke_dir" --screenshots "$console_shots"
 echo "console screenshots: $console_shots"
+# The HTTP API fuzzed by schemathesis from the node's own OpenAPI document
+# (node/tests/api_fuzz/api_fuzz.py): bad input on every operation is refused as
+# documented and changes no booking state; valid input gets no 5xx and answers
+# that conform to the document. Bounded in examples per operation and in time.
+timeout 1500 "${BOXOFFICE_VENV:-$HOME/.cache/boxoffice-venv}/bin/python" \
+  node/tests/api_fuzz/api_fuzz.py --cluster-dir "$smoke_dir" --examples 10 --report-dir "$target_dir/api-fuzz-reports"
 stop_smoke
 # The abuse bench needs the default rate limits on: a cluster of its own.
 smoke_dir="$(mktemp -d)"

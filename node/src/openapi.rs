@@ -70,14 +70,47 @@ pub enum Problems {
 
 /// `GET /v1/events/{id}/seats` answers a seat list, or with `?view=rows` one
 /// status string per row.
+pub struct SeatsAnswer;
+
+/// `?view=` of a seat map.
 #[allow(dead_code)] // Only its schema is used.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-#[serde(untagged)]
-pub enum SeatsAnswer {
-    /// Every seat.
-    Seats(boxoffice_api::SeatMap),
-    /// `?view=rows`.
-    Rows(boxoffice_api::SeatRows),
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum SeatView {
+    /// Every seat (the default).
+    Seats,
+    /// One status string per row.
+    Rows,
+}
+
+impl utoipa::PartialSchema for SeatsAnswer {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AnyOfBuilder, Ref};
+        // anyOf, not oneOf: a general-admission event's answer (no seats, no
+        // rows) is valid as both.
+        AnyOfBuilder::new()
+            .item(Ref::from_schema_name("SeatMap"))
+            .item(Ref::from_schema_name("SeatRows"))
+            .description(Some(
+                "Every seat (`SeatMap`), or with `?view=rows` the rows (`SeatRows`).",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for SeatsAnswer {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push(("SeatMap".into(), boxoffice_api::SeatMap::schema()));
+        <boxoffice_api::SeatMap as utoipa::ToSchema>::schemas(schemas);
+        schemas.push(("SeatRows".into(), boxoffice_api::SeatRows::schema()));
+        <boxoffice_api::SeatRows as utoipa::ToSchema>::schemas(schemas);
+    }
 }
 
 /// The answer to the provider's webhook.

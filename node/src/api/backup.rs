@@ -44,8 +44,9 @@ pub struct Doc;
 async fn backup(
     State(state): State<AppState>,
     _: Admin,
-    Path(group): Path<u16>,
+    Path(group): Path<String>,
 ) -> ApiResult<Response> {
+    let group = super::parse_group(&group)?;
     let g = GroupId(group);
     let stores = state.node.stores(g).ok_or_else(|| {
         ApiError::new(

@@ -382,8 +382,9 @@ async fn init(
 async fn snapshot(
     State(state): State<AppState>,
     _: Admin,
-    Path(group): Path<u16>,
+    Path(group): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
+    let group = super::parse_group(&group)?;
     let raft = state.node.groups.get(GroupId(group)).ok_or_else(|| {
         ApiError::new(
             ProblemCode::UnknownGroup,
@@ -412,9 +413,10 @@ async fn snapshot(
 async fn change_member(
     State(state): State<AppState>,
     _: Admin,
-    Path((group, id)): Path<(u16, NodeId)>,
+    Path((group, id)): Path<(String, String)>,
     JsonBody(body): JsonBody<MemberChange>,
 ) -> ApiResult<Json<GroupMembership>> {
+    let (group, id): (u16, NodeId) = (super::parse_group(&group)?, super::parse_node_id(&id)?);
     let shards = state.node.shards().ok_or_else(not_bootstrapped)?;
     if group > shards {
         return Err(ApiError::new(

@@ -111,6 +111,26 @@ pub fn parse_consistency(raw: Option<&str>, default: Consistency) -> ApiResult<C
     }
 }
 
+/// Parses a group number (0 = catalogue) from a path.
+pub fn parse_group(raw: &str) -> ApiResult<u16> {
+    raw.parse().map_err(|_| {
+        ApiError::bad_param(
+            "group",
+            format!("group must be an integer from 0 (the catalogue) up, not {raw:?}"),
+        )
+    })
+}
+
+/// Parses a node id from a path.
+pub fn parse_node_id(raw: &str) -> ApiResult<u64> {
+    raw.parse().map_err(|_| {
+        ApiError::bad_param(
+            "id",
+            format!("node id must be a positive integer, not {raw:?}"),
+        )
+    })
+}
+
 /// Parses an event id from a path.
 pub fn parse_event_id(raw: &str) -> ApiResult<u64> {
     raw.parse().map_err(|_| {

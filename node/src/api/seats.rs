@@ -136,7 +136,7 @@ struct SeatsQuery {
 #[utoipa::path(get, path = "/v1/events/{event_id}/seats", tag = "events",
     params(
         ("event_id" = u64, Path, description = "The event"), ("consistency" = Option<boxoffice_api::Consistency>, Query, description = "`local` (default: this replica, says how fresh) or `linearizable` (after a read index)"),
-        ("view" = Option<String>, Query, description = "`rows`: one status string per row instead of a seat list"),
+        ("view" = Option<crate::openapi::SeatView>, Query, description = "`rows`: one status string per row instead of a seat list"),
         ("section" = Option<String>, Query, description = "Only this section"),
     ),
     responses((status = 200, body = crate::openapi::SeatsAnswer), crate::openapi::Problems))]

@@ -159,6 +159,9 @@ async fn deliveries(
     let name = name_of(&name)?;
     let shards = state.node.shards().ok_or_else(not_bootstrapped)?;
     let max = state.node.config.limits.page_size_max;
+    if q.limit == Some(0) {
+        return Err(ApiError::bad_param("limit", "limit must be at least 1"));
+    }
     let limit = q.limit.unwrap_or(max).min(max);
     let groups: Vec<GroupId> = match q.shard {
         Some(s) => vec![shard_group(&state, s)?],
