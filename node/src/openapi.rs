@@ -157,7 +157,7 @@ impl utoipa::Modify for Tokens {
     ),
     modifiers(&Tokens),
     // Named by `$ref` from responses and parameters, which do not collect them.
-    components(schemas(Problem, boxoffice_api::Consistency)),
+    components(schemas(Problem, boxoffice_api::Consistency, SeatView)),
     tags(
         (name = "events", description = "The catalogue and seat maps"),
         (name = "holds", description = "Holding seats and confirming them"),
