@@ -7,6 +7,8 @@
 //!   one connection pool per peer shared by every group.
 //! - [`server`]: the receiving side of that RPC as an axum router, dispatching by group.
 //! - [`groups`]: the set of Raft groups hosted by one node.
+//! - [`placement`]: which nodes should hold a shard's replicas and leadership
+//!   (a deterministic scoring and one-step balancers).
 //!
 //! This crate knows nothing about RocksDB or the public HTTP API.
 
@@ -14,6 +16,7 @@ pub mod codec;
 pub mod command;
 pub mod groups;
 pub mod network;
+pub mod placement;
 pub mod request_id;
 pub mod server;
 pub mod types;
