@@ -70,50 +70,44 @@ pub fn restore_group(
     let meta_key = Key::sm(group, table::META).build();
     let prefix_len = Key::group(group).build().len();
     let meta_rel = meta_key[prefix_len..].to_vec();
-    let mut sm_meta: Option<SmMeta> = None;
-    // The records are copied as they are, except the group's bookkeeping,
-    // which gets the new members (at the log id the old ones were applied).
-    let mut records = Vec::new();
-    let (_, _) = read_snapshot_file(src, |k, v| {
-        if k == meta_rel {
-            let m: SmMeta = codec::decode(&v)?;
-            sm_meta = Some(m);
-        } else {
-            records.push((k, v));
-        }
-        Ok(())
-    })?;
-    let Some(mut sm_meta) = sm_meta else {
-        return Err(bad("no state-machine meta record".into()));
-    };
-    if sm_meta.last_applied != Some(last_log_id) {
-        return Err(bad(
-            "the state-machine meta record does not match the file's header".into(),
-        ));
-    }
-    let stored = StoredMembership::new(sm_meta.membership.log_id().to_owned(), membership);
-    sm_meta.membership = stored.clone();
+    // The new members, at the log id the old ones were applied (the header's
+    // membership is the meta record's, as `export` writes them).
+    let stored = StoredMembership::new(file_meta.last_membership.log_id().to_owned(), membership);
     let new_meta = SnapshotMeta {
         last_log_id: Some(last_log_id),
-        last_membership: stored,
+        last_membership: stored.clone(),
         snapshot_id: format!(
             "{}-{}-{}-restored",
             group.0, last_log_id.leader_id.term, last_log_id.index
         ),
     };
     let mut w = SnapshotWriter::create(&tmp, group, &new_meta)?;
-    // Keys are in order in the file; the meta record goes back in its place.
-    let meta_bytes = codec::encode(&sm_meta);
-    let mut meta_written = false;
-    for (k, v) in &records {
-        if !meta_written && k.as_slice() > meta_rel.as_slice() {
-            w.record(&meta_rel, &meta_bytes)?;
-            meta_written = true;
+    // The records are copied as they come, except the group's bookkeeping,
+    // which gets the new members.
+    let mut meta_seen = false;
+    let copied = read_snapshot_file(src, |k, v| {
+        if k != meta_rel {
+            return Ok(w.record(&k, &v)?);
         }
-        w.record(k, v)?;
+        let mut m: SmMeta = codec::decode(&v)?;
+        if m.last_applied != Some(last_log_id)
+            || m.membership.log_id() != file_meta.last_membership.log_id()
+        {
+            return Err(bad(
+                "the state-machine meta record does not match the file's header".into(),
+            ));
+        }
+        m.membership = stored.clone();
+        meta_seen = true;
+        Ok(w.record(&k, &codec::encode(&m))?)
+    });
+    if let Err(e) = copied {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    if !meta_written {
-        w.record(&meta_rel, &meta_bytes)?;
+    if !meta_seen {
+        let _ = fs::remove_file(&tmp);
+        return Err(bad("no state-machine meta record".into()));
     }
     w.finish()?;
     fs::rename(&tmp, current_snapshot_path(&dir))?;

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,21 +21,8 @@ const ATTEMPTS_MAX: usize = 300;
 /// Seats per event.
 const SEATS: u32 = 300;
 
-/// Runs `boxoffice ctl ARGS`: (exit success, stdout, stderr).
 fn ctl(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .arg("ctl")
-        .args(args)
-        .env_remove("BOXOFFICE_ADMIN_TOKEN_SECRET")
-        .env_remove("BOXOFFICE_ENDPOINT")
-        .env_remove("BOXOFFICE_ADMIN_TOKEN")
-        .output()
-        .expect("run boxoffice ctl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_ctl(args)
 }
 
 /// One acknowledged booking: who, which, and when the answer came.

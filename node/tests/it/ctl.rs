@@ -2,27 +2,15 @@
 //! membership changes, snapshots, and the errors an operator gets for a wrong
 //! token or an endpoint where no node listens.
 
-use std::process::Command;
-
 use serde_json::Value;
 
 use crate::support::*;
 
 /// Runs `boxoffice ctl ARGS` with `token`: (exit success, stdout, stderr).
 fn ctl(endpoint: &str, token: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(["ctl", "--endpoint", endpoint, "--token", token])
-        .args(args)
-        .env_remove("BOXOFFICE_ADMIN_TOKEN_SECRET")
-        .env_remove("BOXOFFICE_ENDPOINT")
-        .env_remove("BOXOFFICE_ADMIN_TOKEN")
-        .output()
-        .expect("run boxoffice ctl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut all = vec!["--endpoint", endpoint, "--token", token];
+    all.extend_from_slice(args);
+    run_ctl(&all)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -342,3 +342,21 @@ pub fn performer(name: &str, description: &str) -> boxoffice_client::NewPerforme
         description: description.into(),
     }
 }
+
+/// Runs `boxoffice ctl ARGS` with no endpoint or token from the environment:
+/// (exit success, stdout, stderr).
+pub fn run_ctl(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(BIN)
+        .arg("ctl")
+        .args(args)
+        .env_remove("BOXOFFICE_ADMIN_TOKEN_SECRET")
+        .env_remove("BOXOFFICE_ENDPOINT")
+        .env_remove("BOXOFFICE_ADMIN_TOKEN")
+        .output()
+        .expect("run boxoffice ctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
