@@ -342,6 +342,7 @@ async fn start_systems(args: &CompareArgs, dir: &std::path::Path) -> anyhow::Res
             dir: cdir,
             nodes: 3,
             shards: 8,
+            replication_factor: None,
             addressing: Addressing::PerNodeIp {
                 base_port: args.boxoffice_port,
             },

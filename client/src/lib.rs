@@ -911,14 +911,62 @@ impl Client {
                 .map(|(id, addr)| Member {
                     id: *id,
                     addr: addr.clone(),
+                    labels: Default::default(),
                 })
                 .collect(),
             shards: Some(shards),
+            replication_factor: None,
         };
         let (_, v) = self
             .call(
                 Method::POST,
                 "/admin/v1/cluster/init",
+                Some(to_body(&body)?),
+                None,
+            )
+            .await?;
+        decode(&v)
+    }
+
+    /// Adds node `id` (running, with an empty data directory) at cluster
+    /// address `addr`; the balancer then moves replicas to it.
+    pub async fn add_node(
+        &self,
+        id: u64,
+        addr: &str,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<NodeStateView, Error> {
+        let body = NewNode {
+            id,
+            addr: addr.to_string(),
+            labels,
+        };
+        let (_, v) = self
+            .call(Method::POST, "/admin/v1/nodes", Some(to_body(&body)?), None)
+            .await?;
+        decode(&v)
+    }
+
+    /// Drains node `id` (`draining`), or marks it up again.
+    pub async fn set_node_draining(&self, id: u64, draining: bool) -> Result<NodeStateView, Error> {
+        let path = if draining {
+            format!("/admin/v1/nodes/{id}/drain")
+        } else {
+            format!("/admin/v1/nodes/{id}/up")
+        };
+        let (_, v) = self.call(Method::POST, &path, None, None).await?;
+        decode(&v)
+    }
+
+    /// Moves group `group`'s replica on node `from` to node `to`, online (the
+    /// new replica catches up as a learner, then one joint change swaps them).
+    /// Done already: `moved` is false.
+    pub async fn move_replica(&self, group: u16, from: u64, to: u64) -> Result<ReplicaMoved, Error> {
+        let body = ReplicaMove { from, to };
+        let (_, v) = self
+            .call(
+                Method::POST,
+                &format!("/admin/v1/groups/{group}/move"),
                 Some(to_body(&body)?),
                 None,
             )

@@ -49,6 +49,11 @@ membership_timeout_ms = 3000
 [raft]
 snapshot_logs_since_last = 300
 logs_kept_after_snapshot = 50
+
+# The membership nemesis takes nodes out of groups and back by hand; the
+# balancer would fill the gap it leaves with moves of its own meanwhile.
+[placement]
+balance = false
 "#;
 
 /// Options of `jepsen run`.
@@ -412,6 +417,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         dir: run_dir.clone(),
         nodes: args.nodes,
         shards: args.shards,
+        replication_factor: None,
         addressing: Addressing::PerNodeIp {
             base_port: args.base_port,
         },

@@ -117,6 +117,11 @@ pub fn router(state: AppState) -> Router {
 /// What every answer of the public listener goes through.
 fn outer_layers(router: Router, state: &AppState) -> Router {
     router
+        // Reads of a shard this node does not host go to one that does.
+        .layer(axum::middleware::from_fn_with_state(
+            state.node.clone(),
+            crate::placement::relay::relay_reads,
+        ))
         .layer(axum::middleware::map_response_with_state(
             state.node.id(),
             name_the_node,
@@ -147,6 +152,10 @@ pub fn admin_router(state: AppState) -> Router {
         .merge(crate::api::events::routes())
         .merge(crate::api::streams::routes());
     bounded(routes, &state)
+        .layer(axum::middleware::from_fn_with_state(
+            state.node.clone(),
+            crate::placement::relay::relay_reads,
+        ))
         .layer(axum::middleware::map_response_with_state(
             state.node.id(),
             name_the_node,
@@ -164,8 +173,15 @@ pub fn admin_router(state: AppState) -> Router {
 pub fn peer_router(state: AppState) -> Router {
     let limits = &state.node.config.limits;
     let key: Arc<str> = state.node.config.cluster_key.clone().into();
+    // A read relayed by a peer runs through the public and admin routes (the
+    // user's or admin's token is checked there as anywhere).
+    let relay_target = crate::api::internal::RelayTarget(bounded(
+        crate::api::public_routes().merge(crate::api::admin_routes()),
+        &state,
+    ));
     let internal = crate::api::internal::routes()
         .with_state(state.clone())
+        .layer(axum::Extension(relay_target))
         .route_layer(axum::middleware::from_fn_with_state(
             key.clone(),
             boxoffice_raft::server::require_cluster_key,

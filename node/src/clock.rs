@@ -57,6 +57,12 @@ impl PeerClocks {
         })
     }
 
+    /// When `peer`'s clock was last read (the node last heard from it).
+    pub fn last_heard(&self, peer: NodeId) -> Option<Instant> {
+        let map = self.readings.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&peer).map(|r| r.at)
+    }
+
     /// Peers among `voters` (besides `me`) without a fresh reading.
     pub fn missing(&self, me: NodeId, voters: &[NodeId], age_max: Duration) -> Vec<NodeId> {
         voters

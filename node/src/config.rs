@@ -94,6 +94,9 @@ pub struct NodeConfig {
     /// The virtual waiting room on this node (`[queue]`).
     #[serde(default)]
     pub queue: crate::queue::QueueNodeSettings,
+    /// How replicas move on this node (`[placement]`).
+    #[serde(default)]
+    pub placement: crate::placement::PlacementSettings,
 }
 
 fn peer_listen_default() -> SocketAddr {
@@ -836,7 +839,8 @@ impl NodeConfig {
             );
         }
         self.payments.validate()?;
-        self.queue.validate()
+        self.queue.validate()?;
+        self.placement.validate()
     }
 
     /// The openraft config for every group.
@@ -891,6 +895,7 @@ mod tests {
             fault_injection: false,
             payments: Default::default(),
             queue: Default::default(),
+            placement: Default::default(),
         }
     }
 

@@ -173,6 +173,19 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        // For the relay of reads (`crate::placement::relay`): the shard to ask
+        // another node for.
+        if code == ProblemCode::ShardNotHere {
+            if let Some(shard) = problem
+                .extra
+                .get("shard")
+                .and_then(Value::as_u64)
+                .and_then(|s| u16::try_from(s).ok())
+            {
+                resp.extensions_mut()
+                    .insert(crate::placement::relay::NotHostedHere(boxoffice_raft::GroupId(shard)));
+            }
+        }
         // For the metrics layer: writes counted by their problem code.
         resp.extensions_mut()
             .insert(crate::metrics::AnsweredProblem(code.as_str()));

@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod node;
 pub mod openapi;
 pub mod payments;
+pub mod placement;
 pub mod proposer;
 pub mod queue;
 pub mod rate_limits;

@@ -202,6 +202,7 @@ fn seat_change(index: u64, outcome: &Outcome) -> Option<SeatChange> {
         )
         | Effect::Webhooks(_)
         | Effect::Queue(_)
+        | Effect::PlacementSet { .. }
         | Effect::Released { .. }
         | Effect::Nothing
         | Effect::VenueCreated { .. }

@@ -157,6 +157,8 @@ pub struct ClusterSpec {
     pub nodes: u64,
     /// Inventory shards at bootstrap.
     pub shards: u16,
+    /// Voters per shard at bootstrap (`None`: the cluster's default).
+    pub replication_factor: Option<u8>,
     /// Where the nodes listen.
     pub addressing: Addressing,
     /// TOML settings every node runs with (`""`: the defaults); each node's
@@ -188,6 +190,7 @@ impl ClusterSpec {
             dir: dir.to_path_buf(),
             nodes,
             shards,
+            replication_factor: None,
             addressing: Addressing::FreePorts,
             settings: String::new(),
             secrets: None,
@@ -290,6 +293,8 @@ pub struct LocalCluster {
     pub nodes: BTreeMap<u64, LocalNode>,
     /// Inventory shards at bootstrap.
     pub shards: u16,
+    /// Voters per shard at bootstrap (`None`: the cluster's default).
+    pub replication_factor: Option<u8>,
     /// The shared secrets.
     pub secrets: Secrets,
     /// An admin token (`local-admin`).
@@ -404,6 +409,7 @@ impl LocalCluster {
             dir: spec.dir,
             nodes,
             shards: spec.shards,
+            replication_factor: spec.replication_factor,
             admin_token: Signer::hs256(&secrets.admin_token_secret)
                 .mint("local-admin", TOKEN_TTL_S)?,
             secrets,
@@ -622,15 +628,24 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// Bootstraps the cluster with every node as a voter, through the first node,
-    /// and waits until every group has a leader.
+    /// Bootstraps the cluster with every node as a member, through the first
+    /// node, and waits until every group has a leader.
     pub async fn init(&self) -> anyhow::Result<ClusterInitialized> {
+        let all: Vec<u64> = self.nodes.keys().copied().collect();
+        self.init_members(&all).await
+    }
+
+    /// As [`LocalCluster::init`], with only the nodes `ids` as members (the
+    /// others are added later, say).
+    pub async fn init_members(&self, ids: &[u64]) -> anyhow::Result<ClusterInitialized> {
         let members = self
             .nodes
             .values()
+            .filter(|n| ids.contains(&n.id))
             .map(|n| Member {
                 id: n.id,
                 addr: n.peer_addr.to_string(),
+                labels: Default::default(),
             })
             .collect();
         let first = self.nodes.values().next().context("no nodes")?;
@@ -641,6 +656,7 @@ impl LocalCluster {
             .json(&ClusterInit {
                 members,
                 shards: Some(self.shards),
+                replication_factor: self.replication_factor,
             })
             .timeout(INIT_TIMEOUT)
             .send()

@@ -27,6 +27,12 @@ pub struct ClusterRecord {
 
 boxoffice_raft::versioned_v1!(ClusterRecord => "cluster record");
 
+/// The groups a node hosts, persisted in its database (`meta::HOSTED`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostedGroups(pub Vec<u16>);
+
+boxoffice_raft::versioned_v1!(HostedGroups => "hosted groups record");
+
 /// Handles to one hosted group's storage.
 #[derive(Clone)]
 pub struct GroupStores {
@@ -105,6 +111,8 @@ pub struct Node {
     pub payments: Option<Arc<crate::payments::Payments>>,
     /// What `GET /metrics` reports.
     pub metrics: crate::metrics::Metrics,
+    /// The placement directory as last read, routes, moves in flight.
+    pub placement: crate::placement::PlacementState,
 }
 
 /// Offset added to the wall clock, set only through the fault-injection API
@@ -180,14 +188,18 @@ impl Node {
             backups,
             event_cache,
             clocks: crate::clock::PeerClocks::default(),
+            placement: Default::default(),
         });
         let _ = node.myself.set(Arc::downgrade(&node));
         if let Some(rec) = node.cluster_record()? {
-            node.start_groups(rec.shards).await?;
+            let hosted = node.hosted_record()?.unwrap_or_else(|| all_groups(rec.shards));
+            node.start_groups(rec.shards, &hosted).await?;
         }
         tokio::spawn(ticker(Arc::downgrade(&node)));
         tokio::spawn(clock_prober(Arc::downgrade(&node)));
         tokio::spawn(crate::queue::ticker(Arc::downgrade(&node)));
+        tokio::spawn(crate::placement::reconcile::run(Arc::downgrade(&node)));
+        tokio::spawn(crate::placement::balancer::run(Arc::downgrade(&node)));
         if let Some(p) = payments {
             tokio::spawn(crate::payments::worker::run(
                 Arc::downgrade(&node),
@@ -196,6 +208,11 @@ impl Node {
             tokio::spawn(crate::payments::outgoing::run(Arc::downgrade(&node), p));
         }
         Ok(node)
+    }
+
+    /// A handle to this node, for tasks it starts (`None` while it shuts down).
+    pub fn myself(&self) -> Option<Arc<Node>> {
+        self.myself.get().and_then(std::sync::Weak::upgrade)
     }
 
     /// This node's id.
@@ -230,9 +247,52 @@ impl Node {
         })
     }
 
+    /// The groups this node hosts, as last recorded (`None`: a data directory
+    /// from before placement, which hosts every group).
+    fn hosted_record(&self) -> anyhow::Result<Option<Vec<GroupId>>> {
+        let raw = self.db.node_record(meta::HOSTED)?;
+        Ok(match raw {
+            Some(b) => {
+                let HostedGroups(groups) = codec::decode(&b)?;
+                Some(groups.into_iter().map(GroupId).collect())
+            }
+            None => None,
+        })
+    }
+
+    /// The groups running on this node.
+    pub fn hosted(&self) -> Vec<GroupId> {
+        self.stores
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// True when `group` runs on this node.
+    pub fn hosts(&self, group: GroupId) -> bool {
+        self.groups.get(group).is_some()
+    }
+
+    fn save_hosted(&self) -> anyhow::Result<()> {
+        let groups = HostedGroups(self.hosted().into_iter().map(|g| g.0).collect());
+        self.db
+            .put_node_record(meta::HOSTED, codec::encode(&groups))?;
+        Ok(())
+    }
+
     /// Joins a cluster of `shards` inventory shards: persists the shape and starts
     /// every group (idempotent; a different shard count is refused).
     pub async fn prepare(&self, shards: u16) -> Result<(), String> {
+        self.host(shards, &all_groups(shards)).await
+    }
+
+    /// Joins a cluster of `shards` inventory shards if this node has not yet,
+    /// and starts `groups` here (empty replicas until their leader adds this
+    /// node and sends them the log or a snapshot), recording them as hosted.
+    /// Idempotent; a different shard count is refused.
+    pub async fn host(&self, shards: u16, groups: &[GroupId]) -> Result<(), String> {
         if shards == 0 || shards > SHARDS_MAX {
             return Err(format!("shards must be between 1 and {SHARDS_MAX}"));
         }
@@ -251,12 +311,62 @@ impl Node {
                     .map_err(|e| e.to_string())?;
             }
         }
-        self.start_groups(shards).await.map_err(|e| e.to_string())
+        if let Some(g) = groups.iter().find(|g| g.0 > shards) {
+            return Err(format!("no group {} in a cluster of {shards} shards", g.0));
+        }
+        self.start_groups(shards, groups)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.save_hosted().map_err(|e| e.to_string())
     }
 
-    async fn start_groups(&self, shards: u16) -> anyhow::Result<()> {
+    /// Stops `group` here and deletes its replica (log, state, snapshots): for
+    /// a replica its group no longer has. Idempotent. The group must not count
+    /// on this replica any more (removed from its membership first).
+    pub async fn unhost(&self, group: GroupId) -> Result<(), String> {
+        if group.is_catalogue() {
+            return Err("the catalogue stays on every node".into());
+        }
+        let _guard = self.create_lock.lock().await;
+        let Some(raft) = self.groups.get(group) else {
+            return Ok(());
+        };
+        self.proposers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&group);
+        self.feeds
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&group);
+        self.groups.remove(group);
+        self.stores
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&group);
+        self.save_hosted().map_err(|e| e.to_string())?;
+        if let Err(e) = raft.shutdown().await {
+            tracing::warn!(%group, error = %e, "stopping a replica given away");
+        }
+        drop(raft);
+        self.db.delete_group(group).map_err(|e| e.to_string())?;
+        let dir = self
+            .config
+            .data_dir
+            .join("snapshots")
+            .join(format!("g{}", group.0));
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(%group, error = %e, dir = %dir.display(), "snapshots of a replica given away not deleted");
+            }
+        }
+        tracing::info!(%group, "replica given away: stopped and deleted");
+        Ok(())
+    }
+
+    async fn start_groups(&self, shards: u16, groups: &[GroupId]) -> anyhow::Result<()> {
         let snapshot_root = self.config.data_dir.join("snapshots");
-        for group in all_groups(shards) {
+        for &group in groups {
             if self.groups.get(group).is_some() {
                 continue;
             }
@@ -294,12 +404,14 @@ impl Node {
         *self.shards.write().unwrap_or_else(|e| e.into_inner()) = Some(shards);
         if self.search.get().is_none() {
             if let Some(cat) = self.stores(GroupId::CATALOGUE) {
-                let readers: BTreeMap<GroupId, Reader> = (1..=shards)
-                    .filter_map(|g| self.stores(GroupId(g)).map(|s| (GroupId(g), s.reader)))
-                    .collect();
+                // From the replica of the event's shard on this node, whichever
+                // it hosts at the time (none: unknown).
+                let me = self.myself.get().cloned().unwrap_or_default();
                 let availability: crate::search::AvailabilityFn = Arc::new(move |event_id| {
-                    let reader = readers.get(&shard_for_event(event_id, shards))?;
-                    reader.begin_applied().available(event_id)
+                    let node = me.upgrade()?;
+                    let st = node.stores(shard_for_event(event_id, shards))?;
+                    let available = st.reader.begin_applied().available(event_id);
+                    available
                 });
                 let index = crate::search::SearchIndex::open(
                     &self.config.data_dir,
@@ -515,7 +627,7 @@ impl Node {
     /// request made by `forward` sent to the leader's `/internal/v1/{endpoint}/{group}`.
     /// A forward that never reached the leader is `Unavailable`; one that reached it
     /// but got no answer becomes `unanswered`.
-    async fn on_leader<Req, T, Fut>(
+    pub(crate) async fn on_leader<Req, T, Fut>(
         &self,
         group: GroupId,
         remaining: Duration,
@@ -529,11 +641,11 @@ impl Node {
         T: serde::de::DeserializeOwned,
         Fut: std::future::Future<Output = Result<T, ProposeError>>,
     {
-        match self.leader_of(group) {
+        match self.route(group) {
             Some((leader, _)) if leader == self.id() => local(remaining).await,
             Some((_, addr)) => {
                 let path = format!("/internal/v1/{endpoint}/{}", group.0);
-                match self
+                let answer = match self
                     .rpc
                     .call::<_, Result<T, ProposeError>>(&addr, &path, &forward(), remaining)
                     .await
@@ -541,6 +653,26 @@ impl Node {
                     Ok(r) => r,
                     Err(CallError::Unreachable(e)) => Err(ProposeError::Unavailable(e)),
                     Err(e) => Err(unanswered(e.to_string())),
+                };
+                // A group this node does not host: the answer says where to go next.
+                match answer {
+                    Err(ProposeError::NotLeader { group: g, leader }) => {
+                        self.note_route(group, leader.clone());
+                        Err(ProposeError::NotLeader { group: g, leader })
+                    }
+                    // A replica that gave the group away (the directory lags a
+                    // move): try another.
+                    Err(ProposeError::NoSuchGroup(g)) => {
+                        self.note_route(group, None);
+                        Err(ProposeError::Unavailable(format!(
+                            "group {g} has moved off the node asked; trying another replica"
+                        )))
+                    }
+                    Err(e @ ProposeError::Unavailable(_)) => {
+                        self.note_route(group, None);
+                        Err(e)
+                    }
+                    other => other,
                 }
             }
             None => Err(ProposeError::Unavailable(format!(
@@ -958,6 +1090,7 @@ async fn invalidate_event_cache(
                     | Effect::Payment(_)
                     | Effect::Webhooks(_)
                     | Effect::Queue(_)
+                    | Effect::PlacementSet { .. }
                     | Effect::Batch(_),
                 )
                 | Err(_) => {}

@@ -8,7 +8,8 @@ use crate::types::{GroupId, Raft};
 /// Registry of the Raft groups running on this node.
 ///
 /// Groups are added when the node learns the cluster's shape (at start-up from its
-/// own data, or when asked to prepare for bootstrap) and live until shutdown.
+/// own data, or when asked to prepare for bootstrap), and when it is asked to
+/// host a replica (a move); removed when it gives a replica away.
 #[derive(Default)]
 pub struct Groups {
     map: RwLock<BTreeMap<GroupId, Raft>>,
@@ -36,6 +37,12 @@ impl Groups {
         }
         map.insert(group, raft);
         true
+    }
+
+    /// Removes a group; its Raft handle, if it was there.
+    pub fn remove(&self, group: GroupId) -> Option<Raft> {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        map.remove(&group)
     }
 
     /// All hosted groups, in id order.

@@ -151,6 +151,37 @@ impl RpcClient {
         &self.http
     }
 
+    /// POSTs a codec-encoded body to `http(s)://{addr}{path}` and hands back the
+    /// answer as it starts (status and headers, the body still streaming), for
+    /// answers relayed to a client as they come (a read, a live stream).
+    /// `timeout` bounds the wait for the answer to start, not its body.
+    pub async fn call_streaming<Req: Serialize>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, CallError> {
+        let url = format!("{}://{addr}{path}", self.scheme);
+        let mut req = self
+            .http
+            .post(&url)
+            .header(CLUSTER_KEY_HEADER, &self.config.cluster_key)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+        if let Some(id) = crate::request_id::current() {
+            req = req.header(crate::request_id::REQUEST_ID_HEADER, &*id);
+        }
+        let send = req.body(codec::encode_message(body)).send();
+        let resp = match tokio::time::timeout(timeout, send).await {
+            Err(_) => return Err(CallError::Timeout),
+            Ok(Err(e)) if e.is_connect() => return Err(CallError::Unreachable(e.to_string())),
+            Ok(Err(e)) => return Err(CallError::Network(e.to_string())),
+            Ok(Ok(r)) => r,
+        };
+        self.note_peer(addr, resp.headers());
+        Ok(resp)
+    }
+
     /// POSTs a codec-encoded body to `http(s)://{addr}{path}` and decodes the reply.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,

@@ -83,9 +83,18 @@ pub fn restore_group(
     };
     let mut w = SnapshotWriter::create(&tmp, group, &new_meta)?;
     // The records are copied as they come, except the group's bookkeeping,
-    // which gets the new members.
+    // which gets the new members, and the placement directory's nodes and
+    // groups, which described the old cluster (the new cluster's leaders
+    // write them again from their memberships; the policy is kept).
     let mut meta_seen = false;
     let copied = read_snapshot_file(src, |k, v| {
+        let placement = matches!(
+            k.first().copied(),
+            Some(table::PLACEMENT_NODE | table::PLACEMENT_GROUP)
+        );
+        if placement {
+            return Ok(());
+        }
         if k != meta_rel {
             return Ok(w.record(&k, &v)?);
         }

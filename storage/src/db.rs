@@ -194,6 +194,24 @@ impl Db {
         }
     }
 
+    /// Deletes every key of `group` in every column family (its log, its Raft
+    /// metadata, its state machine), synced: for a replica this node no longer
+    /// hosts. The group must not be running here.
+    pub fn delete_group(&self, group: boxoffice_raft::GroupId) -> Result<(), rocksdb::Error> {
+        assert!(
+            group.0 != crate::keys::NODE_GROUP,
+            "the node's own records are not a group's"
+        );
+        let from = group.0.to_be_bytes();
+        // group.0 < NODE_GROUP = u16::MAX, so the next id does not overflow.
+        let to = (group.0 + 1).to_be_bytes();
+        let mut batch = WriteBatch::default();
+        for name in [CF_LOG, CF_META, CF_SM] {
+            batch.delete_range_cf(self.cf(name), from, to);
+        }
+        self.write_sync(batch)
+    }
+
     /// Reads a node-level record (see [`crate::keys::meta`]).
     pub fn node_record(&self, kind: u8) -> Result<Option<Vec<u8>>, rocksdb::Error> {
         self.inner.get_cf(

@@ -28,6 +28,9 @@ pub mod meta {
     pub const INSTALLING: u8 = 4;
     /// Node-level: the cluster shape this node belongs to (under `NODE_GROUP`).
     pub const CLUSTER: u8 = 10;
+    /// Node-level: the groups this node hosts (absent on a node whose data
+    /// predates placement: it hosts every group).
+    pub const HOSTED: u8 = 11;
 }
 
 /// `sm` tables.
@@ -116,6 +119,13 @@ pub mod table {
     /// The users one tick admitted, by (event, last position admitted): a
     /// forward seek from a position finds the batch that admitted it.
     pub const QUEUE_BATCH: u8 = 0x52;
+    /// From feature level 4, catalogue only: the placement directory's nodes,
+    /// by node id.
+    pub const PLACEMENT_NODE: u8 = 0x60;
+    /// Each group's replicas, by group (as a u64).
+    pub const PLACEMENT_GROUP: u8 = 0x61;
+    /// The placement policy (one record).
+    pub const PLACEMENT_POLICY: u8 = 0x62;
 }
 
 /// Builds keys by appending parts.

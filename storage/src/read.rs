@@ -608,6 +608,16 @@ impl ReadTx<'_> {
         Some((join, standing))
     }
 
+    /// The placement directory (catalogue): the policy, if set, every node
+    /// and every group's replicas.
+    pub fn placement(&self) -> Placement {
+        Placement {
+            policy: machine::placement::policy(&self.view, self.group),
+            nodes: machine::placement::nodes(&self.view, self.group),
+            groups: machine::placement::groups(&self.view, self.group),
+        }
+    }
+
     /// The site's webhook endpoints, by name.
     pub fn webhook_endpoints(&self) -> Vec<(String, WebhookEndpoint)> {
         machine::outbox::endpoints(&self.view, self.group)
@@ -692,4 +702,15 @@ impl ReadTx<'_> {
         });
         out
     }
+}
+
+/// The placement directory as the catalogue holds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// The policy, once set.
+    pub policy: Option<PlacementPolicy>,
+    /// Every node, by id.
+    pub nodes: Vec<(u64, NodeEntry)>,
+    /// Every group's replicas, by group.
+    pub groups: Vec<(u16, GroupPlacement)>,
 }

@@ -352,6 +352,24 @@ fn commands() -> Vec<(&'static str, Command)> {
             },
         ),
         (
+            "set_placement",
+            Command::SetPlacement(PlacementUpdate {
+                replication_factor: Some(3),
+                nodes: vec![NodeSpec {
+                    id: 4,
+                    addr: "10.0.0.4:7101".into(),
+                    labels: vec![("zone".into(), "a".into())],
+                    state: NodeStateSpec::Draining,
+                }],
+                groups: vec![GroupPlacementSpec {
+                    group: 7,
+                    voters: vec![1, 2, 4],
+                    learners: vec![5],
+                    epoch: 40,
+                }],
+            }),
+        ),
+        (
             "refund_update",
             Command::RefundUpdate {
                 payment_id: "pi_3MtwBwLkdIwHu7ix28a3tqPa".into(),
@@ -606,6 +624,12 @@ fn results() -> Vec<(&'static str, Result<Effect, Rejection>)> {
             })),
         ),
         ("no_queue", Err(Rejection::NoQueue { event_id: 5 })),
+        (
+            "placement_set",
+            Ok(Effect::PlacementSet {
+                stale_groups: vec![3],
+            }),
+        ),
         (
             "queue_not_open",
             Err(Rejection::QueueNotOpen {
@@ -983,6 +1007,32 @@ fn every_record_written_by_the_first_releases_decodes_to_its_value() {
             finished: 4,
         },
     ));
+    c(check(
+        &g,
+        "placement_node",
+        NodeEntry {
+            addr: "10.0.0.4:7101".into(),
+            labels: vec![("zone".into(), "a".into())],
+            state: NodeStateSpec::Up,
+            updated_at_ms: 1_767_000_000_000,
+        },
+    ));
+    c(check(
+        &g,
+        "group_placement",
+        GroupPlacement {
+            voters: vec![1, 2, 4],
+            learners: vec![5],
+            epoch: 40,
+        },
+    ));
+    c(check(
+        &g,
+        "placement_policy",
+        PlacementPolicy {
+            replication_factor: 3,
+        },
+    ));
     c(check(&g, "vote", Vote::new(3, 2)));
     c(check(&g, "vote.committed", Vote::new_committed(3, 2)));
     c(check(&g, "log_id", lid(3, 2, 40)));
@@ -1038,6 +1088,7 @@ fn command_variant(c: &Command) -> usize {
         Command::JoinQueue { .. } => 24,
         Command::AdmitQueue { .. } => 25,
         Command::AdmittedHold { .. } => 26,
+        Command::SetPlacement(_) => 27,
     }
 }
 
@@ -1059,6 +1110,7 @@ fn effect_variant(e: &Effect) -> usize {
         Effect::Payment(_) => 12,
         Effect::Webhooks(_) => 13,
         Effect::Queue(_) => 14,
+        Effect::PlacementSet { .. } => 15,
     }
 }
 
@@ -1094,8 +1146,8 @@ fn rejection_variant(r: &Rejection) -> usize {
 }
 
 /// Variants of each enum, as numbered above.
-const COMMANDS: usize = 27;
-const EFFECTS: usize = 15;
+const COMMANDS: usize = 28;
+const EFFECTS: usize = 16;
 const REJECTIONS: usize = 25;
 
 #[test]

@@ -53,6 +53,10 @@ pub struct Member {
     pub id: u64,
     /// `host:port` of its peer listener.
     pub addr: String,
+    /// Location labels (`zone`, `rack`, `host`): replicas of a shard go to
+    /// nodes whose labels differ first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A member as `GET /admin/v1/cluster` shows it.
@@ -80,6 +84,11 @@ pub struct ClusterInit {
     /// Inventory shards (default 8), fixed for the cluster's life.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shards: Option<u16>,
+    /// Voters each shard keeps (default 3, at most the members): each shard
+    /// is placed on that many members, the catalogue has voters on as many
+    /// and learners on every other member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_factor: Option<u8>,
 }
 
 /// The answer of a cluster bootstrap.
@@ -94,6 +103,9 @@ pub struct ClusterInitialized {
     pub initialized_groups: Vec<u16>,
     /// The node each newly initialised group started on (its first leader).
     pub first_leaders: BTreeMap<u16, u64>,
+    /// Each group's voters.
+    #[serde(default)]
+    pub voters: BTreeMap<u16, Vec<u64>>,
 }
 
 /// One group as `GET /admin/v1/cluster` shows it (this node's view).
@@ -185,6 +197,126 @@ pub struct ClusterStatus {
     pub sse_snapshots_serialized: u64,
     /// Fault injection's clock offset (0 unless set).
     pub clock_offset_ms: i64,
+    /// The placement directory as this node's catalogue replica has it.
+    #[serde(default)]
+    pub placement: Option<PlacementView>,
+    /// Replica moves this node runs now (as their groups' leader).
+    #[serde(default)]
+    pub operations: Vec<OperationView>,
+}
+
+/// The placement directory: which nodes hold each group's replicas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlacementView {
+    /// Voters each shard keeps.
+    pub replication_factor: Option<u8>,
+    /// Every node.
+    pub nodes: Vec<PlacedNode>,
+    /// Every group's replicas.
+    pub groups: Vec<GroupPlacementView>,
+}
+
+/// A node in the directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlacedNode {
+    /// Node id.
+    pub id: u64,
+    /// Its cluster address.
+    pub addr: String,
+    /// Its location labels.
+    pub labels: BTreeMap<String, String>,
+    /// `up`, `draining` or `down`.
+    pub state: String,
+    /// Voters it holds.
+    pub voters: usize,
+    /// Learners it holds.
+    pub learners: usize,
+}
+
+/// One group's replicas in the directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GroupPlacementView {
+    /// The group (0: the catalogue).
+    pub group: u16,
+    /// Its voters.
+    pub voters: Vec<u64>,
+    /// Its learners.
+    pub learners: Vec<u64>,
+    /// The log index of the membership this describes.
+    pub epoch: u64,
+}
+
+/// An operation in flight on the answering node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OperationView {
+    /// `move_replica`.
+    pub kind: String,
+    /// The group.
+    pub group: u16,
+    /// The node giving a replica away.
+    pub from: u64,
+    /// The node taking it.
+    pub to: u64,
+    /// Its current step.
+    pub phase: String,
+    /// Milliseconds since it started.
+    pub running_ms: u64,
+}
+
+/// `POST /admin/v1/nodes`: a new node joins (started with an empty data
+/// directory); it takes replicas from the balancer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewNode {
+    /// Its id (≥ 1, not in use).
+    pub id: u64,
+    /// `host:port` of its peer listener.
+    pub addr: String,
+    /// Location labels (`zone`, `rack`, `host`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A node's state after `POST /admin/v1/nodes...`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeStateView {
+    /// The node.
+    pub id: u64,
+    /// `up`, `draining` or `down`.
+    pub state: String,
+    /// Voters it still holds, by the directory.
+    pub voters: usize,
+}
+
+/// `POST /admin/v1/groups/{g}/move`: move one replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaMove {
+    /// The node giving its replica away (a voter of the group).
+    pub from: u64,
+    /// The node taking it (in the placement directory, not a voter yet).
+    pub to: u64,
+}
+
+/// The answer of a replica move.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReplicaMoved {
+    /// The group.
+    pub group: u16,
+    /// Its voters now.
+    pub voters: Vec<u64>,
+    /// False when the move had been done already.
+    pub moved: bool,
+    /// Milliseconds the new replica took to catch up.
+    pub catch_up_ms: u64,
 }
 
 /// `POST /admin/v1/groups/{g}/snapshot` (202).

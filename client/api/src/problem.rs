@@ -168,6 +168,10 @@ problem_codes! {
     SearchNotReady = ("search_not_ready", 503, false),
     /// This replica lags its clock by more than `limits.replica_staleness_ms_max`.
     ReplicaStale = ("replica_stale", 503, false),
+    /// No replica of the request's shard could serve it: this node does not
+    /// host the shard and the nodes that do (by the placement directory) did
+    /// not answer, or the directory is behind a move (`shard`).
+    ShardNotHere = ("shard_not_here", 503, false),
     /// A peer needed for bootstrap could not be reached.
     PeerUnreachable = ("peer_unreachable", 503, false),
     /// The write may or may not have been applied: retry with the same key.

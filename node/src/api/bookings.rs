@@ -111,6 +111,7 @@ pub fn confirmed_view(b: &ConfirmedBooking) -> Booking {
 struct BookingQuery {
     consistency: Option<String>,
     event_id: Option<String>,
+    shard: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/bookings/{booking_id}", tag = "bookings",
@@ -149,23 +150,48 @@ async fn get_booking(
 }
 
 #[utoipa::path(get, path = "/v1/bookings", tag = "bookings",
-    params(("consistency" = Option<boxoffice_api::Consistency>, Query, description = "`local` (default: this replica, says how fresh) or `linearizable` (after a read index)"), ("event_id" = Option<u64>, Query, description = "Only this event's")),
+    params(("consistency" = Option<boxoffice_api::Consistency>, Query, description = "`local` (default: this replica, says how fresh) or `linearizable` (after a read index)"), ("event_id" = Option<u64>, Query, description = "Only this event's"), ("shard" = Option<u16>, Query, description = "Only this shard's")),
     responses((status = 200, body = boxoffice_api::BookingList), crate::openapi::Problems), security(("user" = [])))]
 async fn list_bookings(
     State(state): State<AppState>,
     User(user): User,
+    headers: axum::http::HeaderMap,
     Params(q): Params<BookingQuery>,
 ) -> ApiResult<Json<BookingList>> {
     let c = parse_consistency(q.consistency.as_deref(), Consistency::Linearizable)?;
     let shards = state.node.shards().ok_or_else(not_bootstrapped)?;
     let max = state.node.config.limits.page_size_max;
     let event = q.event_id.as_deref().map(parse_event_id).transpose()?;
-    let groups: Vec<GroupId> = match event {
-        Some(e) => vec![event_group(&state, e)?],
-        None => (1..=shards).map(GroupId).collect(),
+    let shard = q
+        .shard
+        .as_deref()
+        .map(|s| {
+            s.parse::<u16>()
+                .map_err(|_| ApiError::bad_param("shard", "shard must be a shard number"))
+                .and_then(|n| shard_group(&state, n))
+        })
+        .transpose()?;
+    let groups: Vec<GroupId> = match (event, shard) {
+        (Some(e), Some(s)) if event_group(&state, e)? != s => Vec::new(),
+        (Some(e), _) => vec![event_group(&state, e)?],
+        (None, Some(s)) => vec![s],
+        (None, None) => (1..=shards).map(GroupId).collect(),
     };
     let mut all = Vec::new();
+    let mut truncated = false;
     for g in groups {
+        if !state.node.hosts(g) {
+            // One shard's part from a node that hosts it.
+            let part = remote_bookings(&state, g, &headers, c, event).await?;
+            truncated |= part.truncated;
+            for b in part.bookings {
+                let id: BookingId = b.booking_id.parse().map_err(|e| {
+                    ApiError::internal(format!("a peer's booking id {:?}: {e}", b.booking_id))
+                })?;
+                all.push((b.confirmed_at_ms, id, b));
+            }
+            continue;
+        }
         let st = stores(&state, g)?;
         barrier_if(&state, g, c).await?;
         let tx = st.reader.begin_applied();
@@ -180,10 +206,46 @@ async fn list_bookings(
         );
     }
     all.sort_by_key(|(at, id, _)| (*at, *id));
-    let truncated = all.len() > max;
+    let truncated = truncated || all.len() > max;
     all.truncate(max);
     Ok(Json(BookingList {
         bookings: all.into_iter().map(|(_, _, v)| v).collect(),
         truncated,
     }))
+}
+
+/// The user's bookings on shard `group`, from a node that hosts it (the same
+/// request, for that shard only, with the user's own token).
+async fn remote_bookings(
+    state: &AppState,
+    group: GroupId,
+    headers: &axum::http::HeaderMap,
+    c: Consistency,
+    event: Option<u64>,
+) -> ApiResult<BookingList> {
+    let mut uri = format!(
+        "/v1/bookings?shard={}&consistency={}",
+        group.0,
+        match c {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Local => "local",
+        }
+    );
+    if let Some(e) = event {
+        uri.push_str(&format!("&event_id={e}"));
+    }
+    let req = crate::placement::relay::RelayedRequest::get(uri, headers);
+    let answer = crate::placement::relay::relay(&state.node, group, &req)
+        .await
+        .ok_or_else(|| super::not_here(state, group))?;
+    if !answer.status().is_success() {
+        return Err(ApiError::new(
+            ProblemCode::ShardNotHere,
+            format!("{group}: the node hosting it answered {}", answer.status()),
+        ));
+    }
+    let body = axum::body::to_bytes(answer.into_body(), crate::placement::relay::RELAYED_PART_BYTES_MAX)
+        .await
+        .map_err(|e| ApiError::new(ProblemCode::ShardNotHere, format!("{group}: {e}")))?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::internal(format!("a peer's bookings of {group}: {e}")))
 }

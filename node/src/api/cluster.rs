@@ -14,10 +14,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use boxoffice_api::{
     ClockOffset, ClockOffsetSet, ClusterInit, ClusterInitialized, ClusterStatus, GroupMembership,
-    GroupStatus, Health, MemberAction, MemberChange, MemberStatus, ProblemCode, Readiness,
+    GroupPlacementView, GroupStatus, Health, MemberAction, MemberChange, MemberStatus,
+    NewNode, NodeStateView, OperationView, PlacedNode, PlacementView, ProblemCode, Readiness,
+    ReplicaMove, ReplicaMoved,
     SnapshotTriggered,
 };
-use boxoffice_raft::command::FEATURE_LEVEL_PAYMENTS;
+use boxoffice_raft::command::{
+    Command, GroupPlacementSpec, NodeSpec, NodeStateSpec, PlacementUpdate, FEATURE_LEVEL_PAYMENTS,
+    REPLICATION_FACTOR_DEFAULT, REPLICATION_FACTOR_MAX,
+};
 use boxoffice_raft::{GroupId, NodeId, SHARDS_DEFAULT};
 use openraft::BasicNode;
 
@@ -45,6 +50,10 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/v1/fault/panic", post(fault_panic))
         .route("/admin/v1/groups/{group}/members/{id}", post(change_member))
         .route("/admin/v1/groups/{group}/snapshot", post(snapshot))
+        .route("/admin/v1/groups/{group}/move", post(move_replica))
+        .route("/admin/v1/nodes", post(add_node))
+        .route("/admin/v1/nodes/{id}/drain", post(drain_node))
+        .route("/admin/v1/nodes/{id}/up", post(node_up))
 }
 
 /// This module's operations in the OpenAPI document.
@@ -57,7 +66,11 @@ pub fn routes() -> Router<AppState> {
     fault_panic,
     init,
     snapshot,
-    change_member
+    change_member,
+    move_replica,
+    add_node,
+    drain_node,
+    node_up
 ))]
 pub struct Doc;
 
@@ -94,7 +107,12 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let Some(shards) = node.shards() else {
         return not_ready("not bootstrapped", None);
     };
-    let without_leader: Vec<u16> = (0..=shards)
+    // The groups with a replica here (every group, on a node of a cluster
+    // that keeps every replica everywhere).
+    let hosted: Vec<u16> = node.hosted().into_iter().map(|g| g.0).collect();
+    let without_leader: Vec<u16> = hosted
+        .iter()
+        .copied()
         .filter(|g| node.leader_of(GroupId(*g)).is_none())
         .collect();
     if !without_leader.is_empty() {
@@ -104,7 +122,9 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     // within `limits.replica_staleness_ms_max` of this node's clock.
     let now = crate::node::now_ms();
     let max = node.config.limits.replica_staleness_ms_max;
-    let behind: Vec<u16> = (0..=shards)
+    let behind: Vec<u16> = hosted
+        .iter()
+        .copied()
         .filter(|g| {
             node.stores(GroupId(*g)).is_none_or(|s| {
                 let t = s.sm.applied().borrow().time_ms;
@@ -207,6 +227,121 @@ async fn cluster(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Clus
             .map(|f| f.snapshots_serialized())
             .sum(),
         clock_offset_ms: crate::node::clock_offset_ms(),
+        placement: node.stores(GroupId::CATALOGUE).map(|_| placement_view(node)),
+        operations: node
+            .placement
+            .moves
+            .list()
+            .into_iter()
+            .map(|(g, s)| OperationView {
+                kind: "move_replica".into(),
+                group: g.0,
+                from: s.request.from,
+                to: s.request.to,
+                phase: s.phase.into(),
+                running_ms: u64::try_from(s.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            })
+            .collect(),
+    }))
+}
+
+/// The placement directory as this node's catalogue replica has it.
+fn placement_view(node: &crate::node::Node) -> PlacementView {
+    let dir = node.directory();
+    let count = |id: NodeId, learners: bool| {
+        dir.groups
+            .values()
+            .filter(|p| {
+                if learners {
+                    p.learners.contains(&id)
+                } else {
+                    p.voters.contains(&id)
+                }
+            })
+            .count()
+    };
+    PlacementView {
+        replication_factor: dir.replication_factor,
+        nodes: dir
+            .nodes
+            .iter()
+            .map(|(id, n)| PlacedNode {
+                id: *id,
+                addr: n.addr.clone(),
+                labels: n.labels.iter().cloned().collect(),
+                state: match n.state {
+                    NodeStateSpec::Up => "up",
+                    NodeStateSpec::Draining => "draining",
+                    NodeStateSpec::Down => "down",
+                }
+                .into(),
+                voters: count(*id, false),
+                learners: count(*id, true),
+            })
+            .collect(),
+        groups: dir
+            .groups
+            .iter()
+            .map(|(g, p)| GroupPlacementView {
+                group: *g,
+                voters: p.voters.clone(),
+                learners: p.learners.clone(),
+                epoch: p.epoch,
+            })
+            .collect(),
+    }
+}
+
+/// Moves one replica of a group from a voter to another node, online: the
+/// new replica catches up as a learner, then one joint change promotes it and
+/// removes the old one, which is deleted. Run by the group's leader; a move
+/// done already answers `moved: false`. Rolled back if the new replica does
+/// not catch up within `placement.catch_up_timeout_ms`.
+#[utoipa::path(post, path = "/admin/v1/groups/{group}/move", tag = "cluster",
+    params(("group" = u16, Path, description = "The group (0 = catalogue)")),
+    request_body = boxoffice_api::ReplicaMove,
+    responses((status = 200, body = boxoffice_api::ReplicaMoved), crate::openapi::Problems), security(("admin" = [])))]
+async fn move_replica(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(group): Path<String>,
+    JsonBody(body): JsonBody<ReplicaMove>,
+) -> ApiResult<Json<ReplicaMoved>> {
+    let group = super::parse_group(&group)?;
+    let shards = state.node.shards().ok_or_else(not_bootstrapped)?;
+    if group > shards {
+        return Err(ApiError::new(
+            ProblemCode::UnknownGroup,
+            format!("no group {group} (0 = catalogue, 1..={shards} = shards)"),
+        ));
+    }
+    if body.from == body.to {
+        return Err(ApiError::bad_param("to", "to must differ from from"));
+    }
+    let dir = state.node.directory();
+    let Some(to) = dir.nodes.get(&body.to) else {
+        return Err(ApiError::bad_param(
+            "to",
+            format!("node {} is not in the placement directory", body.to),
+        ));
+    };
+    if to.state != NodeStateSpec::Up {
+        return Err(ApiError::bad_param(
+            "to",
+            format!("node {} is not up (it takes no replicas)", body.to),
+        ));
+    }
+    let m = crate::placement::moves::MoveRequest {
+        from: body.from,
+        to: body.to,
+        to_addr: to.addr.clone(),
+    };
+    let done = state.node.move_replica(GroupId(group), m).await?;
+    Ok(Json(ReplicaMoved {
+        group,
+        voters: done.voters,
+        moved: done.moved,
+        catch_up_ms: done.catch_up_ms,
     }))
 }
 
@@ -270,8 +405,12 @@ async fn fault_panic(State(state): State<AppState>, _: Admin) -> ApiResult<impl 
     Ok(StatusCode::ACCEPTED)
 }
 
-/// Bootstraps a new cluster: every member prepares all groups, then each group is
-/// initialised with every member as a voter. Idempotent for the same members.
+/// Bootstraps a new cluster: places each shard's voters on
+/// `replication_factor` members (label diversity, then replica count, then
+/// leader count: `boxoffice_raft::placement`), the catalogue's voters on as
+/// many and learners on every other member; every member starts the groups it
+/// holds, each group is initialised on the member that is to lead it first,
+/// and the placement directory is written. Idempotent for the same members.
 #[utoipa::path(post, path = "/admin/v1/cluster/init", tag = "cluster",
     request_body = boxoffice_api::ClusterInit,
     responses((status = 200, body = boxoffice_api::ClusterInitialized), crate::openapi::Problems), security(("admin" = [])))]
@@ -281,6 +420,19 @@ async fn init(
     JsonBody(body): JsonBody<ClusterInit>,
 ) -> ApiResult<Json<ClusterInitialized>> {
     let shards = body.shards.unwrap_or(SHARDS_DEFAULT);
+    if shards == 0 || shards > boxoffice_raft::SHARDS_MAX {
+        return Err(ApiError::bad_param(
+            "shards",
+            format!("shards must be 1..={}", boxoffice_raft::SHARDS_MAX),
+        ));
+    }
+    let rf = body.replication_factor.unwrap_or(REPLICATION_FACTOR_DEFAULT);
+    if rf == 0 || rf > REPLICATION_FACTOR_MAX {
+        return Err(ApiError::bad_param(
+            "replication_factor",
+            format!("replication_factor must be 1..={REPLICATION_FACTOR_MAX}"),
+        ));
+    }
     if body.members.is_empty() {
         return Err(ApiError::bad_param("members", "members must not be empty"));
     }
@@ -305,20 +457,22 @@ async fn init(
     if members.len() != body.members.len() {
         return Err(ApiError::bad_param("members", "member ids must be unique"));
     }
+    let placed = crate::placement::initial::place(&body.members, shards, rf, state.node.id());
+    let placed = placed.map_err(|e| ApiError::bad_param("members", e))?;
     let mismatch = |e: String| ApiError::new(ProblemCode::ClusterMismatch, e);
     for m in &body.members {
+        let groups = placed.hosted_by(m.id);
         if m.id == state.node.id() {
-            state.node.prepare(shards).await.map_err(mismatch)?;
+            state.node.host(shards, &groups).await.map_err(mismatch)?;
         } else {
+            let host = crate::api::internal::HostRequest {
+                shards,
+                groups: groups.iter().map(|g| g.0).collect(),
+            };
             let r: Result<(), String> = state
                 .node
                 .rpc
-                .call(
-                    &m.addr,
-                    "/internal/v1/prepare",
-                    &shards,
-                    Duration::from_secs(10),
-                )
+                .call(&m.addr, "/internal/v1/host", &host, Duration::from_secs(10))
                 .await
                 .map_err(|e| {
                     ApiError::new(
@@ -329,20 +483,17 @@ async fn init(
             r.map_err(|e| mismatch(format!("node {}: {e}", m.id)))?;
         }
     }
-    // Each group is initialised on the member that is to lead it first: the
-    // catalogue on this node, shard s on the ((s - 1) mod n)-th member by id, so the
-    // shards' leaders (and their share of the work) start spread over the nodes.
-    let ids: Vec<NodeId> = members.keys().copied().collect();
     let mut initialized_groups = Vec::new();
     let mut first_leaders = BTreeMap::new();
-    for (g, _) in state.node.groups.all() {
-        let at = if g == GroupId::CATALOGUE {
-            state.node.id()
-        } else {
-            ids[(usize::from(g.0) - 1) % ids.len()]
-        };
+    for (&g, group) in &placed.groups {
+        let at = group.first_leader;
+        let voters: BTreeMap<NodeId, BasicNode> = group
+            .voters
+            .iter()
+            .map(|id| (*id, members[id].clone()))
+            .collect();
         let done: Result<bool, String> = if at == state.node.id() {
-            state.node.initialize_local(g, members.clone()).await
+            state.node.initialize_local(g, voters).await
         } else {
             let addr = &members[&at].addr;
             state
@@ -351,7 +502,7 @@ async fn init(
                 .call(
                     addr,
                     &format!("/internal/v1/initialize/{}", g.0),
-                    &members,
+                    &voters,
                     Duration::from_secs(10),
                 )
                 .await
@@ -368,12 +519,91 @@ async fn init(
             first_leaders.insert(g.0, at);
         }
     }
+    // The catalogue's learners: every member without a voter of it.
+    for (id, node) in &members {
+        if !placed.groups[&GroupId::CATALOGUE].voters.contains(id) {
+            state
+                .node
+                .change_membership(
+                    GroupId::CATALOGUE,
+                    MembershipChange::AddLearner(*id, node.addr.clone()),
+                )
+                .await?;
+        }
+    }
+    write_directory(&state, &body.members, rf, &placed).await?;
     Ok(Json(ClusterInitialized {
         shards,
-        members: ids,
+        members: members.keys().copied().collect(),
         initialized_groups,
         first_leaders,
+        voters: placed
+            .groups
+            .iter()
+            .map(|(g, p)| (g.0, p.voters.iter().copied().collect()))
+            .collect(),
     }))
+}
+
+/// Writes the nodes, the replication factor and the groups' first voters into
+/// the placement directory, once the catalogue is at the feature level that
+/// has it (its leader raises it within moments of the bootstrap).
+async fn write_directory(
+    state: &AppState,
+    members: &[boxoffice_api::Member],
+    rf: u8,
+    placed: &crate::placement::initial::Placed,
+) -> ApiResult<()> {
+    let node = &state.node;
+    let deadline =
+        std::time::Instant::now() + Duration::from_millis(node.config.limits.membership_timeout_ms);
+    while !node.directory_writable() {
+        if std::time::Instant::now() >= deadline {
+            return Err(ApiError::new(
+                ProblemCode::Unavailable,
+                "the catalogue did not reach the placement feature level in time; run the bootstrap again",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let update = PlacementUpdate {
+        replication_factor: Some(rf.min(u8::try_from(members.len()).unwrap_or(u8::MAX))),
+        nodes: members
+            .iter()
+            .map(|m| NodeSpec {
+                id: m.id,
+                addr: m.addr.clone(),
+                labels: m.labels.clone().into_iter().collect(),
+                state: NodeStateSpec::Up,
+            })
+            .collect(),
+        groups: placed
+            .groups
+            .iter()
+            .filter(|(g, _)| !g.is_catalogue())
+            .map(|(g, p)| GroupPlacementSpec {
+                group: g.0,
+                voters: p.voters.iter().copied().collect(),
+                learners: Vec::new(),
+                epoch: 0,
+            })
+            .collect(),
+    };
+    if let Err(e) = update.check() {
+        return Err(ApiError::bad_param("members", e));
+    }
+    let outcome = node
+        .propose(GroupId::CATALOGUE, None, Command::SetPlacement(update))
+        .await?;
+    if let Err(r) = outcome.result {
+        return Err(ApiError::bad_param("members", format!("{r:?}")));
+    }
+    // The catalogue's own entry (with its learners) comes from its leader's
+    // reconciler, which has its membership.
+    if let Some(me) = node.myself() {
+        me.publish_placement(GroupId::CATALOGUE).await;
+    }
+    Ok(())
 }
 
 #[utoipa::path(post, path = "/admin/v1/groups/{group}/snapshot", tag = "cluster",
@@ -485,4 +715,119 @@ async fn change_member(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Adds a node to the cluster: it starts a learner of the catalogue and
+/// enters the placement directory as `up`; the balancer then moves replicas
+/// to it. The node must be running with an empty data directory. Idempotent.
+#[utoipa::path(post, path = "/admin/v1/nodes", tag = "cluster",
+    request_body = boxoffice_api::NewNode,
+    responses((status = 200, body = boxoffice_api::NodeStateView), crate::openapi::Problems), security(("admin" = [])))]
+async fn add_node(
+    State(state): State<AppState>,
+    _: Admin,
+    JsonBody(body): JsonBody<NewNode>,
+) -> ApiResult<Json<NodeStateView>> {
+    state.node.shards().ok_or_else(not_bootstrapped)?;
+    if body.id == 0 {
+        return Err(ApiError::bad_param("id", "node ids start at 1"));
+    }
+    let addr = body.addr.trim().to_string();
+    let dir = state.node.directory();
+    if let Some((other, _)) = dir.nodes.iter().find(|(id, n)| **id != body.id && n.addr == addr) {
+        return Err(ApiError::bad_param(
+            "addr",
+            format!("{addr:?} is node {other}'s cluster address"),
+        ));
+    }
+    if let Some(n) = dir.nodes.get(&body.id) {
+        if n.addr != addr {
+            return Err(ApiError::bad_param(
+                "id",
+                format!("node {} is in the cluster at {}", body.id, n.addr),
+            ));
+        }
+    }
+    if !state.node.config.peer_addresses_allowed.contains(&addr) && addr.parse::<std::net::SocketAddr>().is_err() {
+        return Err(ApiError::bad_param(
+            "addr",
+            "addr must be host:port (an IP address, or a name in peer_addresses_allowed)",
+        ));
+    }
+    // The labels as the directory keeps them (checked before anything starts).
+    PlacementUpdate {
+        replication_factor: None,
+        nodes: vec![NodeSpec {
+            id: body.id,
+            addr: addr.clone(),
+            labels: body.labels.clone().into_iter().collect(),
+            state: NodeStateSpec::Up,
+        }],
+        groups: Vec::new(),
+    }
+    .check()
+    .map_err(|e| ApiError::bad_param("labels", e))?;
+    state.node.add_node(body.id, addr, body.labels).await?;
+    Ok(Json(NodeStateView {
+        id: body.id,
+        state: "up".into(),
+        voters: 0,
+    }))
+}
+
+/// Drains a node: it takes no more replicas, and the balancer (on the
+/// catalogue's leader) moves its replicas to other nodes, one at a time,
+/// catalogue voter included. `GET /admin/v1/cluster` shows the voters it has
+/// left; at none, it can be stopped. Idempotent.
+#[utoipa::path(post, path = "/admin/v1/nodes/{id}/drain", tag = "cluster",
+    params(("id" = u64, Path, description = "The node")),
+    responses((status = 200, body = boxoffice_api::NodeStateView), crate::openapi::Problems), security(("admin" = [])))]
+async fn drain_node(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<NodeStateView>> {
+    set_state(&state, &id, NodeStateSpec::Draining).await
+}
+
+/// Marks a node up again (ends a drain, or a node marked down that is back):
+/// it takes replicas again.
+#[utoipa::path(post, path = "/admin/v1/nodes/{id}/up", tag = "cluster",
+    params(("id" = u64, Path, description = "The node")),
+    responses((status = 200, body = boxoffice_api::NodeStateView), crate::openapi::Problems), security(("admin" = [])))]
+async fn node_up(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<NodeStateView>> {
+    set_state(&state, &id, NodeStateSpec::Up).await
+}
+
+async fn set_state(state: &AppState, id: &str, to: NodeStateSpec) -> ApiResult<Json<NodeStateView>> {
+    let id = super::parse_node_id(id)?;
+    state.node.shards().ok_or_else(not_bootstrapped)?;
+    if !state.node.directory().nodes.contains_key(&id) {
+        return Err(ApiError::new(
+            ProblemCode::NotFound,
+            format!("node {id} is not in the placement directory"),
+        ));
+    }
+    state.node.set_node_state(id, to).await?;
+    let voters = state
+        .node
+        .directory()
+        .groups
+        .values()
+        .filter(|p| p.voters.contains(&id))
+        .count();
+    Ok(Json(NodeStateView {
+        id,
+        state: match to {
+            NodeStateSpec::Up => "up",
+            NodeStateSpec::Draining => "draining",
+            NodeStateSpec::Down => "down",
+        }
+        .into(),
+        voters,
+    }))
 }

@@ -25,6 +25,67 @@ pub fn routes() -> Router<AppState> {
         .route("/internal/v1/membership/{group}", post(membership))
         .route("/internal/v1/initialize/{group}", post(initialize))
         .route("/internal/v1/clock", post(clock))
+        .route("/internal/v1/host", post(host))
+        .route("/internal/v1/unhost/{group}", post(unhost))
+        .route("/internal/v1/relay", post(relay))
+        .route("/internal/v1/move/{group}", post(move_replica))
+}
+
+/// The routes a relayed read runs through (see `crate::placement::relay`).
+#[derive(Clone)]
+pub struct RelayTarget(pub axum::Router);
+
+/// Groups a node is to host.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct HostRequest {
+    /// The cluster's shard count.
+    pub shards: u16,
+    /// The groups to start here.
+    pub groups: Vec<u16>,
+}
+
+/// Starts replicas of groups on this node (bootstrap, a replica moving here).
+async fn host(State(state): State<AppState>, body: Bytes) -> Response {
+    let req: HostRequest = match decode(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let groups: Vec<GroupId> = req.groups.into_iter().map(GroupId).collect();
+    reply(&state.node.host(req.shards, &groups).await)
+}
+
+/// Stops and deletes this node's replica of a group it was removed from.
+async fn unhost(State(state): State<AppState>, Path(group): Path<u16>, body: Bytes) -> Response {
+    let () = match decode(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    reply(&state.node.unhost_removed(GroupId(group)).await)
+}
+
+/// A read relayed by a peer that does not host the shard.
+async fn relay(
+    axum::Extension(RelayTarget(router)): axum::Extension<RelayTarget>,
+    body: Bytes,
+) -> Response {
+    let req: crate::placement::relay::RelayedRequest = match decode(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    crate::placement::relay::serve(router, req).await
+}
+
+/// A replica move, run by the group's leader.
+async fn move_replica(
+    State(state): State<AppState>,
+    Path(group): Path<u16>,
+    body: Bytes,
+) -> Response {
+    let m: crate::placement::moves::MoveRequest = match decode(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    reply(&state.node.move_replica_local(GroupId(group), m).await)
 }
 
 /// This node's clock, read by peers to bound their stamps (see `crate::clock`).

@@ -254,14 +254,27 @@ pub fn not_bootstrapped() -> ApiError {
     ApiError::new(ProblemCode::NotReady, "the cluster is not bootstrapped yet")
 }
 
-/// This node's storage handles of `group`.
+/// This node's storage handles of `group`; for a shard this node does not
+/// host, `shard_not_here` naming it (a GET is then relayed to a node that
+/// hosts it, see `crate::placement::relay`).
 pub fn stores(state: &AppState, group: GroupId) -> ApiResult<GroupStores> {
-    state.node.stores(group).ok_or_else(|| {
-        ApiError::new(
-            ProblemCode::NotReady,
-            format!("{group} is not running on this node"),
-        )
-    })
+    if let Some(st) = state.node.stores(group) {
+        return Ok(st);
+    }
+    Err(not_here(state, group))
+}
+
+/// The answer for a group this node does not run.
+pub fn not_here(state: &AppState, group: GroupId) -> ApiError {
+    if state.node.shards().is_none() {
+        return not_bootstrapped();
+    }
+    let mut e = ApiError::new(
+        ProblemCode::ShardNotHere,
+        format!("{group} has no replica on this node, and no node hosting it answered"),
+    );
+    e.extra.insert("shard".into(), group.0.into());
+    e
 }
 
 /// A read of `reader`'s applied state that holds `event_id`'s inventory if the

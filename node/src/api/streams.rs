@@ -85,12 +85,10 @@ async fn seat_stream(
     )?;
     let g = event_group(&state, event_id)?;
     let st = stores(&state, g)?;
-    let feed = state.node.feed(g).ok_or_else(|| {
-        ApiError::new(
-            ProblemCode::NotReady,
-            format!("{g} is not running on this node"),
-        )
-    })?;
+    let feed = state
+        .node
+        .feed(g)
+        .ok_or_else(|| super::not_here(&state, g))?;
     let last_event_id = match headers.get("last-event-id") {
         None => None,
         Some(v) => Some(

@@ -165,7 +165,12 @@ async fn deliveries(
     let limit = q.limit.unwrap_or(max).min(max);
     let groups: Vec<GroupId> = match q.shard {
         Some(s) => vec![shard_group(&state, s)?],
-        None => (1..=shards).map(GroupId).collect(),
+        // Without a shard: the shards with a replica here (every shard, where
+        // every node hosts every group); `?shard=` reaches any other.
+        None => (1..=shards)
+            .map(GroupId)
+            .filter(|g| state.node.hosts(*g))
+            .collect(),
     };
     let mut out = Vec::new();
     for g in groups {

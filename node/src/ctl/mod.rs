@@ -70,6 +70,24 @@ pub enum CtlCmd {
         #[command(subcommand)]
         change: MembersCmd,
     },
+    /// Add a node, drain one, or mark one up again.
+    Nodes {
+        /// What to do.
+        #[command(subcommand)]
+        change: NodesCmd,
+    },
+    /// Move a group's replica from one node to another, online (the new
+    /// replica catches up as a learner, then one joint change swaps them).
+    Move {
+        /// The group (0: the catalogue; 1..: shards).
+        group: u16,
+        /// The node giving its replica away.
+        #[arg(long)]
+        from: u64,
+        /// The node taking it.
+        #[arg(long)]
+        to: u64,
+    },
     /// Make a group's replica on the endpoint's node take a snapshot now.
     Snapshot {
         /// The group (0: the catalogue; 1..: shards).
@@ -175,6 +193,34 @@ pub enum MembersCmd {
     },
 }
 
+/// `boxoffice ctl nodes`.
+#[derive(Subcommand, Debug)]
+pub enum NodesCmd {
+    /// Add node `id` (running, with an empty data directory) at `addr` (its
+    /// `peer_listen`); the balancer then moves replicas to it.
+    Add {
+        /// The node's id.
+        id: u64,
+        /// Its cluster address.
+        #[arg(long)]
+        addr: String,
+        /// Location labels, `NAME=VALUE` (zone, rack, host), repeatable.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// Drain node `id`: its replicas move to other nodes; `ctl status` shows
+    /// the voters it has left.
+    Drain {
+        /// The node's id.
+        id: u64,
+    },
+    /// Mark node `id` up again (ends a drain).
+    Up {
+        /// The node's id.
+        id: u64,
+    },
+}
+
 /// `--config`'s file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -272,6 +318,50 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     "group {}: voters {:?}, learners {:?}\n",
                     group, m.voters, m.learners
                 )
+            })
+        }
+        CtlCmd::Nodes { change } => {
+            let (path, body) = match change {
+                NodesCmd::Add { id, addr, labels } => {
+                    let mut map = serde_json::Map::new();
+                    for l in labels {
+                        let Some((k, v)) = l.split_once('=') else {
+                            bail!("--label {l:?}: expected NAME=VALUE");
+                        };
+                        map.insert(k.to_string(), Value::String(v.to_string()));
+                    }
+                    (
+                        "/admin/v1/nodes".to_string(),
+                        serde_json::json!({ "id": id, "addr": addr, "labels": map }),
+                    )
+                }
+                NodesCmd::Drain { id } => (format!("/admin/v1/nodes/{id}/drain"), Value::Null),
+                NodesCmd::Up { id } => (format!("/admin/v1/nodes/{id}/up"), Value::Null),
+            };
+            let v = conn.post(&path, &body).await?;
+            print(args.output, &v, || {
+                format!(
+                    "node {}: {}, {} voters\n",
+                    v["id"], v["state"].as_str().unwrap_or("?"), v["voters"]
+                )
+            })
+        }
+        CtlCmd::Move { group, from, to } => {
+            let v = conn
+                .post(
+                    &format!("/admin/v1/groups/{group}/move"),
+                    &serde_json::json!({ "from": from, "to": to }),
+                )
+                .await?;
+            print(args.output, &v, || {
+                if v["moved"] == Value::Bool(true) {
+                    format!(
+                        "group {group}: moved from node {from} to node {to} (caught up in {} ms); voters {}\n",
+                        v["catch_up_ms"], v["voters"]
+                    )
+                } else {
+                    format!("group {group}: nothing to do; voters {}\n", v["voters"])
+                }
             })
         }
         CtlCmd::Snapshot { group } => {
@@ -478,6 +568,39 @@ pub fn status_table(s: &ClusterStatus) -> String {
             lag,
             g.voters
         );
+    }
+    if let Some(p) = &s.placement {
+        out += &format!(
+            "\nplacement: replication factor {}\nNODE    STATE      VOTERS  LEARNERS  ADDRESS  LABELS\n",
+            p.replication_factor
+                .map_or_else(|| "-".to_string(), |r| r.to_string())
+        );
+        for n in &p.nodes {
+            let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out += &format!(
+                "{:<7} {:<10} {:<7} {:<9} {}  {}\n",
+                n.id,
+                n.state,
+                n.voters,
+                n.learners,
+                n.addr,
+                labels.join(",")
+            );
+        }
+    }
+    if !s.operations.is_empty() {
+        out += "\nOPERATION     GROUP  FROM  TO    RUNNING  PHASE\n";
+        for o in &s.operations {
+            out += &format!(
+                "{:<13} {:<6} {:<5} {:<5} {:<8} {}\n",
+                o.kind,
+                o.group,
+                o.from,
+                o.to,
+                format!("{} ms", o.running_ms),
+                o.phase
+            );
+        }
     }
     out
 }

@@ -18,6 +18,7 @@ mod logs;
 mod membership;
 mod metrics;
 mod payments;
+mod placement;
 mod queue;
 mod routes;
 mod search;

@@ -116,8 +116,10 @@ impl TestCluster {
         local.start_all().await.expect("nodes start");
         let init = local.init().await.expect("bootstrap");
         // Each shard was initialised, and so first led, by a different member in
-        // turn: shard s by the ((s - 1) mod n)-th by id.
-        for s in 1..=shards {
+        // turn: shard s by the ((s - 1) mod n)-th by id, when every member
+        // holds every shard (no more members than the replication factor).
+        let every_member_holds_all = init.voters.values().all(|v| v.len() as u64 == n);
+        for s in (1..=shards).filter(|_| every_member_holds_all) {
             assert_eq!(
                 init.first_leaders.get(&s).copied(),
                 Some((u64::from(s) - 1) % n + 1),
@@ -125,6 +127,37 @@ impl TestCluster {
             );
         }
         assert!(init.first_leaders.contains_key(&0), "{init:?}");
+        Self::finish(local, settings, dir).await
+    }
+
+    /// `n` nodes of which only the first `members` start and are bootstrapped
+    /// (with `replication_factor` voters a shard); the others wait to be
+    /// started (`spawn`) and added.
+    pub async fn start_members(
+        n: u64,
+        members: u64,
+        shards: u16,
+        replication_factor: u8,
+        settings: &str,
+    ) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = ClusterSpec::new(BIN, dir.path(), n, shards);
+        spec.settings = settings.to_string();
+        spec.unlimited = true;
+        spec.secrets = Some(secrets());
+        spec.replication_factor = Some(replication_factor);
+        let mut local = LocalCluster::create(spec).expect("cluster spec");
+        for id in 1..=members {
+            local.start(id).expect("node starts");
+        }
+        for id in 1..=members {
+            local
+                .wait_healthy(id, Duration::from_secs(60))
+                .await
+                .expect("healthy");
+        }
+        let ids: Vec<u64> = (1..=members).collect();
+        local.init_members(&ids).await.expect("bootstrap");
         Self::finish(local, settings, dir).await
     }
 

@@ -262,6 +262,28 @@ impl Feed for Command {
                 hold.feed(f);
                 f.put(ticket);
             }
+            Command::SetPlacement(u) => {
+                f.variant(27);
+                f.put(&u.replication_factor);
+                f.put(&u.nodes.len());
+                for n in &u.nodes {
+                    f.put(&n.id);
+                    f.put(&n.addr);
+                    f.put(&n.labels);
+                    f.variant(match n.state {
+                        NodeStateSpec::Up => 0,
+                        NodeStateSpec::Draining => 1,
+                        NodeStateSpec::Down => 2,
+                    });
+                }
+                f.put(&u.groups.len());
+                for g in &u.groups {
+                    f.put(&g.group);
+                    f.put(&g.voters);
+                    f.put(&g.learners);
+                    f.put(&g.epoch);
+                }
+            }
         }
     }
 }

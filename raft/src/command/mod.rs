@@ -10,6 +10,7 @@ mod fingerprint;
 mod ids;
 mod outcome;
 mod payments;
+mod placement;
 mod queue;
 mod spec;
 
@@ -17,6 +18,7 @@ pub use fingerprint::{fingerprint, Fingerprint};
 pub use ids::{BookingId, HoldId};
 pub use outcome::*;
 pub use payments::*;
+pub use placement::*;
 pub use queue::*;
 pub use spec::*;
 
@@ -89,7 +91,10 @@ pub const BATCH_REQUESTS_MAX: usize = 1000;
 /// - **3**: the virtual waiting room ([`Command::SetQueue`] to
 ///   [`Command::AdmittedHold`]); below it they are refused with
 ///   [`Rejection::FeatureNotEnabled`], and no hold needs an admission.
-pub const FEATURE_LEVEL_MAX: u32 = 3;
+/// - **4**: the placement directory ([`Command::SetPlacement`], catalogue):
+///   which nodes hold each group's replicas; below it refused with
+///   [`Rejection::FeatureNotEnabled`], and every node hosts every group.
+pub const FEATURE_LEVEL_MAX: u32 = 4;
 /// The feature level payments need.
 pub const FEATURE_LEVEL_PAYMENTS: u32 = 2;
 
@@ -271,6 +276,9 @@ pub enum Command {
         /// The queue ticket the user's admission names.
         ticket: u64,
     },
+    /// Catalogue (level 4): updates the placement directory (nodes, the
+    /// replication factor, groups' replicas; a group's entry only if newer).
+    SetPlacement(PlacementUpdate),
 }
 
 /// Fields of an event that may change after creation; `None` leaves one as is.
@@ -327,6 +335,7 @@ impl Command {
             Command::JoinQueue { .. } => "join_queue",
             Command::AdmitQueue { .. } => "admit_queue",
             Command::AdmittedHold { .. } => "admitted_hold",
+            Command::SetPlacement(_) => "set_placement",
         }
     }
 
@@ -366,7 +375,8 @@ impl Command {
             | Command::SetQueue { .. }
             | Command::QueueControl { .. }
             | Command::JoinQueue { .. }
-            | Command::AdmitQueue { .. } => BatchRank::Other,
+            | Command::AdmitQueue { .. }
+            | Command::SetPlacement(_) => BatchRank::Other,
         }
     }
 
@@ -396,6 +406,7 @@ impl Command {
             | Command::DeliveryReport(_)
             | Command::ReplayDelivery { .. }
             | Command::SetEventPayments { .. }
+            | Command::SetPlacement(_)
             | Command::CreateVenue(_)
             | Command::CreatePerformer(_)
             | Command::CreateEvent(_)
@@ -418,7 +429,8 @@ impl Command {
             | Command::CreateEvent(_)
             | Command::CreateEvents(_)
             | Command::UpdateEvent { .. }
-            | Command::SetEventPayments { .. } => true,
+            | Command::SetEventPayments { .. }
+            | Command::SetPlacement(_) => true,
             Command::CreateInventory(_)
             | Command::Hold(_)
             | Command::Confirm { .. }
@@ -461,6 +473,7 @@ impl Command {
             | Command::JoinQueue { .. }
             | Command::AdmitQueue { .. }
             | Command::AdmittedHold { .. } => FEATURE_LEVEL_QUEUE,
+            Command::SetPlacement(_) => FEATURE_LEVEL_PLACEMENT,
             Command::CreateVenue(_)
             | Command::CreatePerformer(_)
             | Command::CreateEvent(_)

@@ -94,6 +94,11 @@ pub enum Effect {
     Webhooks(WebhookEffect),
     /// What a waiting-room command did (feature level 3).
     Queue(QueueEffect),
+    /// The placement directory was updated (feature level 4).
+    PlacementSet {
+        /// Groups whose entry was not newer than the stored one, left as they were.
+        stale_groups: Vec<u16>,
+    },
 }
 
 /// One event of a `CreateEvents` batch.

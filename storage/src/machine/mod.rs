@@ -42,6 +42,7 @@ mod holds;
 pub(crate) mod inventory;
 pub(crate) mod outbox;
 pub(crate) mod payments;
+pub(crate) mod placement;
 pub mod queue;
 mod sessions;
 
@@ -298,5 +299,6 @@ pub(super) fn execute(
         }
         Command::JoinQueue { event_id, user } => queue::join(kv, group, time, *event_id, user),
         Command::AdmitQueue { event_id } => queue::tick(kv, group, time, *event_id),
+        Command::SetPlacement(update) => placement::set(kv, group, time, update),
     }
 }

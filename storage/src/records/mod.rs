@@ -19,12 +19,15 @@
 //!   bookings and the provider events already applied (feature level 2).
 //! - [`queue`]: an event's waiting room, its places and admissions (feature
 //!   level 3).
+//! - [`placement`]: the placement directory: nodes, the replication factor and
+//!   each group's replicas (feature level 4, catalogue only).
 
 pub mod catalogue;
 pub mod inventory;
 pub mod meta;
 pub mod outbox;
 pub mod payments;
+pub mod placement;
 pub mod queue;
 pub mod sessions;
 
@@ -33,6 +36,7 @@ pub use inventory::*;
 pub use meta::*;
 pub use outbox::*;
 pub use payments::*;
+pub use placement::*;
 pub use queue::*;
 pub use sessions::*;
 
@@ -77,6 +81,9 @@ pub fn check_record(table: u8, value: &[u8]) -> Result<(), String> {
         table::QUEUE => check::<Queue>(value),
         table::QUEUE_JOIN => check::<QueueJoin>(value),
         table::QUEUE_BATCH => check::<AdmissionBatch>(value),
+        table::PLACEMENT_NODE => check::<NodeEntry>(value),
+        table::PLACEMENT_GROUP => check::<GroupPlacement>(value),
+        table::PLACEMENT_POLICY => check::<PlacementPolicy>(value),
         // Index entries: the key is everything, the value is empty.
         table::EVENT_CHANGE
         | table::USER_BOOKING
