@@ -961,7 +961,12 @@ impl Client {
     /// Moves group `group`'s replica on node `from` to node `to`, online (the
     /// new replica catches up as a learner, then one joint change swaps them).
     /// Done already: `moved` is false.
-    pub async fn move_replica(&self, group: u16, from: u64, to: u64) -> Result<ReplicaMoved, Error> {
+    pub async fn move_replica(
+        &self,
+        group: u16,
+        from: u64,
+        to: u64,
+    ) -> Result<ReplicaMoved, Error> {
         let body = ReplicaMove { from, to };
         let (_, v) = self
             .call(

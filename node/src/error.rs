@@ -183,7 +183,9 @@ impl IntoResponse for ApiError {
                 .and_then(|s| u16::try_from(s).ok())
             {
                 resp.extensions_mut()
-                    .insert(crate::placement::relay::NotHostedHere(boxoffice_raft::GroupId(shard)));
+                    .insert(crate::placement::relay::NotHostedHere(
+                        boxoffice_raft::GroupId(shard),
+                    ));
             }
         }
         // For the metrics layer: writes counted by their problem code.

@@ -192,7 +192,9 @@ impl Node {
         });
         let _ = node.myself.set(Arc::downgrade(&node));
         if let Some(rec) = node.cluster_record()? {
-            let hosted = node.hosted_record()?.unwrap_or_else(|| all_groups(rec.shards));
+            let hosted = node
+                .hosted_record()?
+                .unwrap_or_else(|| all_groups(rec.shards));
             node.start_groups(rec.shards, &hosted).await?;
         }
         tokio::spawn(ticker(Arc::downgrade(&node)));

@@ -244,8 +244,12 @@ async fn remote_bookings(
             format!("{group}: the node hosting it answered {}", answer.status()),
         ));
     }
-    let body = axum::body::to_bytes(answer.into_body(), crate::placement::relay::RELAYED_PART_BYTES_MAX)
-        .await
-        .map_err(|e| ApiError::new(ProblemCode::ShardNotHere, format!("{group}: {e}")))?;
-    serde_json::from_slice(&body).map_err(|e| ApiError::internal(format!("a peer's bookings of {group}: {e}")))
+    let body = axum::body::to_bytes(
+        answer.into_body(),
+        crate::placement::relay::RELAYED_PART_BYTES_MAX,
+    )
+    .await
+    .map_err(|e| ApiError::new(ProblemCode::ShardNotHere, format!("{group}: {e}")))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::internal(format!("a peer's bookings of {group}: {e}")))
 }

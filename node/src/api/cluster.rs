@@ -14,10 +14,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use boxoffice_api::{
     ClockOffset, ClockOffsetSet, ClusterInit, ClusterInitialized, ClusterStatus, GroupMembership,
-    GroupPlacementView, GroupStatus, Health, MemberAction, MemberChange, MemberStatus,
-    NewNode, NodeStateView, OperationView, PlacedNode, PlacementView, ProblemCode, Readiness,
-    ReplicaMove, ReplicaMoved,
-    SnapshotTriggered,
+    GroupPlacementView, GroupStatus, Health, MemberAction, MemberChange, MemberStatus, NewNode,
+    NodeStateView, OperationView, PlacedNode, PlacementView, ProblemCode, Readiness, ReplicaMove,
+    ReplicaMoved, SnapshotTriggered,
 };
 use boxoffice_raft::command::{
     Command, GroupPlacementSpec, NodeSpec, NodeStateSpec, PlacementUpdate, FEATURE_LEVEL_PAYMENTS,
@@ -227,7 +226,9 @@ async fn cluster(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Clus
             .map(|f| f.snapshots_serialized())
             .sum(),
         clock_offset_ms: crate::node::clock_offset_ms(),
-        placement: node.stores(GroupId::CATALOGUE).map(|_| placement_view(node)),
+        placement: node
+            .stores(GroupId::CATALOGUE)
+            .map(|_| placement_view(node)),
         operations: node
             .placement
             .moves
@@ -331,6 +332,23 @@ async fn move_replica(
             format!("node {} is not up (it takes no replicas)", body.to),
         ));
     }
+    // Checked against the directory first; the group's leader checks again
+    // against the membership itself.
+    if let Some(p) = dir.groups.get(&group) {
+        if p.voters.contains(&body.to) && !p.voters.contains(&body.from) {
+            // Done already: the leader answers `moved: false`.
+        } else if !p.voters.contains(&body.from) {
+            return Err(ApiError::bad_param(
+                "from",
+                format!("node {} holds no voter of group {group}", body.from),
+            ));
+        } else if p.voters.contains(&body.to) {
+            return Err(ApiError::bad_param(
+                "to",
+                format!("node {} holds a voter of group {group} already", body.to),
+            ));
+        }
+    }
     let m = crate::placement::moves::MoveRequest {
         from: body.from,
         to: body.to,
@@ -426,7 +444,9 @@ async fn init(
             format!("shards must be 1..={}", boxoffice_raft::SHARDS_MAX),
         ));
     }
-    let rf = body.replication_factor.unwrap_or(REPLICATION_FACTOR_DEFAULT);
+    let rf = body
+        .replication_factor
+        .unwrap_or(REPLICATION_FACTOR_DEFAULT);
     if rf == 0 || rf > REPLICATION_FACTOR_MAX {
         return Err(ApiError::bad_param(
             "replication_factor",
@@ -547,7 +567,11 @@ async fn init(
 
 /// Writes the nodes, the replication factor and the groups' first voters into
 /// the placement directory, once the catalogue is at the feature level that
-/// has it (its leader raises it within moments of the bootstrap).
+/// has it (its leader raises it within moments of the bootstrap, once every
+/// member allows it). If it is not there within `limits.membership_timeout_ms`
+/// (a member pinned below it by `raft.feature_level_max`), a task of this node
+/// writes it when it is, and the bootstrap answers meanwhile: until then each
+/// node routes only the groups it hosts.
 async fn write_directory(
     state: &AppState,
     members: &[boxoffice_api::Member],
@@ -555,17 +579,6 @@ async fn write_directory(
     placed: &crate::placement::initial::Placed,
 ) -> ApiResult<()> {
     let node = &state.node;
-    let deadline =
-        std::time::Instant::now() + Duration::from_millis(node.config.limits.membership_timeout_ms);
-    while !node.directory_writable() {
-        if std::time::Instant::now() >= deadline {
-            return Err(ApiError::new(
-                ProblemCode::Unavailable,
-                "the catalogue did not reach the placement feature level in time; run the bootstrap again",
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let update = PlacementUpdate {
         replication_factor: Some(rf.min(u8::try_from(members.len()).unwrap_or(u8::MAX))),
         nodes: members
@@ -591,6 +604,35 @@ async fn write_directory(
     };
     if let Err(e) = update.check() {
         return Err(ApiError::bad_param("members", e));
+    }
+    let deadline =
+        std::time::Instant::now() + Duration::from_millis(node.config.limits.membership_timeout_ms);
+    while !node.directory_writable() {
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!("the catalogue is below the placement feature level (a member does not allow it yet); the placement directory will be written when it is");
+            let weak = std::sync::Arc::downgrade(node);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let Some(node) = weak.upgrade() else { return };
+                    if node.directory_writable()
+                        && node
+                            .propose(
+                                GroupId::CATALOGUE,
+                                None,
+                                Command::SetPlacement(update.clone()),
+                            )
+                            .await
+                            .is_ok_and(|o| o.result.is_ok())
+                    {
+                        tracing::info!("placement directory written");
+                        return;
+                    }
+                }
+            });
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let outcome = node
         .propose(GroupId::CATALOGUE, None, Command::SetPlacement(update))
@@ -734,7 +776,11 @@ async fn add_node(
     }
     let addr = body.addr.trim().to_string();
     let dir = state.node.directory();
-    if let Some((other, _)) = dir.nodes.iter().find(|(id, n)| **id != body.id && n.addr == addr) {
+    if let Some((other, _)) = dir
+        .nodes
+        .iter()
+        .find(|(id, n)| **id != body.id && n.addr == addr)
+    {
         return Err(ApiError::bad_param(
             "addr",
             format!("{addr:?} is node {other}'s cluster address"),
@@ -748,7 +794,9 @@ async fn add_node(
             ));
         }
     }
-    if !state.node.config.peer_addresses_allowed.contains(&addr) && addr.parse::<std::net::SocketAddr>().is_err() {
+    if !state.node.config.peer_addresses_allowed.contains(&addr)
+        && addr.parse::<std::net::SocketAddr>().is_err()
+    {
         return Err(ApiError::bad_param(
             "addr",
             "addr must be host:port (an IP address, or a name in peer_addresses_allowed)",
@@ -803,7 +851,11 @@ async fn node_up(
     set_state(&state, &id, NodeStateSpec::Up).await
 }
 
-async fn set_state(state: &AppState, id: &str, to: NodeStateSpec) -> ApiResult<Json<NodeStateView>> {
+async fn set_state(
+    state: &AppState,
+    id: &str,
+    to: NodeStateSpec,
+) -> ApiResult<Json<NodeStateView>> {
     let id = super::parse_node_id(id)?;
     state.node.shards().ok_or_else(not_bootstrapped)?;
     if !state.node.directory().nodes.contains_key(&id) {

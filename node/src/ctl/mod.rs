@@ -342,7 +342,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             print(args.output, &v, || {
                 format!(
                     "node {}: {}, {} voters\n",
-                    v["id"], v["state"].as_str().unwrap_or("?"), v["voters"]
+                    v["id"],
+                    v["state"].as_str().unwrap_or("?"),
+                    v["voters"]
                 )
             })
         }

@@ -72,11 +72,13 @@ pub async fn run(node: Weak<Node>) {
     loop {
         let Some(n) = node.upgrade() else { return };
         let interval = Duration::from_millis(n.config.placement.balance_interval_ms);
-        let leads_catalogue =
-            n.leader_of(GroupId::CATALOGUE).map(|(id, _)| id) == Some(n.id());
+        let leads_catalogue = n.leader_of(GroupId::CATALOGUE).map(|(id, _)| id) == Some(n.id());
         if leads_catalogue && n.directory_writable() {
             n.mark_down_and_up(started).await;
-            if let Some(m) = n.next_catalogue_handover().or_else(|| n.next_replica_move()) {
+            if let Some(m) = n
+                .next_catalogue_handover()
+                .or_else(|| n.next_replica_move())
+            {
                 n.balance_step(m).await;
             }
         }
@@ -87,7 +89,11 @@ pub async fn run(node: Weak<Node>) {
 
 impl Node {
     /// Writes `state` for node `id` into the directory.
-    pub async fn set_node_state(&self, id: NodeId, state: NodeStateSpec) -> Result<(), ProposeError> {
+    pub async fn set_node_state(
+        &self,
+        id: NodeId,
+        state: NodeStateSpec,
+    ) -> Result<(), ProposeError> {
         let dir = self.directory();
         let Some(entry) = dir.nodes.get(&id) else {
             return Err(ProposeError::Unavailable(format!(
@@ -137,7 +143,9 @@ impl Node {
                 _ => continue,
             };
             match self.set_node_state(*id, to).await {
-                Ok(()) => tracing::warn!(node = id, state = ?to, "node state changed by the balancer"),
+                Ok(()) => {
+                    tracing::warn!(node = id, state = ?to, "node state changed by the balancer")
+                }
                 Err(e) => tracing::debug!(node = id, error = %e, "node state not changed"),
             }
         }
@@ -147,7 +155,11 @@ impl Node {
     fn next_catalogue_handover(&self) -> Option<Move> {
         let dir = self.directory();
         let cat = dir.groups.get(&0)?;
-        let up = |id: &NodeId| dir.nodes.get(id).is_some_and(|n| n.state == NodeStateSpec::Up);
+        let up = |id: &NodeId| {
+            dir.nodes
+                .get(id)
+                .is_some_and(|n| n.state == NodeStateSpec::Up)
+        };
         let from = *cat.voters.iter().find(|v| !up(v))?;
         let to = *cat.learners.iter().find(|l| up(l))?;
         Some(Move {
@@ -175,7 +187,9 @@ impl Node {
 
     async fn balance_step(&self, m: Move) {
         let dir = self.directory();
-        let Some(to) = dir.nodes.get(&m.to) else { return };
+        let Some(to) = dir.nodes.get(&m.to) else {
+            return;
+        };
         let req = MoveRequest {
             from: m.from,
             to: m.to,
@@ -188,7 +202,8 @@ impl Node {
         }
         // The directory shows a move once the group's leader publishes it:
         // wait for it, so the next step does not plan on the old placement.
-        let deadline = Instant::now() + Duration::from_millis(self.config.limits.membership_timeout_ms);
+        let deadline =
+            Instant::now() + Duration::from_millis(self.config.limits.membership_timeout_ms);
         while Instant::now() < deadline {
             let voters: BTreeSet<NodeId> = self
                 .directory()

@@ -64,12 +64,7 @@ pub fn view_of(members: &[Member]) -> ClusterView {
 
 /// Places a new cluster of `shards` shards with `rf` voters each (at most the
 /// members); the catalogue is led first by `receiving` when it is a voter.
-pub fn place(
-    members: &[Member],
-    shards: u16,
-    rf: u8,
-    receiving: NodeId,
-) -> Result<Placed, String> {
+pub fn place(members: &[Member], shards: u16, rf: u8, receiving: NodeId) -> Result<Placed, String> {
     // The members' labels as the directory will keep them.
     PlacementUpdate {
         replication_factor: Some(rf),
@@ -127,7 +122,9 @@ pub fn place(
     // sets allow better: the leader balancer's steps even them out (each
     // step brings the counts closer, so this ends; bounded all the same).
     for _ in 0..usize::from(shards) * 4 {
-        let Some(m) = view.next_leader_move() else { break };
+        let Some(m) = view.next_leader_move() else {
+            break;
+        };
         if let Some(s) = view.shards.get_mut(&m.shard) {
             s.leader = Some(m.to);
         }

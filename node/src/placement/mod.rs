@@ -121,7 +121,11 @@ impl Node {
         if self.hosts(group) {
             return;
         }
-        let mut hints = self.placement.hints.lock().unwrap_or_else(|e| e.into_inner());
+        let mut hints = self
+            .placement
+            .hints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         match leader {
             Some(l) => {
                 hints.insert(group, l);

@@ -82,7 +82,10 @@ impl Drop for Slot<'_> {
     }
 }
 
-fn write_error(group: GroupId, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ProposeError {
+fn write_error(
+    group: GroupId,
+    e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+) -> ProposeError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader {
             group: group.0,
@@ -102,7 +105,10 @@ impl Node {
         group: GroupId,
         m: MoveRequest,
     ) -> Result<MoveDone, ProposeError> {
-        let raft = self.groups.get(group).ok_or(ProposeError::NoSuchGroup(group.0))?;
+        let raft = self
+            .groups
+            .get(group)
+            .ok_or(ProposeError::NoSuchGroup(group.0))?;
         match self.leader_of(group) {
             Some((l, _)) if l == self.id() => {}
             leader => {
@@ -139,7 +145,12 @@ impl Node {
             )));
         }
         let _slot = {
-            let mut map = self.placement.moves.0.lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = self
+                .placement
+                .moves
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if let Some(s) = map.get(&group) {
                 return Err(ProposeError::Unavailable(format!(
                     "{group} is moving a replica already (node {} to {})",
@@ -175,12 +186,19 @@ impl Node {
         };
         let hosted: Result<(), String> = self
             .rpc
-            .call(&m.to_addr, "/internal/v1/host", &host, Duration::from_secs(10))
+            .call(
+                &m.to_addr,
+                "/internal/v1/host",
+                &host,
+                Duration::from_secs(10),
+            )
             .await
             .map_err(|e| ProposeError::Unavailable(format!("node {}: {e}", m.to)))?;
         hosted.map_err(|e| ProposeError::Unavailable(format!("node {}: {e}", m.to)))?;
 
-        self.placement.moves.set_phase(group, "catching up as a learner");
+        self.placement
+            .moves
+            .set_phase(group, "catching up as a learner");
         let started = Instant::now();
         let timeout = Duration::from_millis(self.config.placement.catch_up_timeout_ms);
         let node = BasicNode {
@@ -203,7 +221,9 @@ impl Node {
             }
         }
 
-        self.placement.moves.set_phase(group, "joint change: promote and remove");
+        self.placement
+            .moves
+            .set_phase(group, "joint change: promote and remove");
         let mut new_voters = voters.clone();
         new_voters.remove(&m.from);
         new_voters.insert(m.to);
@@ -211,7 +231,9 @@ impl Node {
             .await
             .map_err(|e| write_error(group, e))?;
 
-        self.placement.moves.set_phase(group, "deleting the old replica");
+        self.placement
+            .moves
+            .set_phase(group, "deleting the old replica");
         if m.from == self.id() {
             // This leader removed itself: it leads no more once the change is
             // committed; its replica goes once a new leader is elected (the
@@ -230,12 +252,21 @@ impl Node {
         } else if let Some(addr) = self.directory().nodes.get(&m.from).map(|n| n.addr.clone()) {
             let r: Result<Result<(), String>, _> = self
                 .rpc
-                .call(&addr, &format!("/internal/v1/unhost/{}", group.0), &(), Duration::from_secs(10))
+                .call(
+                    &addr,
+                    &format!("/internal/v1/unhost/{}", group.0),
+                    &(),
+                    Duration::from_secs(10),
+                )
                 .await;
             match r {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(%group, node = m.from, error = %e, "old replica not deleted"),
-                Err(e) => tracing::warn!(%group, node = m.from, error = %e, "old replica not deleted (unreachable)"),
+                Ok(Err(e)) => {
+                    tracing::warn!(%group, node = m.from, error = %e, "old replica not deleted")
+                }
+                Err(e) => {
+                    tracing::warn!(%group, node = m.from, error = %e, "old replica not deleted (unreachable)")
+                }
             }
         }
         self.publish_placement(group).await;
@@ -259,7 +290,12 @@ impl Node {
         }
         let r: Result<Result<(), String>, _> = self
             .rpc
-            .call(&m.to_addr, &format!("/internal/v1/unhost/{}", group.0), &(), Duration::from_secs(10))
+            .call(
+                &m.to_addr,
+                &format!("/internal/v1/unhost/{}", group.0),
+                &(),
+                Duration::from_secs(10),
+            )
             .await;
         if let Err(e) = r {
             tracing::warn!(%group, node = m.to, error = %e, "replica of a rolled-back move not deleted");
@@ -269,7 +305,11 @@ impl Node {
     /// Moves one replica of `group` through whichever node leads it, retrying
     /// across leader changes for up to `placement.catch_up_timeout_ms` plus
     /// `limits.membership_timeout_ms`.
-    pub async fn move_replica(&self, group: GroupId, m: MoveRequest) -> Result<MoveDone, ProposeError> {
+    pub async fn move_replica(
+        &self,
+        group: GroupId,
+        m: MoveRequest,
+    ) -> Result<MoveDone, ProposeError> {
         let timeout = Duration::from_millis(
             self.config.placement.catch_up_timeout_ms + self.config.limits.membership_timeout_ms,
         );

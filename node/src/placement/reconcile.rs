@@ -64,11 +64,15 @@ impl Node {
             return;
         };
         // A membership in a joint change is published once it settles.
-        if self
-            .groups
-            .get(group)
-            .is_some_and(|r| r.metrics().borrow().membership_config.membership().get_joint_config().len() > 1)
-        {
+        if self.groups.get(group).is_some_and(|r| {
+            r.metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_joint_config()
+                .len()
+                > 1
+        }) {
             return;
         }
         let dir = self.directory();
@@ -91,7 +95,9 @@ impl Node {
             .propose(GroupId::CATALOGUE, None, Command::SetPlacement(update))
             .await
         {
-            Ok(o) => tracing::debug!(%group, epoch, outcome = ?o.result, "placement directory updated"),
+            Ok(o) => {
+                tracing::debug!(%group, epoch, outcome = ?o.result, "placement directory updated")
+            }
             Err(e) => tracing::debug!(%group, error = %e, "placement directory not updated yet"),
         }
     }

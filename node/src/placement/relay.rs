@@ -122,7 +122,9 @@ pub async fn relay(node: &Node, group: GroupId, req: &RelayedRequest) -> Option<
                 tracing::debug!(%group, peer = id, "relayed read: not hosted there either");
             }
             Ok(r) => return Some(into_answer(r)),
-            Err(e) => tracing::debug!(%group, peer = id, error = %e, "relayed read: peer did not answer"),
+            Err(e) => {
+                tracing::debug!(%group, peer = id, error = %e, "relayed read: peer did not answer")
+            }
         }
     }
     None

@@ -51,12 +51,16 @@ async fn backup_under_load_restores_every_acknowledged_booking_once() {
         events.push(cluster.venue_and_event(SEATS, 600, 1000).await.0);
     }
     let stop = Arc::new(AtomicBool::new(false));
+    // Bookings acknowledged so far: the backup starts once there are some,
+    // while most seats are still free (the load would run out of seats).
+    let booked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for b in 0..BUYERS {
         let name = format!("buyer-{b}");
         let client = cluster.user(&name);
         let events = events.clone();
         let stop = stop.clone();
+        let booked = booked.clone();
         tasks.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             let mut errors = Vec::new();
@@ -79,12 +83,15 @@ async fn backup_under_load_restores_every_acknowledged_booking_once() {
                     }
                 };
                 match client.confirm(&hold.hold_id, &format!("pay-{b}-{i}")).await {
-                    Ok(bk) => acked.push(Acked {
-                        buyer: name.clone(),
-                        booking_id: bk.booking_id,
-                        event_id: bk.event_id,
-                        seat_ids: bk.seat_ids,
-                        at: Instant::now(),
+                    Ok(bk) => acked.push({
+                        booked.fetch_add(1, Ordering::Relaxed);
+                        Acked {
+                            buyer: name.clone(),
+                            booking_id: bk.booking_id,
+                            event_id: bk.event_id,
+                            seat_ids: bk.seat_ids,
+                            at: Instant::now(),
+                        }
                     }),
                     Err(e) => errors.push(format!("confirm: {e}")),
                 }
@@ -93,7 +100,12 @@ async fn backup_under_load_restores_every_acknowledged_booking_once() {
         }));
     }
     // Let the load run, then back up while it goes on.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    eventually(
+        Duration::from_secs(30),
+        "bookings before the backup",
+        || async { booked.load(Ordering::Relaxed) >= 40 },
+    )
+    .await;
     let backup_dir = tempfile::tempdir().unwrap();
     let to = backup_dir.path().join("b1");
     let endpoint = format!("http://{}", cluster.nodes[1].addr);

@@ -85,20 +85,24 @@ async fn six_nodes_hold_each_shard_three_times_route_and_move_replicas_under_loa
     // The directory says the same, on every node, and the catalogue has a
     // replica everywhere: voters on 3, learners on the others.
     for id in 1..=NODES {
-        eventually(Duration::from_secs(20), "the directory complete", || async {
-            let Some(p) = view(&cluster, id).await.placement else {
-                return false;
-            };
-            let cat = p.groups.iter().find(|g| g.group == 0);
-            p.replication_factor == Some(3)
-                && p.nodes.len() == 6
-                && cat.is_some_and(|c| c.voters.len() == 3 && c.learners.len() == 3)
-                && (1..=SHARDS).all(|s| {
-                    p.groups.iter().find(|g| g.group == s).is_some_and(|g| {
-                        g.voters.iter().copied().collect::<BTreeSet<_>>() == replicas[&s]
+        eventually(
+            Duration::from_secs(20),
+            "the directory complete",
+            || async {
+                let Some(p) = view(&cluster, id).await.placement else {
+                    return false;
+                };
+                let cat = p.groups.iter().find(|g| g.group == 0);
+                p.replication_factor == Some(3)
+                    && p.nodes.len() == 6
+                    && cat.is_some_and(|c| c.voters.len() == 3 && c.learners.len() == 3)
+                    && (1..=SHARDS).all(|s| {
+                        p.groups.iter().find(|g| g.group == s).is_some_and(|g| {
+                            g.voters.iter().copied().collect::<BTreeSet<_>>() == replicas[&s]
+                        })
                     })
-                })
-        })
+            },
+        )
         .await;
     }
 
@@ -116,7 +120,10 @@ async fn six_nodes_hold_each_shard_three_times_route_and_move_replicas_under_loa
     }
     let (event, shard) = foreign.unwrap();
     let at_1 = cluster.client_at(0, "router", false);
-    let hold = at_1.hold(event, Selection::Seats(vec![1, 2])).await.unwrap();
+    let hold = at_1
+        .hold(event, Selection::Seats(vec![1, 2]))
+        .await
+        .unwrap();
     let booking = at_1.confirm(&hold.hold_id, "pay-router").await.unwrap();
     let map = at_1.seats(event, Consistency::Linearizable).await.unwrap();
     assert_eq!(statuses(&map)[&1], SeatStatus::Sold);
@@ -125,10 +132,15 @@ async fn six_nodes_hold_each_shard_three_times_route_and_move_replicas_under_loa
     assert_eq!(statuses(&local_map)[&2], SeatStatus::Sold);
     let mine = at_1.bookings().await.unwrap();
     assert!(
-        mine.bookings.iter().any(|b| b.booking_id == booking.booking_id),
+        mine.bookings
+            .iter()
+            .any(|b| b.booking_id == booking.booking_id),
         "{mine:?}"
     );
-    assert_eq!(at_1.booking(&booking.booking_id).await.unwrap().seat_ids, vec![1, 2]);
+    assert_eq!(
+        at_1.booking(&booking.booking_id).await.unwrap().seat_ids,
+        vec![1, 2]
+    );
     let mut stream = at_1.seat_stream(event, None).await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
         .await
@@ -158,7 +170,10 @@ async fn six_nodes_hold_each_shard_three_times_route_and_move_replicas_under_loa
                 let event = events[(i + b) % events.len()];
                 let seat = 3 + ((i * 7 + b * 13) as u32) % (SEATS - 4);
                 let started = Instant::now();
-                let hold = match client.hold(event, Selection::Seats(vec![seat, seat + 1])).await {
+                let hold = match client
+                    .hold(event, Selection::Seats(vec![seat, seat + 1]))
+                    .await
+                {
                     Ok(h) => h,
                     Err(e) if e.code() == Some(ProblemCode::SeatUnavailable) => continue,
                     Err(e) => {
@@ -177,15 +192,24 @@ async fn six_nodes_hold_each_shard_three_times_route_and_move_replicas_under_loa
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let admin = &cluster.admin;
-    let leader = cluster.local.leader_of(shard, Duration::from_secs(10)).await.unwrap();
+    let leader = cluster
+        .local
+        .leader_of(shard, Duration::from_secs(10))
+        .await
+        .unwrap();
     let follower = *replicas[&shard].iter().find(|v| **v != leader).unwrap();
-    let spare: Vec<u64> = (1..=NODES).filter(|id| !replicas[&shard].contains(id)).collect();
+    let spare: Vec<u64> = (1..=NODES)
+        .filter(|id| !replicas[&shard].contains(id))
+        .collect();
     let moved = admin.move_replica(shard, follower, spare[0]).await.unwrap();
     assert!(moved.moved);
     let mut expected: BTreeSet<u64> = replicas[&shard].clone();
     expected.remove(&follower);
     expected.insert(spare[0]);
-    assert_eq!(moved.voters.iter().copied().collect::<BTreeSet<_>>(), expected);
+    assert_eq!(
+        moved.voters.iter().copied().collect::<BTreeSet<_>>(),
+        expected
+    );
     // Again: done already, nothing to do.
     let again = admin.move_replica(shard, follower, spare[0]).await.unwrap();
     assert!(!again.moved);
@@ -194,7 +218,10 @@ async fn six_nodes_hold_each_shard_three_times_route_and_move_replicas_under_loa
     assert!(moved.moved);
     expected.remove(&leader);
     expected.insert(spare[1]);
-    assert_eq!(moved.voters.iter().copied().collect::<BTreeSet<_>>(), expected);
+    assert_eq!(
+        moved.voters.iter().copied().collect::<BTreeSet<_>>(),
+        expected
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
     let mut acked = Vec::new();
@@ -220,12 +247,17 @@ async fn six_nodes_hold_each_shard_three_times_route_and_move_replicas_under_loa
     .await;
     for id in &expected {
         let v = view(&cluster, *id).await;
-        assert!(v.groups.iter().any(|g| g.group == shard), "node {id} lacks {shard}");
+        assert!(
+            v.groups.iter().any(|g| g.group == shard),
+            "node {id} lacks {shard}"
+        );
     }
     for id in 1..=NODES {
-        eventually(Duration::from_secs(20), "the directory shows the moves", || async {
-            directory_voters(&cluster, id, shard).await == expected
-        })
+        eventually(
+            Duration::from_secs(20),
+            "the directory shows the moves",
+            || async { directory_voters(&cluster, id, shard).await == expected },
+        )
         .await;
     }
 
@@ -242,7 +274,11 @@ async fn six_nodes_hold_each_shard_three_times_route_and_move_replicas_under_loa
         }
     }
     for (buyer, id, _, _) in acked.iter().filter(|a| a.2 == event) {
-        let b = cluster.client_at(0, buyer, false).booking(id).await.unwrap();
+        let b = cluster
+            .client_at(0, buyer, false)
+            .booking(id)
+            .await
+            .unwrap();
         assert_eq!(b.booking_id, *id);
     }
     let map = at_1.seats(event, Consistency::Linearizable).await.unwrap();
@@ -297,7 +333,10 @@ async fn drain_add_a_node_and_recreate_a_dead_nodes_replicas() {
                 let ev = if i % 2 == 0 { event } else { event2 };
                 let seat = ((i * 7 + b * 13) as u32) % (SEATS - 1);
                 let started = Instant::now();
-                let hold = match client.hold(ev, Selection::Seats(vec![seat, seat + 1])).await {
+                let hold = match client
+                    .hold(ev, Selection::Seats(vec![seat, seat + 1]))
+                    .await
+                {
                     Ok(h) => h,
                     Err(e) if e.code() == Some(ProblemCode::SeatUnavailable) => continue,
                     Err(e) => {
@@ -333,15 +372,25 @@ async fn drain_add_a_node_and_recreate_a_dead_nodes_replicas() {
         acked.extend(a);
         slowest = slowest.max(s);
     }
-    println!("drain: {} bookings acknowledged, slowest write {slowest:?}", acked.len());
+    println!(
+        "drain: {} bookings acknowledged, slowest write {slowest:?}",
+        acked.len()
+    );
     assert!(acked.len() >= 10, "too little load: {}", acked.len());
     // No write waited for longer than 2 s while replicas and leaderships moved.
     assert!(slowest < Duration::from_secs(2), "a write took {slowest:?}");
     let voters = shard_voters(&cluster, 1).await;
-    assert!(voters.values().all(|v| v.len() == 3 && !v.contains(&6)), "{voters:?}");
+    assert!(
+        voters.values().all(|v| v.len() == 3 && !v.contains(&6)),
+        "{voters:?}"
+    );
     let mut owner: BTreeMap<(u64, u32), String> = BTreeMap::new();
     for (buyer, id, event_id, seats) in &acked {
-        let b = cluster.client(members[..5].to_vec(), mint(buyer, false)).booking(id).await.unwrap();
+        let b = cluster
+            .client(members[..5].to_vec(), mint(buyer, false))
+            .booking(id)
+            .await
+            .unwrap();
         assert_eq!(&b.seat_ids, seats, "{id}");
         for s in seats {
             if let Some(other) = owner.insert((*event_id, *s), id.clone()) {
@@ -386,10 +435,16 @@ async fn drain_add_a_node_and_recreate_a_dead_nodes_replicas() {
     let before = voter_counts(&cluster, 1).await[&5];
     assert!(before > 0);
     cluster.kill(4);
-    eventually(Duration::from_secs(180), "node 5's replicas recreated", || async {
-        let voters = shard_voters(&cluster, 1).await;
-        voters.values().all(|v| v.len() == 3 && !v.contains(&5) && !v.contains(&6))
-    })
+    eventually(
+        Duration::from_secs(180),
+        "node 5's replicas recreated",
+        || async {
+            let voters = shard_voters(&cluster, 1).await;
+            voters
+                .values()
+                .all(|v| v.len() == 3 && !v.contains(&5) && !v.contains(&6))
+        },
+    )
     .await;
     let p = view(&cluster, 1).await.placement.unwrap();
     let n5 = p.nodes.iter().find(|n| n.id == 5).unwrap();
@@ -399,4 +454,123 @@ async fn drain_add_a_node_and_recreate_a_dead_nodes_replicas() {
         let c = cluster.client(members[..4].to_vec(), mint(buyer, false));
         assert_eq!(&c.booking(id).await.unwrap().seat_ids, seats);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_placement_requests_are_refused_and_change_nothing() {
+    let cluster = TestCluster::start(3, 2, "").await;
+    let admin = mint("admin", true);
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", cluster.nodes[0].addr);
+    let post = |path: String, body: serde_json::Value| {
+        let req = http
+            .post(format!("{base}{path}"))
+            .bearer_auth(&admin)
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let v: serde_json::Value = r.json().await.unwrap();
+            (status, v["code"].as_str().unwrap_or_default().to_string())
+        }
+    };
+    let before = view(&cluster, 1).await;
+    let node2 = cluster.nodes[1].peer_addr.clone();
+    for (path, body, status, code) in [
+        (
+            "/admin/v1/groups/9/move",
+            serde_json::json!({"from": 1, "to": 2}),
+            404,
+            "unknown_group",
+        ),
+        (
+            "/admin/v1/groups/x/move",
+            serde_json::json!({"from": 1, "to": 2}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "/admin/v1/groups/1/move",
+            serde_json::json!({"from": 1, "to": 1}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "/admin/v1/groups/1/move",
+            serde_json::json!({"from": 1, "to": 9}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "/admin/v1/groups/1/move",
+            serde_json::json!({"from": 1, "to": 2}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "/admin/v1/groups/1/move",
+            serde_json::json!({"from": 1}),
+            400,
+            "malformed_json",
+        ),
+        (
+            "/admin/v1/nodes/9/drain",
+            serde_json::json!(null),
+            404,
+            "not_found",
+        ),
+        (
+            "/admin/v1/nodes/x/up",
+            serde_json::json!(null),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "/admin/v1/nodes",
+            serde_json::json!({"id": 0, "addr": "127.0.0.1:1"}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "/admin/v1/nodes",
+            serde_json::json!({"id": 4, "addr": node2}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "/admin/v1/nodes",
+            serde_json::json!({"id": 2, "addr": "127.0.0.1:1"}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "/admin/v1/nodes",
+            serde_json::json!({"id": 4, "addr": "not an address"}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "/admin/v1/nodes",
+            serde_json::json!({"id": 4, "addr": "127.0.0.1:1", "labels": {"zone": ""}}),
+            400,
+            "invalid_parameter",
+        ),
+    ] {
+        let (s, c) = post(path.to_string(), body.clone()).await;
+        assert_eq!((s, c.as_str()), (status, code), "{path} {body}");
+    }
+    // A user may do none of it.
+    let r = http
+        .post(format!("{base}/admin/v1/nodes/2/drain"))
+        .bearer_auth(mint("alice", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let after = view(&cluster, 1).await;
+    assert_eq!(before.placement, after.placement);
+    let voters = |s: &ClusterStatus| -> Vec<Vec<u64>> {
+        s.groups.iter().map(|g| g.voters.clone()).collect()
+    };
+    assert_eq!(voters(&before), voters(&after));
 }

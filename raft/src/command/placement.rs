@@ -94,7 +94,10 @@ impl PlacementUpdate {
                 return Err(format!("node {} listed twice", n.id));
             }
             if n.addr.is_empty() || n.addr.len() > NODE_ADDR_LEN_MAX {
-                return Err(format!("node {}: addr must be 1..={NODE_ADDR_LEN_MAX} bytes", n.id));
+                return Err(format!(
+                    "node {}: addr must be 1..={NODE_ADDR_LEN_MAX} bytes",
+                    n.id
+                ));
             }
             if n.labels.len() > NODE_LABELS_MAX {
                 return Err(format!("node {}: at most {NODE_LABELS_MAX} labels", n.id));
