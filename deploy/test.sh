@@ -122,3 +122,14 @@ else
   echo "jepsen run failed; its history, nemesis log and node logs are in $jepsen_dir" >&2
   exit 1
 fi
+
+# Jepsen with each shard on 3 of the 5 nodes: 60 s of the same workloads while
+# replicas move (a busy shard's leader's or a follower's) and nodes drain,
+# with kill -9, pauses and partitions, then the same checks.
+jepsen_dir="$(mktemp -d)/jepsen-placement"
+if timeout 900 "$bin/jepsen" run --time-limit 60 --replication-factor 3 --nemesis all --seed "$seed" --run-dir "$jepsen_dir"; then
+  rm -rf "$(dirname "$jepsen_dir")"
+else
+  echo "jepsen run (replication factor 3) failed; its history, nemesis log and node logs are in $jepsen_dir" >&2
+  exit 1
+fi

@@ -16,6 +16,8 @@ use crate::net::Firewall;
 
 /// Time allowed for one group's membership change through the admin API.
 pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(8);
+/// Time allowed for one replica move (the new replica catches up first).
+pub const MOVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Kinds of fault, as named on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
@@ -31,18 +33,36 @@ pub enum Kind {
     /// Shift one node's clock by seconds (beyond the hold lifetime); back at the end.
     Clock,
     /// Remove a node (or a busy shard's leader) from every group; at the end add it
-    /// back as a learner and promote it.
+    /// back as a learner and promote it. Only where every node holds every group.
     Membership,
+    /// Move a busy shard's replica (its leader's, or a follower's) to a node
+    /// that holds none, online. Only where shards are on fewer nodes than all.
+    Move,
+    /// Drain a node (the balancer moves its replicas away, one at a time);
+    /// at the end mark it up again. Only where shards are on fewer nodes than all.
+    Drain,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Kill,
         Kind::Pause,
         Kind::Partition,
         Kind::Clock,
         Kind::Membership,
+        Kind::Move,
+        Kind::Drain,
     ];
+
+    /// True for the kinds that need each shard on fewer nodes than all.
+    pub fn needs_spare_nodes(self) -> bool {
+        matches!(self, Kind::Move | Kind::Drain)
+    }
+
+    /// True for the kinds that need every group on every node.
+    pub fn needs_every_group_everywhere(self) -> bool {
+        matches!(self, Kind::Membership)
+    }
 }
 
 /// One fault with its targets.
@@ -69,6 +89,15 @@ pub enum Fault {
         node: u64,
         offset_ms: i64,
     },
+    Move {
+        group: u16,
+        from: u64,
+        to: u64,
+        leader: bool,
+    },
+    Drain {
+        node: u64,
+    },
 }
 
 impl Fault {
@@ -85,6 +114,16 @@ impl Fault {
             Fault::Membership { node, leader_of } => {
                 format!("remove node {node}{} from every group", lead(leader_of))
             }
+            Fault::Move {
+                group,
+                from,
+                to,
+                leader,
+            } => format!(
+                "move group {group}'s replica from node {from}{} to node {to}",
+                if *leader { " (its leader)" } else { "" }
+            ),
+            Fault::Drain { node } => format!("drain node {node}"),
         }
     }
 }
@@ -121,6 +160,9 @@ pub struct Nemesis {
     pub firewall: Option<Firewall>,
     rng: StdRng,
     pub schedule: Schedule,
+    /// Shards are on fewer nodes than all (the replication factor is below
+    /// the node count).
+    pub spare_nodes: bool,
 }
 
 impl Nemesis {
@@ -129,8 +171,10 @@ impl Nemesis {
         firewall: Option<Firewall>,
         seed: u64,
         schedule: Schedule,
+        spare_nodes: bool,
     ) -> Self {
         Nemesis {
+            spare_nodes,
             cluster,
             firewall,
             // Its own stream, so the schedule does not depend on what clients do.
@@ -184,6 +228,45 @@ impl Nemesis {
             None => (random_node, None),
         };
         match kind {
+            Kind::Move => {
+                // A busy shard (else any), its leader's replica or a
+                // follower's, to a node that holds none of it.
+                let c = self.cluster.lock().await;
+                let g = group.unwrap_or_else(|| self.rng.gen_range(1..=c.shards));
+                let mut voters: Vec<u64> = Vec::new();
+                for &id in &ids {
+                    if let Some(v) = c.cluster_view(id).await {
+                        if let Some(p) = v
+                            .placement
+                            .as_ref()
+                            .and_then(|p| p.groups.iter().find(|x| x.group == g).cloned())
+                        {
+                            voters = p.voters;
+                            break;
+                        }
+                    }
+                }
+                let leaders = c.leaders().await;
+                drop(c);
+                let spare: Vec<u64> = ids
+                    .iter()
+                    .copied()
+                    .filter(|id| !voters.contains(id))
+                    .collect();
+                let leader = leaders.get(&g).copied().filter(|l| voters.contains(l));
+                let from = match leader {
+                    Some(l) if at_leader => l,
+                    _ => voters.choose(&mut self.rng).copied().unwrap_or(random_node),
+                };
+                let to = spare.choose(&mut self.rng).copied().unwrap_or(random_node);
+                Fault::Move {
+                    group: g,
+                    from,
+                    to,
+                    leader: leader == Some(from),
+                }
+            }
+            Kind::Drain => Fault::Drain { node },
             Kind::Kill => Fault::Kill { node, leader_of },
             Kind::Pause => Fault::Pause { node, leader_of },
             Kind::Membership => Fault::Membership { node, leader_of },
@@ -233,6 +316,32 @@ impl Nemesis {
     /// Applies a fault.
     pub async fn start(&mut self, f: &Fault) -> anyhow::Result<()> {
         match f {
+            Fault::Move {
+                group, from, to, ..
+            } => {
+                let body = serde_json::json!({ "from": from, "to": to });
+                self.cluster
+                    .lock()
+                    .await
+                    .admin_post(
+                        &format!("/admin/v1/groups/{group}/move"),
+                        &body,
+                        MOVE_TIMEOUT,
+                    )
+                    .await
+                    .map(|_| ())
+            }
+            Fault::Drain { node } => self
+                .cluster
+                .lock()
+                .await
+                .admin_post(
+                    &format!("/admin/v1/nodes/{node}/drain"),
+                    &serde_json::Value::Null,
+                    MEMBERSHIP_TIMEOUT,
+                )
+                .await
+                .map(|_| ()),
             Fault::Membership { node, .. } => {
                 self.cluster
                     .lock()
@@ -288,6 +397,19 @@ impl Nemesis {
     /// Ends a fault.
     pub async fn end(&mut self, f: &Fault) -> anyhow::Result<()> {
         match f {
+            // A move is done when it answers; nothing to undo.
+            Fault::Move { .. } => Ok(()),
+            Fault::Drain { node } => self
+                .cluster
+                .lock()
+                .await
+                .admin_post(
+                    &format!("/admin/v1/nodes/{node}/up"),
+                    &serde_json::Value::Null,
+                    MEMBERSHIP_TIMEOUT,
+                )
+                .await
+                .map(|_| ()),
             Fault::Kill { node, .. } => self.cluster.lock().await.start(*node),
             Fault::Pause { node, .. } => {
                 self.cluster.lock().await.resume(*node);
@@ -336,6 +458,19 @@ impl Nemesis {
             c.wait_healthy(id, deadline.saturating_duration_since(Instant::now()))
                 .await?;
             c.set_clock_offset(id, 0).await?;
+        }
+        // Every node up again (ends a drain; where shards are on fewer nodes
+        // than all, replicas stay where the moves put them).
+        if self.spare_nodes {
+            for &id in &ids {
+                c.admin_post(
+                    &format!("/admin/v1/nodes/{id}/up"),
+                    &serde_json::Value::Null,
+                    MEMBERSHIP_TIMEOUT,
+                )
+                .await?;
+            }
+            return Ok(());
         }
         // Every node a voter of every group again (idempotent).
         for &id in &ids {

@@ -51,9 +51,11 @@ snapshot_logs_since_last = 300
 logs_kept_after_snapshot = 50
 
 # The membership nemesis takes nodes out of groups and back by hand; the
-# balancer would fill the gap it leaves with moves of its own meanwhile.
+# balancer would fill the gap it leaves with moves of its own meanwhile. A
+# drain's moves come quickly, so that a drain fault moves replicas while it lasts.
 [placement]
 balance = false
+balance_interval_ms = 300
 "#;
 
 /// Options of `jepsen run`.
@@ -81,6 +83,10 @@ pub struct RunArgs {
     /// Inventory shards.
     #[arg(long, default_value_t = 4)]
     pub shards: u16,
+    /// Voters per shard (default: every node). Below the node count, the
+    /// move and drain nemeses can run, and the membership nemesis cannot.
+    #[arg(long)]
+    pub replication_factor: Option<u8>,
     /// Concurrent clients per workload (general admission gets half).
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
@@ -348,7 +354,33 @@ async fn nemesis_loop(
 /// Runs the whole test; returns whether every checker passed.
 pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let seed = args.seed.unwrap_or_else(rand::random);
-    let kinds = parse_list(&args.nemesis, &nemesis::Kind::ALL, "nemesis")?;
+    let mut kinds = parse_list(&args.nemesis, &nemesis::Kind::ALL, "nemesis")?;
+    let rf = args
+        .replication_factor
+        .unwrap_or_else(|| u8::try_from(args.nodes).unwrap_or(u8::MAX));
+    let spare_nodes = u64::from(rf) < args.nodes;
+    // `all` means the kinds this cluster's shape allows; one named that it
+    // does not is an error.
+    let allowed = |k: &nemesis::Kind| {
+        if spare_nodes {
+            !k.needs_every_group_everywhere()
+        } else {
+            !k.needs_spare_nodes()
+        }
+    };
+    if args.nemesis == "all" {
+        kinds.retain(allowed);
+    } else if let Some(k) = kinds.iter().find(|k| !allowed(k)) {
+        bail!(
+            "the {k:?} nemesis needs {}; this run has a replication factor of {rf} on {} nodes",
+            if spare_nodes {
+                "every group on every node"
+            } else {
+                "fewer voters per shard than nodes (--replication-factor)"
+            },
+            args.nodes
+        );
+    }
     let workloads = parse_list(
         &args.workload,
         &[
@@ -417,7 +449,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         dir: run_dir.clone(),
         nodes: args.nodes,
         shards: args.shards,
-        replication_factor: None,
+        replication_factor: Some(rf),
         addressing: Addressing::PerNodeIp {
             base_port: args.base_port,
         },
@@ -599,6 +631,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         firewall,
         seed,
         schedule,
+        spare_nodes,
     )));
     let nem_log = Arc::new(std::sync::Mutex::new(std::fs::File::create(
         run_dir.join("nemesis.jsonl"),

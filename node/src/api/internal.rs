@@ -65,6 +65,7 @@ async fn unhost(State(state): State<AppState>, Path(group): Path<u16>, body: Byt
 
 /// A read relayed by a peer that does not host the shard.
 async fn relay(
+    State(state): State<AppState>,
     axum::Extension(RelayTarget(router)): axum::Extension<RelayTarget>,
     body: Bytes,
 ) -> Response {
@@ -72,7 +73,7 @@ async fn relay(
         Ok(v) => v,
         Err(r) => return r,
     };
-    crate::placement::relay::serve(router, req).await
+    crate::placement::relay::serve(&state.node, router, req).await
 }
 
 /// A replica move, run by the group's leader.

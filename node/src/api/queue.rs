@@ -134,6 +134,9 @@ async fn admin_write(
         idempotency_key: key,
     };
     let name = command.name();
+    // The answer is read from this node's replica: one that has none is
+    // refused before anything is written (and the request relayed whole).
+    let st = stores(state, group)?;
     let (effect, outcome) = write(state, group, session, command).await?;
     if !matches!(
         effect,
@@ -141,7 +144,6 @@ async fn admin_write(
     ) {
         return Err(unexpected(name, &effect));
     }
-    let st = stores(state, group)?;
     wait_applied(&st, outcome.applied.index).await;
     let q = st.reader.begin_applied().queue(event_id);
     let q = q.ok_or_else(|| no_queue(event_id))?;
@@ -253,6 +255,8 @@ async fn join(
     let group = event_group(&state, event_id)?;
     // No session: a join is idempotent by itself (a second one answers the
     // place already held), so it leaves nothing behind but the place.
+    // Answered from this node's replica (see `admin_write`).
+    let st = stores(&state, group)?;
     let outcome = state
         .node
         .propose(
@@ -269,7 +273,6 @@ async fn join(
         Ok(other) => return Err(unexpected("join_queue", other)),
         Err(r) => return Err(ApiError::from(r.clone())),
     };
-    let st = stores(&state, group)?;
     wait_applied(&st, outcome.applied.index).await;
     let view = match place(&state, group, &st, event_id, &user.sub, new) {
         Ok(v) => v,

@@ -58,6 +58,7 @@ impl Directory {
 pub struct PlacementState {
     directory: Mutex<Option<Arc<Directory>>>,
     hints: Mutex<BTreeMap<GroupId, (NodeId, String)>>,
+    floors: Mutex<BTreeMap<GroupId, u64>>,
     turn: AtomicUsize,
     /// Replica moves in progress on this node (see [`moves`]).
     pub moves: moves::InFlight,
@@ -136,9 +137,10 @@ impl Node {
         }
     }
 
-    /// The nodes to relay a read of `group` to: its replicas other than this
-    /// node, those known to be up first, starting at a different one each time
-    /// so reads spread over them.
+    /// The nodes to relay a request for `group` to, in the order to try
+    /// them: its replicas other than this node, starting at one fixed for
+    /// this node (so different nodes spread their reads over the replicas,
+    /// and one node's reads go to one replica while it answers).
     pub fn relay_targets(&self, group: GroupId) -> Vec<(NodeId, String)> {
         let dir = self.directory();
         let mut members: Vec<_> = dir
@@ -149,9 +151,32 @@ impl Node {
         if members.is_empty() {
             return members;
         }
-        let turn = self.placement.turn.fetch_add(1, Ordering::Relaxed) % members.len();
-        members.rotate_left(turn);
+        let start = usize::try_from(self.id()).unwrap_or(0) % members.len();
+        members.rotate_left(start);
         members
+    }
+
+    /// The applied index of `group` that reads relayed from this node have
+    /// seen (at least): a later relayed read is served from a replica at or
+    /// past it, so reads through one node never go back in time.
+    pub fn relay_floor(&self, group: GroupId) -> u64 {
+        let floors = self
+            .placement
+            .floors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        floors.get(&group).copied().unwrap_or(0)
+    }
+
+    /// Raises `group`'s relay floor to `index`.
+    pub fn raise_relay_floor(&self, group: GroupId, index: u64) {
+        let mut floors = self
+            .placement
+            .floors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let f = floors.entry(group).or_default();
+        *f = (*f).max(index);
     }
 }
 
