@@ -63,6 +63,8 @@ timeout 120 "$bin/boxoffice-bench" load-catalogue --cluster-dir "$smoke_dir" "${
 timeout 120 "$bin/boxoffice-bench" search --cluster-dir "$smoke_dir" "${small[@]}" --total 300 --duration-s 10 --no-pg
 timeout 120 "$bin/boxoffice-bench" reads --cluster-dir "$smoke_dir" --duration-s 2 --freshness-samples 20 --trivial-port 7660
 timeout 120 "$bin/boxoffice-bench" queue --cluster-dir "$smoke_dir" --users 5000 --admit-per-minute 12000 --drain-s 10 --slice-s 2 --sample-eta 200 --streams 20
+# Scale-out figures in small: clusters of 3 and 4 nodes of their own (shards on 3).
+timeout 300 "$bin/boxoffice-bench" scale --nodes 3,4 --shards 8 --rate 40 --duration-s 4 --buyers 8 --base-port 7800
 # Every node's metrics, after all that traffic, pass Prometheus's own checker
 # (format and naming lint).
 for port in 7601 7602 7603; do

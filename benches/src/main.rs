@@ -16,6 +16,7 @@ mod procs;
 mod queue_bench;
 mod readers;
 mod reads;
+mod scale;
 mod search_bench;
 mod stats;
 mod store;
@@ -190,6 +191,11 @@ enum Cmd {
     /// their place; joins/s, position reads beside seat-map reads, admission
     /// rate and ETA accuracy (against a running `boxoffice dev` cluster).
     Queue(queue_bench::QueueArgs),
+    /// Scale-out: the same booking load on clusters of 3 and 6 nodes (each
+    /// shard on 3): per-node CPU and bytes, CPU per booking on a leader and
+    /// a follower, and a projection for a bigger cluster (starts its own
+    /// clusters on 127.0.0.x).
+    Scale(scale::ScaleArgs),
     /// Event view and seat map read throughput: follower reads vs linearizable vs a
     /// trivial axum handler; and freshness of a sale on followers and SSE.
     Reads {
@@ -215,6 +221,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Compare(args) => compare::compare(args).await,
         Cmd::Queue(args) => queue_bench::run(args).await,
+        Cmd::Scale(args) => scale::run(args).await,
         Cmd::AbuseFlood {
             event,
             in_flight,

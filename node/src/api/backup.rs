@@ -48,12 +48,18 @@ async fn backup(
 ) -> ApiResult<Response> {
     let group = super::parse_group(&group)?;
     let g = GroupId(group);
-    let stores = state.node.stores(g).ok_or_else(|| {
-        ApiError::new(
-            ProblemCode::UnknownGroup,
-            format!("no group {group} on this node"),
-        )
-    })?;
+    let stores = match (state.node.stores(g), state.node.shards()) {
+        (Some(st), _) => st,
+        // A group of the cluster with no replica here: taken from one that
+        // has it (the request is relayed, see `crate::placement::relay`).
+        (None, Some(shards)) if group <= shards => return Err(super::not_here(&state, g)),
+        (None, _) => {
+            return Err(ApiError::new(
+                ProblemCode::UnknownGroup,
+                format!("no group {group} on this node"),
+            ))
+        }
+    };
     let _permit = state.node.backups.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
             ProblemCode::Overloaded,
