@@ -161,7 +161,9 @@ pub async fn relay(node: &Node, group: GroupId, req: &RelayedRequest) -> Option<
     let mut req = req.clone();
     req.group = group.0;
     req.min_applied = node.relay_floor(group);
-    for (id, addr) in node.relay_targets(group) {
+    let targets = node.relay_targets(group);
+    let last = targets.len().saturating_sub(1);
+    for (i, (id, addr)) in targets.into_iter().enumerate() {
         match node
             .rpc
             .call_streaming(&addr, "/internal/v1/relay", &req, timeout)
@@ -169,6 +171,16 @@ pub async fn relay(node: &Node, group: GroupId, req: &RelayedRequest) -> Option<
         {
             Ok(r) if r.headers().contains_key(NOT_HERE_HEADER) => {
                 tracing::debug!(%group, peer = id, "relayed read: not hosted there either");
+            }
+            // A read that replica could not serve now (no read index: it may
+            // be on its way out of the group) is asked of the next one; a
+            // write's refusal is the client's, who may retry with its key.
+            Ok(r)
+                if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                    && req.method == "GET"
+                    && i < last =>
+            {
+                tracing::debug!(%group, peer = id, "relayed read: unavailable there; trying the next replica");
             }
             Ok(r) => {
                 if let Some(i) = r

@@ -431,39 +431,6 @@ async fn drain_add_a_node_and_recreate_a_dead_nodes_replicas() {
     let map = at_7.seats(event2, Consistency::Linearizable).await.unwrap();
     assert_eq!(map.seats.len(), SEATS as usize);
 
-    // A backup through node 1 takes the shards it does not hold from nodes
-    // that do.
-    let backup_dir = tempfile::tempdir().unwrap();
-    let to = backup_dir.path().join("b");
-    let endpoint = format!("http://{}", cluster.nodes[0].addr);
-    let token = mint("ops", true);
-    let (ok, out, err) = {
-        let to = to.clone();
-        tokio::task::spawn_blocking(move || {
-            run_ctl(&[
-                "--endpoint",
-                &endpoint,
-                "--token",
-                &token,
-                "--output",
-                "json",
-                "backup",
-                "--to",
-                to.to_str().unwrap(),
-            ])
-        })
-        .await
-        .unwrap()
-    };
-    assert!(ok, "backup failed: {err}");
-    let manifest: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(
-        manifest["groups"].as_array().unwrap().len(),
-        usize::from(SHARDS) + 1
-    );
-    let (ok, out, err) = run_ctl(&["restore", "--check", "--from", to.to_str().unwrap()]);
-    assert!(ok && out.contains("backup is whole"), "{out}{err}");
-
     // Node 5 dies: after placement.down_after_ms its replicas are recreated.
     let before = voter_counts(&cluster, 1).await[&5];
     assert!(before > 0);
