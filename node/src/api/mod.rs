@@ -259,7 +259,12 @@ pub fn not_bootstrapped() -> ApiError {
 /// hosts it, see `crate::placement::relay`).
 pub fn stores(state: &AppState, group: GroupId) -> ApiResult<GroupStores> {
     if let Some(st) = state.node.stores(group) {
-        return Ok(st);
+        // A replica new here and still behind what this node's relayed reads
+        // have already shown is not read: the request goes to another
+        // replica, so reads through this node never go back in time.
+        if st.sm.applied().borrow().index >= state.node.relay_floor(group) {
+            return Ok(st);
+        }
     }
     Err(not_here(state, group))
 }
