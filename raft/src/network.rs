@@ -151,6 +151,21 @@ impl RpcClient {
         &self.http
     }
 
+    /// A POST of `body` (codec-encoded) to a peer's `path`, with the cluster
+    /// key and the id of the request this call serves, if any, so the peer's
+    /// logs name it too.
+    fn post<Req: Serialize>(&self, addr: &str, path: &str, body: &Req) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .post(format!("{}://{addr}{path}", self.scheme))
+            .header(CLUSTER_KEY_HEADER, &self.config.cluster_key)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+        if let Some(id) = crate::request_id::current() {
+            req = req.header(crate::request_id::REQUEST_ID_HEADER, &*id);
+        }
+        req.body(codec::encode_message(body))
+    }
+
     /// POSTs a codec-encoded body to `http(s)://{addr}{path}` and hands back the
     /// answer as it starts (status and headers, the body still streaming), for
     /// answers relayed to a client as they come (a read, a live stream).
@@ -162,16 +177,7 @@ impl RpcClient {
         body: &Req,
         timeout: Duration,
     ) -> Result<reqwest::Response, CallError> {
-        let url = format!("{}://{addr}{path}", self.scheme);
-        let mut req = self
-            .http
-            .post(&url)
-            .header(CLUSTER_KEY_HEADER, &self.config.cluster_key)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
-        if let Some(id) = crate::request_id::current() {
-            req = req.header(crate::request_id::REQUEST_ID_HEADER, &*id);
-        }
-        let send = req.body(codec::encode_message(body)).send();
+        let send = self.post(addr, path, body).send();
         let resp = match tokio::time::timeout(timeout, send).await {
             Err(_) => return Err(CallError::Timeout),
             Ok(Err(e)) if e.is_connect() => return Err(CallError::Unreachable(e.to_string())),
@@ -191,19 +197,9 @@ impl RpcClient {
         timeout: Duration,
     ) -> Result<Resp, CallError> {
         let timeout = timeout.min(Duration::from_millis(self.config.request_timeout_ms_max));
-        let url = format!("{}://{addr}{path}", self.scheme);
-        let mut req = self
-            .http
-            .post(&url)
-            .header(CLUSTER_KEY_HEADER, &self.config.cluster_key)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
-        // The request this call serves, if any, so the peer's logs name it too.
-        if let Some(id) = crate::request_id::current() {
-            req = req.header(crate::request_id::REQUEST_ID_HEADER, &*id);
-        }
-        let resp = req
+        let resp = self
+            .post(addr, path, body)
             .timeout(timeout)
-            .body(codec::encode_message(body))
             .send()
             .await
             .map_err(|e| {

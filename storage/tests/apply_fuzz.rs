@@ -256,10 +256,64 @@ fn queue_command() -> impl Strategy<Value = Command> {
     ]
 }
 
+/// The placement directory's update, with values past every bound as well:
+/// a replication factor of 0 or over the maximum, too many or blank labels,
+/// groups past `SHARDS_MAX`, repeated or empty voter lists, any epoch.
+fn placement_command() -> impl Strategy<Value = Command> {
+    let labels = proptest::collection::vec(
+        (
+            prop_oneof![3 => Just("zone".to_string()), 1 => text()],
+            text(),
+        ),
+        0..(NODE_LABELS_MAX + 2),
+    );
+    let node = (
+        prop_oneof![4 => 1..8u64, 1 => any::<u64>()],
+        prop_oneof![3 => Just("127.0.0.1:7201".to_string()), 1 => text()],
+        labels,
+        prop_oneof![
+            Just(NodeStateSpec::Up),
+            Just(NodeStateSpec::Draining),
+            Just(NodeStateSpec::Down)
+        ],
+    )
+        .prop_map(|(id, addr, labels, state)| NodeSpec {
+            id,
+            addr,
+            labels,
+            state,
+        });
+    let group = (
+        prop_oneof![4 => 0..8u16, 1 => any::<u16>()],
+        proptest::collection::vec(prop_oneof![4 => 1..8u64, 1 => any::<u64>()], 0..5),
+        proptest::collection::vec(1..8u64, 0..3),
+        prop_oneof![4 => 0..100u64, 1 => any::<u64>(), 1 => Just(u64::MAX)],
+    )
+        .prop_map(|(group, voters, learners, epoch)| GroupPlacementSpec {
+            group,
+            voters,
+            learners,
+            epoch,
+        });
+    (
+        proptest::option::of(prop_oneof![4 => 1..=REPLICATION_FACTOR_MAX, 1 => any::<u8>()]),
+        proptest::collection::vec(node, 0..4),
+        proptest::collection::vec(group, 0..4),
+    )
+        .prop_map(|(replication_factor, nodes, groups)| {
+            Command::SetPlacement(PlacementUpdate {
+                replication_factor,
+                nodes,
+                groups,
+            })
+        })
+}
+
 fn simple_command() -> impl Strategy<Value = Command> {
     prop_oneof![
         8 => payment_command(),
         6 => queue_command(),
+        2 => placement_command(),
         2 => ((text(), text()), coordinate(), coordinate(), layout()).prop_map(|((name, city), lat, lon, layout)| {
             Command::CreateVenue(VenueSpec { name, city, lat, lon, layout })
         }),

@@ -581,15 +581,7 @@ async fn write_directory(
     let node = &state.node;
     let update = PlacementUpdate {
         replication_factor: Some(rf.min(u8::try_from(members.len()).unwrap_or(u8::MAX))),
-        nodes: members
-            .iter()
-            .map(|m| NodeSpec {
-                id: m.id,
-                addr: m.addr.clone(),
-                labels: m.labels.clone().into_iter().collect(),
-                state: NodeStateSpec::Up,
-            })
-            .collect(),
+        nodes: crate::placement::initial::node_specs(members),
         groups: placed
             .groups
             .iter()

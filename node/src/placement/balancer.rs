@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
-use boxoffice_raft::command::{Command, NodeSpec, NodeStateSpec, PlacementUpdate};
+use boxoffice_raft::command::{NodeSpec, NodeStateSpec, PlacementUpdate};
 use boxoffice_raft::placement::{ClusterView, Move, NodeInfo, NodeState, ShardReplicas};
 use boxoffice_raft::{GroupId, NodeId};
 
@@ -113,12 +113,7 @@ impl Node {
             }],
             groups: Vec::new(),
         };
-        let o = self
-            .propose(GroupId::CATALOGUE, None, Command::SetPlacement(update))
-            .await?;
-        o.result
-            .map(|_| ())
-            .map_err(|r| ProposeError::Unavailable(format!("{r:?}")))
+        self.propose_placement(update).await
     }
 
     /// Marks nodes not heard from for `placement.down_after_ms` down, and
@@ -256,11 +251,6 @@ impl Node {
             }],
             groups: Vec::new(),
         };
-        let o = self
-            .propose(GroupId::CATALOGUE, None, Command::SetPlacement(update))
-            .await?;
-        o.result
-            .map(|_| ())
-            .map_err(|r| ProposeError::Unavailable(format!("{r:?}")))
+        self.propose_placement(update).await
     }
 }

@@ -41,6 +41,19 @@ impl Placed {
     }
 }
 
+/// The members as the directory keeps them, `up`.
+pub fn node_specs(members: &[Member]) -> Vec<NodeSpec> {
+    members
+        .iter()
+        .map(|m| NodeSpec {
+            id: m.id,
+            addr: m.addr.clone(),
+            labels: m.labels.clone().into_iter().collect(),
+            state: NodeStateSpec::Up,
+        })
+        .collect()
+}
+
 /// The view placement scores members by.
 pub fn view_of(members: &[Member]) -> ClusterView {
     ClusterView {
@@ -68,15 +81,7 @@ pub fn place(members: &[Member], shards: u16, rf: u8, receiving: NodeId) -> Resu
     // The members' labels as the directory will keep them.
     PlacementUpdate {
         replication_factor: Some(rf),
-        nodes: members
-            .iter()
-            .map(|m| NodeSpec {
-                id: m.id,
-                addr: m.addr.clone(),
-                labels: m.labels.clone().into_iter().collect(),
-                state: NodeStateSpec::Up,
-            })
-            .collect(),
+        nodes: node_specs(members),
         groups: Vec::new(),
     }
     .check()?;

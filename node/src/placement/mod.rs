@@ -91,6 +91,26 @@ impl Node {
         d
     }
 
+    /// Proposes an update of the placement directory to the catalogue; a
+    /// refusal (a bad update) is `Unavailable`, naming it.
+    pub async fn propose_placement(
+        &self,
+        update: boxoffice_raft::command::PlacementUpdate,
+    ) -> Result<(), crate::node::ProposeError> {
+        let o = self
+            .propose(
+                GroupId::CATALOGUE,
+                None,
+                boxoffice_raft::command::Command::SetPlacement(update),
+            )
+            .await?;
+        o.result.map(|_| ()).map_err(|r| {
+            crate::node::ProposeError::Unavailable(format!(
+                "the placement directory refused the update: {r:?}"
+            ))
+        })
+    }
+
     /// Where to send a request for `group`'s leader: the leader itself when
     /// this node hosts the group (as Raft knows it); else the leader last
     /// heard of, or the directory's replicas in turn.
