@@ -978,6 +978,22 @@ impl Client {
             .await?;
         decode(&v)
     }
+
+    /// Hands group `group`'s leadership to its voter `to` (the leader holds
+    /// the group's writes for about a leader lease meanwhile). `to` leading
+    /// already: `moved` is false.
+    pub async fn transfer_leader(&self, group: u16, to: u64) -> Result<LeaderTransferred, Error> {
+        let body = LeaderTransfer { to };
+        let (_, v) = self
+            .call(
+                Method::POST,
+                &format!("/admin/v1/groups/{group}/leader"),
+                Some(to_body(&body)?),
+                None,
+            )
+            .await?;
+        decode(&v)
+    }
 }
 
 /// A request body as JSON.

@@ -41,10 +41,14 @@ pub enum Kind {
     /// Drain a node (the balancer moves its replicas away, one at a time);
     /// at the end mark it up again. Only where shards are on fewer nodes than all.
     Drain,
+    /// Hand a busy shard's leadership to another of its voters (the leader
+    /// holds the shard's writes, lets the followers' lease run out, and the
+    /// chosen voter campaigns).
+    Leader,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Kill,
         Kind::Pause,
         Kind::Partition,
@@ -52,6 +56,7 @@ impl Kind {
         Kind::Membership,
         Kind::Move,
         Kind::Drain,
+        Kind::Leader,
     ];
 
     /// True for the kinds that need each shard on fewer nodes than all.
@@ -98,6 +103,11 @@ pub enum Fault {
     Drain {
         node: u64,
     },
+    Leader {
+        group: u16,
+        from: Option<u64>,
+        to: u64,
+    },
 }
 
 impl Fault {
@@ -124,6 +134,10 @@ impl Fault {
                 if *leader { " (its leader)" } else { "" }
             ),
             Fault::Drain { node } => format!("drain node {node}"),
+            Fault::Leader { group, from, to } => match from {
+                Some(f) => format!("hand group {group}'s leadership from node {f} to node {to}"),
+                None => format!("hand group {group}'s leadership to node {to}"),
+            },
         }
     }
 }
@@ -266,6 +280,29 @@ impl Nemesis {
                     leader: leader == Some(from),
                 }
             }
+            Kind::Leader => {
+                // A busy shard (else any), to one of its voters that does not lead it.
+                let c = self.cluster.lock().await;
+                let g = group.unwrap_or_else(|| self.rng.gen_range(1..=c.shards));
+                let mut voters: Vec<u64> = Vec::new();
+                for &id in &ids {
+                    if let Some(v) = c.cluster_view(id).await {
+                        if let Some(x) = v.groups.iter().find(|x| x.group == g) {
+                            voters = x.voters.clone();
+                            break;
+                        }
+                    }
+                }
+                let from = c.leaders().await.get(&g).copied();
+                drop(c);
+                let others: Vec<u64> = voters
+                    .iter()
+                    .copied()
+                    .filter(|v| Some(*v) != from)
+                    .collect();
+                let to = others.choose(&mut self.rng).copied().unwrap_or(random_node);
+                Fault::Leader { group: g, from, to }
+            }
             Kind::Drain => Fault::Drain { node },
             Kind::Kill => Fault::Kill { node, leader_of },
             Kind::Pause => Fault::Pause { node, leader_of },
@@ -327,6 +364,19 @@ impl Nemesis {
                         &format!("/admin/v1/groups/{group}/move"),
                         &body,
                         MOVE_TIMEOUT,
+                    )
+                    .await
+                    .map(|_| ())
+            }
+            Fault::Leader { group, to, .. } => {
+                let body = serde_json::json!({ "to": to });
+                self.cluster
+                    .lock()
+                    .await
+                    .admin_post(
+                        &format!("/admin/v1/groups/{group}/leader"),
+                        &body,
+                        MEMBERSHIP_TIMEOUT,
                     )
                     .await
                     .map(|_| ())
@@ -397,8 +447,8 @@ impl Nemesis {
     /// Ends a fault.
     pub async fn end(&mut self, f: &Fault) -> anyhow::Result<()> {
         match f {
-            // A move is done when it answers; nothing to undo.
-            Fault::Move { .. } => Ok(()),
+            // A move or a handoff is done when it answers; nothing to undo.
+            Fault::Move { .. } | Fault::Leader { .. } => Ok(()),
             Fault::Drain { node } => self
                 .cluster
                 .lock()

@@ -64,7 +64,8 @@ pub struct RunArgs {
     /// Seconds of workload under faults (the heal, recovery check and final reads follow).
     #[arg(long, default_value_t = 60)]
     pub time_limit: u64,
-    /// Faults to schedule: `all`, `none`, or a comma list of kill,pause,partition,clock.
+    /// Faults to schedule: `all`, `none`, or a comma list of
+    /// kill,pause,partition,clock,membership,move,drain,leader.
     #[arg(long, default_value = "all")]
     pub nemesis: String,
     /// Workloads: `all` or a comma list of seats,registers,ga,payments,queue.

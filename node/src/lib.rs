@@ -79,8 +79,13 @@ pub async fn run_node(config: config::NodeConfig) -> anyhow::Result<()> {
     let state = app::AppState::new(node.clone(), keys);
     tracing::info!(node_id = node.id(), %listen, %peer_listen, ?admin_listen, tls = public_tls.is_some(), peer_tls = peer_tls.is_some(), "node listening");
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let stopping = node.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
+        // Leaderships go to other voters first (bounded by
+        // `placement.handoff_on_stop_ms`), so writes pause for a handoff,
+        // not for an election timeout.
+        stopping.hand_off_leaderships().await;
         let _ = stop_tx.send(true);
     });
     let opts = SocketOptions {

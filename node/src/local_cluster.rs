@@ -504,35 +504,47 @@ impl LocalCluster {
         }
     }
 
-    /// SIGTERM (the node syncs and shuts its groups down), then kill -9 if it has
-    /// not stopped within [`STOP_TIMEOUT`].
+    /// SIGTERM (the node hands its leaderships to other voters, syncs and
+    /// shuts its groups down), then kill -9 if it has not stopped within
+    /// [`STOP_TIMEOUT`].
     pub async fn stop(&mut self, id: u64) {
-        let Some(node) = self.nodes.get_mut(&id) else {
-            return;
-        };
-        if node.paused {
-            node.signal(libc::SIGCONT);
-            node.paused = false;
-        }
-        node.signal(libc::SIGTERM);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        if let Some(c) = node.child.as_mut() {
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    node.child = None;
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        self.kill(id);
+        self.stop_together(&[id]).await;
     }
 
-    /// Stops every node (SIGTERM first).
+    /// Stops every node (SIGTERM to all at once: none waits for another's
+    /// handoffs).
     pub async fn stop_all(&mut self) {
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        self.stop_together(&ids).await;
+    }
+
+    async fn stop_together(&mut self, ids: &[u64]) {
         for id in ids {
-            self.stop(id).await;
+            if let Some(node) = self.nodes.get_mut(id) {
+                if node.paused {
+                    node.signal(libc::SIGCONT);
+                    node.paused = false;
+                }
+                node.signal(libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        for id in ids {
+            let Some(node) = self.nodes.get_mut(id) else {
+                continue;
+            };
+            if let Some(c) = node.child.as_mut() {
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        node.child = None;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            if node.child.is_some() {
+                self.kill(*id);
+            }
         }
     }
 

@@ -490,6 +490,11 @@ impl Node {
         timeout: Duration,
     ) -> Result<Outcome, ProposeError> {
         let proposer = self.proposer(group)?;
+        // Held while this node hands the leadership over; then the write
+        // finds the new leader (a `not_leader` answer).
+        let waited = Instant::now();
+        self.placement.handoffs.wait(group, timeout).await?;
+        let timeout = timeout.saturating_sub(waited.elapsed());
         if let Command::Hold(h) | Command::AdmittedHold { hold: h, .. } = &command {
             self.hold_churn.check(h.event_id, &h.user).map_err(|wait| {
                 ProposeError::RateLimited {
@@ -815,6 +820,10 @@ impl Node {
     /// confirmed by a quorum heartbeat).
     pub async fn read_index_local(&self, group: GroupId) -> Result<u64, ProposeError> {
         let raft = self.raft(group)?;
+        // A read index confirms the leadership with the followers, which
+        // would renew the lease a handoff waits out.
+        let timeout = Duration::from_millis(self.config.limits.linearizable_read_timeout_ms);
+        self.placement.handoffs.wait(group, timeout).await?;
         match raft.get_read_log_id().await {
             Ok((read, _applied)) => Ok(read.map(|l| l.index).unwrap_or(0)),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {

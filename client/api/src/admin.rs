@@ -253,11 +253,11 @@ pub struct GroupPlacementView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OperationView {
-    /// `move_replica`.
+    /// `move_replica` or `move_leader`.
     pub kind: String,
     /// The group.
     pub group: u16,
-    /// The node giving a replica away.
+    /// The node giving a replica (or the leadership) away.
     pub from: u64,
     /// The node taking it.
     pub to: u64,
@@ -317,6 +317,30 @@ pub struct ReplicaMoved {
     pub moved: bool,
     /// Milliseconds the new replica took to catch up.
     pub catch_up_ms: u64,
+}
+
+/// `POST /admin/v1/groups/{g}/leader`: hand the group's leadership to a voter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LeaderTransfer {
+    /// The voter to lead the group.
+    pub to: u64,
+}
+
+/// The answer of a leadership handoff.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LeaderTransferred {
+    /// The group.
+    pub group: u16,
+    /// Its leader now.
+    pub leader: u64,
+    /// False when `to` led the group already.
+    pub moved: bool,
+    /// Milliseconds the old leader held the group's writes (they went to the
+    /// new leader after).
+    pub writes_held_ms: u64,
 }
 
 /// `POST /admin/v1/groups/{g}/snapshot` (202).

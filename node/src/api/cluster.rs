@@ -14,9 +14,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use boxoffice_api::{
     ClockOffset, ClockOffsetSet, ClusterInit, ClusterInitialized, ClusterStatus, GroupMembership,
-    GroupPlacementView, GroupStatus, Health, MemberAction, MemberChange, MemberStatus, NewNode,
-    NodeStateView, OperationView, PlacedNode, PlacementView, ProblemCode, Readiness, ReplicaMove,
-    ReplicaMoved, SnapshotTriggered,
+    GroupPlacementView, GroupStatus, Health, LeaderTransfer, LeaderTransferred, MemberAction,
+    MemberChange, MemberStatus, NewNode, NodeStateView, OperationView, PlacedNode, PlacementView,
+    ProblemCode, Readiness, ReplicaMove, ReplicaMoved, SnapshotTriggered,
 };
 use boxoffice_raft::command::{
     Command, GroupPlacementSpec, NodeSpec, NodeStateSpec, PlacementUpdate, FEATURE_LEVEL_PAYMENTS,
@@ -50,6 +50,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/v1/groups/{group}/members/{id}", post(change_member))
         .route("/admin/v1/groups/{group}/snapshot", post(snapshot))
         .route("/admin/v1/groups/{group}/move", post(move_replica))
+        .route("/admin/v1/groups/{group}/leader", post(move_leader))
         .route("/admin/v1/nodes", post(add_node))
         .route("/admin/v1/nodes/{id}/drain", post(drain_node))
         .route("/admin/v1/nodes/{id}/up", post(node_up))
@@ -67,6 +68,7 @@ pub fn routes() -> Router<AppState> {
     snapshot,
     change_member,
     move_replica,
+    move_leader,
     add_node,
     drain_node,
     node_up
@@ -235,7 +237,7 @@ async fn cluster(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Clus
             .list()
             .into_iter()
             .map(|(g, s)| OperationView {
-                kind: "move_replica".into(),
+                kind: s.kind.into(),
                 group: g.0,
                 from: s.request.from,
                 to: s.request.to,
@@ -360,6 +362,47 @@ async fn move_replica(
         voters: done.voters,
         moved: done.moved,
         catch_up_ms: done.catch_up_ms,
+    }))
+}
+
+/// Hands a group's leadership to another of its voters (see
+/// `crate::placement::leaders`): the leader holds the group's writes for
+/// about a leader lease, then the chosen voter campaigns and wins. A voter
+/// that leads already answers `moved: false`.
+#[utoipa::path(post, path = "/admin/v1/groups/{group}/leader", tag = "cluster",
+    params(("group" = u16, Path, description = "The group (0 = catalogue)")),
+    request_body = boxoffice_api::LeaderTransfer,
+    responses((status = 200, body = boxoffice_api::LeaderTransferred), crate::openapi::Problems), security(("admin" = [])))]
+async fn move_leader(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(group): Path<String>,
+    JsonBody(body): JsonBody<LeaderTransfer>,
+) -> ApiResult<Json<LeaderTransferred>> {
+    let group = super::parse_group(&group)?;
+    let shards = state.node.shards().ok_or_else(not_bootstrapped)?;
+    if group > shards {
+        return Err(ApiError::new(
+            ProblemCode::UnknownGroup,
+            format!("no group {group} (0 = catalogue, 1..={shards} = shards)"),
+        ));
+    }
+    // Checked against the directory first; the leader checks again against
+    // the membership itself.
+    if let Some(p) = state.node.directory().groups.get(&group) {
+        if !p.voters.contains(&body.to) {
+            return Err(ApiError::bad_param(
+                "to",
+                format!("node {} holds no voter of group {group}", body.to),
+            ));
+        }
+    }
+    let done = state.node.transfer_leader(GroupId(group), body.to).await?;
+    Ok(Json(LeaderTransferred {
+        group,
+        leader: done.leader,
+        moved: done.moved,
+        writes_held_ms: done.writes_held_ms,
     }))
 }
 

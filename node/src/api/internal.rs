@@ -29,6 +29,12 @@ pub fn routes() -> Router<AppState> {
         .route("/internal/v1/unhost/{group}", post(unhost))
         .route("/internal/v1/relay", post(relay))
         .route("/internal/v1/move/{group}", post(move_replica))
+        .route(
+            "/internal/v1/transfer_leader/{group}",
+            post(transfer_leader),
+        )
+        .route("/internal/v1/elect/{group}", post(elect))
+        .route("/internal/v1/leading", post(leading))
 }
 
 /// The routes a relayed read runs through (see `crate::placement::relay`).
@@ -87,6 +93,38 @@ async fn move_replica(
         Err(r) => return r,
     };
     reply(&state.node.move_replica_local(GroupId(group), m).await)
+}
+
+/// A leadership handoff asked of this node as the group's leader.
+async fn transfer_leader(
+    State(state): State<AppState>,
+    Path(group): Path<u16>,
+    body: Bytes,
+) -> Response {
+    let r: crate::placement::leaders::LeaderRequest = match decode(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    reply(&state.node.transfer_leader_local(GroupId(group), r.to).await)
+}
+
+/// The group's leader hands its leadership to this node: campaign now.
+async fn elect(State(state): State<AppState>, Path(group): Path<u16>, body: Bytes) -> Response {
+    let () = match decode(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    reply(&state.node.campaign(GroupId(group)).await)
+}
+
+/// The groups this node leads (asked by the balancer).
+async fn leading(State(state): State<AppState>, body: Bytes) -> Response {
+    let () = match decode(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let groups: Vec<u16> = state.node.leading().into_iter().map(|g| g.0).collect();
+    reply(&groups)
 }
 
 /// This node's clock, read by peers to bound their stamps (see `crate::clock`).

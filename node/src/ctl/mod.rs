@@ -88,6 +88,15 @@ pub enum CtlCmd {
         #[arg(long)]
         to: u64,
     },
+    /// Hand a group's leadership to one of its voters (the leader holds the
+    /// group's writes for about a leader lease meanwhile).
+    Leader {
+        /// The group (0: the catalogue; 1..: shards).
+        group: u16,
+        /// The voter to lead it.
+        #[arg(long)]
+        to: u64,
+    },
     /// Make a group's replica on the endpoint's node take a snapshot now.
     Snapshot {
         /// The group (0: the catalogue; 1..: shards).
@@ -363,6 +372,24 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     )
                 } else {
                     format!("group {group}: nothing to do; voters {}\n", v["voters"])
+                }
+            })
+        }
+        CtlCmd::Leader { group, to } => {
+            let v = conn
+                .post(
+                    &format!("/admin/v1/groups/{group}/leader"),
+                    &serde_json::json!({ "to": to }),
+                )
+                .await?;
+            print(args.output, &v, || {
+                if v["moved"] == Value::Bool(true) {
+                    format!(
+                        "group {group}: node {} leads it now (writes held {} ms)\n",
+                        v["leader"], v["writes_held_ms"]
+                    )
+                } else {
+                    format!("group {group}: node {to} leads it already\n")
                 }
             })
         }

@@ -4,14 +4,25 @@
 //! 1. marks a node `down` that it has not heard from (its clock prober reads
 //!    every member's clock) for `placement.down_after_ms`, and `up` again
 //!    when it answers;
-//! 2. makes one replica move, `boxoffice_raft::placement::ClusterView::next_move`:
-//!    first off a draining or down node (a drain, a re-replication), then,
-//!    with `placement.balance = true`, from the node holding most replicas to
-//!    the one holding fewest while they differ by more than one. A catalogue
-//!    voter on a draining or down node is handed to one of its learners.
+//! 2. makes one step, the first of:
+//!    - its own catalogue leadership handed to an up voter, when its node is
+//!      draining (so it hands over the balancer too);
+//!    - a catalogue voter on a draining or down node handed to one of its
+//!      learners;
+//!    - a leadership handed from a draining node to another voter (see
+//!      [`super::leaders`]), so that a drain's replica moves never remove a
+//!      leader;
+//!    - one replica move, `boxoffice_raft::placement::ClusterView::next_move`:
+//!      first off a draining or down node (a drain, a re-replication), then,
+//!      with `placement.balance = true`, from the node holding most replicas
+//!      to the one holding fewest while they differ by more than one;
+//!    - with `placement.balance_leaders = true`, one leadership handed from
+//!      the node leading most shards towards the one leading fewest
+//!      (`ClusterView::next_leader_move`), while they differ by more than one.
 //!
-//! One move at a time, each waited for: moves are rate-limited by the
-//! interval and `placement.moves_in_flight_max` on the groups' leaders.
+//! Where the leaders are it asks every node (`/internal/v1/leading`). One
+//! step at a time, each waited for: steps are rate-limited by the interval
+//! and `placement.moves_in_flight_max` on the groups' leaders.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Weak;
@@ -75,12 +86,7 @@ pub async fn run(node: Weak<Node>) {
         let leads_catalogue = n.leader_of(GroupId::CATALOGUE).map(|(id, _)| id) == Some(n.id());
         if leads_catalogue && n.directory_writable() {
             n.mark_down_and_up(started).await;
-            if let Some(m) = n
-                .next_catalogue_handover()
-                .or_else(|| n.next_replica_move())
-            {
-                n.balance_step(m).await;
-            }
+            n.next_step().await;
         }
         drop(n);
         tokio::time::sleep(interval).await;
@@ -142,6 +148,89 @@ impl Node {
                     tracing::warn!(node = id, state = ?to, "node state changed by the balancer")
                 }
                 Err(e) => tracing::debug!(node = id, error = %e, "node state not changed"),
+            }
+        }
+    }
+
+    /// Takes the balancer's next step (see the module's documentation).
+    async fn next_step(&self) {
+        let dir = self.directory();
+        let me_up = dir
+            .nodes
+            .get(&self.id())
+            .is_none_or(|n| n.state == NodeStateSpec::Up);
+        if !me_up {
+            let up_voter = dir.groups.get(&0).and_then(|cat| {
+                cat.voters.iter().copied().find(|v| {
+                    *v != self.id()
+                        && dir
+                            .nodes
+                            .get(v)
+                            .is_some_and(|n| n.state == NodeStateSpec::Up)
+                })
+            });
+            if let Some(to) = up_voter {
+                self.leader_step(GroupId::CATALOGUE, to).await;
+                return;
+            }
+        }
+        if let Some(m) = self.next_catalogue_handover() {
+            self.balance_step(m).await;
+            return;
+        }
+        let mut view = view_of(&dir);
+        self.fill_leaders(&mut view).await;
+        let leader_move = view.next_leader_move();
+        let from_up = |id: NodeId| {
+            view.nodes
+                .get(&id)
+                .is_some_and(|n| n.state == NodeState::Up)
+        };
+        if let Some(lm) = leader_move.filter(|lm| !from_up(lm.from)) {
+            self.leader_step(lm.shard, lm.to).await;
+        } else if let Some(m) = self.next_replica_move() {
+            self.balance_step(m).await;
+        } else if let Some(lm) = leader_move.filter(|_| self.config.placement.balance_leaders) {
+            self.leader_step(lm.shard, lm.to).await;
+        }
+    }
+
+    /// Sets each shard's leader in `view`, as the nodes (up or draining) say.
+    async fn fill_leaders(&self, view: &mut ClusterView) {
+        let dir = self.directory();
+        let timeout = Duration::from_millis(self.config.raft.heartbeat_interval_ms * 10);
+        let asks = dir
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.state != NodeStateSpec::Down)
+            .map(|(id, n)| async move {
+                if *id == self.id() {
+                    return (*id, self.leading().into_iter().map(|g| g.0).collect());
+                }
+                let led: Vec<u16> = self
+                    .rpc
+                    .call(&n.addr, "/internal/v1/leading", &(), timeout)
+                    .await
+                    .unwrap_or_default();
+                (*id, led)
+            });
+        for (id, led) in futures::future::join_all(asks).await {
+            for g in led {
+                if let Some(s) = view.shards.get_mut(&GroupId(g)) {
+                    s.leader = Some(id);
+                }
+            }
+        }
+    }
+
+    async fn leader_step(&self, group: GroupId, to: NodeId) {
+        tracing::info!(%group, to, "balancer: handing a leadership over");
+        match self.transfer_leader(group, to).await {
+            Ok(done) => {
+                tracing::info!(%group, leader = done.leader, writes_held_ms = done.writes_held_ms, "balancer: leadership handed over")
+            }
+            Err(e) => {
+                tracing::warn!(%group, to, error = %e, "balancer: leadership not handed over")
             }
         }
     }

@@ -3,7 +3,8 @@
 //! `boxoffice_raft::command::PlacementUpdate`), the routes to groups this node
 //! does not host, keeping the directory in step with the groups' memberships
 //! ([`reconcile`]), relaying reads to a node that hosts the shard ([`relay`]),
-//! and moving replicas between nodes ([`moves`]).
+//! moving replicas between nodes ([`moves`]) and leaderships between
+//! voters ([`leaders`]).
 //!
 //! A group's Raft membership is the truth; the directory may lag it by a
 //! moment. Whoever routes by a stale entry is told so (`not_leader` with a
@@ -11,6 +12,7 @@
 
 pub mod balancer;
 pub mod initial;
+pub mod leaders;
 pub mod moves;
 pub mod reconcile;
 pub mod relay;
@@ -60,8 +62,11 @@ pub struct PlacementState {
     hints: Mutex<BTreeMap<GroupId, (NodeId, String)>>,
     floors: Mutex<BTreeMap<GroupId, u64>>,
     turn: AtomicUsize,
-    /// Replica moves in progress on this node (see [`moves`]).
+    /// Replica moves and leadership handoffs in progress on this node (see
+    /// [`moves`], [`leaders`]).
     pub moves: moves::InFlight,
+    /// Groups whose leadership this node is handing over (see [`leaders`]).
+    pub handoffs: leaders::Handoffs,
 }
 
 impl Node {
@@ -219,6 +224,14 @@ pub struct PlacementSettings {
     /// Balance replica counts between up nodes (moves off draining and down
     /// nodes are made either way).
     pub balance: bool,
+    /// Balance leaderships between up nodes, one handoff a balancer step
+    /// (each holds one group's writes for about a leader lease); leaderships
+    /// leave draining nodes either way.
+    pub balance_leaders: bool,
+    /// On SIGTERM, the longest this node spends handing its leaderships to
+    /// other voters before it stops (ms; 0: it stops at once and the others
+    /// elect a leader after the lease).
+    pub handoff_on_stop_ms: u64,
     /// A node not heard from for this long (ms) is marked down, and its
     /// replicas are recreated on other nodes.
     pub down_after_ms: u64,
@@ -232,6 +245,8 @@ impl Default for PlacementSettings {
             reconcile_interval_ms: 1000,
             balance_interval_ms: 2000,
             balance: true,
+            balance_leaders: true,
+            handoff_on_stop_ms: 5000,
             down_after_ms: 300_000,
         }
     }
@@ -257,6 +272,9 @@ impl PlacementSettings {
         }
         if !(100..=600_000).contains(&self.balance_interval_ms) {
             return rule("placement.balance_interval_ms", "must be 100..=600000");
+        }
+        if self.handoff_on_stop_ms > 600_000 {
+            return rule("placement.handoff_on_stop_ms", "must be 0..=600000");
         }
         if !(1000..=86_400_000).contains(&self.down_after_ms) {
             return rule("placement.down_after_ms", "must be 1000..=86400000");

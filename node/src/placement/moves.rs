@@ -39,10 +39,13 @@ pub struct MoveDone {
     pub catch_up_ms: u64,
 }
 
-/// Where a move in flight stands.
+/// Where an operation in flight (a replica move or a leadership handoff)
+/// stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MoveStatus {
-    /// The request.
+    /// `move_replica` or `move_leader`.
+    pub kind: &'static str,
+    /// The request (for a leadership handoff, `to_addr` is the new leader's).
     pub request: MoveRequest,
     /// Its current step.
     pub phase: &'static str,
@@ -50,7 +53,8 @@ pub struct MoveStatus {
     pub started: Instant,
 }
 
-/// The moves this node runs as leader, by group.
+/// The operations this node runs as leader (replica moves and leadership
+/// handoffs), by group: one at a time per group.
 #[derive(Default)]
 pub struct InFlight(Mutex<BTreeMap<GroupId, MoveStatus>>);
 
@@ -61,7 +65,7 @@ impl InFlight {
         map.iter().map(|(g, s)| (*g, s.clone())).collect()
     }
 
-    fn set_phase(&self, group: GroupId, phase: &'static str) {
+    pub(crate) fn set_phase(&self, group: GroupId, phase: &'static str) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = map.get_mut(&group) {
             s.phase = phase;
@@ -69,8 +73,48 @@ impl InFlight {
     }
 }
 
-/// Takes a group's slot in [`InFlight`] for the life of one move.
-struct Slot<'a> {
+impl InFlight {
+    /// Takes `group`'s slot for one operation; refused while the group has
+    /// one in flight already, or while `max` operations are.
+    pub(crate) fn take<'a>(
+        &'a self,
+        group: GroupId,
+        kind: &'static str,
+        m: &MoveRequest,
+        phase: &'static str,
+        max: usize,
+    ) -> Result<Slot<'a>, ProposeError> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = map.get(&group) {
+            return Err(ProposeError::Unavailable(format!(
+                "{group} has an operation in flight already ({}, node {} to {})",
+                s.kind, s.request.from, s.request.to
+            )));
+        }
+        if map.len() >= max {
+            return Err(ProposeError::RateLimited {
+                limit: "placement.moves_in_flight_max".into(),
+                retry_after_ms: 1000,
+            });
+        }
+        map.insert(
+            group,
+            MoveStatus {
+                kind,
+                request: m.clone(),
+                phase,
+                started: Instant::now(),
+            },
+        );
+        Ok(Slot {
+            in_flight: self,
+            group,
+        })
+    }
+}
+
+/// Takes a group's slot in [`InFlight`] for the life of one operation.
+pub(crate) struct Slot<'a> {
     in_flight: &'a InFlight,
     group: GroupId,
 }
@@ -144,38 +188,46 @@ impl Node {
                 "{group} is in a membership change"
             )));
         }
-        let _slot = {
-            let mut map = self
-                .placement
-                .moves
-                .0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if let Some(s) = map.get(&group) {
-                return Err(ProposeError::Unavailable(format!(
-                    "{group} is moving a replica already (node {} to {})",
-                    s.request.from, s.request.to
-                )));
-            }
-            if map.len() >= self.config.placement.moves_in_flight_max {
-                return Err(ProposeError::RateLimited {
-                    limit: "placement.moves_in_flight_max".into(),
-                    retry_after_ms: 1000,
+        if m.from == self.id() {
+            // The leader's own replica: hand the leadership to another voter
+            // first (writes pause for a handoff), and let the new leader make
+            // the move, rather than remove itself (writes would pause for an
+            // election timeout after the change).
+            let next = membership
+                .membership()
+                .voter_ids()
+                .filter(|v| *v != self.id())
+                .max_by_key(|v| {
+                    let m = raft.metrics().borrow().replication.clone();
+                    (
+                        m.and_then(|r| r.get(v).cloned().flatten()).map(|l| l.index),
+                        std::cmp::Reverse(*v),
+                    )
                 });
+            if let Some(next) = next {
+                match self.transfer_leader_local(group, next).await {
+                    Ok(done) => {
+                        return Err(ProposeError::NotLeader {
+                            group: group.0,
+                            leader: membership
+                                .membership()
+                                .get_node(&done.leader)
+                                .map(|n| (done.leader, n.addr.clone())),
+                        })
+                    }
+                    Err(e) => {
+                        tracing::warn!(%group, error = %e, "leadership not handed over before moving the leader's replica; it removes itself")
+                    }
+                }
             }
-            map.insert(
-                group,
-                MoveStatus {
-                    request: m.clone(),
-                    phase: "starting the new replica",
-                    started: Instant::now(),
-                },
-            );
-            Slot {
-                in_flight: &self.placement.moves,
-                group,
-            }
-        };
+        }
+        let _slot = self.placement.moves.take(
+            group,
+            "move_replica",
+            &m,
+            "starting the new replica",
+            self.config.placement.moves_in_flight_max,
+        )?;
         tracing::info!(%group, from = m.from, to = m.to, "moving a replica");
         let shards = self
             .shards()

@@ -29,7 +29,7 @@ import urllib.request
 
 # Operations never fuzzed: bootstrap, membership changes and fault injection
 # would take the cluster apart (their inputs are covered by the node's tests).
-DESTRUCTIVE = r"/cluster/init|/members/|/fault/|/move$|/admin/v1/nodes"
+DESTRUCTIVE = r"/cluster/init|/members/|/fault/|/move$|/leader$|/admin/v1/nodes"
 # Long-lived streams (SSE): a request never ends by itself.
 STREAMS = r"/stream$"
 # Checks that do not apply here: authentication is a bearer token the fuzzer

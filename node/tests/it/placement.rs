@@ -26,10 +26,12 @@ const ATTEMPTS_MAX: usize = 400;
 const SEATS: u32 = 400;
 
 async fn start() -> TestCluster {
+    // Leaderships stay where the test puts them (the drain test has the
+    // leader balancer on).
     TestCluster::start_with_spec(
         NODES,
         SHARDS,
-        "",
+        "[placement]\nbalance_leaders = false\n",
         |spec| spec.replication_factor = Some(3),
         |_| {},
     )
@@ -54,7 +56,7 @@ async fn directory_voters(cluster: &TestCluster, id: u64, group: u16) -> BTreeSe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn six_nodes_hold_each_shard_three_times_route_and_move_replicas_under_load() {
-    let cluster = start().await;
+    let mut cluster = start().await;
 
     // Placement: every shard on exactly 3 nodes, 12 replicas and 4 leaderships
     // a node; each node runs the catalogue and its 12 shards, nothing else.
@@ -181,6 +183,8 @@ async fn six_nodes_hold_each_shard_three_times_route_and_move_replicas_under_loa
                         continue;
                     }
                 };
+                slowest = slowest.max(started.elapsed());
+                let started = Instant::now();
                 match client.confirm(&hold.hold_id, &format!("pay-{b}-{i}")).await {
                     Ok(bk) => acked.push((name.clone(), bk.booking_id, bk.event_id, bk.seat_ids)),
                     Err(e) => errors.push(format!("confirm: {e}")),
@@ -214,7 +218,9 @@ async fn six_nodes_hold_each_shard_three_times_route_and_move_replicas_under_loa
     let again = admin.move_replica(shard, follower, spare[0]).await.unwrap();
     assert!(!again.moved);
     // The leader's own replica.
+    let t = Instant::now();
     let moved = admin.move_replica(shard, leader, spare[1]).await.unwrap();
+    println!("the leader's replica moved in {:?}", t.elapsed());
     assert!(moved.moved);
     expected.remove(&leader);
     expected.insert(spare[1]);
@@ -223,6 +229,29 @@ async fn six_nodes_hold_each_shard_three_times_route_and_move_replicas_under_loa
         expected
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A leadership handed to another voter, still under load: the old leader
+    // holds the shard's writes for about a lease, the new one wins at once.
+    let leader_now = cluster
+        .local
+        .leader_of(shard, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let next = *expected.iter().find(|v| **v != leader_now).unwrap();
+    let handed = admin.transfer_leader(shard, next).await.unwrap();
+    assert!(handed.moved, "{handed:?}");
+    assert_eq!(handed.leader, next);
+    assert!(handed.writes_held_ms < 2000, "{handed:?}");
+    assert_eq!(
+        cluster
+            .local
+            .leader_of(shard, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        next
+    );
+    let again = admin.transfer_leader(shard, next).await.unwrap();
+    assert!(!again.moved && again.leader == next, "{again:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let mut acked = Vec::new();
     let mut slowest = Duration::ZERO;
@@ -233,10 +262,14 @@ async fn six_nodes_hold_each_shard_three_times_route_and_move_replicas_under_loa
         slowest = slowest.max(s);
     }
     println!(
-        "{} bookings acknowledged during two moves; slowest hold+confirm {slowest:?}",
-        acked.len()
+        "{} bookings acknowledged during two moves and a leadership handoff (writes held {} ms); slowest write {slowest:?}",
+        acked.len(),
+        handed.writes_held_ms
     );
     assert!(acked.len() >= 20, "too little load: {}", acked.len());
+    // The leader's replica moved after a handoff (no election timeout), so
+    // no write waited as long as 2 s.
+    assert!(slowest < Duration::from_secs(2), "a write took {slowest:?}");
 
     // The old replicas are gone, the new ones serve, the directory follows.
     eventually(Duration::from_secs(20), "old replicas deleted", || async {
@@ -284,6 +317,31 @@ async fn six_nodes_hold_each_shard_three_times_route_and_move_replicas_under_loa
     let map = at_1.seats(event, Consistency::Linearizable).await.unwrap();
     for ((e, s), _) in owner.iter().filter(|((e, _), _)| *e == event) {
         assert_eq!(statuses(&map)[s], SeatStatus::Sold, "event {e} seat {s}");
+    }
+
+    // A node told to stop (SIGTERM) hands its leaderships over first: as
+    // soon as it is gone, each of its shards has a new leader already, with
+    // no election timeout waited out.
+    let leaders = cluster.local.leaders().await;
+    let stopping = (2..=NODES)
+        .max_by_key(|id| leaders.values().filter(|l| *l == id).count())
+        .unwrap();
+    let led: Vec<u16> = leaders
+        .iter()
+        .filter(|(g, l)| **g != 0 && **l == stopping)
+        .map(|(g, _)| *g)
+        .collect();
+    assert!(
+        !led.is_empty(),
+        "node {stopping} leads nothing: {leaders:?}"
+    );
+    cluster.local.stop(stopping).await;
+    let after = cluster.local.leaders().await;
+    for g in &led {
+        assert!(
+            after.get(g).is_some_and(|l| *l != stopping),
+            "shard {g} still led by the stopped node {stopping}: {after:?}"
+        );
     }
 }
 
@@ -430,6 +488,55 @@ async fn drain_add_a_node_and_recreate_a_dead_nodes_replicas() {
     );
     let map = at_7.seats(event2, Consistency::Linearizable).await.unwrap();
     assert_eq!(map.seats.len(), SEATS as usize);
+    // Leaderships are even too: each up node within one of the mean (4), the
+    // drained node leading nothing.
+    eventually(Duration::from_secs(120), "leaderships balanced", || async {
+        let leaders = cluster.local.leaders().await;
+        let mut leads: BTreeMap<u64, usize> =
+            [1, 2, 3, 4, 5, 7].iter().map(|id| (*id, 0)).collect();
+        for s in 1..=SHARDS {
+            match leaders.get(&s) {
+                Some(l) if leads.contains_key(l) => *leads.get_mut(l).unwrap() += 1,
+                _ => return false,
+            }
+        }
+        let mean = usize::from(SHARDS) / leads.len();
+        leads.values().all(|c| c.abs_diff(mean) <= 1)
+    })
+    .await;
+
+    // A backup through node 1 takes the shards it does not hold from nodes
+    // that do.
+    let backup_dir = tempfile::tempdir().unwrap();
+    let to = backup_dir.path().join("b");
+    let endpoint = format!("http://{}", cluster.nodes[0].addr);
+    let token = mint("ops", true);
+    let (ok, out, err) = {
+        let to = to.clone();
+        tokio::task::spawn_blocking(move || {
+            run_ctl(&[
+                "--endpoint",
+                &endpoint,
+                "--token",
+                &token,
+                "--output",
+                "json",
+                "backup",
+                "--to",
+                to.to_str().unwrap(),
+            ])
+        })
+        .await
+        .unwrap()
+    };
+    assert!(ok, "backup failed: {err}");
+    let manifest: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        manifest["groups"].as_array().unwrap().len(),
+        usize::from(SHARDS) + 1
+    );
+    let (ok, out, err) = run_ctl(&["restore", "--check", "--from", to.to_str().unwrap()]);
+    assert!(ok && out.contains("backup is whole"), "{out}{err}");
 
     // Node 5 dies: after placement.down_after_ms its replicas are recreated.
     let before = voter_counts(&cluster, 1).await[&5];
@@ -510,6 +617,24 @@ async fn bad_placement_requests_are_refused_and_change_nothing() {
         (
             "/admin/v1/groups/1/move",
             serde_json::json!({"from": 1}),
+            400,
+            "malformed_json",
+        ),
+        (
+            "/admin/v1/groups/1/leader",
+            serde_json::json!({"to": 9}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "/admin/v1/groups/9/leader",
+            serde_json::json!({"to": 1}),
+            404,
+            "unknown_group",
+        ),
+        (
+            "/admin/v1/groups/1/leader",
+            serde_json::json!({}),
             400,
             "malformed_json",
         ),

@@ -75,7 +75,10 @@ pub struct TestCluster {
     /// The certificate its clients trust, when the nodes serve TLS
     /// (`tls.cert_file` of the settings).
     pub ca_pem: Option<Vec<u8>>,
-    _dir: tempfile::TempDir,
+    /// The nodes' data and logs; kept after the test when
+    /// `BOXOFFICE_TEST_KEEP_DIR` is set (its path is printed), for reading
+    /// the node logs of a failed run.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl TestCluster {
@@ -228,7 +231,12 @@ impl TestCluster {
             nodes,
             admin: Client::new(admin).unwrap(),
             ca_pem,
-            _dir: dir,
+            _dir: if std::env::var_os("BOXOFFICE_TEST_KEEP_DIR").is_some() {
+                eprintln!("cluster files kept in {}", dir.keep().display());
+                None
+            } else {
+                Some(dir)
+            },
         }
     }
 
