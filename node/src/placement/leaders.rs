@@ -32,6 +32,10 @@ use tokio::sync::watch;
 use super::moves::MoveRequest;
 use crate::node::{Node, ProposeError};
 
+/// Entries a voter may be behind the leader's log when a handoff to it starts
+/// holding writes (it gets the rest while they are held).
+const HANDOFF_LAG_MAX: u64 = 256;
+
 /// The groups whose leadership this node is handing over: their writes and
 /// read-index requests wait.
 pub struct Handoffs(watch::Sender<BTreeSet<GroupId>>);
@@ -199,29 +203,43 @@ impl Node {
         )?;
         let lease = Duration::from_millis(self.config.raft.election_timeout_ms_max);
         let heartbeat = Duration::from_millis(self.config.raft.heartbeat_interval_ms);
-        let held_at = Instant::now();
-        let _held = self.placement.handoffs.hold(group);
-
-        // Everything appended so far (writes proposed before the hold) reaches `to`.
-        let caught_up = |raft: &boxoffice_raft::Raft| {
+        // How far `to` is behind this leader's log, in entries.
+        let behind = |raft: &boxoffice_raft::Raft| {
             let m = raft.metrics().borrow().clone();
             let matched = m
                 .replication
                 .as_ref()
                 .and_then(|r| r.get(&to).cloned().flatten())
                 .map(|l| l.index);
-            matched.is_some() && matched >= m.last_log_index
-        };
-        let deadline = Instant::now() + lease;
-        while !caught_up(&raft) {
-            if Instant::now() >= deadline {
-                return Err(ProposeError::Unavailable(format!(
-                    "node {to} did not catch up with {group}'s log within {} ms; this node stays leader",
-                    lease.as_millis()
-                )));
+            match (matched, m.last_log_index) {
+                (Some(have), Some(last)) => last.saturating_sub(have),
+                (None, Some(_)) => u64::MAX,
+                (_, None) => 0,
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        };
+        // Close to the end of the log before writes are held (a voter that is
+        // still catching up, say just restarted, is refused at no cost).
+        let wait_until = |max_behind: u64, what: &'static str| {
+            let raft = raft.clone();
+            async move {
+                let deadline = Instant::now() + lease;
+                while behind(&raft) > max_behind {
+                    if Instant::now() >= deadline {
+                        return Err(ProposeError::Unavailable(format!(
+                            "node {to} did not catch up with {group}'s log ({what}) within {} ms; this node stays leader",
+                            lease.as_millis()
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok(())
+            }
+        };
+        wait_until(HANDOFF_LAG_MAX, "before writes were held").await?;
+        let held_at = Instant::now();
+        let _held = self.placement.handoffs.hold(group);
+        // Everything appended so far (writes proposed before the hold) reaches `to`.
+        wait_until(0, "with writes held").await?;
         let _heartbeats = Heartbeats(raft.clone());
         raft.runtime_config().heartbeat(false);
         self.placement
@@ -229,7 +247,7 @@ impl Node {
             .set_phase(group, "letting the followers' lease run out");
         // The followers last heard from this leader no later than now.
         tokio::time::sleep(lease + 2 * heartbeat).await;
-        if !caught_up(&raft) {
+        if behind(&raft) > 0 {
             return Err(ProposeError::Unavailable(format!(
                 "node {to} fell behind {group}'s log; this node stays leader"
             )));
