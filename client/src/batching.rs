@@ -24,7 +24,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::{problem_from, Attempt, Error, LEADER_HEADER};
+use crate::{problem_from, Attempt, Error, Hint};
 
 /// One write, as its HTTP request.
 pub(crate) struct Write {
@@ -324,14 +324,12 @@ async fn send_jobs(
             .get("retry-after")
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_secs);
-        let leader = a.headers.get(LEADER_HEADER).cloned();
+        let hint = Hint::from_headers(|name| a.headers.get(name).map(String::as_str));
         let body = a
             .body
             .map(|raw| Bytes::from(String::from(Box::<str>::from(raw))))
             .unwrap_or_default();
-        let _ = job
-            .tx
-            .send(outcome(node, status, retry_after, leader, body));
+        let _ = job.tx.send(outcome(node, status, retry_after, hint, body));
     }
 }
 
@@ -382,13 +380,9 @@ pub(crate) async fn send_one(http: &reqwest::Client, node: &str, w: &Write) -> A
     };
     let status = resp.status();
     let retry_after = retry_after_of(resp.headers());
-    let leader = resp
-        .headers()
-        .get(LEADER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let hint = Hint::from_headers(|name| resp.headers().get(name).and_then(|v| v.to_str().ok()));
     match resp.bytes().await {
-        Ok(bytes) => outcome(node, status, retry_after, leader, bytes),
+        Ok(bytes) => outcome(node, status, retry_after, hint, bytes),
         Err(e) => Attempt::Retry {
             last: format!("{node}: reading answer: {e}"),
             maybe_applied: true,
@@ -403,11 +397,11 @@ pub(crate) fn outcome(
     node: &str,
     status: StatusCode,
     retry_after: Option<Duration>,
-    leader: Option<String>,
+    hint: Hint,
     bytes: Bytes,
 ) -> Attempt {
     if status.is_success() {
-        return Attempt::Done(Ok((status, bytes)), leader);
+        return Attempt::Done(Ok((status, bytes)), hint);
     }
     let problem = problem_from(status, &bytes);
     // The shard's own refusal (the user's sessions are used up): every node
@@ -424,5 +418,5 @@ pub(crate) fn outcome(
             wait: retry_after,
         };
     }
-    Attempt::Done(Err(Error::Api(Box::new(problem))), leader)
+    Attempt::Done(Err(Error::Api(Box::new(problem))), hint)
 }

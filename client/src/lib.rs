@@ -12,7 +12,8 @@
 //!
 //! - Any node can take any request. Writes go first to the node that last
 //!   answered for the shard as its leader (the `x-boxoffice-leader` hint on write
-//!   answers), which saves the forwarding hop; without a hint, or when the hinted
+//!   answers, kept with its `x-boxoffice-term`: an older term's hint never
+//!   replaces a newer one), which saves the forwarding hop; without a hint, or when the hinted
 //!   node fails, they go to the current node. A node that cannot be reached, answers 503
 //!   (no leader yet, overloaded) or 429 `rate_limited` is retried on the next
 //!   node, after its `Retry-After`, up to [`ClientConfig::attempts_max`] times
@@ -165,10 +166,10 @@ struct Inner {
 pub const ROUTED_EVENTS_MAX: usize = 100_000;
 
 /// What a client learned from write answers: each shard's leader (an index into
-/// the configured nodes) and each event's shard.
+/// the configured nodes) with the term it was named in, and each event's shard.
 #[derive(Default)]
 struct Routes {
-    leader_of_shard: std::collections::HashMap<u16, usize>,
+    leader_of_shard: std::collections::HashMap<u16, (usize, u64)>,
     shard_of_event: std::collections::HashMap<u64, u16>,
 }
 
@@ -200,9 +201,27 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
+/// A write answer's routing hint: the shard's leader (its public
+/// `host:port`) and that leader's term, when the answer names them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Hint {
+    leader: Option<String>,
+    term: Option<u64>,
+}
+
+impl Hint {
+    /// The hint in an answer's headers (`name` → value).
+    pub(crate) fn from_headers<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Hint {
+        Hint {
+            leader: get(LEADER_HEADER).map(str::to_string),
+            term: get(TERM_HEADER).and_then(|t| t.parse().ok()),
+        }
+    }
+}
+
 enum Attempt {
-    /// An answer, with the leader hint it carried.
-    Done(Result<(StatusCode, Bytes), Error>, Option<String>),
+    /// An answer, with the routing hint it carried.
+    Done(Result<(StatusCode, Bytes), Error>, Hint),
     /// Retry; `maybe_applied` says the request may have reached a node.
     Retry {
         last: String,
@@ -355,12 +374,14 @@ impl Client {
             Route::Shard(s) => s,
             Route::Event(e) => *r.shard_of_event.get(&e)?,
         };
-        r.leader_of_shard.get(&shard).copied()
+        r.leader_of_shard.get(&shard).map(|(i, _)| *i)
     }
 
     /// Learns from a write's answer: the event's shard, and the shard's leader if
-    /// the hint names one of the configured nodes.
-    fn learn(&self, route: Route, answer: &[u8], leader: Option<&str>) {
+    /// the hint names one of the configured nodes. A hint of an older term
+    /// than the one cached is stale (a node that has not heard of the newer
+    /// leader yet) and changes nothing.
+    fn learn(&self, route: Route, answer: &[u8], hint: &Hint) {
         /// The one field of a write's answer routing needs.
         #[derive(serde::Deserialize)]
         struct Answer {
@@ -379,7 +400,7 @@ impl Client {
                 Route::Event(_) => None,
             });
         let Some(shard) = shard else { return };
-        let node = leader.and_then(|addr| {
+        let node = hint.leader.as_deref().and_then(|addr| {
             self.inner.config.nodes.iter().position(|n| {
                 let n = n.trim_end_matches('/');
                 n.strip_prefix("http://")
@@ -395,8 +416,13 @@ impl Client {
             }
             r.shard_of_event.insert(e, shard);
         }
+        let term = hint.term.unwrap_or(0);
+        let cached_term = r.leader_of_shard.get(&shard).map(|(_, t)| *t);
+        if cached_term.is_some_and(|t| term < t) {
+            return;
+        }
         match node {
-            Some(i) => r.leader_of_shard.insert(shard, i),
+            Some(i) => r.leader_of_shard.insert(shard, (i, term)),
             None => r.leader_of_shard.remove(&shard),
         };
     }
@@ -502,9 +528,9 @@ impl Client {
                 .attempt(node, &method, path, body.as_ref(), key, headers)
                 .await
             {
-                Attempt::Done(r, leader) => {
+                Attempt::Done(r, hint) => {
                     if let (Some(route), Ok((_, v))) = (route, &r) {
-                        self.learn(route, v, leader.as_deref());
+                        self.learn(route, v, &hint);
                     }
                     return match (r, key) {
                         // A write answered with a problem that leaves its outcome
@@ -1056,19 +1082,27 @@ mod tests {
             "t",
         ))
         .unwrap();
+        let hint = |leader: &str, term: u64| Hint {
+            leader: Some(leader.to_string()),
+            term: Some(term),
+        };
         // A hold's answer: the event lives on shard 3, led by the second node.
         c.learn(
             Route::Event(42),
             br#"{"hold_id": "h3-1", "applied": {"shard": 3, "index": 9}}"#,
-            Some("127.0.0.2:7102"),
+            &hint("127.0.0.2:7102", 4),
         );
         assert_eq!(c.route_to(Route::Event(42)), Some(1));
         assert_eq!(c.route_to(Route::Shard(3)), Some(1));
         assert_eq!(c.route_to(Route::Event(43)), None);
+        // A hint of an older term (a node that has not heard of the new
+        // leader) changes nothing.
+        c.learn(Route::Shard(3), b"", &hint("127.0.0.1:7101", 3));
+        assert_eq!(c.route_to(Route::Shard(3)), Some(1));
         // A leader that is not one of the configured nodes is no hint at all.
-        c.learn(Route::Shard(3), b"", Some("10.0.0.9:7102"));
+        c.learn(Route::Shard(3), b"", &hint("10.0.0.9:7102", 5));
         assert_eq!(c.leader_hint(3), None);
-        c.learn(Route::Shard(3), b"", Some("127.0.0.1:7101"));
+        c.learn(Route::Shard(3), b"", &hint("127.0.0.1:7101", 5));
         assert_eq!(c.leader_hint(3).as_deref(), Some("http://127.0.0.1:7101/"));
         c.forget(Route::Event(42));
         assert_eq!(c.route_to(Route::Event(42)), None);

@@ -43,6 +43,16 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// (`host:port`, its `advertise`) as the answering node knows it: where to send
 /// the shard's next writes. Never a cluster (peer) address.
 pub const LEADER_HEADER: &str = "x-boxoffice-leader";
+/// Header on write answers: the Raft term of the leader [`LEADER_HEADER`]
+/// names. A hint of a higher term is newer; a client's routing cache never
+/// takes an older one over a newer.
+pub const TERM_HEADER: &str = "x-boxoffice-term";
+/// Header on write answers: the shard the write went to.
+pub const SHARD_HEADER: &str = "x-boxoffice-shard";
+/// Header on write answers: the shard's placement epoch as the answering node's
+/// directory has it (the log index of the membership it describes; it grows
+/// with every replica move).
+pub const EPOCH_HEADER: &str = "x-boxoffice-epoch";
 /// Header on every public and admin answer naming the id of the node that gave it.
 pub const NODE_HEADER: &str = "x-boxoffice-node";
 /// Longest idempotency key accepted (bytes).

@@ -269,7 +269,6 @@ async fn release_hold(
     .map_err(|e| hide_others_hold(e, hold_id))?;
     let mut resp = (StatusCode::NO_CONTENT, leader_header(&state, group)).into_response();
     for (name, value) in [
-        ("x-boxoffice-shard", group.0.to_string()),
         (
             "x-boxoffice-applied-index",
             outcome.applied.index.to_string(),

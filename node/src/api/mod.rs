@@ -328,12 +328,15 @@ pub fn check_fresh(
     Ok(())
 }
 
-/// `x-boxoffice-leader: host:port`, the public address of the group's leader as
-/// this node knows it after a write, so that a client can send the group's next
-/// writes there directly instead of through a forwarding node. A hint only: any
-/// node still takes any write. Never a cluster address: a peer's public address
+/// The routing headers of a write's answer: `x-boxoffice-leader: host:port`,
+/// the public address of the group's leader as this node knows it after the
+/// write, and `x-boxoffice-term`, that leader's term, so that a client can
+/// send the group's next writes there directly instead of through a
+/// forwarding node (a hint only: any node still takes any write); and
+/// `x-boxoffice-shard` with `x-boxoffice-epoch`, the shard's placement epoch
+/// in this node's directory. Never a cluster address: a peer's public address
 /// is what it names on its answers to this node (see
-/// `boxoffice_raft::network::PUBLIC_ADDR_HEADER`); none known, no header.
+/// `boxoffice_raft::network::PUBLIC_ADDR_HEADER`); none known, no leader header.
 pub fn leader_header(state: &AppState, group: GroupId) -> HeaderMap {
     let mut h = HeaderMap::new();
     let public = state.node.leader_of(group).and_then(|(id, peer_addr)| {
@@ -345,6 +348,14 @@ pub fn leader_header(state: &AppState, group: GroupId) -> HeaderMap {
     });
     if let Some(v) = public.and_then(|a| a.parse().ok()) {
         h.insert(boxoffice_api::LEADER_HEADER, v);
+        if let Some(raft) = state.node.groups.get(group) {
+            let term = raft.metrics().borrow().current_term;
+            h.insert(boxoffice_api::TERM_HEADER, term.into());
+        }
+    }
+    h.insert(boxoffice_api::SHARD_HEADER, group.0.into());
+    if let Some(p) = state.node.directory().groups.get(&group.0) {
+        h.insert(boxoffice_api::EPOCH_HEADER, p.epoch.into());
     }
     h
 }

@@ -76,10 +76,10 @@ impl Node {
             return;
         }
         let dir = self.directory();
-        if let Some(p) = dir.groups.get(&group.0) {
-            if p.epoch >= epoch || (p.voters == voters && p.learners == learners) {
-                return;
-            }
+        // Also when only the epoch differs (a membership changed and changed
+        // back): answers name the epoch (`x-boxoffice-epoch`).
+        if dir.groups.get(&group.0).is_some_and(|p| p.epoch >= epoch) {
+            return;
         }
         let update = PlacementUpdate {
             replication_factor: None,

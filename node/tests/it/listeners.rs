@@ -120,7 +120,9 @@ async fn answers_never_show_cluster_addresses() {
                 .send()
                 .await
                 .unwrap();
-            if h.contains_key("x-boxoffice-leader") || Instant::now() > deadline {
+            if (h.contains_key("x-boxoffice-leader") && h.contains_key("x-boxoffice-epoch"))
+                || Instant::now() > deadline
+            {
                 break h;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -134,6 +136,24 @@ async fn answers_never_show_cluster_addresses() {
             cluster.nodes[leader].addr,
             "node {i}"
         );
+        // The routing headers: the shard, its placement epoch, the leader's term.
+        assert_eq!(
+            headers
+                .get("x-boxoffice-shard")
+                .and_then(|v| v.to_str().ok()),
+            Some("1"),
+            "{headers:?}"
+        );
+        // A bootstrapped group's first membership is at log index 0; a move
+        // makes it grow (the placement test follows one).
+        let epoch: Result<u64, _> = headers["x-boxoffice-epoch"].to_str().unwrap().parse();
+        assert!(epoch.is_ok(), "{headers:?}");
+        let term: u64 = headers["x-boxoffice-term"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(term >= 1, "{headers:?}");
         let text = format!("{headers:?}");
         for other in &cluster.nodes {
             assert!(!text.contains(&other.peer_addr), "{text}");

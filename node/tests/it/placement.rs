@@ -293,6 +293,24 @@ async fn six_nodes_hold_each_shard_three_times_route_and_move_replicas_under_loa
         )
         .await;
     }
+    // Write answers name the shard's placement epoch, the log index of its
+    // membership: past the bootstrap's 0 once replicas have moved.
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/v1/holds", cluster.nodes[0].addr))
+        .bearer_auth(mint("epoch-reader", false))
+        .header("idempotency-key", "epoch-1")
+        .json(&serde_json::json!({"event_id": event, "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(r.headers()["x-boxoffice-shard"], shard.to_string().as_str());
+    let epoch: u64 = r.headers()["x-boxoffice-epoch"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(epoch > 0, "{:?}", r.headers());
 
     // Every acknowledged booking is there, confirmed, with its seats; no seat
     // is in two bookings; the seat maps agree.
