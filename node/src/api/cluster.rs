@@ -310,14 +310,7 @@ async fn move_replica(
     Path(group): Path<String>,
     JsonBody(body): JsonBody<ReplicaMove>,
 ) -> ApiResult<Json<ReplicaMoved>> {
-    let group = super::parse_group(&group)?;
-    let shards = state.node.shards().ok_or_else(not_bootstrapped)?;
-    if group > shards {
-        return Err(ApiError::new(
-            ProblemCode::UnknownGroup,
-            format!("no group {group} (0 = catalogue, 1..={shards} = shards)"),
-        ));
-    }
+    let group = existing_group(&state, &group)?;
     if body.from == body.to {
         return Err(ApiError::bad_param("to", "to must differ from from"));
     }
@@ -379,14 +372,7 @@ async fn move_leader(
     Path(group): Path<String>,
     JsonBody(body): JsonBody<LeaderTransfer>,
 ) -> ApiResult<Json<LeaderTransferred>> {
-    let group = super::parse_group(&group)?;
-    let shards = state.node.shards().ok_or_else(not_bootstrapped)?;
-    if group > shards {
-        return Err(ApiError::new(
-            ProblemCode::UnknownGroup,
-            format!("no group {group} (0 = catalogue, 1..={shards} = shards)"),
-        ));
-    }
+    let group = existing_group(&state, &group)?;
     // Checked against the directory first; the leader checks again against
     // the membership itself.
     if let Some(p) = state.node.directory().groups.get(&group) {
@@ -404,6 +390,19 @@ async fn move_leader(
         moved: done.moved,
         writes_held_ms: done.writes_held_ms,
     }))
+}
+
+/// The group a path names: 0 (the catalogue) or a shard of this cluster.
+fn existing_group(state: &AppState, group: &str) -> ApiResult<u16> {
+    let group = super::parse_group(group)?;
+    let shards = state.node.shards().ok_or_else(not_bootstrapped)?;
+    if group > shards {
+        return Err(ApiError::new(
+            ProblemCode::UnknownGroup,
+            format!("no group {group} (0 = catalogue, 1..={shards} = shards)"),
+        ));
+    }
+    Ok(group)
 }
 
 /// Largest clock offset the fault-injection API accepts (one day): a bound of
@@ -723,14 +722,7 @@ async fn change_member(
     Path((group, id)): Path<(String, String)>,
     JsonBody(body): JsonBody<MemberChange>,
 ) -> ApiResult<Json<GroupMembership>> {
-    let (group, id): (u16, NodeId) = (super::parse_group(&group)?, super::parse_node_id(&id)?);
-    let shards = state.node.shards().ok_or_else(not_bootstrapped)?;
-    if group > shards {
-        return Err(ApiError::new(
-            ProblemCode::UnknownGroup,
-            format!("no group {group} (0 = catalogue, 1..={shards} = shards)"),
-        ));
-    }
+    let (group, id): (u16, NodeId) = (existing_group(&state, &group)?, super::parse_node_id(&id)?);
     let change = match (body.action, body.addr) {
         (MemberAction::Remove, None) => MembershipChange::Remove(id),
         (MemberAction::Promote, None) => MembershipChange::Promote(id),

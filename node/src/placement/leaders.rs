@@ -153,13 +153,7 @@ impl Node {
                     writes_held_ms: 0,
                 })
             }
-            Some((l, _)) if l == self.id() => {}
-            leader => {
-                return Err(ProposeError::NotLeader {
-                    group: group.0,
-                    leader: leader.filter(|(id, _)| *id != self.id()),
-                })
-            }
+            _ => self.ensure_leader(group)?,
         }
         let membership = raft.metrics().borrow().membership_config.clone();
         let Some(to_addr) = membership
@@ -329,29 +323,14 @@ impl Node {
         to: NodeId,
     ) -> Result<LeaderMoved, ProposeError> {
         let timeout = Duration::from_millis(self.config.limits.membership_timeout_ms);
-        let deadline = Instant::now() + timeout;
-        let mut last = ProposeError::Unavailable(format!("no leader for {group}"));
-        while Instant::now() < deadline {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let result = self
-                .on_leader(
-                    group,
-                    remaining,
-                    "transfer_leader",
-                    || LeaderRequest { to },
-                    ProposeError::Unavailable,
-                    |_| self.transfer_leader_local(group, to),
-                )
-                .await;
-            match result {
-                Err(e @ ProposeError::NotLeader { .. }) => {
-                    last = e;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                other => return other,
-            }
-        }
-        Err(last)
+        self.on_leader_until(
+            group,
+            timeout,
+            "transfer_leader",
+            &LeaderRequest { to },
+            |r| self.transfer_leader_local(group, r.to),
+        )
+        .await
     }
 
     /// The groups this node leads now.

@@ -143,6 +143,18 @@ fn write_error(
 }
 
 impl Node {
+    /// `not_leader` (with the leader this node knows of) unless this node leads
+    /// `group`.
+    pub(crate) fn ensure_leader(&self, group: GroupId) -> Result<(), ProposeError> {
+        match self.leader_of(group) {
+            Some((l, _)) if l == self.id() => Ok(()),
+            leader => Err(ProposeError::NotLeader {
+                group: group.0,
+                leader: leader.filter(|(id, _)| *id != self.id()),
+            }),
+        }
+    }
+
     /// Runs a replica move on this node, which must lead `group`.
     pub async fn move_replica_local(
         &self,
@@ -153,15 +165,7 @@ impl Node {
             .groups
             .get(group)
             .ok_or(ProposeError::NoSuchGroup(group.0))?;
-        match self.leader_of(group) {
-            Some((l, _)) if l == self.id() => {}
-            leader => {
-                return Err(ProposeError::NotLeader {
-                    group: group.0,
-                    leader: leader.filter(|(id, _)| *id != self.id()),
-                })
-            }
-        }
+        self.ensure_leader(group)?;
         let membership = raft.metrics().borrow().membership_config.clone();
         let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
         if voters.contains(&m.to) && !voters.contains(&m.from) {
@@ -365,28 +369,48 @@ impl Node {
         let timeout = Duration::from_millis(
             self.config.placement.catch_up_timeout_ms + self.config.limits.membership_timeout_ms,
         );
+        self.on_leader_until(group, timeout, "move", &m, |m| {
+            self.move_replica_local(group, m)
+        })
+        .await
+    }
+
+    /// Runs an operation on `group`'s leader (`local` here when this node
+    /// leads it, else `req` posted to the leader's `/internal/v1/{endpoint}/{g}`),
+    /// following `not_leader` answers across leader changes for up to `timeout`.
+    pub(crate) async fn on_leader_until<Req, T, Fut>(
+        &self,
+        group: GroupId,
+        timeout: Duration,
+        endpoint: &str,
+        req: &Req,
+        local: impl Fn(Req) -> Fut,
+    ) -> Result<T, ProposeError>
+    where
+        Req: Clone + Serialize,
+        T: serde::de::DeserializeOwned,
+        Fut: std::future::Future<Output = Result<T, ProposeError>>,
+    {
         let deadline = Instant::now() + timeout;
         let mut last = ProposeError::Unavailable(format!("no leader for {group}"));
         while Instant::now() < deadline {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let m2 = m.clone();
             let result = self
                 .on_leader(
                     group,
                     remaining,
-                    "move",
-                    || m.clone(),
+                    endpoint,
+                    || req.clone(),
                     ProposeError::Unavailable,
-                    |_| self.move_replica_local(group, m2),
+                    |_| local(req.clone()),
                 )
                 .await;
             match result {
-                Ok(done) => return Ok(done),
                 Err(e @ ProposeError::NotLeader { .. }) => {
                     last = e;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => return Err(e),
+                other => return other,
             }
         }
         Err(last)
