@@ -11,6 +11,8 @@ pub mod history;
 pub mod nemesis;
 pub mod net;
 pub mod payments;
+pub mod power;
+pub mod powerfs;
 pub mod queue;
 pub mod run;
 pub mod workload;

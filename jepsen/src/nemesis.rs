@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use crate::net::Firewall;
+use crate::power::{CrashPoint, Power};
 
 /// Time allowed for one group's membership change through the admin API.
 pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(8);
@@ -45,10 +46,14 @@ pub enum Kind {
     /// holds the shard's writes, lets the followers' lease run out, and the
     /// chosen voter campaigns).
     Leader,
+    /// Cut the power of one node, a minority or the whole cluster (each
+    /// node's file system forgets what it had not fsynced), at a crash point;
+    /// restart at the end. Needs FUSE (root and /dev/fuse).
+    Power,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Kill,
         Kind::Pause,
         Kind::Partition,
@@ -57,6 +62,7 @@ impl Kind {
         Kind::Move,
         Kind::Drain,
         Kind::Leader,
+        Kind::Power,
     ];
 
     /// True for the kinds that need each shard on fewer nodes than all.
@@ -108,6 +114,12 @@ pub enum Fault {
         from: Option<u64>,
         to: u64,
     },
+    Power {
+        scope: &'static str,
+        nodes: Vec<u64>,
+        point: CrashPoint,
+        group: u16,
+    },
 }
 
 impl Fault {
@@ -134,6 +146,12 @@ impl Fault {
                 if *leader { " (its leader)" } else { "" }
             ),
             Fault::Drain { node } => format!("drain node {node}"),
+            Fault::Power {
+                scope,
+                nodes,
+                point,
+                group,
+            } => format!("power cut ({scope}) of node(s) {nodes:?} at {point:?} (group {group})"),
             Fault::Leader { group, from, to } => match from {
                 Some(f) => format!("hand group {group}'s leadership from node {f} to node {to}"),
                 None => format!("hand group {group}'s leadership to node {to}"),
@@ -168,10 +186,12 @@ pub struct Event {
     pub error: Option<String>,
 }
 
-/// Shared nemesis state: the cluster and its firewall.
+/// Shared nemesis state: the cluster, its firewall and its power switches.
 pub struct Nemesis {
     pub cluster: Arc<Mutex<LocalCluster>>,
     pub firewall: Option<Firewall>,
+    /// The nodes' power-cut file systems (when the power nemesis runs).
+    pub power: Option<Power>,
     rng: StdRng,
     pub schedule: Schedule,
     /// Shards are on fewer nodes than all (the replication factor is below
@@ -191,6 +211,7 @@ impl Nemesis {
             spare_nodes,
             cluster,
             firewall,
+            power: None,
             // Its own stream, so the schedule does not depend on what clients do.
             rng: StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_7321),
             schedule,
@@ -303,6 +324,41 @@ impl Nemesis {
                 let to = others.choose(&mut self.rng).copied().unwrap_or(random_node);
                 Fault::Leader { group: g, from, to }
             }
+            Kind::Power => {
+                // One node (half the time), a minority, or everything.
+                let mut shuffled: Vec<u64> = ids.iter().copied().filter(|&i| i != node).collect();
+                shuffled.shuffle(&mut self.rng);
+                let roll: f64 = self.rng.gen();
+                let (scope, extra) = if roll < 0.45 {
+                    ("one", 0)
+                } else if roll < 0.75 {
+                    (
+                        "minority",
+                        (ids.len().saturating_sub(1) / 2).saturating_sub(1),
+                    )
+                } else {
+                    ("whole-cluster", ids.len().saturating_sub(1))
+                };
+                let mut nodes = vec![node];
+                nodes.extend(shuffled.into_iter().take(extra));
+                let points: &[CrashPoint] = if scope == "whole-cluster" {
+                    &CrashPoint::WHOLE
+                } else if self.spare_nodes {
+                    // A membership change here is the placement's to make.
+                    &CrashPoint::PARTIAL[..CrashPoint::PARTIAL.len() - 1]
+                } else {
+                    &CrashPoint::PARTIAL
+                };
+                let point = *points.choose(&mut self.rng).unwrap_or(&CrashPoint::Now);
+                let shards = self.cluster.lock().await.shards.max(1);
+                let g = group.unwrap_or_else(|| self.rng.gen_range(1..=shards));
+                Fault::Power {
+                    scope,
+                    nodes,
+                    point,
+                    group: g,
+                }
+            }
             Kind::Drain => Fault::Drain { node },
             Kind::Kill => Fault::Kill { node, leader_of },
             Kind::Pause => Fault::Pause { node, leader_of },
@@ -403,6 +459,22 @@ impl Nemesis {
                 self.cluster.lock().await.kill(*node);
                 Ok(())
             }
+            Fault::Power {
+                nodes,
+                point,
+                group,
+                ..
+            } => {
+                let power = self
+                    .power
+                    .as_mut()
+                    .ok_or_else(|| anyhow::anyhow!("the power nemesis needs FUSE"))?;
+                let summary = power
+                    .cut(&self.cluster, nodes.clone(), *point, *group)
+                    .await?;
+                println!("  {summary}");
+                Ok(())
+            }
             Fault::Pause { node, .. } => {
                 self.cluster.lock().await.pause(*node);
                 Ok(())
@@ -461,6 +533,10 @@ impl Nemesis {
                 .await
                 .map(|_| ()),
             Fault::Kill { node, .. } => self.cluster.lock().await.start(*node),
+            Fault::Power { .. } => match self.power.as_mut() {
+                Some(p) => p.restore(&self.cluster).await,
+                None => Ok(()),
+            },
             Fault::Pause { node, .. } => {
                 self.cluster.lock().await.resume(*node);
                 Ok(())

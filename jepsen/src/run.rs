@@ -65,7 +65,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 60)]
     pub time_limit: u64,
     /// Faults to schedule: `all`, `none`, or a comma list of
-    /// kill,pause,partition,clock,membership,move,drain,leader.
+    /// kill,pause,partition,clock,membership,move,drain,leader,power.
     #[arg(long, default_value = "all")]
     pub nemesis: String,
     /// Workloads: `all` or a comma list of seats,registers,ga,payments,queue.
@@ -136,6 +136,11 @@ pub struct RunArgs {
     /// Node i listens on 127.0.0.(10+i):(base-port + i).
     #[arg(long, default_value_t = 7300)]
     pub base_port: u16,
+    /// Fault injection: nodes never fsync their WAL (`storage.skip_wal_fsync`)
+    /// and acknowledge writes anyway. The power nemesis must catch this; kill
+    /// -9 alone cannot (the page cache outlives a killed process).
+    #[arg(long)]
+    pub skip_wal_fsync: bool,
     /// Set when re-executed inside the run's namespace (internal).
     #[arg(long, hide = true)]
     pub inside_netns: Option<String>,
@@ -454,7 +459,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         addressing: Addressing::PerNodeIp {
             base_port: args.base_port,
         },
-        settings: format!("{HARNESS_SETTINGS}{payment_settings}"),
+        settings: format!(
+            "{HARNESS_SETTINGS}{}{payment_settings}",
+            if args.skip_wal_fsync {
+                "\n[storage]\nskip_wal_fsync = true\n"
+            } else {
+                ""
+            }
+        ),
         secrets: None,
         addrs: Default::default(),
         // The harness tests consistency, not abuse: no rate limits.
@@ -462,6 +474,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         log_filter: boxoffice_node::local_cluster::LOG_FILTER_DEFAULT.into(),
         log_json: false,
     })?;
+    // Power cuts need each node's data directory on a power-cut file
+    // system, mounted before the node first starts.
+    let mut power = None;
+    if kinds.contains(&nemesis::Kind::Power) {
+        match crate::powerfs::unavailable() {
+            Some(why) => {
+                println!("power nemesis skipped: {why}");
+                kinds.retain(|k| *k != nemesis::Kind::Power);
+            }
+            None => power = Some(crate::power::Power::mount(&cluster)?),
+        }
+    }
     let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
     for &id in &ids {
         cluster.start(id)?;
@@ -634,6 +658,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         schedule,
         spare_nodes,
     )));
+    nem.lock().await.power = power;
     let nem_log = Arc::new(std::sync::Mutex::new(std::fs::File::create(
         run_dir.join("nemesis.jsonl"),
     )?));
@@ -759,6 +784,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     drop(tx);
     let ops = writer.await?;
     cluster.lock().await.kill_all();
+    let power_verdict = nem.lock().await.power.as_mut().map(|p| {
+        p.unmount_all();
+        p.verdict()
+    });
     let config = CheckConfig {
         per_user_cap: args.per_user_cap,
         staleness_ms_max: 5000,
@@ -767,6 +796,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let mut verdicts = check_all(&ops, &config);
     verdicts.extend(payments_verdict);
     verdicts.extend(queue_verdicts);
+    verdicts.extend(power_verdict);
     let valid = verdicts.iter().all(|v| v.valid());
     let mut by_outcome: BTreeMap<String, BTreeMap<&str, u64>> = BTreeMap::new();
     for o in ops.iter().filter(|o| o.process != NEMESIS_PROCESS) {

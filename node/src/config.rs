@@ -84,8 +84,9 @@ pub struct NodeConfig {
     /// peers apart when several nodes share one host.
     #[serde(default)]
     pub peer_bind_ip: Option<std::net::IpAddr>,
-    /// Enables `/admin/v1/fault/*` (clock offset) for fault-injection testing. Never
-    /// on in production: it lets an admin shift the clock the leader stamps with.
+    /// Enables `/admin/v1/fault/*` (clock offset) for fault-injection testing, and
+    /// allows `storage.skip_wal_fsync`. Never on in production: it lets an admin
+    /// shift the clock the leader stamps with.
     #[serde(default)]
     pub fault_injection: bool,
     /// Payments through a provider (`[payments]`); off unless `provider_url` is set.
@@ -586,6 +587,12 @@ impl NodeConfig {
         };
         if self.id == 0 {
             return rule("id", "must be at least 1");
+        }
+        if self.storage.skip_wal_fsync && !self.fault_injection {
+            return rule(
+                "storage.skip_wal_fsync",
+                "loses acknowledged writes in a power cut; only with fault_injection = true",
+            );
         }
         let a = &self.auth;
         let secrets = [
@@ -1203,6 +1210,7 @@ mod tests {
             ("limits.nonsense=1", "Invalid"),
             ("limits.sse_lag_max=0", "NotPositive"),
             ("limits.sse_lag_max=many", "Invalid"),
+            ("storage.skip_wal_fsync=true", "Rule"),
         ] {
             let e = resolve(Some(&file), &[bad.to_string()], |_| None).unwrap_err();
             assert!(format!("{e:?}").starts_with(want), "{bad}: {e:?}");

@@ -65,7 +65,7 @@ pub fn restore_group(
     }
 
     let dir = group_dir(snapshot_root, group);
-    fs::create_dir_all(&dir)?;
+    crate::files::create_dir_durable(&dir)?;
     let tmp = dir.join("restoring.tmp");
     let meta_key = Key::sm(group, table::META).build();
     let prefix_len = Key::group(group).build().len();

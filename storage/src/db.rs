@@ -75,6 +75,12 @@ pub struct StorageSettings {
     /// maps, search, the event cache); one that falls further behind is told it
     /// lagged and resynchronises, rather than hold memory.
     pub changes_capacity: usize,
+    /// Fault injection only (the node refuses it without `fault_injection =
+    /// true`): write the WAL but never fsync it, and report writes durable
+    /// anyway. A node running so loses acknowledged writes in a power cut,
+    /// though not when only its process is killed; the fault harness uses it
+    /// to show that its power nemesis catches exactly that.
+    pub skip_wal_fsync: bool,
 }
 
 impl Default for StorageSettings {
@@ -90,6 +96,7 @@ impl Default for StorageSettings {
             apply_cache_bytes_max: 32 << 20,
             snapshot_install_batch_records: 8192,
             changes_capacity: 4096,
+            skip_wal_fsync: false,
         }
     }
 }
@@ -103,6 +110,8 @@ pub struct Db {
     inner: Arc<DB>,
     syncer: mpsc::SyncSender<SyncCallback>,
     path: PathBuf,
+    /// False only under `skip_wal_fsync` (fault injection).
+    fsync: bool,
     metrics: crate::metrics::StorageMetrics,
 }
 
@@ -110,7 +119,7 @@ impl Db {
     /// Opens (creating if needed) the database under `dir/db`.
     pub fn open(dir: &Path, config: &StorageSettings) -> Result<Db, StorageError> {
         let path = dir.join("db");
-        std::fs::create_dir_all(&path)?;
+        crate::files::create_dir_durable(&path)?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -137,15 +146,20 @@ impl Db {
         let (tx, rx) = mpsc::sync_channel::<SyncCallback>(config.wal_sync_queue_max);
         let weak = Arc::downgrade(&db);
         let metrics = crate::metrics::StorageMetrics::new();
+        let fsync = !config.skip_wal_fsync;
+        if !fsync {
+            tracing::warn!("storage.skip_wal_fsync: the WAL is never fsynced (fault injection)");
+        }
         thread::Builder::new().name("wal-sync".into()).spawn({
             let batch_max = config.wal_sync_batch_max.max(1);
             let metrics = metrics.clone();
-            move || wal_sync_loop(weak, rx, batch_max, metrics)
+            move || wal_sync_loop(weak, rx, batch_max, fsync, metrics)
         })?;
         Ok(Db {
             inner: db,
             syncer: tx,
             path,
+            fsync,
             metrics,
         })
     }
@@ -182,7 +196,7 @@ impl Db {
     /// Writes a batch and fsyncs the WAL before returning.
     pub fn write_sync(&self, batch: WriteBatch) -> Result<(), rocksdb::Error> {
         let mut wo = WriteOptions::default();
-        wo.set_sync(true);
+        wo.set_sync(self.fsync);
         self.inner.write_opt(batch, &wo)
     }
 
@@ -190,7 +204,7 @@ impl Db {
     pub fn when_durable(&self, callback: SyncCallback) {
         if let Err(mpsc::SendError(cb)) = self.syncer.send(callback) {
             // The syncer thread only stops when the DB is dropped; sync inline.
-            cb(self.inner.flush_wal(true));
+            cb(self.inner.flush_wal(self.fsync));
         }
     }
 
@@ -233,7 +247,7 @@ impl Db {
 
     /// Makes everything written so far durable, now.
     pub fn sync_wal(&self) -> Result<(), rocksdb::Error> {
-        self.inner.flush_wal(true)
+        self.inner.flush_wal(self.fsync)
     }
 }
 
@@ -241,6 +255,7 @@ fn wal_sync_loop(
     db: std::sync::Weak<DB>,
     rx: mpsc::Receiver<SyncCallback>,
     batch_max: usize,
+    fsync: bool,
     metrics: crate::metrics::StorageMetrics,
 ) {
     while let Ok(first) = rx.recv() {
@@ -253,7 +268,7 @@ fn wal_sync_loop(
         }
         let Some(db) = db.upgrade() else { return };
         let started = std::time::Instant::now();
-        let result = db.flush_wal(true);
+        let result = db.flush_wal(fsync);
         metrics
             .wal_fsync_seconds
             .observe(started.elapsed().as_secs_f64());

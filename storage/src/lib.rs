@@ -1,5 +1,7 @@
 //! Storage of boxoffice: one RocksDB per node, shared by every Raft group on it.
 //!
+//! - [`files`]: directory entries made durable (parent fsyncs).
+//! - [`inspect`]: what a data directory's Raft logs hold, read offline.
 //! - [`db`]: opening the database, its column families, and the WAL syncer that
 //!   makes appended log entries durable (fsync) with group commit across groups.
 //! - [`keys`]: byte layouts of every key.
@@ -21,6 +23,8 @@
 
 pub mod backup;
 pub mod db;
+pub mod files;
+pub mod inspect;
 pub mod keys;
 pub mod kv;
 pub mod log_store;

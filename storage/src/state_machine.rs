@@ -114,7 +114,7 @@ impl StateMachineStore {
         settings: &crate::StorageSettings,
     ) -> Result<Self, crate::StorageError> {
         let dir = group_dir(snapshot_root, group);
-        fs::create_dir_all(&dir)?;
+        crate::files::create_dir_durable(&dir)?;
         let (changes, _) = broadcast::channel(settings.changes_capacity.max(1));
         let state = match settings.state_machine {
             StateMachineBackend::Rocksdb => {

@@ -144,6 +144,10 @@ pub struct GroupStatus {
     /// (shards at feature level 2; absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payments: Option<PaymentCountsView>,
+    /// On the leader: the last log index each replica (the leader too) has
+    /// acknowledged as durable in this term, by node id. Empty elsewhere.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub matched: BTreeMap<u64, u64>,
 }
 
 /// A shard's payment counts (counted by apply, the same on every replica).

@@ -177,6 +177,15 @@ async fn cluster(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Clus
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
             voters: m.membership_config.membership().voter_ids().collect(),
+            matched: m
+                .replication
+                .as_ref()
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|(id, l)| l.map(|l| (*id, l.index)))
+                        .collect()
+                })
+                .unwrap_or_default(),
             feature_level: stores.as_ref().map_or(0, |s| s.sm.feature_level()),
             payments: stores
                 .as_ref()
