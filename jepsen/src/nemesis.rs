@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use crate::net::Firewall;
-use crate::power::{CrashPoint, Power};
+use crate::power::{CrashPoint, Power, Scope};
 
 /// Time allowed for one group's membership change through the admin API.
 pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(8);
@@ -192,6 +192,8 @@ pub struct Nemesis {
     pub firewall: Option<Firewall>,
     /// The nodes' power-cut file systems (when the power nemesis runs).
     pub power: Option<Power>,
+    /// Which cuts the power nemesis draws.
+    pub power_scope: Scope,
     rng: StdRng,
     pub schedule: Schedule,
     /// Shards are on fewer nodes than all (the replication factor is below
@@ -212,6 +214,7 @@ impl Nemesis {
             cluster,
             firewall,
             power: None,
+            power_scope: Scope::Any,
             // Its own stream, so the schedule does not depend on what clients do.
             rng: StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_7321),
             schedule,
@@ -328,7 +331,12 @@ impl Nemesis {
                 // One node (half the time), a minority, or everything.
                 let mut shuffled: Vec<u64> = ids.iter().copied().filter(|&i| i != node).collect();
                 shuffled.shuffle(&mut self.rng);
-                let roll: f64 = self.rng.gen();
+                let roll: f64 = match self.power_scope {
+                    Scope::Any => self.rng.gen(),
+                    Scope::One => 0.0,
+                    Scope::Minority => 0.5,
+                    Scope::WholeCluster => 1.0,
+                };
                 let (scope, extra) = if roll < 0.45 {
                     ("one", 0)
                 } else if roll < 0.75 {

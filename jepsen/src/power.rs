@@ -28,6 +28,20 @@ pub const TRIGGER_WAIT: Duration = Duration::from_secs(8);
 /// How long a cut's election (the `vote` point) may take.
 pub const ELECTION_WAIT: Duration = Duration::from_secs(5);
 
+/// Which nodes a power cut takes down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// One node, a minority or the whole cluster, drawn each time.
+    Any,
+    /// One node.
+    One,
+    /// As many nodes as a majority can do without.
+    Minority,
+    /// Every node at once.
+    WholeCluster,
+}
+
 /// Where in a node's work the power goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

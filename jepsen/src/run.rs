@@ -136,6 +136,10 @@ pub struct RunArgs {
     /// Node i listens on 127.0.0.(10+i):(base-port + i).
     #[arg(long, default_value_t = 7300)]
     pub base_port: u16,
+    /// Which power cuts the power nemesis draws: `one` node, a `minority`,
+    /// the `whole-cluster`, or `any` of them.
+    #[arg(long, value_enum, default_value_t = crate::power::Scope::Any)]
+    pub power_scope: crate::power::Scope,
     /// Fault injection: nodes never fsync their WAL (`storage.skip_wal_fsync`)
     /// and acknowledge writes anyway. The power nemesis must catch this; kill
     /// -9 alone cannot (the page cache outlives a killed process).
@@ -658,7 +662,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         schedule,
         spare_nodes,
     )));
-    nem.lock().await.power = power;
+    {
+        let mut n = nem.lock().await;
+        n.power = power;
+        n.power_scope = args.power_scope;
+    }
     let nem_log = Arc::new(std::sync::Mutex::new(std::fs::File::create(
         run_dir.join("nemesis.jsonl"),
     )?));
@@ -746,7 +754,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
             args.recovery_timeout_s
         ),
     }
-    final_state(&sh, &users).await?;
+    // A cluster that cannot serve its final state is a finding, not a reason
+    // to skip the checkers.
+    let final_read = final_state(&sh, &users).await;
+    if let Err(e) = &final_read {
+        println!("final state NOT read: {e:#}");
+    }
     let sandbox_fault_counts = match sandbox_faults {
         Some(t) => t.await.unwrap_or_default(),
         None => BTreeMap::new(),
@@ -797,6 +810,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     verdicts.extend(payments_verdict);
     verdicts.extend(queue_verdicts);
     verdicts.extend(power_verdict);
+    if let Err(e) = final_read {
+        verdicts.push(crate::checker::Verdict {
+            checker: "final-state",
+            violations: vec![format!("the final state could not be read: {e:#}")],
+            undecided: Vec::new(),
+            notes: Vec::new(),
+        });
+    }
     let valid = verdicts.iter().all(|v| v.valid());
     let mut by_outcome: BTreeMap<String, BTreeMap<&str, u64>> = BTreeMap::new();
     for o in ops.iter().filter(|o| o.process != NEMESIS_PROCESS) {

@@ -6,10 +6,13 @@
 //! appends of every group that arrived meanwhile (group commit), and because the WAL
 //! is shared and ordered, it also covers every earlier write of any kind.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
@@ -81,6 +84,10 @@ pub struct StorageSettings {
     /// though not when only its process is killed; the fault harness uses it
     /// to show that its power nemesis catches exactly that.
     pub skip_wal_fsync: bool,
+    /// Longest a group's apply waits for its own copy of the entries to be
+    /// durable here (the replica applies nothing its log could lose in a
+    /// power cut); past it the group stops with a storage error.
+    pub apply_durable_wait_ms: u64,
 }
 
 impl Default for StorageSettings {
@@ -97,6 +104,7 @@ impl Default for StorageSettings {
             snapshot_install_batch_records: 8192,
             changes_capacity: 4096,
             skip_wal_fsync: false,
+            apply_durable_wait_ms: 10_000,
         }
     }
 }
@@ -112,6 +120,8 @@ pub struct Db {
     path: PathBuf,
     /// False only under `skip_wal_fsync` (fault injection).
     fsync: bool,
+    /// Each group's durable log index, for groups whose log store runs here.
+    marks: Arc<Mutex<HashMap<u16, Arc<DurableMark>>>>,
     metrics: crate::metrics::StorageMetrics,
 }
 
@@ -142,6 +152,9 @@ impl Db {
         let cfs =
             [CF_LOG, CF_META, CF_SM].map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
         let db = Arc::new(DB::open_cf_descriptors(&opts, &path, cfs)?);
+        // What the WAL replayed may be only in the page cache (a process killed
+        // before its sync): make it durable before anything counts on it.
+        db.flush_wal(!config.skip_wal_fsync)?;
 
         let (tx, rx) = mpsc::sync_channel::<SyncCallback>(config.wal_sync_queue_max);
         let weak = Arc::downgrade(&db);
@@ -160,6 +173,7 @@ impl Db {
             syncer: tx,
             path,
             fsync,
+            marks: Arc::new(Mutex::new(HashMap::new())),
             metrics,
         })
     }
@@ -245,9 +259,93 @@ impl Db {
         self.write_sync(batch)
     }
 
+    /// Registers the log store of `group` here, whose log is durable through
+    /// `index` (replacing an earlier registration).
+    pub(crate) fn register_durable_mark(&self, group: u16, index: u64) -> Arc<DurableMark> {
+        let mark = Arc::new(DurableMark::new(index));
+        self.marks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group, mark.clone());
+        mark
+    }
+
+    /// The durable log index of `group`, if its log store runs here.
+    pub fn durable_mark(&self, group: u16) -> Option<Arc<DurableMark>> {
+        self.marks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&group)
+            .cloned()
+    }
+
     /// Makes everything written so far durable, now.
     pub fn sync_wal(&self) -> Result<(), rocksdb::Error> {
         self.inner.flush_wal(self.fsync)
+    }
+}
+
+/// The index through which a group's log is durable on this node: raised
+/// when an append's WAL sync completes, lowered when the log is truncated.
+/// Apply waits for it, so that no replica shows state its own log could lose
+/// in a power cut (a follower may learn an entry is committed before its own
+/// copy is fsynced).
+pub struct DurableMark {
+    /// Bumped by every truncation: syncs of appends made before it do not
+    /// raise the mark (the entries they covered may be gone).
+    epoch: AtomicU64,
+    index: tokio::sync::watch::Sender<u64>,
+}
+
+impl DurableMark {
+    fn new(index: u64) -> Self {
+        DurableMark {
+            epoch: AtomicU64::new(0),
+            index: tokio::sync::watch::Sender::new(index),
+        }
+    }
+
+    /// The index through which the log is durable.
+    pub fn durable(&self) -> u64 {
+        *self.index.borrow()
+    }
+
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// An append made in `epoch`, ending at `index`, is durable (and so is
+    /// everything written before it: one WAL).
+    pub(crate) fn advance(&self, epoch: u64, index: u64) {
+        if self.epoch.load(Ordering::SeqCst) == epoch {
+            self.index.send_if_modified(|i| {
+                let raise = index > *i;
+                if raise {
+                    *i = index;
+                }
+                raise
+            });
+        }
+    }
+
+    /// Entries from `from` on were removed.
+    pub(crate) fn truncated(&self, from: u64) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.index.send_if_modified(|i| {
+            let lower = *i >= from;
+            if lower {
+                *i = from.saturating_sub(1);
+            }
+            lower
+        });
+    }
+
+    /// Waits until the log is durable through `index`, for at most `timeout`.
+    pub async fn wait_for(&self, index: u64, timeout: Duration) -> bool {
+        let mut rx = self.index.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|i| *i >= index))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 }
 

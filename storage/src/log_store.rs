@@ -10,7 +10,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, RaftLogId, StorageError, Vote};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
-use crate::db::{Db, CF_LOG, CF_META};
+use crate::db::{Db, DurableMark, CF_LOG, CF_META};
 use crate::keys::{self, meta};
 use crate::sto_err;
 
@@ -19,6 +19,8 @@ use crate::sto_err;
 pub struct LogStore {
     group: GroupId,
     db: Db,
+    /// Through which index this log is durable here (see [`DurableMark`]).
+    mark: Arc<DurableMark>,
     /// Last committed index saved, for the admin API (`u64::MAX` = none).
     committed: Arc<AtomicU64>,
 }
@@ -26,11 +28,22 @@ pub struct LogStore {
 impl LogStore {
     /// The log store of `group` in `db`.
     pub fn new(db: Db, group: GroupId) -> Self {
-        let store = LogStore {
+        // Whatever the log holds now is made durable, and the mark starts there.
+        if let Err(e) = db.sync_wal() {
+            tracing::error!(%group, error = %e, "WAL sync at log open failed");
+        }
+        let mut store = LogStore {
             group,
+            mark: db.register_durable_mark(group.0, 0),
             db,
             committed: Arc::new(AtomicU64::new(u64::MAX)),
         };
+        let last = store
+            .last_entry_log_id()
+            .ok()
+            .flatten()
+            .map_or(0, |l| l.index);
+        store.mark = store.db.register_durable_mark(group.0, last);
         // Saved as `Option<LogId>` (openraft may save "none").
         if let Ok(Some(Some(c))) = store.get_meta::<Option<LogId>>(meta::COMMITTED) {
             store.committed.store(c.index, Ordering::Relaxed);
@@ -187,13 +200,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = WriteBatch::default();
         let cf = self.db.cf(CF_LOG);
+        let mut last = 0;
         for entry in entries {
-            batch.put_cf(
-                cf,
-                keys::log(self.group, entry.get_log_id().index),
-                codec::encode(&entry),
-            );
+            last = entry.get_log_id().index;
+            batch.put_cf(cf, keys::log(self.group, last), codec::encode(&entry));
         }
+        let (mark, epoch) = (self.mark.clone(), self.mark.epoch());
         // Written now (readable at once), durable when the syncer's fsync completes.
         self.db
             .write_nosync(batch)
@@ -206,6 +218,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .with_label_values(&[&self.group.0.to_string()]);
         self.db.when_durable(Box::new(move |res| {
             timer.observe(started.elapsed().as_secs_f64());
+            if res.is_ok() {
+                mark.advance(epoch, last);
+            }
             callback.log_io_completed(res.map_err(|e| std::io::Error::other(e.to_string())));
         }));
         Ok(())
@@ -219,6 +234,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             keys::prefix_end(&self.group.0.to_be_bytes()),
         );
         // Durable with the next append's fsync, which precedes any use of new entries.
+        self.mark.truncated(log_id.index);
         self.db
             .write_nosync(batch)
             .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))

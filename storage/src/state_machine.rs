@@ -88,6 +88,8 @@ pub struct StateMachineStore {
     snapshot_seq: Arc<AtomicU64>,
     /// Records per write batch while installing a snapshot.
     install_batch_records: usize,
+    /// `storage.apply_durable_wait_ms`.
+    apply_durable_wait_ms: u64,
 }
 
 /// Where the group's records are (`storage.state_machine`).
@@ -135,6 +137,7 @@ impl StateMachineStore {
             changes,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             install_batch_records: settings.snapshot_install_batch_records.max(1),
+            apply_durable_wait_ms: settings.apply_durable_wait_ms.max(1),
         };
         let installing = sm
             .db
@@ -658,6 +661,23 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        // This replica's own copy must be durable before its state shows the
+        // entries (a follower may hear they are committed first).
+        if let (Some(last), Some(mark)) = (entries.last(), self.db.durable_mark(self.group.0)) {
+            let index = last.log_id.index;
+            let wait = std::time::Duration::from_millis(self.apply_durable_wait_ms);
+            if !mark.wait_for(index, wait).await {
+                return Err(sto_err(
+                    ErrorSubject::StateMachine,
+                    ErrorVerb::Write,
+                    std::io::Error::other(format!(
+                        "entry {index} not durable in this replica's log within {wait:?} (durable through {})",
+                        mark.durable()
+                    )),
+                ));
+            }
+        }
         let started = std::time::Instant::now();
         let applied = match &self.state {
             State::Rocks(cache) => {
