@@ -28,6 +28,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need+=(fonts-dejavu-core)
 # The benchmark's etcd client (etcd-client) compiles etcd's gRPC definitions.
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# The jepsen harness's power nemesis mounts its FUSE file system itself with
+# mount(2) (root and /dev/fuse; no package: no fusermount, no libfuse).
 # The jepsen harness runs its cluster in a network namespace and partitions it
 # with iptables (root only; without them it runs on loopback without partitions).
 if [ "$(id -u)" -eq 0 ]; then

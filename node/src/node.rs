@@ -372,6 +372,9 @@ impl Node {
             if self.groups.get(group).is_some() {
                 continue;
             }
+            // Apply waits for this replica's own durable copy, purge for a
+            // durable snapshot (see `DurableMark`).
+            self.db.track_durability(group.0);
             let log = LogStore::new(self.db.clone(), group);
             let sm = StateMachineStore::open(
                 self.db.clone(),

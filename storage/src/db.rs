@@ -88,6 +88,10 @@ pub struct StorageSettings {
     /// durable here (the replica applies nothing its log could lose in a
     /// power cut); past it the group stops with a storage error.
     pub apply_durable_wait_ms: u64,
+    /// Longest a log purge waits for the snapshot covering it to be durably in
+    /// place (a follower's purge after a snapshot install can come before the
+    /// install is done); past it the group stops with a storage error.
+    pub purge_wait_ms: u64,
 }
 
 impl Default for StorageSettings {
@@ -105,6 +109,7 @@ impl Default for StorageSettings {
             changes_capacity: 4096,
             skip_wal_fsync: false,
             apply_durable_wait_ms: 10_000,
+            purge_wait_ms: 60_000,
         }
     }
 }
@@ -122,6 +127,8 @@ pub struct Db {
     fsync: bool,
     /// Each group's durable log index, for groups whose log store runs here.
     marks: Arc<Mutex<HashMap<u16, Arc<DurableMark>>>>,
+    /// `storage.purge_wait_ms`.
+    pub(crate) purge_wait_ms: u64,
     metrics: crate::metrics::StorageMetrics,
 }
 
@@ -174,6 +181,7 @@ impl Db {
             path,
             fsync,
             marks: Arc::new(Mutex::new(HashMap::new())),
+            purge_wait_ms: config.purge_wait_ms.max(1),
             metrics,
         })
     }
@@ -259,15 +267,18 @@ impl Db {
         self.write_sync(batch)
     }
 
-    /// Registers the log store of `group` here, whose log is durable through
-    /// `index` (replacing an earlier registration).
-    pub(crate) fn register_durable_mark(&self, group: u16, index: u64) -> Arc<DurableMark> {
-        let mark = Arc::new(DurableMark::new(index));
+    /// Ties `group`'s log store and state machine together on this node
+    /// (call before opening either): apply then waits for the replica's own
+    /// log to be durable through the entries, and purge for a durable
+    /// snapshot covering what it removes. Stores opened without it (openraft's
+    /// storage suite tests each on its own) keep openraft's plain contract.
+    pub fn track_durability(&self, group: u16) -> Arc<DurableMark> {
         self.marks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(group, mark.clone());
-        mark
+            .entry(group)
+            .or_insert_with(|| Arc::new(DurableMark::new(0)))
+            .clone()
     }
 
     /// The durable log index of `group`, if its log store runs here.
@@ -295,6 +306,11 @@ pub struct DurableMark {
     /// raise the mark (the entries they covered may be gone).
     epoch: AtomicU64,
     index: tokio::sync::watch::Sender<u64>,
+    /// The applied index the group's state can be rebuilt from after a crash
+    /// without the log: its snapshot file once renamed into place with its
+    /// directory fsynced (or the state it opened with). The log is purged
+    /// only up to it.
+    snapshot: tokio::sync::watch::Sender<u64>,
 }
 
 impl DurableMark {
@@ -302,12 +318,19 @@ impl DurableMark {
         DurableMark {
             epoch: AtomicU64::new(0),
             index: tokio::sync::watch::Sender::new(index),
+            snapshot: tokio::sync::watch::Sender::new(0),
         }
     }
 
     /// The index through which the log is durable.
     pub fn durable(&self) -> u64 {
         *self.index.borrow()
+    }
+
+    /// The log was (re)opened, durable through `index`.
+    pub(crate) fn reset(&self, index: u64) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.index.send_replace(index);
     }
 
     pub(crate) fn epoch(&self) -> u64 {
@@ -338,6 +361,26 @@ impl DurableMark {
             }
             lower
         });
+    }
+
+    /// A snapshot through `index` is durably in place (never lowers it).
+    pub fn snapshot_durable(&self, index: u64) {
+        self.snapshot.send_if_modified(|i| {
+            let raise = index > *i;
+            if raise {
+                *i = index;
+            }
+            raise
+        });
+    }
+
+    /// Waits until a durable snapshot covers `index`, for at most `timeout`.
+    pub async fn wait_for_snapshot(&self, index: u64, timeout: Duration) -> Option<u64> {
+        let mut rx = self.snapshot.subscribe();
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|i| *i >= index))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        (!reached).then(|| *self.snapshot.borrow())
     }
 
     /// Waits until the log is durable through `index`, for at most `timeout`.
@@ -378,5 +421,70 @@ fn wal_sync_loop(
         for cb in batch {
             cb(result.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_durable_mark_follows_syncs_and_truncations() {
+        let m = DurableMark::new(10);
+        let before = m.epoch();
+        m.advance(before, 15);
+        assert_eq!(m.durable(), 15);
+        // A sync never lowers it.
+        m.advance(before, 12);
+        assert_eq!(m.durable(), 15);
+        // A truncation lowers it, and a sync of an append made before the
+        // truncation no longer counts.
+        m.truncated(13);
+        assert_eq!(m.durable(), 12);
+        m.advance(before, 20);
+        assert_eq!(m.durable(), 12);
+        m.advance(m.epoch(), 14);
+        assert_eq!(m.durable(), 14);
+        // Waiting: at once when reached, a timeout when not, and a wake-up
+        // when a sync arrives meanwhile.
+        assert!(m.wait_for(14, Duration::from_millis(1)).await);
+        assert!(!m.wait_for(15, Duration::from_millis(20)).await);
+        let m = Arc::new(m);
+        let waiter = tokio::spawn({
+            let m = m.clone();
+            async move { m.wait_for(16, Duration::from_secs(5)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        m.advance(m.epoch(), 16);
+        assert!(waiter.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_purge_waits_for_a_durable_snapshot_covering_it() {
+        let m = Arc::new(DurableMark::new(100));
+        m.snapshot_durable(40);
+        assert_eq!(
+            m.wait_for_snapshot(40, Duration::from_millis(1)).await,
+            None
+        );
+        // Not covered: the purge is refused after the wait, saying what is there.
+        assert_eq!(
+            m.wait_for_snapshot(90, Duration::from_millis(20)).await,
+            Some(40)
+        );
+        let purge = tokio::spawn({
+            let m = m.clone();
+            async move { m.wait_for_snapshot(90, Duration::from_secs(5)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The install's file is in place: the purge goes ahead.
+        m.snapshot_durable(95);
+        assert_eq!(purge.await.unwrap(), None);
+        // Never lowered.
+        m.snapshot_durable(50);
+        assert_eq!(
+            m.wait_for_snapshot(95, Duration::from_millis(1)).await,
+            None
+        );
     }
 }

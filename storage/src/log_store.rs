@@ -19,8 +19,11 @@ use crate::sto_err;
 pub struct LogStore {
     group: GroupId,
     db: Db,
-    /// Through which index this log is durable here (see [`DurableMark`]).
-    mark: Arc<DurableMark>,
+    /// Through which index this log is durable here (see [`DurableMark`]),
+    /// when the node tracks it (`Db::track_durability`).
+    mark: Option<Arc<DurableMark>>,
+    /// `storage.purge_wait_ms`.
+    purge_wait_ms: u64,
     /// Last committed index saved, for the admin API (`u64::MAX` = none).
     committed: Arc<AtomicU64>,
 }
@@ -28,22 +31,25 @@ pub struct LogStore {
 impl LogStore {
     /// The log store of `group` in `db`.
     pub fn new(db: Db, group: GroupId) -> Self {
-        // Whatever the log holds now is made durable, and the mark starts there.
-        if let Err(e) = db.sync_wal() {
-            tracing::error!(%group, error = %e, "WAL sync at log open failed");
-        }
-        let mut store = LogStore {
+        let store = LogStore {
             group,
-            mark: db.register_durable_mark(group.0, 0),
+            purge_wait_ms: db.purge_wait_ms,
+            mark: db.durable_mark(group.0),
             db,
             committed: Arc::new(AtomicU64::new(u64::MAX)),
         };
-        let last = store
-            .last_entry_log_id()
-            .ok()
-            .flatten()
-            .map_or(0, |l| l.index);
-        store.mark = store.db.register_durable_mark(group.0, last);
+        if let Some(mark) = &store.mark {
+            // Whatever the log holds now is made durable, and the mark starts there.
+            if let Err(e) = store.db.sync_wal() {
+                tracing::error!(%group, error = %e, "WAL sync at log open failed");
+            }
+            let last = store
+                .last_entry_log_id()
+                .ok()
+                .flatten()
+                .map_or(0, |l| l.index);
+            mark.reset(last);
+        }
         // Saved as `Option<LogId>` (openraft may save "none").
         if let Ok(Some(Some(c))) = store.get_meta::<Option<LogId>>(meta::COMMITTED) {
             store.committed.store(c.index, Ordering::Relaxed);
@@ -205,7 +211,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             last = entry.get_log_id().index;
             batch.put_cf(cf, keys::log(self.group, last), codec::encode(&entry));
         }
-        let (mark, epoch) = (self.mark.clone(), self.mark.epoch());
+        let mark = self.mark.clone();
+        let epoch = mark.as_ref().map_or(0, |m| m.epoch());
         // Written now (readable at once), durable when the syncer's fsync completes.
         self.db
             .write_nosync(batch)
@@ -218,7 +225,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .with_label_values(&[&self.group.0.to_string()]);
         self.db.when_durable(Box::new(move |res| {
             timer.observe(started.elapsed().as_secs_f64());
-            if res.is_ok() {
+            if let (Ok(()), Some(mark)) = (&res, &mark) {
                 mark.advance(epoch, last);
             }
             callback.log_io_completed(res.map_err(|e| std::io::Error::other(e.to_string())));
@@ -234,16 +241,38 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             keys::prefix_end(&self.group.0.to_be_bytes()),
         );
         // Durable with the next append's fsync, which precedes any use of new entries.
-        self.mark.truncated(log_id.index);
+        if let Some(mark) = &self.mark {
+            mark.truncated(log_id.index);
+        }
         self.db
             .write_nosync(batch)
             .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
-        // Purge happens after a snapshot at `log_id` exists; the state machine writes
-        // it covers must be durable before the entries that rebuild them disappear.
-        // The synced write below fsyncs the WAL, which covers them.
+        // The entries go only once a durable snapshot covers them. openraft
+        // 0.9 purges a follower's log as soon as it decides to install a
+        // snapshot, while the state machine may still be writing it: a crash
+        // then would leave neither the entries nor the snapshot (found by
+        // the power nemesis: a node that could not start again).
+        let wait = std::time::Duration::from_millis(self.purge_wait_ms);
+        let short = match &self.mark {
+            Some(mark) => mark.wait_for_snapshot(log_id.index, wait).await,
+            None => None,
+        };
+        if let Some(have) = short {
+            return Err(sto_err(
+                ErrorSubject::Logs,
+                ErrorVerb::Delete,
+                std::io::Error::other(format!(
+                    "purge through {} waited {wait:?} for a durable snapshot covering it (have {have})",
+                    log_id.index
+                )),
+            ));
+        }
+        // The state machine writes the snapshot covers must be durable before
+        // the entries that rebuild them disappear. The synced write below
+        // fsyncs the WAL, which covers them.
         let mut batch = WriteBatch::default();
         batch.put_cf(
             self.db.cf(CF_META),

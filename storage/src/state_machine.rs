@@ -178,12 +178,22 @@ impl StateMachineStore {
             _ => {}
         }
         let m = sm.with_view(|kv| machine::read_meta(kv, group));
+        // What it opened with is durable (a snapshot file in place, or state
+        // the WAL replayed and `Db::open` fsynced): the log may go up to it.
+        sm.snapshot_durable(m.last_applied.map(|l| l.index));
         sm.applied.send_replace(Applied {
             index: m.last_applied.map(|l| l.index).unwrap_or(0),
             time_ms: m.time_ms,
         });
         sm.with_view(|kv| sm.note_feature_level(kv))?;
         Ok(sm)
+    }
+
+    /// Tells the log store a snapshot through `index` is durably in place.
+    fn snapshot_durable(&self, index: Option<u64>) {
+        if let (Some(i), Some(mark)) = (index, self.db.durable_mark(self.group.0)) {
+            mark.snapshot_durable(i);
+        }
     }
 
     /// The group.
@@ -352,7 +362,8 @@ impl StateMachineStore {
         let tmp = self.dir.join(format!("build-{seq}.tmp"));
         write_view(kv, self.group, &meta, &tmp)?;
         fs::rename(&tmp, self.current_path())?;
-        File::open(&self.dir)?.sync_all()?;
+        crate::files::sync_dir(&self.dir)?;
+        self.snapshot_durable(meta.last_log_id.map(|l| l.index));
         let f = File::open(self.current_path())?;
         Ok(Snapshot {
             meta,
@@ -767,7 +778,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 ));
             }
             fs::rename(&tmp, this.current_path())?;
-            File::open(&this.dir)?.sync_all()?;
+            crate::files::sync_dir(&this.dir)?;
+            // A restart now starts from this file (finishing the install if
+            // it was cut short), so the log it covers may go.
+            this.snapshot_durable(expected.last_log_id.map(|l| l.index));
             this.load_snapshot_file(&this.current_path())?;
             Ok(())
         })
