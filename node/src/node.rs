@@ -42,6 +42,11 @@ pub struct GroupStores {
     pub sm: StateMachineStore,
     /// Reads of applied state.
     pub reader: Reader,
+    /// Set once this replica, since it opened, has applied everything its
+    /// leader had committed when asked (a read index). Until then it serves
+    /// no local reads: after a crash it restarts from its last durable
+    /// commit point, which can be behind what it had shown readers before.
+    pub caught_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a write could not be carried out. Travels between nodes (internal RPC).
@@ -403,8 +408,17 @@ impl Node {
             self.stores
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(group, GroupStores { log, sm, reader });
+                .insert(
+                    group,
+                    GroupStores {
+                        log,
+                        sm,
+                        reader,
+                        caught_up: Default::default(),
+                    },
+                );
             self.groups.insert(group, raft);
+            self.catch_up_after_open(group);
         }
         *self.shards.write().unwrap_or_else(|e| e.into_inner()) = Some(shards);
         if self.search.get().is_none() {
@@ -771,6 +785,37 @@ impl Node {
 
     /// Waits until this replica has applied everything the group's leader had
     /// committed when asked: a read after this is linearizable.
+    /// Opens `group`'s local reads once a read index from its leader has
+    /// been applied here (retried until it is, or the replica is gone).
+    fn catch_up_after_open(&self, group: GroupId) {
+        let Some(me) = self.myself.get().cloned() else {
+            return;
+        };
+        tokio::spawn(async move {
+            loop {
+                let Some(node) = me.upgrade() else { return };
+                let Some(stores) = node.stores(group) else {
+                    return;
+                };
+                if node.read_barrier(group).await.is_ok() {
+                    stores
+                        .caught_up
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    return;
+                }
+                drop(node);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+
+    /// Whether `group`'s replica here has caught up with its leader since it
+    /// opened (see [`GroupStores::caught_up`]).
+    pub fn caught_up(&self, group: GroupId) -> bool {
+        self.stores(group)
+            .is_some_and(|s| s.caught_up.load(std::sync::atomic::Ordering::Acquire))
+    }
+
     pub async fn read_barrier(&self, group: GroupId) -> Result<(), ProposeError> {
         let timeout = Duration::from_millis(self.config.limits.linearizable_read_timeout_ms);
         let deadline = Instant::now() + timeout;

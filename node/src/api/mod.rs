@@ -320,6 +320,14 @@ pub fn check_fresh(
 ) -> ApiResult<()> {
     let lag_ms = now_ms().saturating_sub(f.applied_time_ms);
     let max = state.node.config.limits.replica_staleness_ms_max;
+    if c == Consistency::Local && !state.node.caught_up(group) {
+        return Err(ApiError::new(
+            ProblemCode::ReplicaStale,
+            format!("this replica of {group} has not yet caught up with its leader since it started; retry, ask another node, or use consistency=linearizable"),
+        )
+        .with("lag_ms", lag_ms)
+        .with("shard", group.0));
+    }
     if c == Consistency::Local && lag_ms > max {
         return Err(ApiError::new(ProblemCode::ReplicaStale, format!("this replica of {group} is {lag_ms} ms behind (limit {max} ms); retry, ask another node, or use consistency=linearizable"))
             .with("lag_ms", lag_ms)
