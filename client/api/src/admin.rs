@@ -145,8 +145,10 @@ pub struct GroupStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payments: Option<PaymentCountsView>,
     /// On the leader: the last log index each replica (the leader too) has
-    /// acknowledged as durable in this term, by node id. Empty elsewhere.
+    /// acknowledged as durable in this term, by node id (a JSON object's keys
+    /// are strings: `{"1": 239}`). Empty elsewhere.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, u64>))]
     pub matched: BTreeMap<u64, u64>,
 }
 
