@@ -1074,7 +1074,15 @@ impl Mount {
             return Ok(());
         };
         // Stop serving first: a frozen file system answers EIO meanwhile.
-        if let Err(e) = session.umount_and_join() {
+        // The session's thread ends with ECONNABORTED when the kernel tore
+        // the connection down first: unmounted all the same.
+        let ended = session
+            .umount_and_join()
+            .or_else(|e| match e.raw_os_error() {
+                Some(libc::ECONNABORTED) | Some(libc::ENODEV) => Ok(()),
+                _ => Err(e),
+            });
+        if let Err(e) = ended {
             let Ok(c) = std::ffi::CString::new(self.mountpoint.as_os_str().as_bytes()) else {
                 return Err(e);
             };
