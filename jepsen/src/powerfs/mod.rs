@@ -305,6 +305,16 @@ struct PowerFs {
     shared: Arc<Shared>,
 }
 
+/// The value of a `Result<_, Errno>`, or the error as the operation's reply.
+macro_rules! or_reply {
+    ($reply:ident, $e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return $reply.error(e),
+        }
+    };
+}
+
 /// Runs `body` on the locked state unless the file system is frozen, applying
 /// an armed trigger for `op` on `paths` (computed inside) around it.
 macro_rules! guarded {
@@ -343,10 +353,7 @@ impl PowerFs {
 impl Filesystem for PowerFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         guarded!(self, reply, |st| {
-            let (abs, rel) = match st.child(parent.0, name) {
-                Ok(p) => p,
-                Err(e) => return reply.error(e),
-            };
+            let (abs, rel) = or_reply!(reply, st.child(parent.0, name));
             match fs::symlink_metadata(&abs) {
                 Ok(m) => {
                     let ino = st.ino_for(rel);
@@ -392,10 +399,7 @@ impl Filesystem for PowerFs {
         reply: ReplyAttr,
     ) {
         guarded!(self, reply, |st| {
-            let path = match st.abs(ino.0) {
-                Ok(p) => p,
-                Err(e) => return reply.error(e),
-            };
+            let path = or_reply!(reply, st.abs(ino.0));
             let result = (|| -> Result<(), Errno> {
                 if let Some(size) = size {
                     let rel = st.rel(ino.0)?.clone();
@@ -449,14 +453,8 @@ impl Filesystem for PowerFs {
         reply: ReplyEntry,
     ) {
         guarded!(self, reply, |st| {
-            let (abs, rel) = match st.child(parent.0, name) {
-                Ok(p) => p,
-                Err(e) => return reply.error(e),
-            };
-            let fire = match self.before(st, Op::Create, &[&rel]) {
-                Ok(f) => f,
-                Err(e) => return reply.error(e),
-            };
+            let (abs, rel) = or_reply!(reply, st.child(parent.0, name));
+            let fire = or_reply!(reply, self.before(st, Op::Create, &[&rel]));
             let made = fs::create_dir(&abs).and_then(|()| {
                 fs::set_permissions(&abs, fs::Permissions::from_mode(mode & !umask & 0o7777))?;
                 fs::symlink_metadata(&abs)
@@ -491,10 +489,7 @@ impl Filesystem for PowerFs {
         reply: ReplyEntry,
     ) {
         guarded!(self, reply, |st| {
-            let (abs, rel) = match st.child(parent.0, link_name) {
-                Ok(p) => p,
-                Err(e) => return reply.error(e),
-            };
+            let (abs, rel) = or_reply!(reply, st.child(parent.0, link_name));
             match std::os::unix::fs::symlink(target, &abs).and_then(|()| fs::symlink_metadata(&abs))
             {
                 Ok(m) => {
@@ -522,18 +517,9 @@ impl Filesystem for PowerFs {
             if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
                 return reply.error(Errno::EINVAL);
             }
-            let (from, from_rel) = match st.child(parent.0, name) {
-                Ok(p) => p,
-                Err(e) => return reply.error(e),
-            };
-            let (to, to_rel) = match st.child(newparent.0, newname) {
-                Ok(p) => p,
-                Err(e) => return reply.error(e),
-            };
-            let fire = match self.before(st, Op::Rename, &[&from_rel, &to_rel]) {
-                Ok(f) => f,
-                Err(e) => return reply.error(e),
-            };
+            let (from, from_rel) = or_reply!(reply, st.child(parent.0, name));
+            let (to, to_rel) = or_reply!(reply, st.child(newparent.0, newname));
+            let fire = or_reply!(reply, self.before(st, Op::Rename, &[&from_rel, &to_rel]));
             let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
             match st.journal.rename(newparent.0, &from, &to, noreplace) {
                 Ok(()) => {
@@ -561,10 +547,7 @@ impl Filesystem for PowerFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         guarded!(self, reply, |st| {
-            let path = match st.abs(ino.0) {
-                Ok(p) => p,
-                Err(e) => return reply.error(e),
-            };
+            let path = or_reply!(reply, st.abs(ino.0));
             let file = match open_options(flags.0).open(&path) {
                 Ok(f) => f,
                 Err(e) => return reply.error(errno(e)),
@@ -595,10 +578,7 @@ impl Filesystem for PowerFs {
         reply: ReplyData,
     ) {
         guarded!(self, reply, |st| {
-            let h = match st.handle(fh) {
-                Ok(h) => h,
-                Err(e) => return reply.error(e),
-            };
+            let h = or_reply!(reply, st.handle(fh));
             let mut buf = vec![0u8; size as usize];
             let mut got = 0;
             while got < buf.len() {
@@ -626,18 +606,13 @@ impl Filesystem for PowerFs {
         reply: ReplyWrite,
     ) {
         guarded!(self, reply, |st| {
-            let (ino, file) = match st
-                .handle(fh)
-                .and_then(|h| Ok((h.ino, h.file.try_clone().map_err(errno)?)))
-            {
-                Ok(x) => x,
-                Err(e) => return reply.error(e),
-            };
+            let (ino, file) = or_reply!(
+                reply,
+                st.handle(fh)
+                    .and_then(|h| Ok((h.ino, h.file.try_clone().map_err(errno)?)))
+            );
             let rel = st.rel(ino).cloned().unwrap_or_default();
-            let fire = match self.before(st, Op::Write, &[&rel]) {
-                Ok(f) => f,
-                Err(e) => return reply.error(e),
-            };
+            let fire = or_reply!(reply, self.before(st, Op::Write, &[&rel]));
             let written = st
                 .journal
                 .before_write(ino, &file, offset, data.len() as u64)
@@ -689,17 +664,7 @@ impl Filesystem for PowerFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        guarded!(self, reply, |st| {
-            let rel = st.rel(ino.0).cloned().unwrap_or_default();
-            let fire = match self.before(st, Op::Fsync, &[&rel]) {
-                Ok(f) => f,
-                Err(e) => return reply.error(e),
-            };
-            st.journal.file_synced(ino.0);
-            st.counts.fsyncs += 1;
-            reply.ok();
-            self.after(st, fire);
-        })
+        self.sync(ino, Op::Fsync, reply)
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -770,17 +735,7 @@ impl Filesystem for PowerFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        guarded!(self, reply, |st| {
-            let rel = st.rel(ino.0).cloned().unwrap_or_default();
-            let fire = match self.before(st, Op::FsyncDir, &[&rel]) {
-                Ok(f) => f,
-                Err(e) => return reply.error(e),
-            };
-            st.journal.dir_synced(ino.0);
-            st.counts.dir_fsyncs += 1;
-            reply.ok();
-            self.after(st, fire);
-        })
+        self.sync(ino, Op::FsyncDir, reply)
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -822,14 +777,8 @@ impl Filesystem for PowerFs {
         reply: ReplyCreate,
     ) {
         guarded!(self, reply, |st| {
-            let (abs, rel) = match st.child(parent.0, name) {
-                Ok(p) => p,
-                Err(e) => return reply.error(e),
-            };
-            let fire = match self.before(st, Op::Create, &[&rel]) {
-                Ok(f) => f,
-                Err(e) => return reply.error(e),
-            };
+            let (abs, rel) = or_reply!(reply, st.child(parent.0, name));
+            let fire = or_reply!(reply, self.before(st, Op::Create, &[&rel]));
             let existed = fs::symlink_metadata(&abs).is_ok();
             if existed && flags & libc::O_EXCL != 0 {
                 return reply.error(Errno::EEXIST);
@@ -887,13 +836,11 @@ impl Filesystem for PowerFs {
         reply: ReplyEmpty,
     ) {
         guarded!(self, reply, |st| {
-            let (ino, file) = match st
-                .handle(fh)
-                .and_then(|h| Ok((h.ino, h.file.try_clone().map_err(errno)?)))
-            {
-                Ok(x) => x,
-                Err(e) => return reply.error(e),
-            };
+            let (ino, file) = or_reply!(
+                reply,
+                st.handle(fh)
+                    .and_then(|h| Ok((h.ino, h.file.try_clone().map_err(errno)?)))
+            );
             // Preallocation changes no bytes (and a size it extends goes back
             // with the file's length); punching or zeroing does.
             let changes = mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0;
@@ -921,16 +868,27 @@ impl Filesystem for PowerFs {
 }
 
 impl PowerFs {
+    /// An fsync of a file (its data durable) or of a directory (its entries).
+    fn sync(&self, ino: INodeNo, op: Op, reply: ReplyEmpty) {
+        guarded!(self, reply, |st| {
+            let rel = st.rel(ino.0).cloned().unwrap_or_default();
+            let fire = or_reply!(reply, self.before(st, op, &[&rel]));
+            if op == Op::FsyncDir {
+                st.journal.dir_synced(ino.0);
+                st.counts.dir_fsyncs += 1;
+            } else {
+                st.journal.file_synced(ino.0);
+                st.counts.fsyncs += 1;
+            }
+            reply.ok();
+            self.after(st, fire);
+        })
+    }
+
     fn remove(&self, parent: INodeNo, name: &OsStr, is_dir: bool, reply: ReplyEmpty) {
         guarded!(self, reply, |st| {
-            let (abs, rel) = match st.child(parent.0, name) {
-                Ok(p) => p,
-                Err(e) => return reply.error(e),
-            };
-            let fire = match self.before(st, Op::Unlink, &[&rel]) {
-                Ok(f) => f,
-                Err(e) => return reply.error(e),
-            };
+            let (abs, rel) = or_reply!(reply, st.child(parent.0, name));
+            let fire = or_reply!(reply, self.before(st, Op::Unlink, &[&rel]));
             match st.journal.remove(parent.0, &abs, is_dir) {
                 Ok(()) => {
                     st.forget_path(&rel);
