@@ -334,6 +334,11 @@ pub struct RaftSettings {
     pub snapshot_chunk_bytes_max: u64,
     /// Most entries in one append-entries RPC.
     pub append_entries_max: u64,
+    /// Most encoded entry bytes in one append-entries RPC (one entry is always
+    /// sent, however large). An RPC must be answered within a heartbeat
+    /// interval, so this keeps a follower far behind on a log of large entries
+    /// (catalogue batches) catching up instead of timing out on every try.
+    pub append_entries_bytes_max: u64,
     /// A leader appends a time tick to a group idle for this long, bounding how
     /// stale a replica can look while healthy.
     pub tick_interval_ms: u64,
@@ -381,6 +386,7 @@ impl Default for RaftSettings {
             logs_kept_after_snapshot: 2_000,
             snapshot_chunk_bytes_max: 1 << 20,
             append_entries_max: 256,
+            append_entries_bytes_max: 512 * 1024,
             tick_interval_ms: 1_000,
             clock_skew_max_ms: 2_000,
             clock_probe_interval_ms: 1_000,
@@ -710,6 +716,7 @@ impl NodeConfig {
             ("raft.clock_reading_age_ms_max", r.clock_reading_age_ms_max),
             ("raft.snapshot_logs_since_last", r.snapshot_logs_since_last),
             ("raft.append_entries_max", r.append_entries_max),
+            ("raft.append_entries_bytes_max", r.append_entries_bytes_max),
             ("raft.snapshot_chunk_bytes_max", r.snapshot_chunk_bytes_max),
             (
                 "raft.propose_batch_bytes_max",

@@ -22,9 +22,10 @@ use serde::Serialize;
 
 use crate::auth::Signer;
 
-/// Time allowed for a started node to answer `/healthz` (a first start opens
-/// RocksDB and may rebuild the search index).
-pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed for a started node to answer `/healthz`: it opens RocksDB and
+/// loads its in-memory state machines first (about 40 s for three nodes of a
+/// million-event catalogue sharing two cores).
+pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(180);
 /// Time allowed for every group to elect a leader after bootstrap or restart.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time a node gets to stop after SIGTERM before it is killed.

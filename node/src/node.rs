@@ -161,6 +161,7 @@ impl Node {
             request_timeout_ms_max: config.limits.request_timeout_ms,
             bind_ip: config.peer_bind_ip,
             tls_ca_pem,
+            append_entries_bytes_max: config.raft.append_entries_bytes_max,
         })
         .map_err(|e| anyhow::anyhow!("node-to-node client: {e}"))?;
         let raft_config = Arc::new(config.openraft().map_err(anyhow::Error::msg)?);
