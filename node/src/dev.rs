@@ -9,9 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::local_cluster::{
-    Addressing, ClusterSpec, LocalCluster, Secrets, NODE_START_TIMEOUT, READY_TIMEOUT,
-};
+use crate::local_cluster::{Addressing, ClusterSpec, LocalCluster, Secrets, NODE_START_TIMEOUT};
 
 /// Default data directory of the dev cluster.
 pub const DEFAULT_DEV_DIR: &str = "data/dev";
@@ -299,7 +297,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             file.initialized = true;
             write_cluster_file(&dir, &file)?;
         }
-        cluster.wait_ready(READY_TIMEOUT).await?;
+        // A restarted replica is ready once it has caught up with its leader,
+        // which after a restart of a large catalogue takes as long as starting.
+        cluster.wait_ready(NODE_START_TIMEOUT).await?;
         if !file.demo_loaded && !args.no_demo {
             let http = reqwest::Client::builder()
                 .no_proxy()

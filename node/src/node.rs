@@ -147,7 +147,8 @@ pub fn now_ms() -> u64 {
 impl Node {
     /// Opens the node's data and starts the groups it already belongs to.
     pub async fn open(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
-        let db = Db::open(&config.data_dir, &config.storage)?;
+        let mut db = Db::open(&config.data_dir, &config.storage)?;
+        db.set_log_read_bytes_max(config.raft.append_entries_bytes_max);
         let tls_ca_pem = match &config.tls.peer_ca_file {
             None => None,
             Some(path) => Some(
@@ -161,7 +162,6 @@ impl Node {
             request_timeout_ms_max: config.limits.request_timeout_ms,
             bind_ip: config.peer_bind_ip,
             tls_ca_pem,
-            append_entries_bytes_max: config.raft.append_entries_bytes_max,
         })
         .map_err(|e| anyhow::anyhow!("node-to-node client: {e}"))?;
         let raft_config = Arc::new(config.openraft().map_err(anyhow::Error::msg)?);

@@ -59,12 +59,6 @@ pub struct RpcConfig {
     /// When set, peers are called over https and their certificates must chain
     /// to these (PEM); the usual web roots are not trusted.
     pub tls_ca_pem: Option<Vec<u8>>,
-    /// Most encoded entry bytes in one append-entries RPC (at least one entry
-    /// is always sent). openraft bounds a request by entry count only and gives
-    /// it one heartbeat interval to be answered, so a follower far behind on a
-    /// log of large entries would otherwise be sent more than it can take in
-    /// that time, again and again.
-    pub append_entries_bytes_max: u64,
 }
 
 /// The shared HTTP client used for all Raft groups' RPC to all peers.
@@ -283,30 +277,6 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     }
 }
 
-/// Drops the entries past the first ones whose encoded sizes add up to
-/// `bytes_max` (keeping at least one). Returns the last kept entry's id when
-/// some were dropped.
-fn keep_within_bytes(
-    entries: &mut Vec<openraft::Entry<TypeConfig>>,
-    bytes_max: u64,
-) -> Option<openraft::LogId<NodeId>> {
-    let mut total = 0u64;
-    let keep = entries
-        .iter()
-        .position(|e| {
-            // Sizing cannot fail for a value that encodes (the RPC encodes it
-            // next); count an unsizable entry as large.
-            total += postcard::experimental::serialized_size(e).map_or(u64::MAX / 2, |n| n as u64);
-            total > bytes_max
-        })?
-        .max(1);
-    if keep >= entries.len() {
-        return None;
-    }
-    entries.truncate(keep);
-    entries.last().map(|e| e.log_id)
-}
-
 /// One group's link to one peer.
 pub struct PeerLink {
     group: GroupId,
@@ -354,19 +324,8 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let mut rpc = rpc;
-        let sent = keep_within_bytes(&mut rpc.entries, self.rpc.config.append_entries_bytes_max);
-        let reply: AppendEntriesResponse<NodeId> = self
-            .send("append", openraft::RPCTypes::AppendEntries, &rpc, &option)
-            .await?;
-        // A follower that took every entry sent took a prefix of what openraft
-        // asked for: say so, and the leader sends the rest next.
-        Ok(match (reply, sent) {
-            (AppendEntriesResponse::Success, Some(last)) => {
-                AppendEntriesResponse::PartialSuccess(Some(last))
-            }
-            (other, _) => other,
-        })
+        self.send("append", openraft::RPCTypes::AppendEntries, &rpc, &option)
+            .await
     }
 
     async fn install_snapshot(
@@ -393,39 +352,5 @@ impl RaftNetwork<TypeConfig> for PeerLink {
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.send("vote", openraft::RPCTypes::Vote, &rpc, &option)
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use openraft::{CommittedLeaderId, EntryPayload, LogId};
-
-    fn entry(index: u64) -> openraft::Entry<TypeConfig> {
-        openraft::Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Blank,
-        }
-    }
-
-    #[test]
-    fn append_entries_are_cut_to_the_byte_budget() {
-        let size = postcard::experimental::serialized_size(&entry(1)).unwrap() as u64;
-        // All fit: nothing dropped, no partial answer.
-        let mut all: Vec<_> = (1..=10).map(entry).collect();
-        assert_eq!(keep_within_bytes(&mut all, 10 * size), None);
-        assert_eq!(all.len(), 10);
-        // Three fit: the rest wait for the next RPC.
-        let mut some: Vec<_> = (1..=10).map(entry).collect();
-        let last = keep_within_bytes(&mut some, 3 * size + size / 2);
-        assert_eq!(some.len(), 3);
-        assert_eq!(last.map(|l| l.index), Some(3));
-        // Not even one fits: one goes anyway.
-        let mut one: Vec<_> = (1..=10).map(entry).collect();
-        assert_eq!(keep_within_bytes(&mut one, 1).map(|l| l.index), Some(1));
-        assert_eq!(one.len(), 1);
-        // A heartbeat carries nothing.
-        let mut none = Vec::new();
-        assert_eq!(keep_within_bytes(&mut none, 1), None);
     }
 }

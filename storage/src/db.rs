@@ -114,6 +114,10 @@ impl Default for StorageSettings {
     }
 }
 
+/// Default of [`Db::set_log_read_bytes_max`] (the node sets it from
+/// `raft.append_entries_bytes_max`).
+pub const DEFAULT_LOG_READ_BYTES_MAX: u64 = 512 * 1024;
+
 /// Called once the WAL is durable up to (at least) the point the request was made.
 pub type SyncCallback = Box<dyn FnOnce(Result<(), rocksdb::Error>) + Send>;
 
@@ -129,6 +133,9 @@ pub struct Db {
     marks: Arc<Mutex<HashMap<u16, Arc<DurableMark>>>>,
     /// `storage.purge_wait_ms`.
     pub(crate) purge_wait_ms: u64,
+    /// Most encoded bytes of entries one replication read returns (see
+    /// [`Db::set_log_read_bytes_max`]).
+    pub(crate) log_read_bytes_max: u64,
     metrics: crate::metrics::StorageMetrics,
 }
 
@@ -182,8 +189,20 @@ impl Db {
             fsync,
             marks: Arc::new(Mutex::new(HashMap::new())),
             purge_wait_ms: config.purge_wait_ms.max(1),
+            log_read_bytes_max: DEFAULT_LOG_READ_BYTES_MAX,
             metrics,
         })
+    }
+
+    /// Bounds the encoded bytes of entries one replication read returns (at
+    /// least one entry is returned, however large). openraft sends what it
+    /// reads in one append-entries RPC, bounded by entry count only, and gives
+    /// the follower one heartbeat interval to answer: a follower far behind on
+    /// a log of large entries (catalogue batches) would otherwise be sent more
+    /// than it can take in that time, again and again. Set before the log
+    /// stores are made; they copy it.
+    pub fn set_log_read_bytes_max(&mut self, bytes: u64) {
+        self.log_read_bytes_max = bytes.max(1);
     }
 
     /// What this database's users measure (see [`crate::metrics`]).

@@ -24,6 +24,8 @@ pub struct LogStore {
     mark: Option<Arc<DurableMark>>,
     /// `storage.purge_wait_ms`.
     purge_wait_ms: u64,
+    /// See [`Db::set_log_read_bytes_max`].
+    read_bytes_max: u64,
     /// Last committed index saved, for the admin API (`u64::MAX` = none).
     committed: Arc<AtomicU64>,
 }
@@ -34,6 +36,7 @@ impl LogStore {
         let store = LogStore {
             group,
             purge_wait_ms: db.purge_wait_ms,
+            read_bytes_max: db.log_read_bytes_max,
             mark: db.durable_mark(group.0),
             db,
             committed: Arc::new(AtomicU64::new(u64::MAX)),
@@ -102,10 +105,15 @@ impl LogStore {
     }
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
-        &mut self,
+impl LogStore {
+    /// The entries of `range` in order, stopping after the first whose stored
+    /// sizes add up to `bytes_max` (at least one is returned when the range
+    /// holds any): sizes are checked before decoding, so a bounded read of a
+    /// log of large entries decodes only what it returns.
+    fn read_entries<RB: RangeBounds<u64>>(
+        &self,
         range: RB,
+        bytes_max: u64,
     ) -> Result<Vec<Entry>, StorageError<NodeId>> {
         let start = match range.start_bound() {
             std::ops::Bound::Included(i) => *i,
@@ -114,6 +122,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let start_key = keys::log(self.group, start);
         let mut out = Vec::new();
+        let mut bytes = 0u64;
         for item in self.db.raw().iterator_cf(
             self.db.cf(CF_LOG),
             IteratorMode::From(&start_key, Direction::Forward),
@@ -126,6 +135,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
             if !range.contains(&index) {
                 break;
             }
+            bytes = bytes.saturating_add(v.len() as u64);
+            if bytes > bytes_max && !out.is_empty() {
+                break;
+            }
             let entry: Entry = codec::decode(&v).expect("corrupt raft log entry");
             assert_eq!(
                 entry.get_log_id().index,
@@ -135,6 +148,25 @@ impl RaftLogReader<TypeConfig> for LogStore {
             out.push(entry);
         }
         Ok(out)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError<NodeId>> {
+        self.read_entries(range, u64::MAX)
+    }
+
+    /// What replication sends in one append-entries RPC: a prefix of `start..end`
+    /// within the byte budget (see [`Db::set_log_read_bytes_max`]).
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError<NodeId>> {
+        self.read_entries(start..end, self.read_bytes_max)
     }
 }
 

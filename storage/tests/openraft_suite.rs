@@ -77,3 +77,40 @@ fn groups_share_a_db_without_interfering() {
         assert_eq!(a.try_get_log_entries(0..10).await.unwrap().len(), 1);
     });
 }
+
+/// A replication read (`limited_get_log_entries`) stops at the byte budget,
+/// returns at least one entry however large, and a plain read is not bounded.
+#[test]
+fn replication_reads_stop_at_the_byte_budget() {
+    use openraft::storage::{RaftLogReader, RaftLogStorageExt};
+    use openraft::EntryPayload;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(dir.path(), &Default::default()).unwrap();
+        let entry = |i| boxoffice_storage::testing::entry(i, EntryPayload::Blank);
+        let size = boxoffice_raft::codec::encode(&entry(1)).len() as u64;
+        // Room for three and a half entries: three are read.
+        db.set_log_read_bytes_max(3 * size + size / 2);
+        let mut log = LogStore::new(db.clone(), GroupId(5));
+        log.blocking_append((1..=10).map(entry)).await.unwrap();
+        let got = log.limited_get_log_entries(2, 11).await.unwrap();
+        let indexes: Vec<u64> = got.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(indexes, vec![2, 3, 4]);
+        assert_eq!(log.try_get_log_entries(1..11).await.unwrap().len(), 10);
+        // Not even one fits: one is read anyway, so replication moves on.
+        db.set_log_read_bytes_max(1);
+        let mut tight = LogStore::new(db.clone(), GroupId(5));
+        let got = tight.limited_get_log_entries(7, 11).await.unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+            vec![7]
+        );
+        // An empty range reads nothing.
+        assert!(tight
+            .limited_get_log_entries(11, 11)
+            .await
+            .unwrap()
+            .is_empty());
+    });
+}
