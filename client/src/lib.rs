@@ -619,6 +619,16 @@ impl Client {
             .await
     }
 
+    /// Type-ahead suggestions for what the user has typed so far: performers,
+    /// venues and upcoming events (at most `limit`, server default 8, at most 20).
+    pub async fn suggest(&self, q: &str, limit: Option<u32>) -> Result<SuggestPage, Error> {
+        let mut path = format!("/v1/search/suggest?q={}", encode_component(q));
+        if let Some(n) = limit {
+            path.push_str(&format!("&limit={n}"));
+        }
+        self.get(&path).await
+    }
+
     /// The event's seat map (or general-admission counts).
     pub async fn seats(&self, event_id: u64, consistency: Consistency) -> Result<SeatMap, Error> {
         self.get(&format!(

@@ -744,7 +744,7 @@ impl NodeConfig {
             ("search.rebuild_batch_max", se.rebuild_batch_max as u64),
             ("search.commit_interval_ms", se.commit_interval_ms),
             ("search.availability_refresh_ms", se.availability_refresh_ms),
-            ("search.geo_candidates_max", se.geo_candidates_max as u64),
+            ("search.suggest_refresh_ms", se.suggest_refresh_ms),
         ] {
             if v == 0 {
                 return Err(ConfigError::NotPositive(name));

@@ -451,6 +451,11 @@ impl Node {
                             .clone()
                             .run_availability_refresher(cat.reader.clone(), feeds),
                     );
+                    tokio::spawn(
+                        index
+                            .clone()
+                            .run_suggestions(cat.sm.clone(), cat.reader.clone()),
+                    );
                     tokio::spawn(index.run_indexer(cat.sm.clone(), cat.reader));
                 }
                 if let Some(me) = self.myself.get().and_then(std::sync::Weak::upgrade) {

@@ -556,6 +556,8 @@ pub struct SearchQuery {
     pub page_size: Option<u32>,
     /// `next_page_token` of the previous page.
     pub page_token: Option<String>,
+    /// Facets to count over every match: any of `category`, `city`, `month`.
+    pub facets: Vec<String>,
 }
 
 /// How search results are ordered.
@@ -596,7 +598,11 @@ pub const SEARCH_PARAMS: &[&str] = &[
     "sort",
     "page_size",
     "page_token",
+    "facets",
 ];
+
+/// Every query parameter `GET /v1/search/suggest` takes; any other is refused.
+pub const SUGGEST_PARAMS: &[&str] = &["q", "limit"];
 
 /// Percent-encodes a query-string component (RFC 3986 unreserved kept).
 pub fn encode_component(s: &str) -> String {
@@ -641,6 +647,10 @@ impl SearchQuery {
         );
         add("page_size", self.page_size.map(|v| v.to_string()));
         add("page_token", self.page_token.clone());
+        add(
+            "facets",
+            (!self.facets.is_empty()).then(|| self.facets.join(",")),
+        );
         parts.join("&")
     }
 }
@@ -695,8 +705,64 @@ pub struct SearchPage {
     pub total: usize,
     /// Token for the next page; `None` at the end.
     pub next_page_token: Option<String>,
+    /// Counts over every match, for the facets asked for (`facets=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facets: Option<SearchFacets>,
     /// How fresh the index is.
     pub freshness: SearchFreshness,
+}
+
+/// One value of a facet and how many matches have it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FacetValue {
+    /// The value, as the matching filter takes it (category and city in
+    /// lower case; a month as `YYYY-MM`, UTC).
+    pub value: String,
+    /// Matches with it.
+    pub count: u64,
+}
+
+/// Facet counts over a search's matches (its filters applied). Each list
+/// present only when asked for; at most 50 values each.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SearchFacets {
+    /// By category, most frequent first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Vec<FacetValue>>,
+    /// By city, most frequent first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<Vec<FacetValue>>,
+    /// By month of the start, earliest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub month: Option<Vec<FacetValue>>,
+}
+
+/// One type-ahead suggestion.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Suggestion {
+    /// `performer`, `venue` or `event`.
+    pub kind: String,
+    /// The performer's, venue's or event's id.
+    pub id: u64,
+    /// Its name.
+    pub text: String,
+    /// An event's start, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<String>,
+    /// A venue's city, or an event's (lower case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+}
+
+/// `GET /v1/search/suggest`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SuggestPage {
+    /// Best first: performers and venues, then upcoming events.
+    pub suggestions: Vec<Suggestion>,
 }
 
 #[cfg(test)]

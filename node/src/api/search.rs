@@ -1,14 +1,19 @@
 //! Search: `GET /v1/search`, served by this node's own index (see
 //! [`crate::search`]): keywords (typo-tolerant, prefix on the last word), date
 //! range, city, category, performer, venue, a point and radius, availability;
-//! sorted by relevance, date or distance; paged.
+//! sorted by relevance, date or distance; paged; facet counts on request.
+//! `GET /v1/search/suggest`: type-ahead suggestions of performers, venues and
+//! events.
 
 use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use boxoffice_api::{ProblemCode, SearchFreshness, SearchHit, SearchPage, SEARCH_PARAMS};
+use boxoffice_api::{
+    FacetValue, ProblemCode, SearchFacets, SearchFreshness, SearchHit, SearchPage, SuggestPage,
+    SEARCH_PARAMS, SUGGEST_PARAMS,
+};
 use boxoffice_raft::GroupId;
 
 use super::{not_bootstrapped, rfc3339_ms};
@@ -17,13 +22,38 @@ use crate::error::{ApiError, ApiResult};
 
 /// Routes of this resource.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/search", get(search))
+    Router::new()
+        .route("/v1/search", get(search))
+        .route("/v1/search/suggest", get(suggest))
 }
 
 /// This module's operations in the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(search))]
+#[openapi(paths(search, suggest))]
 pub struct Doc;
+
+/// Refuses a parameter not in `known`, naming it and the known ones.
+fn known_params(q: &HashMap<String, String>, known: &[&str]) -> ApiResult<()> {
+    match q.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(ApiError::bad_param(
+            unknown,
+            format!("unknown parameter {unknown:?}; known: {}", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// This node's search index, once it has caught up after start-up.
+fn ready_index(state: &AppState) -> ApiResult<std::sync::Arc<crate::search::SearchIndex>> {
+    let index = state.node.search().ok_or_else(not_bootstrapped)?;
+    if !index.is_ready() {
+        return Err(ApiError::new(
+            ProblemCode::SearchNotReady,
+            "the search index is being built; retry shortly",
+        ));
+    }
+    Ok(index)
+}
 
 fn parse_f64_param(
     q: &HashMap<String, String>,
@@ -79,22 +109,27 @@ fn parse_time_param(q: &HashMap<String, String>, name: &str) -> ApiResult<Option
         ("sort" = Option<String>, Query, description = "`relevance` (default), `date` or `distance`"),
         ("page_size" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Results per page (default 20)"),
         ("page_token" = Option<String>, Query, description = "`next_page_token` of the previous page"),
+        ("facets" = Option<String>, Query, description = "Comma-separated facets to count over every match: `category`, `city`, `month`"),
     ),
     responses((status = 200, body = boxoffice_api::SearchPage), crate::openapi::Problems))]
 async fn search(
     State(state): State<AppState>,
     Params(q): Params<HashMap<String, String>>,
 ) -> ApiResult<Json<SearchPage>> {
-    use crate::search::{SearchRequest, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
-    if let Some(unknown) = q.keys().find(|k| !SEARCH_PARAMS.contains(&k.as_str())) {
-        return Err(ApiError::bad_param(
-            unknown,
-            format!(
-                "unknown parameter {unknown:?}; known: {}",
-                SEARCH_PARAMS.join(", ")
-            ),
-        ));
-    }
+    use crate::search::{FacetSet, SearchRequest, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
+    known_params(&q, SEARCH_PARAMS)?;
+    let facets = match q.get("facets") {
+        None => FacetSet::default(),
+        Some(list) => FacetSet::parse(list).map_err(|unknown| {
+            ApiError::bad_param(
+                "facets",
+                format!(
+                    "unknown facet {unknown:?}; known: {}",
+                    FacetSet::NAMES.join(", ")
+                ),
+            )
+        })?,
+    };
     let lat = parse_f64_param(&q, "lat", -90.0, 90.0)?;
     let lon = parse_f64_param(&q, "lon", -180.0, 180.0)?;
     let radius_km = parse_f64_param(&q, "radius_km", 0.0, crate::search::RADIUS_KM_MAX)?;
@@ -189,15 +224,10 @@ async fn search(
         sort,
         page_size,
         offset,
+        facets,
     };
-    let index = state.node.search().ok_or_else(not_bootstrapped)?;
+    let index = ready_index(&state)?;
     let index_refresh_ms = index.settings.availability_refresh_ms;
-    if !index.is_ready() {
-        return Err(ApiError::new(
-            ProblemCode::SearchNotReady,
-            "the search index is being built; retry shortly",
-        ));
-    }
     let page = tokio::task::spawn_blocking(move || index.search(&req))
         .await
         .map_err(ApiError::internal)?
@@ -233,10 +263,79 @@ async fn search(
         results,
         total: page.total,
         next_page_token: page.next_offset.map(|o| format!("p{o:x}")),
+        facets: page.facets.map(|f| {
+            let values = |v: Option<Vec<(String, u64)>>| {
+                v.map(|v| {
+                    v.into_iter()
+                        .map(|(value, count)| FacetValue { value, count })
+                        .collect()
+                })
+            };
+            SearchFacets {
+                category: values(f.category),
+                city: values(f.city),
+                month: values(f.month),
+            }
+        }),
         freshness: SearchFreshness {
             indexed_through_index: indexed,
             catalogue_applied_index: applied,
             availability_refresh_ms: index_refresh_ms,
         },
+    }))
+}
+
+/// `GET /v1/search/suggest`: suggestions for a partly typed query, as a search
+/// box shows them while the user types: performers and venues by name, and
+/// upcoming events whose name, performers or venue match; the last word
+/// matches as a prefix, and small typos are forgiven.
+#[utoipa::path(get, path = "/v1/search/suggest", tag = "search",
+    params(
+        ("q" = String, Query, description = "What the user has typed so far"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 20, description = "Most suggestions (default 8)"),
+    ),
+    responses((status = 200, body = boxoffice_api::SuggestPage), crate::openapi::Problems))]
+async fn suggest(
+    State(state): State<AppState>,
+    Params(q): Params<HashMap<String, String>>,
+) -> ApiResult<Json<SuggestPage>> {
+    use crate::search::suggest::{SUGGEST_LIMIT_DEFAULT, SUGGEST_LIMIT_MAX};
+    known_params(&q, SUGGEST_PARAMS)?;
+    let text = q
+        .get("q")
+        .ok_or_else(|| ApiError::bad_param("q", "q is required: what the user has typed"))?
+        .clone();
+    if text.len() > boxoffice_raft::command::NAME_LEN_MAX {
+        return Err(ApiError::bad_param("q", "q is too long"));
+    }
+    let limit = match q.get("limit") {
+        None => SUGGEST_LIMIT_DEFAULT,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=SUGGEST_LIMIT_MAX).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_param(
+                    "limit",
+                    format!("limit must be between 1 and {SUGGEST_LIMIT_MAX}"),
+                ))
+            }
+        },
+    };
+    let index = ready_index(&state)?;
+    let now = crate::node::now_ms() as i64;
+    let found = tokio::task::spawn_blocking(move || index.suggest(&text, limit, now))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(SuggestPage {
+        suggestions: found
+            .into_iter()
+            .map(|s| boxoffice_api::Suggestion {
+                kind: s.kind.as_str().to_string(),
+                id: s.id,
+                text: s.text,
+                starts_at: s.starts_at_ms.map(rfc3339_ms),
+                city: s.city,
+            })
+            .collect(),
     }))
 }

@@ -336,3 +336,272 @@ async fn search_on_every_node_and_after_index_loss() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Waits until `check` passes on `addr`'s answer to `path`, or fails with it.
+async fn eventually(addr: &str, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if status == 200 && check(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} on {addr}: {status} {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn facet(v: &Value, name: &str) -> Vec<(String, u64)> {
+    v["facets"][name]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {name} facet in {v}"))
+        .iter()
+        .map(|f| {
+            (
+                f["value"].as_str().unwrap().to_string(),
+                f["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn suggested(v: &Value) -> Vec<(String, String)> {
+    v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["kind"].as_str().unwrap().to_string(),
+                s["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn facets_and_suggestions_on_every_node() {
+    let cluster = TestCluster::start(3, 1, "").await;
+    let a = cluster.admin.clone();
+    let venue = |name: &str, city: &str, lat: f64, lon: f64| {
+        NewVenue::new(
+            name,
+            city,
+            lat,
+            lon,
+            NewLayout::GeneralAdmission {
+                capacity: 10,
+                price_cents: 100,
+            },
+        )
+    };
+    let hall = a
+        .create_venue(&venue("Royal Albert Hall", "London", 51.5, -0.17))
+        .await
+        .unwrap()
+        .venue_id;
+    let garden = a
+        .create_venue(&venue("Madison Square Garden", "New York", 40.7, -73.9))
+        .await
+        .unwrap()
+        .venue_id;
+    let taylor = a
+        .create_performer(&performer("Taylor Swift", "pop"))
+        .await
+        .unwrap()
+        .performer_id;
+    let owls = a
+        .create_performer(&performer("The Midnight Owls", "jazz"))
+        .await
+        .unwrap()
+        .performer_id;
+    let mk = |name: &str, cat: &str, venue: u64, perf: u64, when: &str| NewEvent {
+        name: name.into(),
+        description: format!("{name} live"),
+        category: cat.into(),
+        venue_id: venue,
+        performer_ids: vec![perf],
+        starts_at: when.into(),
+        hold_ttl_s: None,
+        per_user_cap: None,
+    };
+    let events = [
+        mk(
+            "Eras Tour London",
+            "concert",
+            hall,
+            taylor,
+            "2030-03-10T20:00:00Z",
+        ),
+        mk(
+            "Eras Tour New York",
+            "concert",
+            garden,
+            taylor,
+            "2030-03-20T20:00:00Z",
+        ),
+        mk("Midnight Jazz", "jazz", hall, owls, "2030-04-01T20:00:00Z"),
+        mk(
+            "Owls Unplugged",
+            "concert",
+            hall,
+            owls,
+            "2030-04-30T23:30:00Z",
+        ),
+    ];
+    for e in &events {
+        a.create_event(e).await.unwrap();
+    }
+
+    for n in &cluster.nodes {
+        // Facets count every match, after the filters; months are UTC.
+        let v = eventually(
+            &n.addr,
+            "/v1/search?facets=category,city,month&page_size=1",
+            "facets over all four events",
+            |v| v["total"] == 4,
+        )
+        .await;
+        assert_eq!(
+            facet(&v, "category"),
+            vec![("concert".into(), 3), ("jazz".into(), 1)]
+        );
+        assert_eq!(
+            facet(&v, "city"),
+            vec![("london".into(), 3), ("new york".into(), 1)]
+        );
+        assert_eq!(
+            facet(&v, "month"),
+            vec![("2030-03".into(), 2), ("2030-04".into(), 2)]
+        );
+        assert_eq!(v["results"].as_array().unwrap().len(), 1, "{v}");
+        let (_, v) = search(&n.addr, "facets=month,category&city=london&q=owls").await;
+        assert_eq!(v["total"], 2, "{v}");
+        assert_eq!(
+            facet(&v, "category"),
+            vec![("concert".into(), 1), ("jazz".into(), 1)]
+        );
+        assert_eq!(facet(&v, "month"), vec![("2030-04".into(), 2)]);
+        assert!(v["facets"].get("city").is_none(), "only asked facets: {v}");
+        let (_, v) = search(&n.addr, "from=2030-03-15T00:00:00Z&facets=city").await;
+        assert_eq!(
+            facet(&v, "city"),
+            vec![("london".into(), 2), ("new york".into(), 1)],
+            "{v}"
+        );
+        let (_, v) = search(&n.addr, "q=eras").await;
+        assert!(v.get("facets").is_none(), "no facets unless asked: {v}");
+
+        // Suggestions: performers and venues by prefix and despite typos, and
+        // upcoming events.
+        let v = eventually(
+            &n.addr,
+            "/v1/search/suggest?q=tay",
+            "performer by prefix",
+            |v| v["suggestions"].as_array().is_some_and(|s| !s.is_empty()),
+        )
+        .await;
+        let got = suggested(&v);
+        assert_eq!(got[0], ("performer".into(), "Taylor Swift".into()), "{v}");
+        assert!(
+            got.contains(&("event".into(), "Eras Tour London".into())),
+            "events of the performer: {v}"
+        );
+        let v = eventually(&n.addr, "/v1/search/suggest?q=tayler%20swi", "typo", |_| {
+            true
+        })
+        .await;
+        assert_eq!(
+            suggested(&v).first(),
+            Some(&("performer".into(), "Taylor Swift".into())),
+            "{v}"
+        );
+        let v = eventually(&n.addr, "/v1/search/suggest?q=madisn%20sq", "venue", |_| {
+            true
+        })
+        .await;
+        assert_eq!(
+            suggested(&v).first(),
+            Some(&("venue".into(), "Madison Square Garden".into())),
+            "{v}"
+        );
+        assert_eq!(v["suggestions"][0]["city"], "New York", "{v}");
+        let v = eventually(
+            &n.addr,
+            "/v1/search/suggest?q=midnight&limit=2",
+            "limit",
+            |_| true,
+        )
+        .await;
+        assert_eq!(v["suggestions"].as_array().unwrap().len(), 2, "{v}");
+        let v = eventually(&n.addr, "/v1/search/suggest?q=zzzzqqq", "nothing", |_| true).await;
+        assert_eq!(v["suggestions"], serde_json::json!([]), "{v}");
+    }
+
+    // A performer created now is suggested on every node within a second or so.
+    a.create_performer(&performer("Zanzibar Quartet", "strings"))
+        .await
+        .unwrap();
+    for n in &cluster.nodes {
+        eventually(
+            &n.addr,
+            "/v1/search/suggest?q=zanzi",
+            "new performer",
+            |v| suggested(v).first() == Some(&("performer".into(), "Zanzibar Quartet".into())),
+        )
+        .await;
+    }
+
+    // Bad input names the parameter and changes nothing.
+    let addr = &cluster.nodes[0].addr;
+    for (path, param) in [
+        ("/v1/search?facets=venue", "facets"),
+        ("/v1/search?facets=city,,bogus", "facets"),
+        ("/v1/search/suggest", "q"),
+        ("/v1/search/suggest?q=a&limit=0", "limit"),
+        ("/v1/search/suggest?q=a&limit=21", "limit"),
+        ("/v1/search/suggest?q=a&limit=x", "limit"),
+        ("/v1/search/suggest?q=a&page_size=3", "page_size"),
+    ] {
+        let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(
+            (status, v["parameter"].as_str()),
+            (400, Some(param)),
+            "{path}: {v}"
+        );
+    }
+    let r = reqwest::get(format!(
+        "http://{addr}/v1/search/suggest?q={}",
+        "x".repeat(5000)
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
+    // The client library asks for both.
+    let c = cluster.user("searcher");
+    let page = c
+        .search(&boxoffice_client::SearchQuery {
+            category: Some("concert".into()),
+            facets: vec!["city".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 3);
+    let cities = page.facets.and_then(|f| f.city).unwrap();
+    assert_eq!(
+        cities
+            .iter()
+            .map(|f| (f.value.as_str(), f.count))
+            .collect::<Vec<_>>(),
+        vec![("london", 2), ("new york", 1)]
+    );
+    let s = c.suggest("owl", Some(3)).await.unwrap();
+    assert_eq!(s.suggestions[0].kind, "performer");
+    assert_eq!(s.suggestions[0].text, "The Midnight Owls");
+    assert!(s.suggestions.len() <= 3);
+}

@@ -17,17 +17,23 @@ use std::time::Duration;
 
 use boxoffice_storage::read::Reader;
 use boxoffice_storage::state_machine::StateMachineStore;
-use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{
-    AllQuery, BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, RangeQuery, TermQuery,
+    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, FuzzyTermQuery, Occur, Query, RangeQuery,
+    TermQuery,
 };
 use tantivy::schema::{
-    Field, IndexRecordOption, Schema, Value as _, FAST, INDEXED, STORED, STRING, TEXT,
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value as _, FAST, INDEXED,
+    STORED, STRING, TEXT,
 };
-use tantivy::{doc, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{doc, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+pub mod collector;
+pub mod suggest;
+
+use collector::{Collected, FacetCounts, Filters, PageCollector, Rank};
 
 /// Bumped whenever the schema changes: an index of another version is rebuilt.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 /// Settings of a node's search index (`[search]`).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -41,8 +47,13 @@ pub struct SearchSettings {
     pub commit_interval_ms: u64,
     /// How often changed availability figures are written to the index (ms).
     pub availability_refresh_ms: u64,
-    /// Most candidates a geo search considers (the radius filter runs on them).
-    pub geo_candidates_max: usize,
+    /// How often the suggestion index of performers and venues is rebuilt
+    /// when the catalogue changed (ms): how far their suggestions may trail.
+    pub suggest_refresh_ms: u64,
+    /// No longer used: geo searches check every candidate, without a cap.
+    /// Accepted so that older config files still load (a warning is logged).
+    #[serde(skip_serializing)]
+    pub geo_candidates_max: Option<usize>,
 }
 
 impl Default for SearchSettings {
@@ -52,7 +63,8 @@ impl Default for SearchSettings {
             rebuild_batch_max: 2000,
             commit_interval_ms: 200,
             availability_refresh_ms: 1_000,
-            geo_candidates_max: 20_000,
+            suggest_refresh_ms: 500,
+            geo_candidates_max: None,
         }
     }
 }
@@ -72,6 +84,14 @@ pub const OFFSET_MAX: usize = 10_000;
 pub const FUZZY_BELOW_HITS: usize = 20;
 /// Largest search radius.
 pub const RADIUS_KM_MAX: f64 = 20_000.0;
+/// Longest word prefix indexed for type-ahead: a last word up to this long is
+/// one term lookup; a longer one walks the term dictionary.
+pub const PREFIX_CHARS_MAX: usize = 12;
+/// Geo searches look up the 1°×1° cells their radius' bounding box covers; a
+/// box covering more cells than this is checked on every candidate instead.
+pub const GEO_CELLS_MAX: usize = 256;
+/// Most values a facet lists (the most frequent; months: the earliest).
+pub const FACET_VALUES_MAX: usize = 50;
 
 /// Tickets available for an event, from this node's replica of its shard.
 pub type AvailabilityFn = Arc<dyn Fn(u64) -> Option<u32> + Send + Sync>;
@@ -106,9 +126,15 @@ struct Fields {
     min_price_cents: Field,
     lat: Field,
     lon: Field,
-    /// Name, performers, venue and description together: typo-tolerant and prefix
-    /// matching run on this one field (one automaton per word, not one per field).
+    /// Name, performers, venue and description together: typo-tolerant
+    /// matching runs on this one field (one automaton per word, not one per field).
     all_text: Field,
+    /// Every prefix (up to [`PREFIX_CHARS_MAX`] characters) of every word of
+    /// the name, performers and venue: type-ahead on the last word is one
+    /// term's postings.
+    prefixes: Field,
+    /// The venue's 1°×1° cell ([`geo_cell`]).
+    geo_cell: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -119,16 +145,25 @@ fn schema() -> (Schema, Fields) {
         description: b.add_text_field("description", TEXT),
         performers: b.add_text_field("performers", TEXT | STORED),
         venue: b.add_text_field("venue", TEXT | STORED),
-        city: b.add_text_field("city", STRING | STORED),
-        category: b.add_text_field("category", STRING | STORED),
+        city: b.add_text_field("city", STRING | STORED | FAST),
+        category: b.add_text_field("category", STRING | STORED | FAST),
         starts_at_ms: b.add_i64_field("starts_at_ms", INDEXED | STORED | FAST),
         venue_id: b.add_u64_field("venue_id", INDEXED),
         performer_id: b.add_u64_field("performer_id", INDEXED),
-        available: b.add_u64_field("available", INDEXED | STORED | FAST),
+        available: b.add_u64_field("available", STORED | FAST),
         min_price_cents: b.add_u64_field("min_price_cents", STORED),
-        lat: b.add_f64_field("lat", INDEXED | STORED | FAST),
-        lon: b.add_f64_field("lon", INDEXED | STORED | FAST),
+        lat: b.add_f64_field("lat", STORED | FAST),
+        lon: b.add_f64_field("lon", STORED | FAST),
         all_text: b.add_text_field("all_text", TEXT),
+        prefixes: b.add_text_field(
+            "prefixes",
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer("default")
+                    .set_index_option(IndexRecordOption::Basic),
+            ),
+        ),
+        geo_cell: b.add_u64_field("geo_cell", INDEXED),
     };
     (b.build(), f)
 }
@@ -160,6 +195,8 @@ pub struct SearchRequest {
     pub page_size: usize,
     /// Results to skip.
     pub offset: usize,
+    /// Facets to count over every match.
+    pub facets: FacetSet,
 }
 
 /// Result order.
@@ -208,6 +245,8 @@ pub struct SearchPage {
     pub total: usize,
     /// Offset of the next page, if any.
     pub next_offset: Option<usize>,
+    /// Facet counts, when asked for.
+    pub facets: Option<Facets>,
 }
 
 /// The node's search index.
@@ -223,6 +262,8 @@ pub struct SearchIndex {
     /// True once the index has caught up with the replica after start-up.
     ready: AtomicBool,
     availability: AvailabilityFn,
+    /// Performer and venue names, for suggestions.
+    names: Arc<suggest::NameIndex>,
     /// `[search]` settings.
     pub settings: SearchSettings,
 }
@@ -239,6 +280,9 @@ impl SearchIndex {
         availability: AvailabilityFn,
         settings: SearchSettings,
     ) -> anyhow::Result<Arc<SearchIndex>> {
+        if settings.geo_candidates_max.is_some() {
+            tracing::warn!("search.geo_candidates_max is no longer used (geo searches have no candidate cap); remove it");
+        }
         let dir = index_dir(data_dir);
         // Older schema versions are dropped.
         if let Ok(entries) = std::fs::read_dir(data_dir.join("search")) {
@@ -288,6 +332,7 @@ impl SearchIndex {
             synced_through: std::sync::atomic::AtomicU64::new(cursor.0),
             ready: AtomicBool::new(false),
             availability,
+            names: Arc::default(),
             settings,
         }))
     }
@@ -377,7 +422,18 @@ impl SearchIndex {
             for &p in &e.performer_ids {
                 d.add_u64(f.performer_id, p);
             }
+            if let Some(v) = &venue {
+                d.add_u64(f.geo_cell, geo_cell(v.lat, v.lon));
+            }
             let venue_name = venue.as_ref().map(|v| v.name.as_str()).unwrap_or_default();
+            d.add_text(
+                f.prefixes,
+                word_prefixes(
+                    [e.name.as_str(), venue_name]
+                        .into_iter()
+                        .chain(performers.iter().map(String::as_str)),
+                ),
+            );
             d.add_text(
                 f.all_text,
                 format!(
@@ -578,269 +634,490 @@ impl SearchIndex {
         }
     }
 
-    /// Runs a search.
-    pub fn search(&self, req: &SearchRequest) -> anyhow::Result<SearchPage> {
+    /// The text clauses of `words`: each word must match, exactly in some
+    /// field (ranked by field); the last also as a prefix (type-ahead); with
+    /// `fuzzy`, also within an edit distance in the combined field.
+    fn text_clauses(&self, words: &[String], fuzzy: bool) -> Vec<(Occur, Box<dyn Query>)> {
         let f = self.fields;
-        let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        let words: Vec<String> = req
-            .q
-            .as_deref()
-            .unwrap_or("")
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .map(str::to_lowercase)
-            .take(16)
-            .collect();
         let text_fields = [f.name, f.performers, f.venue, f.description];
-        // Each word must match; exactly in some field (ranked by field), or — in
-        // the typo-tolerant variant — within an edit distance in the combined field.
-        let text_query = |fuzzy: bool| -> Vec<(Occur, Box<dyn Query>)> {
-            let mut out: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-            for (i, w) in words.iter().enumerate() {
-                let last = i + 1 == words.len();
-                let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-                for &field in &text_fields {
-                    // Exact matches rank well above fuzzy ones.
-                    let term = Term::from_field_text(field, w);
-                    any.push((
-                        Occur::Should,
-                        Box::new(BoostQuery::new(
-                            Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
-                            4.0,
-                        )),
-                    ));
-                }
-                let all = Term::from_field_text(f.all_text, w);
-                let distance = if w.chars().count() >= 5 {
-                    2
-                } else if w.chars().count() >= 3 {
-                    1
-                } else {
-                    0
-                };
-                if fuzzy && distance > 0 {
+        let mut out: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for (i, w) in words.iter().enumerate() {
+            let last = i + 1 == words.len();
+            let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+            for &field in &text_fields {
+                // Exact matches rank well above prefix and fuzzy ones.
+                let term = Term::from_field_text(field, w);
+                any.push((
+                    Occur::Should,
+                    Box::new(BoostQuery::new(
+                        Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
+                        4.0,
+                    )),
+                ));
+            }
+            let all = Term::from_field_text(f.all_text, w);
+            if fuzzy {
+                let distance = fuzzy_distance(w);
+                if distance > 0 {
                     any.push((
                         Occur::Should,
                         Box::new(FuzzyTermQuery::new(all.clone(), distance, true)),
                     ));
                 }
-                if last {
-                    // Type-ahead: the last word may be unfinished.
-                    any.push((
-                        Occur::Should,
-                        Box::new(BoostQuery::new(
-                            Box::new(FuzzyTermQuery::new_prefix(all, 0, false)),
-                            2.0,
-                        )),
-                    ));
-                }
-                out.push((Occur::Must, Box::new(BooleanQuery::new(any))));
             }
-            out
+            if last {
+                // Type-ahead: the last word may be unfinished.
+                let prefix: Box<dyn Query> = if w.chars().count() <= PREFIX_CHARS_MAX {
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(f.prefixes, w),
+                        IndexRecordOption::Basic,
+                    ))
+                } else {
+                    Box::new(FuzzyTermQuery::new_prefix(all, 0, false))
+                };
+                any.push((Occur::Should, Box::new(BoostQuery::new(prefix, 2.0))));
+            }
+            out.push((Occur::Must, Box::new(BooleanQuery::new(any))));
+        }
+        out
+    }
+
+    /// Keeps the performer and venue suggestions current (see
+    /// [`suggest::NameIndex::run`]).
+    pub async fn run_suggestions(self: Arc<Self>, catalogue: StateMachineStore, reader: Reader) {
+        let refresh = Duration::from_millis(self.settings.suggest_refresh_ms);
+        self.names.clone().run(catalogue, reader, refresh).await
+    }
+
+    /// Up to `limit` suggestions for the partly typed `q`: performers and
+    /// venues whose names match, and upcoming events (from `now_ms`) whose
+    /// name, performers or venue match; at most half events when both kinds
+    /// have enough.
+    pub fn suggest(
+        &self,
+        q: &str,
+        limit: usize,
+        now_ms: i64,
+    ) -> anyhow::Result<Vec<suggest::Suggestion>> {
+        let words = words_of(q);
+        if words.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let named = self.names.suggest(&words, limit)?;
+        let f = self.fields;
+        let searcher = self.reader.searcher();
+        let collector = PageCollector {
+            filters: Filters {
+                from_ms: Some(now_ms),
+                ..Default::default()
+            },
+            rank: Rank::Score,
+            keep: limit,
+            facets: false,
+        };
+        let mut events = searcher.search(
+            &BooleanQuery::new(suggest::name_clauses(&words, f.all_text, f.prefixes)),
+            &collector,
+        )?;
+        if events.top.is_empty() && named.is_empty() {
+            // Nothing by prefix or small typos: allow search's typo distance.
+            events = searcher.search(
+                &BooleanQuery::new(self.text_clauses(&words, true)),
+                &collector,
+            )?;
+        }
+        let events: Vec<suggest::Suggestion> = events
+            .top
+            .iter()
+            .map(|c| {
+                let d: TantivyDocument = searcher.doc(c.addr)?;
+                let text = |field| {
+                    d.get_first(field)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                Ok(suggest::Suggestion {
+                    kind: suggest::SuggestionKind::Event,
+                    id: c.event_id,
+                    text: text(f.name),
+                    starts_at_ms: d.get_first(f.starts_at_ms).and_then(|v| v.as_i64()),
+                    city: Some(text(f.city)),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let event_share = events
+            .len()
+            .min(limit / 2)
+            .max(limit.saturating_sub(named.len()));
+        let mut out: Vec<suggest::Suggestion> = named
+            .into_iter()
+            .take(limit.saturating_sub(event_share.min(events.len())))
+            .collect();
+        let room = limit - out.len();
+        out.extend(events.into_iter().take(room));
+        Ok(out)
+    }
+
+    /// Runs a search.
+    pub fn search(&self, req: &SearchRequest) -> anyhow::Result<SearchPage> {
+        let f = self.fields;
+        let words = words_of(req.q.as_deref().unwrap_or(""));
+        // Clauses that select documents through the inverted index. Filters on
+        // start time, availability and exact distance run in the collector.
+        let mut select: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let exact = |term: Term| -> (Occur, Box<dyn Query>) {
+            (
+                Occur::Must,
+                Box::new(ConstScoreQuery::new(
+                    Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
+                    0.0,
+                )),
+            )
         };
         if let Some(c) = &req.city {
-            must.push((
-                Occur::Must,
-                Box::new(TermQuery::new(
-                    Term::from_field_text(f.city, &c.to_lowercase()),
-                    IndexRecordOption::Basic,
-                )),
-            ));
+            select.push(exact(Term::from_field_text(f.city, &c.to_lowercase())));
         }
         if let Some(c) = &req.category {
-            must.push((
-                Occur::Must,
-                Box::new(TermQuery::new(
-                    Term::from_field_text(f.category, &c.to_lowercase()),
-                    IndexRecordOption::Basic,
-                )),
-            ));
+            select.push(exact(Term::from_field_text(f.category, &c.to_lowercase())));
         }
         if let Some(p) = req.performer_id {
-            must.push((
-                Occur::Must,
-                Box::new(TermQuery::new(
-                    Term::from_field_u64(f.performer_id, p),
-                    IndexRecordOption::Basic,
-                )),
-            ));
+            select.push(exact(Term::from_field_u64(f.performer_id, p)));
         }
         if let Some(v) = req.venue_id {
-            must.push((
-                Occur::Must,
-                Box::new(TermQuery::new(
-                    Term::from_field_u64(f.venue_id, v),
-                    IndexRecordOption::Basic,
-                )),
-            ));
-        }
-        if req.available_only {
-            must.push((
-                Occur::Must,
-                Box::new(RangeQuery::new(
-                    std::ops::Bound::Included(Term::from_field_u64(f.available, 1)),
-                    std::ops::Bound::Unbounded,
-                )),
-            ));
-        }
-        if req.from_ms.is_some() || req.to_ms.is_some() {
-            let lo = req
-                .from_ms
-                .map(|v| std::ops::Bound::Included(Term::from_field_i64(f.starts_at_ms, v)))
-                .unwrap_or(std::ops::Bound::Unbounded);
-            let hi = req
-                .to_ms
-                .map(|v| std::ops::Bound::Included(Term::from_field_i64(f.starts_at_ms, v)))
-                .unwrap_or(std::ops::Bound::Unbounded);
-            must.push((Occur::Must, Box::new(RangeQuery::new(lo, hi))));
+            select.push(exact(Term::from_field_u64(f.venue_id, v)));
         }
         if let Some((lat, lon, Some(radius))) = req.near {
-            // A bounding box on the indexed coordinates narrows the candidates;
-            // the exact great-circle test runs on what it lets through.
-            let dlat = (radius / 111.0).min(180.0);
-            must.push((
-                Occur::Must,
-                Box::new(RangeQuery::new(
-                    std::ops::Bound::Included(Term::from_field_f64(f.lat, lat - dlat)),
-                    std::ops::Bound::Included(Term::from_field_f64(f.lat, lat + dlat)),
-                )),
-            ));
-            let cos = (lat.abs() + dlat).min(89.0).to_radians().cos();
-            let dlon = radius / (111.0 * cos);
-            if lon - dlon >= -180.0 && lon + dlon <= 180.0 {
-                must.push((
+            if let Some(cells) = geo_cells_covering(lat, lon, radius) {
+                let any: Vec<(Occur, Box<dyn Query>)> = cells
+                    .into_iter()
+                    .map(|c| {
+                        let q: Box<dyn Query> = Box::new(TermQuery::new(
+                            Term::from_field_u64(f.geo_cell, c),
+                            IndexRecordOption::Basic,
+                        ));
+                        (Occur::Should, q)
+                    })
+                    .collect();
+                select.push((
                     Occur::Must,
-                    Box::new(RangeQuery::new(
-                        std::ops::Bound::Included(Term::from_field_f64(f.lon, lon - dlon)),
-                        std::ops::Bound::Included(Term::from_field_f64(f.lon, lon + dlon)),
-                    )),
+                    Box::new(ConstScoreQuery::new(Box::new(BooleanQuery::new(any)), 0.0)),
                 ));
             }
         }
+        if select.is_empty() && words.is_empty() && (req.from_ms.is_some() || req.to_ms.is_some()) {
+            // Nothing narrower selects: the date range does, from the column.
+            let bound = |v: Option<i64>| {
+                v.map(|v| std::ops::Bound::Included(Term::from_field_i64(f.starts_at_ms, v)))
+                    .unwrap_or(std::ops::Bound::Unbounded)
+            };
+            select.push((
+                Occur::Must,
+                Box::new(RangeQuery::new(bound(req.from_ms), bound(req.to_ms))),
+            ));
+        }
+        let by_date = req.sort == Sort::Date || (req.sort == Sort::Relevance && words.is_empty());
+        let rank = match req.sort {
+            Sort::Distance => Rank::Distance,
+            _ if by_date => Rank::Date,
+            _ => Rank::Score,
+        };
+        let collector = PageCollector {
+            filters: Filters {
+                from_ms: req.from_ms,
+                to_ms: req.to_ms,
+                available_only: req.available_only,
+                near: req.near,
+            },
+            rank,
+            keep: req.offset + req.page_size,
+            facets: req.facets.any(),
+        };
         let searcher = self.reader.searcher();
-        let build = |text: Vec<(Occur, Box<dyn Query>)>| -> Box<dyn Query> {
+        let run = |text: Vec<(Occur, Box<dyn Query>)>| -> anyhow::Result<Collected> {
             let all: Vec<(Occur, Box<dyn Query>)> = text
                 .into_iter()
-                .chain(must.iter().map(|(o, q)| (*o, q.box_clone())))
+                .chain(select.iter().map(|(o, q)| (*o, q.box_clone())))
                 .collect();
-            if all.is_empty() {
+            let query: Box<dyn Query> = if all.is_empty() {
                 Box::new(AllQuery)
             } else {
                 Box::new(BooleanQuery::new(all))
-            }
-        };
-        let limit = req.page_size;
-        let by_date = req.sort == Sort::Date || (req.sort == Sort::Relevance && words.is_empty());
-        let hit_of = |score: f32,
-                      addr: tantivy::DocAddress,
-                      distance_km: Option<f64>|
-         -> anyhow::Result<Hit> {
-            let d: TantivyDocument = searcher.doc(addr)?;
-            let text = |field| {
-                d.get_first(field)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_string()
             };
-            let num = |field| d.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0);
-            Ok(Hit {
-                event_id: num(f.event_id),
-                name: text(f.name),
-                starts_at_ms: d
-                    .get_first(f.starts_at_ms)
-                    .and_then(|v| v.as_i64())
-                    .unwrap_or(0),
-                venue: text(f.venue),
-                city: text(f.city),
-                category: text(f.category),
-                score: if by_date { 0.0 } else { score },
-                available: num(f.available),
-                min_price_cents: num(f.min_price_cents),
-                distance_km,
-            })
-        };
-        let execute = |query: &dyn Query| -> anyhow::Result<(Vec<Hit>, usize)> {
-            Ok(if let Some((lat, lon, radius)) = req.near {
-                // Candidates in relevance (or date) order, then the exact radius filter
-                // and, if asked, distance order.
-                let (cands, _): (Vec<(f32, tantivy::DocAddress)>, usize) = if by_date {
-                    let c = TopDocs::with_limit(self.settings.geo_candidates_max)
-                        .order_by_fast_field::<i64>("starts_at_ms", Order::Asc);
-                    let (top, n) = searcher.search(query, &(c, Count))?;
-                    (top.into_iter().map(|(_, a)| (0.0, a)).collect(), n)
-                } else {
-                    searcher.search(
-                        query,
-                        &(TopDocs::with_limit(self.settings.geo_candidates_max), Count),
-                    )?
-                };
-                let mut located = Vec::new();
-                let mut columns = std::collections::HashMap::new();
-                for (score, addr) in cands {
-                    if !columns.contains_key(&addr.segment_ord) {
-                        let ff = searcher.segment_reader(addr.segment_ord).fast_fields();
-                        columns.insert(addr.segment_ord, (ff.f64("lat")?, ff.f64("lon")?));
-                    }
-                    let (lat_col, lon_col) = &columns[&addr.segment_ord];
-                    let vlat = lat_col.first(addr.doc_id).unwrap_or(0.0);
-                    let vlon = lon_col.first(addr.doc_id).unwrap_or(0.0);
-                    let dist = haversine_km(lat, lon, vlat, vlon);
-                    if radius.is_none_or(|r| dist <= r) {
-                        located.push((score, addr, dist));
-                    }
-                }
-                if req.sort == Sort::Distance {
-                    located.sort_by(|a, b| a.2.total_cmp(&b.2));
-                }
-                let total = located.len();
-                let page = located
-                    .into_iter()
-                    .skip(req.offset)
-                    .take(limit)
-                    .map(|(s, a, d)| hit_of(s, a, Some(d)))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                (page, total)
-            } else if by_date {
-                let collector = TopDocs::with_limit(limit)
-                    .and_offset(req.offset)
-                    .order_by_fast_field::<i64>("starts_at_ms", Order::Asc);
-                let (top, total) = searcher.search(query, &(collector, Count))?;
-                (
-                    top.into_iter()
-                        .map(|(_, a)| hit_of(0.0, a, None))
-                        .collect::<anyhow::Result<Vec<_>>>()?,
-                    total,
-                )
-            } else {
-                let (top, total) = searcher.search(
-                    query,
-                    &(TopDocs::with_limit(limit).and_offset(req.offset), Count),
-                )?;
-                (
-                    top.into_iter()
-                        .map(|(s, a)| hit_of(s, a, None))
-                        .collect::<anyhow::Result<Vec<_>>>()?,
-                    total,
-                )
-            })
+            Ok(searcher.search(&*query, &collector)?)
         };
         // Exact matching first; typo tolerance only when that finds too little.
-        let (results, total) = if words.is_empty() {
-            execute(&*build(Vec::new()))?
+        let collected = if words.is_empty() {
+            run(Vec::new())?
         } else {
-            let exact = execute(&*build(text_query(false)))?;
-            if exact.1 >= FUZZY_BELOW_HITS {
+            let exact = run(self.text_clauses(&words, false))?;
+            if exact.total >= FUZZY_BELOW_HITS {
                 exact
             } else {
-                execute(&*build(text_query(true)))?
+                run(self.text_clauses(&words, true))?
             }
         };
+        let results = collected
+            .top
+            .iter()
+            .skip(req.offset)
+            .map(|c| {
+                let d: TantivyDocument = searcher.doc(c.addr)?;
+                let text = |field| {
+                    d.get_first(field)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let num = |field| d.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0);
+                Ok(Hit {
+                    event_id: c.event_id,
+                    name: text(f.name),
+                    starts_at_ms: d
+                        .get_first(f.starts_at_ms)
+                        .and_then(|v| v.as_i64())
+                        .unwrap_or(0),
+                    venue: text(f.venue),
+                    city: text(f.city),
+                    category: text(f.category),
+                    score: if rank == Rank::Score { c.score } else { 0.0 },
+                    available: num(f.available),
+                    min_price_cents: num(f.min_price_cents),
+                    distance_km: c.distance_km,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let total = collected.total;
         let next = req.offset + results.len();
         let next_offset = (next < total && next < OFFSET_MAX).then_some(next);
         Ok(SearchPage {
             results,
             total,
             next_offset,
+            facets: collected.facets.map(|c| Facets::of(c, req.facets)),
         })
+    }
+}
+
+/// The words of a query as the index's tokenizer splits them (on anything
+/// not alphanumeric), lower case; at most 16.
+pub fn words_of(q: &str) -> Vec<String> {
+    q.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .take(16)
+        .collect()
+}
+
+/// Edits a typo-tolerant match of `word` allows: none below 3 characters,
+/// one below 5, two from 5.
+pub fn fuzzy_distance(word: &str) -> u8 {
+    match word.chars().count() {
+        n if n >= 5 => 2,
+        n if n >= 3 => 1,
+        _ => 0,
+    }
+}
+
+/// Every prefix, up to [`PREFIX_CHARS_MAX`] characters, of every word of
+/// `texts`, once each, space-separated (what the `prefixes` field indexes).
+pub fn word_prefixes<'a>(texts: impl IntoIterator<Item = &'a str>) -> String {
+    let mut seen = std::collections::BTreeSet::new();
+    for t in texts {
+        for w in words_of_all(t) {
+            for (i, c) in w.char_indices().take(PREFIX_CHARS_MAX) {
+                seen.insert(w[..i + c.len_utf8()].to_string());
+            }
+        }
+    }
+    seen.into_iter().collect::<Vec<_>>().join(" ")
+}
+
+/// As [`words_of`], without the limit on their number.
+fn words_of_all(q: &str) -> impl Iterator<Item = String> + '_ {
+    q.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+}
+
+/// The 1°×1° cell of a point: latitude band (0 = 90°S) times 360 plus
+/// longitude band (0 = 180°W).
+pub fn geo_cell(lat: f64, lon: f64) -> u64 {
+    let band = |v: f64, lo: f64, n: i64| ((v - lo).floor() as i64).clamp(0, n - 1) as u64;
+    band(lat, -90.0, 180) * 360 + band(lon, -180.0, 360)
+}
+
+/// The cells holding every point within `radius_km` of (lat, lon), or `None`
+/// when that takes more than [`GEO_CELLS_MAX`] of them.
+pub fn geo_cells_covering(lat: f64, lon: f64, radius_km: f64) -> Option<Vec<u64>> {
+    // A degree of latitude is 111.19 km; 111 keeps the box a little larger.
+    let dlat = radius_km / 111.0;
+    let (lo_lat, hi_lat) = ((lat - dlat).max(-90.0), (lat + dlat).min(90.0));
+    let lat_bands = (lo_lat + 90.0).floor() as i64..=((hi_lat + 90.0).floor() as i64).min(179);
+    // Longitude: the box's widest point is at its latitude farthest from the
+    // equator; at a pole every longitude is in.
+    let widest = lat.abs() + dlat;
+    let lon_bands: Vec<i64> = if widest >= 89.0 {
+        (0..360).collect()
+    } else {
+        let dlon = radius_km / (111.0 * widest.to_radians().cos());
+        if dlon >= 180.0 {
+            (0..360).collect()
+        } else {
+            let lo = (lon - dlon + 180.0).floor() as i64;
+            let hi = (lon + dlon + 180.0).floor() as i64;
+            (lo..=hi).map(|b| b.rem_euclid(360)).collect()
+        }
+    };
+    let n = lat_bands.clone().count() * lon_bands.len();
+    if n > GEO_CELLS_MAX {
+        return None;
+    }
+    let mut cells: Vec<u64> = lat_bands
+        .flat_map(|a| lon_bands.iter().map(move |&b| (a * 360 + b) as u64))
+        .collect();
+    cells.sort_unstable();
+    cells.dedup();
+    Some(cells)
+}
+
+/// Which facets a search counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FacetSet {
+    /// By category.
+    pub category: bool,
+    /// By city.
+    pub city: bool,
+    /// By month of the start.
+    pub month: bool,
+}
+
+impl FacetSet {
+    /// Every facet name a search may ask for.
+    pub const NAMES: [&'static str; 3] = ["category", "city", "month"];
+
+    /// Parses a comma-separated list of facet names; the unknown name, if any.
+    pub fn parse(list: &str) -> Result<FacetSet, String> {
+        let mut set = FacetSet::default();
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "category" => set.category = true,
+                "city" => set.city = true,
+                "month" => set.month = true,
+                other => return Err(other.to_string()),
+            }
+        }
+        Ok(set)
+    }
+
+    /// True when any facet is asked for.
+    pub fn any(&self) -> bool {
+        self.category || self.city || self.month
+    }
+}
+
+/// Facet counts of a search's matches: values with their counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Facets {
+    /// By category, most frequent first (ties by value).
+    pub category: Option<Vec<(String, u64)>>,
+    /// By city, most frequent first (ties by value).
+    pub city: Option<Vec<(String, u64)>>,
+    /// By month of the start (`YYYY-MM`, UTC), earliest first.
+    pub month: Option<Vec<(String, u64)>>,
+}
+
+impl Facets {
+    fn of(c: FacetCounts, asked: FacetSet) -> Facets {
+        let by_count = |m: std::collections::HashMap<String, u64>| {
+            let mut v: Vec<(String, u64)> = m.into_iter().collect();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            v.truncate(FACET_VALUES_MAX);
+            v
+        };
+        Facets {
+            category: asked.category.then(|| by_count(c.category)),
+            city: asked.city.then(|| by_count(c.city)),
+            month: asked.month.then(|| {
+                c.month
+                    .into_iter()
+                    .take(FACET_VALUES_MAX)
+                    .map(|(m, n)| (collector::month_label(m), n))
+                    .collect()
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_cover_every_word_start_up_to_the_limit() {
+        let p = word_prefixes(["The Rolling", "Stönes"]);
+        let set: Vec<&str> = p.split(' ').collect();
+        for want in ["t", "th", "the", "r", "rolling", "s", "stö", "stönes"] {
+            assert!(set.contains(&want), "{want} missing from {p}");
+        }
+        assert!(!set.contains(&"rollingx"));
+        let long = word_prefixes(["abcdefghijklmnopq"]);
+        assert!(long
+            .split(' ')
+            .all(|w| w.chars().count() <= PREFIX_CHARS_MAX));
+        assert!(long.split(' ').any(|w| w == "abcdefghijkl"));
+    }
+
+    #[test]
+    fn geo_cells_cover_every_point_within_the_radius() {
+        // Points at the radius in every direction, from centres near the
+        // antimeridian, the equator and far north.
+        for &(lat, lon, r) in &[
+            (40.7, -74.0, 50.0),
+            (0.2, 179.9, 120.0),
+            (-33.9, -179.8, 80.0),
+            (64.1, -21.9, 300.0),
+            (51.5, -0.1, 5.0),
+        ] {
+            let cells = geo_cells_covering(lat, lon, r).expect("a small radius");
+            for step in 0..72 {
+                let bearing = (step as f64 * 5.0).to_radians();
+                for frac in [0.5, 0.99] {
+                    // Destination point at distance frac * r along the bearing.
+                    let d = frac * r / 6371.0;
+                    let (p1, l1) = (lat.to_radians(), lon.to_radians());
+                    let p2 = (p1.sin() * d.cos() + p1.cos() * d.sin() * bearing.cos()).asin();
+                    let l2 = l1
+                        + (bearing.sin() * d.sin() * p1.cos()).atan2(d.cos() - p1.sin() * p2.sin());
+                    let (plat, mut plon) = (p2.to_degrees(), l2.to_degrees());
+                    if plon > 180.0 {
+                        plon -= 360.0;
+                    } else if plon < -180.0 {
+                        plon += 360.0;
+                    }
+                    assert!(haversine_km(lat, lon, plat, plon) <= r);
+                    assert!(
+                        cells.contains(&geo_cell(plat, plon)),
+                        "({plat}, {plon}) within {r} km of ({lat}, {lon}) not covered"
+                    );
+                }
+            }
+        }
+        // The whole earth is too many cells: the collector checks instead.
+        assert_eq!(geo_cells_covering(0.0, 0.0, RADIUS_KM_MAX), None);
+    }
+
+    #[test]
+    fn facet_names_parse_and_unknown_ones_are_named() {
+        assert_eq!(
+            FacetSet::parse("category, month"),
+            Ok(FacetSet {
+                category: true,
+                city: false,
+                month: true
+            })
+        );
+        assert_eq!(FacetSet::parse("city,venue"), Err("venue".to_string()));
+        assert!(!FacetSet::parse("").unwrap().any());
     }
 }

@@ -1,0 +1,372 @@
+//! One pass over a query's matching documents: the filters that fast fields
+//! answer (start time, availability, exact distance), the total, the facet
+//! counts and the top of the page, together.
+//!
+//! Filters run here rather than as range queries: a range query on a fast
+//! field scans the whole column of every segment (a million values for a date
+//! range), while checking the documents the selective clauses let through
+//! reads a few values each. It also replaces a second pass for the total and
+//! the fixed-size candidate list geo search used to post-filter.
+
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+use tantivy::collector::{Collector, SegmentCollector};
+use tantivy::columnar::{Column, StrColumn};
+use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader};
+
+use super::haversine_km;
+
+/// Conditions every counted document meets.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Filters {
+    /// Start time lower bound (ms, inclusive).
+    pub from_ms: Option<i64>,
+    /// Start time upper bound (ms, inclusive).
+    pub to_ms: Option<i64>,
+    /// Only events with tickets available.
+    pub available_only: bool,
+    /// A point, and the radius (km) around it to keep (distances are
+    /// computed whenever a point is given).
+    pub near: Option<(f64, f64, Option<f64>)>,
+}
+
+/// What ranks a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rank {
+    /// Highest score first.
+    Score,
+    /// Earliest start first.
+    Date,
+    /// Nearest first.
+    Distance,
+}
+
+/// One document of the page. Ties rank by event id, so every node, whatever
+/// its segments look like, orders a query's results alike (and a page token
+/// from one node works on another).
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate {
+    /// Smaller ranks first (minus the score, the start time or the distance).
+    key: f64,
+    /// Event id (tie-break).
+    pub event_id: u64,
+    /// Where the document is.
+    pub addr: DocAddress,
+    /// Its relevance score.
+    pub score: f32,
+    /// Its distance from the query's point.
+    pub distance_km: Option<f64>,
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+impl Eq for Candidate {}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Candidate {
+    /// Worse is greater: a max-heap of the kept candidates has the first one
+    /// to drop on top.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key
+            .total_cmp(&other.key)
+            .then(self.event_id.cmp(&other.event_id))
+    }
+}
+
+/// Facet counts of the documents counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FacetCounts {
+    /// By category (as indexed: lower case).
+    pub category: HashMap<String, u64>,
+    /// By city (as indexed: lower case).
+    pub city: HashMap<String, u64>,
+    /// By month of the start, as months since year 0 (`year * 12 + month - 1`).
+    pub month: BTreeMap<i64, u64>,
+}
+
+/// What a query's pass yields.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Documents that passed the filters.
+    pub total: usize,
+    /// The best `keep` of them, best first.
+    pub top: Vec<Candidate>,
+    /// Facet counts, when asked for.
+    pub facets: Option<FacetCounts>,
+}
+
+/// See the module documentation.
+pub struct PageCollector {
+    /// Conditions on fast fields.
+    pub filters: Filters,
+    /// Page order.
+    pub rank: Rank,
+    /// How many of the best to keep (offset plus page size).
+    pub keep: usize,
+    /// Whether to count facets.
+    pub facets: bool,
+}
+
+/// Months since year 0 of a time in ms since the Unix epoch (UTC; the civil
+/// calendar arithmetic of H. Hinnant's `civil_from_days`).
+pub fn month_of(ms: i64) -> i64 {
+    let z = ms.div_euclid(86_400_000) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    year * 12 + month - 1
+}
+
+/// `YYYY-MM` of a [`month_of`] value.
+pub fn month_label(month: i64) -> String {
+    format!(
+        "{:04}-{:02}",
+        month.div_euclid(12),
+        month.rem_euclid(12) + 1
+    )
+}
+
+pub struct PageSegment {
+    segment: SegmentOrdinal,
+    filters: Filters,
+    rank: Rank,
+    keep: usize,
+    event_id: Column<u64>,
+    starts_at: Column<i64>,
+    available: Column<u64>,
+    lat: Column<f64>,
+    lon: Column<f64>,
+    total: usize,
+    heap: BinaryHeap<Candidate>,
+    facets: Option<SegmentFacets>,
+}
+
+struct SegmentFacets {
+    category: StrColumn,
+    city: StrColumn,
+    category_counts: Vec<u64>,
+    city_counts: Vec<u64>,
+    month: BTreeMap<i64, u64>,
+}
+
+/// What one segment yields.
+pub struct SegmentFruit {
+    total: usize,
+    top: Vec<Candidate>,
+    facets: Option<FacetCounts>,
+}
+
+fn str_column(segment: &SegmentReader, name: &str) -> tantivy::Result<StrColumn> {
+    segment.fast_fields().str(name)?.ok_or_else(|| {
+        tantivy::TantivyError::SchemaError(format!("{name} is not a fast text field"))
+    })
+}
+
+/// Names and counts of the ords counted in a segment's string column.
+fn named_counts(column: &StrColumn, counts: &[u64]) -> tantivy::Result<HashMap<String, u64>> {
+    let mut out = HashMap::new();
+    let mut name = String::new();
+    for (ord, &n) in counts.iter().enumerate() {
+        if n > 0 && column.ord_to_str(ord as u64, &mut name)? {
+            *out.entry(name.clone()).or_default() += n;
+        }
+    }
+    Ok(out)
+}
+
+impl Collector for PageCollector {
+    type Fruit = Collected;
+    type Child = PageSegment;
+
+    fn for_segment(
+        &self,
+        segment: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<PageSegment> {
+        let ff = reader.fast_fields();
+        let facets = if self.facets {
+            let category = str_column(reader, "category")?;
+            let city = str_column(reader, "city")?;
+            Some(SegmentFacets {
+                category_counts: vec![0; category.num_terms()],
+                city_counts: vec![0; city.num_terms()],
+                category,
+                city,
+                month: BTreeMap::new(),
+            })
+        } else {
+            None
+        };
+        Ok(PageSegment {
+            segment,
+            filters: self.filters,
+            rank: self.rank,
+            keep: self.keep,
+            event_id: ff.u64("event_id")?,
+            starts_at: ff.i64("starts_at_ms")?,
+            available: ff.u64("available")?,
+            lat: ff.f64("lat")?,
+            lon: ff.f64("lon")?,
+            total: 0,
+            heap: BinaryHeap::with_capacity(self.keep.min(1024) + 1),
+            facets,
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        self.rank == Rank::Score
+    }
+
+    fn merge_fruits(&self, fruits: Vec<SegmentFruit>) -> tantivy::Result<Collected> {
+        let mut out = Collected {
+            facets: self.facets.then(FacetCounts::default),
+            ..Default::default()
+        };
+        for f in fruits {
+            out.total += f.total;
+            out.top.extend(f.top);
+            if let (Some(all), Some(seg)) = (&mut out.facets, f.facets) {
+                for (k, n) in seg.category {
+                    *all.category.entry(k).or_default() += n;
+                }
+                for (k, n) in seg.city {
+                    *all.city.entry(k).or_default() += n;
+                }
+                for (k, n) in seg.month {
+                    *all.month.entry(k).or_default() += n;
+                }
+            }
+        }
+        out.top.sort_unstable();
+        out.top.truncate(self.keep);
+        Ok(out)
+    }
+}
+
+impl SegmentCollector for PageSegment {
+    type Fruit = SegmentFruit;
+
+    fn collect(&mut self, doc: DocId, score: Score) {
+        let starts_at = self.starts_at.first(doc).unwrap_or(0);
+        let f = &self.filters;
+        if f.from_ms.is_some_and(|t| starts_at < t) || f.to_ms.is_some_and(|t| starts_at > t) {
+            return;
+        }
+        if f.available_only && self.available.first(doc).unwrap_or(0) == 0 {
+            return;
+        }
+        let distance_km = match f.near {
+            Some((lat, lon, radius)) => {
+                let d = haversine_km(
+                    lat,
+                    lon,
+                    self.lat.first(doc).unwrap_or(0.0),
+                    self.lon.first(doc).unwrap_or(0.0),
+                );
+                if radius.is_some_and(|r| d > r) {
+                    return;
+                }
+                Some(d)
+            }
+            None => None,
+        };
+        self.total += 1;
+        if let Some(fc) = &mut self.facets {
+            for ord in fc.category.term_ords(doc) {
+                if let Some(n) = fc.category_counts.get_mut(ord as usize) {
+                    *n += 1;
+                }
+            }
+            for ord in fc.city.term_ords(doc) {
+                if let Some(n) = fc.city_counts.get_mut(ord as usize) {
+                    *n += 1;
+                }
+            }
+            *fc.month.entry(month_of(starts_at)).or_default() += 1;
+        }
+        if self.keep == 0 {
+            return;
+        }
+        let key = match self.rank {
+            Rank::Score => -f64::from(score),
+            Rank::Date => starts_at as f64,
+            Rank::Distance => distance_km.unwrap_or(0.0),
+        };
+        // Cheap reject before reading the event id: strictly worse than the
+        // worst kept (an equal key may still win on the id).
+        if self.heap.len() >= self.keep && self.heap.peek().is_some_and(|w| key > w.key) {
+            return;
+        }
+        let c = Candidate {
+            key,
+            event_id: self.event_id.first(doc).unwrap_or(0),
+            addr: DocAddress::new(self.segment, doc),
+            score,
+            distance_km,
+        };
+        if self.heap.len() < self.keep {
+            self.heap.push(c);
+        } else if self.heap.peek().is_some_and(|w| c < *w) {
+            self.heap.pop();
+            self.heap.push(c);
+        }
+    }
+
+    fn harvest(self) -> SegmentFruit {
+        let facets = self.facets.map(|fc| {
+            // A column that cannot name an ord it handed out is a broken
+            // segment; count nothing for it rather than fail the search.
+            FacetCounts {
+                category: named_counts(&fc.category, &fc.category_counts).unwrap_or_default(),
+                city: named_counts(&fc.city, &fc.city_counts).unwrap_or_default(),
+                month: fc.month,
+            }
+        });
+        SegmentFruit {
+            total: self.total,
+            top: self.heap.into_vec(),
+            facets,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_are_civil_months() {
+        // 2027-01-01T00:00:00Z and the last ms of 2026-12.
+        assert_eq!(month_label(month_of(1_798_761_600_000)), "2027-01");
+        assert_eq!(month_label(month_of(1_798_761_600_000 - 1)), "2026-12");
+        // A leap day, and before the epoch.
+        assert_eq!(month_label(month_of(951_782_400_000)), "2000-02"); // 2000-02-29
+        assert_eq!(month_label(month_of(-1)), "1969-12");
+        assert_eq!(month_label(month_of(0)), "1970-01");
+    }
+
+    #[test]
+    fn candidates_rank_by_key_then_event_id() {
+        let c = |key, event_id| Candidate {
+            key,
+            event_id,
+            addr: DocAddress::new(0, 0),
+            score: 0.0,
+            distance_km: None,
+        };
+        let mut v = vec![c(2.0, 1), c(1.0, 9), c(1.0, 3), c(-0.5, 7)];
+        v.sort_unstable();
+        let ids: Vec<u64> = v.iter().map(|c| c.event_id).collect();
+        assert_eq!(ids, vec![7, 3, 9, 1]);
+    }
+}
