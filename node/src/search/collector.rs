@@ -10,8 +10,10 @@
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
+use std::sync::Arc;
 use tantivy::collector::{Collector, SegmentCollector};
-use tantivy::columnar::{Column, StrColumn};
+
+use tantivy::columnar::{Column, ColumnIndex, ColumnValues, StrColumn};
 use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader};
 
 use super::haversine_km;
@@ -136,16 +138,40 @@ pub fn month_label(month: i64) -> String {
     )
 }
 
+/// A fast field's values by document: every document of our schema has one
+/// value of each, so this reads it directly, without the column's index.
+enum Values<T: 'static> {
+    Full(Arc<dyn ColumnValues<T>>),
+    Sparse(Column<T>),
+}
+
+impl<T: PartialOrd + Copy + std::fmt::Debug + Send + Sync + 'static> Values<T> {
+    fn of(column: Column<T>) -> Values<T> {
+        match column.index {
+            ColumnIndex::Full => Values::Full(column.values),
+            _ => Values::Sparse(column),
+        }
+    }
+
+    #[inline]
+    fn get(&self, doc: DocId, default: T) -> T {
+        match self {
+            Values::Full(v) => v.get_val(doc),
+            Values::Sparse(c) => c.first(doc).unwrap_or(default),
+        }
+    }
+}
+
 pub struct PageSegment {
     segment: SegmentOrdinal,
     filters: Filters,
     rank: Rank,
     keep: usize,
-    event_id: Column<u64>,
-    starts_at: Column<i64>,
-    available: Column<u64>,
-    lat: Column<f64>,
-    lon: Column<f64>,
+    event_id: Values<u64>,
+    /// Read only when a filter, the rank or a facet needs it.
+    starts_at: Option<Values<i64>>,
+    available: Option<Values<u64>>,
+    lat_lon: Option<(Values<f64>, Values<f64>)>,
     total: usize,
     heap: BinaryHeap<Candidate>,
     facets: Option<SegmentFacets>,
@@ -212,11 +238,22 @@ impl Collector for PageCollector {
             filters: self.filters,
             rank: self.rank,
             keep: self.keep,
-            event_id: ff.u64("event_id")?,
-            starts_at: ff.i64("starts_at_ms")?,
-            available: ff.u64("available")?,
-            lat: ff.f64("lat")?,
-            lon: ff.f64("lon")?,
+            event_id: Values::of(ff.u64("event_id")?),
+            starts_at: (self.filters.from_ms.is_some()
+                || self.filters.to_ms.is_some()
+                || self.rank == Rank::Date
+                || self.facets)
+                .then(|| ff.i64("starts_at_ms").map(Values::of))
+                .transpose()?,
+            available: self
+                .filters
+                .available_only
+                .then(|| ff.u64("available").map(Values::of))
+                .transpose()?,
+            lat_lon: match self.filters.near {
+                Some(_) => Some((Values::of(ff.f64("lat")?), Values::of(ff.f64("lon")?))),
+                None => None,
+            },
             total: 0,
             heap: BinaryHeap::with_capacity(self.keep.min(1024) + 1),
             facets,
@@ -257,28 +294,23 @@ impl SegmentCollector for PageSegment {
     type Fruit = SegmentFruit;
 
     fn collect(&mut self, doc: DocId, score: Score) {
-        let starts_at = self.starts_at.first(doc).unwrap_or(0);
+        let starts_at = self.starts_at.as_ref().map_or(0, |c| c.get(doc, 0));
         let f = &self.filters;
         if f.from_ms.is_some_and(|t| starts_at < t) || f.to_ms.is_some_and(|t| starts_at > t) {
             return;
         }
-        if f.available_only && self.available.first(doc).unwrap_or(0) == 0 {
+        if self.available.as_ref().is_some_and(|c| c.get(doc, 0) == 0) {
             return;
         }
-        let distance_km = match f.near {
-            Some((lat, lon, radius)) => {
-                let d = haversine_km(
-                    lat,
-                    lon,
-                    self.lat.first(doc).unwrap_or(0.0),
-                    self.lon.first(doc).unwrap_or(0.0),
-                );
+        let distance_km = match (f.near, &self.lat_lon) {
+            (Some((lat, lon, radius)), Some((lat_col, lon_col))) => {
+                let d = haversine_km(lat, lon, lat_col.get(doc, 0.0), lon_col.get(doc, 0.0));
                 if radius.is_some_and(|r| d > r) {
                     return;
                 }
                 Some(d)
             }
-            None => None,
+            _ => None,
         };
         self.total += 1;
         if let Some(fc) = &mut self.facets {
@@ -309,7 +341,7 @@ impl SegmentCollector for PageSegment {
         }
         let c = Candidate {
             key,
-            event_id: self.event_id.first(doc).unwrap_or(0),
+            event_id: self.event_id.get(doc, 0),
             addr: DocAddress::new(self.segment, doc),
             score,
             distance_km,

@@ -114,8 +114,9 @@ pub fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
 struct Fields {
     event_id: Field,
     name: Field,
-    description: Field,
+    /// Stored for display; matched through `all_text`.
     performers: Field,
+    /// Stored for display; matched through `all_text`.
     venue: Field,
     city: Field,
     category: Field,
@@ -142,9 +143,8 @@ fn schema() -> (Schema, Fields) {
     let f = Fields {
         event_id: b.add_u64_field("event_id", INDEXED | STORED | FAST),
         name: b.add_text_field("name", TEXT | STORED),
-        description: b.add_text_field("description", TEXT),
-        performers: b.add_text_field("performers", TEXT | STORED),
-        venue: b.add_text_field("venue", TEXT | STORED),
+        performers: b.add_text_field("performers", STORED),
+        venue: b.add_text_field("venue", STORED),
         city: b.add_text_field("city", STRING | STORED | FAST),
         category: b.add_text_field("category", STRING | STORED | FAST),
         starts_at_ms: b.add_i64_field("starts_at_ms", INDEXED | STORED | FAST),
@@ -407,7 +407,6 @@ impl SearchIndex {
             let mut d = doc!(
                 f.event_id => e.event_id,
                 f.name => e.name.clone(),
-                f.description => e.description.clone(),
                 f.performers => performers.join(", "),
                 f.venue => venue.as_ref().map(|v| v.name.clone()).unwrap_or_default(),
                 f.city => venue.as_ref().map(|v| v.city.to_lowercase()).unwrap_or_default(),
@@ -639,22 +638,24 @@ impl SearchIndex {
     /// `fuzzy`, also within an edit distance in the combined field.
     fn text_clauses(&self, words: &[String], fuzzy: bool) -> Vec<(Occur, Box<dyn Query>)> {
         let f = self.fields;
-        let text_fields = [f.name, f.performers, f.venue, f.description];
         let mut out: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let term = |field, w: &str, boost| -> (Occur, Box<dyn Query>) {
+            let t = Term::from_field_text(field, w);
+            (
+                Occur::Should,
+                Box::new(BoostQuery::new(
+                    Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs)),
+                    boost,
+                )),
+            )
+        };
         for (i, w) in words.iter().enumerate() {
             let last = i + 1 == words.len();
-            let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-            for &field in &text_fields {
-                // Exact matches rank well above prefix and fuzzy ones.
-                let term = Term::from_field_text(field, w);
-                any.push((
-                    Occur::Should,
-                    Box::new(BoostQuery::new(
-                        Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
-                        4.0,
-                    )),
-                ));
-            }
+            // Exact matches anywhere rank well above prefix and fuzzy ones, and
+            // a match in the event's own name above the rest. (Two posting
+            // lists per word: one per field would be five to merge.)
+            let mut any: Vec<(Occur, Box<dyn Query>)> =
+                vec![term(f.all_text, w, 4.0), term(f.name, w, 2.0)];
             let all = Term::from_field_text(f.all_text, w);
             if fuzzy {
                 let distance = fuzzy_distance(w);
