@@ -346,16 +346,64 @@ async fn search(
     }
     println!("search: {} events, {} distinct queries, {workers} workers, {total} queries per system (≤ {} s)", args.events, n, limit.as_secs());
     let addrs = Arc::new(info.addrs.clone());
-    let bo = search_bench::drive(qs.clone(), workers, total, limit, move |w, q| {
+    let bo = search_bench::drive(qs.clone(), workers, total, limit, {
         let (http, addrs) = (http.clone(), addrs.clone());
-        async move { search_bench::boxoffice_query(&http, &addrs[w % addrs.len()], &q).await }
+        move |w, q| {
+            let (http, addrs) = (http.clone(), addrs.clone());
+            async move { search_bench::boxoffice_query(&http, &addrs[w % addrs.len()], &q).await }
+        }
     })
     .await;
+    // The same queries as a search page sends them: with facet counts.
+    let faceted: Vec<search_bench::Query> = qs
+        .iter()
+        .cloned()
+        .map(|mut q| {
+            q.facets = true;
+            q
+        })
+        .collect();
+    let bof = search_bench::drive(Arc::new(faceted), workers, total, limit, {
+        let (http, addrs) = (http.clone(), addrs.clone());
+        move |w, q| {
+            let (http, addrs) = (http.clone(), addrs.clone());
+            async move { search_bench::boxoffice_query(&http, &addrs[w % addrs.len()], &q).await }
+        }
+    })
+    .await;
+    // Type-ahead: what a search box sends while someone types.
+    let typed = Arc::new(search_bench::suggest_queries(&cat, n, args.seed));
+    let samples = stats::run_workers(workers, total, limit, {
+        let (http, addrs, typed) = (http.clone(), addrs.clone(), typed.clone());
+        move |w, i| {
+            let (http, addrs, q) = (http.clone(), addrs.clone(), typed[i % typed.len()].clone());
+            async move { search_bench::boxoffice_suggest(&http, &addrs[w % addrs.len()], &q).await }
+        }
+    })
+    .await;
+    let suggest_empty = samples.latencies.iter().filter(|(n, _)| *n == 0).count();
+    let sug = stats::summarize(samples.latencies.iter().map(|(_, l)| *l).collect());
+    let print_suggest = || {
+        println!(
+            "\nsuggest (GET /v1/search/suggest, {} typed prefixes, {workers} workers): p50 {:.2} ms, p99 {:.2} ms, {:.0} q/s ({} q, {} errors, {} with no suggestion)",
+            typed.len(),
+            sug.p50_ms,
+            sug.p99_ms,
+            sug.count as f64 / samples.secs,
+            sug.count,
+            samples.errors,
+            suggest_empty
+        );
+    };
     if no_pg {
         search_bench::print_table(
             "Search latency (boxoffice, every node serving)",
-            &[("boxoffice (3 nodes)", &bo)],
+            &[
+                ("boxoffice (3 nodes)", &bo),
+                ("boxoffice, with facets", &bof),
+            ],
         );
+        print_suggest();
         return Ok(());
     }
     let pg = pg::Postgres::start(
@@ -392,9 +440,11 @@ async fn search(
         "Search latency, same queries, same machine, same run",
         &[
             ("boxoffice (3 nodes)", &bo),
+            ("boxoffice, with facets", &bof),
             (&format!("PostgreSQL {} FTS", pg.version), &pgr),
         ],
     );
+    print_suggest();
     println!(
         "\nratio: boxoffice p99 {:.2} ms vs PostgreSQL {:.2} ms ({:.1}x); throughput {:.0} vs {:.0} q/s ({:.1}x)",
         bo.all.p99_ms,

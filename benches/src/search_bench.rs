@@ -61,6 +61,8 @@ pub struct Query {
     pub category: Option<&'static str>,
     pub near: Option<(f64, f64)>,
     pub available_only: bool,
+    /// Ask for facet counts (category, city, month), as a search page does.
+    pub facets: bool,
 }
 
 /// A deterministic mixed query set drawn from the catalogue's vocabulary.
@@ -91,6 +93,7 @@ pub fn queries(cat: &Catalogue, n: usize, seed: u64) -> Vec<Query> {
                 category: None,
                 near: None,
                 available_only: false,
+                facets: false,
             };
             match kind {
                 Kind::Keyword => q.q = Some(words.join(" ")),
@@ -155,6 +158,9 @@ impl Query {
         if self.q.is_none() {
             p.push(("sort".into(), "date".into()));
         }
+        if self.facets {
+            p.push(("facets".into(), "category,city,month".into()));
+        }
         p.iter()
             .map(|(k, v)| format!("{k}={}", urlencode(v)))
             .collect::<Vec<_>>()
@@ -177,6 +183,11 @@ impl Query {
                 .then_some(boxoffice_client::SearchSort::Date),
             available_only: self.available_only,
             page_size: Some(PAGE_SIZE as u32),
+            facets: if self.facets {
+                vec!["category".into(), "city".into(), "month".into()]
+            } else {
+                Vec::new()
+            },
             ..Default::default()
         }
     }
@@ -258,6 +269,50 @@ pub async fn boxoffice_query(http: &reqwest::Client, addr: &str, q: &Query) -> a
     let v: serde_json::Value = r.json().await?;
     anyhow::ensure!(status.is_success(), "{status}: {v}");
     v["total"].as_u64().context("total")
+}
+
+/// What a search box sends while someone types: the first 2 to 12
+/// characters of a performer's or (every third) a venue's name, a quarter of
+/// them with a typo in a word of four letters or more.
+pub fn suggest_queries(cat: &Catalogue, n: usize, seed: u64) -> Vec<String> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5u64);
+    (0..n)
+        .map(|i| {
+            let name = if i % 3 == 2 {
+                cat.venues[rng.gen_range(0..cat.venues.len())].name.clone()
+            } else {
+                cat.performers[rng.gen_range(0..cat.performers.len())].clone()
+            }
+            .to_lowercase();
+            let chars: Vec<char> = name.chars().collect();
+            let len = rng.gen_range(2..=chars.len().clamp(2, 12));
+            let typed: String = chars[..len.min(chars.len())].iter().collect();
+            if rng.gen_range(0..4) == 0 {
+                typed
+                    .split(' ')
+                    .map(|w| typo(w, &mut rng))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else {
+                typed
+            }
+        })
+        .collect()
+}
+
+/// One request to a node's `/v1/search/suggest`; how many suggestions came.
+pub async fn boxoffice_suggest(http: &reqwest::Client, addr: &str, q: &str) -> anyhow::Result<u64> {
+    let r = http
+        .get(format!(
+            "http://{addr}/v1/search/suggest?q={}",
+            urlencode(q)
+        ))
+        .send()
+        .await?;
+    let status = r.status();
+    let v: serde_json::Value = r.json().await?;
+    anyhow::ensure!(status.is_success(), "{status}: {v}");
+    Ok(v["suggestions"].as_array().context("suggestions")?.len() as u64)
 }
 
 // ---------------------------------------------------------------- PostgreSQL

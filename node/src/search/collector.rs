@@ -180,10 +180,18 @@ pub struct PageSegment {
 struct SegmentFacets {
     category: StrColumn,
     city: StrColumn,
+    category_ords: Values<u64>,
+    city_ords: Values<u64>,
     category_counts: Vec<u64>,
     city_counts: Vec<u64>,
-    month: BTreeMap<i64, u64>,
+    /// Counts by month, from the segment's earliest start's month.
+    first_month: i64,
+    month_counts: Vec<u64>,
 }
+
+/// Most months a segment's starts may span for its month counts to be kept
+/// in an array (beyond, months past the last slot are not counted).
+const SEGMENT_MONTHS_MAX: i64 = 12 * 200;
 
 /// What one segment yields.
 pub struct SegmentFruit {
@@ -223,12 +231,19 @@ impl Collector for PageCollector {
         let facets = if self.facets {
             let category = str_column(reader, "category")?;
             let city = str_column(reader, "city")?;
+            let starts = ff.i64("starts_at_ms")?;
+            let first_month = month_of(starts.min_value());
+            let months =
+                (month_of(starts.max_value()) - first_month + 1).clamp(1, SEGMENT_MONTHS_MAX);
             Some(SegmentFacets {
                 category_counts: vec![0; category.num_terms()],
                 city_counts: vec![0; city.num_terms()],
+                category_ords: Values::of(category.ords().clone()),
+                city_ords: Values::of(city.ords().clone()),
                 category,
                 city,
-                month: BTreeMap::new(),
+                first_month,
+                month_counts: vec![0; months as usize],
             })
         } else {
             None
@@ -314,17 +329,23 @@ impl SegmentCollector for PageSegment {
         };
         self.total += 1;
         if let Some(fc) = &mut self.facets {
-            for ord in fc.category.term_ords(doc) {
-                if let Some(n) = fc.category_counts.get_mut(ord as usize) {
-                    *n += 1;
-                }
+            // Every event has one category and one city (an empty one
+            // counts as the empty value).
+            let ord = fc.category_ords.get(doc, u64::MAX);
+            if let Some(n) = fc.category_counts.get_mut(ord as usize) {
+                *n += 1;
             }
-            for ord in fc.city.term_ords(doc) {
-                if let Some(n) = fc.city_counts.get_mut(ord as usize) {
-                    *n += 1;
-                }
+            let ord = fc.city_ords.get(doc, u64::MAX);
+            if let Some(n) = fc.city_counts.get_mut(ord as usize) {
+                *n += 1;
             }
-            *fc.month.entry(month_of(starts_at)).or_default() += 1;
+            let slot = month_of(starts_at) - fc.first_month;
+            if let Some(n) = usize::try_from(slot)
+                .ok()
+                .and_then(|i| fc.month_counts.get_mut(i))
+            {
+                *n += 1;
+            }
         }
         if self.keep == 0 {
             return;
@@ -361,7 +382,13 @@ impl SegmentCollector for PageSegment {
             FacetCounts {
                 category: named_counts(&fc.category, &fc.category_counts).unwrap_or_default(),
                 city: named_counts(&fc.city, &fc.city_counts).unwrap_or_default(),
-                month: fc.month,
+                month: fc
+                    .month_counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &n)| n > 0)
+                    .map(|(i, &n)| (fc.first_month + i as i64, n))
+                    .collect(),
             }
         });
         SegmentFruit {
