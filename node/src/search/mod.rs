@@ -138,6 +138,24 @@ struct Fields {
     geo_cell: Field,
 }
 
+/// How a field of word prefixes is indexed: split and lower-cased as text,
+/// without frequencies or positions (a prefix matches or not).
+pub fn prefix_options() -> TextOptions {
+    TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer("default")
+            .set_index_option(IndexRecordOption::Basic),
+    )
+}
+
+/// A stored text field's first value ("" when absent).
+fn stored_text(d: &TantivyDocument, field: Field) -> String {
+    d.get_first(field)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
     let f = Fields {
@@ -155,14 +173,7 @@ fn schema() -> (Schema, Fields) {
         lat: b.add_f64_field("lat", STORED | FAST),
         lon: b.add_f64_field("lon", STORED | FAST),
         all_text: b.add_text_field("all_text", TEXT),
-        prefixes: b.add_text_field(
-            "prefixes",
-            TextOptions::default().set_indexing_options(
-                TextFieldIndexing::default()
-                    .set_tokenizer("default")
-                    .set_index_option(IndexRecordOption::Basic),
-            ),
-        ),
+        prefixes: b.add_text_field("prefixes", prefix_options()),
         geo_cell: b.add_u64_field("geo_cell", INDEXED),
     };
     (b.build(), f)
@@ -758,12 +769,7 @@ impl SearchIndex {
             .iter()
             .map(|c| {
                 let d: TantivyDocument = searcher.doc(c.addr)?;
-                let text = |field| {
-                    d.get_first(field)
-                        .and_then(|v| v.as_str())
-                        .unwrap_or_default()
-                        .to_string()
-                };
+                let text = |field| stored_text(&d, field);
                 Ok(suggest::Suggestion {
                     kind: suggest::SuggestionKind::Event,
                     id: c.event_id,
@@ -890,12 +896,7 @@ impl SearchIndex {
             .skip(req.offset)
             .map(|c| {
                 let d: TantivyDocument = searcher.doc(c.addr)?;
-                let text = |field| {
-                    d.get_first(field)
-                        .and_then(|v| v.as_str())
-                        .unwrap_or_default()
-                        .to_string()
-                };
+                let text = |field| stored_text(&d, field);
                 let num = |field| d.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0);
                 Ok(Hit {
                     event_id: c.event_id,

@@ -17,10 +17,7 @@ use boxoffice_storage::read::Reader;
 use boxoffice_storage::state_machine::StateMachineStore;
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, TermQuery};
-use tantivy::schema::{
-    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value as _, INDEXED, STORED,
-    TEXT,
-};
+use tantivy::schema::{Field, IndexRecordOption, Schema, Value as _, INDEXED, STORED, TEXT};
 use tantivy::{doc, Index, Searcher, TantivyDocument, Term};
 
 use super::{fuzzy_distance, word_prefixes, PREFIX_CHARS_MAX};
@@ -90,14 +87,7 @@ fn name_schema() -> (Schema, NameFields) {
         name: b.add_text_field("name", STORED),
         city: b.add_text_field("city", STORED),
         words: b.add_text_field("words", TEXT),
-        prefixes: b.add_text_field(
-            "prefixes",
-            TextOptions::default().set_indexing_options(
-                TextFieldIndexing::default()
-                    .set_tokenizer("default")
-                    .set_index_option(IndexRecordOption::Basic),
-            ),
-        ),
+        prefixes: b.add_text_field("prefixes", super::prefix_options()),
     };
     (b.build(), f)
 }
