@@ -342,19 +342,36 @@ async fn a_buyer_pays_through_the_provider_and_its_webhook_books_the_hold() {
         confirmed[0]["data"]["booking_id"],
         json!(booking.booking_id)
     );
-    let list: Value = s
-        .http
-        .get(format!(
-            "{}/admin/v1/webhooks/site/deliveries",
-            s.cluster.urls()[1]
-        ))
-        .bearer_auth(&admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // A delivery is recorded delivered after the site's 2xx, through the
+    // log: the site can have a body before any node lists it delivered.
+    let deliveries = || async {
+        let list: Value = s
+            .http
+            .get(format!(
+                "{}/admin/v1/webhooks/site/deliveries",
+                s.cluster.urls()[1]
+            ))
+            .bearer_auth(&admin_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list
+    };
+    eventually(
+        Duration::from_secs(10),
+        "every delivery is recorded delivered",
+        || async {
+            let list = deliveries().await;
+            list["deliveries"]
+                .as_array()
+                .is_some_and(|all| all.iter().all(|d| d["status"] == "delivered"))
+        },
+    )
+    .await;
+    let list = deliveries().await;
     let all = list["deliveries"].as_array().unwrap();
     assert_eq!(all.len(), 3, "{list}");
     assert!(all.iter().all(|d| d["status"] == "delivered"), "{list}");
