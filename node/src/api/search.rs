@@ -228,9 +228,9 @@ async fn search(
     };
     let index = ready_index(&state)?;
     let index_refresh_ms = index.settings.availability_refresh_ms;
-    let page = tokio::task::spawn_blocking(move || index.search(&req))
+    let page = index
+        .run(move |i| i.search(&req))
         .await
-        .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
     let results = page
         .results
@@ -322,9 +322,9 @@ async fn suggest(
     };
     let index = ready_index(&state)?;
     let now = crate::node::now_ms() as i64;
-    let found = tokio::task::spawn_blocking(move || index.suggest(&text, limit, now))
+    let found = index
+        .run(move |i| i.suggest(&text, limit, now))
         .await
-        .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
     Ok(Json(SuggestPage {
         suggestions: found

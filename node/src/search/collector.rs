@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tantivy::collector::{Collector, SegmentCollector};
 
 use tantivy::columnar::{Column, ColumnIndex, ColumnValues, StrColumn};
+use tantivy::query::Weight;
 use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader};
 
 use super::haversine_km;
@@ -113,6 +114,10 @@ pub struct PageCollector {
     pub keep: usize,
     /// Whether to count facets.
     pub facets: bool,
+    /// Only the top is wanted, not the total: ranked by score, documents
+    /// that cannot enter it are skipped (block-max WAND when the query is a
+    /// union of terms), and `total` counts only the documents looked at.
+    pub top_only: bool,
 }
 
 /// Months since year 0 of a time in ms since the Unix epoch (UTC; the civil
@@ -172,6 +177,11 @@ pub struct PageSegment {
     starts_at: Option<Values<i64>>,
     available: Option<Values<u64>>,
     lat_lon: Option<(Values<f64>, Values<f64>)>,
+    /// Distances from the query's point by venue: an event is where its
+    /// venue is, and venues never move, so the (cache-missing) coordinate
+    /// reads and the trigonometry happen once per venue, not per event.
+    venue: Option<Values<u64>>,
+    venue_km: rustc_hash::FxHashMap<u64, f64>,
     total: usize,
     heap: BinaryHeap<Candidate>,
     facets: Option<SegmentFacets>,
@@ -269,6 +279,12 @@ impl Collector for PageCollector {
                 Some(_) => Some((Values::of(ff.f64("lat")?), Values::of(ff.f64("lon")?))),
                 None => None,
             },
+            venue: self
+                .filters
+                .near
+                .map(|_| ff.u64("venue_id").map(Values::of))
+                .transpose()?,
+            venue_km: Default::default(),
             total: 0,
             heap: BinaryHeap::with_capacity(self.keep.min(1024) + 1),
             facets,
@@ -277,6 +293,42 @@ impl Collector for PageCollector {
 
     fn requires_scoring(&self) -> bool {
         self.rank == Rank::Score
+    }
+
+    /// Tantivy's default, plus skipping what cannot enter the top when only
+    /// the top is wanted.
+    fn collect_segment(
+        &self,
+        weight: &dyn Weight,
+        segment: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<SegmentFruit> {
+        let mut seg = self.for_segment(segment, reader)?;
+        let alive = reader.alive_bitset();
+        let is_alive = |doc| alive.is_none_or(|a| a.is_alive(doc));
+        if self.top_only && self.rank == Rank::Score && !self.facets {
+            weight.for_each_pruning(Score::MIN, reader, &mut |doc, score| {
+                if is_alive(doc) {
+                    seg.collect(doc, score);
+                }
+                seg.score_threshold()
+            })?;
+        } else if self.requires_scoring() {
+            weight.for_each(reader, &mut |doc, score| {
+                if is_alive(doc) {
+                    seg.collect(doc, score);
+                }
+            })?;
+        } else {
+            weight.for_each_no_score(reader, &mut |docs| {
+                for &doc in docs {
+                    if is_alive(doc) {
+                        seg.collect(doc, 0.0);
+                    }
+                }
+            })?;
+        }
+        Ok(seg.harvest())
     }
 
     fn merge_fruits(&self, fruits: Vec<SegmentFruit>) -> tantivy::Result<Collected> {
@@ -305,6 +357,20 @@ impl Collector for PageCollector {
     }
 }
 
+impl PageSegment {
+    /// Scores a document must exceed to be worth looking at, ranking by
+    /// score: just below the worst kept once the top is full (an equal
+    /// score may still win on the event id).
+    fn score_threshold(&self) -> Score {
+        match self.heap.peek() {
+            Some(worst) if self.heap.len() >= self.keep && worst.score > 0.0 => {
+                f32::from_bits(worst.score.to_bits() - 1)
+            }
+            _ => Score::MIN,
+        }
+    }
+}
+
 impl SegmentCollector for PageSegment {
     type Fruit = SegmentFruit;
 
@@ -317,9 +383,14 @@ impl SegmentCollector for PageSegment {
         if self.available.as_ref().is_some_and(|c| c.get(doc, 0) == 0) {
             return;
         }
-        let distance_km = match (f.near, &self.lat_lon) {
-            (Some((lat, lon, radius)), Some((lat_col, lon_col))) => {
-                let d = haversine_km(lat, lon, lat_col.get(doc, 0.0), lon_col.get(doc, 0.0));
+        let distance_km = match (f.near, &self.lat_lon, &self.venue) {
+            (Some((lat, lon, radius)), Some((lat_col, lon_col)), Some(venue)) => {
+                let d = *self
+                    .venue_km
+                    .entry(venue.get(doc, u64::MAX))
+                    .or_insert_with(|| {
+                        haversine_km(lat, lon, lat_col.get(doc, 0.0), lon_col.get(doc, 0.0))
+                    });
                 if radius.is_some_and(|r| d > r) {
                     return;
                 }
@@ -412,6 +483,81 @@ mod tests {
         assert_eq!(month_label(month_of(951_782_400_000)), "2000-02"); // 2000-02-29
         assert_eq!(month_label(month_of(-1)), "1969-12");
         assert_eq!(month_label(month_of(0)), "1970-01");
+    }
+
+    /// Skipping what cannot enter the top (block-max WAND) finds the same top
+    /// as visiting every match, ties by event id included.
+    #[test]
+    fn top_only_finds_the_same_top_as_a_full_pass() {
+        use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+        use tantivy::schema::{IndexRecordOption, Schema, FAST, INDEXED, TEXT};
+        use tantivy::{doc, Index, Term};
+        let mut b = Schema::builder();
+        let event_id = b.add_u64_field("event_id", INDEXED | FAST);
+        let starts = b.add_i64_field("starts_at_ms", FAST);
+        let text = b.add_text_field("t", TEXT);
+        let index = Index::create_in_ram(b.build());
+        let mut w = index.writer(15_000_000).unwrap();
+        let words = ["alpha", "beta", "gamma", "delta", "omega"];
+        let mut x: u64 = 7;
+        for id in 0..5_000u64 {
+            // A fixed pseudo-random mix of words and lengths (many equal
+            // scores; later documents have smaller ids, so ties must be
+            // looked at to rank alike).
+            let mut t = String::new();
+            if id % 3 == 0 {
+                t.push_str("zeta"); // identical documents: equal scores
+            } else {
+                for _ in 0..(1 + id % 7) {
+                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    t.push_str(words[(x >> 33) as usize % words.len()]);
+                    t.push(' ');
+                }
+            }
+            w.add_document(doc!(event_id => 10_000 - id, starts => (id % 10) as i64, text => t))
+                .unwrap();
+            if id % 1_000 == 999 {
+                w.commit().unwrap(); // several segments
+            }
+        }
+        w.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let term = |w: &str| -> (Occur, Box<dyn Query>) {
+            let t = Term::from_field_text(text, w);
+            (
+                Occur::Should,
+                Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs)),
+            )
+        };
+        for (query, keep) in [
+            (BooleanQuery::new(vec![term("alpha"), term("omega")]), 8),
+            (BooleanQuery::new(vec![term("beta")]), 20),
+            (
+                BooleanQuery::new(vec![term("gamma"), term("delta"), term("beta")]),
+                1,
+            ),
+            (BooleanQuery::new(vec![term("zeta")]), 3),
+        ] {
+            let run = |top_only| {
+                let c = PageCollector {
+                    filters: Filters {
+                        from_ms: Some(3),
+                        ..Default::default()
+                    },
+                    rank: Rank::Score,
+                    keep,
+                    facets: false,
+                    top_only,
+                };
+                let top = searcher.search(&query, &c).unwrap().top;
+                top.iter()
+                    .map(|c| (c.event_id, c.score))
+                    .collect::<Vec<_>>()
+            };
+            let full = run(false);
+            assert_eq!(full.len(), keep);
+            assert_eq!(run(true), full);
+        }
     }
 
     #[test]

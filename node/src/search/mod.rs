@@ -33,7 +33,7 @@ pub mod suggest;
 use collector::{Collected, FacetCounts, Filters, PageCollector, Rank};
 
 /// Bumped whenever the schema changes: an index of another version is rebuilt.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 /// Settings of a node's search index (`[search]`).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -50,6 +50,9 @@ pub struct SearchSettings {
     /// How often the suggestion index of performers and venues is rebuilt
     /// when the catalogue changed (ms): how far their suggestions may trail.
     pub suggest_refresh_ms: u64,
+    /// Searches run at once on this node (others wait their turn, first
+    /// come first served); 0 means one per CPU core.
+    pub searches_in_flight_max: usize,
     /// No longer used: geo searches check every candidate, without a cap.
     /// Accepted so that older config files still load (a warning is logged).
     #[serde(skip_serializing)]
@@ -64,6 +67,7 @@ impl Default for SearchSettings {
             commit_interval_ms: 200,
             availability_refresh_ms: 1_000,
             suggest_refresh_ms: 500,
+            searches_in_flight_max: 0,
             geo_candidates_max: None,
         }
     }
@@ -166,7 +170,7 @@ fn schema() -> (Schema, Fields) {
         city: b.add_text_field("city", STRING | STORED | FAST),
         category: b.add_text_field("category", STRING | STORED | FAST),
         starts_at_ms: b.add_i64_field("starts_at_ms", INDEXED | STORED | FAST),
-        venue_id: b.add_u64_field("venue_id", INDEXED),
+        venue_id: b.add_u64_field("venue_id", INDEXED | FAST),
         performer_id: b.add_u64_field("performer_id", INDEXED),
         available: b.add_u64_field("available", STORED | FAST),
         min_price_cents: b.add_u64_field("min_price_cents", STORED),
@@ -277,6 +281,8 @@ pub struct SearchIndex {
     names: Arc<suggest::NameIndex>,
     /// `[search]` settings.
     pub settings: SearchSettings,
+    /// Turns to run a search (`searches_in_flight_max`).
+    turns: tokio::sync::Semaphore,
 }
 
 /// The doc store is not compressed: a page's hits are read from it, each from
@@ -367,8 +373,26 @@ impl SearchIndex {
             ready: AtomicBool::new(false),
             availability,
             names: Arc::default(),
+            turns: tokio::sync::Semaphore::new(match settings.searches_in_flight_max {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            }),
             settings,
         }))
+    }
+
+    /// Runs `f` (a search or suggestion) on a blocking thread once it is
+    /// its turn: at most `searches_in_flight_max` at once, the rest waiting
+    /// first come first served. CPU-bound queries beyond the cores only
+    /// share them, and lengthen every one in flight.
+    pub async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&SearchIndex) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        // The semaphore is never closed.
+        let _turn = self.turns.acquire().await?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&this)).await?
     }
 
     /// True once caught up with the replica after start-up.
@@ -671,8 +695,21 @@ impl SearchIndex {
     /// field (ranked by field); the last also as a prefix (type-ahead); with
     /// `fuzzy`, also within an edit distance in the combined field.
     fn text_clauses(&self, words: &[String], fuzzy: bool) -> Vec<(Occur, Box<dyn Query>)> {
+        words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let any = self.word_clauses(w, i + 1 == words.len(), fuzzy);
+                let q: Box<dyn Query> = Box::new(BooleanQuery::new(any));
+                (Occur::Must, q)
+            })
+            .collect()
+    }
+
+    /// The ways one word matches, any of which will do (see
+    /// [`Self::text_clauses`]).
+    fn word_clauses(&self, w: &str, last: bool, fuzzy: bool) -> Vec<(Occur, Box<dyn Query>)> {
         let f = self.fields;
-        let mut out: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         let term = |field, w: &str, boost| -> (Occur, Box<dyn Query>) {
             let t = Term::from_field_text(field, w);
             (
@@ -683,38 +720,34 @@ impl SearchIndex {
                 )),
             )
         };
-        for (i, w) in words.iter().enumerate() {
-            let last = i + 1 == words.len();
-            // Exact matches anywhere rank well above prefix and fuzzy ones, and
-            // a match in the event's own name above the rest. (Two posting
-            // lists per word: one per field would be five to merge.)
-            let mut any: Vec<(Occur, Box<dyn Query>)> =
-                vec![term(f.all_text, w, 4.0), term(f.name, w, 2.0)];
-            let all = Term::from_field_text(f.all_text, w);
-            if fuzzy {
-                let distance = fuzzy_distance(w);
-                if distance > 0 {
-                    any.push((
-                        Occur::Should,
-                        Box::new(FuzzyTermQuery::new(all.clone(), distance, true)),
-                    ));
-                }
+        // Exact matches anywhere rank well above prefix and fuzzy ones, and
+        // a match in the event's own name above the rest. (Two posting
+        // lists per word: one per field would be five to merge.)
+        let mut any: Vec<(Occur, Box<dyn Query>)> =
+            vec![term(f.all_text, w, 4.0), term(f.name, w, 2.0)];
+        let all = Term::from_field_text(f.all_text, w);
+        if fuzzy {
+            let distance = fuzzy_distance(w);
+            if distance > 0 {
+                any.push((
+                    Occur::Should,
+                    Box::new(FuzzyTermQuery::new(all.clone(), distance, true)),
+                ));
             }
-            if last {
-                // Type-ahead: the last word may be unfinished.
-                let prefix: Box<dyn Query> = if w.chars().count() <= PREFIX_CHARS_MAX {
-                    Box::new(TermQuery::new(
-                        Term::from_field_text(f.prefixes, w),
-                        IndexRecordOption::Basic,
-                    ))
-                } else {
-                    Box::new(FuzzyTermQuery::new_prefix(all, 0, false))
-                };
-                any.push((Occur::Should, Box::new(BoostQuery::new(prefix, 2.0))));
-            }
-            out.push((Occur::Must, Box::new(BooleanQuery::new(any))));
         }
-        out
+        if last {
+            // Type-ahead: the last word may be unfinished.
+            let prefix: Box<dyn Query> = if w.chars().count() <= PREFIX_CHARS_MAX {
+                Box::new(TermQuery::new(
+                    Term::from_field_text(f.prefixes, w),
+                    IndexRecordOption::Basic,
+                ))
+            } else {
+                Box::new(FuzzyTermQuery::new_prefix(all, 0, false))
+            };
+            any.push((Occur::Should, Box::new(BoostQuery::new(prefix, 2.0))));
+        }
+        any
     }
 
     /// Keeps the performer and venue suggestions current (see
@@ -749,14 +782,18 @@ impl SearchIndex {
             rank: Rank::Score,
             keep: limit,
             facets: false,
+            top_only: true,
         };
         // Events by exact words and the last word's prefix only: typo
         // automata over the whole catalogue's words cost more than the
         // suggestion budget, and the names index forgives typos already.
-        let mut events = searcher.search(
-            &BooleanQuery::new(self.text_clauses(&words, false)),
-            &collector,
-        )?;
+        // One word is a union of terms, which the collector can skip through
+        // by each block's best score (no total is needed).
+        let exact = match words.as_slice() {
+            [w] => BooleanQuery::new(self.word_clauses(w, true, false)),
+            _ => BooleanQuery::new(self.text_clauses(&words, false)),
+        };
+        let mut events = searcher.search(&exact, &collector)?;
         if events.top.is_empty() && named.is_empty() {
             // Nothing by prefix or small typos: allow search's typo distance.
             events = searcher.search(
@@ -865,6 +902,7 @@ impl SearchIndex {
             rank,
             keep: req.offset + req.page_size,
             facets: req.facets.any(),
+            top_only: false,
         };
         let searcher = self.reader.searcher();
         let run = |text: Vec<(Occur, Box<dyn Query>)>| -> anyhow::Result<Collected> {
