@@ -51,7 +51,8 @@ pub struct SearchSettings {
     /// when the catalogue changed (ms): how far their suggestions may trail.
     pub suggest_refresh_ms: u64,
     /// Searches run at once on this node (others wait their turn, first
-    /// come first served); 0 means one per CPU core.
+    /// come first served; the wait is bounded by `limits.in_flight_max`);
+    /// 0 means one per CPU core.
     pub searches_in_flight_max: usize,
     /// No longer used: geo searches check every candidate, without a cap.
     /// Accepted so that older config files still load (a warning is logged).
