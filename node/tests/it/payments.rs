@@ -85,6 +85,19 @@ impl Setup {
             .unwrap()
     }
 
+    /// An admin GET of `path` on node `i`, as JSON.
+    async fn admin_get(&self, i: usize, path: &str, admin_token: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.cluster.urls()[i]))
+            .bearer_auth(admin_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Posts a webhook body to node 0 with `header`.
     async fn deliver(&self, body: &str, header: &str) -> (u16, Value) {
         let r = self
@@ -344,22 +357,7 @@ async fn a_buyer_pays_through_the_provider_and_its_webhook_books_the_hold() {
     );
     // A delivery is recorded delivered after the site's 2xx, through the
     // log: the site can have a body before any node lists it delivered.
-    let deliveries = || async {
-        let list: Value = s
-            .http
-            .get(format!(
-                "{}/admin/v1/webhooks/site/deliveries",
-                s.cluster.urls()[1]
-            ))
-            .bearer_auth(&admin_token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        list
-    };
+    let deliveries = || s.admin_get(1, "/admin/v1/webhooks/site/deliveries", &admin_token);
     eventually(
         Duration::from_secs(10),
         "every delivery is recorded delivered",
@@ -415,16 +413,7 @@ async fn a_buyer_pays_through_the_provider_and_its_webhook_books_the_hold() {
 
 /// Replica `i`'s payment counters for shard 1, from its cluster status.
 async fn shard_payments(s: &Setup, i: usize, admin_token: &str) -> Value {
-    let status: Value = s
-        .http
-        .get(format!("{}/admin/v1/cluster", s.cluster.urls()[i]))
-        .bearer_auth(admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = s.admin_get(i, "/admin/v1/cluster", admin_token).await;
     status["groups"]
         .as_array()
         .unwrap()
@@ -461,19 +450,13 @@ async fn declines_late_payments_and_abandoned_checkouts_never_leave_money_withou
             .status(),
         200
     );
-    let got: Value = s
-        .http
-        .get(format!(
-            "{}/admin/v1/events/{event}/payments",
-            s.cluster.urls()[1]
-        ))
-        .bearer_auth(&admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got = s
+        .admin_get(
+            1,
+            &format!("/admin/v1/events/{event}/payments"),
+            &admin_token,
+        )
+        .await;
     assert_eq!(got["payment_grace_s"], 2);
     let ann = s.cluster.client(s.cluster.urls(), mint_buyer("ann"));
     let bob = s.cluster.client(s.cluster.urls(), mint_buyer("bob"));
