@@ -15,7 +15,7 @@ use tantivy::collector::{Collector, SegmentCollector};
 
 use tantivy::columnar::{Column, ColumnIndex, ColumnValues, StrColumn};
 use tantivy::query::Weight;
-use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader};
+use tantivy::{DocAddress, DocId, DocSet, Score, SegmentOrdinal, SegmentReader, TERMINATED};
 
 use super::haversine_km;
 
@@ -295,8 +295,9 @@ impl Collector for PageCollector {
         self.rank == Rank::Score
     }
 
-    /// Tantivy's default, plus skipping what cannot enter the top when only
-    /// the top is wanted.
+    /// Tantivy's default, except that ranked by score a document is scored
+    /// only once the filters admit it, and that when only the top is wanted
+    /// what cannot enter it is skipped.
     fn collect_segment(
         &self,
         weight: &dyn Weight,
@@ -314,11 +315,19 @@ impl Collector for PageCollector {
                 seg.score_threshold()
             })?;
         } else if self.requires_scoring() {
-            weight.for_each(reader, &mut |doc, score| {
+            // The filters first: a document they reject is never scored
+            // (a date range lets a few percent of a word's events through).
+            let mut scorer = weight.scorer(reader, 1.0)?;
+            let mut doc = scorer.doc();
+            while doc != TERMINATED {
                 if is_alive(doc) {
-                    seg.collect(doc, score);
+                    if let Some(admitted) = seg.admit(doc) {
+                        let score = scorer.score();
+                        seg.count_and_rank(doc, score, admitted);
+                    }
                 }
-            })?;
+                doc = scorer.advance();
+            }
         } else {
             weight.for_each_no_score(reader, &mut |docs| {
                 for &doc in docs {
@@ -369,19 +378,17 @@ impl PageSegment {
             _ => Score::MIN,
         }
     }
-}
 
-impl SegmentCollector for PageSegment {
-    type Fruit = SegmentFruit;
-
-    fn collect(&mut self, doc: DocId, score: Score) {
+    /// Whether `doc` passes the filters; its start time (when read) and
+    /// distance (when a point is given).
+    fn admit(&mut self, doc: DocId) -> Option<Admitted> {
         let starts_at = self.starts_at.as_ref().map_or(0, |c| c.get(doc, 0));
         let f = &self.filters;
         if f.from_ms.is_some_and(|t| starts_at < t) || f.to_ms.is_some_and(|t| starts_at > t) {
-            return;
+            return None;
         }
         if self.available.as_ref().is_some_and(|c| c.get(doc, 0) == 0) {
-            return;
+            return None;
         }
         let distance_km = match (f.near, &self.lat_lon, &self.venue) {
             (Some((lat, lon, radius)), Some((lat_col, lon_col)), Some(venue)) => {
@@ -392,12 +399,24 @@ impl SegmentCollector for PageSegment {
                         haversine_km(lat, lon, lat_col.get(doc, 0.0), lon_col.get(doc, 0.0))
                     });
                 if radius.is_some_and(|r| d > r) {
-                    return;
+                    return None;
                 }
                 Some(d)
             }
             _ => None,
         };
+        Some(Admitted {
+            starts_at,
+            distance_km,
+        })
+    }
+
+    /// Counts an admitted document and keeps it if it ranks in the top.
+    fn count_and_rank(&mut self, doc: DocId, score: Score, admitted: Admitted) {
+        let Admitted {
+            starts_at,
+            distance_km,
+        } = admitted;
         self.total += 1;
         if let Some(fc) = &mut self.facets {
             // Every event has one category and one city (an empty one
@@ -443,6 +462,22 @@ impl SegmentCollector for PageSegment {
         } else if self.heap.peek().is_some_and(|w| c < *w) {
             self.heap.pop();
             self.heap.push(c);
+        }
+    }
+}
+
+/// What [`PageSegment::admit`] read of an admitted document.
+struct Admitted {
+    starts_at: i64,
+    distance_km: Option<f64>,
+}
+
+impl SegmentCollector for PageSegment {
+    type Fruit = SegmentFruit;
+
+    fn collect(&mut self, doc: DocId, score: Score) {
+        if let Some(admitted) = self.admit(doc) {
+            self.count_and_rank(doc, score, admitted);
         }
     }
 

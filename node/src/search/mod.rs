@@ -23,17 +23,18 @@ use tantivy::query::{
 };
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value as _, FAST, INDEXED,
-    STORED, STRING, TEXT,
+    STORED, STRING,
 };
 use tantivy::{doc, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 pub mod collector;
 pub mod suggest;
+pub mod vocabulary;
 
 use collector::{Collected, FacetCounts, Filters, PageCollector, Rank};
 
 /// Bumped whenever the schema changes: an index of another version is rebuilt.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 /// Settings of a node's search index (`[search]`).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -118,6 +119,7 @@ pub fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
 #[derive(Clone, Copy)]
 struct Fields {
     event_id: Field,
+    /// Stored for display; matched through `all_text` and `prefixes`.
     name: Field,
     /// Stored for display; matched through `all_text`.
     performers: Field,
@@ -132,12 +134,14 @@ struct Fields {
     min_price_cents: Field,
     lat: Field,
     lon: Field,
-    /// Name, performers, venue and description together: typo-tolerant
-    /// matching runs on this one field (one automaton per word, not one per field).
+    /// Name (written [`NAME_WEIGHT`] times), performers, venue and
+    /// description together: a word is one term's postings, ranked by BM25
+    /// with a match in the name counting more, and typo tolerance walks one
+    /// field's words.
     all_text: Field,
     /// Every prefix (up to [`PREFIX_CHARS_MAX`] characters) of every word of
-    /// the name, performers and venue: type-ahead on the last word is one
-    /// term's postings.
+    /// the name, performers and venue, weighted ([`ranked_prefixes`]): the
+    /// last, maybe unfinished, word is one term's postings, ranked by BM25.
     prefixes: Field,
     /// The venue's 1°×1° cell ([`geo_cell`]).
     geo_cell: Field,
@@ -146,12 +150,29 @@ struct Fields {
 /// How a field of word prefixes is indexed: split and lower-cased as text,
 /// without frequencies or positions (a prefix matches or not).
 pub fn prefix_options() -> TextOptions {
+    words_options(IndexRecordOption::Basic)
+}
+
+/// Split and lower-cased as text, indexed with `record` (no field needs
+/// positions: there are no phrase queries).
+fn words_options(record: IndexRecordOption) -> TextOptions {
     TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
             .set_tokenizer("default")
-            .set_index_option(IndexRecordOption::Basic),
+            .set_index_option(record),
     )
 }
+
+/// A typo's score against the word's exact one, per edit.
+pub const TYPO_WEIGHT: f32 = 0.5;
+
+/// How many times an event's name counts in the fields that rank: a word
+/// of the name weighs as much as this many mentions elsewhere.
+pub const NAME_WEIGHT: usize = 3;
+
+/// How many times a prefix that is a whole word counts, against once for a
+/// word it only begins: a typed word ranks above longer words it begins.
+pub const WHOLE_WORD_WEIGHT: usize = 4;
 
 /// A stored text field's first value ("" when absent).
 fn stored_text(d: &TantivyDocument, field: Field) -> String {
@@ -165,7 +186,7 @@ fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
     let f = Fields {
         event_id: b.add_u64_field("event_id", INDEXED | STORED | FAST),
-        name: b.add_text_field("name", TEXT | STORED),
+        name: b.add_text_field("name", STORED),
         performers: b.add_text_field("performers", STORED),
         venue: b.add_text_field("venue", STORED),
         city: b.add_text_field("city", STRING | STORED | FAST),
@@ -177,8 +198,8 @@ fn schema() -> (Schema, Fields) {
         min_price_cents: b.add_u64_field("min_price_cents", STORED),
         lat: b.add_f64_field("lat", STORED | FAST),
         lon: b.add_f64_field("lon", STORED | FAST),
-        all_text: b.add_text_field("all_text", TEXT),
-        prefixes: b.add_text_field("prefixes", prefix_options()),
+        all_text: b.add_text_field("all_text", words_options(IndexRecordOption::WithFreqs)),
+        prefixes: b.add_text_field("prefixes", words_options(IndexRecordOption::WithFreqs)),
         geo_cell: b.add_u64_field("geo_cell", INDEXED),
     };
     (b.build(), f)
@@ -280,6 +301,8 @@ pub struct SearchIndex {
     availability: AvailabilityFn,
     /// Performer and venue names, for suggestions.
     names: Arc<suggest::NameIndex>,
+    /// The combined text field's words, for typo tolerance.
+    vocabulary: vocabulary::Vocabulary,
     /// `[search]` settings.
     pub settings: SearchSettings,
     /// Turns to run a search (`searches_in_flight_max`).
@@ -365,10 +388,13 @@ impl SearchIndex {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
+        let vocabulary = vocabulary::Vocabulary::new(fields.all_text);
+        vocabulary.refresh(&reader.searcher())?;
         Ok(Arc::new(SearchIndex {
             reader,
             writer: Mutex::new(writer),
             fields,
+            vocabulary,
             cursor: Mutex::new(cursor),
             synced_through: std::sync::atomic::AtomicU64::new(cursor.0),
             ready: AtomicBool::new(false),
@@ -486,17 +512,16 @@ impl SearchIndex {
             let venue_name = venue.as_ref().map(|v| v.name.as_str()).unwrap_or_default();
             d.add_text(
                 f.prefixes,
-                word_prefixes(
-                    [e.name.as_str(), venue_name]
-                        .into_iter()
-                        .chain(performers.iter().map(String::as_str)),
+                ranked_prefixes(
+                    &e.name,
+                    std::iter::once(venue_name).chain(performers.iter().map(String::as_str)),
                 ),
             );
             d.add_text(
                 f.all_text,
                 format!(
                     "{} {} {} {}",
-                    e.name,
+                    [e.name.as_str(); NAME_WEIGHT].join(" "),
                     performers.join(" "),
                     venue_name,
                     e.description
@@ -521,6 +546,10 @@ impl SearchIndex {
         drop(w);
         // Searchable at once, not when a file watcher next polls.
         self.reader.reload()?;
+        if let Err(e) = self.vocabulary.refresh(&self.reader.searcher()) {
+            // Typo tolerance misses the new words until the next commit.
+            tracing::warn!(error = %e, "search vocabulary not refreshed");
+        }
         Ok(())
     }
 
@@ -699,56 +728,72 @@ impl SearchIndex {
         words
             .iter()
             .enumerate()
-            .map(|(i, w)| {
-                let any = self.word_clauses(w, i + 1 == words.len(), fuzzy);
-                let q: Box<dyn Query> = Box::new(BooleanQuery::new(any));
-                (Occur::Must, q)
-            })
+            .map(|(i, w)| (Occur::Must, self.word_query(w, i + 1 == words.len(), fuzzy)))
             .collect()
     }
 
-    /// The ways one word matches, any of which will do (see
-    /// [`Self::text_clauses`]).
-    fn word_clauses(&self, w: &str, last: bool, fuzzy: bool) -> Vec<(Occur, Box<dyn Query>)> {
+    /// One word of a query (see [`Self::text_clauses`]): one term's
+    /// postings, ranked by BM25 over a field whose frequencies carry the
+    /// ranking (a match in the name above one elsewhere, a whole word above
+    /// a prefix: [`ranked_prefixes`]), so a word is read once and scored
+    /// once, and a query of one word can skip blocks that cannot reach the
+    /// top. With `fuzzy`, known words within the word's edit distance (and
+    /// for the last word from four characters, words that begin within one
+    /// edit) match too, ranked lower the further they are.
+    fn word_query(&self, w: &str, last: bool, fuzzy: bool) -> Box<dyn Query> {
         let f = self.fields;
-        let term = |field, w: &str, boost| -> (Occur, Box<dyn Query>) {
-            let t = Term::from_field_text(field, w);
-            (
-                Occur::Should,
-                Box::new(BoostQuery::new(
-                    Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs)),
-                    boost,
-                )),
-            )
+        let words = |field, w: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, w),
+                IndexRecordOption::WithFreqs,
+            ))
         };
-        // Exact matches anywhere rank well above prefix and fuzzy ones, and
-        // a match in the event's own name above the rest. (Two posting
-        // lists per word: one per field would be five to merge.)
-        let mut any: Vec<(Occur, Box<dyn Query>)> =
-            vec![term(f.all_text, w, 4.0), term(f.name, w, 2.0)];
-        let all = Term::from_field_text(f.all_text, w);
-        if fuzzy {
-            let distance = fuzzy_distance(w);
-            if distance > 0 {
-                any.push((
-                    Occur::Should,
-                    Box::new(FuzzyTermQuery::new(all.clone(), distance, true)),
-                ));
-            }
-        }
-        if last {
+        let exact: Box<dyn Query> = if !last {
+            words(f.all_text, w)
+        } else if w.chars().count() <= PREFIX_CHARS_MAX {
             // Type-ahead: the last word may be unfinished.
-            let prefix: Box<dyn Query> = if w.chars().count() <= PREFIX_CHARS_MAX {
-                Box::new(TermQuery::new(
-                    Term::from_field_text(f.prefixes, w),
-                    IndexRecordOption::Basic,
-                ))
-            } else {
-                Box::new(FuzzyTermQuery::new_prefix(all, 0, false))
-            };
-            any.push((Occur::Should, Box::new(BoostQuery::new(prefix, 2.0))));
+            words(f.prefixes, w)
+        } else {
+            // Longer than the indexed prefixes: any word it begins, the
+            // word itself ranking.
+            Box::new(BooleanQuery::new(vec![
+                (
+                    Occur::Must,
+                    Box::new(FuzzyTermQuery::new_prefix(
+                        Term::from_field_text(f.all_text, w),
+                        0,
+                        false,
+                    )),
+                ),
+                (Occur::Should, words(f.all_text, w)),
+            ]))
+        };
+        if !fuzzy {
+            return exact;
         }
-        any
+        let prefix_distance = u8::from(last && w.chars().count() >= 4);
+        let mut typos = self
+            .vocabulary
+            .expand(w, fuzzy_distance(w), prefix_distance);
+        if last {
+            // Words the last word begins match as prefixes already.
+            typos.retain(|(t, _)| !t.starts_with(w));
+        }
+        if typos.is_empty() {
+            return exact;
+        }
+        let mut any: Vec<(Occur, Box<dyn Query>)> = typos
+            .into_iter()
+            .map(|(t, d)| -> (Occur, Box<dyn Query>) {
+                let boost = TYPO_WEIGHT / f32::from(d);
+                (
+                    Occur::Should,
+                    Box::new(BoostQuery::new(words(f.all_text, &t), boost)),
+                )
+            })
+            .collect();
+        any.push((Occur::Should, exact));
+        Box::new(BooleanQuery::new(any))
     }
 
     /// Keeps the performer and venue suggestions current (see
@@ -788,12 +833,8 @@ impl SearchIndex {
         // Events by exact words and the last word's prefix only: typo
         // automata over the whole catalogue's words cost more than the
         // suggestion budget, and the names index forgives typos already.
-        // One word is a union of terms, which the collector can skip through
-        // by each block's best score (no total is needed).
-        let exact = match words.as_slice() {
-            [w] => BooleanQuery::new(self.word_clauses(w, true, false)),
-            _ => BooleanQuery::new(self.text_clauses(&words, false)),
-        };
+        // No total is needed: the collector skips what cannot enter the top.
+        let exact = BooleanQuery::new(self.text_clauses(&words, false));
         let mut events = searcher.search(&exact, &collector)?;
         if events.top.is_empty() && named.is_empty() {
             // Nothing by prefix or small typos: allow search's typo distance.
@@ -1000,6 +1041,36 @@ pub fn word_prefixes<'a>(texts: impl IntoIterator<Item = &'a str>) -> String {
     seen.into_iter().collect::<Vec<_>>().join(" ")
 }
 
+/// The `prefixes` text of an event: every prefix, up to
+/// [`PREFIX_CHARS_MAX`] characters, of every word of its `name` and of
+/// `others`, repeated so that its frequency ranks: [`NAME_WEIGHT`] times for
+/// a word of the name, and [`WHOLE_WORD_WEIGHT`] times as often when the
+/// prefix is the whole word. A typed word in the name ranks first, then the
+/// word elsewhere, then words it begins in the name, then elsewhere.
+pub fn ranked_prefixes<'a>(name: &str, others: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    let mut add = |text: &str, weight: usize| {
+        for w in words_of_all(text) {
+            let chars = w.chars().count();
+            for (n, (i, c)) in w.char_indices().take(PREFIX_CHARS_MAX).enumerate() {
+                let whole = n + 1 == chars;
+                let times = weight * if whole { WHOLE_WORD_WEIGHT } else { 1 };
+                for _ in 0..times {
+                    if !out.is_empty() {
+                        out.push(' ');
+                    }
+                    out.push_str(&w[..i + c.len_utf8()]);
+                }
+            }
+        }
+    };
+    add(name, NAME_WEIGHT);
+    for t in others {
+        add(t, 1);
+    }
+    out
+}
+
 /// As [`words_of`], without the limit on their number.
 fn words_of_all(q: &str) -> impl Iterator<Item = String> + '_ {
     q.split(|c: char| !c.is_alphanumeric())
@@ -1119,6 +1190,45 @@ impl Facets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranked_prefixes_rank_whole_words_then_the_name() {
+        // One event per way "swift" can match the last, maybe unfinished,
+        // word; BM25 over the weighted prefixes must order them as documented.
+        let mut b = Schema::builder();
+        let id = b.add_u64_field("id", STORED);
+        let prefixes = b.add_text_field("prefixes", words_options(IndexRecordOption::WithFreqs));
+        let index = Index::create_in_ram(b.build());
+        let mut w = index.writer(15_000_000).unwrap();
+        let events: [(u64, &str, &str); 4] = [
+            (1, "Harbour Nights Live", "Swiftly Club"), // begins a word elsewhere
+            (2, "Swiftly Nights Live", "Harbour Club"), // begins a word of the name
+            (3, "Harbour Nights Live", "Swift Club"),   // the word, elsewhere
+            (4, "Swift Nights Live", "Harbour Club"),   // the word, in the name
+        ];
+        for (n, name, venue) in events {
+            w.add_document(doc!(id => n, prefixes => ranked_prefixes(name, [venue])))
+                .unwrap();
+        }
+        w.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let q = TermQuery::new(
+            Term::from_field_text(prefixes, "swift"),
+            IndexRecordOption::WithFreqs,
+        );
+        let top = searcher
+            .search(&q, &tantivy::collector::TopDocs::with_limit(4))
+            .unwrap();
+        let order: Vec<u64> = top
+            .iter()
+            .map(|(_, a)| {
+                let d: TantivyDocument = searcher.doc(*a).unwrap();
+                d.get_first(id).and_then(|v| v.as_u64()).unwrap()
+            })
+            .collect();
+        assert_eq!(order, vec![4, 3, 2, 1], "{top:?}");
+        assert!(top.windows(2).all(|p| p[0].0 > p[1].0), "no ties: {top:?}");
+    }
 
     #[test]
     fn prefixes_cover_every_word_start_up_to_the_limit() {
