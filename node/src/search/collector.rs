@@ -134,6 +134,19 @@ pub fn month_of(ms: i64) -> i64 {
     year * 12 + month - 1
 }
 
+/// When a [`month_of`] value begins (ms since the Unix epoch, UTC; H.
+/// Hinnant's `days_from_civil`).
+pub fn month_start_ms(month: i64) -> i64 {
+    let (year, m) = (month.div_euclid(12), month.rem_euclid(12) + 1);
+    let y = if m <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe - 719_468) * 86_400_000
+}
+
 /// `YYYY-MM` of a [`month_of`] value.
 pub fn month_label(month: i64) -> String {
     format!(
@@ -197,6 +210,10 @@ struct SegmentFacets {
     /// Counts by month, from the segment's earliest start's month.
     first_month: i64,
     month_counts: Vec<u64>,
+    /// Where each month after the first begins (ms), the one after the last
+    /// slot included: a start's slot is a binary search here, not the
+    /// calendar arithmetic per document.
+    month_starts: Vec<i64>,
 }
 
 /// Most months a segment's starts may span for its month counts to be kept
@@ -216,15 +233,26 @@ fn str_column(segment: &SegmentReader, name: &str) -> tantivy::Result<StrColumn>
     })
 }
 
-/// Names and counts of the ords counted in a segment's string column.
+/// Names and counts of the ords counted in a segment's string column (the
+/// dictionary read once, in order, not looked up per ord).
 fn named_counts(column: &StrColumn, counts: &[u64]) -> tantivy::Result<HashMap<String, u64>> {
-    let mut out = HashMap::new();
-    let mut name = String::new();
-    for (ord, &n) in counts.iter().enumerate() {
-        if n > 0 && column.ord_to_str(ord as u64, &mut name)? {
-            *out.entry(name.clone()).or_default() += n;
-        }
-    }
+    let counted: Vec<(u64, u64)> = counts
+        .iter()
+        .enumerate()
+        .filter(|(_, &n)| n > 0)
+        .map(|(ord, &n)| (ord as u64, n))
+        .collect();
+    let mut out = HashMap::with_capacity(counted.len());
+    let mut next = counted.iter();
+    column
+        .dictionary()
+        .sorted_ords_to_term_cb(counted.iter().map(|(ord, _)| *ord), |name| {
+            if let Some((_, n)) = next.next() {
+                *out.entry(String::from_utf8_lossy(name).into_owned())
+                    .or_default() += n;
+            }
+            Ok(())
+        })?;
     Ok(out)
 }
 
@@ -254,6 +282,9 @@ impl Collector for PageCollector {
                 city,
                 first_month,
                 month_counts: vec![0; months as usize],
+                month_starts: (1..=months)
+                    .map(|i| month_start_ms(first_month + i))
+                    .collect(),
             })
         } else {
             None
@@ -429,11 +460,10 @@ impl PageSegment {
             if let Some(n) = fc.city_counts.get_mut(ord as usize) {
                 *n += 1;
             }
-            let slot = month_of(starts_at) - fc.first_month;
-            if let Some(n) = usize::try_from(slot)
-                .ok()
-                .and_then(|i| fc.month_counts.get_mut(i))
-            {
+            // Past the last slot (a segment spanning more months than
+            // kept) is not counted.
+            let slot = fc.month_starts.partition_point(|&m| m <= starts_at);
+            if let Some(n) = fc.month_counts.get_mut(slot) {
                 *n += 1;
             }
         }
@@ -518,6 +548,13 @@ mod tests {
         assert_eq!(month_label(month_of(951_782_400_000)), "2000-02"); // 2000-02-29
         assert_eq!(month_label(month_of(-1)), "1969-12");
         assert_eq!(month_label(month_of(0)), "1970-01");
+        // Month starts invert month_of, across leap years and the epoch.
+        for m in month_of(-400 * 86_400_000 * 365)..month_of(4_102_444_800_000) {
+            let start = month_start_ms(m);
+            assert_eq!(month_of(start), m, "{}", month_label(m));
+            assert_eq!(month_of(start - 1), m - 1, "{}", month_label(m));
+        }
+        assert_eq!(month_start_ms(month_of(951_782_400_000)), 949_363_200_000); // 2000-02-01
     }
 
     /// Skipping what cannot enter the top (block-max WAND) finds the same top
