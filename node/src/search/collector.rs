@@ -178,6 +178,21 @@ impl<T: PartialOrd + Copy + std::fmt::Debug + Send + Sync + 'static> Values<T> {
             Values::Sparse(c) => c.first(doc).unwrap_or(default),
         }
     }
+
+    /// The values of `docs` (ascending) into `out`: one call into the
+    /// column per block, not one per document.
+    fn get_block(&self, docs: &[DocId], out: &mut Vec<T>, default: T) {
+        out.clear();
+        out.resize(docs.len(), default);
+        match self {
+            Values::Full(v) => v.get_vals(docs, out),
+            Values::Sparse(c) => {
+                for (o, &doc) in out.iter_mut().zip(docs) {
+                    *o = c.first(doc).unwrap_or(default);
+                }
+            }
+        }
+    }
 }
 
 pub struct PageSegment {
@@ -360,10 +375,22 @@ impl Collector for PageCollector {
                 doc = scorer.advance();
             }
         } else {
+            // Unscored documents come in blocks: their starts are read a
+            // block at a time.
+            let mut starts = Vec::new();
             weight.for_each_no_score(reader, &mut |docs| {
-                for &doc in docs {
+                match &seg.starts_at {
+                    Some(c) => c.get_block(docs, &mut starts, 0),
+                    None => {
+                        starts.clear();
+                        starts.resize(docs.len(), 0);
+                    }
+                }
+                for (&doc, &starts_at) in docs.iter().zip(&starts) {
                     if is_alive(doc) {
-                        seg.collect(doc, 0.0);
+                        if let Some(admitted) = seg.admit_starting(doc, starts_at) {
+                            seg.count_and_rank(doc, 0.0, admitted);
+                        }
                     }
                 }
             })?;
@@ -414,6 +441,11 @@ impl PageSegment {
     /// distance (when a point is given).
     fn admit(&mut self, doc: DocId) -> Option<Admitted> {
         let starts_at = self.starts_at.as_ref().map_or(0, |c| c.get(doc, 0));
+        self.admit_starting(doc, starts_at)
+    }
+
+    /// [`Self::admit`] with the start already read (0 when not needed).
+    fn admit_starting(&mut self, doc: DocId, starts_at: i64) -> Option<Admitted> {
         let f = &self.filters;
         if f.from_ms.is_some_and(|t| starts_at < t) || f.to_ms.is_some_and(|t| starts_at > t) {
             return None;
