@@ -389,7 +389,10 @@ impl SearchIndex {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
         let vocabulary = vocabulary::Vocabulary::new(fields.all_text);
-        vocabulary.refresh(&reader.searcher())?;
+        if let Err(e) = vocabulary.refresh(&reader.searcher()) {
+            // Typo tolerance finds only words of later commits until then.
+            tracing::warn!(error = %e, "search vocabulary not read at start-up");
+        }
         Ok(Arc::new(SearchIndex {
             reader,
             writer: Mutex::new(writer),
