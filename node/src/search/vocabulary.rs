@@ -139,10 +139,7 @@ impl Vocabulary {
                 // Distance 0: the word itself, or (as a prefix) a word the
                 // prefix clause finds already.
                 if let Distance::Exact(d @ 1..) = dfa.0.eval(k) {
-                    match found.iter_mut().find(|(w, _)| w == k) {
-                        Some((_, old)) => *old = (*old).min(d),
-                        None => found.push((k.to_string(), d)),
-                    }
+                    found.push((k.to_string(), d));
                 }
             }
         };
@@ -152,6 +149,9 @@ impl Vocabulary {
         if prefix_distance > 0 {
             walk(Dfa(builder(prefix_distance).build_prefix_dfa(word)));
         }
+        // A word both walks found, once, at its smaller distance.
+        found.sort_unstable();
+        found.dedup_by(|later, first| later.0 == first.0);
         // Closest first, then nearest in length (a typo, not another word).
         let len = word.chars().count() as i64;
         found.sort_by_key(|(w, d)| (*d, (w.chars().count() as i64 - len).abs(), w.clone()));
@@ -164,17 +164,22 @@ impl Vocabulary {
 mod tests {
     use super::*;
     use tantivy::schema::{Schema, TEXT};
-    use tantivy::{doc, Index};
+    use tantivy::{doc, Index, IndexWriter};
+
+    /// A RAM index of one text field, holding one document of `text`.
+    fn index_of(text: &str) -> (Field, Index, IndexWriter) {
+        let mut b = Schema::builder();
+        let field = b.add_text_field("text", TEXT);
+        let index = Index::create_in_ram(b.build());
+        let mut w = index.writer(15_000_000).unwrap();
+        w.add_document(doc!(field => text)).unwrap();
+        w.commit().unwrap();
+        (field, index, w)
+    }
 
     #[test]
     fn typos_expand_into_known_words_closest_first_and_new_segments_add_words() {
-        let mut b = Schema::builder();
-        let text = b.add_text_field("text", TEXT);
-        let index = Index::create_in_ram(b.build());
-        let mut w = index.writer(15_000_000).unwrap();
-        w.add_document(doc!(text => "taylor swift tailor sweet swiftly"))
-            .unwrap();
-        w.commit().unwrap();
+        let (text, index, mut w) = index_of("taylor swift tailor sweet swiftly");
         let reader = index.reader().unwrap();
         let vocab = Vocabulary::new(text);
         vocab.refresh(&reader.searcher()).unwrap();
@@ -218,16 +223,11 @@ mod tests {
 
     #[test]
     fn expansions_are_capped() {
-        let mut b = Schema::builder();
-        let text = b.add_text_field("text", TEXT);
-        let index = Index::create_in_ram(b.build());
-        let mut w = index.writer(15_000_000).unwrap();
-        // 26 * 26 words one or two edits from "aa".
+        // 26 * 26 words one or two edits from "aaa".
         let words: Vec<String> = ('a'..='z')
             .flat_map(|x| ('a'..='z').map(move |y| format!("a{x}{y}")))
             .collect();
-        w.add_document(doc!(text => words.join(" "))).unwrap();
-        w.commit().unwrap();
+        let (text, index, _) = index_of(&words.join(" "));
         let vocab = Vocabulary::new(text);
         vocab.refresh(&index.reader().unwrap().searcher()).unwrap();
         let found = vocab.expand("aaa", 2, 0);

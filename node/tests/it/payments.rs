@@ -74,22 +74,21 @@ impl Setup {
     }
 
     async fn intent(&self, id: &str) -> Value {
-        self.http
-            .get(format!("{}/v1/payment_intents/{id}", self.sandbox_url))
-            .bearer_auth(SECRET_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        let url = format!("{}/v1/payment_intents/{id}", self.sandbox_url);
+        self.get_json(&url, SECRET_KEY).await
     }
 
     /// An admin GET of `path` on node `i`, as JSON.
     async fn admin_get(&self, i: usize, path: &str, admin_token: &str) -> Value {
+        let url = format!("{}{path}", self.cluster.urls()[i]);
+        self.get_json(&url, admin_token).await
+    }
+
+    /// A GET of `url` with a bearer `token`, as JSON.
+    async fn get_json(&self, url: &str, token: &str) -> Value {
         self.http
-            .get(format!("{}{path}", self.cluster.urls()[i]))
-            .bearer_auth(admin_token)
+            .get(url)
+            .bearer_auth(token)
             .send()
             .await
             .unwrap()
