@@ -17,6 +17,7 @@ use tantivy::columnar::{Column, ColumnIndex, ColumnValues, StrColumn};
 use tantivy::query::Weight;
 use tantivy::{DocAddress, DocId, DocSet, Score, SegmentOrdinal, SegmentReader, TERMINATED};
 
+use super::columns::ColumnCache;
 use super::haversine_km;
 
 /// Conditions every counted document meets.
@@ -118,6 +119,8 @@ pub struct PageCollector {
     /// that cannot enter it are skipped (block-max WAND when the query is a
     /// union of terms), and `total` counts only the documents looked at.
     pub top_only: bool,
+    /// Each segment's columns, opened once.
+    pub columns: Arc<ColumnCache>,
 }
 
 /// Months since year 0 of a time in ms since the Unix epoch (UTC; the civil
@@ -242,12 +245,6 @@ pub struct SegmentFruit {
     facets: Option<FacetCounts>,
 }
 
-fn str_column(segment: &SegmentReader, name: &str) -> tantivy::Result<StrColumn> {
-    segment.fast_fields().str(name)?.ok_or_else(|| {
-        tantivy::TantivyError::SchemaError(format!("{name} is not a fast text field"))
-    })
-}
-
 /// Names and counts of the ords counted in a segment's string column (the
 /// dictionary read once, in order, not looked up per ord).
 fn named_counts(column: &StrColumn, counts: &[u64]) -> tantivy::Result<HashMap<String, u64>> {
@@ -280,11 +277,11 @@ impl Collector for PageCollector {
         segment: SegmentOrdinal,
         reader: &SegmentReader,
     ) -> tantivy::Result<PageSegment> {
-        let ff = reader.fast_fields();
+        let columns = self.columns.of(reader)?;
         let facets = if self.facets {
-            let category = str_column(reader, "category")?;
-            let city = str_column(reader, "city")?;
-            let starts = ff.i64("starts_at_ms")?;
+            let category = columns.category.clone();
+            let city = columns.city.clone();
+            let starts = &columns.starts_at;
             let first_month = month_of(starts.min_value());
             let months =
                 (month_of(starts.max_value()) - first_month + 1).clamp(1, SEGMENT_MONTHS_MAX);
@@ -309,27 +306,26 @@ impl Collector for PageCollector {
             filters: self.filters,
             rank: self.rank,
             keep: self.keep,
-            event_id: Values::of(ff.u64("event_id")?),
+            event_id: Values::of(columns.event_id.clone()),
             starts_at: (self.filters.from_ms.is_some()
                 || self.filters.to_ms.is_some()
                 || self.rank == Rank::Date
                 || self.facets)
-                .then(|| ff.i64("starts_at_ms").map(Values::of))
-                .transpose()?,
+                .then(|| Values::of(columns.starts_at.clone())),
             available: self
                 .filters
                 .available_only
-                .then(|| ff.u64("available").map(Values::of))
-                .transpose()?,
-            lat_lon: match self.filters.near {
-                Some(_) => Some((Values::of(ff.f64("lat")?), Values::of(ff.f64("lon")?))),
-                None => None,
-            },
+                .then(|| Values::of(columns.available.clone())),
+            lat_lon: self.filters.near.map(|_| {
+                (
+                    Values::of(columns.lat.clone()),
+                    Values::of(columns.lon.clone()),
+                )
+            }),
             venue: self
                 .filters
                 .near
-                .map(|_| ff.u64("venue_id").map(Values::of))
-                .transpose()?,
+                .map(|_| Values::of(columns.venue_id.clone())),
             venue_km: Default::default(),
             total: 0,
             heap: BinaryHeap::with_capacity(self.keep.min(1024) + 1),
@@ -594,13 +590,10 @@ mod tests {
     #[test]
     fn top_only_finds_the_same_top_as_a_full_pass() {
         use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
-        use tantivy::schema::{IndexRecordOption, Schema, FAST, INDEXED, TEXT};
+        use tantivy::schema::IndexRecordOption;
         use tantivy::{doc, Index, Term};
-        let mut b = Schema::builder();
-        let event_id = b.add_u64_field("event_id", INDEXED | FAST);
-        let starts = b.add_i64_field("starts_at_ms", FAST);
-        let text = b.add_text_field("t", TEXT);
-        let index = Index::create_in_ram(b.build());
+        let (schema, event_id, starts, text) = columns_schema();
+        let index = Index::create_in_ram(schema);
         let mut w = index.writer(15_000_000).unwrap();
         let words = ["alpha", "beta", "gamma", "delta", "omega"];
         let mut x: u64 = 7;
@@ -652,6 +645,7 @@ mod tests {
                     keep,
                     facets: false,
                     top_only,
+                    columns: Arc::default(),
                 };
                 let top = searcher.search(&query, &c).unwrap().top;
                 top.iter()
@@ -662,6 +656,67 @@ mod tests {
             assert_eq!(full.len(), keep);
             assert_eq!(run(true), full);
         }
+    }
+
+    /// The columns a search reads, and a text field.
+    fn columns_schema() -> (
+        tantivy::schema::Schema,
+        tantivy::schema::Field,
+        tantivy::schema::Field,
+        tantivy::schema::Field,
+    ) {
+        use tantivy::schema::{Schema, FAST, INDEXED, STRING, TEXT};
+        let mut b = Schema::builder();
+        let event_id = b.add_u64_field("event_id", INDEXED | FAST);
+        let starts = b.add_i64_field("starts_at_ms", FAST);
+        let text = b.add_text_field("t", TEXT);
+        for name in ["available", "venue_id"] {
+            b.add_u64_field(name, FAST);
+        }
+        for name in ["lat", "lon"] {
+            b.add_f64_field(name, FAST);
+        }
+        for name in ["category", "city"] {
+            b.add_text_field(name, STRING | FAST);
+        }
+        (b.build(), event_id, starts, text)
+    }
+
+    #[test]
+    fn columns_are_opened_once_per_segment_and_forgotten_when_merged_away() {
+        use tantivy::{doc, Index, IndexWriter};
+        let (schema, event_id, starts, _) = columns_schema();
+        let index = Index::create_in_ram(schema);
+        let mut w: IndexWriter = index.writer(15_000_000).unwrap();
+        for id in 0..3u64 {
+            w.add_document(doc!(event_id => id, starts => id as i64 * 10))
+                .unwrap();
+            w.commit().unwrap();
+        }
+        let reader = index.reader().unwrap();
+        let cache = ColumnCache::default();
+        let searcher = reader.searcher();
+        let segments = searcher.segment_readers();
+        assert_eq!(segments.len(), 3);
+        for s in segments {
+            let a = cache.of(s).unwrap();
+            let b = cache.of(s).unwrap();
+            assert!(Arc::ptr_eq(&a, &b), "opened once");
+            assert_eq!(
+                a.starts_at.first(0),
+                Some(a.event_id.first(0).unwrap() as i64 * 10)
+            );
+        }
+        assert_eq!(cache.len(), 3);
+        let ids = index.searchable_segment_ids().unwrap();
+        w.merge(&ids).wait().unwrap();
+        w.wait_merging_threads().unwrap();
+        reader.reload().unwrap();
+        cache.retain(&reader.searcher());
+        assert_eq!(cache.len(), 0, "the merged segments are gone");
+        let merged = reader.searcher();
+        cache.of(&merged.segment_readers()[0]).unwrap();
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

@@ -25,16 +25,18 @@ use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value as _, FAST, INDEXED,
     STORED, STRING,
 };
+use tantivy::tokenizer::{PreTokenizedString, Token};
 use tantivy::{doc, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 pub mod collector;
+pub mod columns;
 pub mod suggest;
 pub mod vocabulary;
 
 use collector::{Collected, FacetCounts, Filters, PageCollector, Rank};
 
 /// Bumped whenever the schema changes: an index of another version is rebuilt.
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 8;
 /// Settings of a node's search index (`[search]`).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -93,6 +95,10 @@ pub const RADIUS_KM_MAX: f64 = 20_000.0;
 /// Longest word prefix indexed for type-ahead: a last word up to this long is
 /// one term lookup; a longer one walks the term dictionary.
 pub const PREFIX_CHARS_MAX: usize = 12;
+/// Longest typed phrase (two words or more, joined by one space) indexed
+/// whole for suggestions: such a phrase is one term's postings, not an
+/// intersection of every word's; a longer one intersects its words.
+pub const PHRASE_PREFIX_CHARS_MAX: usize = 16;
 /// Geo searches look up the 1°×1° cells their radius' bounding box covers; a
 /// box covering more cells than this is checked on every candidate instead.
 pub const GEO_CELLS_MAX: usize = 256;
@@ -143,6 +149,11 @@ struct Fields {
     /// the name, performers and venue, weighted ([`ranked_prefixes`]): the
     /// last, maybe unfinished, word is one term's postings, ranked by BM25.
     prefixes: Field,
+    /// Every beginning, from two words up to [`PHRASE_PREFIX_CHARS_MAX`]
+    /// characters, of the name, performers and venue from each of their
+    /// words, weighted ([`phrase_prefixes`]): a typed phrase is one term for
+    /// suggestions.
+    phrase_prefixes: Field,
     /// The venue's 1°×1° cell ([`geo_cell`]).
     geo_cell: Field,
 }
@@ -200,6 +211,10 @@ fn schema() -> (Schema, Fields) {
         lon: b.add_f64_field("lon", STORED | FAST),
         all_text: b.add_text_field("all_text", words_options(IndexRecordOption::WithFreqs)),
         prefixes: b.add_text_field("prefixes", words_options(IndexRecordOption::WithFreqs)),
+        phrase_prefixes: b.add_text_field(
+            "phrase_prefixes",
+            words_options(IndexRecordOption::WithFreqs),
+        ),
         geo_cell: b.add_u64_field("geo_cell", INDEXED),
     };
     (b.build(), f)
@@ -303,6 +318,8 @@ pub struct SearchIndex {
     names: Arc<suggest::NameIndex>,
     /// The combined text field's words, for typo tolerance.
     vocabulary: vocabulary::Vocabulary,
+    /// Each segment's fast-field columns, opened once.
+    columns: Arc<columns::ColumnCache>,
     /// `[search]` settings.
     pub settings: SearchSettings,
     /// Turns to run a search (`searches_in_flight_max`).
@@ -398,6 +415,7 @@ impl SearchIndex {
             writer: Mutex::new(writer),
             fields,
             vocabulary,
+            columns: Arc::default(),
             cursor: Mutex::new(cursor),
             synced_through: std::sync::atomic::AtomicU64::new(cursor.0),
             ready: AtomicBool::new(false),
@@ -520,6 +538,13 @@ impl SearchIndex {
                     std::iter::once(venue_name).chain(performers.iter().map(String::as_str)),
                 ),
             );
+            d.add_pre_tokenized_text(
+                f.phrase_prefixes,
+                phrase_prefixes(
+                    &e.name,
+                    std::iter::once(venue_name).chain(performers.iter().map(String::as_str)),
+                ),
+            );
             d.add_text(
                 f.all_text,
                 format!(
@@ -549,6 +574,7 @@ impl SearchIndex {
         drop(w);
         // Searchable at once, not when a file watcher next polls.
         self.reader.reload()?;
+        self.columns.retain(&self.reader.searcher());
         if let Err(e) = self.vocabulary.refresh(&self.reader.searcher()) {
             // Typo tolerance misses the new words until the next commit.
             tracing::warn!(error = %e, "search vocabulary not refreshed");
@@ -832,19 +858,31 @@ impl SearchIndex {
             keep: limit,
             facets: false,
             top_only: true,
+            columns: self.columns.clone(),
         };
-        // Events by exact words and the last word's prefix only: typo
-        // automata over the whole catalogue's words cost more than the
-        // suggestion budget, and the names index forgives typos already.
-        // No total is needed: the collector skips what cannot enter the top.
-        let exact = BooleanQuery::new(self.text_clauses(&words, false));
-        let mut events = searcher.search(&exact, &collector)?;
+        // Events: a typed phrase first, as one term; else by exact words and
+        // the last word's prefix only: typo automata over the whole
+        // catalogue's words cost more than the suggestion budget, and the
+        // names index forgives typos already. No total is needed: the
+        // collector skips blocks that cannot enter the top (one term, or
+        // a union of terms; not an intersection of words, which is why a
+        // phrase is looked up whole).
+        let mut events = match typed_phrase(&words) {
+            Some(phrase) => searcher.search(
+                &TermQuery::new(
+                    Term::from_field_text(f.phrase_prefixes, &phrase),
+                    IndexRecordOption::WithFreqs,
+                ),
+                &collector,
+            )?,
+            None => Collected::default(),
+        };
+        if events.top.is_empty() {
+            events = searcher.search(&*all_of(self.text_clauses(&words, false)), &collector)?;
+        }
         if events.top.is_empty() && named.is_empty() {
             // Nothing by prefix or small typos: allow search's typo distance.
-            events = searcher.search(
-                &BooleanQuery::new(self.text_clauses(&words, true)),
-                &collector,
-            )?;
+            events = searcher.search(&*all_of(self.text_clauses(&words, true)), &collector)?;
         }
         let events: Vec<suggest::Suggestion> = events
             .top
@@ -948,6 +986,7 @@ impl SearchIndex {
             keep: req.offset + req.page_size,
             facets: req.facets.any(),
             top_only: false,
+            columns: self.columns.clone(),
         };
         let searcher = self.reader.searcher();
         let run = |text: Vec<(Occur, Box<dyn Query>)>| -> anyhow::Result<Collected> {
@@ -1008,6 +1047,16 @@ impl SearchIndex {
             facets: collected.facets.map(|c| Facets::of(c, req.facets)),
         })
     }
+}
+
+/// All of `clauses`: a lone clause as itself, so a single word keeps its
+/// term's (or its terms' union's) ability to skip blocks when only a top is
+/// wanted, which a boolean query of one required clause loses.
+fn all_of(mut clauses: Vec<(Occur, Box<dyn Query>)>) -> Box<dyn Query> {
+    if clauses.len() == 1 && clauses[0].0 == Occur::Must {
+        return clauses.remove(0).1;
+    }
+    Box::new(BooleanQuery::new(clauses))
 }
 
 /// The words of a query as the index's tokenizer splits them (on anything
@@ -1072,6 +1121,68 @@ pub fn ranked_prefixes<'a>(name: &str, others: impl IntoIterator<Item = &'a str>
         add(t, 1);
     }
     out
+}
+
+/// The `phrase_prefixes` tokens of an event: from each word of its `name`
+/// and of `others` (lower case, joined by one space), every beginning that
+/// reaches into the next word, up to [`PHRASE_PREFIX_CHARS_MAX`]
+/// characters; a phrase the name begins with [`PHRASE_START_WEIGHT`]
+/// times, so that its frequency ranks it above one elsewhere (then BM25's
+/// length norm ranks shorter texts first).
+pub fn phrase_prefixes<'a>(
+    name: &str,
+    others: impl IntoIterator<Item = &'a str>,
+) -> PreTokenizedString {
+    let mut tokens = Vec::new();
+    let mut add = |text: &str, first_times: usize| {
+        let joined = words_of_all(text).collect::<Vec<_>>().join(" ");
+        let mut start = 0;
+        while start < joined.len() {
+            let rest = &joined[start..];
+            // The first word ends at the first space (or with the text).
+            let Some(space) = rest.find(' ') else { break };
+            let n = if start == 0 { first_times } else { 1 };
+            for (count, (i, c)) in rest.char_indices().enumerate() {
+                if count >= PHRASE_PREFIX_CHARS_MAX {
+                    break;
+                }
+                if i <= space || c == ' ' {
+                    // One word, or ending at a space: not typed as a phrase.
+                    continue;
+                }
+                let text = rest[..i + c.len_utf8()].to_string();
+                for _ in 0..n {
+                    tokens.push(Token {
+                        position: tokens.len(),
+                        text: text.clone(),
+                        ..Token::default()
+                    });
+                }
+            }
+            start += space + 1;
+        }
+    };
+    add(name, PHRASE_START_WEIGHT);
+    for t in others {
+        add(t, 1);
+    }
+    PreTokenizedString {
+        text: String::new(),
+        tokens,
+    }
+}
+
+/// How many times a phrase the event's name begins with counts in
+/// `phrase_prefixes`, against once for a phrase elsewhere in the name or in
+/// a performer's or the venue's.
+pub const PHRASE_START_WEIGHT: usize = 2;
+
+/// The `phrase_prefixes` term a suggestion for `words` looks up: two words
+/// or more, joined by one space, when no longer than
+/// [`PHRASE_PREFIX_CHARS_MAX`] characters.
+fn typed_phrase(words: &[String]) -> Option<String> {
+    let phrase = words.join(" ");
+    (words.len() >= 2 && phrase.chars().count() <= PHRASE_PREFIX_CHARS_MAX).then_some(phrase)
 }
 
 /// As [`words_of`], without the limit on their number.
@@ -1231,6 +1342,77 @@ mod tests {
             .collect();
         assert_eq!(order, vec![4, 3, 2, 1], "{top:?}");
         assert!(top.windows(2).all(|p| p[0].0 > p[1].0), "no ties: {top:?}");
+    }
+
+    #[test]
+    fn phrase_prefixes_are_typed_phrases_from_every_word_weighted_by_place() {
+        let p = phrase_prefixes("The Midnight Öwls Live", ["London Hall"]);
+        let count = |t: &str| p.tokens.iter().filter(|k| k.text == t).count();
+        // From the name's first word, elsewhere in the name, in the others.
+        assert_eq!(count("the m"), PHRASE_START_WEIGHT);
+        assert_eq!(count("the midnight öw"), PHRASE_START_WEIGHT);
+        assert_eq!(count("midnight ö"), 1);
+        assert_eq!(count("öwls live"), 1);
+        assert_eq!(count("london h"), 1);
+        assert_eq!(count("london hall"), 1);
+        // One word, a trailing space, or longer than the limit: never typed
+        // as a phrase that is looked up.
+        for absent in ["the", "the ", "midnight", "live", "london", "london "] {
+            assert_eq!(count(absent), 0, "{absent}");
+        }
+        assert!(p
+            .tokens
+            .iter()
+            .all(|t| t.text.chars().count() <= PHRASE_PREFIX_CHARS_MAX));
+        assert_eq!(count("the midnight öwl"), PHRASE_START_WEIGHT);
+        assert_eq!(count("the midnight öwls"), 0, "17 characters");
+        assert_eq!(
+            typed_phrase(&words_of("The  Midnight-öw")).as_deref(),
+            Some("the midnight öw"),
+            "typed the way it is indexed"
+        );
+        assert_eq!(typed_phrase(&words_of("midnight")), None, "one word");
+        assert_eq!(typed_phrase(&words_of("the midnight owls")), None);
+    }
+
+    #[test]
+    fn phrase_prefixes_rank_the_name_start_first() {
+        let mut b = Schema::builder();
+        let id = b.add_u64_field("id", STORED);
+        let phrases = b.add_text_field("phrases", words_options(IndexRecordOption::WithFreqs));
+        let index = Index::create_in_ram(b.build());
+        let mut w = index.writer(15_000_000).unwrap();
+        let events: [(u64, &str, &str); 4] = [
+            (1, "Harbour Nights", "Golden Owls Club"), // at the venue
+            (2, "Harbour Golden Owls", "Club"),        // later in the name
+            (3, "Golden Owls Live", "Club"),           // begins the name
+            (4, "Golden Mirrors", "Club"),             // does not match
+        ];
+        for (n, name, venue) in events {
+            let mut d = doc!(id => n);
+            d.add_pre_tokenized_text(phrases, phrase_prefixes(name, [venue]));
+            w.add_document(d).unwrap();
+        }
+        w.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let q = TermQuery::new(
+            Term::from_field_text(phrases, "golden ow"),
+            IndexRecordOption::WithFreqs,
+        );
+        let top = searcher
+            .search(&q, &tantivy::collector::TopDocs::with_limit(4))
+            .unwrap();
+        let mut order: Vec<u64> = top
+            .iter()
+            .map(|(_, a)| {
+                let d: TantivyDocument = searcher.doc(*a).unwrap();
+                d.get_first(id).and_then(|v| v.as_u64()).unwrap()
+            })
+            .collect();
+        assert_eq!(order[0], 3, "{top:?}");
+        assert!(top[0].0 > top[1].0, "{top:?}");
+        order.sort_unstable();
+        assert_eq!(order, vec![1, 2, 3], "the fourth does not match: {top:?}");
     }
 
     #[test]

@@ -514,6 +514,24 @@ async fn facets_and_suggestions_on_every_node() {
             got.contains(&("event".into(), "Eras Tour London".into())),
             "events of the performer: {v}"
         );
+        // A typed phrase: events whose name (or performer, or venue) goes on
+        // from it.
+        let v = eventually(
+            &n.addr,
+            "/v1/search/suggest?q=eras%20tour%20l",
+            "phrase",
+            |_| true,
+        )
+        .await;
+        let events: Vec<_> = suggested(&v)
+            .into_iter()
+            .filter(|(kind, _)| kind == "event")
+            .collect();
+        assert_eq!(
+            events,
+            vec![("event".into(), "Eras Tour London".into())],
+            "{v}"
+        );
         let v = eventually(&n.addr, "/v1/search/suggest?q=tayler%20swi", "typo", |_| {
             true
         })
