@@ -38,6 +38,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use crate::catalogue::{Catalogue, Sizes};
 use crate::cluster::ClusterInfo;
 
+/// How many of the slowest suggestions the search bench names.
+const SLOWEST_SHOWN: usize = 8;
+
 #[derive(Parser)]
 #[command(name = "boxoffice-bench")]
 struct Cli {
@@ -373,16 +376,32 @@ async fn search(
     .await;
     // Type-ahead: what a search box sends while someone types.
     let typed = Arc::new(search_bench::suggest_queries(&cat, n, args.seed));
+    let typed_len = typed.len();
     let samples = stats::run_workers(workers, total, limit, {
         let (http, addrs, typed) = (http.clone(), addrs.clone(), typed.clone());
         move |w, i| {
             let (http, addrs, q) = (http.clone(), addrs.clone(), typed[i % typed.len()].clone());
-            async move { search_bench::boxoffice_suggest(&http, &addrs[w % addrs.len()], &q).await }
+            async move {
+                let n = search_bench::boxoffice_suggest(&http, &addrs[w % addrs.len()], &q).await?;
+                Ok((n, i % typed_len))
+            }
         }
     })
     .await;
-    let suggest_empty = samples.latencies.iter().filter(|(n, _)| *n == 0).count();
+    let suggest_empty = samples
+        .latencies
+        .iter()
+        .filter(|((n, _), _)| *n == 0)
+        .count();
     let sug = stats::summarize(samples.latencies.iter().map(|(_, l)| *l).collect());
+    // The slowest typed prefixes: where a suggestion's tail comes from.
+    let mut slowest: Vec<&((u64, usize), u64)> = samples.latencies.iter().collect();
+    slowest.sort_unstable_by_key(|(_, l)| std::cmp::Reverse(*l));
+    let slowest: Vec<String> = slowest
+        .iter()
+        .take(SLOWEST_SHOWN)
+        .map(|((_, i), l)| format!("{:?} {:.1} ms", typed[*i], *l as f64 / 1000.0))
+        .collect();
     let print_suggest = || {
         println!(
             "\nsuggest (GET /v1/search/suggest, {} typed prefixes, {workers} workers): p50 {:.2} ms, p99 {:.2} ms, {:.0} q/s ({} q, {} errors, {} with no suggestion)",
@@ -394,6 +413,7 @@ async fn search(
             samples.errors,
             suggest_empty
         );
+        println!("slowest suggestions: {}", slowest.join(", "));
     };
     if no_pg {
         search_bench::print_table(

@@ -105,13 +105,15 @@ pub struct NameIndex {
     dirty: AtomicBool,
 }
 
-/// The clauses matching `words` against a names field set: each word exactly,
-/// within its typo distance, and the last also as a prefix (exact, or with
-/// one typo from four characters on).
+/// The clauses matching `words` against a names field set: each word
+/// exactly and the last also as a prefix; with `typos`, also each word
+/// within its typo distance, and the last as a prefix with one typo from
+/// four characters on.
 pub fn name_clauses(
     words: &[String],
     exact: Field,
     prefixes: Field,
+    typos: bool,
 ) -> Vec<(Occur, Box<dyn Query>)> {
     let mut out: Vec<(Occur, Box<dyn Query>)> = Vec::new();
     for (i, w) in words.iter().enumerate() {
@@ -125,7 +127,7 @@ pub fn name_clauses(
             )),
         )];
         let d = fuzzy_distance(w);
-        if d > 0 {
+        if typos && d > 0 {
             any.push((
                 Occur::Should,
                 Box::new(FuzzyTermQuery::new(term.clone(), d, true)),
@@ -141,7 +143,7 @@ pub fn name_clauses(
                 Box::new(FuzzyTermQuery::new_prefix(term.clone(), 0, false))
             };
             any.push((Occur::Should, Box::new(BoostQuery::new(prefix, 2.0))));
-            if w.chars().count() >= 4 {
+            if typos && w.chars().count() >= 4 {
                 any.push((
                     Occur::Should,
                     Box::new(FuzzyTermQuery::new_prefix(term, 1, true)),
@@ -202,6 +204,12 @@ impl NameIndex {
             after = last;
         }
         w.commit()?;
+        // One segment: a query walks each segment's dictionary once per term.
+        let segments = index.searchable_segment_ids()?;
+        if segments.len() > 1 {
+            w.merge(&segments).wait()?;
+        }
+        w.wait_merging_threads()?;
         let searcher = index.reader()?.searcher();
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Built {
             searcher,
@@ -224,8 +232,17 @@ impl NameIndex {
             return Ok(Vec::new());
         }
         let f = built.fields;
-        let query = BooleanQuery::new(name_clauses(words, f.words, f.prefixes));
-        let top = built.searcher.search(&query, &TopDocs::with_limit(limit))?;
+        // Typo automata cost more than the rest of a suggestion: they join
+        // only when the names as typed are fewer than asked for (an exact
+        // match outranks a typo anyway).
+        let search = |typos| {
+            let query = BooleanQuery::new(name_clauses(words, f.words, f.prefixes, typos));
+            built.searcher.search(&query, &TopDocs::with_limit(limit))
+        };
+        let mut top = search(false)?;
+        if top.len() < limit {
+            top = search(true)?;
+        }
         top.into_iter()
             .map(|(_, addr)| {
                 let d: TantivyDocument = built.searcher.doc(addr)?;
