@@ -288,9 +288,10 @@ async fn search(
 /// `GET /v1/search/suggest`: suggestions for a partly typed query, as a search
 /// box shows them while the user types: performers and venues by name, and
 /// upcoming events whose name, performers or venue match; the last word
-/// matches as a prefix, and small typos are forgiven. Events whose name,
-/// performer or venue goes on from the typed words, in their order, come
-/// first (an event's own name beginning with them ranks highest).
+/// matches as a prefix, and small typos are forgiven. Up to 16 typed
+/// characters, events whose name, performer or venue goes on from the typed
+/// words in their order come first (an event's own name beginning with them
+/// ranks highest).
 #[utoipa::path(get, path = "/v1/search/suggest", tag = "search",
     params(
         ("q" = String, Query, description = "What the user has typed so far"),
