@@ -278,6 +278,31 @@ impl Collector for PageCollector {
         reader: &SegmentReader,
     ) -> tantivy::Result<PageSegment> {
         let columns = self.columns.of(reader)?;
+        // A bound every document of the segment meets (the columns' bounds
+        // cover deleted documents too, so they only widen) is not checked
+        // per document: a suggestion's "from now" over a segment of future
+        // events reads no start at all.
+        let mut filters = self.filters;
+        if matches!(columns.starts_at.index, ColumnIndex::Full) {
+            if filters
+                .from_ms
+                .is_some_and(|t| columns.starts_at.min_value() >= t)
+            {
+                filters.from_ms = None;
+            }
+            if filters
+                .to_ms
+                .is_some_and(|t| columns.starts_at.max_value() <= t)
+            {
+                filters.to_ms = None;
+            }
+        }
+        if filters.available_only
+            && matches!(columns.available.index, ColumnIndex::Full)
+            && columns.available.min_value() > 0
+        {
+            filters.available_only = false;
+        }
         let facets = if self.facets {
             let category = columns.category.clone();
             let city = columns.city.clone();
@@ -303,17 +328,16 @@ impl Collector for PageCollector {
         };
         Ok(PageSegment {
             segment,
-            filters: self.filters,
+            filters,
             rank: self.rank,
             keep: self.keep,
             event_id: Values::of(columns.event_id.clone()),
-            starts_at: (self.filters.from_ms.is_some()
-                || self.filters.to_ms.is_some()
+            starts_at: (filters.from_ms.is_some()
+                || filters.to_ms.is_some()
                 || self.rank == Rank::Date
                 || self.facets)
                 .then(|| Values::of(columns.starts_at.clone())),
-            available: self
-                .filters
+            available: filters
                 .available_only
                 .then(|| Values::of(columns.available.clone())),
             lat_lon: self.filters.near.map(|_| {
@@ -717,6 +741,63 @@ mod tests {
         let merged = reader.searcher();
         cache.of(&merged.segment_readers()[0]).unwrap();
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn bounds_a_whole_segment_meets_admit_what_checking_each_document_would() {
+        use tantivy::query::AllQuery;
+        use tantivy::{doc, Index, IndexWriter};
+        let (schema, event_id, starts, _) = columns_schema();
+        let available = schema.get_field("available").unwrap();
+        let index = Index::create_in_ram(schema);
+        let mut w: IndexWriter = index.writer(15_000_000).unwrap();
+        // Segment one: starts 0..10, some sold out; segment two: starts
+        // 10..20, all available.
+        let mut want = 0;
+        for id in 0..20u64 {
+            let free = if id < 10 { id % 3 } else { 5 };
+            w.add_document(doc!(event_id => id, starts => id as i64, available => free))
+                .unwrap();
+            if id == 9 {
+                w.commit().unwrap();
+            }
+            if (5..=15).contains(&id) && free > 0 {
+                want += 1;
+            }
+        }
+        w.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        assert_eq!(searcher.segment_readers().len(), 2);
+        for (from, to, available_only, expect) in [
+            (Some(5), Some(15), true, want),
+            (Some(10), None, true, 10),
+            (Some(0), Some(19), false, 20),
+            (None, Some(9), true, 6),
+        ] {
+            let c = PageCollector {
+                filters: Filters {
+                    from_ms: from,
+                    to_ms: to,
+                    available_only,
+                    near: None,
+                },
+                rank: Rank::Date,
+                keep: 100,
+                facets: false,
+                top_only: false,
+                columns: Arc::default(),
+            };
+            let got = searcher.search(&AllQuery, &c).unwrap();
+            assert_eq!(got.total, expect, "{from:?}..{to:?} {available_only}");
+            let mut ids: Vec<u64> = got.top.iter().map(|c| c.event_id).collect();
+            ids.sort_unstable();
+            assert!(
+                ids.iter().all(|&i| from.is_none_or(|f| i as i64 >= f)
+                    && to.is_none_or(|t| i as i64 <= t)
+                    && (!available_only || i >= 10 || i % 3 > 0)),
+                "{ids:?}"
+            );
+        }
     }
 
     #[test]
