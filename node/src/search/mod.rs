@@ -531,19 +531,13 @@ impl SearchIndex {
                 d.add_u64(f.geo_cell, geo_cell(v.lat, v.lon));
             }
             let venue_name = venue.as_ref().map(|v| v.name.as_str()).unwrap_or_default();
-            d.add_text(
-                f.prefixes,
-                ranked_prefixes(
-                    &e.name,
-                    std::iter::once(venue_name).chain(performers.iter().map(String::as_str)),
-                ),
-            );
+            let others: Vec<&str> = std::iter::once(venue_name)
+                .chain(performers.iter().map(String::as_str))
+                .collect();
+            d.add_text(f.prefixes, ranked_prefixes(&e.name, others.iter().copied()));
             d.add_pre_tokenized_text(
                 f.phrase_prefixes,
-                phrase_prefixes(
-                    &e.name,
-                    std::iter::once(venue_name).chain(performers.iter().map(String::as_str)),
-                ),
+                phrase_prefixes(&e.name, others.iter().copied()),
             );
             d.add_text(
                 f.all_text,
@@ -1325,23 +1319,35 @@ mod tests {
                 .unwrap();
         }
         w.commit().unwrap();
+        let (top, order) = top_ids(&index, prefixes, "swift", id);
+        assert_eq!(order, vec![4, 3, 2, 1], "{top:?}");
+        assert!(top.windows(2).all(|p| p[0].0 > p[1].0), "no ties: {top:?}");
+    }
+
+    /// The best 4 documents for one term of `field` by BM25 over its
+    /// frequencies: (score, address) and their `id`s, best first.
+    fn top_ids(
+        index: &Index,
+        field: Field,
+        term: &str,
+        id: Field,
+    ) -> (Vec<(tantivy::Score, tantivy::DocAddress)>, Vec<u64>) {
         let searcher = index.reader().unwrap().searcher();
         let q = TermQuery::new(
-            Term::from_field_text(prefixes, "swift"),
+            Term::from_field_text(field, term),
             IndexRecordOption::WithFreqs,
         );
         let top = searcher
             .search(&q, &tantivy::collector::TopDocs::with_limit(4))
             .unwrap();
-        let order: Vec<u64> = top
+        let ids = top
             .iter()
             .map(|(_, a)| {
                 let d: TantivyDocument = searcher.doc(*a).unwrap();
                 d.get_first(id).and_then(|v| v.as_u64()).unwrap()
             })
             .collect();
-        assert_eq!(order, vec![4, 3, 2, 1], "{top:?}");
-        assert!(top.windows(2).all(|p| p[0].0 > p[1].0), "no ties: {top:?}");
+        (top, ids)
     }
 
     #[test]
@@ -1394,21 +1400,7 @@ mod tests {
             w.add_document(d).unwrap();
         }
         w.commit().unwrap();
-        let searcher = index.reader().unwrap().searcher();
-        let q = TermQuery::new(
-            Term::from_field_text(phrases, "golden ow"),
-            IndexRecordOption::WithFreqs,
-        );
-        let top = searcher
-            .search(&q, &tantivy::collector::TopDocs::with_limit(4))
-            .unwrap();
-        let mut order: Vec<u64> = top
-            .iter()
-            .map(|(_, a)| {
-                let d: TantivyDocument = searcher.doc(*a).unwrap();
-                d.get_first(id).and_then(|v| v.as_u64()).unwrap()
-            })
-            .collect();
+        let (top, mut order) = top_ids(&index, phrases, "golden ow", id);
         assert_eq!(order[0], 3, "{top:?}");
         assert!(top[0].0 > top[1].0, "{top:?}");
         order.sort_unstable();
