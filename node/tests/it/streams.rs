@@ -401,23 +401,33 @@ async fn client_seat_stream_survives_its_node() {
 
 /// Opens a live stream of `event` through `addr` with `token` (if any): its
 /// status, its problem body if refused, and the open response if accepted
-/// (the stream stays open while it is held).
+/// (the stream stays open while it is held). A 503 (a replica briefly behind
+/// its leader on a loaded machine, say) is retried after its `Retry-After`,
+/// as a client would, for up to `STREAM_RETRY_S`; the last answer is returned.
 async fn open_stream(
     addr: &str,
     event: u64,
     token: Option<&str>,
 ) -> (u16, Value, Option<reqwest::Response>) {
-    let mut req =
-        reqwest::Client::new().get(format!("http://{addr}/v1/events/{event}/seats/stream"));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
+    const STREAM_RETRY_S: u64 = 30;
+    let deadline = Instant::now() + Duration::from_secs(STREAM_RETRY_S);
+    loop {
+        let mut req =
+            reqwest::Client::new().get(format!("http://{addr}/v1/events/{event}/seats/stream"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        if status == 200 {
+            return (status, Value::Null, Some(resp));
+        }
+        let body = resp.json().await.unwrap_or(Value::Null);
+        if status != 503 || Instant::now() >= deadline {
+            return (status, body, None);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    if status == 200 {
-        return (status, Value::Null, Some(resp));
-    }
-    (status, resp.json().await.unwrap_or(Value::Null), None)
 }
 
 /// Issue 14: live streams were capped per node only, so one user or one
@@ -434,9 +444,9 @@ async fn live_streams_are_capped_per_user_and_per_address() {
     let (event, _) = cluster.venue_and_event(4, 60, 4).await;
     let addr = cluster.nodes[0].addr.clone();
     let alice = mint("alice", false);
-    let (s1, _, a1) = open_stream(&addr, event, Some(&alice)).await;
-    let (s2, _, _a2) = open_stream(&addr, event, Some(&alice)).await;
-    assert_eq!((s1, s2), (200, 200));
+    let (s1, v1, a1) = open_stream(&addr, event, Some(&alice)).await;
+    let (s2, v2, _a2) = open_stream(&addr, event, Some(&alice)).await;
+    assert_eq!((s1, s2), (200, 200), "{v1} {v2}");
     let (s, v, _) = open_stream(&addr, event, Some(&alice)).await;
     assert_eq!(
         (s, v["limit"].as_str()),
