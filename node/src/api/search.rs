@@ -95,7 +95,7 @@ fn parse_time_param(q: &HashMap<String, String>, name: &str) -> ApiResult<Option
 /// city, category, performer, venue; sorted by relevance or date; paged.
 #[utoipa::path(get, path = "/v1/search", tag = "search",
     params(
-        ("q" = Option<String>, Query, description = "Keywords (typo-tolerant; the last word also matches as a prefix)"),
+        ("q" = Option<String>, Query, description = "Keywords (the last word also matches as a prefix; typo-tolerant when the words as typed find fewer than 20 events: one edit first, two for words of 5+ letters only if one still finds too few)"),
         ("from" = Option<String>, Query, format = DateTime, description = "Start time lower bound, RFC 3339"),
         ("to" = Option<String>, Query, format = DateTime, description = "Start time upper bound, RFC 3339"),
         ("city" = Option<String>, Query, description = "City (exact, case-insensitive)"),

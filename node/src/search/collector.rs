@@ -15,9 +15,11 @@ use tantivy::collector::{Collector, SegmentCollector};
 
 use tantivy::columnar::{Column, ColumnIndex, ColumnValues, StrColumn};
 use tantivy::query::Weight;
-use tantivy::{DocAddress, DocId, DocSet, Score, SegmentOrdinal, SegmentReader, TERMINATED};
+use tantivy::{
+    DocAddress, DocId, DocSet, Score, Searcher, SegmentOrdinal, SegmentReader, TERMINATED,
+};
 
-use super::columns::ColumnCache;
+use super::columns::{ColumnCache, Group};
 use super::haversine_km;
 
 /// Conditions every counted document meets.
@@ -444,6 +446,119 @@ impl Collector for PageCollector {
     }
 }
 
+/// What a page by date selects besides start times (see
+/// [`PageCollector::collect_by_date`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Within<'a> {
+    /// Every event.
+    Everything,
+    /// The events of a category (as indexed: lower case).
+    Category(&'a str),
+    /// The events within the filters' radius of their point.
+    Radius,
+}
+
+impl PageCollector {
+    /// The page, total and facets of a query that selects by category, by
+    /// radius or not at all, and by start time, from each segment's
+    /// [`DateOrder`](super::columns::DateOrder)s: the documents between the dates are found by binary
+    /// search per category or per venue in reach, and only they are looked
+    /// at (only the first `keep` of each group's, ranked by date with
+    /// nothing else to check or count). `None` when a segment has no such
+    /// order (the caller searches the general way).
+    pub fn collect_by_date(
+        &self,
+        searcher: &Searcher,
+        within: Within<'_>,
+    ) -> tantivy::Result<Option<Collected>> {
+        let radius = match (within, self.filters.near) {
+            (Within::Radius, Some((lat, lon, Some(r)))) => Some((lat, lon, r)),
+            (Within::Radius, _) => return Ok(None),
+            _ => None,
+        };
+        let mut fruits = Vec::with_capacity(searcher.segment_readers().len());
+        for (ordinal, reader) in searcher.segment_readers().iter().enumerate() {
+            let columns = self.columns.of(reader)?;
+            let order = match within {
+                Within::Radius => columns.by_venue(),
+                _ => columns.by_category(),
+            };
+            let Some(order) = order else {
+                return Ok(None);
+            };
+            let mut seg = self.for_segment(ordinal as SegmentOrdinal, reader)?;
+            let groups: Vec<&Group> = match (within, radius) {
+                (Within::Category(c), _) => {
+                    match columns.category.dictionary().term_ord(c.as_bytes())? {
+                        Some(ord) => order.group(ord).into_iter().collect(),
+                        None => Vec::new(),
+                    }
+                }
+                (Within::Radius, Some((lat, lon, r))) => order
+                    .groups
+                    .iter()
+                    // A degree of latitude is at least 111 km apart.
+                    .filter(|g| (g.lat - lat).abs() * 111.0 <= r)
+                    .filter(|g| {
+                        let d = haversine_km(lat, lon, g.lat, g.lon);
+                        // The venue's events are checked with this distance.
+                        seg.venue_km.insert(g.key, d);
+                        d <= r
+                    })
+                    .collect(),
+                _ => order.groups.iter().collect(),
+            };
+            // Each document checked and counted, or (ranked by date with
+            // nothing else to check or count) in start order, where past
+            // the first `keep` none would enter the top: only counted.
+            let check_each =
+                seg.available.is_some() || seg.facets.is_some() || self.rank != Rank::Date;
+            let alive = reader.alive_bitset();
+            for g in groups {
+                let (starts, docs) = order.between(g, self.filters.from_ms, self.filters.to_ms);
+                let distance_km = radius.and_then(|_| seg.venue_km.get(&g.key).copied());
+                match alive {
+                    None if !check_each => {
+                        let ranked = starts.len().min(self.keep);
+                        for (&starts_at, &doc) in starts[..ranked].iter().zip(docs) {
+                            let admitted = Admitted {
+                                starts_at,
+                                distance_km,
+                            };
+                            seg.count_and_rank(doc, 0.0, admitted);
+                        }
+                        seg.total += starts.len() - ranked;
+                    }
+                    _ => {
+                        let mut ranked = 0;
+                        for (&starts_at, &doc) in starts.iter().zip(docs) {
+                            if alive.is_some_and(|a| a.is_deleted(doc)) {
+                                continue;
+                            }
+                            if check_each {
+                                if let Some(admitted) = seg.admit_starting(doc, starts_at) {
+                                    seg.count_and_rank(doc, 0.0, admitted);
+                                }
+                            } else if ranked < self.keep {
+                                ranked += 1;
+                                let admitted = Admitted {
+                                    starts_at,
+                                    distance_km,
+                                };
+                                seg.count_and_rank(doc, 0.0, admitted);
+                            } else {
+                                seg.total += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            fruits.push(seg.harvest());
+        }
+        self.merge_fruits(fruits).map(Some)
+    }
+}
+
 impl PageSegment {
     /// Scores a document must exceed to be worth looking at, ranking by
     /// score: just below the worst kept once the top is full (an equal
@@ -798,6 +913,118 @@ mod tests {
                 "{ids:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_date_orders_find_what_a_pass_over_every_document_finds() {
+        use tantivy::query::{AllQuery, Query, TermQuery};
+        use tantivy::schema::IndexRecordOption;
+        use tantivy::{doc, Index, IndexWriter, Term};
+        let (schema, event_id, starts, _) = columns_schema();
+        let field = |name| schema.get_field(name).unwrap();
+        let (available, category, city) = (field("available"), field("category"), field("city"));
+        let (venue, lat, lon) = (field("venue_id"), field("lat"), field("lon"));
+        let index = Index::create_in_ram(schema);
+        let mut w: IndexWriter = index.writer(15_000_000).unwrap();
+        // Three segments of pseudo-random events: starts with many ties,
+        // some sold out, three categories, two cities, twelve venues 0.1° of
+        // latitude (11 km) apart.
+        let mut x: u64 = 7;
+        for id in 0..600u64 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let v = (x >> 50) % 12;
+            w.add_document(doc!(
+                event_id => id,
+                starts => ((x >> 33) % 100) as i64,
+                available => (x >> 20) % 3,
+                category => ["jazz", "rock", "opera"][((x >> 40) % 3) as usize],
+                city => ["paris", "oslo"][((x >> 45) % 2) as usize],
+                venue => v,
+                lat => 50.0 + v as f64 * 0.1,
+                lon => 2.0,
+            ))
+            .unwrap();
+            if id % 200 == 199 {
+                w.commit().unwrap();
+            }
+        }
+        // Deletes in the first segment only: the others take the path that
+        // looks at the first `keep` of a range alone.
+        for id in (0..200).step_by(7) {
+            w.delete_term(Term::from_field_u64(event_id, id));
+        }
+        w.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        assert_eq!(searcher.segment_readers().len(), 3);
+        let ids = |c: &Collected| c.top.iter().map(|c| c.event_id).collect::<Vec<_>>();
+        let mut compared = 0;
+        let selections = [
+            Within::Everything,
+            Within::Category("jazz"),
+            Within::Category("blues"),
+            Within::Radius,
+        ];
+        for within in selections {
+            let query: Box<dyn Query> = match within {
+                Within::Category(c) => Box::new(TermQuery::new(
+                    Term::from_field_text(category, c),
+                    IndexRecordOption::Basic,
+                )),
+                _ => Box::new(AllQuery),
+            };
+            // Venues 3 to 7 (50.3° to 50.7°) are within 25 km of 50.5°.
+            let near = matches!(within, Within::Radius).then_some((50.5, 2.0, Some(25.0)));
+            for (from_ms, to_ms) in [
+                (None, None),
+                (Some(10), Some(40)),
+                (Some(50), None),
+                (None, Some(0)),
+                (Some(60), Some(50)),
+            ] {
+                for (rank, available_only, facets, keep) in [
+                    (Rank::Date, false, false, 0),
+                    (Rank::Date, false, false, 5),
+                    (Rank::Date, false, false, 1000),
+                    (Rank::Date, true, false, 5),
+                    (Rank::Date, false, true, 5),
+                    (Rank::Date, true, true, 20),
+                    (Rank::Distance, false, false, 5),
+                ] {
+                    if rank == Rank::Distance && near.is_none() {
+                        continue;
+                    }
+                    let c = PageCollector {
+                        filters: Filters {
+                            from_ms,
+                            to_ms,
+                            available_only,
+                            near,
+                        },
+                        rank,
+                        keep,
+                        facets,
+                        top_only: false,
+                        columns: Arc::default(),
+                    };
+                    let ordered = c.collect_by_date(&searcher, within).unwrap().unwrap();
+                    let each = searcher.search(&*query, &c).unwrap();
+                    let case = format!(
+                        "{within:?} {from_ms:?}..{to_ms:?} {rank:?} {available_only} {facets} {keep}"
+                    );
+                    assert_eq!(ordered.total, each.total, "{case}");
+                    assert_eq!(ids(&ordered), ids(&each), "{case}");
+                    assert_eq!(ordered.facets, each.facets, "{case}");
+                    let distances =
+                        |c: &Collected| c.top.iter().map(|c| c.distance_km).collect::<Vec<_>>();
+                    assert_eq!(distances(&ordered), distances(&each), "{case}");
+                    compared += usize::from(each.total > 0 && keep > 0);
+                }
+            }
+        }
+        // Most cases find something to compare.
+        assert!(compared > 40, "{compared}");
     }
 
     #[test]

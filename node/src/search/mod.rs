@@ -33,7 +33,7 @@ pub mod columns;
 pub mod suggest;
 pub mod vocabulary;
 
-use collector::{Collected, FacetCounts, Filters, PageCollector, Rank};
+use collector::{Collected, FacetCounts, Filters, PageCollector, Rank, Within};
 
 /// Bumped whenever the schema changes: an index of another version is rebuilt.
 pub const SCHEMA_VERSION: u32 = 8;
@@ -87,8 +87,10 @@ pub const PAGE_SIZE_DEFAULT: usize = 20;
 /// Deepest result offset a page token may reach.
 pub const OFFSET_MAX: usize = 10_000;
 /// Keyword searches first match words exactly (and the last word as a prefix);
-/// only when that finds fewer hits than this do typo-tolerant matches join in.
-/// Decided per query, not per page, so paging stays stable.
+/// only when that finds fewer hits than this do typo-tolerant matches join in,
+/// words one edit away first, and two edits away (for words of 5 characters
+/// or more) only when that still finds fewer. Decided per query, not per
+/// page, so paging stays stable.
 pub const FUZZY_BELOW_HITS: usize = 20;
 /// Largest search radius.
 pub const RADIUS_KM_MAX: f64 = 20_000.0;
@@ -568,7 +570,10 @@ impl SearchIndex {
         drop(w);
         // Searchable at once, not when a file watcher next polls.
         self.reader.reload()?;
-        self.columns.retain(&self.reader.searcher());
+        if let Err(e) = self.columns.prepare(&self.reader.searcher()) {
+            // The first query to read the new segments opens them instead.
+            tracing::warn!(error = %e, "search columns not prepared");
+        }
         if let Err(e) = self.vocabulary.refresh(&self.reader.searcher()) {
             // Typo tolerance misses the new words until the next commit.
             tracing::warn!(error = %e, "search vocabulary not refreshed");
@@ -746,12 +751,13 @@ impl SearchIndex {
 
     /// The text clauses of `words`: each word must match, exactly in some
     /// field (ranked by field); the last also as a prefix (type-ahead); with
-    /// `fuzzy`, also within an edit distance in the combined field.
-    fn text_clauses(&self, words: &[String], fuzzy: bool) -> Vec<(Occur, Box<dyn Query>)> {
+    /// `typos` above 0, also within an edit distance in the combined field
+    /// (the word's own [`fuzzy_distance`], at most `typos`).
+    fn text_clauses(&self, words: &[String], typos: u8) -> Vec<(Occur, Box<dyn Query>)> {
         words
             .iter()
             .enumerate()
-            .map(|(i, w)| (Occur::Must, self.word_query(w, i + 1 == words.len(), fuzzy)))
+            .map(|(i, w)| (Occur::Must, self.word_query(w, i + 1 == words.len(), typos)))
             .collect()
     }
 
@@ -760,10 +766,11 @@ impl SearchIndex {
     /// ranking (a match in the name above one elsewhere, a whole word above
     /// a prefix: [`ranked_prefixes`]), so a word is read once and scored
     /// once, and a query of one word can skip blocks that cannot reach the
-    /// top. With `fuzzy`, known words within the word's edit distance (and
-    /// for the last word from four characters, words that begin within one
-    /// edit) match too, ranked lower the further they are.
-    fn word_query(&self, w: &str, last: bool, fuzzy: bool) -> Box<dyn Query> {
+    /// top. With `typos` above 0, known words within the word's edit
+    /// distance, at most `typos` (and for the last word from four
+    /// characters, words that begin within one edit) match too, ranked
+    /// lower the further they are.
+    fn word_query(&self, w: &str, last: bool, typos: u8) -> Box<dyn Query> {
         let f = self.fields;
         let words = |field, w: &str| -> Box<dyn Query> {
             Box::new(TermQuery::new(
@@ -791,21 +798,21 @@ impl SearchIndex {
                 (Occur::Should, words(f.all_text, w)),
             ]))
         };
-        if !fuzzy {
+        if typos == 0 {
             return exact;
         }
         let prefix_distance = u8::from(last && w.chars().count() >= 4);
-        let mut typos = self
+        let mut near = self
             .vocabulary
-            .expand(w, fuzzy_distance(w), prefix_distance);
+            .expand(w, fuzzy_distance(w).min(typos), prefix_distance);
         if last {
             // Words the last word begins match as prefixes already.
-            typos.retain(|(t, _)| !t.starts_with(w));
+            near.retain(|(t, _)| !t.starts_with(w));
         }
-        if typos.is_empty() {
+        if near.is_empty() {
             return exact;
         }
-        let mut any: Vec<(Occur, Box<dyn Query>)> = typos
+        let mut any: Vec<(Occur, Box<dyn Query>)> = near
             .into_iter()
             .map(|(t, d)| -> (Occur, Box<dyn Query>) {
                 let boost = TYPO_WEIGHT / f32::from(d);
@@ -872,11 +879,11 @@ impl SearchIndex {
             None => Collected::default(),
         };
         if events.top.is_empty() {
-            events = searcher.search(&*all_of(self.text_clauses(&words, false)), &collector)?;
+            events = searcher.search(&*all_of(self.text_clauses(&words, 0)), &collector)?;
         }
         if events.top.is_empty() && named.is_empty() {
             // Nothing by prefix or small typos: allow search's typo distance.
-            events = searcher.search(&*all_of(self.text_clauses(&words, true)), &collector)?;
+            events = searcher.search(&*all_of(self.text_clauses(&words, TYPOS_MAX)), &collector)?;
         }
         let events: Vec<suggest::Suggestion> = events
             .top
@@ -995,16 +1002,45 @@ impl SearchIndex {
             };
             Ok(searcher.search(&*query, &collector)?)
         };
-        // Exact matching first; typo tolerance only when that finds too little.
-        let collected = if words.is_empty() {
+        // Browsing by date, in a category or not: from the (category,
+        // start) order of each segment.
+        let category = req.category.as_ref().map(|c| c.to_lowercase());
+        let within = match (&category, req.near) {
+            (Some(c), None) => Some(Within::Category(c)),
+            (None, Some((_, _, Some(_)))) => Some(Within::Radius),
+            (None, None) => Some(Within::Everything),
+            _ => None,
+        };
+        let ordered = match within {
+            Some(within)
+                if words.is_empty()
+                    && matches!(rank, Rank::Date | Rank::Distance)
+                    && req.city.is_none()
+                    && req.performer_id.is_none()
+                    && req.venue_id.is_none() =>
+            {
+                collector.collect_by_date(&searcher, within)?
+            }
+            _ => None,
+        };
+        // Exact matching first; typo tolerance only when that finds too
+        // little, one edit before two (a word of two edits away is another
+        // word more often than a typo, and expanding into every such word
+        // costs most of a typo query's time).
+        let collected = if let Some(c) = ordered {
+            c
+        } else if words.is_empty() {
             run(Vec::new())?
         } else {
-            let exact = run(self.text_clauses(&words, false))?;
-            if exact.total >= FUZZY_BELOW_HITS {
-                exact
-            } else {
-                run(self.text_clauses(&words, true))?
+            let mut found = run(self.text_clauses(&words, 0))?;
+            let most = words.iter().map(|w| fuzzy_distance(w)).max().unwrap_or(0);
+            for typos in 1..=most {
+                if found.total >= FUZZY_BELOW_HITS {
+                    break;
+                }
+                found = run(self.text_clauses(&words, typos))?;
             }
+            found
         };
         let results = collected
             .top
@@ -1062,6 +1098,9 @@ pub fn words_of(q: &str) -> Vec<String> {
         .take(16)
         .collect()
 }
+
+/// The most edits any word is forgiven ([`fuzzy_distance`] of a long word).
+const TYPOS_MAX: u8 = 2;
 
 /// Edits a typo-tolerant match of `word` allows: none below 3 characters,
 /// one below 5, two from 5.
