@@ -461,11 +461,11 @@ pub enum Within<'a> {
 impl PageCollector {
     /// The page, total and facets of a query that selects by category, by
     /// radius or not at all, and by start time, from each segment's
-    /// [`DateOrder`](super::columns::DateOrder)s: the documents between the dates are found by binary
-    /// search per category or per venue in reach, and only they are looked
-    /// at (only the first `keep` of each group's, ranked by date with
-    /// nothing else to check or count). `None` when a segment has no such
-    /// order (the caller searches the general way).
+    /// [`DateOrder`](super::columns::DateOrder)s: the documents between the
+    /// dates are found by binary search per category or per venue in reach,
+    /// and only they are looked at (only the first `keep` of each group's,
+    /// ranked by date with nothing else to check or count). `None` when a
+    /// segment has no such order (the caller searches the general way).
     pub fn collect_by_date(
         &self,
         searcher: &Searcher,
@@ -521,11 +521,7 @@ impl PageCollector {
                     None if !check_each => {
                         let ranked = starts.len().min(self.keep);
                         for (&starts_at, &doc) in starts[..ranked].iter().zip(docs) {
-                            let admitted = Admitted {
-                                starts_at,
-                                distance_km,
-                            };
-                            seg.count_and_rank(doc, 0.0, admitted);
+                            seg.count_and_rank_in_range(doc, starts_at, distance_km);
                         }
                         seg.total += starts.len() - ranked;
                     }
@@ -541,11 +537,7 @@ impl PageCollector {
                                 }
                             } else if ranked < self.keep {
                                 ranked += 1;
-                                let admitted = Admitted {
-                                    starts_at,
-                                    distance_km,
-                                };
-                                seg.count_and_rank(doc, 0.0, admitted);
+                                seg.count_and_rank_in_range(doc, starts_at, distance_km);
                             } else {
                                 seg.total += 1;
                             }
@@ -607,6 +599,16 @@ impl PageSegment {
             starts_at,
             distance_km,
         })
+    }
+
+    /// [`Self::count_and_rank`] for a document of a date order's range,
+    /// which the range and its group admit already.
+    fn count_and_rank_in_range(&mut self, doc: DocId, starts_at: i64, distance_km: Option<f64>) {
+        let admitted = Admitted {
+            starts_at,
+            distance_km,
+        };
+        self.count_and_rank(doc, 0.0, admitted);
     }
 
     /// Counts an admitted document and keeps it if it ranks in the top.
