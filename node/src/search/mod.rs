@@ -1002,8 +1002,9 @@ impl SearchIndex {
             };
             Ok(searcher.search(&*query, &collector)?)
         };
-        // Browsing by date, in a category or not: from the (category,
-        // start) order of each segment.
+        // Browsing by date (in a category, around a point, or over
+        // everything): from each segment's (category, start) or (venue,
+        // start) order. The selection clauses above go unused then.
         let category = req.category.as_ref().map(|c| c.to_lowercase());
         let within = match (&category, req.near) {
             (Some(c), None) => Some(Within::Category(c)),
